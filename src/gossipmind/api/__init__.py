@@ -1,0 +1,1 @@
+"""Local HTTP API (server) and the agent-side SDK client."""

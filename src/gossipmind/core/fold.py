@@ -1,0 +1,345 @@
+"""The fold: materialised state as a pure function of the set of valid ops.
+
+Aggregates are updated incrementally as effective ops are applied; when a
+revocation or an equivocation changes which ops are effective, the replica calls
+:meth:`Fold.rebuild` and every aggregate is recomputed from the op records.
+Every derived value is a function of the set, never of arrival order
+(docs/protocol.md §6).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from gossipmind.core.membership import Roles
+from gossipmind.core.policy import Policy, max_risk, scope_covers
+from gossipmind.core.schema import fix_id as compute_fix_id
+
+
+@dataclass(slots=True)
+class Meta:
+    """What a replica keeps in memory about every valid op."""
+
+    id: bytes
+    author: bytes
+    seq: int
+    lamport: int
+    kind: str
+    deps: tuple[bytes, ...]
+    ts: int
+    mset: int  # interned set of membership ops in this op's causal past
+    effective: bool = False
+
+
+@dataclass(slots=True)
+class PatternAgg:
+    pattern: bytes
+    service: str
+    operation: str
+    error_class: str
+    template: str
+    shape: str
+    first: tuple[int, bytes]
+    per_author: dict[bytes, list[int]] = field(default_factory=dict)
+    status: dict[str, int] = field(default_factory=dict)
+    first_ts: int = 0
+    last_ts: int = 0
+
+    @property
+    def count(self) -> int:
+        return sum(v[0] for v in self.per_author.values())
+
+    @property
+    def reporters(self) -> int:
+        return sum(1 for v in self.per_author.values() if v[0] > 0)
+
+    def totals(self) -> list[int]:
+        out = [0, 0, 0, 0, 0]
+        for v in self.per_author.values():
+            out[0] += v[0]
+            out[1] += v[1]
+            out[2] += v[2]
+            out[3] = max(out[3], v[3])
+            out[4] += v[4]
+        return out
+
+
+@dataclass(slots=True)
+class Attestation:
+    op_id: bytes
+    lamport: int
+    verdict: str
+    scope: str
+    roles: Roles  # the attester's effective roles in the attestation's causal past
+    reasons: list[str]
+    evidence: dict[str, Any]
+    tier: int = 0  # filled in by Fold.fix_view for the fix's scope
+
+
+@dataclass(slots=True)
+class FixAgg:
+    fix: bytes
+    pattern: bytes = b""
+    recipe: dict[str, Any] | None = None
+    first: tuple[int, bytes] | None = None
+    proposals: dict[bytes, dict[str, Any]] = field(default_factory=dict)
+    attestations: dict[bytes, Attestation] = field(default_factory=dict)
+    revokes: dict[bytes, dict[str, Any]] = field(default_factory=dict)
+    outcomes: dict[bytes, list[int]] = field(default_factory=dict)
+
+    @property
+    def scope(self) -> str:
+        return str(self.recipe["scope"]) if self.recipe else ""
+
+
+@dataclass(slots=True)
+class GoalAgg:
+    goal: bytes
+    owner: bytes = b""
+    versions: dict[bytes, tuple[int, bytes, dict[str, Any]]] = field(default_factory=dict)
+    reviews: dict[bytes, dict[bytes, tuple[int, bytes, str, str]]] = field(default_factory=dict)
+
+
+def fix_status(f: FixAgg, policy: Policy) -> dict[str, Any]:
+    """Derived status of a fix: risk, quorum, verdict (protocol §6.4)."""
+    if f.recipe is None or not f.proposals:
+        return {"status": "unknown", "risk": "low", "accepts": [], "rejects": []}
+    declared = [p["risk"] for p in f.proposals.values()]
+    risk = max_risk(policy.risk_floor(f.recipe), *declared)
+    quorum = policy.quorum[risk]
+    accepts = {a: x.tier for a, x in f.attestations.items() if x.verdict == "accept"}
+    rejects = {a: x.tier for a, x in f.attestations.items() if x.verdict == "reject"}
+    top = max(accepts.values(), default=0)
+    met = len(accepts) >= quorum.count and top >= quorum.tier
+    blocked = any(t >= top for t in rejects.values())
+    if f.revokes:
+        status = "revoked"
+    elif met and not blocked:
+        status = "accepted"
+    elif rejects:
+        status = "rejected"
+    else:
+        status = "proposed"
+    return {
+        "status": status,
+        "risk": risk,
+        "quorum": {"count": quorum.count, "tier": quorum.tier},
+        "accepts": sorted(accepts.items()),
+        "rejects": sorted(rejects.items()),
+    }
+
+
+def goal_status(g: GoalAgg) -> dict[str, Any] | None:
+    """The current version of a goal and whether it is active (protocol §6.6)."""
+    own = [(lam, vid, b) for vid, (lam, author, b) in g.versions.items() if author == g.owner]
+    if not g.owner or not own:
+        return None
+    lamport, version, body = max(own, key=lambda v: (v[0], v[1]))
+    verdicts = {
+        reviewer: verdict
+        for reviewer, (_, _, verdict, _) in g.reviews.get(version, {}).items()
+        if reviewer != g.owner
+    }
+    approved = "approve" in verdicts.values() and "reject" not in verdicts.values()
+    return {
+        "version": version,
+        "lamport": lamport,
+        "body": body,
+        "active": approved and not body["retired"],
+        "approvals": sorted(r for r, v in verdicts.items() if v == "approve"),
+        "rejections": sorted(r for r, v in verdicts.items() if v == "reject"),
+    }
+
+
+class Fold:
+    """Aggregates of the effective ops. ``records`` lets a rebuild start over."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.records: list[tuple[Meta, dict[str, Any], Roles]] = []
+        self.patterns: dict[bytes, PatternAgg] = {}
+        self.fixes: dict[bytes, FixAgg] = {}
+        self.goals: dict[bytes, GoalAgg] = {}
+        self.dirty_patterns: set[bytes] = set()
+        self.dirty_fixes: set[bytes] = set()
+        self.dirty_goals: set[bytes] = set()
+        self.all_dirty = True
+
+    def add(self, meta: Meta, body: dict[str, Any], roles: Roles) -> None:
+        """Record a valid non-membership op; count it if ``meta.effective``."""
+        if meta.kind == "pattern.report":
+            self._pattern_info(meta, body)
+        elif meta.kind == "fix.propose":
+            self._fix_info(meta, body)
+        elif meta.kind == "goal.set" and "goal" not in body:
+            self.goals.setdefault(meta.id, GoalAgg(meta.id)).owner = meta.author
+            self.dirty_goals.add(meta.id)
+        self.records.append((meta, body, roles))
+        if meta.effective:
+            self._count(meta, body, roles)
+
+    def rebuild(self, effective: Callable[[Meta, dict[str, Any]], tuple[bool, Roles]]) -> None:
+        """Recompute every aggregate after effectiveness changed."""
+        for p in self.patterns.values():
+            p.per_author.clear()
+            p.status.clear()
+            p.first_ts = p.last_ts = 0
+        for f in self.fixes.values():
+            f.proposals.clear()
+            f.attestations.clear()
+            f.revokes.clear()
+            f.outcomes.clear()
+        for g in self.goals.values():
+            g.versions.clear()
+            g.reviews.clear()
+        records, self.records = self.records, []
+        for meta, body, _ in records:
+            meta.effective, roles = effective(meta, body)
+            self.records.append((meta, body, roles))
+            if meta.effective:
+                self._count(meta, body, roles)
+        self.all_dirty = True
+
+    # -- per-kind contributions ------------------------------------------------
+
+    def _pattern_info(self, meta: Meta, body: dict[str, Any]) -> None:
+        key = (meta.lamport, meta.id)
+        p = self.patterns.get(body["pattern"])
+        if p is None or key < p.first:
+            info = PatternAgg(
+                body["pattern"],
+                body["service"],
+                body["operation"],
+                body["error_class"],
+                body["template"],
+                body["shape"],
+                key,
+            )
+            if p is not None:
+                info.per_author, info.status = p.per_author, p.status
+                info.first_ts, info.last_ts = p.first_ts, p.last_ts
+            self.patterns[body["pattern"]] = info
+
+    def _fix_info(self, meta: Meta, body: dict[str, Any]) -> None:
+        fid = compute_fix_id(body["pattern"], body["recipe"])
+        f = self.fixes.setdefault(fid, FixAgg(fid))
+        key = (meta.lamport, meta.id)
+        if f.first is None or key < f.first:
+            f.first, f.pattern, f.recipe = key, body["pattern"], body["recipe"]
+        self.dirty_fixes.add(fid)
+
+    def _count(self, meta: Meta, body: dict[str, Any], roles: Roles) -> None:
+        kind = meta.kind
+        if kind == "pattern.report":
+            self._count_report(meta, body)
+        elif kind == "fix.propose":
+            fid = compute_fix_id(body["pattern"], body["recipe"])
+            self.fixes[fid].proposals[meta.id] = {
+                "author": meta.author,
+                "risk": body["risk"],
+                "origin": body["origin"],
+                "rationale": body["rationale"],
+                "drill": body.get("drill"),
+                "synthesizer": body.get("synthesizer", ""),
+                "lamport": meta.lamport,
+                "ts": meta.ts,
+            }
+            self.dirty_fixes.add(fid)
+        elif kind == "fix.attest":
+            self._count_attest(meta, body, roles)
+        elif kind == "fix.outcome":
+            f = self.fixes.setdefault(body["fix"], FixAgg(body["fix"]))
+            o = f.outcomes.setdefault(meta.author, [0, 0])
+            o[0] += body["attempts"]
+            o[1] += body["successes"]
+            self.dirty_fixes.add(body["fix"])
+        elif kind == "fix.revoke":
+            f = self.fixes.setdefault(body["fix"], FixAgg(body["fix"]))
+            f.revokes[meta.id] = {
+                "author": meta.author,
+                "scope": body["scope"],
+                "reason": body["reason"],
+                "lamport": meta.lamport,
+            }
+            self.dirty_fixes.add(body["fix"])
+        elif kind == "goal.set":
+            gid = body.get("goal", meta.id)
+            g = self.goals.setdefault(gid, GoalAgg(gid))
+            g.versions[meta.id] = (meta.lamport, meta.author, body)
+            self.dirty_goals.add(gid)
+        elif kind == "goal.review":
+            g = self.goals.setdefault(body["goal"], GoalAgg(body["goal"]))
+            per = g.reviews.setdefault(body["version"], {})
+            prev = per.get(meta.author)
+            if prev is None or (meta.lamport, meta.id) > (prev[0], prev[1]):
+                per[meta.author] = (meta.lamport, meta.id, body["verdict"], body["comment"])
+            self.dirty_goals.add(body["goal"])
+
+    def _count_report(self, meta: Meta, body: dict[str, Any]) -> None:
+        p = self.patterns[body["pattern"]]
+        stats = body["stats"]
+        v = p.per_author.setdefault(meta.author, [0, 0, 0, 0, 0])
+        v[0] += min(body["count"], self.policy.report_cap)
+        v[1] += stats["latency_ms_sum"]
+        v[2] += stats["latency_n"]
+        v[3] = max(v[3], stats["retry_after_ms_max"])
+        v[4] += stats["retry_after_n"]
+        for code, n in stats["status"].items():
+            p.status[code] = p.status.get(code, 0) + n
+        p.first_ts = min(p.first_ts, meta.ts) if p.first_ts else meta.ts
+        p.last_ts = max(p.last_ts, meta.ts)
+        self.dirty_patterns.add(p.pattern)
+
+    def _count_attest(self, meta: Meta, body: dict[str, Any], roles: Roles) -> None:
+        f = self.fixes.setdefault(body["fix"], FixAgg(body["fix"]))
+        prev = f.attestations.get(meta.author)
+        if prev is not None and (prev.lamport, prev.op_id) > (meta.lamport, meta.id):
+            return
+        f.attestations[meta.author] = Attestation(
+            meta.id,
+            meta.lamport,
+            body["verdict"],
+            body["scope"],
+            roles,
+            list(body["reasons"]),
+            dict(body.get("evidence", {})),
+        )
+        self.dirty_fixes.add(body["fix"])
+
+    # -- queries ---------------------------------------------------------------
+
+    def fix_view(self, f: FixAgg) -> FixAgg:
+        """``f`` keeping only attestations and revokes whose scope covers the fix,
+        each attestation carrying the attester's tier for the fix's scope."""
+        if f.recipe is None:
+            return f
+        attestations = {}
+        for author, x in f.attestations.items():
+            if scope_covers(x.scope, f.scope):
+                tier = x.roles.tier_for(f.scope)
+                attestations[author] = Attestation(
+                    x.op_id, x.lamport, x.verdict, x.scope, x.roles, x.reasons, x.evidence, tier
+                )
+        return FixAgg(
+            f.fix,
+            f.pattern,
+            f.recipe,
+            f.first,
+            f.proposals,
+            attestations,
+            {k: r for k, r in f.revokes.items() if scope_covers(r["scope"], f.scope)},
+            f.outcomes,
+        )
+
+    def iter_fix_status(self) -> Iterator[tuple[FixAgg, dict[str, Any]]]:
+        for f in self.fixes.values():
+            v = self.fix_view(f)
+            yield v, fix_status(v, self.policy)
+
+    def drain_dirty(self) -> tuple[set[bytes], set[bytes], set[bytes], bool]:
+        out = (self.dirty_patterns, self.dirty_fixes, self.dirty_goals, self.all_dirty)
+        self.dirty_patterns, self.dirty_fixes, self.dirty_goals = set(), set(), set()
+        self.all_dirty = False
+        return out

@@ -1,0 +1,184 @@
+"""Members, roles, tiers, scopes, revocation and equivocation (docs/protocol.md §6.1).
+
+Two views of membership exist:
+
+* the **validity view** of a set of membership ops (the ones in an op's causal
+  past): every valid grant counts, every valid revoke strips its target. An op
+  is valid only if its author is authorized in the validity view of its past.
+* the **effective view**: the same, but only grants that the whole-set fold
+  found *effective* count. Grants by voided authors (revoked, equivocating)
+  are not effective, and neither is anything those grants authorized.
+
+Voiding is a per-author seq threshold: an author's op with ``seq >
+void_after[author]`` is void. A retroactive revoke or equivocation sets it to
+0; a plain revoke R sets it to the highest seq of the author in R's causal past.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gossipmind.core.errors import InvalidOp
+from gossipmind.core.policy import Policy, scope_covers
+
+NEVER = 2**63
+
+
+@dataclass(slots=True)
+class Grant:
+    op_id: bytes
+    author: bytes
+    seq: int
+    lamport: int
+    member: bytes
+    role: str
+    tier: int
+    scopes: tuple[str, ...]
+    name: str
+    mset: int
+
+
+@dataclass(slots=True)
+class Revoke:
+    op_id: bytes
+    author: bytes
+    seq: int
+    lamport: int
+    member: bytes
+    retroactive: bool
+    reason: str
+    past_seq: int  # highest seq of `member` in this revoke's causal past
+
+
+@dataclass(slots=True)
+class Roles:
+    roles: set[str] = field(default_factory=set)
+    verifier: list[tuple[int, str]] = field(default_factory=list)
+    revoked: bool = False
+
+    def tier_for(self, scope: str) -> int:
+        return max((t for t, s in self.verifier if scope_covers(s, scope)), default=0)
+
+    @property
+    def max_tier(self) -> int:
+        return max((t for t, _ in self.verifier), default=0)
+
+    def is_member(self, policy: Policy) -> bool:
+        return not self.revoked and (bool(self.roles) or policy.open_membership)
+
+
+View = dict[bytes, Roles]
+_NOBODY = Roles()
+
+
+def roles_of(view: View, author: bytes) -> Roles:
+    return view.get(author, _NOBODY)
+
+
+def build_view(grants: list[Grant], revokes: list[Revoke]) -> View:
+    """Roles per key from the given grants, minus keys revoked by the given revokes."""
+    view: View = {}
+    for g in grants:
+        r = view.setdefault(g.member, Roles())
+        r.roles.add(g.role)
+        if g.role == "verifier":
+            r.verifier.extend((g.tier, s) for s in g.scopes)
+    for rv in revokes:
+        r = view.setdefault(rv.member, Roles())
+        r.revoked = True
+        r.roles.clear()
+        r.verifier.clear()
+    return view
+
+
+def authorize(kind: str, body: dict[str, Any], roles: Roles, policy: Policy) -> None:
+    """Raise InvalidOp unless ``roles`` allow an op of ``kind`` with ``body``."""
+    if roles.revoked:
+        raise InvalidOp("revoked", "the author's key has been revoked")
+    if kind in ("member.grant", "member.revoke"):
+        if "admin" not in roles.roles:
+            raise InvalidOp("unauthorized", f"{kind} requires the admin role")
+        return
+    if kind == "fix.attest":
+        if not roles.verifier:
+            raise InvalidOp("not_verifier", "fix.attest requires the verifier role")
+        if roles.tier_for(body["scope"]) < 1:
+            raise InvalidOp("out_of_scope", f"the verifier is not granted scope {body['scope']!r}")
+        return
+    if kind == "fix.revoke":
+        if "admin" in roles.roles or roles.tier_for(body["scope"]) >= policy.revoke_min_tier:
+            return
+        raise InvalidOp(
+            "unauthorized",
+            f"fix.revoke requires an admin or a tier-{policy.revoke_min_tier} verifier "
+            f"for scope {body['scope']!r}",
+        )
+    if kind == "goal.review":
+        if "admin" in roles.roles or roles.max_tier >= policy.goal_review_min_tier:
+            return
+        raise InvalidOp(
+            "unauthorized",
+            f"goal.review requires an admin or a tier-{policy.goal_review_min_tier} verifier",
+        )
+    if kind == "fix.propose" and body.get("origin") == "human":
+        if roles.roles & {"teacher", "admin"}:
+            return
+        raise InvalidOp("unauthorized", "a human-authored fix requires the teacher role")
+    if not roles.is_member(policy):
+        raise InvalidOp("not_member", f"{kind} requires membership (a member.grant)")
+
+
+class Membership:
+    """All valid membership ops of a replica, and the whole-set effectiveness fold."""
+
+    def __init__(self) -> None:
+        self.grants: dict[bytes, Grant] = {}
+        self.revokes: dict[bytes, Revoke] = {}
+        self.equivocators: set[bytes] = set()
+        self.void_after: dict[bytes, int] = {}
+        self.effective_grants: set[bytes] = set()
+        self.effective_revokes: set[bytes] = set()
+
+    def voided(self, author: bytes, seq: int) -> bool:
+        return seq > self.void_after.get(author, NEVER)
+
+    def select(self, ids: frozenset[bytes], *, effective: bool) -> View:
+        grants = [self.grants[i] for i in ids if i in self.grants]
+        revokes = [self.revokes[i] for i in ids if i in self.revokes]
+        if effective:
+            grants = [g for g in grants if g.op_id in self.effective_grants]
+            revokes = [r for r in revokes if r.op_id in self.effective_revokes]
+        return build_view(grants, revokes)
+
+    def add_grant(self, g: Grant, past: frozenset[bytes], genesis: bool = False) -> None:
+        """Record a valid grant; its effectiveness depends only on its past."""
+        self.grants[g.op_id] = g
+        if genesis or self._grant_effective(g, past):
+            self.effective_grants.add(g.op_id)
+
+    def _grant_effective(self, g: Grant, past: frozenset[bytes]) -> bool:
+        if self.voided(g.author, g.seq):
+            return False
+        return "admin" in roles_of(self.select(past, effective=True), g.author).roles
+
+    def recompute(self, pasts: Sequence[frozenset[bytes]], genesis_id: bytes) -> None:
+        """Whole-set fold of revocations and grant effectiveness (protocol §6.1).
+
+        ``pasts`` maps each grant's ``mset`` to the membership ops in its past.
+        Revokes are taken in (lamport, id) order; one whose author is already
+        void is skipped. Grants are then re-evaluated in the same order.
+        """
+        self.void_after = dict.fromkeys(self.equivocators, 0)
+        self.effective_revokes = set()
+        for rv in sorted(self.revokes.values(), key=lambda r: (r.lamport, r.op_id)):
+            if self.voided(rv.author, rv.seq):
+                continue
+            self.effective_revokes.add(rv.op_id)
+            limit = 0 if rv.retroactive else rv.past_seq
+            self.void_after[rv.member] = min(self.void_after.get(rv.member, NEVER), limit)
+        self.effective_grants = set()
+        for g in sorted(self.grants.values(), key=lambda x: (x.lamport, x.op_id)):
+            if g.op_id == genesis_id or self._grant_effective(g, pasts[g.mset]):
+                self.effective_grants.add(g.op_id)

@@ -1,0 +1,366 @@
+"""A replica of one network's knowledge base: validity, causal delivery, fold.
+
+Pure and deterministic: no I/O, no clock, no randomness. The store persists
+what a replica accepts; the network feeds it ops in any order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from gossipmind.core import ops as opsmod
+from gossipmind.core.dag import DEFAULT_MAX_BYTES, DEFAULT_MAX_OPS, Pending
+from gossipmind.core.errors import InvalidOp, SchemaError
+from gossipmind.core.fold import Fold, Meta
+from gossipmind.core.identity import Identity
+from gossipmind.core.membership import (
+    Grant,
+    Membership,
+    Revoke,
+    Roles,
+    View,
+    authorize,
+    roles_of,
+)
+from gossipmind.core.ops import GENESIS_NET, MAX_DEPS, Op
+from gossipmind.core.policy import Policy
+from gossipmind.core.schema import check_body
+
+MEMBERSHIP_KINDS = frozenset({"net.genesis", "member.grant", "member.revoke"})
+ROOT_DOMAIN = b"gossipmind/root/1\x00"
+
+
+@dataclass
+class IngestResult:
+    applied: list[Op] = field(default_factory=list)
+    rejected: list[tuple[bytes, str, str]] = field(default_factory=list)  # id, code, detail
+    pending: list[bytes] = field(default_factory=list)
+    evicted: list[bytes] = field(default_factory=list)
+    duplicates: int = 0
+
+    def extend(self, other: IngestResult) -> None:
+        self.applied += other.applied
+        self.rejected += other.rejected
+        self.pending += other.pending
+        self.evicted += other.evicted
+        self.duplicates += other.duplicates
+
+
+def check_genesis(op: Op) -> Policy:
+    """Validate a genesis op on its own; return its policy."""
+    if op.kind != "net.genesis":
+        raise InvalidOp("genesis", f"expected net.genesis, got {op.kind}")
+    if op.net != GENESIS_NET or op.seq != 1 or op.lamport != 1 or op.deps:
+        raise InvalidOp("genesis", "genesis must have net=0*32, seq=1, lamport=1 and no deps")
+    try:
+        check_body(op.kind, op.body)
+    except SchemaError as exc:
+        raise InvalidOp("schema", str(exc)) from exc
+    if not op.verify_signature():
+        raise InvalidOp("signature", "bad genesis signature")
+    return Policy.from_body(op.body["policy"])
+
+
+class Replica:
+    """Applies ops in causal order; keeps heads, pending, rejected, and the fold."""
+
+    def __init__(
+        self,
+        genesis: Op,
+        *,
+        max_pending: int = DEFAULT_MAX_OPS,
+        max_pending_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        self.policy = check_genesis(genesis)
+        self.genesis = genesis
+        self.net = genesis.id
+        self.meta: dict[bytes, Meta] = {}
+        self.rejected: dict[bytes, tuple[str, str]] = {}
+        self.heads: set[bytes] = set()
+        self.by_seq: dict[tuple[bytes, int], list[bytes]] = {}
+        self.last_seq: dict[bytes, int] = {}
+        self.membership = Membership()
+        self.msets: list[frozenset[bytes]] = []
+        self._mset_index: dict[frozenset[bytes], int] = {}
+        self._closed: dict[bytes, int] = {}  # membership op -> mset of past + itself
+        self._valid_views: dict[int, View] = {}
+        self._eff_views: dict[int, View] = {}
+        self.fold = Fold(self.policy)
+        self.pending = Pending(max_pending, max_pending_bytes)
+        self._root: bytes | None = None
+        self.equivocations: dict[tuple[bytes, int], list[bytes]] = {}
+        self._commit(genesis, self._intern(frozenset()))
+
+    # -- ingest ---------------------------------------------------------------
+
+    def ingest_raw(self, raw: bytes) -> IngestResult:
+        try:
+            op = opsmod.decode(raw)
+        except InvalidOp as exc:
+            result = IngestResult()
+            result.rejected.append((opsmod.op_id(bytes(raw)), exc.code, exc.detail))
+            return result
+        return self.ingest(op)
+
+    def ingest_many(self, ops: list[Op]) -> IngestResult:
+        result = IngestResult()
+        for op in ops:
+            result.extend(self.ingest(op))
+        return result
+
+    def ingest(self, op: Op, *, verified: bool = False) -> IngestResult:
+        """Take one decoded op. ``verified`` skips a signature already checked."""
+        result = IngestResult()
+        if op.id in self.meta or op.id in self.pending or op.id in self.rejected:
+            result.duplicates += 1
+            return result
+        try:
+            self._check_stateless(op, verified)
+        except InvalidOp as exc:
+            self._reject(op.id, exc, result)
+            return result
+        bad = [d for d in op.deps if d in self.rejected]
+        if bad:
+            self._reject(
+                op.id, InvalidOp("invalid_dep", f"dep {bad[0].hex()[:12]} is invalid"), result
+            )
+            return result
+        missing = {d for d in op.deps if d not in self.meta}
+        if missing:
+            result.evicted += self.pending.add(op, missing)
+            if op.id in self.pending:
+                result.pending.append(op.id)
+            return result
+        self._apply_ready(op, result)
+        return result
+
+    def _check_stateless(self, op: Op, verified: bool) -> None:
+        if op.net != self.net:
+            raise InvalidOp("wrong_network", f"op is for network {op.net.hex()[:12]}")
+        if op.kind == "net.genesis":
+            raise InvalidOp("genesis", "a network has exactly one genesis")
+        if not op.deps:
+            raise InvalidOp("no_deps", "every op but the genesis has deps")
+        try:
+            check_body(op.kind, op.body)
+        except SchemaError as exc:
+            raise InvalidOp("schema", str(exc)) from exc
+        if not verified and not op.verify_signature():
+            raise InvalidOp("signature", "the signature does not verify")
+
+    def _apply_ready(self, op: Op, result: IngestResult) -> None:
+        queue = [op]
+        while queue:
+            current = queue.pop()
+            try:
+                mset = self._check_context(current)
+            except InvalidOp as exc:
+                self._reject(current.id, exc, result)
+                continue
+            self._commit(current, mset)
+            result.applied.append(current)
+            queue.extend(reversed(self.pending.resolved(current.id)))
+
+    def _reject(self, op_id: bytes, exc: InvalidOp, result: IngestResult) -> None:
+        stack = [(op_id, exc.code, exc.detail)]
+        while stack:
+            oid, code, detail = stack.pop()
+            self.rejected[oid] = (code, detail)
+            result.rejected.append((oid, code, detail))
+            for waiter in self.pending.dropped(oid):
+                stack.append((waiter.id, "invalid_dep", f"dep {oid.hex()[:12]} is invalid"))
+
+    def _check_context(self, op: Op) -> int:
+        """Validity against the causal past (deps all applied). Returns the op's mset."""
+        deps = [self.meta[d] for d in op.deps]
+        lamport = 1 + max(d.lamport for d in deps)
+        if op.lamport != lamport:
+            raise InvalidOp("lamport", f"lamport must be {lamport} (1 + max of deps)")
+        if op.seq > 1 and not any(d.author == op.author and d.seq == op.seq - 1 for d in deps):
+            raise InvalidOp("seq_gap", f"deps lack the author's op with seq {op.seq - 1}")
+        if op.seq == 1 and any(d.author == op.author for d in deps):
+            raise InvalidOp("seq_gap", "seq 1 cannot depend on the author's own ops")
+        mset = self._union(deps)
+        view = self._view(mset, effective=False)
+        authorize(op.kind, op.body, roles_of(view, op.author), self.policy)
+        if op.kind == "member.grant" and roles_of(view, op.body["member"]).revoked:
+            raise InvalidOp("revoked_member", "that key was revoked; grant a new key")
+        return mset
+
+    # -- commit ---------------------------------------------------------------
+
+    def _commit(self, op: Op, mset: int) -> None:
+        meta = Meta(op.id, op.author, op.seq, op.lamport, op.kind, op.deps, op.ts, mset)
+        self.meta[op.id] = meta
+        self._root = None
+        self.heads.difference_update(op.deps)
+        self.heads.add(op.id)
+        self.last_seq[op.author] = max(self.last_seq.get(op.author, 0), op.seq)
+        same = self.by_seq.setdefault((op.author, op.seq), [])
+        same.append(op.id)
+        new_equivocator = len(same) > 1 and op.author not in self.membership.equivocators
+        if len(same) > 1:
+            self.equivocations[(op.author, op.seq)] = sorted(same)
+            self.membership.equivocators.add(op.author)
+        if op.kind in MEMBERSHIP_KINDS:
+            self._closed[op.id] = self._intern(self.msets[mset] | {op.id})
+            self._commit_membership(op, meta)
+            if op.kind == "member.revoke" or new_equivocator:
+                self._recompute()
+            return
+        if new_equivocator:
+            self._recompute()
+        meta.effective, roles = self._effective(meta, op.body)
+        self.fold.add(meta, op.body, roles)
+
+    def _commit_membership(self, op: Op, meta: Meta) -> None:
+        b = op.body
+        past = self.msets[meta.mset]
+        if op.kind == "member.revoke":
+            self.membership.revokes[op.id] = Revoke(
+                op.id,
+                op.author,
+                op.seq,
+                op.lamport,
+                b["member"],
+                b["retroactive"],
+                b["reason"],
+                self._past_seq(op, b["member"]),
+            )
+            return
+        genesis = op.kind == "net.genesis"
+        grant = Grant(
+            op.id, op.author, op.seq, op.lamport,
+            op.author if genesis else b["member"],
+            "admin" if genesis else b["role"],
+            b.get("tier", 0), tuple(b.get("scopes", ())),
+            b.get("name", ""), meta.mset,
+        )  # fmt: skip
+        self.membership.add_grant(grant, past, genesis=genesis)
+        meta.effective = op.id in self.membership.effective_grants
+        self._eff_views.clear()
+
+    def _past_seq(self, op: Op, member: bytes) -> int:
+        """Highest seq of ``member`` among the ops in ``op``'s causal past."""
+        best, seen, stack = 0, set(op.deps), list(op.deps)
+        while stack:
+            m = self.meta[stack.pop()]
+            if m.author == member and m.seq > best:
+                best = m.seq
+            for d in m.deps:
+                if d not in seen:
+                    seen.add(d)
+                    stack.append(d)
+        return best
+
+    def _recompute(self) -> None:
+        self.membership.recompute(self.msets, self.net)
+        for oid in self.membership.grants.keys() | self.membership.revokes.keys():
+            m = self.meta[oid]
+            m.effective = (
+                oid in self.membership.effective_grants or oid in self.membership.effective_revokes
+            )
+        self._eff_views.clear()
+        self.fold.rebuild(self._effective)
+
+    def _effective(self, meta: Meta, body: dict[str, Any]) -> tuple[bool, Roles]:
+        roles = roles_of(self._view(meta.mset, effective=True), meta.author)
+        if self.membership.voided(meta.author, meta.seq):
+            return False, roles
+        try:
+            authorize(meta.kind, body, roles, self.policy)
+        except InvalidOp:
+            return False, roles
+        return True, roles
+
+    # -- membership sets --------------------------------------------------------
+
+    def _intern(self, s: frozenset[bytes]) -> int:
+        idx = self._mset_index.get(s)
+        if idx is None:
+            idx = len(self.msets)
+            self.msets.append(s)
+            self._mset_index[s] = idx
+        return idx
+
+    def _union(self, deps: list[Meta]) -> int:
+        ids = {self._closed.get(d.id, d.mset) for d in deps}
+        if len(ids) == 1:
+            return ids.pop()
+        merged: frozenset[bytes] = frozenset().union(*(self.msets[i] for i in ids))
+        return self._intern(merged)
+
+    def _view(self, mset: int, *, effective: bool) -> View:
+        cache = self._eff_views if effective else self._valid_views
+        view = cache.get(mset)
+        if view is None:
+            view = self.membership.select(self.msets[mset], effective=effective)
+            cache[mset] = view
+        return view
+
+    # -- authoring --------------------------------------------------------------
+
+    def create(self, identity: Identity, kind: str, body: dict[str, Any], ts: int) -> Op:
+        """Sign a new op on top of the current heads; raise InvalidOp if it would be invalid.
+
+        Nothing is changed when the op is invalid.
+        """
+        author = identity.public
+        seq = self.last_seq.get(author, 0) + 1
+        deps = set(self.heads)
+        if seq > 1:
+            own = max(self.by_seq[(author, seq - 1)])
+            deps.add(own)
+            if len(deps) > MAX_DEPS:
+                others = sorted(
+                    (d for d in deps if d != own),
+                    key=lambda d: (self.meta[d].lamport, d),
+                    reverse=True,
+                )
+                deps = {own, *others[: MAX_DEPS - 1]}
+        elif len(deps) > MAX_DEPS:
+            deps = set(sorted(deps, key=lambda d: (self.meta[d].lamport, d))[-MAX_DEPS:])
+        lamport = 1 + max(self.meta[d].lamport for d in deps)
+        op = opsmod.create(
+            identity, net=self.net, kind=kind, seq=seq, lamport=lamport, deps=sorted(deps),
+            ts=ts, body=body,
+        )  # fmt: skip
+        self._check_stateless(op, verified=True)
+        self._check_context(op)
+        result = self.ingest(op, verified=True)
+        if not result.applied:  # pragma: no cover - the checks above are the same
+            raise InvalidOp("internal", "op was not applied")
+        return op
+
+    # -- queries ----------------------------------------------------------------
+
+    def root(self) -> bytes:
+        """The state root: BLAKE2b-256 over the sorted ids of all valid ops."""
+        if self._root is None:
+            h = hashlib.blake2b(ROOT_DOMAIN, digest_size=32)
+            h.update(len(self.meta).to_bytes(8, "big"))
+            for oid in sorted(self.meta):
+                h.update(oid)
+            self._root = h.digest()
+        return self._root
+
+    def roles(self, author: bytes) -> Roles:
+        """Effective roles of ``author`` given everything this replica holds."""
+        everything = frozenset(self.membership.grants) | frozenset(self.membership.revokes)
+        view = self.membership.select(everything, effective=True)
+        return roles_of(view, author)
+
+    def version_vector(self) -> dict[bytes, int]:
+        return dict(self.last_seq)
+
+
+def create_genesis(identity: Identity, name: str, policy: Policy, nonce: bytes, ts: int) -> Op:
+    """Sign the genesis op of a new network; its id is the network id."""
+    body = {"name": name, "nonce": nonce, "policy": policy.to_body()}
+    op = opsmod.create(
+        identity, net=GENESIS_NET, kind="net.genesis", seq=1, lamport=1, deps=[], ts=ts, body=body
+    )
+    check_genesis(op)
+    return op

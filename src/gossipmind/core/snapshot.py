@@ -1,0 +1,174 @@
+"""Materialised state as plain data: what the store persists and the CLI shows.
+
+Every function here is deterministic in the set of valid ops; two replicas
+holding the same ops produce equal snapshots (property-tested).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from gossipmind.core.fold import FixAgg, PatternAgg, fix_status, goal_status
+
+if TYPE_CHECKING:
+    from gossipmind.core.replica import Replica
+
+
+def member_rows(r: Replica) -> list[dict[str, Any]]:
+    ms = r.membership
+    keys: dict[bytes, dict[str, Any]] = {}
+
+    def row(key: bytes) -> dict[str, Any]:
+        return keys.setdefault(
+            key,
+            {
+                "key": key,
+                "name": "",
+                "roles": set(),
+                "verifier": set(),
+                "revoked": "",
+                "equivocating": key in ms.equivocators,
+                "void_after": ms.void_after.get(key),
+            },
+        )
+
+    for g in sorted(ms.grants.values(), key=lambda g: (g.lamport, g.op_id)):
+        if g.op_id not in ms.effective_grants:
+            continue
+        m = row(g.member)
+        m["roles"].add(g.role)
+        m["verifier"].update((g.tier, s) for s in g.scopes)
+        m["name"] = g.name or m["name"]
+    for rv in ms.revokes.values():
+        if rv.op_id in ms.effective_revokes:
+            m = row(rv.member)
+            kind = "retroactive" if rv.retroactive else "plain"
+            m["revoked"] = "retroactive" if "retroactive" in (m["revoked"], kind) else kind
+    for key in ms.equivocators:
+        row(key)
+    out = []
+    for key in sorted(keys):
+        m = keys[key]
+        m["roles"] = sorted(m["roles"])
+        m["verifier"] = sorted(m["verifier"])
+        m["ops"] = r.last_seq.get(key, 0)
+        out.append(m)
+    return out
+
+
+def pattern_row(p: PatternAgg, threshold: int) -> dict[str, Any]:
+    count, lat_sum, lat_n, ra_max, ra_n = p.totals()
+    return {
+        "pattern": p.pattern,
+        "service": p.service,
+        "operation": p.operation,
+        "error_class": p.error_class,
+        "template": p.template,
+        "shape": p.shape,
+        "count": count,
+        "reporters": p.reporters,
+        "over_threshold": p.reporters >= threshold,
+        "latency_ms_avg": lat_sum // lat_n if lat_n else 0,
+        "latency_n": lat_n,
+        "retry_after_ms_max": ra_max,
+        "retry_after_n": ra_n,
+        "status": dict(sorted(p.status.items())),
+        "first_ts": p.first_ts,
+        "last_ts": p.last_ts,
+    }
+
+
+def pattern_rows(r: Replica) -> list[dict[str, Any]]:
+    t = r.policy.synthesis_threshold
+    return [pattern_row(r.fold.patterns[k], t) for k in sorted(r.fold.patterns)]
+
+
+def fix_row(r: Replica, f: FixAgg) -> dict[str, Any] | None:
+    v = r.fold.fix_view(f)
+    if v.recipe is None:
+        return None
+    st = fix_status(v, r.policy)
+    attempts = sum(o[0] for o in v.outcomes.values())
+    successes = sum(o[1] for o in v.outcomes.values())
+    proposals = sorted(v.proposals.items(), key=lambda kv: (kv[1]["lamport"], kv[0]))
+    first = proposals[0][1] if proposals else {}
+    return {
+        "fix": v.fix,
+        "pattern": v.pattern,
+        "scope": v.scope,
+        "recipe": v.recipe,
+        "status": st["status"] if proposals else "unproposed",
+        "risk": st["risk"],
+        "quorum": st.get("quorum"),
+        "accepts": [[a, t] for a, t in st["accepts"]],
+        "rejects": [[a, t] for a, t in st["rejects"]],
+        "attestations": [
+            {
+                "verifier": a,
+                "verdict": x.verdict,
+                "tier": x.tier,
+                "reasons": x.reasons,
+                "evidence": x.evidence,
+                "op": x.op_id,
+            }
+            for a, x in sorted(v.attestations.items())
+        ],
+        "proposers": sorted({p["author"] for _, p in proposals}),
+        "rationale": first.get("rationale", ""),
+        "origin": first.get("origin", ""),
+        "synthesizer": first.get("synthesizer", ""),
+        "drill": first.get("drill"),
+        "proposed_ts": first.get("ts", 0),
+        "revocations": [
+            {"by": x["author"], "reason": x["reason"]}
+            for _, x in sorted(v.revokes.items(), key=lambda kv: (kv[1]["lamport"], kv[0]))
+        ],
+        "attempts": attempts,
+        "successes": successes,
+        "outcome_reporters": sum(1 for o in v.outcomes.values() if o[0] > 0),
+        "outcomes": {a: list(o) for a, o in sorted(v.outcomes.items())},
+    }
+
+
+def fix_rows(r: Replica) -> list[dict[str, Any]]:
+    rows = [fix_row(r, r.fold.fixes[k]) for k in sorted(r.fold.fixes)]
+    return [x for x in rows if x is not None]
+
+
+def goal_rows(r: Replica) -> list[dict[str, Any]]:
+    out = []
+    for gid in sorted(r.fold.goals):
+        g = r.fold.goals[gid]
+        st = goal_status(g)
+        if st is None:
+            continue
+        body = st["body"]
+        out.append(
+            {
+                "goal": gid,
+                "owner": g.owner,
+                "version": st["version"],
+                "title": body["title"],
+                "description": body.get("description", ""),
+                "scope": body["scope"],
+                "constraints": body["constraints"],
+                "priority": body["priority"],
+                "retired": body["retired"],
+                "active": st["active"],
+                "approvals": st["approvals"],
+                "rejections": st["rejections"],
+            }
+        )
+    return out
+
+
+def snapshot(r: Replica) -> dict[str, Any]:
+    """All materialised state, for equality checks across replicas."""
+    return {
+        "root": r.root(),
+        "members": member_rows(r),
+        "patterns": pattern_rows(r),
+        "fixes": fix_rows(r),
+        "goals": goal_rows(r),
+        "equivocations": sorted([a, s, ids] for (a, s), ids in r.equivocations.items()),
+    }

@@ -1,0 +1,1 @@
+"""Failure to pattern, recipes, the executor, synthesis, drills and ranking."""

@@ -1,0 +1,1 @@
+"""SQLite persistence of ops and materialised state; key files and data dirs."""

@@ -1,0 +1,1 @@
+"""Sans-I/O anti-entropy: version vectors, heads, missing ops in causal order."""

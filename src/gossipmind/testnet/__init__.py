@@ -1,0 +1,1 @@
+"""Local testnet launcher and scenarios."""

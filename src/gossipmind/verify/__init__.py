@@ -1,0 +1,1 @@
+"""Verifier checks, goal constraints and conflicts."""
