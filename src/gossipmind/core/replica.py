@@ -91,6 +91,7 @@ class Replica:
         self.pending = Pending(max_pending, max_pending_bytes)
         self._root: bytes | None = None
         self.equivocations: dict[tuple[bytes, int], list[bytes]] = {}
+        self.members_dirty = True  # set when membership or equivocations change
         self._commit(genesis, self._intern(frozenset()))
 
     # -- ingest ---------------------------------------------------------------
@@ -202,9 +203,11 @@ class Replica:
         same.append(op.id)
         new_equivocator = len(same) > 1 and op.author not in self.membership.equivocators
         if len(same) > 1:
+            self.members_dirty = True
             self.equivocations[(op.author, op.seq)] = sorted(same)
             self.membership.equivocators.add(op.author)
         if op.kind in MEMBERSHIP_KINDS:
+            self.members_dirty = True
             self._closed[op.id] = self._intern(self.msets[mset] | {op.id})
             self._commit_membership(op, meta)
             if op.kind == "member.revoke" or new_equivocator:
@@ -236,7 +239,7 @@ class Replica:
             op.author if genesis else b["member"],
             "admin" if genesis else b["role"],
             b.get("tier", 0), tuple(b.get("scopes", ())),
-            b.get("name", ""), meta.mset,
+            "" if genesis else b.get("name", ""), meta.mset,
         )  # fmt: skip
         self.membership.add_grant(grant, past, genesis=genesis)
         meta.effective = op.id in self.membership.effective_grants

@@ -1,0 +1,139 @@
+"""`gossipmind goals`: owned, reviewed constraints over fixes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from gossipmind.cli.common import Ctx, errors, json_option, pass_ctx, resolve_prefix
+from gossipmind.cli.output import console, jsonable, print_json, short, table
+from gossipmind.cli.write import _done, _write, parse_constraint
+from gossipmind.core.errors import NotFound
+
+
+def constraint_text(c: dict[str, Any]) -> str:
+    if c["op"] in ("<=", ">=", "="):
+        return f"{c['field']}{c['op']}{c['value']}"
+    if c["op"] == "require_step":
+        return f"require {c['step']}" + (f" when {c['when']}" if "when" in c else "")
+    if c["op"] == "forbid_step":
+        return f"forbid {c['step']}"
+    return f"fallbacks ⊆ {{{','.join(c['targets'])}}}"
+
+
+@click.group()
+def goals() -> None:
+    """Goals: constraints every fix in a scope must satisfy."""
+
+
+@goals.command("list")
+@json_option
+@pass_ctx
+@errors
+def goals_list(ctx: Ctx, as_json: bool) -> None:
+    """All goals, their current version and whether they are active."""
+    with ctx.reader() as r:
+        rows = r.goals()
+    if as_json:
+        print_json(rows)
+        return
+    table(
+        "goals",
+        ["goal", "title", "scope", "priority", "active", "owner", "constraints"],
+        [
+            [
+                short(g["goal"]),
+                g["title"],
+                g["scope"],
+                g["priority"],
+                "yes" if g["active"] else ("retired" if g["retired"] else "no"),
+                short(g["owner"]),
+                "; ".join(constraint_text(c) for c in g["constraints"]),
+            ]
+            for g in rows
+        ],
+    )
+
+
+@goals.command("show")
+@click.argument("goal")
+@json_option
+@pass_ctx
+@errors
+def goals_show(ctx: Ctx, goal: str, as_json: bool) -> None:
+    """Show one goal."""
+    gid = resolve_prefix(ctx, goal, "goal")
+    with ctx.reader() as r:
+        rows = [g for g in r.goals() if g["goal"] == gid]
+    if not rows:
+        raise NotFound(f"no goal {goal}")
+    if as_json:
+        print_json(rows[0])
+        return
+    for key, value in sorted(jsonable(rows[0]).items()):
+        console.print(f"  [bold]{key}[/]: {value}")
+
+
+@goals.command("set")
+@click.option("--goal", "goal", help="Update this goal (you must own it); omit to create.")
+@click.option("--title", required=True)
+@click.option("--scope", required=True, help="Scope the goal constrains (e.g. payments).")
+@click.option(
+    "--constraint",
+    "constraints",
+    multiple=True,
+    help="retry.max_attempts<=2 | require_step=idempotency_key@retry | "
+    "forbid_step=fallback | allowed_fallbacks=a,b (repeatable)",
+)
+@click.option("--priority", type=click.IntRange(0, 1000), default=100, show_default=True)
+@click.option("--description", default="")
+@click.option("--retire", is_flag=True, help="Retire the goal (it stops constraining).")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@errors
+def goals_set(
+    ctx: Ctx,
+    goal: str | None,
+    title: str,
+    scope: str,
+    constraints: tuple[str, ...],
+    priority: int,
+    description: str,
+    retire: bool,
+    as_json: bool,
+) -> None:
+    """Create or update a goal; it is active once someone else approves it."""
+    body: dict[str, Any] = {
+        "title": title,
+        "scope": scope,
+        "constraints": [parse_constraint(c) for c in constraints],
+        "priority": priority,
+        "retired": retire,
+    }
+    if description:
+        body["description"] = description
+    if goal:
+        body["goal"] = resolve_prefix(ctx, goal, "goal")
+    op_id = _write(ctx, "goal.set", body)
+    gid = body.get("goal", op_id)
+    _done(op_id, f"goal {short(gid)} set (needs a review to be active)", as_json, goal=gid)
+
+
+@goals.command("review")
+@click.argument("goal")
+@click.option("--approve/--reject", "approve", required=True)
+@click.option("--comment", default="")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@errors
+def goals_review(ctx: Ctx, goal: str, approve: bool, comment: str, as_json: bool) -> None:
+    """Approve or reject the current version of a goal (not your own)."""
+    gid = resolve_prefix(ctx, goal, "goal")
+    with ctx.reader() as r:
+        rows = [g for g in r.goals() if g["goal"] == gid]
+    if not rows:
+        raise NotFound(f"no goal {goal}")
+    verdict = "approve" if approve else "reject"
+    body = {"goal": gid, "version": rows[0]["version"], "verdict": verdict, "comment": comment}
+    _done(_write(ctx, "goal.review", body), f"{verdict}d goal {short(gid)}", as_json)

@@ -1,0 +1,212 @@
+"""Inspection commands: read the local store, never write (work with the node stopped)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import click
+
+from gossipmind.cli.common import Ctx, errors, json_option, pass_ctx
+from gossipmind.cli.output import console, jsonable, print_json, short, table
+
+
+def _when(ts_ms: int) -> str:
+    if not ts_ms:
+        return "-"
+    return dt.datetime.fromtimestamp(ts_ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def recipe_summary(recipe: dict[str, object]) -> str:
+    steps = recipe.get("steps", [])
+    assert isinstance(steps, list)
+    parts = []
+    for s in steps:
+        args = ",".join(f"{k}={v}" for k, v in s.items() if k != "type")
+        parts.append(f"{s['type']}({args})")
+    return " → ".join(parts)
+
+
+@click.command()
+@json_option
+@pass_ctx
+@errors
+def status(ctx: Ctx, as_json: bool) -> None:
+    """Network, ops, heads and state root of the local replica."""
+    with ctx.reader() as r:
+        st = r.status()
+    if as_json:
+        print_json(st)
+        return
+    console.print(f"[bold]network[/]  {st['network'].hex()}  ({st['name']})")
+    console.print(f"[bold]root[/]     {st['root'].hex()}")
+    kinds = ", ".join(f"{k} {n}" for k, n in st["ops_by_kind"].items())
+    console.print(f"[bold]ops[/]      {st['ops']}  ({kinds})")
+    console.print(
+        f"[bold]heads[/]    {len(st['heads'])}  {' '.join(short(h) for h in st['heads'])}"
+    )
+    console.print(f"[bold]pending[/]  {st['pending']}   [bold]rejected[/] {st['rejected']}")
+    fixes = ", ".join(f"{k} {n}" for k, n in sorted(st["fixes"].items())) or "none"
+    console.print(
+        f"[bold]members[/]  {st['members']}   [bold]patterns[/] {st['patterns']}   "
+        f"[bold]fixes[/] {fixes}   [bold]goals[/] {st['goals']}"
+    )
+    if st["equivocations"]:
+        console.print(f"[red]equivocations {st['equivocations']}[/]")
+
+
+@click.command()
+@click.option("--service", help="Only patterns of this service.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000))
+@json_option
+@pass_ctx
+@errors
+def patterns(ctx: Ctx, service: str | None, limit: int, as_json: bool) -> None:
+    """Failure patterns: fleet counts and distinct reporters."""
+    with ctx.reader() as r:
+        rows = r.patterns(service=service, limit=limit)
+    if as_json:
+        print_json(rows)
+        return
+    table(
+        "patterns",
+        ["pattern", "service/op", "class", "count", "reporters", "template", "last seen"],
+        [
+            [
+                short(p["pattern"]),
+                f"{p['service']}/{p['operation']}",
+                p["error_class"],
+                p["count"],
+                p["reporters"] + ("*" if p["over_threshold"] else ""),
+                p["template"][:60],
+                _when(p["last_ts"]),
+            ]
+            for p in rows
+        ],
+    )
+
+
+@click.command()
+@click.option(
+    "--status",
+    "status_",
+    type=click.Choice(["proposed", "accepted", "rejected", "revoked", "unproposed"]),
+    help="Only fixes with this status.",
+)
+@json_option
+@pass_ctx
+@errors
+def fixes(ctx: Ctx, status_: str | None, as_json: bool) -> None:
+    """Fixes: recipe, risk, attestations, status and outcomes."""
+    with ctx.reader() as r:
+        rows = r.fixes(status=status_)
+    if as_json:
+        print_json(rows)
+        return
+    table(
+        "fixes",
+        ["fix", "pattern", "status", "risk", "accepts", "rejects", "outcomes", "recipe"],
+        [
+            [
+                short(f["fix"]),
+                short(f["pattern"]),
+                f["status"],
+                f["risk"],
+                len(f["accepts"]),
+                len(f["rejects"]),
+                f"{f['successes']}/{f['attempts']}",
+                recipe_summary(f["recipe"]),
+            ]
+            for f in rows
+        ],
+    )
+
+
+@click.command()
+@click.argument("id_prefix")
+@json_option
+@pass_ctx
+@errors
+def show(ctx: Ctx, id_prefix: str, as_json: bool) -> None:
+    """Show one op, pattern, fix, goal or member by id (a unique hex prefix)."""
+    with ctx.reader() as r:
+        doc = r.show(id_prefix.lower())
+    if as_json:
+        print_json(doc)
+        return
+    console.print(f"[bold]{doc.pop('type')}[/]")
+    for key, value in sorted(jsonable(doc).items()):
+        console.print(f"  [bold]{key}[/]: {value}")
+
+
+@click.command()
+@click.option("--limit", default=30, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option("--kind", help="Only ops of this kind (e.g. fix.attest).")
+@json_option
+@pass_ctx
+@errors
+def log(ctx: Ctx, limit: int, kind: str | None, as_json: bool) -> None:
+    """The most recent ops, newest first."""
+    with ctx.reader() as r:
+        rows = r.log(limit=limit, kind=kind)
+    if as_json:
+        print_json(rows)
+        return
+    table(
+        "log",
+        ["op", "kind", "author", "seq", "lamport", "time"],
+        [
+            [short(o["id"]), o["kind"], short(o["author"]), o["seq"], o["lamport"], _when(o["ts"])]
+            for o in rows
+        ],
+    )
+
+
+@click.command()
+@json_option
+@pass_ctx
+@errors
+def members(ctx: Ctx, as_json: bool) -> None:
+    """Members, roles, verifier tiers and scopes, revocations."""
+    with ctx.reader() as r:
+        rows = r.members()
+    if as_json:
+        print_json(rows)
+        return
+    table(
+        "members",
+        ["key", "name", "roles", "verifier (tier:scope)", "revoked", "flags", "ops"],
+        [
+            [
+                short(m["key"], 16),
+                m["name"],
+                ",".join(m["roles"]),
+                " ".join(f"{t}:{s}" for t, s in m["verifier"]),
+                m["revoked"] or "-",
+                "EQUIVOCATING" if m["equivocating"] else "",
+                m["ops"],
+            ]
+            for m in rows
+        ],
+    )
+
+
+@click.command()
+@click.option("--limit", default=30, show_default=True, type=click.IntRange(1, 100_000))
+@json_option
+@pass_ctx
+@errors
+def rejected(ctx: Ctx, limit: int, as_json: bool) -> None:
+    """Ops this replica rejected, with the reason."""
+    with ctx.reader() as r:
+        rows = r.rejected(limit=limit)
+    if as_json:
+        print_json(rows)
+        return
+    table(
+        "rejected",
+        ["op", "reason", "detail"],
+        [[short(x["id"]), x["code"], x["detail"]] for x in rows],
+    )
+
+
+__all__ = ["fixes", "log", "members", "patterns", "rejected", "show", "status"]

@@ -1,0 +1,53 @@
+"""The `gossipmind` command."""
+
+from __future__ import annotations
+
+import click
+
+from gossipmind import __version__
+from gossipmind.cli import goals, inspect, write
+from gossipmind.cli.common import Ctx
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--data-dir",
+    envvar="GOSSIPMIND_HOME",
+    type=click.Path(file_okay=False),
+    help="Data directory (default: $GOSSIPMIND_HOME or ~/.gossipmind).",
+)
+@click.version_option(__version__, prog_name="gossipmind")
+@click.pass_context
+def cli(ctx: click.Context, data_dir: str | None) -> None:
+    """gossipmind: a peer-to-peer learning network for AI agents.
+
+    A node runs beside each agent; failures become privacy-preserving patterns,
+    the network learns verified fixes, and every agent applies them.
+    """
+    ctx.obj = Ctx(data_dir)
+
+
+for command in (
+    write.init,
+    write.whoami,
+    write.network,
+    inspect.status,
+    inspect.patterns,
+    inspect.fixes,
+    inspect.show,
+    inspect.log,
+    inspect.members,
+    inspect.rejected,
+    write.grant,
+    write.revoke,
+    write.propose,
+    write.attest,
+    write.outcome,
+    write.revoke_fix,
+    goals.goals,
+):
+    cli.add_command(command)
+
+
+def main() -> None:
+    cli(prog_name="gossipmind")

@@ -1,0 +1,338 @@
+"""Writing commands: author signed ops with the local identity."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from gossipmind.cli.common import Ctx, errors, now_ms, parse_hex, pass_ctx, resolve_prefix
+from gossipmind.cli.output import console, print_json, short
+from gossipmind.core.errors import ConfigError, SchemaError, StoreError
+from gossipmind.core.policy import Policy
+from gossipmind.core.recipe import RISKS, STEP_TYPES, check_recipe
+from gossipmind.core.replica import create_genesis
+from gossipmind.core.schema import ROLES, check_constraint, fix_id
+from gossipmind.store.datadir import dump_genesis, load_genesis
+from gossipmind.store.keyfile import new_identity, read_key, write_key
+from gossipmind.store.sqlite import Store
+
+_json = click.option("--json", "as_json", is_flag=True, help="Print the op as JSON.")
+
+
+def _done(op_id: bytes, what: str, as_json: bool, **extra: Any) -> None:
+    if as_json:
+        print_json({"op": op_id, **extra})
+    else:
+        console.print(f"{what} [dim](op {short(op_id)})[/]")
+
+
+def _write(ctx: Ctx, kind: str, body: dict[str, Any]) -> bytes:
+    identity = ctx.identity()
+    with ctx.store() as store:
+        return store.create_op(identity, kind, body, now_ms()).id
+
+
+@click.command()
+@click.option(
+    "--passphrase-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Encrypt the key with the passphrase in this file.",
+)
+@_json
+@pass_ctx
+@errors
+def init(ctx: Ctx, passphrase_file: str | None, as_json: bool) -> None:
+    """Create the data dir and a new Ed25519 identity (key file mode 0600)."""
+    ctx.dir.ensure()
+    passphrase = Path(passphrase_file).read_text().strip() if passphrase_file else None
+    identity = new_identity()
+    write_key(ctx.dir.key, identity, passphrase)
+    if as_json:
+        print_json({"data_dir": str(ctx.dir.root), "key": identity.public})
+    else:
+        console.print(f"data dir  {ctx.dir.root}")
+        console.print(f"identity  {identity.public.hex()}")
+
+
+@click.command()
+@click.option("--passphrase-file", type=click.Path(exists=True, dir_okay=False))
+@_json
+@pass_ctx
+@errors
+def whoami(ctx: Ctx, passphrase_file: str | None, as_json: bool) -> None:
+    """Print the public key of the local identity."""
+    passphrase = Path(passphrase_file).read_text().strip() if passphrase_file else None
+    if passphrase is not None:
+        public = read_key(ctx.dir.key, passphrase).public
+    else:
+        public = ctx.identity().public
+    if as_json:
+        print_json({"key": public, "data_dir": str(ctx.dir.root)})
+    else:
+        click.echo(public.hex())
+
+
+@click.group()
+def network() -> None:
+    """Create or join a network."""
+
+
+def load_policy(path: str | None) -> Policy:
+    if path is None:
+        return Policy()
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read policy {path}: {exc}") from exc
+    merged = {**Policy().to_body(), **doc}
+    return Policy.from_body(merged)
+
+
+@network.command("create")
+@click.option("--name", required=True, help="A human name for the network.")
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(dir_okay=False),
+    help="JSON policy overriding the defaults (see docs/protocol.md §5).",
+)
+@click.option("--out", type=click.Path(dir_okay=False), help="Also write the genesis file here.")
+@_json
+@pass_ctx
+@errors
+def network_create(
+    ctx: Ctx, name: str, policy_file: str | None, out: str | None, as_json: bool
+) -> None:
+    """Create a network: sign its genesis (you become its first admin)."""
+    policy = load_policy(policy_file)
+    identity = ctx.identity()
+    if ctx.dir.store.exists():
+        raise StoreError(f"{ctx.dir.store} already exists: this data dir has a network")
+    genesis = create_genesis(identity, name, policy, os.urandom(16), now_ms())
+    Store.create(ctx.dir.store, genesis).close()
+    text = dump_genesis(genesis)
+    ctx.dir.genesis.write_text(text)
+    if out:
+        Path(out).write_text(text)
+    if as_json:
+        print_json({"network": genesis.id, "genesis_file": str(out or ctx.dir.genesis)})
+    else:
+        console.print(f"network   {genesis.id.hex()}  ({name})")
+        console.print(f"genesis   {out or ctx.dir.genesis}  (share it with members)")
+
+
+@network.command("join")
+@click.argument("genesis_file", type=click.Path(dir_okay=False))
+@_json
+@pass_ctx
+@errors
+def network_join(ctx: Ctx, genesis_file: str, as_json: bool) -> None:
+    """Start a replica of the network described by GENESIS_FILE."""
+    genesis = load_genesis(Path(genesis_file))
+    ctx.dir.ensure()
+    if ctx.dir.store.exists():
+        raise StoreError(f"{ctx.dir.store} already exists: this data dir has a network")
+    Store.create(ctx.dir.store, genesis).close()
+    ctx.dir.genesis.write_text(dump_genesis(genesis))
+    if as_json:
+        print_json({"network": genesis.id})
+    else:
+        console.print(f"joined    {genesis.id.hex()}  ({genesis.body['name']})")
+
+
+@click.command()
+@click.argument("key")
+@click.option("--role", type=click.Choice(ROLES), required=True)
+@click.option("--tier", type=click.IntRange(1, 3), help="Verifier tier (3 is a person).")
+@click.option("--scope", "scopes", multiple=True, help="Verifier scope (repeatable; * = all).")
+@click.option("--name", default="", help="A label for the member.")
+@_json
+@pass_ctx
+@errors
+def grant(
+    ctx: Ctx,
+    key: str,
+    role: str,
+    tier: int | None,
+    scopes: tuple[str, ...],
+    name: str,
+    as_json: bool,
+) -> None:
+    """Grant KEY (a public key in hex) a role. Requires admin."""
+    body: dict[str, Any] = {"member": parse_hex(key, "KEY"), "role": role}
+    if role == "verifier":
+        if tier is None or not scopes:
+            raise click.UsageError("a verifier grant needs --tier and at least one --scope")
+        body.update(tier=tier, scopes=sorted(set(scopes)))
+    elif tier is not None or scopes:
+        raise click.UsageError("--tier and --scope apply to --role verifier only")
+    if name:
+        body["name"] = name
+    _done(_write(ctx, "member.grant", body), f"granted {role} to {key[:16]}", as_json)
+
+
+@click.command()
+@click.argument("key")
+@click.option("--retroactive", is_flag=True, help="Key compromised: void every op it ever signed.")
+@click.option("--reason", default="", help="Why (recorded in the op).")
+@_json
+@pass_ctx
+@errors
+def revoke(ctx: Ctx, key: str, retroactive: bool, reason: str, as_json: bool) -> None:
+    """Revoke KEY's membership (plain: its later ops are void). Requires admin."""
+    body = {"member": parse_hex(key, "KEY"), "retroactive": retroactive, "reason": reason}
+    _done(_write(ctx, "member.revoke", body), f"revoked {key[:16]}", as_json)
+
+
+def parse_recipe(text: str) -> dict[str, Any]:
+    source = text
+    if not text.lstrip().startswith("{"):
+        try:
+            source = Path(text).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read recipe file {text}: {exc.strerror}") from exc
+    try:
+        recipe = json.loads(source)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"recipe is not valid JSON: {exc}") from exc
+    check_recipe(recipe)
+    return recipe  # type: ignore[no-any-return]
+
+
+@click.command()
+@click.option("--pattern", required=True, help="Pattern id (or a unique prefix).")
+@click.option(
+    "--recipe",
+    "recipe_src",
+    required=True,
+    help=f"Recipe as JSON or a JSON file. Steps: {', '.join(STEP_TYPES)}.",
+)
+@click.option("--risk", type=click.Choice(RISKS), default="low", show_default=True)
+@click.option("--rationale", default="", help="The lesson in words.")
+@click.option("--origin", type=click.Choice(["human", "synth"]), default="human", show_default=True)
+@_json
+@pass_ctx
+@errors
+def propose(
+    ctx: Ctx,
+    pattern: str,
+    recipe_src: str,
+    risk: str,
+    rationale: str,
+    origin: str,
+    as_json: bool,
+) -> None:
+    """Propose a fix (a declarative recipe) for a pattern."""
+    pid = resolve_prefix(ctx, pattern, "pattern")
+    recipe = parse_recipe(recipe_src)
+    body = {
+        "pattern": pid,
+        "recipe": recipe,
+        "risk": risk,
+        "rationale": rationale,
+        "origin": origin,
+    }
+    fid = fix_id(pid, recipe)
+    _done(_write(ctx, "fix.propose", body), f"proposed fix {fid.hex()}", as_json, fix=fid)
+
+
+@click.command()
+@click.argument("fix")
+@click.option("--accept/--reject", "accept", required=True)
+@click.option("--reason", "reasons", multiple=True, help="A reason (repeatable).")
+@click.option("--scope", help="Scope you attest under (default: the fix's scope).")
+@_json
+@pass_ctx
+@errors
+def attest(
+    ctx: Ctx,
+    fix: str,
+    accept: bool,
+    reasons: tuple[str, ...],
+    scope: str | None,
+    as_json: bool,
+) -> None:
+    """Attest a fix as a verifier: accept or reject it."""
+    fid = resolve_prefix(ctx, fix, "fix")
+    if scope is None:
+        with ctx.reader() as r:
+            rows = [f for f in r.fixes() if f["fix"] == fid]
+        if not rows:
+            raise click.UsageError("unknown fix here: pass --scope explicitly")
+        scope = rows[0]["scope"]
+    verdict = "accept" if accept else "reject"
+    body = {"fix": fid, "scope": scope, "verdict": verdict, "reasons": list(reasons)}
+    _done(_write(ctx, "fix.attest", body), f"{verdict}ed fix {short(fid)}", as_json)
+
+
+@click.command()
+@click.argument("fix")
+@click.option("--attempts", type=click.IntRange(1), required=True)
+@click.option("--successes", type=click.IntRange(0), required=True)
+@_json
+@pass_ctx
+@errors
+def outcome(ctx: Ctx, fix: str, attempts: int, successes: int, as_json: bool) -> None:
+    """Report how a fix did: attempts and successes."""
+    if successes > attempts:
+        raise click.BadParameter("--successes cannot exceed --attempts")
+    fid = resolve_prefix(ctx, fix, "fix")
+    t = now_ms()
+    body = {"fix": fid, "attempts": attempts, "successes": successes, "window": [t, t]}
+    _done(_write(ctx, "fix.outcome", body), f"outcome {successes}/{attempts}", as_json)
+
+
+@click.command("revoke-fix")
+@click.argument("fix")
+@click.option("--reason", required=True)
+@click.option("--scope", help="Scope you revoke under (default: the fix's scope).")
+@_json
+@pass_ctx
+@errors
+def revoke_fix(ctx: Ctx, fix: str, reason: str, scope: str | None, as_json: bool) -> None:
+    """Revoke an accepted fix (tombstone). Requires admin or a senior verifier."""
+    fid = resolve_prefix(ctx, fix, "fix")
+    if scope is None:
+        with ctx.reader() as r:
+            rows = [f for f in r.fixes() if f["fix"] == fid]
+        if not rows:
+            raise click.UsageError("unknown fix here: pass --scope explicitly")
+        scope = rows[0]["scope"]
+    body = {"fix": fid, "scope": scope, "reason": reason}
+    _done(_write(ctx, "fix.revoke", body), f"revoked fix {short(fid)}", as_json)
+
+
+def parse_constraint(text: str) -> dict[str, Any]:
+    """``retry.max_attempts<=2``, ``require_step=idempotency_key[@retry]``,
+    ``forbid_step=fallback``, ``allowed_fallbacks=a,b``."""
+    for op in ("<=", ">=", "="):
+        if op in text:
+            left, right = text.split(op, 1)
+            break
+    else:
+        raise click.BadParameter(f"{text!r}: expected FIELD<=VALUE, FIELD>=VALUE or FIELD=VALUE")
+    left, right = left.strip(), right.strip()
+    if left == "require_step":
+        step, _, when = right.partition("@")
+        doc: dict[str, Any] = {"op": "require_step", "step": step}
+        if when:
+            doc["when"] = when
+    elif left == "forbid_step":
+        doc = {"op": "forbid_step", "step": right}
+    elif left == "allowed_fallbacks":
+        doc = {"op": "allowed_fallbacks", "targets": sorted({t for t in right.split(",") if t})}
+    else:
+        value: Any = right
+        if right.lstrip("-").isdigit():
+            value = int(right)
+        elif right in ("true", "false"):
+            value = right == "true"
+        doc = {"op": op, "field": left, "value": value}
+    try:
+        return check_constraint(doc, "constraint")
+    except SchemaError as exc:
+        raise click.BadParameter(f"{text!r}: {exc}") from None

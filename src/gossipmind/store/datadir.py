@@ -1,0 +1,84 @@
+"""The data directory of a node: identity, store, genesis, API token, config."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from gossipmind.core import ops as opsmod
+from gossipmind.core.errors import ConfigError, InvalidOp
+from gossipmind.core.ops import Op
+from gossipmind.core.replica import check_genesis
+
+DEFAULT_HOME = "~/.gossipmind"
+
+
+@dataclass(frozen=True)
+class DataDir:
+    root: Path
+
+    @classmethod
+    def resolve(cls, path: str | Path | None) -> DataDir:
+        raw = path or os.environ.get("GOSSIPMIND_HOME") or DEFAULT_HOME
+        return cls(Path(raw).expanduser().resolve())
+
+    @property
+    def key(self) -> Path:
+        return self.root / "identity.key"
+
+    @property
+    def store(self) -> Path:
+        return self.root / "kb.sqlite3"
+
+    @property
+    def genesis(self) -> Path:
+        return self.root / "genesis.json"
+
+    @property
+    def token(self) -> Path:
+        return self.root / "api.token"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "node.toml"
+
+    def ensure(self) -> None:
+        try:
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create data dir {self.root}: {exc.strerror}") from exc
+
+
+def dump_genesis(op: Op) -> str:
+    """The shareable genesis file: JSON with the op as hex and its id."""
+    doc = {
+        "gossipmind_genesis": 1,
+        "network": op.id.hex(),
+        "name": op.body["name"],
+        "op": op.raw.hex(),
+    }
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def load_genesis(path: Path) -> Op:
+    """Read and fully check a genesis file; raise ConfigError with the reason."""
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"no genesis file at {path}") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path} is not a genesis file: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("gossipmind_genesis") != 1:
+        raise ConfigError(f"{path} is not a gossipmind genesis file")
+    try:
+        op = opsmod.decode(bytes.fromhex(doc["op"]))
+        check_genesis(op)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: malformed genesis: {exc}") from exc
+    except InvalidOp as exc:
+        raise ConfigError(f"{path}: invalid genesis op: {exc}") from exc
+    if doc.get("network") != op.id.hex():
+        raise ConfigError(f"{path}: the network id does not match the genesis op")
+    return op

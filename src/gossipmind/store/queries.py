@@ -1,0 +1,144 @@
+"""Read-only queries over a store file: what the inspection CLI shows.
+
+These work while a node is running (WAL readers never block the writer) and
+while it is stopped; they never rebuild the replica and never write.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from gossipmind.core import encoding
+from gossipmind.core import ops as opsmod
+from gossipmind.core.errors import NotFound, StoreError
+from gossipmind.store.sqlite import _connect, check_file
+
+
+class Reader:
+    """A read-only view of a store file."""
+
+    def __init__(self, path: Path) -> None:
+        _, self.net = check_file(path)
+        self.path = path
+        self.conn = _connect(path, readonly=True)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _q(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        try:
+            return self.conn.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is corrupt: {exc}") from exc
+
+    def _count(self, table: str) -> int:
+        return int(self._q(f"SELECT COUNT(*) FROM {table}")[0][0])
+
+    def status(self) -> dict[str, Any]:
+        genesis = opsmod.decode(self._q("SELECT value FROM meta WHERE key='genesis'")[0][0])
+        root = self._q("SELECT value FROM meta WHERE key='root'")
+        by_kind = dict(self._q("SELECT kind, COUNT(*) FROM ops GROUP BY kind ORDER BY kind"))
+        fixes = dict(self._q("SELECT status, COUNT(*) FROM fixes GROUP BY status"))
+        return {
+            "network": self.net,
+            "name": genesis.body["name"],
+            "ops": self._count("ops"),
+            "ops_by_kind": by_kind,
+            "heads": sorted(bytes(h) for (h,) in self._q("SELECT id FROM heads")),
+            "pending": self._count("pending"),
+            "rejected": self._count("rejected"),
+            "members": self._count("members"),
+            "patterns": self._count("patterns"),
+            "fixes": fixes,
+            "goals": self._count("goals"),
+            "equivocations": self._count("equivocations"),
+            "root": bytes(root[0][0]) if root else b"",
+            "policy": genesis.body["policy"],
+        }
+
+    def patterns(self, *, service: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        sql = "SELECT doc FROM patterns"
+        args: tuple[Any, ...] = ()
+        if service:
+            sql, args = sql + " WHERE service = ?", (service,)
+        sql += " ORDER BY reporters DESC, count DESC, pattern LIMIT ?"
+        return [encoding.decode(d) for (d,) in self._q(sql, (*args, limit))]
+
+    def fixes(self, *, status: str | None = None, pattern: bytes | None = None) -> list[Any]:
+        sql, args = "SELECT doc FROM fixes WHERE 1=1", list[Any]()
+        if status:
+            sql += " AND status = ?"
+            args.append(status)
+        if pattern:
+            sql += " AND pattern = ?"
+            args.append(pattern)
+        return [encoding.decode(d) for (d,) in self._q(sql + " ORDER BY fix", tuple(args))]
+
+    def members(self) -> list[dict[str, Any]]:
+        return [encoding.decode(d) for (d,) in self._q("SELECT doc FROM members ORDER BY key")]
+
+    def goals(self) -> list[dict[str, Any]]:
+        return [encoding.decode(d) for (d,) in self._q("SELECT doc FROM goals ORDER BY goal")]
+
+    def log(self, *, limit: int = 50, kind: str | None = None) -> list[dict[str, Any]]:
+        sql, args = "SELECT raw FROM ops", []
+        if kind:
+            sql += " WHERE kind = ?"
+            args.append(kind)
+        sql += " ORDER BY ord DESC LIMIT ?"
+        rows = self._q(sql, (*args, limit))
+        return [op_doc(opsmod.decode(raw)) for (raw,) in rows]
+
+    def rejected(self, *, limit: int = 50) -> list[dict[str, Any]]:
+        rows = self._q("SELECT id, code, detail FROM rejected ORDER BY ord DESC LIMIT ?", (limit,))
+        return [{"id": bytes(i), "code": c, "detail": d} for i, c, d in rows]
+
+    def show(self, prefix: str) -> dict[str, Any]:
+        """Find an op, pattern, fix, goal or member by a hex prefix (≥ 4 chars)."""
+        bad = NotFound(f"{prefix!r} is not a hex id prefix of at least 4 characters")
+        if len(prefix) < 4:
+            raise bad
+        try:
+            lo = bytes.fromhex(prefix.ljust(64, "0")[:64])
+            hi = bytes.fromhex(prefix.ljust(64, "f")[:64])
+        except ValueError:
+            raise bad from None
+        found: list[dict[str, Any]] = []
+        tables = (
+            ("fix", "SELECT doc FROM fixes WHERE fix BETWEEN ? AND ?"),
+            ("pattern", "SELECT doc FROM patterns WHERE pattern BETWEEN ? AND ?"),
+            ("goal", "SELECT doc FROM goals WHERE goal BETWEEN ? AND ?"),
+            ("member", "SELECT doc FROM members WHERE key BETWEEN ? AND ?"),
+        )
+        for what, sql in tables:
+            for (d,) in self._q(sql, (lo, hi)):
+                found.append({"type": what, **encoding.decode(d)})
+        for (raw,) in self._q("SELECT raw FROM ops WHERE id BETWEEN ? AND ?", (lo, hi)):
+            found.append({"type": "op", **op_doc(opsmod.decode(raw))})
+        if not found:
+            raise NotFound(f"nothing with id prefix {prefix}")
+        if len(found) > 1:
+            raise NotFound(f"id prefix {prefix} is ambiguous ({len(found)} matches)")
+        return found[0]
+
+
+def op_doc(op: opsmod.Op) -> dict[str, Any]:
+    return {
+        "id": op.id,
+        "kind": op.kind,
+        "author": op.author,
+        "seq": op.seq,
+        "lamport": op.lamport,
+        "deps": list(op.deps),
+        "ts": op.ts,
+        "body": op.body,
+        "size": len(op.raw),
+    }

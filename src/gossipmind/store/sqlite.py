@@ -1,0 +1,351 @@
+"""The SQLite store: ops, heads, pending, rejected and materialised state (WAL).
+
+A :class:`Store` owns one replica. Every batch of ops is applied to the replica
+and persisted in one transaction; a caller may acknowledge an op once
+:meth:`Store.ingest` returned. Reopening replays the ops table in application
+order (a causal order) and reproduces the same replica and state root.
+
+Files that are not gossipmind stores, that come from a newer version, or that
+are corrupt are refused with a :class:`StoreError` and never modified.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from gossipmind.core import encoding, snapshot
+from gossipmind.core import ops as opsmod
+from gossipmind.core.errors import InvalidOp, StoreError
+from gossipmind.core.identity import Identity
+from gossipmind.core.ops import Op
+from gossipmind.core.replica import IngestResult, Replica
+from gossipmind.store import schema
+
+MAX_REJECTED_ROWS = 100_000
+
+
+def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
+    mode = "ro" if readonly else "rw"
+    try:
+        conn = sqlite3.connect(
+            f"file:{path}?mode={mode}", uri=True, isolation_level=None, check_same_thread=False
+        )
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open {path}: {exc}") from exc
+    return conn
+
+
+def check_file(path: Path) -> tuple[int, bytes]:
+    """Open ``path`` read-only and check it is a gossipmind store we can read.
+
+    Returns (schema version, network id). Never modifies the file.
+    """
+    if not path.exists():
+        raise StoreError(f"no store at {path}; run `gossipmind network create` or `join` first")
+    conn = _connect(path, readonly=True)
+    try:
+        app = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if app != schema.APPLICATION_ID:
+            raise StoreError(f"{path} is not a gossipmind store (application id {app:#x})")
+        if version > schema.SCHEMA_VERSION:
+            raise StoreError(
+                f"{path} has schema version {version}, newer than this gossipmind "
+                f"supports ({schema.SCHEMA_VERSION}); upgrade gossipmind"
+            )
+        row = conn.execute("SELECT value FROM meta WHERE key = 'net'").fetchone()
+        if row is None:
+            raise StoreError(f"{path} has no network id: not a complete gossipmind store")
+        return version, bytes(row[0])
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path} is corrupt or not an SQLite database: {exc}") from exc
+    finally:
+        conn.close()
+
+
+class Store:
+    """A replica persisted in SQLite. Not thread-safe: one writer task owns it."""
+
+    def __init__(
+        self, path: Path, conn: sqlite3.Connection, replica: Replica, lock_fd: int
+    ) -> None:
+        self.path = path
+        self.conn = conn
+        self.replica = replica
+        self._lock_fd = lock_fd
+        self._broken: str | None = None
+
+    # -- lifecycle --------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: Path, genesis: Op, *, synchronous: str = "FULL") -> Store:
+        """Create a new store for the network whose genesis is ``genesis``."""
+        Replica(genesis)  # validates the genesis before anything touches the disk
+        if path.exists():
+            raise StoreError(f"{path} already exists")
+        tmp = path.with_name(path.name + ".creating")
+        tmp.unlink(missing_ok=True)
+        try:
+            conn = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                conn.executescript("BEGIN;\n" + schema.DDL + "\nCOMMIT;")
+                schema.stamp(conn)
+                conn.execute("INSERT INTO meta VALUES ('net', ?)", (genesis.id,))
+                conn.execute("INSERT INTO meta VALUES ('genesis', ?)", (genesis.raw,))
+                conn.execute("INSERT INTO meta VALUES ('app', 'gossipmind')")
+            finally:
+                conn.close()
+            tmp.replace(path)
+        except (sqlite3.Error, OSError) as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"cannot create {path}: {exc}") from exc
+        store = cls.open(path, synchronous=synchronous)
+        store._persist(IngestResult(applied=[genesis]), full=True)
+        return store
+
+    @classmethod
+    def open(cls, path: Path, *, synchronous: str = "FULL") -> Store:
+        """Open an existing store read-write and rebuild its replica."""
+        version, _ = check_file(path)
+        lock_fd = _lock(path)
+        conn = _connect(path, readonly=False)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {synchronous}")
+            if version < schema.SCHEMA_VERSION:
+                with _transaction(conn):
+                    schema.migrate(conn, version)
+            genesis = opsmod.decode(_meta(conn, "genesis"))
+            replica = Replica(genesis)
+            store = cls(path, conn, replica, lock_fd)
+            store._replay()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            os.close(lock_fd)
+            raise StoreError(f"{path} is corrupt: {exc}") from exc
+        except InvalidOp as exc:
+            conn.close()
+            os.close(lock_fd)
+            raise StoreError(
+                f"{path} holds an invalid op ({exc}); run `gossipmind doctor`"
+            ) from exc
+        return store
+
+    def close(self) -> None:
+        self.conn.close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _replay(self) -> None:
+        r = self.replica
+        cur = self.conn.execute("SELECT raw FROM ops ORDER BY ord")
+        for (raw,) in cur:
+            op = opsmod.decode(raw)
+            if op.id == r.net:
+                continue
+            result = r.ingest(op, verified=True)
+            if not result.applied or result.applied[0].id != op.id:
+                code = result.rejected[0][1] if result.rejected else "not applied"
+                raise InvalidOp("replay", f"op {op.short()} did not re-apply: {code}")
+        for id_, code, detail in self.conn.execute("SELECT id, code, detail FROM rejected"):
+            r.rejected[bytes(id_)] = (code, detail)
+        pending = [opsmod.decode(raw) for (raw,) in self.conn.execute("SELECT raw FROM pending")]
+        for op in pending:
+            r.ingest(op, verified=True)
+        r.fold.drain_dirty()
+
+    # -- writing ------------------------------------------------------------------
+
+    def ingest(self, ops: Iterable[Op], *, verified: bool = False) -> IngestResult:
+        """Apply and persist a batch of decoded ops in one transaction."""
+        self._check_usable()
+        result = IngestResult()
+        for op in ops:
+            result.extend(self.replica.ingest(op, verified=verified))
+        self._persist(result)
+        return result
+
+    def ingest_raw(self, raws: Iterable[bytes]) -> IngestResult:
+        """Decode, apply and persist a batch of raw ops (undecodable ones are rejected)."""
+        self._check_usable()
+        result = IngestResult()
+        for raw in raws:
+            result.extend(self.replica.ingest_raw(raw))
+        self._persist(result)
+        return result
+
+    def create_op(self, identity: Identity, kind: str, body: dict[str, Any], ts: int) -> Op:
+        """Author, apply and persist one op; raise InvalidOp (changing nothing) if invalid."""
+        self._check_usable()
+        op = self.replica.create(identity, kind, body, ts)
+        self._persist(IngestResult(applied=[op]))
+        return op
+
+    def _check_usable(self) -> None:
+        if self._broken:
+            raise StoreError(f"store is unusable after a failed write ({self._broken}); reopen it")
+
+    def _persist(self, result: IngestResult, *, full: bool = False) -> None:
+        try:
+            with _transaction(self.conn):
+                self._write(result, full)
+        except sqlite3.Error as exc:
+            self._broken = str(exc)
+            raise StoreError(f"write to {self.path} failed: {exc}") from exc
+
+    def _write(self, result: IngestResult, full: bool) -> None:
+        c = self.conn
+        r = self.replica
+        if result.applied:
+            c.executemany(
+                "INSERT OR IGNORE INTO ops (id, raw, author, seq, lamport, kind, ts) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(o.id, o.raw, o.author, o.seq, o.lamport, o.kind, o.ts) for o in result.applied],
+            )
+            c.executemany("DELETE FROM pending WHERE id = ?", [(o.id,) for o in result.applied])
+            c.execute("DELETE FROM heads")
+            c.executemany("INSERT INTO heads VALUES (?)", [(h,) for h in r.heads])
+        if result.pending:
+            c.executemany(
+                "INSERT OR IGNORE INTO pending SELECT ?, ? WHERE ? IS NOT NULL",
+                [(i, self._pending_raw(i), self._pending_raw(i)) for i in result.pending],
+            )
+        if result.evicted:
+            c.executemany("DELETE FROM pending WHERE id = ?", [(i,) for i in result.evicted])
+        if result.rejected:
+            c.executemany(
+                "INSERT OR IGNORE INTO rejected (id, code, detail) VALUES (?, ?, ?)",
+                result.rejected,
+            )
+            c.executemany("DELETE FROM pending WHERE id = ?", [(i,) for i, _, _ in result.rejected])
+            c.execute(
+                "DELETE FROM rejected WHERE ord <= (SELECT MAX(ord) FROM rejected) - ?",
+                (MAX_REJECTED_ROWS,),
+            )
+        self._write_state(full or bool(result.applied))
+
+    def _pending_raw(self, op_id: bytes) -> bytes | None:
+        entry = self.replica.pending.ops.get(op_id)
+        return entry[0].raw if entry else None
+
+    def _write_state(self, changed: bool) -> None:
+        r = self.replica
+        pats, fixes, goals, everything = r.fold.drain_dirty()
+        if not changed and not (pats or fixes or goals or everything):
+            return
+        c = self.conn
+        enc = encoding.encode
+        threshold = r.policy.synthesis_threshold
+        if everything:
+            c.execute("DELETE FROM patterns")
+            c.execute("DELETE FROM fixes")
+            c.execute("DELETE FROM goals")
+            pats, fixes, goals = set(r.fold.patterns), set(r.fold.fixes), set(r.fold.goals)
+        rows = [snapshot.pattern_row(r.fold.patterns[p], threshold) for p in pats]
+        c.executemany(
+            "INSERT OR REPLACE INTO patterns VALUES (?, ?, ?, ?, ?)",
+            [(x["pattern"], x["service"], x["count"], x["reporters"], enc(x)) for x in rows],
+        )
+        for fid in fixes:
+            row = snapshot.fix_row(r, r.fold.fixes[fid])
+            if row is None:
+                c.execute("DELETE FROM fixes WHERE fix = ?", (fid,))
+            else:
+                c.execute(
+                    "INSERT OR REPLACE INTO fixes VALUES (?, ?, ?, ?)",
+                    (fid, row["pattern"], row["status"], enc(row)),
+                )
+        if goals:
+            c.execute("DELETE FROM goals")
+            c.executemany(
+                "INSERT INTO goals VALUES (?, ?, ?)",
+                [(g["goal"], int(g["active"]), enc(g)) for g in snapshot.goal_rows(r)],
+            )
+        if r.members_dirty or everything:
+            r.members_dirty = False
+            c.execute("DELETE FROM members")
+            c.executemany(
+                "INSERT INTO members VALUES (?, ?)",
+                [(m["key"], enc(m)) for m in snapshot.member_rows(r)],
+            )
+            c.execute("DELETE FROM equivocations")
+            c.executemany(
+                "INSERT INTO equivocations VALUES (?, ?, ?)",
+                [(a, s, enc(ids)) for (a, s), ids in r.equivocations.items()],
+            )
+        c.execute("INSERT OR REPLACE INTO meta VALUES ('root', ?)", (r.root(),))
+
+    # -- reading (for sync and the node) -----------------------------------------
+
+    def raw(self, op_id: bytes) -> bytes | None:
+        row = self.conn.execute("SELECT raw FROM ops WHERE id = ?", (op_id,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def raws(self, ids: Iterable[bytes]) -> list[bytes]:
+        out = []
+        for i in ids:
+            raw = self.raw(i)
+            if raw is not None:
+                out.append(raw)
+        return out
+
+    def ops_since(self, author: bytes, after_seq: int, limit: int) -> list[tuple[int, bytes]]:
+        """(ord, raw) of ``author``'s ops with seq > ``after_seq``, in seq order."""
+        cur = self.conn.execute(
+            "SELECT ord, raw FROM ops WHERE author = ? AND seq > ? ORDER BY seq, id LIMIT ?",
+            (author, after_seq, limit),
+        )
+        return [(o, bytes(raw)) for o, raw in cur]
+
+    def iter_raw(self, after_ord: int = 0, limit: int = 1000) -> Iterator[tuple[int, bytes]]:
+        cur = self.conn.execute(
+            "SELECT ord, raw FROM ops WHERE ord > ? ORDER BY ord LIMIT ?", (after_ord, limit)
+        )
+        for o, raw in cur:
+            yield o, bytes(raw)
+
+
+def _lock(path: Path) -> int:
+    """Take the single-writer lock of a store (released when the process exits)."""
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreError(
+            f"{path} is open for writing by another process (a running node?); "
+            "stop it, or write through its API"
+        ) from None
+    return fd
+
+
+def _meta(conn: sqlite3.Connection, key: str) -> bytes:
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    if row is None:
+        raise StoreError(f"store metadata {key!r} is missing")
+    return bytes(row[0])
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
