@@ -168,7 +168,7 @@ def log(ctx: Ctx, limit: int, kind: str | None, as_json: bool) -> None:
 def members(ctx: Ctx, as_json: bool) -> None:
     """Members, roles, verifier tiers and scopes, revocations."""
     with ctx.reader() as r:
-        rows = r.members()
+        rows = r.members(with_ops=True)
     if as_json:
         print_json(rows)
         return

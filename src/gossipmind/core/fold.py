@@ -221,6 +221,7 @@ class Fold:
                 info.per_author, info.status = p.per_author, p.status
                 info.first_ts, info.last_ts = p.first_ts, p.last_ts
             self.patterns[body["pattern"]] = info
+            self.dirty_patterns.add(info.pattern)
 
     def _fix_info(self, meta: Meta, body: dict[str, Any]) -> None:
         fid = compute_fix_id(body["pattern"], body["recipe"])

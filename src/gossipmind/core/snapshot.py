@@ -50,8 +50,7 @@ def member_rows(r: Replica) -> list[dict[str, Any]]:
     for key in sorted(keys):
         m = keys[key]
         m["roles"] = sorted(m["roles"])
-        m["verifier"] = sorted(m["verifier"])
-        m["ops"] = r.last_seq.get(key, 0)
+        m["verifier"] = [[t, s] for t, s in sorted(m["verifier"])]
         out.append(m)
     return out
 
@@ -126,7 +125,7 @@ def fix_row(r: Replica, f: FixAgg) -> dict[str, Any] | None:
         "attempts": attempts,
         "successes": successes,
         "outcome_reporters": sum(1 for o in v.outcomes.values() if o[0] > 0),
-        "outcomes": {a: list(o) for a, o in sorted(v.outcomes.items())},
+        "outcomes": [[a, o[0], o[1]] for a, o in sorted(v.outcomes.items())],
     }
 
 

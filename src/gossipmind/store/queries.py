@@ -82,8 +82,13 @@ class Reader:
             args.append(pattern)
         return [encoding.decode(d) for (d,) in self._q(sql + " ORDER BY fix", tuple(args))]
 
-    def members(self) -> list[dict[str, Any]]:
-        return [encoding.decode(d) for (d,) in self._q("SELECT doc FROM members ORDER BY key")]
+    def members(self, *, with_ops: bool = False) -> list[dict[str, Any]]:
+        rows = [encoding.decode(d) for (d,) in self._q("SELECT doc FROM members ORDER BY key")]
+        if with_ops:
+            seqs = dict(self._q("SELECT author, MAX(seq) FROM ops GROUP BY author"))
+            for m in rows:
+                m["ops"] = seqs.get(m["key"], 0)
+        return rows
 
     def goals(self) -> list[dict[str, Any]]:
         return [encoding.decode(d) for (d,) in self._q("SELECT doc FROM goals ORDER BY goal")]

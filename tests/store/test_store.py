@@ -1,0 +1,181 @@
+"""The SQLite store on real files: persistence, refusal of bad files, locking."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from gossipmind.core.errors import IdentityError, StoreError
+from gossipmind.core.snapshot import snapshot
+from gossipmind.store.keyfile import new_identity, read_key, write_key
+from gossipmind.store.queries import Reader
+from gossipmind.store.sqlite import Store
+from gossipmind.testing import KB, History, sample_report
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_10k_ops_written_closed_reopened_give_the_same_root(tmp_path: Path) -> None:
+    kb = KB(seed=5)
+    for name in ("a", "b", "c"):
+        kb.grant("admin", name, "member")
+        kb.sync("admin", name)
+    for i in range(10_000):
+        kb.report("abc"[i % 3], service="search", count=1 + i % 4)
+    path = tmp_path / "kb.sqlite3"
+    store = Store.create(path, kb.genesis)
+    ops = kb.ops[1:]
+    for start in range(0, len(ops), 700):
+        store.ingest(ops[start : start + 700])
+    root, snap = store.replica.root(), snapshot(store.replica)
+    assert len(store.replica.meta) == len(kb.ops)
+    store.close()
+    with Store.open(path) as again:
+        assert again.replica.root() == root
+        assert snapshot(again.replica) == snap
+    with Reader(path) as reader:
+        st = reader.status()
+        assert st["root"] == root
+        assert st["ops"] == len(kb.ops)
+        assert reader.patterns()[0]["count"] == snap["patterns"][0]["count"]
+
+
+def test_materialised_tables_match_the_fold_for_random_histories(tmp_path: Path) -> None:
+    for seed in range(5):
+        h = History(seed, steps=60)
+        path = tmp_path / f"kb{seed}.sqlite3"
+        store = Store.create(path, h.kb.genesis)
+        ops = h.kb.ops[1:]
+        for start in range(0, len(ops), 7):  # small batches: many incremental writes
+            store.ingest(ops[start : start + 7])
+        snap = snapshot(store.replica)
+        store.close()
+        with Reader(path) as r:
+            assert r.fixes() == snap["fixes"]
+            assert r.patterns(limit=10_000) == sorted(
+                snap["patterns"], key=lambda p: (-p["reporters"], -p["count"], p["pattern"])
+            )
+            assert r.members() == snap["members"]
+            assert r.goals() == snap["goals"]
+            assert r.status()["root"] == snap["root"]
+
+
+def test_rejected_and_pending_survive_a_reopen(tmp_path: Path) -> None:
+    kb = KB()
+    kb.grant("admin", "a", "member")
+    kb.sync("admin", "a")
+    kb.report("a")
+    parent = kb.report("a")
+    child = kb.report("a")
+    junk = kb.forge("stranger", "pattern.report", sample_report())
+    path = tmp_path / "kb.sqlite3"
+    with Store.create(path, kb.genesis) as store:
+        store.ingest([*kb.ops[1:-3], child, junk])
+        assert child.id in store.replica.pending
+        assert junk.id in store.replica.rejected
+    with Store.open(path) as store:
+        assert child.id in store.replica.pending
+        assert junk.id in store.replica.rejected
+        assert not store.ingest([junk]).rejected  # known junk is not re-verified
+        result = store.ingest([parent])
+        assert [op.id for op in result.applied] == [parent.id, child.id]
+    with Store.open(path) as store:
+        assert not store.replica.pending
+
+
+def test_a_second_writer_is_refused(tmp_path: Path) -> None:
+    kb = KB()
+    path = tmp_path / "kb.sqlite3"
+    with Store.create(path, kb.genesis), pytest.raises(StoreError, match="another process"):
+        Store.open(path)
+    with Reader(path) as r:  # readers are always welcome
+        assert r.status()["ops"] == 1
+
+
+def test_foreign_sqlite_file_is_refused_and_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+    before = digest(path)
+    with pytest.raises(StoreError, match="not a gossipmind store"):
+        Store.open(path)
+    with pytest.raises(StoreError, match="not a gossipmind store"):
+        Reader(path)
+    assert digest(path) == before
+
+
+def test_newer_schema_version_is_refused_and_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / "kb.sqlite3"
+    Store.create(path, KB().genesis).close()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 99")
+    conn.commit()
+    conn.close()
+    before = digest(path)
+    with pytest.raises(StoreError, match="newer than this gossipmind supports"):
+        Store.open(path)
+    assert digest(path) == before
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"garbage" * 1000, b"SQLite format 3\x00" + b"\xff" * 4000]
+)
+def test_corrupt_file_is_refused_and_unchanged(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "kb.sqlite3"
+    path.write_bytes(content)
+    with pytest.raises(StoreError):
+        Store.open(path)
+    assert path.read_bytes() == content
+
+
+def test_truncated_store_is_refused_and_unchanged(tmp_path: Path) -> None:
+    kb = KB()
+    kb.grant("admin", "a", "member")
+    kb.sync("admin", "a")
+    for _ in range(300):
+        kb.report("a", template="x" * 200)
+    path = tmp_path / "kb.sqlite3"
+    with Store.create(path, kb.genesis) as store:
+        store.ingest(kb.ops[1:])
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    before = digest(path)
+    with pytest.raises(StoreError, match=r"corrupt|malformed|not a"):
+        Store.open(path)
+    assert digest(path) == before
+
+
+def test_missing_store_gives_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no store"):
+        Store.open(tmp_path / "nope.sqlite3")
+
+
+def test_key_file_is_private_and_never_overwritten(tmp_path: Path) -> None:
+    path = tmp_path / "identity.key"
+    ident = new_identity()
+    write_key(path, ident)
+    assert (path.stat().st_mode & 0o777) == 0o600
+    assert read_key(path) == ident
+    with pytest.raises(IdentityError, match="refusing to overwrite"):
+        write_key(path, new_identity())
+    os.chmod(path, 0o644)
+    with pytest.raises(IdentityError, match="must be 0600"):
+        read_key(path)
+
+
+def test_encrypted_key_file_on_disk(tmp_path: Path) -> None:
+    path = tmp_path / "identity.key"
+    ident = new_identity()
+    write_key(path, ident, "s3cret")
+    assert ident.seed not in path.read_bytes()
+    assert read_key(path, "s3cret") == ident
+    with pytest.raises(IdentityError, match="wrong passphrase"):
+        read_key(path, "guess")
