@@ -1,0 +1,68 @@
+"""Ranking fixes by outcome evidence (DESIGN §6 step 7).
+
+The score of a fix is the Wilson score lower bound of its outcome success
+rate (successes / attempts), in basis points, computed with integers only
+(``math.isqrt``, square root rounded up so the bound never overstates), so
+every node ranks the same fixes the same way. Ties break by drill success,
+then by fix id bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+Z_95 = 196  # z for a two-sided 95 % interval, in hundredths
+
+
+def wilson_lower_bound_bp(successes: int, attempts: int, z_centi: int = Z_95) -> int:
+    """Wilson lower bound of ``successes/attempts`` in basis points (0 without attempts).
+
+    ``LB = (2sn + z²n - z·sqrt(z²n² + 4sn(n-s))) / (2n(n + z²))``, evaluated
+    with z = ``z_centi``/100 in exact integer arithmetic, rounded down.
+    """
+    n, s = attempts, successes
+    if n <= 0:
+        return 0
+    if not 0 <= s <= n:
+        raise ValueError(f"successes must be within 0..attempts, got {s}/{n}")
+    zz = z_centi * z_centi  # z² scaled by 10^4
+    x = zz * n * n + 40_000 * s * n * (n - s)
+    root = math.isqrt(x)
+    if root * root < x:
+        root += 1
+    num = 20_000 * s * n + zz * n - z_centi * root
+    den = 2 * n * (10_000 * n + zz)
+    return max(0, num * 10_000 // den)
+
+
+def wilson_lower_bound(successes: int, attempts: int, z: float = 1.96) -> float:
+    """The same bound as a float in [0, 1] (for display)."""
+    if attempts <= 0:
+        return 0.0
+    p = successes / attempts
+    z2 = z * z
+    centre = p + z2 / (2 * attempts)
+    margin = z * math.sqrt(p * (1 - p) / attempts + z2 / (4 * attempts * attempts))
+    return max(0.0, (centre - margin) / (1 + z2 / attempts))
+
+
+def score_bp(fix: Mapping[str, Any]) -> int:
+    """A fix row's outcome score: Wilson lower bound of its successes, in basis points."""
+    return wilson_lower_bound_bp(int(fix.get("successes", 0)), int(fix.get("attempts", 0)))
+
+
+def _drill_bp(fix: Mapping[str, Any]) -> int:
+    drill = fix.get("drill")
+    return int(drill.get("success_bp", 0)) if isinstance(drill, Mapping) else 0
+
+
+def rank(fixes: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Fix rows (``core.snapshot.fix_row``) best first: outcome score, drill success, fix id."""
+
+    def key(f: Mapping[str, Any]) -> tuple[int, int, bytes]:
+        fid = f.get("fix", b"")
+        return (-score_bp(f), -_drill_bp(f), fid if isinstance(fid, bytes) else str(fid).encode())
+
+    return sorted(fixes, key=key)

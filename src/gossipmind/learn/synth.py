@@ -1,0 +1,350 @@
+"""Synthesis: candidate recipes for a pattern (DESIGN §6 step 3).
+
+:class:`RuleSynthesizer` is a rule library keyed on the error taxonomy and
+parameterised by the pattern's statistics (a ``core.snapshot.pattern_row``
+dict): observed latency, Retry-After hints, status mix. External synthesizers
+(e.g. an LLM) plug in through the entry-point group ``gossipmind.synthesizers``
+(:func:`load_plugins`). Whatever a synthesizer returns is data, and only data
+that passes :func:`validate` leaves :func:`synthesize`:
+
+- the recipe passes ``core.recipe.check_recipe`` and canonical encoding;
+- its scope lies within the pattern's service;
+- no retry for ``validation``, ``auth`` or ``not_found`` patterns, and never
+  a retry on ``validation`` errors: a schema drift is not fixed by retrying;
+- a non-idempotent scope (policy ``non_idempotent_scopes``) is retried only
+  with an ``idempotency_key`` step;
+- the risk is raised to the policy's floor for the recipe.
+
+Rejected output is reported with its reason and never executed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any, Protocol, runtime_checkable
+
+from gossipmind.core import encoding
+from gossipmind.core.errors import GossipmindError, SchemaError
+from gossipmind.core.policy import Policy, max_risk, scope_covers
+from gossipmind.core.recipe import (
+    MAX_BUDGET_MS,
+    MAX_STEP_MS,
+    RISKS,
+    check_recipe,
+    steps_by_type,
+)
+
+ENTRY_POINT_GROUP = "gossipmind.synthesizers"
+NO_RETRY_CLASSES = frozenset({"auth", "not_found", "validation"})
+ESCALATION_TARGET = "operator"  # the escalation handler name agents register by convention
+KEY_HEADER = "Idempotency-Key"
+MAX_CANDIDATES = 8
+MAX_RATIONALE = 2048
+
+
+@dataclass(frozen=True)
+class Candidate:
+    recipe: dict[str, Any]
+    risk: str  # "low" | "medium" | "high"
+    rationale: str
+    synthesizer: str = ""
+
+
+@runtime_checkable
+class Synthesizer(Protocol):
+    name: str
+
+    def propose(self, pattern: dict[str, Any], policy: Policy) -> Sequence[Any]:
+        """Candidates (or maps with ``recipe``, ``risk``, ``rationale``) for ``pattern``."""
+        ...
+
+
+@dataclass(frozen=True)
+class Rejection:
+    synthesizer: str
+    reason: str
+
+
+@dataclass
+class Synthesis:
+    candidates: list[Candidate] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def recipe_scope(pattern: Mapping[str, Any]) -> str:
+    """``service.operation`` (or ``service`` when that would not fit a 64-char name)."""
+    service, operation = str(pattern["service"]), str(pattern.get("operation", ""))
+    both = f"{service}.{operation}" if operation else service
+    return both if len(both) <= 64 else service
+
+
+def is_non_idempotent(scope: str, policy: Policy) -> bool:
+    return any(scope_covers(s, scope) for s in policy.non_idempotent_scopes)
+
+
+def _clamp(x: int, lo: int, hi: int) -> int:
+    return max(lo, min(hi, x))
+
+
+def _stat(pattern: Mapping[str, Any], value: str, samples: str) -> int:
+    n, v = pattern.get(samples), pattern.get(value)
+    if not (isinstance(n, int) and n > 0 and isinstance(v, int) and not isinstance(v, bool)):
+        return 0
+    return max(0, v)
+
+
+def _retry(attempts: int, base: int, cap: int, jitter: str, on: Iterable[str]) -> dict[str, Any]:
+    base = _clamp(base, 1, 60_000)
+    return {
+        "type": "retry",
+        "max_attempts": attempts,
+        "base_ms": base,
+        "cap_ms": _clamp(cap, base, MAX_STEP_MS),
+        "jitter": jitter,
+        "on": sorted(set(on)),
+    }
+
+
+def _recipe(scope: str, steps: list[dict[str, Any]], budget: int | None) -> dict[str, Any]:
+    recipe: dict[str, Any] = {"scope": scope, "steps": steps}
+    if budget is not None:
+        recipe["budget_ms"] = _clamp(budget, 1, MAX_BUDGET_MS)
+    return recipe
+
+
+# ----------------------------------------------------------------------------- rules
+
+
+class RuleSynthesizer:
+    """The built-in rule library; one candidate per pattern (or none)."""
+
+    name = "rules"
+
+    def propose(self, pattern: dict[str, Any], policy: Policy) -> list[Candidate]:
+        rule = _RULES.get(str(pattern.get("error_class")))
+        if rule is None:
+            return []
+        scope = recipe_scope(pattern)
+        made = rule(pattern, scope)
+        if made is None:
+            return []
+        steps, budget, why = made
+        if any(s["type"] == "retry" for s in steps) and is_non_idempotent(scope, policy):
+            steps.append({"type": "idempotency_key", "header": KEY_HEADER})
+            why += (
+                f" {scope} is not idempotent: every attempt carries the same"
+                f" {KEY_HEADER}, so a retried call is never applied twice."
+            )
+        recipe = _recipe(scope, steps, budget)
+        return [Candidate(recipe, policy.risk_floor(recipe), why[:MAX_RATIONALE], self.name)]
+
+
+_Rule = Callable[[Mapping[str, Any], str], tuple[list[dict[str, Any]], int | None, str] | None]
+
+
+def _per_attempt(pattern: Mapping[str, Any]) -> int:
+    lat = _stat(pattern, "latency_ms_avg", "latency_n")
+    return _clamp(2 * lat, 1000, 30_000) if lat else 5000
+
+
+def _who(pattern: Mapping[str, Any]) -> str:
+    return f"{pattern.get('count', 0)} failures from {pattern.get('reporters', 0)} agents"
+
+
+def _timeout_rule(p: Mapping[str, Any], scope: str) -> tuple[list[dict[str, Any]], int, str]:
+    observed = _stat(p, "latency_ms_avg", "latency_n")
+    ms = _clamp(observed, 1000, 30_000) if observed else 10_000
+    retry = _retry(3, 200, 2000, "full", ["connection", "timeout"])
+    budget = 3 * ms + 2 * retry["cap_ms"]
+    why = (
+        f"Timeouts ({_who(p)}; failing calls took ~{observed or 'unknown'} ms): bound each"
+        f" attempt at {ms} ms and retry up to 3 times with full-jitter exponential backoff"
+        f" (200..2000 ms), within {budget} ms in total."
+    )
+    return [retry, {"type": "timeout", "ms": ms}], budget, why
+
+
+def _rate_limited_rule(p: Mapping[str, Any], scope: str) -> tuple[list[dict[str, Any]], int, str]:
+    hint = _stat(p, "retry_after_ms_max", "retry_after_n")
+    max_wait = _clamp(hint * 3 // 2, 1000, 120_000) if hint else 30_000
+    base = _clamp(hint, 500, 10_000) if hint else 1000
+    retry = _retry(4, base, max(base * 8, max_wait), "equal", ["rate_limited"])
+    budget = 4 * _per_attempt(p) + 3 * max(max_wait, retry["cap_ms"])
+    seen = f"Retry-After up to {hint} ms was seen" if hint else "no Retry-After was seen"
+    why = (
+        f"Rate limited (429; {_who(p)}; {seen}): wait what the service asks (at most"
+        f" {max_wait} ms, never sooner), otherwise back off from {base} ms with equal jitter;"
+        f" at most 4 attempts within {budget} ms. Hammering a rate limiter only extends it."
+    )
+    return [{"type": "respect_retry_after", "max_wait_ms": max_wait}, retry], budget, why
+
+
+def _server_error_rule(p: Mapping[str, Any], scope: str) -> tuple[list[dict[str, Any]], int, str]:
+    hint = _stat(p, "retry_after_ms_max", "retry_after_n")
+    retry = _retry(3, 250, 4000, "full", ["server_error"])
+    steps = [retry, {"type": "circuit_breaker", "failure_threshold": 5, "reset_ms": 30_000}]
+    max_wait = 0
+    if hint:
+        max_wait = _clamp(hint * 3 // 2, 1000, 60_000)
+        steps.insert(0, {"type": "respect_retry_after", "max_wait_ms": max_wait})
+    budget = 3 * _per_attempt(p) + 2 * max(retry["cap_ms"], max_wait)
+    statuses = ", ".join(sorted(p.get("status") or {})) or "5xx"
+    why = (
+        f"Server errors ({statuses}; {_who(p)}): retry up to 3 times with full-jitter backoff"
+        f" (250..4000 ms) within {budget} ms, and open a circuit breaker after 5 consecutive"
+        " failures for 30 s so an outage is not made worse by retry storms."
+    )
+    return steps, budget, why
+
+
+def _connection_rule(p: Mapping[str, Any], scope: str) -> tuple[list[dict[str, Any]], int, str]:
+    retry = _retry(4, 100, 2000, "full", ["connection"])
+    budget = 4 * _per_attempt(p) + 3 * retry["cap_ms"]
+    why = (
+        f"Connection failures ({_who(p)}): usually transient; retry up to 4 times with"
+        f" full-jitter backoff (100..2000 ms) within {budget} ms."
+    )
+    return [retry], budget, why
+
+
+def _auth_rule(p: Mapping[str, Any], scope: str) -> tuple[list[dict[str, Any]], None, str]:
+    why = (
+        f"Authentication/authorization failures ({_who(p)}): retrying with the same credentials"
+        f" cannot succeed. Do not retry; refresh or fix the credentials, and escalate to"
+        f" {ESCALATION_TARGET!r}."
+    )
+    return [{"type": "escalate", "to": ESCALATION_TARGET}], None, why
+
+
+def _validation_rule(p: Mapping[str, Any], scope: str) -> tuple[list[dict[str, Any]], None, str]:
+    why = (
+        f"Validation errors ({_who(p)}): the request or the response does not match the"
+        " expected schema (a schema drift). Retrying sends the same bad data again and can"
+        f" never fix it. Do not retry; escalate to {ESCALATION_TARGET!r} with the details."
+    )
+    return [{"type": "escalate", "to": ESCALATION_TARGET}], None, why
+
+
+_RULES: dict[str, _Rule] = {
+    "timeout": _timeout_rule,
+    "rate_limited": _rate_limited_rule,
+    "server_error": _server_error_rule,
+    "connection": _connection_rule,
+    "auth": _auth_rule,
+    "validation": _validation_rule,
+}
+
+
+# ------------------------------------------------------------------------ validation
+
+
+def validate(raw: Any, pattern: Mapping[str, Any], policy: Policy, synthesizer: str) -> Candidate:
+    """Check one synthesizer output; return it as a :class:`Candidate` or raise SchemaError."""
+    recipe: Any
+    risk: Any
+    rationale: Any
+    if isinstance(raw, Candidate):
+        recipe, risk, rationale = raw.recipe, raw.risk, raw.rationale
+    elif isinstance(raw, Mapping):
+        unknown = sorted(set(raw) - {"recipe", "risk", "rationale"})
+        if unknown:
+            raise SchemaError(unknown[0], "unknown field in a candidate")
+        recipe, risk, rationale = raw.get("recipe"), raw.get("risk", "low"), raw.get("rationale")
+    else:
+        raise SchemaError("", f"a candidate is a Candidate or a map, got {type(raw).__name__}")
+    check_recipe(recipe)
+    encoding.encode(recipe)  # canonical data only: no floats, no foreign types
+    if risk not in RISKS:
+        raise SchemaError("risk", f"must be one of {', '.join(RISKS)}")
+    if not isinstance(rationale, str) or not 0 < len(rationale) <= MAX_RATIONALE:
+        raise SchemaError("rationale", f"a text of 1..{MAX_RATIONALE} characters is required")
+    service = str(pattern.get("service", ""))
+    if not scope_covers(service, recipe["scope"]):
+        raise SchemaError("recipe.scope", f"{recipe['scope']!r} is not within {service!r}")
+    steps = steps_by_type(recipe)
+    retry = steps.get("retry")
+    if retry is not None and pattern.get("error_class") in NO_RETRY_CLASSES:
+        raise SchemaError("recipe.steps", f"{pattern.get('error_class')} errors are never retried")
+    if retry is not None and "validation" in retry["on"]:
+        raise SchemaError("recipe.steps", "retrying validation errors is never a fix")
+    keyless = retry is not None and "idempotency_key" not in steps
+    if keyless and is_non_idempotent(recipe["scope"], policy):
+        raise SchemaError(
+            "recipe.steps", f"retries non-idempotent {recipe['scope']!r} without a key"
+        )
+    return Candidate(recipe, max_risk(risk, policy.risk_floor(recipe)), rationale, synthesizer)
+
+
+def synthesize(
+    pattern: dict[str, Any], policy: Policy, synthesizers: Sequence[Synthesizer] | None = None
+) -> Synthesis:
+    """Candidates from every synthesizer (default: the rules), validated and deduplicated."""
+    out = Synthesis()
+    seen: set[bytes] = set()
+    for synth in synthesizers if synthesizers is not None else [RuleSynthesizer()]:
+        name = str(getattr(synth, "name", type(synth).__name__))[:64]
+        try:
+            raw = synth.propose(pattern, policy)
+        except Exception as exc:  # noqa: BLE001 - a failing synthesizer is reported, never fatal
+            out.rejected.append(Rejection(name, f"propose() raised {type(exc).__name__}: {exc}"))
+            continue
+        if not isinstance(raw, list | tuple):
+            out.rejected.append(Rejection(name, f"propose() returned {type(raw).__name__}"))
+            continue
+        for i, item in enumerate(raw):
+            if i >= MAX_CANDIDATES:
+                out.rejected.append(Rejection(name, f"more than {MAX_CANDIDATES} candidates"))
+                break
+            try:
+                cand = validate(item, pattern, policy, name)
+            except GossipmindError as exc:
+                out.rejected.append(Rejection(name, f"candidate {i}: {exc}"))
+                continue
+            key = encoding.encode(cand.recipe)
+            if key not in seen:
+                seen.add(key)
+                out.candidates.append(cand)
+    return out
+
+
+def load_plugins(
+    group: str = ENTRY_POINT_GROUP, eps: Iterable[EntryPoint] | None = None
+) -> tuple[list[Synthesizer], list[Rejection]]:
+    """Synthesizers registered under the entry-point ``group`` (a class or an instance each)."""
+    found: list[Synthesizer] = []
+    errors: list[Rejection] = []
+    for ep in sorted(eps if eps is not None else entry_points(group=group), key=lambda e: e.name):
+        try:
+            obj = ep.load()
+            synth = obj() if isinstance(obj, type) else obj
+        except Exception as exc:  # noqa: BLE001 - a broken plug-in is reported, never fatal
+            errors.append(Rejection(ep.name, f"cannot load: {type(exc).__name__}: {exc}"))
+            continue
+        if not isinstance(synth, Synthesizer) or not isinstance(synth.name, str):
+            errors.append(Rejection(ep.name, "not a Synthesizer (needs name: str and propose())"))
+            continue
+        found.append(synth)
+    return found, errors
+
+
+def propose_body(
+    candidate: Candidate, pattern: bytes, drill: Mapping[str, int] | None = None
+) -> dict[str, Any]:
+    """The ``fix.propose`` body for a candidate (``drill``: ``DrillResult.to_body()``)."""
+    body: dict[str, Any] = {
+        "pattern": pattern,
+        "recipe": candidate.recipe,
+        "risk": candidate.risk,
+        "rationale": candidate.rationale,
+        "origin": "synth",
+    }
+    if candidate.synthesizer:
+        body["synthesizer"] = candidate.synthesizer[:64]
+    if drill is not None:
+        body["drill"] = dict(drill)
+    return body
