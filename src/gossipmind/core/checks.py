@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -40,16 +41,17 @@ def text(max_len: int, *, min_len: int = 0) -> Checker:
     return check
 
 
+_NAME = re.compile(r"(?:\*|[a-z0-9][a-z0-9._*/-]*)\Z")
+
+
 def name(max_len: int = 64) -> Checker:
-    """A lowercase identifier: [a-z0-9][a-z0-9._-]*; used for scopes, services, targets."""
+    """A lowercase identifier: ``*`` or [a-z0-9][a-z0-9._*/-]*; scopes, services, targets."""
 
     def check(x: Any, path: str) -> str:
-        s: str = text(max_len, min_len=1)(x, path)
-        ok = s[0].isascii() and (s[0].isalnum() or s == "*") and s == s.lower()
-        ok = ok and all(c.isascii() and (c.isalnum() or c in "._-*/") for c in s)
-        if not ok:
+        if type(x) is not str or not 1 <= len(x) <= max_len or not _NAME.match(x):
+            s: str = text(max_len, min_len=1)(x, path)
             raise fail(path, f"{s!r} is not a lowercase name ([a-z0-9][a-z0-9._/-]*)")
-        return s
+        return x
 
     return check
 
@@ -137,13 +139,17 @@ def record(
     for key in required:
         if key not in value:
             raise fail(_join(path, key), "is required")
-    unknown = sorted(set(value) - set(required) - set(optional))
-    if unknown:
-        raise fail(_join(path, unknown[0]), "unknown field")
+    if len(value) > len(required):
+        unknown = sorted(set(value) - set(required) - set(optional))
+        if unknown:
+            raise fail(_join(path, unknown[0]), "unknown field")
+    prefix = f"{path}." if path else ""
     out: dict[str, Any] = {}
-    for key, check in (*required.items(), *optional.items()):
+    for key, check in required.items():
+        out[key] = check(value[key], prefix + key)
+    for key, check in optional.items():
         if key in value:
-            out[key] = check(value[key], _join(path, key))
+            out[key] = check(value[key], prefix + key)
     return out
 
 

@@ -26,47 +26,74 @@ _INT_MAX = 2**64 - 1
 Value = Any  # nil | bool | int | str | bytes | list[Value] | dict[str, Value]
 
 
-def _check(value: Value, depth: int) -> None:
-    if depth > MAX_DEPTH:
-        raise EncodingError(f"nesting deeper than {MAX_DEPTH}")
-    if value is None or isinstance(value, bool | str | bytes):
-        return
-    if isinstance(value, int):
+def _canon(value: Value, depth: int) -> Value:
+    """Check ``value`` is encodable and return it with every map sorted (one pass)."""
+    if value is None or value is True or value is False:
+        return value
+    t = type(value)
+    if t is str or t is bytes:
+        return value
+    if t is int:
         if not _INT_MIN <= value <= _INT_MAX:
             raise EncodingError(f"integer out of range: {value}")
-        return
-    if isinstance(value, list | tuple):
-        for item in value:
-            _check(item, depth + 1)
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
+        return value
+    if depth >= MAX_DEPTH:
+        raise EncodingError(f"nesting deeper than {MAX_DEPTH}")
+    if t is list or t is tuple:
+        return [_canon(v, depth + 1) for v in value]
+    if t is dict:
+        for key in value:
+            if type(key) is not str:
                 raise EncodingError(f"map key must be str, got {type(key).__name__}")
-            _check(item, depth + 1)
-        return
+        keys = sorted(value, key=_utf8)
+        return {k: _canon(value[k], depth + 1) for k in keys}
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, int) and not isinstance(value, bool):  # int subclasses (IntEnum)
+        return _canon(int(value), depth)
+    if isinstance(value, str):
+        return str(value)
     raise EncodingError(f"type not allowed in canonical data: {type(value).__name__}")
 
 
-def _sorted(value: Value) -> Value:
-    if isinstance(value, dict):
-        return {k: _sorted(value[k]) for k in sorted(value, key=lambda s: s.encode("utf-8"))}
-    if isinstance(value, list | tuple):
-        return [_sorted(v) for v in value]
-    return value
+def _utf8(s: str) -> bytes:
+    return s.encode("utf-8")
+
+
+def _check_decoded(value: Value, depth: int) -> None:
+    """Check a freshly decoded value: no floats, bounded depth, sorted unique keys."""
+    t = type(value)
+    if t is float:
+        raise EncodingError("floats are not allowed in canonical data")
+    if t is list:
+        if depth >= MAX_DEPTH:
+            raise EncodingError(f"nesting deeper than {MAX_DEPTH}")
+        for item in value:
+            if type(item) in _CONTAINERS_OR_FLOAT:
+                _check_decoded(item, depth + 1)
+    elif t is dict:
+        if depth >= MAX_DEPTH:
+            raise EncodingError(f"nesting deeper than {MAX_DEPTH}")
+        prev = None
+        for key, item in value.items():
+            k = key.encode("utf-8")
+            if prev is not None and k <= prev:
+                raise EncodingError("non-canonical encoding (map keys not sorted)")
+            prev = k
+            if type(item) in _CONTAINERS_OR_FLOAT:
+                _check_decoded(item, depth + 1)
+
+
+_CONTAINERS_OR_FLOAT = (list, dict, float)
 
 
 def encode(value: Value) -> bytes:
     """Encode ``value`` canonically (maps sorted, tuples as arrays)."""
-    _check(value, 0)
+    canon = _canon(value, 0)
     try:
-        return msgpack.packb(_sorted(value), use_bin_type=True)  # type: ignore[no-any-return]
+        return msgpack.packb(canon, use_bin_type=True)  # type: ignore[no-any-return]
     except (ValueError, TypeError, OverflowError) as exc:  # pragma: no cover - _check guards
         raise EncodingError(f"cannot encode: {exc}") from exc
-
-
-def _reject_float(*_args: Any) -> Any:
-    raise EncodingError("floats are not allowed in canonical data")
 
 
 def decode(data: bytes, *, max_size: int | None = None) -> Value:
@@ -92,25 +119,11 @@ def decode(data: bytes, *, max_size: int | None = None) -> Value:
         raise EncodingError("trailing bytes after the value") from exc
     except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
         raise EncodingError(f"not valid msgpack: {exc or type(exc).__name__}") from exc
-    _check_no_float(value, 0)
-    _check(value, 0)
-    if encode(value) != data:
+    _check_decoded(value, 0)
+    if msgpack.packb(value, use_bin_type=True) != data:
         raise EncodingError("non-canonical encoding (re-encoding gives different bytes)")
     return value
 
 
 def _reject_ext(code: int, _data: bytes) -> Any:
     raise EncodingError(f"ext type {code} is not allowed in canonical data")
-
-
-def _check_no_float(value: Value, depth: int) -> None:
-    if depth > MAX_DEPTH:
-        raise EncodingError(f"nesting deeper than {MAX_DEPTH}")
-    if isinstance(value, float):
-        raise EncodingError("floats are not allowed in canonical data")
-    if isinstance(value, list):
-        for item in value:
-            _check_no_float(item, depth + 1)
-    elif isinstance(value, dict):
-        for item in value.values():
-            _check_no_float(item, depth + 1)

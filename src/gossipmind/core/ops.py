@@ -34,6 +34,9 @@ KINDS = (
 )
 
 
+_KINDS = frozenset(KINDS)
+
+
 def op_id(raw: bytes) -> bytes:
     """BLAKE2b-256 of the full encoded op."""
     return hashlib.blake2b(raw, digest_size=ID_SIZE).digest()
@@ -63,7 +66,12 @@ class Op:
         return self.kind == "net.genesis"
 
     def signing_bytes(self) -> bytes:
-        return SIGNATURE_DOMAIN + encoding.encode(_envelope(self))
+        """The signed message: the domain and the encoded envelope without ``sig``.
+
+        ``raw`` is canonical and ends with ``sig`` as bin8 (0xc4 0x40 + 64 bytes), and
+        both arrays have fixarray headers, so the envelope is a slice of ``raw``.
+        """
+        return SIGNATURE_DOMAIN + b"\x99" + self.raw[1:-66]
 
     def verify_signature(self) -> bool:
         return verify(self.author, self.signing_bytes(), self.sig)
@@ -107,11 +115,6 @@ def create(
     return decode(raw)
 
 
-def _need(cond: bool, code: str, detail: str) -> None:
-    if not cond:
-        raise InvalidOp(code, detail)
-
-
 def decode(raw: bytes) -> Op:
     """Structural decode: canonical bytes, envelope shape and field ranges.
 
@@ -119,35 +122,46 @@ def decode(raw: bytes) -> Op:
     schema (see :mod:`gossipmind.core.schema`).
     """
     raw = bytes(raw)
-    _need(len(raw) <= MAX_OP_SIZE, "oversized", f"{len(raw)} bytes; the limit is {MAX_OP_SIZE}")
+    if len(raw) > MAX_OP_SIZE:
+        raise InvalidOp("oversized", f"{len(raw)} bytes; the limit is {MAX_OP_SIZE}")
     try:
         doc = encoding.decode(raw)
     except EncodingError as exc:
         raise InvalidOp("encoding", str(exc)) from exc
-    _need(isinstance(doc, list) and len(doc) == 10, "envelope", "an op is an array of 10 fields")
+    if type(doc) is not list or len(doc) != 10:
+        raise InvalidOp("envelope", "an op is an array of 10 fields")
     v, net, kind, author, seq, lamport, deps, ts, body, sig = doc
-    _need(v == VERSION, "version", f"unsupported op version {v!r}")
-    _need(isinstance(net, bytes) and len(net) == ID_SIZE, "envelope", "net must be 32 bytes")
-    _need(isinstance(kind, str), "envelope", "kind must be a string")
-    _need(kind in KINDS, "unknown_kind", f"unknown kind {kind!r}")
-    _need(isinstance(author, bytes) and len(author) == 32, "envelope", "author must be 32 bytes")
-    _need(_is_int(seq) and seq >= 1, "envelope", "seq must be an integer >= 1")
-    _need(_is_int(lamport) and lamport >= 1, "envelope", "lamport must be an integer >= 1")
-    _need(isinstance(deps, list), "envelope", "deps must be an array")
-    _need(len(deps) <= MAX_DEPS, "envelope", f"more than {MAX_DEPS} deps")
-    _need(
-        all(isinstance(d, bytes) and len(d) == ID_SIZE for d in deps),
-        "envelope",
-        "every dep must be a 32-byte op id",
-    )
-    _need(
-        all(deps[i] < deps[i + 1] for i in range(len(deps) - 1)),
-        "envelope",
-        "deps must be sorted and unique",
-    )
-    _need(_is_int(ts) and ts >= 0, "envelope", "ts must be a non-negative integer")
-    _need(isinstance(body, dict), "envelope", "body must be a map")
-    _need(isinstance(sig, bytes) and len(sig) == 64, "envelope", "sig must be 64 bytes")
+    if v != VERSION or type(v) is not int:
+        raise InvalidOp("version", f"unsupported op version {v!r}")
+    if type(net) is not bytes or len(net) != ID_SIZE:
+        raise InvalidOp("envelope", "net must be 32 bytes")
+    if type(kind) is not str:
+        raise InvalidOp("envelope", "kind must be a string")
+    if kind not in _KINDS:
+        raise InvalidOp("unknown_kind", f"unknown kind {kind!r}")
+    if type(author) is not bytes or len(author) != 32:
+        raise InvalidOp("envelope", "author must be 32 bytes")
+    if type(seq) is not int or seq < 1:
+        raise InvalidOp("envelope", "seq must be an integer >= 1")
+    if type(lamport) is not int or lamport < 1:
+        raise InvalidOp("envelope", "lamport must be an integer >= 1")
+    if type(deps) is not list:
+        raise InvalidOp("envelope", "deps must be an array")
+    if len(deps) > MAX_DEPS:
+        raise InvalidOp("envelope", f"more than {MAX_DEPS} deps")
+    prev = b""
+    for d in deps:
+        if type(d) is not bytes or len(d) != ID_SIZE:
+            raise InvalidOp("envelope", "every dep must be a 32-byte op id")
+        if d <= prev:
+            raise InvalidOp("envelope", "deps must be sorted and unique")
+        prev = d
+    if type(ts) is not int or ts < 0:
+        raise InvalidOp("envelope", "ts must be a non-negative integer")
+    if type(body) is not dict:
+        raise InvalidOp("envelope", "body must be a map")
+    if type(sig) is not bytes or len(sig) != 64:
+        raise InvalidOp("envelope", "sig must be 64 bytes")
     return Op(
         net=net,
         kind=kind,
@@ -161,7 +175,3 @@ def decode(raw: bytes) -> Op:
         raw=raw,
         id=op_id(raw),
     )
-
-
-def _is_int(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)

@@ -7,6 +7,7 @@ what a replica accepts; the network feeds it ops in any order.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,6 +136,17 @@ class Replica:
                 result.pending.append(op.id)
             return result
         self._apply_ready(op, result)
+        return result
+
+    def known(self, op_id: bytes) -> bool:
+        """True if the op is applied, pending or rejected here (no need to verify it)."""
+        return op_id in self.meta or op_id in self.pending or op_id in self.rejected
+
+    def reject(self, op: Op, code: str, detail: str) -> IngestResult:
+        """Record ``op`` as invalid for a reason found outside (e.g. a parallel verifier)."""
+        result = IngestResult()
+        if not self.known(op.id):
+            self._reject(op.id, InvalidOp(code, detail), result)
         return result
 
     def _check_stateless(self, op: Op, verified: bool) -> None:
@@ -340,13 +352,9 @@ class Replica:
     # -- queries ----------------------------------------------------------------
 
     def root(self) -> bytes:
-        """The state root: BLAKE2b-256 over the sorted ids of all valid ops."""
+        """The state root: see :func:`state_root`. Cached until the next op applies."""
         if self._root is None:
-            h = hashlib.blake2b(ROOT_DOMAIN, digest_size=32)
-            h.update(len(self.meta).to_bytes(8, "big"))
-            for oid in sorted(self.meta):
-                h.update(oid)
-            self._root = h.digest()
+            self._root = state_root(sorted(self.meta), len(self.meta))
         return self._root
 
     def roles(self, author: bytes) -> Roles:
@@ -357,6 +365,15 @@ class Replica:
 
     def version_vector(self) -> dict[bytes, int]:
         return dict(self.last_seq)
+
+
+def state_root(sorted_ids: Iterable[bytes], count: int) -> bytes:
+    """BLAKE2b-256 of the domain, the count (u64 big-endian) and the sorted valid op ids."""
+    h = hashlib.blake2b(ROOT_DOMAIN, digest_size=32)
+    h.update(count.to_bytes(8, "big"))
+    for oid in sorted_ids:
+        h.update(oid)
+    return h.digest()
 
 
 def create_genesis(identity: Identity, name: str, policy: Policy, nonce: bytes, ts: int) -> Op:

@@ -13,6 +13,7 @@ from typing import Any
 from gossipmind.core import encoding
 from gossipmind.core import ops as opsmod
 from gossipmind.core.errors import NotFound, StoreError
+from gossipmind.core.replica import state_root
 from gossipmind.store.sqlite import _connect, check_file
 
 
@@ -44,7 +45,6 @@ class Reader:
 
     def status(self) -> dict[str, Any]:
         genesis = opsmod.decode(self._q("SELECT value FROM meta WHERE key='genesis'")[0][0])
-        root = self._q("SELECT value FROM meta WHERE key='root'")
         by_kind = dict(self._q("SELECT kind, COUNT(*) FROM ops GROUP BY kind ORDER BY kind"))
         fixes = dict(self._q("SELECT status, COUNT(*) FROM fixes GROUP BY status"))
         return {
@@ -60,9 +60,20 @@ class Reader:
             "fixes": fixes,
             "goals": self._count("goals"),
             "equivocations": self._count("equivocations"),
-            "root": bytes(root[0][0]) if root else b"",
+            "root": self.root(),
             "policy": genesis.body["policy"],
         }
+
+    def root(self) -> bytes:
+        """The state root, computed from the ops table (same rule as the replica)."""
+        try:
+            with self.conn:
+                self.conn.execute("BEGIN")  # one snapshot for the count and the ids
+                count = self._count("ops")
+                ids = (bytes(i) for (i,) in self.conn.execute("SELECT id FROM ops ORDER BY id"))
+                return state_root(ids, count)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is corrupt: {exc}") from exc
 
     def patterns(self, *, service: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         sql = "SELECT doc FROM patterns"

@@ -26,6 +26,7 @@ from gossipmind.core.identity import Identity
 from gossipmind.core.ops import Op
 from gossipmind.core.replica import IngestResult, Replica
 from gossipmind.store import schema
+from gossipmind.store.verifier import verify_all
 
 MAX_REJECTED_ROWS = 100_000
 
@@ -80,6 +81,7 @@ class Store:
         self.replica = replica
         self._lock_fd = lock_fd
         self._broken: str | None = None
+        self._pending_rows: set[bytes] = set()  # ids in the pending table
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -163,28 +165,59 @@ class Store:
         for id_, code, detail in self.conn.execute("SELECT id, code, detail FROM rejected"):
             r.rejected[bytes(id_)] = (code, detail)
         pending = [opsmod.decode(raw) for (raw,) in self.conn.execute("SELECT raw FROM pending")]
+        self._pending_rows = {op.id for op in pending}
+        applied = IngestResult()
         for op in pending:
-            r.ingest(op, verified=True)
+            applied.extend(r.ingest(op, verified=True))
+        if applied.applied:  # pending ops whose deps were stored after them (crash window)
+            self._persist(applied)
         r.fold.drain_dirty()
 
     # -- writing ------------------------------------------------------------------
 
     def ingest(self, ops: Iterable[Op], *, verified: bool = False) -> IngestResult:
-        """Apply and persist a batch of decoded ops in one transaction."""
+        """Apply and persist a batch of decoded ops in one transaction.
+
+        Signatures of ops not seen before are verified in parallel threads
+        (PyNaCl releases the GIL) unless ``verified`` says it was done already.
+        Once this returns, every applied op is durable: it may be acknowledged.
+        """
         self._check_usable()
         result = IngestResult()
+        r = self.replica
+        fresh: list[Op] = []
+        seen: set[bytes] = set()
         for op in ops:
-            result.extend(self.replica.ingest(op, verified=verified))
+            if r.known(op.id) or op.id in seen:
+                result.duplicates += 1
+            else:
+                seen.add(op.id)
+                fresh.append(op)
+        good = [True] * len(fresh) if verified else verify_all(fresh)
+        for op, ok in zip(fresh, good, strict=True):
+            if ok:
+                result.extend(r.ingest(op, verified=True))
+            else:
+                result.extend(r.reject(op, "signature", "the signature does not verify"))
         self._persist(result)
         return result
 
     def ingest_raw(self, raws: Iterable[bytes]) -> IngestResult:
         """Decode, apply and persist a batch of raw ops (undecodable ones are rejected)."""
-        self._check_usable()
-        result = IngestResult()
+        decoded: list[Op] = []
+        junk = IngestResult()
         for raw in raws:
-            result.extend(self.replica.ingest_raw(raw))
-        self._persist(result)
+            try:
+                decoded.append(opsmod.decode(raw))
+            except InvalidOp as exc:
+                oid = opsmod.op_id(bytes(raw))
+                if not self.replica.known(oid):
+                    self.replica.rejected[oid] = (exc.code, exc.detail)
+                    junk.rejected.append((oid, exc.code, exc.detail))
+        result = self.ingest(decoded)
+        result.extend(junk)
+        if junk.rejected:
+            self._persist(junk)
         return result
 
     def create_op(self, identity: Identity, kind: str, body: dict[str, Any], ts: int) -> Op:
@@ -215,27 +248,32 @@ class Store:
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(o.id, o.raw, o.author, o.seq, o.lamport, o.kind, o.ts) for o in result.applied],
             )
-            c.executemany("DELETE FROM pending WHERE id = ?", [(o.id,) for o in result.applied])
+            self._unpend(o.id for o in result.applied)
             c.execute("DELETE FROM heads")
             c.executemany("INSERT INTO heads VALUES (?)", [(h,) for h in r.heads])
         if result.pending:
-            c.executemany(
-                "INSERT OR IGNORE INTO pending SELECT ?, ? WHERE ? IS NOT NULL",
-                [(i, self._pending_raw(i), self._pending_raw(i)) for i in result.pending],
-            )
+            rows = [(i, raw) for i in result.pending if (raw := self._pending_raw(i)) is not None]
+            c.executemany("INSERT OR IGNORE INTO pending VALUES (?, ?)", rows)
+            self._pending_rows.update(i for i, _ in rows)
         if result.evicted:
-            c.executemany("DELETE FROM pending WHERE id = ?", [(i,) for i in result.evicted])
+            self._unpend(result.evicted)
         if result.rejected:
             c.executemany(
                 "INSERT OR IGNORE INTO rejected (id, code, detail) VALUES (?, ?, ?)",
                 result.rejected,
             )
-            c.executemany("DELETE FROM pending WHERE id = ?", [(i,) for i, _, _ in result.rejected])
+            self._unpend(i for i, _, _ in result.rejected)
             c.execute(
                 "DELETE FROM rejected WHERE ord <= (SELECT MAX(ord) FROM rejected) - ?",
                 (MAX_REJECTED_ROWS,),
             )
         self._write_state(full or bool(result.applied))
+
+    def _unpend(self, ids: Iterable[bytes]) -> None:
+        gone = [(i,) for i in ids if i in self._pending_rows]
+        if gone:
+            self.conn.executemany("DELETE FROM pending WHERE id = ?", gone)
+            self._pending_rows.difference_update(i for (i,) in gone)
 
     def _pending_raw(self, op_id: bytes) -> bytes | None:
         entry = self.replica.pending.ops.get(op_id)
@@ -286,7 +324,6 @@ class Store:
                 "INSERT INTO equivocations VALUES (?, ?, ?)",
                 [(a, s, enc(ids)) for (a, s), ids in r.equivocations.items()],
             )
-        c.execute("INSERT OR REPLACE INTO meta VALUES ('root', ?)", (r.root(),))
 
     # -- reading (for sync and the node) -----------------------------------------
 
