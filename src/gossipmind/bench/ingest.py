@@ -55,7 +55,7 @@ def build_ops(n: int, authors: int = 20, seed: int = 42) -> KB:
     return kb
 
 
-def _timed(fn: Callable[[], None]) -> float:
+def _timed(fn: Callable[[], object]) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
