@@ -89,8 +89,8 @@ def raw_pipeline(raws: list[bytes], path: Path, batch: int, synchronous: str) ->
 def store_ingest(genesis: Op, raws: list[bytes], path: Path, batch: int, synchronous: str) -> bytes:
     store = Store.create(path, genesis, synchronous=synchronous)
     try:
-        for start in range(0, len(raws), batch):
-            res = store.ingest_raw(raws[start : start + batch])
+        batches = (raws[start : start + batch] for start in range(0, len(raws), batch))
+        for res in store.ingest_stream(batches):
             if res.rejected or res.pending:
                 raise AssertionError(f"bench ops must apply: {res.rejected[:1]}")
         return store.replica.root()

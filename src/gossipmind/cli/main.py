@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from gossipmind import __version__
-from gossipmind.cli import goals, inspect, write
+from gossipmind.cli import bench, goals, inspect, write
 from gossipmind.cli.common import Ctx
 
 
@@ -45,6 +45,7 @@ for command in (
     write.outcome,
     write.revoke_fix,
     goals.goals,
+    bench.bench,
 ):
     cli.add_command(command)
 

@@ -6,6 +6,7 @@ problem, or returns silently. Schemas are closed: unknown fields are errors.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,7 @@ _ms = c.integer(0, 2**53)
 _window = c.array(_ms, min_len=2, max_len=2)
 
 
+@functools.lru_cache(maxsize=8192)
 def pattern_id(service: str, operation: str, error_class: str, template: str) -> bytes:
     """The content address of a pattern (its fingerprint)."""
     return digest(
@@ -83,28 +85,28 @@ _STATS = {
 }
 
 
+_REPORT = {
+    "pattern": _id,
+    "service": c.name(64),
+    "operation": c.name(64),
+    "error_class": c.one_of(*ERROR_CLASSES),
+    "template": c.text(1024),
+    "shape": c.text(1024),
+    "count": c.integer(1, MAX_COUNTER),
+    "window": _window,
+    "stats": c.any_map(len(_STATS)),
+}
+_status_count = c.integer(1, MAX_COUNTER)
+
+
 def _report(b: dict[str, Any]) -> None:
-    doc = c.record(
-        b,
-        "",
-        {
-            "pattern": _id,
-            "service": c.name(64),
-            "operation": c.name(64),
-            "error_class": c.one_of(*ERROR_CLASSES),
-            "template": c.text(1024),
-            "shape": c.text(1024),
-            "count": c.integer(1, MAX_COUNTER),
-            "window": _window,
-            "stats": c.any_map(len(_STATS)),
-        },
-    )
+    doc = c.record(b, "", _REPORT)
     _window_ok(doc["window"], "window")
     stats = c.record(doc["stats"], "stats", _STATS)
     for code, n in stats["status"].items():
-        if not (code.isdigit() and len(code) == 3):
+        if not (len(code) == 3 and code.isdigit()):
             raise SchemaError("stats.status", f"{code!r} is not a 3-digit status code")
-        c.integer(1, MAX_COUNTER)(n, f"stats.status.{code}")
+        _status_count(n, "stats.status")
     if stats["latency_n"] > doc["count"] or stats["retry_after_n"] > doc["count"]:
         raise SchemaError("stats", "sample counts cannot exceed count")
     expected = pattern_id(doc["service"], doc["operation"], doc["error_class"], doc["template"])

@@ -26,7 +26,7 @@ from gossipmind.core.identity import Identity
 from gossipmind.core.ops import Op
 from gossipmind.core.replica import IngestResult, Replica
 from gossipmind.store import schema
-from gossipmind.store.verifier import verify_all
+from gossipmind.store.verifier import Verification
 
 MAX_REJECTED_ROWS = 100_000
 
@@ -183,41 +183,72 @@ class Store:
         Once this returns, every applied op is durable: it may be acknowledged.
         """
         self._check_usable()
-        result = IngestResult()
-        r = self.replica
-        fresh: list[Op] = []
-        seen: set[bytes] = set()
-        for op in ops:
-            if r.known(op.id) or op.id in seen:
-                result.duplicates += 1
-            else:
-                seen.add(op.id)
-                fresh.append(op)
-        good = [True] * len(fresh) if verified else verify_all(fresh)
-        for op, ok in zip(fresh, good, strict=True):
-            if ok:
-                result.extend(r.ingest(op, verified=True))
-            else:
-                result.extend(r.reject(op, "signature", "the signature does not verify"))
-        self._persist(result)
-        return result
+        fresh, dups = self._fresh(ops)
+        check = None if verified else Verification(fresh)
+        return self._apply(fresh, check, IngestResult(duplicates=dups))
 
     def ingest_raw(self, raws: Iterable[bytes]) -> IngestResult:
         """Decode, apply and persist a batch of raw ops (undecodable ones are rejected)."""
+        return next(self.ingest_stream([raws]))
+
+    def ingest_stream(self, batches: Iterable[Iterable[bytes]]) -> Iterator[IngestResult]:
+        """Ingest batches of raw ops as a pipeline: while one batch is applied and
+        committed, the signatures of the next are verified on the other cores.
+
+        Yields one result per batch, after that batch is durable.
+        """
+        self._check_usable()
+        it = iter(batches)
+        staged = self._stage(next(it, None))
+        while staged is not None:
+            fresh, check, result = staged
+            staged = self._stage(next(it, None))  # start verifying the next batch
+            yield self._apply(fresh, check, result)
+
+    def _stage(
+        self, raws: Iterable[bytes] | None
+    ) -> tuple[list[Op], Verification, IngestResult] | None:
+        if raws is None:
+            return None
         decoded: list[Op] = []
-        junk = IngestResult()
+        result = IngestResult()
         for raw in raws:
             try:
                 decoded.append(opsmod.decode(raw))
             except InvalidOp as exc:
                 oid = opsmod.op_id(bytes(raw))
                 if not self.replica.known(oid):
-                    self.replica.rejected[oid] = (exc.code, exc.detail)
-                    junk.rejected.append((oid, exc.code, exc.detail))
-        result = self.ingest(decoded)
-        result.extend(junk)
-        if junk.rejected:
-            self._persist(junk)
+                    result.rejected.append((oid, exc.code, exc.detail))
+        fresh, result.duplicates = self._fresh(decoded)
+        return fresh, Verification(fresh), result
+
+    def _fresh(self, ops: Iterable[Op]) -> tuple[list[Op], int]:
+        """Drop ops already known (never verify an op twice)."""
+        known = self.replica.known
+        fresh: list[Op] = []
+        seen: set[bytes] = set()
+        dups = 0
+        for op in ops:
+            if known(op.id) or op.id in seen:
+                dups += 1
+            else:
+                seen.add(op.id)
+                fresh.append(op)
+        return fresh, dups
+
+    def _apply(
+        self, fresh: list[Op], check: Verification | None, result: IngestResult
+    ) -> IngestResult:
+        r = self.replica
+        for oid, code, detail in result.rejected:
+            r.rejected.setdefault(oid, (code, detail))
+        good = check.result() if check is not None else [True] * len(fresh)
+        for op, ok in zip(fresh, good, strict=True):
+            if ok:
+                result.extend(r.ingest(op, verified=True))
+            else:
+                result.extend(r.reject(op, "signature", "the signature does not verify"))
+        self._persist(result)
         return result
 
     def create_op(self, identity: Identity, kind: str, body: dict[str, Any], ts: int) -> Op:

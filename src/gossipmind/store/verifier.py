@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from gossipmind.core.ops import Op
 
@@ -37,3 +37,26 @@ def verify_all(ops: list[Op]) -> list[bool]:
     for part in _get_pool().map(_verify_chunk, chunks):
         out.extend(part)
     return out
+
+
+class Verification:
+    """Signatures being verified in the background; ``result()`` waits for them."""
+
+    def __init__(self, ops: list[Op]) -> None:
+        self.ops = ops
+        workers = _workers()
+        if len(ops) < _MIN_PARALLEL or workers == 1:
+            self._done: list[bool] | None = _verify_chunk(ops)
+            self._futures: list[Future[list[bool]]] = []
+        else:
+            size = -(-len(ops) // workers)
+            pool = _get_pool()
+            self._done = None
+            self._futures = [
+                pool.submit(_verify_chunk, ops[i : i + size]) for i in range(0, len(ops), size)
+            ]
+
+    def result(self) -> list[bool]:
+        if self._done is None:
+            self._done = [ok for f in self._futures for ok in f.result()]
+        return self._done
