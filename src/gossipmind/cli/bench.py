@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from gossipmind.cli.common import errors
-from gossipmind.cli.output import console, print_json, table
+from gossipmind.cli.output import err_console, print_json, table
 
 Runner = Callable[[], dict[str, Any]]
 
@@ -60,7 +60,8 @@ def bench(ctx: click.Context, as_json: bool) -> None:
         return
     results = []
     for name, run in ALL.items():
-        console.print(f"[dim]running {name}…[/]", stderr=True) if not as_json else None
+        if not as_json:
+            err_console.print(f"[dim]running {name}…[/]")
         results.append(run())
     _show(results, as_json)
     if not all(r["passed"] for r in results):
