@@ -76,7 +76,7 @@ def patterns(ctx: Ctx, service: str | None, limit: int, as_json: bool) -> None:
                 f"{p['service']}/{p['operation']}",
                 p["error_class"],
                 p["count"],
-                p["reporters"] + ("*" if p["over_threshold"] else ""),
+                f"{p['reporters']}{'*' if p['over_threshold'] else ''}",
                 p["template"][:60],
                 _when(p["last_ts"]),
             ]

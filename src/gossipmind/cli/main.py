@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import click
 
 from gossipmind import __version__
@@ -38,6 +41,7 @@ for command in (
     inspect.log,
     inspect.members,
     inspect.rejected,
+    write.report,
     write.grant,
     write.revoke,
     write.propose,
@@ -51,4 +55,15 @@ for command in (
 
 
 def main() -> None:
-    cli(prog_name="gossipmind")
+    """Entry point. An unexpected exception is a bug: one line, exit 70, traceback on demand."""
+    try:
+        cli(prog_name="gossipmind", standalone_mode=True)
+    except Exception as exc:
+        if os.environ.get("GOSSIPMIND_DEBUG"):
+            raise
+        click.echo(
+            f"internal error (a bug in gossipmind): {type(exc).__name__}: {exc}\n"
+            "rerun with GOSSIPMIND_DEBUG=1 for the traceback",
+            err=True,
+        )
+        sys.exit(70)

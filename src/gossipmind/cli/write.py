@@ -336,3 +336,63 @@ def parse_constraint(text: str) -> dict[str, Any]:
         return check_constraint(doc, "constraint")
     except SchemaError as exc:
         raise click.BadParameter(f"{text!r}: {exc}") from None
+
+
+@click.command()
+@click.option("--service", required=True, help="The service that failed (e.g. payments).")
+@click.option("--operation", required=True, help="The operation (e.g. charge).")
+@click.option(
+    "--type",
+    "exc_type",
+    default="Exception",
+    show_default=True,
+    help="Exception type name (e.g. httpx.ReadTimeout).",
+)
+@click.option("--message", default="", help="Error message (redacted and templated locally).")
+@click.option("--status", type=click.IntRange(100, 599), help="HTTP status code, if any.")
+@click.option("--latency-ms", type=click.IntRange(0), help="How long the call took.")
+@click.option("--retry-after-ms", type=click.IntRange(0), help="Retry-After the server sent.")
+@click.option(
+    "--count",
+    type=click.IntRange(1, 1_000_000),
+    default=1,
+    show_default=True,
+    help="How many times it happened.",
+)
+@_json
+@pass_ctx
+@errors
+def report(
+    ctx: Ctx,
+    service: str,
+    operation: str,
+    exc_type: str,
+    message: str,
+    status: int | None,
+    latency_ms: int | None,
+    retry_after_ms: int | None,
+    count: int,
+    as_json: bool,
+) -> None:
+    """Report a failure by hand. Only its pattern (never the raw message) is shared."""
+    from gossipmind.learn.batcher import ReportBatcher
+    from gossipmind.learn.patterns import Failure, reduce
+
+    failure = Failure(
+        service, operation, exc_type, message, status, None, latency_ms, retry_after_ms
+    )
+    reduced = reduce(failure)
+    batcher = ReportBatcher()
+    t = now_ms()
+    for _ in range(count):
+        batcher.add(reduced, t)
+    (body,) = batcher.flush(t)
+    op_id = _write(ctx, "pattern.report", body)
+    _done(
+        op_id,
+        f"reported pattern {reduced.pattern.hex()} ({reduced.error_class}: {reduced.template})",
+        as_json,
+        pattern=reduced.pattern,
+        template=reduced.template,
+        error_class=reduced.error_class,
+    )
