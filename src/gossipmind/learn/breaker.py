@@ -282,7 +282,10 @@ class BreakerBoard:
             if s.state == CLOSED:
                 return True
             if s.state == OPEN:
-                if self._now() - s.opened_at < reset_ms:
+                since = self._now() - s.opened_at
+                if since < 0:
+                    return True  # (simulated time) this call began before the breaker opened
+                if since < reset_ms:
                     return False
                 s.state = HALF_OPEN
                 s.trial_in_flight = False
@@ -298,7 +301,7 @@ class BreakerBoard:
             if s is None or s.state == CLOSED:
                 return True
             if s.state == OPEN:
-                return t - s.opened_at >= reset_ms
+                return not 0 <= t - s.opened_at < reset_ms
             return not s.trial_in_flight
 
     def record(self, key: Hashable, error_class: str | None, failure_threshold: int) -> None:

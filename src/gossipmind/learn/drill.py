@@ -1,10 +1,13 @@
 """Drills: a candidate recipe against a fault model, reproducibly (DESIGN §6 step 4).
 
-A drill is a stream of ``runs`` logical calls, one every ``interval_ms`` of
-simulated time (a call that is still busy delays the next one), made by the
-real :class:`~gossipmind.learn.executor.Executor` driven by a
+A drill is a stream of ``runs`` logical calls arriving every ``interval_ms``
+of simulated time. Each call runs from its arrival, so calls overlap as
+concurrent agents' calls would; shared state is judged by start time
+(rate-limit windows are intervals, a breaker does not refuse a call that
+began before it opened). The calls are made by the real
+:class:`~gossipmind.learn.executor.Executor` driven by a
 :class:`~gossipmind.learn.simulator.SimClock`: the very code that will apply
-the fix in an agent, not a model of it. Sleeping and per-attempt timeouts
+the fix in an agent, not a model of it. Sleeps and per-attempt timeouts
 happen in simulated time, so a drill of 200 calls takes milliseconds.
 
 The baseline is the same stream without the recipe: one attempt per call,
@@ -96,7 +99,7 @@ def _stream(
     successes = total_latency = max_attempts = 0
     if recipe is None:
         for i in range(runs):
-            clock.t = max(clock.t, i * interval_ms)
+            clock.t = i * interval_ms  # arrival time: calls overlap like concurrent calls
             t0 = clock.t
             answered = True
             try:
@@ -122,7 +125,7 @@ def _stream(
         wall_clock=lambda: 0.0,
     )
     for i in range(runs):
-        clock.t = max(clock.t, i * interval_ms)
+        clock.t = i * interval_ms  # arrival time: calls overlap like concurrent calls
         before = service.calls
         record = executor.run_sync(
             recipe, service, idempotent=idempotent, breaker_key=("drill", "call")

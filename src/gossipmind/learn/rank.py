@@ -28,12 +28,12 @@ def wilson_lower_bound_bp(successes: int, attempts: int, z_centi: int = Z_95) ->
     if not 0 <= s <= n:
         raise ValueError(f"successes must be within 0..attempts, got {s}/{n}")
     zz = z_centi * z_centi  # z² scaled by 10^4
-    x = zz * n * n + 40_000 * s * n * (n - s)
+    x = (zz * n * n + 40_000 * s * n * (n - s)) * 10**8  # sqrt(x) = 10^4 * sqrt(X)
     root = math.isqrt(x)
     if root * root < x:
         root += 1
-    num = 20_000 * s * n + zz * n - z_centi * root
-    den = 2 * n * (10_000 * n + zz)
+    num = (20_000 * s * n + zz * n) * 10_000 - z_centi * root
+    den = 2 * n * (10_000 * n + zz) * 10_000
     return max(0, num * 10_000 // den)
 
 

@@ -19,7 +19,7 @@ The fault model (:class:`FaultModel`):
 - ``timeout`` failures hang for ``hang_ms`` before the caller sees the error
   (how long the agents waited before giving up).
 - ``rate_limited`` failures carry ``retry_after_ms``: the service then stays
-  limited for that long (every call before the window ends is refused again),
+  limited for that long (every call starting in the window is refused again),
   which is what makes respecting Retry-After pay off.
 - outage bursts: every ``burst_period_ms``, for ``burst_len_ms``, every call
   fails with ``burst_class``; the phase is drawn from the seed.
@@ -31,6 +31,7 @@ clock protocols in simulated time: sleeping advances the clock, and
 
 from __future__ import annotations
 
+import bisect
 import functools
 import random
 from collections.abc import Awaitable, Callable, Mapping
@@ -250,7 +251,7 @@ class SimulatedService:
         self.table = latency_table(model.latency_median_ms, model.latency_p95_ms)
         period = model.burst_period_ms
         self.burst_phase = self.rng.randrange(period) if period and model.burst_len_ms else 0
-        self.limited_until = -1.0
+        self.windows: list[float] = []  # sorted starts of rate-limit windows
         self.calls = 0
         self.keys: list[str | None] = []
         self._classes = sorted(model.failure_bp.items())
@@ -264,13 +265,26 @@ class SimulatedService:
             return False
         return (int(t) + self.burst_phase) % m.burst_period_ms < m.burst_len_ms
 
+    def limited_until(self, t: float) -> float | None:
+        """The end of the rate-limit window that covers time ``t``, if any.
+
+        Windows are intervals ``[start, start + retry_after_ms)``, so a call is
+        judged by the windows open at its own start time, whatever order the
+        simulation visits overlapping calls in.
+        """
+        i = bisect.bisect_right(self.windows, t)
+        if i and t < self.windows[i - 1] + self.model.retry_after_ms:
+            return self.windows[i - 1] + self.model.retry_after_ms
+        return None
+
     def decide(self, t: float) -> Decision:
         """The fate of an attempt starting at simulated time ``t`` (advances the RNG)."""
         m = self.model
         roll = self.rng.randrange(10_000)
         latency = self.latency()
-        if t < self.limited_until:
-            return Decision(max(1, latency // 4), "rate_limited", int(self.limited_until - t))
+        until = self.limited_until(t)
+        if until is not None:
+            return Decision(max(1, latency // 4), "rate_limited", int(until - t))
         cls: str | None = m.burst_class if self.in_burst(t) else None
         if cls is None:
             acc = 0
@@ -286,7 +300,7 @@ class SimulatedService:
         if cls == "rate_limited":
             hint = m.retry_after_ms or None
             if hint:
-                self.limited_until = t + hint
+                bisect.insort(self.windows, t)
             return Decision(max(1, latency // 4), cls, hint)
         return Decision(latency, cls)
 
