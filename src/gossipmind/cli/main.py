@@ -8,7 +8,7 @@ import sys
 import click
 
 from gossipmind import __version__
-from gossipmind.cli import bench, goals, inspect, write
+from gossipmind.cli import bench, demo, goals, inspect, write
 from gossipmind.cli.common import Ctx
 
 
@@ -50,6 +50,7 @@ for command in (
     write.revoke_fix,
     goals.goals,
     bench.bench,
+    demo.demo,
 ):
     cli.add_command(command)
 
