@@ -362,21 +362,22 @@ class Store:
         row = self.conn.execute("SELECT raw FROM ops WHERE id = ?", (op_id,)).fetchone()
         return bytes(row[0]) if row else None
 
-    def raws(self, ids: Iterable[bytes]) -> list[bytes]:
-        out = []
-        for i in ids:
-            raw = self.raw(i)
-            if raw is not None:
-                out.append(raw)
-        return out
-
-    def ops_since(self, author: bytes, after_seq: int, limit: int) -> list[tuple[int, bytes]]:
-        """(ord, raw) of ``author``'s ops with seq > ``after_seq``, in seq order."""
+    def ops_since(self, author: bytes, after_seq: int, limit: int) -> list[tuple[int, int, bytes]]:
+        """(ord, seq, raw) of ``author``'s ops with seq > ``after_seq``, in seq order."""
         cur = self.conn.execute(
-            "SELECT ord, raw FROM ops WHERE author = ? AND seq > ? ORDER BY seq, id LIMIT ?",
+            "SELECT ord, seq, raw FROM ops WHERE author = ? AND seq > ? ORDER BY seq, ord LIMIT ?",
             (author, after_seq, limit),
         )
-        return [(o, bytes(raw)) for o, raw in cur]
+        return [(o, s, bytes(raw)) for o, s, raw in cur]
+
+    def raws_in_order(self, ids: Iterable[bytes]) -> list[bytes]:
+        """Raw bytes of the applied ops among ``ids``, in application (causal) order."""
+        rows: list[tuple[int, bytes]] = []
+        for op_id in ids:
+            row = self.conn.execute("SELECT ord, raw FROM ops WHERE id = ?", (op_id,)).fetchone()
+            if row is not None:
+                rows.append((row[0], bytes(row[1])))
+        return [raw for _, raw in sorted(rows)]
 
     def iter_raw(self, after_ord: int = 0, limit: int = 1000) -> Iterator[tuple[int, bytes]]:
         cur = self.conn.execute(

@@ -1,0 +1,158 @@
+"""The sync session: a pure state machine (no sockets, no clock).
+
+Both ends of a stream run a :class:`Session`. The initiator sends ``hello``;
+the responder answers ``hello``, streams the ops the initiator lacks by version
+vector, then ``sent``. The initiator streams the ops the responder lacks, then
+``end`` with the ids it still wants (unknown heads of the peer and deps its
+pending ops wait for: forks and gaps). Each ``end`` is answered with the wanted
+ops and an ``end`` of one's own, until both sides want nothing (``bye``) or the
+round limit is reached. Catch-up cost is proportional to what is missing: the
+only fixed cost is the version vector and the heads.
+
+The driver feeds received messages to :meth:`Session.receive`, ingests the ops
+it returns *before* feeding the next message, and sends what it returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from gossipmind.core.errors import SyncError
+from gossipmind.sync.messages import (
+    MAX_IDS,
+    MAX_OPS_FRAME,
+    Bye,
+    End,
+    Hello,
+    Message,
+    Ops,
+    Sent,
+)
+from gossipmind.sync.source import OpSource
+
+MAX_ROUNDS = 16
+
+
+@dataclass
+class Step:
+    send: Iterator[Message] = field(default_factory=lambda: iter(()))
+    ops: list[bytes] = field(default_factory=list)  # received: ingest before the next message
+    done: bool = False
+
+
+def frames(raws: Iterator[bytes], limit: int = MAX_OPS_FRAME) -> Iterator[Ops]:
+    """Group raw ops into ``ops`` frames of at most ``limit`` bytes of ops."""
+    batch: list[bytes] = []
+    size = 0
+    for raw in raws:
+        if batch and size + len(raw) > limit:
+            yield Ops(batch)
+            batch, size = [], 0
+        batch.append(raw)
+        size += len(raw)
+    if batch:
+        yield Ops(batch)
+
+
+@dataclass
+class Stats:
+    ops_sent: int = 0
+    op_bytes_sent: int = 0
+    ops_received: int = 0
+    rounds: int = 0
+
+
+class Session:
+    def __init__(self, source: OpSource, *, initiator: bool, peers: list[str] | None = None):
+        self.source = source
+        self.initiator = initiator
+        self.peers = peers or []
+        self.peer: Hello | None = None
+        self.done = False
+        self.rounds = 0
+        self.stats = Stats()
+        self._peer_sent = False
+
+    def hello(self) -> Hello:
+        s = self.source
+        return Hello(s.net, s.version_vector(), s.heads(), s.root(), s.count(), self.peers)
+
+    def start(self) -> Iterator[Message]:
+        """Messages the initiator sends first (the responder sends nothing)."""
+        return iter([self.hello()]) if self.initiator else iter(())
+
+    def _counted(self, msgs: Iterator[Message]) -> Iterator[Message]:
+        for m in msgs:
+            if isinstance(m, Ops):
+                self.stats.ops_sent += len(m.ops)
+                self.stats.op_bytes_sent += sum(len(o) for o in m.ops)
+            yield m
+
+    def _missing_for_peer(self) -> Iterator[Message]:
+        assert self.peer is not None
+        return frames(self.source.missing_for(self.peer.vv))
+
+    def _want(self) -> list[bytes]:
+        assert self.peer is not None
+        has = self.source.has
+        want = {h for h in self.peer.heads if not has(h)} | self.source.wanted()
+        return sorted(want)[:MAX_IDS]
+
+    def receive(self, msg: Message) -> Step:
+        if self.done:
+            raise SyncError("message after the session ended")
+        if isinstance(msg, Hello):
+            return self._on_hello(msg)
+        if isinstance(msg, Bye):
+            self.done = True
+            return Step(done=True)
+        if self.peer is None:
+            raise SyncError(f"{type(msg).__name__.lower()} before hello")
+        if isinstance(msg, Ops):
+            self.stats.ops_received += len(msg.ops)
+            return Step(ops=msg.ops)
+        if isinstance(msg, Sent):
+            if not self.initiator or self._peer_sent:
+                raise SyncError("unexpected sent")
+            self._peer_sent = True
+            tail = iter([End(self._want_after_transfer())])
+            return Step(send=self._counted(_chain(self._missing_for_peer(), tail)))
+        return self._on_end(msg)
+
+    def _want_after_transfer(self) -> list[bytes]:
+        # called before the ops we send are ingested by the peer; our own view is current
+        return self._want()
+
+    def _on_hello(self, msg: Hello) -> Step:
+        if self.peer is not None:
+            raise SyncError("second hello")
+        if msg.net != self.source.net:
+            self.done = True
+            return Step(send=iter([Bye("wrong network")]), done=True)
+        self.peer = msg
+        if self.initiator:
+            if msg.root == self.source.root() and not self.source.wanted():
+                self.done = True
+                return Step(send=iter([Bye("in sync")]), done=True)
+            return Step()
+        if msg.root == self.source.root() and not self.source.wanted():
+            return Step(send=iter([self.hello()]))  # the initiator will say bye
+        head = iter([self.hello()])
+        return Step(send=self._counted(_chain(head, self._missing_for_peer(), iter([Sent()]))))
+
+    def _on_end(self, msg: End) -> Step:
+        self.rounds += 1
+        self.stats.rounds = self.rounds
+        give = frames(iter(self.source.get_raw(msg.want))) if msg.want else iter(())
+        want = self._want()
+        if (not want and not msg.want) or self.rounds >= MAX_ROUNDS:
+            self.done = True
+            reason = "satisfied" if not want else "round limit"
+            return Step(send=self._counted(_chain(give, iter([Bye(reason)]))), done=True)
+        return Step(send=self._counted(_chain(give, iter([End(want)]))))
+
+
+def _chain(*its: Iterator[Message]) -> Iterator[Message]:
+    for it in its:
+        yield from it

@@ -1,0 +1,157 @@
+"""The sans-I/O sync session between in-memory replicas."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gossipmind.core.errors import SyncError
+from gossipmind.core.snapshot import snapshot
+from gossipmind.sync import messages
+from gossipmind.sync.session import Session
+from gossipmind.testing import KB, History, sample_report
+from gossipmind.testing.memory import MemoryKB
+from gossipmind.testing.syncpair import converse, ingest_into
+
+
+def kb_with(kb: KB, ops: list) -> MemoryKB:
+    m = MemoryKB(kb.genesis)
+    m.ingest_raw(op.raw for op in ops)
+    return m
+
+
+def reports(n: int, authors: int = 3) -> KB:
+    kb = KB(seed=3)
+    names = [f"a{i}" for i in range(authors)]
+    for name in names:
+        kb.grant("admin", name, "member")
+        kb.sync("admin", name)
+    for i in range(n):
+        kb.report(names[i % authors], count=1 + i % 5, template=f"t{i % 7} <*>")
+        if i % 10 == 0:
+            kb.sync(names[i % authors], names[(i + 1) % authors])
+    return kb
+
+
+def test_late_joiner_gets_everything_and_cost_is_proportional() -> None:
+    kb = reports(500)
+    full, empty = kb_with(kb, kb.ops[1:]), MemoryKB(kb.genesis)
+    t = converse(empty, full, ingest_into(empty), ingest_into(full))
+    assert empty.root() == full.root()
+    assert snapshot(empty.replica) == snapshot(full.replica)
+    assert t.ops == len(kb.ops) - 1  # every missing op exactly once
+    assert t.bytes / t.op_bytes < 1.15
+
+
+def test_only_the_missing_ops_are_sent() -> None:
+    kb = reports(400)
+    ops = kb.ops[1:]
+    a, b = kb_with(kb, ops[:-20]), kb_with(kb, ops)
+    t = converse(a, b, ingest_into(a), ingest_into(b))
+    assert a.root() == b.root()
+    assert t.ops == 20
+
+
+def test_replicas_in_sync_exchange_two_small_frames() -> None:
+    kb = reports(100)
+    a, b = kb_with(kb, kb.ops[1:]), kb_with(kb, kb.ops[1:])
+    t = converse(a, b, ingest_into(a), ingest_into(b))
+    assert t.ops == 0 and t.frames <= 3
+
+
+def test_both_directions_in_one_session() -> None:
+    kb = reports(300)
+    ops = kb.ops[1:]
+    rng = random.Random(1)
+    sa = [op for op in ops if rng.random() < 0.6]
+    sb = [op for op in ops if rng.random() < 0.6]
+    a, b = kb_with(kb, sa), kb_with(kb, sb)
+    union = kb_with(kb, sa + sb)
+    converse(a, b, ingest_into(a), ingest_into(b))
+    # one session moves everything either side could apply at its start; ops released
+    # from a pending buffer during the session travel in the next one
+    converse(a, b, ingest_into(a), ingest_into(b))
+    assert a.root() == b.root() == union.root()
+
+
+def test_forks_and_gaps_are_fetched_by_hash() -> None:
+    kb = KB(seed=9)
+    kb.grant("admin", "x", "member")
+    kb.sync("admin", "x")
+    for _ in range(3):
+        kb.report("x")
+    main = kb.report("x", count=2)
+    fork = kb.forge("x", "pattern.report", sample_report(count=3), seq=main.seq)
+    base = kb.ops[1:-2]
+    a, b = kb_with(kb, [*base, main]), kb_with(kb, [*base, fork])
+    assert a.version_vector() == b.version_vector()  # the vv cannot see the fork
+    converse(a, b, ingest_into(a), ingest_into(b))
+    assert a.root() == b.root()
+    assert snapshot(a.replica)["equivocations"]
+
+
+def test_wrong_network_ends_the_session() -> None:
+    a, b = MemoryKB(KB(seed=1).genesis), MemoryKB(KB(seed=2).genesis)
+    t = converse(a, b, ingest_into(a), ingest_into(b))
+    assert t.ops == 0 and a.root() != b.root()
+
+
+def test_junk_ops_from_a_peer_are_rejected_not_applied() -> None:
+    kb = reports(50)
+    good = kb_with(kb, kb.ops[1:])
+    victim = MemoryKB(kb.genesis)
+
+    def tamper(frame: bytes) -> bytes:
+        msg = messages.decode(frame)
+        if isinstance(msg, messages.Ops):
+            msg.ops = [o[:-5] + b"\x00" * 5 for o in msg.ops]  # break every signature
+            return messages.encode(msg)
+        return frame
+
+    converse(victim, good, ingest_into(victim), ingest_into(good), tamper=tamper)
+    assert len(victim.replica.meta) == 1
+    assert victim.replica.rejected
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"\x00",
+        messages.encode(messages.Bye()) + b"x",
+        b"\x81\xa1t\xa4nope",
+        b"\x82\xa1t\xa3ops\xa3ops\x91\x01",
+        b"\x82\xa1t\xa3end\xa4want\x91\xc4\x01x",
+    ],
+)
+def test_malformed_frames_raise_sync_error(frame: bytes) -> None:
+    with pytest.raises(SyncError):
+        messages.decode(frame)
+
+
+def test_protocol_violations_raise_sync_error() -> None:
+    kb = reports(5)
+    s = Session(kb_with(kb, kb.ops[1:]), initiator=False)
+    with pytest.raises(SyncError, match="before hello"):
+        s.receive(messages.Ops([]))
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), split=st.integers(0, 2**32))
+def test_random_histories_converge_pairwise(seed: int, split: int) -> None:
+    h = History(seed, steps=60)
+    ops = h.kb.ops[1:]
+    rng = random.Random(split)
+    replicas = [kb_with(h.kb, [op for op in ops if rng.random() < 0.5]) for _ in range(3)]
+    for _ in range(2):
+        for i in range(3):
+            for j in range(3):
+                if i != j:
+                    converse(replicas[i], replicas[j], ingest_into(replicas[i]),
+                             ingest_into(replicas[j]))  # fmt: skip
+    reference = kb_with(h.kb, [op for op in ops if any(r.has(op.id) for r in replicas)])
+    for r in replicas:
+        assert r.root() == reference.root()
+        assert snapshot(r.replica) == snapshot(reference.replica)
