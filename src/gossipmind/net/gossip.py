@@ -1,0 +1,319 @@
+"""Batched gossip of ops: the message format, the batcher and the validator.
+
+py-libp2p gossip costs ~2 ms of CPU per message per link whatever its size
+(LIBP2P_NOTES), so a node gossips **one message per interval** holding every op it
+has to push, instead of one message per op.
+
+Message format (docs/protocol.md): the canonical msgpack encoding
+(:func:`gossipmind.core.encoding.encode`) of a non-empty array of op byte strings,
+each a complete encoded op, no duplicates, at most :data:`MAX_BATCH_OPS` ops and
+:data:`~gossipmind.net.interface.MAX_GOSSIP_MESSAGE` bytes in all.
+
+The validator (:func:`make_validator`) is synchronous and cheap: py-libp2p calls
+it on every message before delivering or forwarding it, so a rejected message
+goes nowhere. It accepts a message only if every op in it decodes, belongs to the
+network (``op.net == net_id``, or is the network's genesis) and carries a valid
+signature. Signature checks are remembered in a bounded LRU of op ids, so an op
+is verified once even if it arrives in several messages, and the node can ingest
+the ops of an accepted message with ``verified=True`` (:meth:`BatchValidator.decode`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, OrderedDict
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import trio
+
+from gossipmind.core import encoding
+from gossipmind.core import ops as opsmod
+from gossipmind.core.errors import EncodingError, GossipmindError, InvalidOp, NetworkError
+from gossipmind.core.ops import MAX_OP_SIZE, Op
+from gossipmind.net.interface import MAX_GOSSIP_MESSAGE
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus  # trio-stubs (installed with libp2p) shadow trio's own
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH_OPS = 4096
+DEFAULT_INTERVAL = 0.075
+DEFAULT_CACHE_SIZE = 65536
+DEFAULT_MAX_PENDING_BYTES = 16 * 1024 * 1024
+
+
+def _bin_overhead(n: int) -> int:
+    """Bytes msgpack adds in front of a bin of length ``n``."""
+    return 2 if n < 2**8 else 3 if n < 2**16 else 5
+
+
+def encode_batch(raw_ops: Iterable[bytes]) -> bytes:
+    """Encode op byte strings as one gossip message (no size checks)."""
+    return encoding.encode([bytes(r) for r in raw_ops])
+
+
+def decode_batch(data: bytes) -> list[bytes]:
+    """Decode the envelope of a gossip message; :class:`InvalidOp` on a bad one.
+
+    Checks size, canonical encoding, shape and bounds, not the ops themselves.
+    """
+    if len(data) > MAX_GOSSIP_MESSAGE:
+        raise InvalidOp("oversized", f"message of {len(data)} bytes (max {MAX_GOSSIP_MESSAGE})")
+    try:
+        doc = encoding.decode(data)
+    except EncodingError as exc:
+        raise InvalidOp("encoding", str(exc)) from exc
+    if not isinstance(doc, list) or not all(isinstance(r, bytes) for r in doc):
+        raise InvalidOp("envelope", "a gossip message is an array of byte strings")
+    if not doc:
+        raise InvalidOp("empty", "a gossip message holds at least one op")
+    if len(doc) > MAX_BATCH_OPS:
+        raise InvalidOp("too_many_ops", f"{len(doc)} ops (max {MAX_BATCH_OPS})")
+    return doc
+
+
+@dataclass(slots=True)
+class ValidatorStats:
+    """What the validator saw. ``rejected`` counts messages by reason code."""
+
+    accepted: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    signatures_checked: int = 0
+    signatures_cached: int = 0
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+
+class BatchValidator:
+    """``validator(data) -> bool`` for one network; see the module docstring.
+
+    Reason codes in :attr:`stats.rejected`: ``oversized``, ``encoding``,
+    ``envelope``, ``empty``, ``too_many_ops``, ``duplicate``, ``wrong_network``,
+    ``signature``, and ``op_<code>`` for an op that fails
+    :func:`gossipmind.core.ops.decode` with ``InvalidOp(code)``.
+    """
+
+    def __init__(self, net_id: bytes, *, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+        if len(net_id) != opsmod.ID_SIZE:
+            raise ValueError("a network id is 32 bytes")
+        if cache_size < 1:
+            raise ValueError("cache_size must be positive")
+        self.net_id = bytes(net_id)
+        self.stats = ValidatorStats()
+        self._cache_size = cache_size
+        self._verified: OrderedDict[bytes, None] = OrderedDict()
+
+    def __call__(self, data: bytes) -> bool:
+        try:
+            self.check(data)
+        except InvalidOp as exc:
+            self.stats.rejected[exc.code] += 1
+            log.debug("gossip message rejected: %s", exc)
+            return False
+        self.stats.accepted += 1
+        return True
+
+    def check(self, data: bytes) -> list[Op]:
+        """Validate a message; return its ops, or raise :class:`InvalidOp`."""
+        raws = decode_batch(data)
+        ops: list[Op] = []
+        seen: set[bytes] = set()
+        for raw in raws:
+            try:
+                op = opsmod.decode(raw)
+            except InvalidOp as exc:
+                raise InvalidOp(f"op_{exc.code}", exc.detail) from exc
+            if op.id in seen:
+                raise InvalidOp("duplicate", f"op {op.short()} twice in one message")
+            seen.add(op.id)
+            if op.net != self.net_id and not (op.is_genesis and op.id == self.net_id):
+                raise InvalidOp("wrong_network", f"op {op.short()} is for another network")
+            ops.append(op)
+        for op in ops:
+            if op.id in self._verified:
+                self._verified.move_to_end(op.id)
+                self.stats.signatures_cached += 1
+                continue
+            self.stats.signatures_checked += 1
+            if not op.verify_signature():
+                raise InvalidOp("signature", f"op {op.short()} has a bad signature")
+            self.mark_verified(op.id)
+        return ops
+
+    def is_verified(self, op_id: bytes) -> bool:
+        return op_id in self._verified
+
+    def mark_verified(self, op_id: bytes) -> None:
+        """Remember that the op with this id has a valid signature (e.g. we signed it)."""
+        self._verified[op_id] = None
+        self._verified.move_to_end(op_id)
+        while len(self._verified) > self._cache_size:
+            self._verified.popitem(last=False)
+
+    def decode(self, data: bytes) -> list[tuple[Op, bool]]:
+        """The ops of an accepted message, each with ``verified`` for ingest.
+
+        ``verified`` is True when this validator checked the op's signature recently
+        (normally all of them); False means "verify again before applying".
+        Raises :class:`InvalidOp` if ``data`` is not a well-formed message.
+        """
+        out: list[tuple[Op, bool]] = []
+        for raw in decode_batch(data):
+            op = opsmod.decode(raw)
+            out.append((op, op.id in self._verified))
+        return out
+
+
+def make_validator(net_id: bytes, *, cache_size: int = DEFAULT_CACHE_SIZE) -> BatchValidator:
+    """The gossip validator for network ``net_id`` (the genesis op id)."""
+    return BatchValidator(net_id, cache_size=cache_size)
+
+
+@dataclass(slots=True)
+class BatcherStats:
+    messages: int = 0
+    ops: int = 0
+    bytes: int = 0
+    duplicates: int = 0
+    publish_errors: int = 0
+
+
+class GossipBatcher:
+    """Collects op bytes and publishes them as batches, one message per interval.
+
+    A batch leaves ``interval`` seconds after its first op arrived, or as soon as
+    ``max_bytes`` are waiting; it never exceeds ``max_bytes`` encoded, nor
+    ``max_ops`` ops. :meth:`put` waits while more than ``max_pending_bytes`` are
+    queued, which passes the transport's back-pressure on to the producer.
+
+    Run it with ``nursery.start(batcher.run)``; ``publish`` is normally
+    ``transport.publish``. A failed publish is logged and counted, never raised:
+    gossip is best effort and anti-entropy repairs what it loses.
+    """
+
+    def __init__(
+        self,
+        publish: Callable[[bytes], Awaitable[None]],
+        *,
+        interval: float = DEFAULT_INTERVAL,
+        max_bytes: int = MAX_GOSSIP_MESSAGE,
+        max_ops: int = MAX_BATCH_OPS,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
+    ) -> None:
+        if max_bytes < MAX_OP_SIZE + 16:
+            raise ValueError(f"max_bytes must hold at least one maximal op ({MAX_OP_SIZE} B)")
+        if interval <= 0 or max_ops < 1 or max_pending_bytes < max_bytes:
+            raise ValueError("bad batcher limits")
+        self._publish = publish
+        self._interval = interval
+        self._max_bytes = max_bytes
+        self._max_ops = max_ops
+        self._max_pending = max_pending_bytes
+        self._queue: OrderedDict[bytes, bytes] = OrderedDict()
+        self._queued_bytes = 0
+        self._wakeup = trio.Event()
+        self._space = trio.Event()
+        self._flushed = trio.Event()
+        self._flush_requested = False
+        self._inflight = False
+        self.stats = BatcherStats()
+
+    @property
+    def pending(self) -> int:
+        """Ops waiting to be published."""
+        return len(self._queue)
+
+    def put_nowait(self, raw: bytes) -> bool:
+        """Queue an op; False (nothing queued) if the queue is full."""
+        raw = bytes(raw)
+        if len(raw) > MAX_OP_SIZE:
+            raise NetworkError(f"op of {len(raw)} bytes exceeds {MAX_OP_SIZE}")
+        oid = opsmod.op_id(raw)
+        if oid in self._queue:
+            self.stats.duplicates += 1
+            return True
+        if self._queued_bytes + len(raw) > self._max_pending:
+            return False
+        self._queue[oid] = raw
+        self._queued_bytes += len(raw)
+        self._wakeup.set()
+        return True
+
+    async def put(self, raw: bytes) -> None:
+        """Queue an op, waiting while the queue is full."""
+        while not self.put_nowait(raw):
+            if self._space.is_set():
+                self._space = trio.Event()
+            await self._space.wait()
+
+    async def flush(self) -> None:
+        """Publish what is queued now, without waiting for the interval; return when
+        every queued op has been handed to ``publish``. Needs :meth:`run` running."""
+        while self._queue or self._inflight:
+            if self._flushed.is_set():
+                self._flushed = trio.Event()
+            self._flush_requested = True
+            self._wakeup.set()
+            await self._flushed.wait()
+
+    def _take_batch(self) -> list[bytes]:
+        batch: list[bytes] = []
+        size = 5  # the largest array header
+        while self._queue and len(batch) < self._max_ops:
+            oid, raw = next(iter(self._queue.items()))
+            cost = len(raw) + _bin_overhead(len(raw))
+            if batch and size + cost > self._max_bytes:
+                break
+            batch.append(raw)
+            size += cost
+            del self._queue[oid]
+            self._queued_bytes -= len(raw)
+        return batch
+
+    def _publish_now(self) -> bool:
+        return (
+            self._flush_requested
+            or self._queued_bytes >= self._max_bytes
+            or len(self._queue) >= self._max_ops
+        )
+
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Publish batches until cancelled."""
+        task_status.started()
+        while True:
+            if not self._queue:
+                self._flush_requested = False
+                self._flushed.set()
+                self._wakeup = trio.Event()
+                await self._wakeup.wait()
+            with trio.move_on_after(self._interval):
+                while not self._publish_now():
+                    self._wakeup = trio.Event()
+                    await self._wakeup.wait()
+            self._inflight = True
+            try:
+                await self._publish_one()
+            finally:
+                self._inflight = False
+
+    async def _publish_one(self) -> None:
+        batch = self._take_batch()
+        if not batch:
+            return
+        self._space.set()
+        message = encode_batch(batch)
+        try:
+            await self._publish(message)
+        except GossipmindError as exc:
+            # Best effort: gossip loss is repaired by anti-entropy sync.
+            self.stats.publish_errors += 1
+            log.warning("gossip publish of %d ops failed: %s", len(batch), exc)
+            return
+        self.stats.messages += 1
+        self.stats.ops += len(batch)
+        self.stats.bytes += len(message)

@@ -1,0 +1,458 @@
+"""The libp2p adapter: :func:`open_libp2p_transport` and :class:`Libp2pTransport`.
+
+Everything py-libp2p 0.8.1 needs to behave (LIBP2P_NOTES.md) is applied here or in
+:mod:`~gossipmind.net.pubsub` / :mod:`~gossipmind.net.streams`:
+
+* **identity** from the node's Ed25519 seed (``libp2p.crypto.ed25519``): the peer
+  id is stable across restarts and embeds the node's public key;
+* **Noise only** (§2): the default security options accept unencrypted plaintext;
+* **TCP only** (§9); a listen failure is only *logged* by py-libp2p, so we check
+  that the host got an address and raise :class:`NetworkError` otherwise;
+* ``ConnectionConfig(max_connections_per_peer=1)`` (§1: otherwise every dial waits
+  ~250 ms) and ``max_connections`` = ``degree_high`` (§5): the swarm refuses
+  connections past the cap in both directions;
+* py-libp2p's **auto-connector** is stopped: it redials every peer in the
+  peerstore when below its watermark, which would undo :meth:`disconnect` and
+  partitions; connection policy belongs to the node (peer exchange);
+* **logs** (§6): the ``libp2p`` logger is silenced below CRITICAL unless
+  ``TransportConfig.debug``; a swarm module that logs through the *root* logger
+  (``logging.debug(...)``, which also runs ``logging.basicConfig()`` behind the
+  application's back) is redirected to a ``libp2p.*`` logger;
+* **structured concurrency** (§7): ``host.run()`` ⊃ pubsub service ⊃ gossipsub
+  service ⊃ our nursery, strictly nested. Whatever crosses them (an exception
+  from the ``async with`` body, Ctrl-C) comes out wrapped in four levels of
+  ``BaseExceptionGroup``; a group holding a single exception is unwrapped, so
+  the caller sees a plain ``KeyboardInterrupt`` or its own error. Several
+  concurrent failures still arrive as a group: use ``except*``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.abc import INotifee
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.x25519 import create_new_key_pair as create_new_x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.network.config import ConnectionConfig
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.peer.peerstore import PeerStoreError
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.tools.anyio_service import background_trio_service
+
+from gossipmind.core.errors import GossipmindError, NetworkError
+from gossipmind.net.interface import (
+    Stream,
+    StreamHandler,
+    TransportConfig,
+    Validator,
+    split_p2p,
+)
+from gossipmind.net.pubsub import (
+    Backpressure,
+    GossipStats,
+    adapt_validator,
+    new_pubsub,
+    pump_subscription,
+)
+from gossipmind.net.streams import LIBP2P_IO_ERRORS, Libp2pStream
+
+log = logging.getLogger(__name__)
+
+CONNECTION_BUFFER = 1024
+CLOSE_TIMEOUT = 3.0
+
+# py-libp2p modules that log through the root logger (see configure_logging).
+_ROOT_LOGGING_MODULES = ("libp2p.network.connection.swarm_connection",)
+_LOG_FUNCTIONS = frozenset(("debug", "info", "warning", "warn", "error", "exception", "critical"))
+
+
+# --- identity -------------------------------------------------------------------
+
+
+def key_pair_from_seed(seed: bytes) -> Any:
+    """The libp2p Ed25519 key pair of a 32-byte seed (same key as the node's identity)."""
+    if len(seed) != 32:
+        raise ValueError("an Ed25519 seed is 32 bytes")
+    return create_new_key_pair(seed)
+
+
+def peer_id_from_seed(seed: bytes) -> str:
+    """The base58 libp2p peer id a node with this seed will have."""
+    return str(ID.from_pubkey(key_pair_from_seed(seed).public_key).to_base58())
+
+
+def _parse_peer_id(peer_id: str) -> Any:
+    try:
+        return ID.from_base58(peer_id)
+    except ValueError as exc:
+        raise NetworkError(f"not a peer id: {peer_id!r}") from exc
+
+
+# --- logging --------------------------------------------------------------------
+
+
+class _ModuleLogging:
+    """Stands in for the ``logging`` module inside a py-libp2p module that calls
+    ``logging.debug(...)``: records go to a ``libp2p.*`` logger instead of the root
+    logger, and ``logging.basicConfig()`` is no longer triggered as a side effect."""
+
+    def __init__(self, name: str) -> None:
+        self._logger = logging.getLogger(name)
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr in _LOG_FUNCTIONS:
+            return getattr(self._logger, attr)
+        return getattr(logging, attr)
+
+
+class _CriticalOnly(logging.Handler):
+    """Hands CRITICAL records of the ``libp2p`` tree to the root logger's handlers."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.CRITICAL)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logging.getLogger().handle(record)
+
+
+_CRITICAL_ONLY = _CriticalOnly()
+
+
+def configure_logging(debug: bool) -> None:
+    """Silence py-libp2p below CRITICAL, or let it log at DEBUG when ``debug``.
+
+    Some py-libp2p loggers set their own level (the auto-connector: INFO), so
+    those levels are reset to inherit from ``libp2p``. In normal runs the
+    ``libp2p`` tree does not propagate, and one handler passes CRITICAL records on
+    to the root logger. With ``debug`` everything propagates at DEBUG. Left alone when
+    ``LIBP2P_DEBUG`` is set (py-libp2p then installs its own handlers).
+    Process-wide: the last transport opened decides.
+    """
+    import sys
+
+    for name in _ROOT_LOGGING_MODULES:
+        module = sys.modules.get(name)
+        if module is not None and not isinstance(getattr(module, "logging", None), _ModuleLogging):
+            module.logging = _ModuleLogging(name)  # type: ignore[attr-defined]
+    if os.environ.get("LIBP2P_DEBUG"):
+        return
+    for name, child in list(logging.root.manager.loggerDict.items()):
+        if name.startswith("libp2p.") and isinstance(child, logging.Logger):
+            child.setLevel(logging.NOTSET)
+    root = logging.getLogger("libp2p")
+    if debug:
+        root.removeHandler(_CRITICAL_ONLY)
+        root.setLevel(logging.DEBUG)
+        root.propagate = True
+    else:
+        root.addHandler(_CRITICAL_ONLY)
+        root.setLevel(logging.CRITICAL)
+        root.propagate = False
+
+
+# --- host construction ----------------------------------------------------------
+
+
+def _new_host(config: TransportConfig, listen: Any) -> Any:
+    key_pair = key_pair_from_seed(config.seed)
+    noise = NoiseTransport(key_pair, noise_privkey=create_new_x25519_key_pair().private_key)
+    limit = config.connection_limit
+    connection_config = ConnectionConfig(
+        max_connections_per_peer=1,
+        max_connections=limit,
+        min_connections=0,
+        low_watermark=0,
+        high_watermark=limit,
+        dial_timeout=config.dial_timeout,
+    )
+    return new_host(
+        key_pair=key_pair,
+        sec_opt={NOISE_PROTOCOL_ID: noise},
+        listen_addrs=[listen],
+        connection_config=connection_config,
+        enable_tcp=True,
+    )
+
+
+def _parse_listen(addr: str) -> Any:
+    try:
+        maddr = multiaddr.Multiaddr(addr)
+    except ValueError as exc:
+        raise NetworkError(f"bad listen address {addr!r}: {exc}") from exc
+    names = [p.name for p in maddr.protocols()]
+    if names[:2] not in (["ip4", "tcp"], ["ip6", "tcp"]) or len(names) != 2:
+        raise NetworkError(f"listen address must be /ip4|ip6/<host>/tcp/<port>: {addr!r}")
+    return maddr
+
+
+class _ConnectionNotifee(INotifee):
+    """Announces every new connection (both directions) on a channel."""
+
+    def __init__(self, send: trio.MemorySendChannel[str]) -> None:
+        self._send = send
+        self.dropped = 0
+
+    async def connected(self, network: Any, conn: Any) -> None:
+        try:
+            self._send.send_nowait(str(conn.muxed_conn.peer_id.to_base58()))
+        except trio.WouldBlock:
+            self.dropped += 1
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the node stopped listening for connections: nothing to announce to
+
+    async def disconnected(self, network: Any, conn: Any) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def opened_stream(self, network: Any, stream: Any) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def closed_stream(self, network: Any, stream: Any) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def listen(self, network: Any, maddr: Any) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def listen_close(self, network: Any, maddr: Any) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+# --- the transport --------------------------------------------------------------
+
+
+class Libp2pTransport:
+    """:class:`~gossipmind.net.interface.Transport` over a running py-libp2p host.
+
+    Obtain one from :func:`open_libp2p_transport`; it is only usable inside that
+    context.
+    """
+
+    def __init__(
+        self,
+        host: Any,
+        pubsub: Any,
+        config: TransportConfig,
+        messages: trio.MemoryReceiveChannel[tuple[str, bytes]],
+        connections: trio.MemoryReceiveChannel[str],
+    ) -> None:
+        self._host = host
+        self._pubsub = pubsub
+        self._config = config
+        self._messages = messages
+        self._connections = connections
+        self._peer_id = str(host.get_id().to_base58())
+        self.stats = GossipStats()
+        self._backpressure = Backpressure(
+            pubsub, config.publish_queue_high, config.publish_stall_timeout, self.stats
+        )
+
+    @property
+    def peer_id(self) -> str:
+        return self._peer_id
+
+    @property
+    def config(self) -> TransportConfig:
+        return self._config
+
+    def addrs(self) -> list[str]:
+        return [_with_p2p(str(a), self._peer_id) for a in self._host.get_addrs()]
+
+    def peers(self) -> list[str]:
+        return [str(p.to_base58()) for p in self._host.get_connected_peers()]
+
+    def peer_addrs(self, peer_id: str) -> list[str]:
+        pid = _parse_peer_id(peer_id)
+        try:
+            known = self._host.get_peerstore().addrs(pid)
+        except PeerStoreError:
+            return []  # a peer we never heard of
+        out: list[str] = []
+        for addr in known:
+            text = _with_p2p(str(addr), peer_id)
+            if "/tcp/" in text and "/p2p-circuit" not in text and text not in out:
+                out.append(text)
+        return out
+
+    def outbound_queue_depth(self) -> int:
+        """Deepest per-peer outbound gossip queue (py-libp2p drops at 32)."""
+        return self._backpressure.depth()
+
+    async def connect(self, maddr: str) -> str:
+        _, peer = split_p2p(maddr)
+        if peer == self._peer_id:
+            raise NetworkError("refusing to connect to ourselves")
+        try:
+            info = info_from_p2p_addr(multiaddr.Multiaddr(maddr))
+        except ValueError as exc:
+            raise NetworkError(f"bad peer address {maddr!r}: {exc}") from exc
+        connected = set(self.peers())
+        if peer not in connected and len(connected) >= self._config.connection_limit:
+            raise NetworkError(f"connection limit ({self._config.connection_limit}) reached")
+        try:
+            with trio.fail_after(self._config.dial_timeout):
+                await self._host.connect(info)
+        except trio.TooSlowError as exc:
+            raise NetworkError(f"dialing {maddr} timed out") from exc
+        except LIBP2P_IO_ERRORS as exc:
+            raise NetworkError(f"cannot connect to {maddr}: {exc}") from exc
+        return str(info.peer_id.to_base58())
+
+    async def disconnect(self, peer_id: str) -> None:
+        pid = _parse_peer_id(peer_id)
+        try:
+            await self._host.disconnect(pid)
+        except LIBP2P_IO_ERRORS as exc:
+            raise NetworkError(f"disconnecting {peer_id}: {exc}") from exc
+
+    async def publish(self, data: bytes) -> None:
+        if len(data) > self._config.max_message_size:
+            raise NetworkError(
+                f"gossip message of {len(data)} bytes exceeds {self._config.max_message_size}"
+            )
+        await self._backpressure.wait()
+        try:
+            await self._pubsub.publish(self._config.topic, bytes(data))
+        except LIBP2P_IO_ERRORS as exc:
+            raise NetworkError(f"publish failed: {exc}") from exc
+        self.stats.published += 1
+
+    def messages(self) -> trio.MemoryReceiveChannel[tuple[str, bytes]]:
+        return self._messages
+
+    def connections(self) -> trio.MemoryReceiveChannel[str]:
+        return self._connections
+
+    def set_stream_handler(self, protocol: str, handler: StreamHandler) -> None:
+        max_frame = self._config.max_frame_size
+
+        async def _serve(raw: Any) -> None:
+            peer = str(raw.muxed_conn.peer_id.to_base58())
+            stream = Libp2pStream(raw, peer, protocol, max_frame_size=max_frame)
+            try:
+                await handler(stream)
+            except GossipmindError as exc:
+                # A peer that breaks the protocol (or a dead link) must not take
+                # down the connection's task group: reset its stream and move on.
+                log.info("%s stream from %s failed: %s", protocol, peer, exc)
+                await stream.reset()
+                return
+            await stream.close()
+
+        self._host.set_stream_handler(TProtocol(protocol), _serve)
+
+    async def open_stream(self, peer_id: str, protocol: str) -> Stream:
+        pid = _parse_peer_id(peer_id)
+        if peer_id not in self.peers():
+            raise NetworkError(f"not connected to {peer_id}")
+        try:
+            with trio.fail_after(self._config.dial_timeout):
+                raw = await self._host.new_stream(pid, [TProtocol(protocol)])
+        except trio.TooSlowError as exc:
+            raise NetworkError(f"opening {protocol} to {peer_id} timed out") from exc
+        except LIBP2P_IO_ERRORS as exc:
+            raise NetworkError(f"cannot open {protocol} to {peer_id}: {exc}") from exc
+        return Libp2pStream(raw, peer_id, protocol, max_frame_size=self._config.max_frame_size)
+
+
+def _with_p2p(addr: str, peer_id: str) -> str:
+    return addr if "/p2p/" in addr else f"{addr}/p2p/{peer_id}"
+
+
+@asynccontextmanager
+async def open_libp2p_transport(
+    config: TransportConfig, validator: Validator
+) -> AsyncIterator[Libp2pTransport]:
+    """Run a libp2p host, subscribed to ``config.topic``, for the duration of the block.
+
+    ``validator(data) -> bool`` runs synchronously on every gossip message, ours
+    included, before it is delivered or forwarded: see
+    :func:`gossipmind.net.gossip.make_validator`.
+    """
+    configure_logging(config.debug)
+    listen = _parse_listen(config.listen)
+    host = _new_host(config, listen)
+    router, pubsub = new_pubsub(host, config)
+    messages_send, messages_recv = trio.open_memory_channel[tuple[str, bytes]](
+        config.message_buffer
+    )
+    conn_send, conn_recv = trio.open_memory_channel[str](CONNECTION_BUFFER)
+    notifee = _ConnectionNotifee(conn_send)
+    network = host.get_network()
+    network.register_notifee(notifee)
+    transport = Libp2pTransport(host, pubsub, config, messages_recv, conn_recv)
+    listening = True
+    sole: BaseException | None = None
+    try:
+        async with host.run(listen_addrs=[listen]):
+            # py-libp2p logs listen failures (port in use...) and carries on.
+            listening = bool(host.get_addrs())
+            try:
+                if listening:
+                    await network.auto_connector.stop()
+                    async with background_trio_service(pubsub), background_trio_service(router):
+                        await pubsub.wait_until_ready()
+                        pubsub.set_topic_validator(
+                            config.topic, adapt_validator(validator), is_async_validator=False
+                        )
+                        subscription = await pubsub.subscribe(config.topic)
+                        self_id = host.get_id().to_bytes()
+                        async with trio.open_nursery() as nursery:
+                            nursery.start_soon(
+                                pump_subscription,
+                                subscription,
+                                self_id,
+                                messages_send,
+                                transport.stats,
+                            )
+                            try:
+                                yield transport
+                            finally:
+                                nursery.cancel_scope.cancel()
+                                messages_send.close()
+                                conn_send.close()
+            finally:
+                await _close_host(host)
+    except BaseExceptionGroup as group:
+        sole = _sole_exception(group)
+        if sole is None:
+            raise
+    if sole is not None:
+        # Four nested task groups wrap whatever crosses them (an error of the
+        # node's, KeyboardInterrupt): hand a lone exception back unwrapped.
+        raise sole
+    if not listening:
+        raise NetworkError(f"could not listen on {config.listen}")
+
+
+async def _close_host(host: Any) -> None:
+    """Close connections and listeners before ``host.run()`` exits.
+
+    On its own exit path the swarm closes connections *after* being cancelled,
+    so the closes are cancelled too and sockets leak (ResourceWarning). Closing
+    explicitly, shielded and bounded in time, releases them.
+    """
+    with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT):
+        try:
+            await host.close()
+        except LIBP2P_IO_ERRORS as exc:
+            # Tearing down: a connection that fails to close is gone anyway.
+            log.debug("closing the libp2p host: %r", exc)
+
+
+def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The only leaf exception of (nested) groups, or None if there are several."""
+    inner: BaseException = group
+    while isinstance(inner, BaseExceptionGroup):
+        if len(inner.exceptions) != 1:
+            return None
+        inner = inner.exceptions[0]
+    return inner

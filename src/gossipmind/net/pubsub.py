@@ -1,0 +1,151 @@
+"""GossipSub for gossipmind: settings, back-pressure, validator adapter, delivery pump.
+
+Workarounds for py-libp2p 0.8.1 (LIBP2P_NOTES §3, §4, §11), all in one place:
+
+* meshsub/1.1 and 1.0 only (1.2's per-message IDONTWANT costs 2-3x the CPU);
+* ``heartbeat_interval=1`` (default 120 s), adaptive gossip off (it stretches the
+  heartbeat), spam protection off (its 10 msg/s limit silently drops messages,
+  the publisher's own included);
+* eclipse protection off: it wants >= 3 distinct IPs in the mesh, which a testnet
+  on 127.0.0.1 never has;
+* ``allowed_topics`` = our one topic, so peers cannot make us track others;
+* **back-pressure**: ``Pubsub.publish`` pushes onto per-peer outbound queues
+  (``Pubsub.peer_queues``, 32 RPCs each) and silently drops when one is full. We
+  wait, before each publish, until every queue is below a high-water mark. A peer
+  whose queue stays deep past a stall timeout is excluded from the wait until it
+  drains, so one stuck peer cannot stall the node (it loses gossip; sync repairs);
+* **delivery pump**: the subscription channel holds 32 messages and drops when
+  full, so a dedicated task drains it at once into our own, larger channel and
+  skips our own messages (pubsub delivers them back to the publisher);
+* the default message id (sender + seqno) is kept: the message cache keys on it
+  anyway; ops are deduplicated by op id above this layer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+from libp2p.peer.id import ID
+from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
+from libp2p.pubsub.pubsub import Pubsub
+
+from gossipmind.core.errors import GossipmindError
+from gossipmind.net.interface import TransportConfig, Validator
+
+log = logging.getLogger(__name__)
+
+_POLL = 0.002
+
+
+@dataclass(slots=True)
+class GossipStats:
+    """Counters of the gossip path of one transport."""
+
+    published: int = 0
+    delivered: int = 0
+    dropped_buffer_full: int = 0
+    backpressure_waits: int = 0
+    stalled_peers: int = 0
+
+
+def new_pubsub(host: Any, config: TransportConfig) -> tuple[Any, Any]:
+    """Build (router, pubsub) with our settings; run both as services, router last."""
+    router = GossipSub(
+        protocols=[PROTOCOL_ID_V11, PROTOCOL_ID],
+        degree=config.degree,
+        degree_low=config.degree_low,
+        degree_high=config.degree_high,
+        heartbeat_interval=config.heartbeat_interval,
+        adaptive_gossip_enabled=False,
+        spam_protection_enabled=False,
+        eclipse_protection_enabled=False,
+    )
+    pubsub = Pubsub(
+        host,
+        router,
+        strict_signing=True,
+        max_inbound_rpc_size=config.max_message_size + 64 * 1024,
+        allowed_topics={config.topic},
+    )
+    return router, pubsub
+
+
+def adapt_validator(validator: Validator) -> Callable[[Any, Any], bool]:
+    """Turn ``validator(data) -> bool`` into a py-libp2p sync topic validator."""
+
+    def _validate(_forwarder: Any, msg: Any) -> bool:
+        try:
+            return bool(validator(bytes(msg.data)))
+        except GossipmindError as exc:
+            # A validator should return False, not raise; reject rather than let
+            # py-libp2p's read loop see the exception.
+            log.debug("validator raised %r; rejecting", exc)
+            return False
+
+    return _validate
+
+
+class Backpressure:
+    """Wait until no peer's outbound pubsub queue is deep (see module docstring)."""
+
+    def __init__(self, pubsub: Any, high: int, stall_timeout: float, stats: GossipStats) -> None:
+        self._pubsub = pubsub
+        self._high = high
+        self._stall_timeout = stall_timeout
+        self._stats = stats
+        self._stalled: set[Any] = set()
+
+    def _deep(self) -> list[Any]:
+        queues: dict[Any, Any] = self._pubsub.peer_queues
+        self._stalled = {p for p in self._stalled if p in queues and len(queues[p]) > self._high}
+        return [p for p, q in queues.items() if len(q) > self._high and p not in self._stalled]
+
+    def depth(self) -> int:
+        """Deepest outbound queue right now."""
+        queues: dict[Any, Any] = self._pubsub.peer_queues
+        return max((len(q) for q in queues.values()), default=0)
+
+    async def wait(self) -> None:
+        deep = self._deep()
+        if not deep:
+            return
+        self._stats.backpressure_waits += 1
+        deadline = trio.current_time() + self._stall_timeout
+        while deep:
+            if trio.current_time() >= deadline:
+                self._stalled.update(deep)
+                self._stats.stalled_peers += len(deep)
+                log.info("gossip: %d peer(s) not draining; publishing past them", len(deep))
+                return
+            await trio.sleep(_POLL)
+            deep = self._deep()
+
+
+async def pump_subscription(
+    subscription: Any,
+    self_id: bytes,
+    send: trio.MemorySendChannel[tuple[str, bytes]],
+    stats: GossipStats,
+) -> None:
+    """Move validated messages from py-libp2p's 32-slot channel to ours, promptly."""
+    broken = False
+    while True:
+        msg = await subscription.get()
+        origin = bytes(msg.from_id)
+        if origin == self_id or broken:
+            continue
+        try:
+            send.send_nowait((ID(origin).to_base58(), bytes(msg.data)))
+        except trio.WouldBlock:
+            stats.dropped_buffer_full += 1
+            continue
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            # The node closed its receiving end: keep draining so py-libp2p does
+            # not log a warning per message, but deliver nothing.
+            broken = True
+            continue
+        stats.delivered += 1
