@@ -476,3 +476,24 @@ def test_summary_is_plain_data() -> None:
     assert s["outcome"] == "success" and s["skipped"] == [
         ["fallback", "no local fallback named 'nope'"]
     ]
+
+
+def test_a_sleep_that_overshoots_the_budget_starts_no_further_attempt() -> None:
+    class Overshooting(SimClock):
+        def sleep_ms(self, ms: int) -> None:
+            super().sleep_ms(ms + 10_000)  # a real sleep can wake up late
+
+    clock = Overshooting()
+    svc = Flaky(clock, [(10, E503)] * 5)
+    rec = Executor(clock=clock).run_sync(recipe(retry(5), budget=1000), svc, idempotent=True)
+    assert len(svc.calls) == 1 == rec.attempts and isinstance(rec.error, AttemptTimeout)
+
+
+def test_headers_that_are_not_a_mapping_are_left_alone() -> None:
+    def post(headers: Any = None) -> None:
+        raise ConnectionResetError("reset")
+
+    ex, _, _ = make([])
+    steps = (retry(3, on=["connection"]), {"type": "idempotency_key", "header": "K"})
+    rec = ex.run_sync(recipe(*steps), post, idempotent=False, headers=[("A", "1")])
+    assert rec.attempts == 1 and {s.step for s in rec.skipped} == {"idempotency_key", "retry"}

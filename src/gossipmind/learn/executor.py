@@ -1,40 +1,27 @@
 """Apply a fix recipe (DESIGN §6) to one logical call: sync, asyncio or trio.
 
-A recipe is data. The executor interprets its closed set of steps and never
-runs anything the recipe names unless the agent registered it locally
-(:class:`LocalRegistry`): ``fallback`` and ``escalate`` targets are looked up
-by name in the registry (unknown → skipped and reported, never imported), and
-``set_param`` only touches names on the local allow-list.
+A recipe is data: ``fallback``/``escalate`` targets are looked up by name in
+the agent's :class:`LocalRegistry` (unknown → skipped and reported, never
+imported) and ``set_param`` only sets names on its allow-list. Whatever their
+order in the recipe, steps compose as: ``circuit_breaker`` guards each attempt,
+``set_param``/``idempotency_key`` shape its arguments, ``timeout`` bounds it,
+``retry`` (tenacity) with ``respect_retry_after`` decides whether and when to
+try again; after the final failure ``fallback``, else ``escalate``.
 
-The steps compose in a fixed order, whatever their order in the recipe:
+Bounds: at most ``max_attempts`` attempts (1 without ``retry``); attempts and
+waits fit in ``budget_ms`` (a wait that would reach it ends the call, an
+attempt is cut at its deadline; the local fallback/escalation run after it);
+a non-idempotent call is retried only if an idempotency key reaches it.
 
-``circuit_breaker`` guards each attempt → ``set_param`` / ``idempotency_key``
-shape its arguments → ``timeout`` bounds it → ``retry`` (driven by tenacity)
-and ``respect_retry_after`` decide whether and when to try again → on final
-failure ``fallback``, then ``escalate`` (the original error is then re-raised
-by :meth:`Execution.unwrap`).
+Idempotency key: one per logical call, the same on every attempt (a caller's
+own ``idempotency_key=`` wins), passed as ``idempotency_key=`` if the function
+declares it, else as ``headers[step.header]`` if the caller passed
+``headers=`` or the function declares ``headers``; else the step is skipped.
 
-Bounds, always: at most ``retry.max_attempts`` attempts (1 without ``retry``);
-attempts and waits fit in ``budget_ms`` from the start of the call (a wait
-that would reach the budget ends the call instead, and every attempt is cut
-at the budget's deadline); a non-idempotent call (``idempotent=False``) is
-retried only when an idempotency key is actually delivered to it. The local
-``fallback`` and ``escalate`` run after the budget and are not bounded by it.
-
-Idempotency key convention: one key per logical call, reused by every attempt
-(the caller's own ``idempotency_key=`` kwarg wins over a generated one). It is
-delivered as the ``idempotency_key=`` keyword if the function declares that
-parameter, else as ``headers[<step.header>]`` if the caller passed
-``headers=`` or the function declares ``headers``; otherwise the step is
-skipped and the call is treated as having no key.
-
-Time goes through an injected clock (:class:`Clock`, :class:`AsyncClock`), so
-tests and drills run in simulated time. Sync attempts are bounded by running
-them in a worker thread (``SystemClock.call_with_timeout``): an attempt that
-times out is abandoned, not killed — it runs on in its daemon thread and its
-result is discarded. ``Executor(sync_timeouts=False)`` keeps sync calls on the
-caller's thread instead; then ``timeout`` is skipped for sync calls and the
-budget is enforced between attempts only.
+Sync attempts with a time limit run in a worker thread and are abandoned, not
+killed, when it passes (``breaker.SystemClock``); ``sync_timeouts=False`` keeps
+them on the caller's thread (``timeout`` skipped, budget checked between
+attempts). Time is injected (``Clock``/``AsyncClock``) for tests and drills.
 """
 
 from __future__ import annotations
@@ -61,32 +48,12 @@ from gossipmind.learn.breaker import (
     Clock,
     NativeAsyncClock,
     SystemClock,
-    classify_status,
     default_classifier,
     retry_after_ms,
-    status_of,
 )
 
 T = TypeVar("T")
 Scalar = int | str | bool
-
-__all__ = [
-    "AsyncClock",
-    "AttemptTimeout",
-    "CircuitOpen",
-    "Classifier",
-    "Clock",
-    "Execution",
-    "Executor",
-    "LocalRegistry",
-    "NativeAsyncClock",
-    "Skipped",
-    "SystemClock",
-    "classify_status",
-    "default_classifier",
-    "retry_after_ms",
-    "status_of",
-]
 
 
 # ------------------------------------------------------------------------- registry
@@ -154,20 +121,13 @@ class Execution(Generic[T]):
 
     def summary(self) -> dict[str, Any]:
         """A redacted, JSON-safe account: classes and counts only, never messages or arguments."""
-        return {
-            "scope": self.scope,
-            "outcome": self.outcome,
-            "attempts": self.attempts,
-            "waited_ms": self.waited_ms,
-            "elapsed_ms": self.elapsed_ms,
-            "errors": list(self.errors),
-            "error_type": type(self.error).__name__ if self.error is not None else None,
-            "stop": self.stop,
-            "applied": list(self.applied),
-            "skipped": [[s.step, s.reason] for s in self.skipped],
-            "fallback": self.fallback,
-            "escalated": self.escalated,
-        }
+        keys = ("scope", "outcome", "attempts", "waited_ms", "elapsed_ms", "stop")
+        out: dict[str, Any] = {k: getattr(self, k) for k in keys}
+        out["errors"], out["applied"] = list(self.errors), list(self.applied)
+        out["error_type"] = type(self.error).__name__ if self.error is not None else None
+        out["skipped"] = [[s.step, s.reason] for s in self.skipped]
+        out["fallback"], out["escalated"] = self.fallback, self.escalated
+        return out
 
 
 # ------------------------------------------------------------------------ the plan
@@ -205,22 +165,16 @@ class _Plan:
     fallback: tuple[str, Callable[..., Any]] | None = None
     escalate: tuple[str, Callable[[dict[str, Any]], Any]] | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
+    prior: BaseException | None = None
 
 
 class _Run(Generic[T]):
     """One logical call's state; its methods are tenacity's retry/wait/stop strategies."""
 
-    def __init__(
-        self,
-        ex: Executor,
-        plan: _Plan,
-        now: Callable[[], float],
-        key: Hashable,
-        prior: BaseException | None,
-    ) -> None:
+    def __init__(self, ex: Executor, plan: _Plan, now: Callable[[], float], key: Hashable) -> None:
         self.ex, self.plan, self.now, self.key = ex, plan, now, key
         self.record: Execution[T] = plan.record
-        self.prior = prior
+        self.prior = plan.prior
         self.start = now()
         self.deadline = None if plan.budget_ms is None else self.start + plan.budget_ms
         self.last_class = ""
@@ -239,13 +193,13 @@ class _Run(Generic[T]):
         p = self.plan
         if p.breaker is not None and not self.ex.breakers.allow(self.key, p.breaker[1]):
             raise CircuitOpen(f"circuit open for {self.key!r}")
-        self.record.attempts += 1
-        if not p.deadlines:
-            return None
-        limit: float | None = p.timeout_ms
-        if self.deadline is not None:
+        limit: float | None = p.timeout_ms if p.deadlines else None
+        if self.deadline is not None and p.deadlines:
             left = self.deadline - self.now()
+            if left <= 0:  # a real sleep overshot the budget: do not start the attempt
+                raise AttemptTimeout("the budget ran out before the attempt")
             limit = left if limit is None else min(limit, left)
+        self.record.attempts += 1
         return limit
 
     def call_kwargs(self) -> dict[str, Any]:
@@ -272,24 +226,19 @@ class _Run(Generic[T]):
 
     # -- tenacity strategies
     def retry(self, rs: RetryCallState) -> bool:
-        outcome = rs.outcome
-        if outcome is None or not outcome.failed:
-            return False
-        exc = outcome.exception()
+        outcome, p = rs.outcome, self.plan
+        exc = outcome.exception() if outcome is not None and outcome.failed else None
         if not isinstance(exc, Exception):
-            return False  # cancellation, KeyboardInterrupt...: never retried
-        if isinstance(exc, CircuitOpen):
-            self.record.stop = "circuit_open"
-            return False
-        if self.plan.max_attempts <= 1:
-            self.record.stop = "no_retry"
-            return False
-        if not self.plan.retries_allowed:
-            self.record.stop = "non_idempotent"
-            return False
-        if self.last_class not in self.plan.on:
-            self.record.stop = f"not_retryable:{self.last_class}"
-            return False
+            return False  # a success; or cancellation, KeyboardInterrupt...: never retried
+        for refused, reason in (
+            (isinstance(exc, CircuitOpen), "circuit_open"),
+            (p.max_attempts <= 1, "no_retry"),
+            (not p.retries_allowed, "non_idempotent"),
+            (self.last_class not in p.on, f"not_retryable:{self.last_class}"),
+        ):
+            if refused:
+                self.record.stop = reason
+                return False
         return True
 
     def wait(self, rs: RetryCallState) -> float:
@@ -371,9 +320,7 @@ class Executor:
         self.registry = registry if registry is not None else LocalRegistry()
         self.classifier = classifier
         self.clock: Clock = clock if clock is not None else SystemClock()
-        self.async_clock: AsyncClock = (
-            async_clock if async_clock is not None else NativeAsyncClock()
-        )
+        self.async_clock: AsyncClock = async_clock or NativeAsyncClock()
         self.rng: random.Random = rng if rng is not None else random.Random()
         self.key_factory = key_factory if key_factory is not None else lambda: secrets.token_hex(16)
         self.wall_clock = wall_clock
@@ -408,22 +355,23 @@ class Executor:
         steps = steps_by_type(recipe)
         record: Execution[Any] = Execution(scope=recipe["scope"])
         plan = _Plan(
-            record,
-            recipe["scope"],
-            budget_ms=recipe.get("budget_ms"),
-            deadlines=deadlines,
-            kwargs=dict(kwargs),
+            record, recipe["scope"], budget_ms=recipe.get("budget_ms"), deadlines=deadlines
         )
-        applied, skipped = record.applied, record.skipped
+        plan.kwargs, plan.prior = dict(kwargs), prior
+        applied = record.applied
+
+        def skip(step: str, reason: str) -> None:
+            record.skipped.append(Skipped(step, reason))
+
         if (s := steps.get("set_param")) is not None:
             name, value = s["name"], s["value"]
             check = self.registry.params.get(name)
             if name not in self.registry.params:
-                skipped.append(Skipped("set_param", f"{name!r} is not on the local allow-list"))
+                skip("set_param", f"{name!r} is not on the local allow-list")
             elif check is not None and not check(value):
-                skipped.append(Skipped("set_param", f"value for {name!r} refused locally"))
+                skip("set_param", f"value for {name!r} refused locally")
             elif _param_kind(fn, name) not in ("named", "varkw"):
-                skipped.append(Skipped("set_param", f"the function takes no {name!r}"))
+                skip("set_param", f"the function takes no {name!r}")
             else:
                 plan.kwargs[name] = value
                 applied.append("set_param")
@@ -434,21 +382,16 @@ class Executor:
             if _param_kind(fn, "idempotency_key") == "named":
                 plan.kwargs["idempotency_key"] = key
                 key_in_effect = True
-            elif (
-                isinstance(kwargs.get("headers"), Mapping) or _param_kind(fn, "headers") == "named"
+            elif isinstance(hdrs := kwargs.get("headers"), Mapping) or (
+                hdrs is None and _param_kind(fn, "headers") == "named"
             ):
-                plan.kwargs["headers"] = {**(kwargs.get("headers") or {}), s["header"]: key}
+                plan.kwargs["headers"] = {**(hdrs or {}), s["header"]: key}
                 key_in_effect = True
             if key_in_effect:
                 record.idempotency_key = key
                 applied.append("idempotency_key")
             else:
-                skipped.append(
-                    Skipped(
-                        "idempotency_key",
-                        "the function takes neither idempotency_key= nor headers=",
-                    )
-                )
+                skip("idempotency_key", "the function takes neither idempotency_key= nor headers=")
         if (s := steps.get("retry")) is not None:
             plan.max_attempts = s["max_attempts"]
             plan.on = frozenset(s["on"])
@@ -458,33 +401,33 @@ class Executor:
             if plan.retries_allowed:
                 applied.append("retry")
             elif prior is not None and key_in_effect:
-                skipped.append(Skipped("retry", "non-idempotent: the failed call had no key"))
+                skip("retry", "non-idempotent: the failed call had no key")
             else:
-                skipped.append(Skipped("retry", "non-idempotent call without an idempotency key"))
+                skip("retry", "non-idempotent call without an idempotency key")
         if (s := steps.get("respect_retry_after")) is not None:
             if plan.retries_allowed:
                 plan.max_wait_ms = s["max_wait_ms"]
                 applied.append("respect_retry_after")
             else:
-                skipped.append(Skipped("respect_retry_after", "the call is not retried"))
+                skip("respect_retry_after", "the call is not retried")
         if (s := steps.get("timeout")) is not None:
             if deadlines:
                 plan.timeout_ms = s["ms"]
                 applied.append("timeout")
             else:
-                skipped.append(Skipped("timeout", "sync timeouts are disabled in this executor"))
+                skip("timeout", "sync timeouts are disabled in this executor")
         if (s := steps.get("circuit_breaker")) is not None:
             plan.breaker = (s["failure_threshold"], s["reset_ms"])
             applied.append("circuit_breaker")
         if (s := steps.get("fallback")) is not None:
             if (fb := self.registry.fallbacks.get(s["target"])) is None:
-                skipped.append(Skipped("fallback", f"no local fallback named {s['target']!r}"))
+                skip("fallback", f"no local fallback named {s['target']!r}")
             else:
                 plan.fallback = (s["target"], fb)
                 applied.append("fallback")
         if (s := steps.get("escalate")) is not None:
             if (handler := self.registry.escalations.get(s["to"])) is None:
-                skipped.append(Skipped("escalate", f"no local escalation named {s['to']!r}"))
+                skip("escalate", f"no local escalation named {s['to']!r}")
             else:
                 plan.escalate = (s["to"], handler)
                 applied.append("escalate")
@@ -510,9 +453,8 @@ class Executor:
         """
         clock = self.clock
         plan = self._plan(recipe, fn, kwargs, idempotent, prior_error, self.sync_timeouts)
-        run: _Run[T] = _Run(
-            self, plan, clock.now_ms, breaker_key or (plan.scope, _qualname(fn)), prior_error
-        )
+        key = breaker_key if breaker_key is not None else (plan.scope, _qualname(fn))
+        run: _Run[T] = _Run(self, plan, clock.now_ms, key)
 
         def attempt() -> T:
             limit = run.begin_attempt()
@@ -565,9 +507,8 @@ class Executor:
         """Async :meth:`run_sync` for coroutine functions, under asyncio or trio."""
         clock = self.async_clock
         plan = self._plan(recipe, fn, kwargs, idempotent, prior_error, True)
-        run: _Run[T] = _Run(
-            self, plan, clock.now_ms, breaker_key or (plan.scope, _qualname(fn)), prior_error
-        )
+        key = breaker_key if breaker_key is not None else (plan.scope, _qualname(fn))
+        run: _Run[T] = _Run(self, plan, clock.now_ms, key)
 
         async def attempt() -> T:
             limit = run.begin_attempt()

@@ -35,6 +35,23 @@ from gossipmind.core.recipe import (
     check_recipe,
     steps_by_type,
 )
+from gossipmind.learn.rank import rank
+
+__all__ = [  # ``rank`` is re-exported: the node re-ranks fixes with it
+    "ENTRY_POINT_GROUP",
+    "Candidate",
+    "Rejection",
+    "RuleSynthesizer",
+    "Synthesis",
+    "Synthesizer",
+    "is_non_idempotent",
+    "load_plugins",
+    "propose_body",
+    "rank",
+    "recipe_scope",
+    "synthesize",
+    "validate",
+]
 
 ENTRY_POINT_GROUP = "gossipmind.synthesizers"
 NO_RETRY_CLASSES = frozenset({"auth", "not_found", "validation"})
