@@ -149,3 +149,14 @@ def test_any_seed_is_reproducible(seed: int, median: int, p95: int) -> None:
     )
     a, b = SimulatedService(model, seed), SimulatedService(model, seed)
     assert [a.decide(t * 10) for t in range(50)] == [b.decide(t * 10) for t in range(50)]
+
+
+def test_model_round_trips_as_canonical_data() -> None:
+    from gossipmind.core import encoding
+
+    body = MODEL.to_body()
+    assert FaultModel.from_body(encoding.decode(encoding.encode(body))) == MODEL
+    with pytest.raises(SchemaError):
+        FaultModel.from_body({**body, "extra": 1})
+    with pytest.raises(SchemaError):
+        FaultModel.from_body({**body, "failure_bp": {"timeout": 20_000}})

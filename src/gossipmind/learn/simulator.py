@@ -173,6 +173,27 @@ class FaultModel:
         if self.burst_period_ms < 0 or not 0 <= self.burst_len_ms <= self.burst_period_ms:
             raise SchemaError("burst_len_ms", "bursts need 0 <= burst_len_ms <= burst_period_ms")
 
+    def to_body(self) -> dict[str, Any]:
+        """The model as canonical data (ints and strings), e.g. to publish beside a drill."""
+        return {
+            "failure_bp": dict(sorted(self.failure_bp.items())),
+            "latency_median_ms": self.latency_median_ms,
+            "latency_p95_ms": self.latency_p95_ms,
+            "hang_ms": self.hang_ms,
+            "retry_after_ms": self.retry_after_ms,
+            "burst_period_ms": self.burst_period_ms,
+            "burst_len_ms": self.burst_len_ms,
+            "burst_class": self.burst_class,
+        }
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> FaultModel:
+        """Inverse of :meth:`to_body`; validates like the constructor."""
+        fields = set(cls().to_body())
+        if not isinstance(body, Mapping) or set(body) - fields:
+            raise SchemaError("model", f"a map with keys among {sorted(fields)}")
+        return cls(**{**body, "failure_bp": dict(body.get("failure_bp", {}))})
+
     @classmethod
     def from_pattern(cls, pattern: Mapping[str, Any], failure_bp: int = 3000) -> FaultModel:
         """A model of the service behind a pattern row (``core.snapshot.pattern_row``).
