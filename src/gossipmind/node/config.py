@@ -1,0 +1,82 @@
+"""Node configuration: flags, a TOML file in the data dir, or both (flags win)."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from gossipmind.core.errors import ConfigError
+
+DEFAULT_LISTEN = "/ip4/127.0.0.1/tcp/0"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    data_dir: Path
+    listen: str = DEFAULT_LISTEN
+    bootstrap: tuple[str, ...] = ()
+    genesis_file: Path | None = None  # join this network if the data dir has none yet
+    gossip_interval: float = 0.05  # seconds a batch of ops waits before publishing
+    sync_interval: float = 3.0  # seconds between anti-entropy rounds with a random peer
+    sync_timeout: float = 30.0  # a sync session that makes no progress for this long is dropped
+    max_peers: int = 12  # gossipsub degree_high: peers outside the mesh starve
+    min_peers: int = 4  # below this, dial addresses learned by peer exchange
+    verifier: bool = False
+    api_port: int | None = None  # None: no HTTP API; 0: any free port
+    passphrase: str | None = field(default=None, repr=False)
+    debug_libp2p: bool = False
+    synchronous: str = "FULL"  # SQLite durability (FULL survives power loss)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def with_overrides(self, **kw: Any) -> NodeConfig:
+        return replace(self, **{k: v for k, v in kw.items() if v is not None})
+
+
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "listen": str,
+    "bootstrap": list,
+    "genesis_file": str,
+    "gossip_interval": (int, float),
+    "sync_interval": (int, float),
+    "sync_timeout": (int, float),
+    "max_peers": int,
+    "min_peers": int,
+    "verifier": bool,
+    "api_port": int,
+    "debug_libp2p": bool,
+    "synchronous": str,
+}
+
+
+def load_config(data_dir: Path, path: Path | None = None) -> NodeConfig:
+    """Read ``node.toml`` from the data dir (or ``path``); missing file: defaults."""
+    cfg = NodeConfig(data_dir=data_dir)
+    file = path or data_dir / "node.toml"
+    if not file.exists():
+        if path is not None:
+            raise ConfigError(f"no config file at {path}")
+        return cfg
+    try:
+        doc = tomllib.loads(file.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{file}: {exc}") from exc
+    known = {f.name for f in fields(NodeConfig)}
+    values: dict[str, Any] = {}
+    for key, value in doc.get("node", doc).items():
+        if key not in known or key not in _TYPES:
+            raise ConfigError(f"{file}: unknown setting {key!r}")
+        expected = _TYPES[key]
+        if isinstance(value, bool) and expected is not bool:
+            raise ConfigError(f"{file}: {key} has the wrong type")
+        if not isinstance(value, expected):
+            raise ConfigError(f"{file}: {key} has the wrong type ({type(value).__name__})")
+        values[key] = value
+    if "bootstrap" in values:
+        values["bootstrap"] = tuple(str(b) for b in values["bootstrap"])
+    if "genesis_file" in values:
+        values["genesis_file"] = (data_dir / values["genesis_file"]).resolve()
+    if values.get("synchronous", "FULL") not in ("FULL", "NORMAL"):
+        raise ConfigError(f"{file}: synchronous must be FULL or NORMAL")
+    return replace(cfg, **values)

@@ -1,0 +1,319 @@
+"""A node: a store, a transport, gossip and anti-entropy, owned by one nursery.
+
+``open_node(config)`` is an async context manager; leaving it stops every task
+and closes the store. Everything that touches the store runs on the trio thread
+(SQLite calls are short and batched; signature checks use the verify pool).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import trio
+
+from gossipmind.core.errors import ConfigError, InvalidOp, NetworkError
+from gossipmind.core.identity import Identity
+from gossipmind.core.ops import Op
+from gossipmind.core.replica import IngestResult
+from gossipmind.net.fake import FakeNetwork
+from gossipmind.net.gossip import BatchValidator, GossipBatcher, make_validator
+from gossipmind.net.interface import SYNC_PROTOCOL, Stream, Transport, TransportConfig
+from gossipmind.node.config import NodeConfig
+from gossipmind.node.syncer import SyncCounters, drive
+from gossipmind.store.datadir import DataDir, dump_genesis, load_genesis
+from gossipmind.store.keyfile import read_key
+from gossipmind.store.source import StoreSource
+from gossipmind.store.sqlite import Store
+from gossipmind.sync.session import Session
+
+log = logging.getLogger("gossipmind.node")
+MAX_OPS_PER_INGEST = 2000
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class NodeCounters:
+    gossip_messages: int = 0
+    gossip_ops: int = 0
+    ops_applied: int = 0
+    ops_rejected: int = 0
+    ops_written: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+class Node:
+    def __init__(
+        self,
+        config: NodeConfig,
+        store: Store,
+        identity: Identity,
+        transport: Transport,
+        validator: BatchValidator,
+        nursery: trio.Nursery,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.identity = identity
+        self.transport = transport
+        self.validator = validator
+        self.net = store.replica.net
+        self.source = StoreSource(store)
+        self.batcher = GossipBatcher(transport.publish, interval=config.gossip_interval)
+        self.counters = NodeCounters()
+        self.sync = SyncCounters()
+        self.known_addrs: dict[str, list[str]] = {}
+        self._syncing: set[str] = set()
+        self._nursery = nursery
+        self._changed = trio.Event()
+        self._listeners: list[trio.MemorySendChannel[Op]] = []
+        self._rng = random.Random()
+
+    # -- writing and ingesting ------------------------------------------------
+
+    async def write(self, kind: str, body: dict[str, Any], ts: int | None = None) -> Op:
+        """Author an op, persist it (acknowledged), then gossip it."""
+        op = self.store.create_op(self.identity, kind, body, now_ms() if ts is None else ts)
+        self.counters.ops_written += 1
+        self._applied([op])
+        await self.batcher.put(op.raw)
+        return op
+
+    def ingest_raw(self, raws: list[bytes]) -> IngestResult:
+        result = IngestResult()
+        for start in range(0, len(raws), MAX_OPS_PER_INGEST):
+            result.extend(self.store.ingest_raw(raws[start : start + MAX_OPS_PER_INGEST]))
+        self._account(result)
+        return result
+
+    def ingest_ops(self, pairs: list[tuple[Op, bool]]) -> IngestResult:
+        result = IngestResult()
+        checked = [op for op, ok in pairs if ok]
+        unchecked = [op for op, ok in pairs if not ok]
+        if checked:
+            result.extend(self.store.ingest(checked, verified=True))
+        if unchecked:
+            result.extend(self.store.ingest(unchecked))
+        self._account(result)
+        return result
+
+    def _account(self, result: IngestResult) -> None:
+        self.counters.ops_rejected += len(result.rejected)
+        for _, code, _ in result.rejected:
+            by = self.counters.rejected_by_reason
+            by[code] = by.get(code, 0) + 1
+        if result.applied:
+            self._applied(result.applied)
+
+    def _applied(self, ops: list[Op]) -> None:
+        self.counters.ops_applied += len(ops)
+        self._changed.set()
+        self._changed = trio.Event()
+        for chan in list(self._listeners):
+            for op in ops:
+                try:
+                    chan.send_nowait(op)
+                except trio.WouldBlock:
+                    log.warning("an op listener is too slow; dropping it")
+                    self._listeners.remove(chan)
+                    chan.close()
+                    break
+                except trio.BrokenResourceError:
+                    self._listeners.remove(chan)
+                    break
+
+    def subscribe(self, buffer: int = 10_000) -> trio.MemoryReceiveChannel[Op]:
+        """A channel of every op applied from now on (writes, gossip and sync)."""
+        send, recv = trio.open_memory_channel[Op](buffer)
+        self._listeners.append(send)
+        return recv
+
+    async def wait_changed(self) -> None:
+        await self._changed.wait()
+
+    # -- status -------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        r = self.store.replica
+        return {
+            "network": self.net.hex(),
+            "key": self.identity.public.hex(),
+            "peer_id": self.transport.peer_id,
+            "addrs": self.transport.addrs(),
+            "peers": sorted(self.transport.peers()),
+            "ops": len(r.meta),
+            "heads": len(r.heads),
+            "pending": len(r.pending),
+            "rejected": len(r.rejected),
+            "root": r.root().hex(),
+            "roles": sorted(r.roles(self.identity.public).roles),
+            "counters": asdict(self.counters),
+            "sync": asdict(self.sync),
+            "gossip_rejected": dict(self.validator.stats.rejected),
+            "gossip_accepted": self.validator.stats.accepted,
+        }
+
+    # -- background tasks ------------------------------------------------------
+
+    async def _gossip_in(self) -> None:
+        async for peer, data in self.transport.messages():
+            try:
+                pairs = self.validator.decode(data)
+            except InvalidOp as exc:  # the validator accepted it, so this is a bug or a race
+                log.warning("gossip from %s undecodable after validation: %s", peer, exc)
+                continue
+            self.counters.gossip_messages += 1
+            self.counters.gossip_ops += len(pairs)
+            result = self.ingest_ops(pairs)
+            if result.pending:  # a gap: fetch what is missing from the sender now
+                self.start_sync(peer)
+            await trio.lowlevel.checkpoint()
+
+    async def _on_connections(self) -> None:
+        async for peer in self.transport.connections():
+            for addr in self.transport.peer_addrs(peer):
+                self._remember(peer, addr)
+            self.start_sync(peer)
+
+    async def _periodic_sync(self) -> None:
+        while True:
+            await trio.sleep(self.config.sync_interval * (0.5 + self._rng.random()))
+            peers = self.transport.peers()
+            if peers:
+                self.start_sync(self._rng.choice(peers))
+
+    async def _maintain_peers(self) -> None:
+        backoff = 0.2
+        while True:
+            peers = set(self.transport.peers())
+            if len(peers) < self.config.min_peers:
+                for addr in self._candidates(peers):
+                    try:
+                        with trio.fail_after(5):
+                            await self.transport.connect(addr)
+                    except (NetworkError, trio.TooSlowError) as exc:
+                        log.debug("dial %s failed: %s", addr, exc)
+                    if len(self.transport.peers()) >= self.config.min_peers:
+                        break
+            connected = bool(self.transport.peers())
+            backoff = 1.0 if connected else min(backoff * 2, 5.0)
+            await trio.sleep(backoff)
+
+    def _candidates(self, connected: set[str]) -> list[str]:
+        out = [a for a in self.config.bootstrap if a.rsplit("/p2p/", 1)[-1] not in connected]
+        for peer, addrs in self.known_addrs.items():
+            if peer not in connected and peer != self.transport.peer_id:
+                out.extend(addrs[:1])
+        self._rng.shuffle(out)
+        return out[: self.config.max_peers]
+
+    def _remember(self, peer: str, addr: str) -> None:
+        if peer == self.transport.peer_id or "/p2p/" not in addr:
+            return
+        addrs = self.known_addrs.setdefault(peer, [])
+        if addr not in addrs:
+            addrs.append(addr)
+            del addrs[:-4]
+
+    def _share_addrs(self) -> list[str]:
+        out: list[str] = []
+        for peer in self.transport.peers():
+            out.extend(self.transport.peer_addrs(peer)[:1])
+        return out[:16]
+
+    # -- sync -----------------------------------------------------------------
+
+    def start_sync(self, peer: str) -> None:
+        """Start an anti-entropy session with ``peer`` unless one is running."""
+        if peer in self._syncing:
+            return
+        self._syncing.add(peer)
+        self._nursery.start_soon(self._sync_out, peer)
+
+    async def _sync_out(self, peer: str) -> None:
+        try:
+            with trio.fail_after(self.config.sync_timeout):
+                stream = await self.transport.open_stream(peer, SYNC_PROTOCOL)
+            await self._session(stream, initiator=True)
+        except (NetworkError, trio.TooSlowError) as exc:
+            log.debug("sync with %s not started: %s", peer, exc)
+        finally:
+            self._syncing.discard(peer)
+
+    async def _sync_in(self, stream: Stream) -> None:
+        await self._session(stream, initiator=False)
+
+    async def _session(self, stream: Stream, *, initiator: bool) -> None:
+        session = Session(self.source, initiator=initiator, peers=self._share_addrs())
+        await drive(stream, session, self.ingest_raw, self.sync, timeout=self.config.sync_timeout)
+        if session.peer is not None:
+            for addr in session.peer.peers:
+                peer = addr.rsplit("/p2p/", 1)[-1]
+                self._remember(peer, addr)
+
+
+def _open_store(config: NodeConfig) -> Store:
+    d = DataDir(config.data_dir)
+    if d.store.exists():
+        store = Store.open(d.store, synchronous=config.synchronous)
+        if config.genesis_file is not None:
+            genesis = load_genesis(config.genesis_file)
+            if genesis.id != store.replica.net:
+                store.close()
+                raise ConfigError(
+                    f"{d.store} belongs to network {store.replica.net.hex()[:12]}, "
+                    f"not to {genesis.id.hex()[:12]} from {config.genesis_file}"
+                )
+        return store
+    if config.genesis_file is None:
+        raise ConfigError(f"{d.root} has no network: pass a genesis file to join one")
+    genesis = load_genesis(config.genesis_file)
+    d.ensure()
+    store = Store.create(d.store, genesis, synchronous=config.synchronous)
+    d.genesis.write_text(dump_genesis(genesis))
+    return store
+
+
+@asynccontextmanager
+async def open_node(
+    config: NodeConfig, *, fake: FakeNetwork | None = None, identity: Identity | None = None
+) -> AsyncIterator[Node]:
+    """Run a node for the duration of the block (``fake``: on an in-memory network)."""
+    ident = identity or read_key(DataDir(config.data_dir).key, config.passphrase)
+    store = _open_store(config)
+    try:
+        validator = make_validator(store.replica.net)
+        topic = f"gossipmind/{store.replica.net.hex()}/ops/1"
+        async with trio.open_nursery() as nursery:
+            cm: AbstractAsyncContextManager[Transport]
+            if fake is not None:
+                cm = fake.open_transport(validator, peer_id=ident.public.hex()[:16])
+            else:
+                from gossipmind.net.host import open_libp2p_transport
+
+                tc = TransportConfig(
+                    seed=ident.seed, topic=topic, listen=config.listen, debug=config.debug_libp2p
+                )
+                cm = open_libp2p_transport(tc, validator)
+            async with cm as transport:
+                node = Node(config, store, ident, transport, validator, nursery)
+                transport.set_stream_handler(SYNC_PROTOCOL, node._sync_in)
+                await nursery.start(node.batcher.run)
+                nursery.start_soon(node._gossip_in)
+                nursery.start_soon(node._on_connections)
+                nursery.start_soon(node._periodic_sync)
+                nursery.start_soon(node._maintain_peers)
+                try:
+                    yield node
+                finally:
+                    nursery.cancel_scope.cancel()
+    finally:
+        store.close()
