@@ -8,7 +8,7 @@ import sys
 import click
 
 from gossipmind import __version__
-from gossipmind.cli import bench, demo, goals, inspect, write
+from gossipmind.cli import bench, demo, goals, inspect, node, write
 from gossipmind.cli.common import Ctx
 
 
@@ -51,6 +51,7 @@ for command in (
     goals.goals,
     bench.bench,
     demo.demo,
+    node.node,
 ):
     cli.add_command(command)
 

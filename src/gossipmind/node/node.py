@@ -72,6 +72,7 @@ class Node:
         self.sync = SyncCounters()
         self.known_addrs: dict[str, list[str]] = {}
         self._syncing: set[str] = set()
+        self.blocked: set[str] = set()  # application-level partition (testnet control)
         self._nursery = nursery
         self._changed = trio.Event()
         self._listeners: list[trio.MemorySendChannel[Op]] = []
@@ -165,6 +166,8 @@ class Node:
 
     async def _gossip_in(self) -> None:
         async for peer, data in self.transport.messages():
+            if peer in self.blocked:
+                continue
             try:
                 pairs = self.validator.decode(data)
             except InvalidOp as exc:  # the validator accepted it, so this is a bug or a race
@@ -179,6 +182,9 @@ class Node:
 
     async def _on_connections(self) -> None:
         async for peer in self.transport.connections():
+            if peer in self.blocked:
+                await self.transport.disconnect(peer)
+                continue
             for addr in self.transport.peer_addrs(peer):
                 self._remember(peer, addr)
             self.start_sync(peer)
@@ -208,9 +214,10 @@ class Node:
             await trio.sleep(backoff)
 
     def _candidates(self, connected: set[str]) -> list[str]:
-        out = [a for a in self.config.bootstrap if a.rsplit("/p2p/", 1)[-1] not in connected]
+        skip = connected | self.blocked
+        out = [a for a in self.config.bootstrap if a.rsplit("/p2p/", 1)[-1] not in skip]
         for peer, addrs in self.known_addrs.items():
-            if peer not in connected and peer != self.transport.peer_id:
+            if peer not in skip and peer != self.transport.peer_id:
                 out.extend(addrs[:1])
         self._rng.shuffle(out)
         return out[: self.config.max_peers]
@@ -233,7 +240,7 @@ class Node:
 
     def start_sync(self, peer: str) -> None:
         """Start an anti-entropy session with ``peer`` unless one is running."""
-        if peer in self._syncing:
+        if peer in self._syncing or peer in self.blocked:
             return
         self._syncing.add(peer)
         self._nursery.start_soon(self._sync_out, peer)
@@ -249,7 +256,17 @@ class Node:
             self._syncing.discard(peer)
 
     async def _sync_in(self, stream: Stream) -> None:
+        if stream.remote_peer in self.blocked:
+            await stream.reset()
+            return
         await self._session(stream, initiator=False)
+
+    async def block(self, peers: set[str]) -> None:
+        """Partition: refuse and drop these peers (an empty set heals)."""
+        self.blocked = set(peers)
+        for peer in self.transport.peers():
+            if peer in self.blocked:
+                await self.transport.disconnect(peer)
 
     async def _session(self, stream: Stream, *, initiator: bool) -> None:
         session = Session(self.source, initiator=initiator, peers=self._share_addrs())

@@ -1,0 +1,134 @@
+"""`gossipmind node`: run one or more nodes in the foreground until SIGINT/SIGTERM.
+
+On start each node prints one JSON line to stdout::
+
+    {"event": "ready", "name": ..., "peer_id": ..., "addrs": [...], "network": ...}
+
+Logs are JSON lines on stderr. A node's data dir may hold ``control.json``
+(``{"block": [peer ids]}``): the node refuses those peers while it lists them
+(how the testnet makes application-level partitions).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from gossipmind.core.errors import GossipmindError
+from gossipmind.node.config import NodeConfig
+from gossipmind.node.node import Node, open_node
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus  # the trio stubs libp2p installs shadow trio's own
+
+log = logging.getLogger("gossipmind.node")
+
+
+class JsonLines(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc)
+
+
+def configure_logging(level: str = "info") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLines())
+    root = logging.getLogger("gossipmind")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+def emit(event: str, **fields: Any) -> None:
+    sys.stdout.write(json.dumps({"event": event, "ts": round(time.time(), 3), **fields}) + "\n")
+    sys.stdout.flush()
+
+
+async def _watch_control(node: Node, path: Path) -> None:
+    mtime = None
+    while True:
+        try:
+            st = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            st = None
+        if st != mtime:
+            mtime = st
+            block: set[str] = set()
+            if st is not None:
+                try:
+                    doc = json.loads(path.read_text())
+                    block = {str(p) for p in doc.get("block", [])}
+                except (OSError, ValueError, AttributeError) as exc:
+                    log.warning("ignoring unreadable %s: %s", path, exc)
+                    block = node.blocked
+            if block != node.blocked:
+                await node.block(block)
+                log.info("partition: blocking %d peers", len(block))
+        await trio.sleep(0.2)
+
+
+async def _report(node: Node, name: str, every: float) -> None:
+    while True:
+        await trio.sleep(every)
+        st = node.status()
+        emit("status", name=name, ops=st["ops"], root=st["root"], peers=len(st["peers"]),
+             pending=st["pending"], rejected=st["rejected"])  # fmt: skip
+
+
+async def _run_one(
+    config: NodeConfig,
+    name: str,
+    status_every: float,
+    *,
+    task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    async with open_node(config) as node, trio.open_nursery() as nursery:
+        nursery.start_soon(_watch_control, node, config.data_dir / "control.json")
+        if status_every > 0:
+            nursery.start_soon(_report, node, name, status_every)
+        st = node.status()
+        emit("ready", name=name, peer_id=st["peer_id"], addrs=st["addrs"], network=st["network"],
+             key=st["key"], ops=st["ops"], root=st["root"])  # fmt: skip
+        task_status.started()
+        await trio.sleep_forever()
+
+
+async def serve(configs: list[tuple[str, NodeConfig]], *, status_every: float = 0.0) -> None:
+    """Run every node in one process until SIGINT or SIGTERM; then stop cleanly."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def stop_on_signal() -> None:
+                async for sig in signals:
+                    log.info("received %s: stopping", signal.Signals(sig).name)
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(stop_on_signal)
+            for name, cfg in configs:
+                await nursery.start(_run_one, cfg, name, status_every)
+    emit("stopped", names=[n for n, _ in configs])
+
+
+def run(configs: list[tuple[str, NodeConfig]], *, status_every: float = 0.0) -> None:
+    try:
+        trio.run(functools.partial(serve, configs, status_every=status_every))
+    except* KeyboardInterrupt:
+        emit("stopped", names=[n for n, _ in configs])
+    except* GossipmindError as group:
+        raise group.exceptions[0] from None
