@@ -134,11 +134,11 @@ def _propose(b: dict[str, Any]) -> None:
             "rationale": c.text(2048),
             "origin": c.one_of("synth", "human"),
         },
-        {"drill": c.any_map(len(_DRILL)), "synthesizer": c.text(64)},
+        {"drill": c.any_map(len(_DRILL) + 1), "synthesizer": c.text(64)},
     )
     check_recipe(doc["recipe"])
     if "drill" in doc:
-        c.record(doc["drill"], "drill", _DRILL)
+        c.record(doc["drill"], "drill", _DRILL, {"model": c.any_map(16)})
 
 
 def _attest(b: dict[str, Any]) -> None:

@@ -24,6 +24,10 @@ class NodeConfig:
     max_peers: int = 12  # gossipsub degree_high: peers outside the mesh starve
     min_peers: int = 4  # below this, dial addresses learned by peer exchange
     verifier: bool = False
+    learn: bool = True  # run sleep-time synthesis
+    idle_s: float = 5.0  # the agent must be idle this long before learning runs
+    cpu_budget: float = 0.25  # share of one core learning may use
+    report_window_ms: int = 2000  # failures are batched per pattern over this window
     api_port: int | None = None  # None: no HTTP API; 0: any free port
     passphrase: str | None = field(default=None, repr=False)
     debug_libp2p: bool = False
@@ -44,6 +48,10 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "max_peers": int,
     "min_peers": int,
     "verifier": bool,
+    "learn": bool,
+    "idle_s": (int, float),
+    "cpu_budget": (int, float),
+    "report_window_ms": int,
     "api_port": int,
     "debug_libp2p": bool,
     "synchronous": str,

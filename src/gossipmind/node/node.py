@@ -21,11 +21,16 @@ from gossipmind.core.errors import ConfigError, InvalidOp, NetworkError
 from gossipmind.core.identity import Identity
 from gossipmind.core.ops import Op
 from gossipmind.core.replica import IngestResult
+from gossipmind.learn.patterns import Failure, Reduced
 from gossipmind.net.fake import FakeNetwork
 from gossipmind.net.gossip import BatchValidator, GossipBatcher, make_validator
 from gossipmind.net.interface import SYNC_PROTOCOL, Stream, Transport, TransportConfig
 from gossipmind.node.config import NodeConfig
+from gossipmind.node.fixes import FixIndex, Transition
+from gossipmind.node.learner import Learner
+from gossipmind.node.reporter import Reporter
 from gossipmind.node.syncer import SyncCounters, drive
+from gossipmind.node.verifier import Verifier
 from gossipmind.store.datadir import DataDir, dump_genesis, load_genesis
 from gossipmind.store.keyfile import read_key
 from gossipmind.store.source import StoreSource
@@ -77,6 +82,13 @@ class Node:
         self._changed = trio.Event()
         self._listeners: list[trio.MemorySendChannel[Op]] = []
         self._rng = random.Random()
+        self.reporter = Reporter(self.write, now_ms, window_ms=config.report_window_ms)
+        self.learner = Learner(
+            store.replica, self.write, idle_s=config.idle_s, cpu_budget=config.cpu_budget
+        )
+        self.fixes = FixIndex(store.replica)
+        self.verifier = Verifier(store.replica, identity.public, self.write)
+        self._fix_listeners: list[trio.MemorySendChannel[Transition]] = []
 
     # -- writing and ingesting ------------------------------------------------
 
@@ -130,6 +142,45 @@ class Node:
                 except trio.BrokenResourceError:
                     self._listeners.remove(chan)
                     break
+
+    # -- the agent's side -------------------------------------------------------
+
+    def touch(self) -> None:
+        """The agent is active: sleep-time learning yields."""
+        self.learner.activity()
+
+    def report_failure(self, failure: Failure) -> Reduced:
+        """Reduce a failure to its pattern now; it is written with the next batch."""
+        self.touch()
+        return self.reporter.failure(failure)
+
+    def report_outcome(self, fix: bytes, attempts: int, successes: int) -> None:
+        self.touch()
+        self.reporter.outcome(fix, attempts, successes)
+
+    def fix_events(self, buffer: int = 1000) -> trio.MemoryReceiveChannel[Transition]:
+        """A channel of fix status transitions (accepted, revoked, …) from now on."""
+        send, recv = trio.open_memory_channel[Transition](buffer)
+        self._fix_listeners.append(send)
+        return recv
+
+    async def _track_fixes(self) -> None:
+        ops = self.subscribe()
+        async for op in ops:
+            batch = [op]
+            while True:
+                try:
+                    batch.append(ops.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            for t in self.fixes.touched(batch):
+                log.info("fix %s: %s -> %s", t.fix.hex()[:12], t.old, t.new)
+                for chan in list(self._fix_listeners):
+                    try:
+                        chan.send_nowait(t)
+                    except (trio.WouldBlock, trio.BrokenResourceError):
+                        self._fix_listeners.remove(chan)
+                        chan.close()
 
     def subscribe(self, buffer: int = 10_000) -> trio.MemoryReceiveChannel[Op]:
         """A channel of every op applied from now on (writes, gossip and sync)."""
@@ -328,6 +379,12 @@ async def open_node(
                 nursery.start_soon(node._on_connections)
                 nursery.start_soon(node._periodic_sync)
                 nursery.start_soon(node._maintain_peers)
+                nursery.start_soon(node._track_fixes)
+                nursery.start_soon(node.reporter.run)
+                if config.learn:
+                    nursery.start_soon(node.learner.run)
+                if config.verifier:
+                    nursery.start_soon(node.verifier.run)
                 try:
                     yield node
                 finally:

@@ -1,0 +1,96 @@
+"""The verifier loop of a node granted the verifier role.
+
+For every proposed fix in one of its scopes that it has not judged yet, it runs
+:func:`gossipmind.verify.checks.check_fix` and signs a ``fix.attest`` with the
+verdict, the reasons and the evidence.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from gossipmind.core.errors import GossipmindError
+from gossipmind.core.replica import Replica
+from gossipmind.core.snapshot import fix_row, pattern_row
+from gossipmind.verify.checks import check_fix
+
+log = logging.getLogger("gossipmind.node.verifier")
+
+Write = Callable[[str, dict[str, Any]], Awaitable[object]]
+
+
+@dataclass
+class VerifierStats:
+    checked: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    out_of_scope: int = 0
+
+
+class Verifier:
+    def __init__(self, replica: Replica, key: bytes, write: Write, *, tick_s: float = 0.5) -> None:
+        self.replica = replica
+        self.key = key
+        self._write = write
+        self.tick_s = tick_s
+        self.stats = VerifierStats()
+        self._judged: set[bytes] = set()
+
+    def pending(self) -> list[dict[str, Any]]:
+        """Fix rows in my scopes that wait for my verdict."""
+        roles = self.replica.roles(self.key)
+        out = []
+        for f in self.replica.fold.fixes.values():
+            if f.fix in self._judged:
+                continue
+            row = fix_row(self.replica, f)
+            if row is None or row["status"] != "proposed":
+                continue
+            if any(a["verifier"] == self.key for a in row["attestations"]):
+                self._judged.add(f.fix)
+                continue
+            if roles.tier_for(row["scope"]) < 1:
+                self.stats.out_of_scope += 1
+                self._judged.add(f.fix)
+                continue
+            out.append(row)
+        return out
+
+    async def judge(self, row: dict[str, Any]) -> str:
+        r = self.replica
+        p = r.fold.patterns.get(row["pattern"])
+        pattern = pattern_row(p, r.policy.synthesis_threshold) if p is not None else None
+        verdict = check_fix(row, pattern, r.policy)
+        body = {
+            "fix": row["fix"],
+            "scope": row["scope"],
+            "verdict": verdict.verdict,
+            "reasons": [x[:256] for x in verdict.reasons[:16]],
+            "evidence": verdict.evidence,
+        }
+        await self._write("fix.attest", body)
+        self._judged.add(row["fix"])
+        self.stats.checked += 1
+        if verdict.accept:
+            self.stats.accepted += 1
+        else:
+            self.stats.rejected += 1
+        log.info(
+            "%sed fix %s: %s", verdict.verdict, row["fix"].hex()[:12], "; ".join(verdict.reasons)
+        )
+        return verdict.verdict
+
+    async def run(self) -> None:
+        while True:
+            await trio.sleep(self.tick_s)
+            for row in self.pending():
+                try:
+                    await self.judge(row)
+                except GossipmindError as exc:
+                    log.warning("could not attest fix %s: %s", row["fix"].hex()[:12], exc)
+                await trio.lowlevel.checkpoint()

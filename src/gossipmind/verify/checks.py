@@ -1,0 +1,108 @@
+"""What a verifier checks before it signs a verdict on a fix (pure).
+
+A verdict is ``accept``, ``reject`` (with reasons) or ``None`` — wait: not
+enough evidence yet. Checks: the recipe's schema and bounds; step types that
+cannot fix the failure class (a retry never fixes a validation error); retries
+of non-idempotent operations without an idempotency key; a reproduced drill
+(seed = fix id, fault model published with the proposal) that must match the
+proposer's figures, beat the baseline and keep call amplification under a cap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gossipmind.core.errors import GossipmindError
+from gossipmind.core.policy import Policy
+from gossipmind.core.recipe import check_recipe, steps_by_type
+from gossipmind.learn.drill import DrillResult, drill
+from gossipmind.learn.simulator import FaultModel
+from gossipmind.learn.synth import is_non_idempotent
+
+NEVER_RETRY = frozenset({"validation", "auth", "not_found"})
+MAX_AMPLIFICATION_PM = 3000  # at most 3 calls per logical call on average
+
+
+@dataclass
+class Verdict:
+    accept: bool
+    reasons: list[str] = field(default_factory=list)
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def verdict(self) -> str:
+        return "accept" if self.accept else "reject"
+
+
+def reproduce(
+    fix: Mapping[str, Any], pattern: Mapping[str, Any] | None, policy: Policy
+) -> DrillResult | str:
+    """Re-run the proposer's drill; a string says why it cannot be run."""
+    recipe = fix["recipe"]
+    published = fix.get("drill") or {}
+    try:
+        if isinstance(published, Mapping) and "model" in published:
+            model = FaultModel.from_body(published["model"])
+        elif pattern is not None:
+            model = FaultModel.from_pattern(pattern)
+        else:
+            return "no fault model: the proposal has none and the pattern is unknown here"
+    except GossipmindError as exc:
+        return f"the published fault model is invalid: {exc}"
+    idempotent = not is_non_idempotent(recipe["scope"], policy)
+    runs = int(published.get("runs", 200)) if isinstance(published, Mapping) else 200
+    return drill(
+        recipe, model, bytes(fix["fix"]), runs=min(max(runs, 1), 2000), idempotent=idempotent
+    )
+
+
+def check_fix(
+    fix: Mapping[str, Any],
+    pattern: Mapping[str, Any] | None,
+    policy: Policy,
+    *,
+    max_amplification_pm: int = MAX_AMPLIFICATION_PM,
+) -> Verdict:
+    """Static checks and a reproduced drill for one fix row (``core.snapshot.fix_row``)."""
+    recipe = fix["recipe"]
+    reasons: list[str] = []
+    try:
+        check_recipe(recipe)
+    except GossipmindError as exc:
+        return Verdict(False, [f"recipe invalid: {exc}"])
+    steps = steps_by_type(recipe)
+    error_class = pattern.get("error_class") if pattern else None
+    if "retry" in steps:
+        retried = set(steps["retry"]["on"])
+        if error_class in NEVER_RETRY:
+            reasons.append(f"retrying cannot fix a {error_class} error")
+        if retried & NEVER_RETRY:
+            reasons.append(f"retries {sorted(retried & NEVER_RETRY)} errors, which never heal")
+        if is_non_idempotent(recipe["scope"], policy) and "idempotency_key" not in steps:
+            reasons.append(
+                f"retries a non-idempotent {recipe['scope']} call without an idempotency key"
+            )
+    if reasons:
+        return Verdict(False, reasons)
+    result = reproduce(fix, pattern, policy)
+    if isinstance(result, str):
+        return Verdict(False, [result])
+    evidence = {"drill_" + k: v for k, v in result.to_body().items()}
+    published = fix.get("drill")
+    if isinstance(published, Mapping):
+        mine = result.to_body()
+        if any(published.get(k) != v for k, v in mine.items()):
+            reasons.append("the published drill results do not reproduce")
+    if not result.better_than_baseline:
+        reasons.append(
+            f"drill success {result.success_bp} bp is not above the baseline "
+            f"{result.baseline_success_bp} bp"
+        )
+    if result.amplification_pm > max_amplification_pm:
+        reasons.append(
+            f"call amplification {result.amplification_pm / 1000:.2f}x exceeds "
+            f"{max_amplification_pm / 1000:.2f}x"
+        )
+    return Verdict(not reasons, reasons or ["drill reproduced and better than baseline"], evidence)
