@@ -1,0 +1,74 @@
+"""`gossipmind bench fingerprint`: fingerprint quality on the labelled corpus.
+
+The value is the F1 score of "same fingerprint" against "same ground-truth
+event" over all pairs of the corpus (``gossipmind.learn.corpus``), with
+pairwise precision and recall reported beside it. The baseline, measured in
+the same run on the same corpus, is the naive fingerprint a system without
+templating would use: service, operation, error class and the *redacted* raw
+message, hashed. It passes when precision and recall both reach 0.95 (and the
+templated fingerprint beats the baseline).
+
+Also reported: the reduction cost per failure (redact, template, shape,
+classify, hash), the median over the corpus.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+from gossipmind.bench.common import machine, result
+from gossipmind.core.schema import pattern_id
+from gossipmind.learn.corpus import corpus, evaluate
+from gossipmind.learn.patterns import Failure, normalise_name, reduce
+from gossipmind.learn.redact import redact
+from gossipmind.learn.taxonomy import classify
+
+TARGET_PRECISION = 0.95
+TARGET_RECALL = 0.95
+
+
+def naive_fingerprint(f: Failure) -> bytes:
+    """Redaction without templating: what an exact-message fingerprint would give."""
+    error_class = classify(f.exc_type, f.status, f.message)
+    service, operation = normalise_name(f.service), normalise_name(f.operation)
+    return pattern_id(service, operation, error_class, f"{f.exc_type}: {redact(f.message)}")
+
+
+def run(seed: int = 0, per_event: int = 6) -> dict[str, Any]:
+    examples = corpus(seed, per_event)
+    ours = evaluate(examples)
+    naive = evaluate(examples, fingerprint=naive_fingerprint)
+    costs = []
+    for ex in examples:
+        t0 = time.perf_counter()
+        reduce(ex.failure)
+        costs.append(time.perf_counter() - t0)
+    precision, recall = ours["precision"], ours["recall"]
+    out = result(
+        "fingerprint",
+        ours["f1"],
+        "f1",
+        naive["f1"],
+        ">= 1.0",
+        precision=round(precision, 4),
+        recall=round(recall, 4),
+        target_precision=TARGET_PRECISION,
+        target_recall=TARGET_RECALL,
+        messages=ours["messages"],
+        labels=ours["labels"],
+        fingerprints=ours["fingerprints"],
+        baseline_name="redacted exact message",
+        baseline_precision=round(naive["precision"], 4),
+        baseline_recall=round(naive["recall"], 4),
+        baseline_fingerprints=naive["fingerprints"],
+        reduce_us_p50=round(statistics.median(costs) * 1e6, 1),
+        seed=seed,
+        machine=machine(),
+    )
+    out["target"] = f"{out['target']}, precision >= {TARGET_PRECISION}, recall >= {TARGET_RECALL}"
+    out["passed"] = bool(
+        out["passed"] and precision >= TARGET_PRECISION and recall >= TARGET_RECALL
+    )
+    return out

@@ -1,0 +1,426 @@
+"""Redaction of PII and secrets from free text (DESIGN §6, step 1).
+
+``redact(text)`` replaces every match of a fixed, ordered list of precompiled
+rules by a typed placeholder such as ``<email>`` or ``<card>``. The rules are
+ordered from the most specific to the most generic (a JWT is recognised before
+it could be mistaken for a generic high-entropy token; a Luhn-valid card number
+before it could be mistaken for a phone number or a long number).
+
+Guarantees:
+
+* the text is NFKC-normalised first (a full-width at sign is ``@``);
+* never raises on any ``str`` (including lone surrogates and control
+  characters) and runs in time linear in ``min(len(text), MAX_INPUT)``: every
+  unbounded repetition is anchored with a look-behind so that a match can only
+  start at the beginning of a run;
+* input longer than :data:`MAX_INPUT` is cut at the last whitespace before the
+  limit (so a truncated secret is dropped whole, never half-kept) and
+  :data:`TRUNCATED` is appended;
+* host names with a common public or internal suffix become ``<host>``
+  (``db-3.prod.internal``, ``acme.myshopify.com``): they name replicas,
+  tenants and sometimes people;
+* idempotent on its own output (``redact(redact(s)) == redact(s)``) as far as
+  the placeholders are concerned: placeholders never match a rule.
+
+Redaction is deliberately greedy: a false positive costs a little precision in
+a template, a false negative leaks data off the node.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import math
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Callable
+
+__all__ = [
+    "MAX_INPUT",
+    "PLACEHOLDERS",
+    "TRUNCATED",
+    "luhn_ok",
+    "looks_random",
+    "placeholder",
+    "redact",
+    "shannon_entropy",
+]
+
+MAX_INPUT = 8192
+PLACEHOLDERS = (
+    "card",
+    "cred",
+    "email",
+    "frag",
+    "host",
+    "iban",
+    "ip",
+    "jwt",
+    "key",
+    "mac",
+    "name",
+    "num",
+    "phone",
+    "pii",
+    "secret",
+    "ssn",
+    "token",
+    "uuid",
+    "val",
+)
+TRUNCATED = "<trunc>"
+
+# Path segments after which the next segment names a person or an account.
+_PERSONAL = frozenset(
+    [
+        "u",
+        "user",
+        "users",
+        "customer",
+        "customers",
+        "person",
+        "people",
+        "profile",
+        "profiles",
+        "member",
+        "members",
+        "account",
+        "accounts",
+        "employee",
+        "employees",
+        "patient",
+        "patients",
+        "contact",
+        "contacts",
+        "client",
+        "clients",
+        "owner",
+        "owners",
+        "author",
+        "authors",
+        "student",
+        "students",
+    ]
+)
+# Segments after a personal keyword that are routes, not names.
+_ROUTES = frozenset(["me", "self", "current", "new", "search", "list", "all", "count"])
+_PH_RE = re.compile(r"<(?:" + "|".join(PLACEHOLDERS) + r"|trunc)>")
+
+
+def placeholder(kind: str) -> str:
+    return f"<{kind}>"
+
+
+def shannon_entropy(s: str) -> float:
+    """Shannon entropy of ``s`` in bits per character (0.0 for the empty string)."""
+    if not s:
+        return 0.0
+    n = len(s)
+    return -sum(k / n * math.log2(k / n) for k in Counter(s).values())
+
+
+def luhn_ok(digits: str) -> bool:
+    """The Luhn checksum of a string of ASCII digits (False for anything else)."""
+    if not digits or not digits.isascii() or not digits.isdigit():
+        return False
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+_CAMEL_PIECE = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
+
+
+def looks_random(run: str) -> bool:
+    """A letters-only run of mixed case that is not CamelCase words (``NffrFeUfNVHib``).
+
+    CamelCase identifiers split into pieces of three letters or more
+    (``XMLHttpRequest`` -> XML, Http, Request), switch case rarely and have
+    vowels; random ids mostly fail one of these (about nine in ten of 14-letter
+    random runs are caught; digits make the rest of an id variable anyway).
+    """
+    n = len(run)
+    if n < 8 or not run.isascii() or not run.isalpha() or run.islower() or run.isupper():
+        return False
+    long_chars = sum(len(p) for p in _CAMEL_PIECE.findall(run) if len(p) >= 3)
+    switches = sum(1 for a, b in itertools.pairwise(run) if a.isupper() != b.isupper())
+    vowels = sum(ch in "aeiouyAEIOUY" for ch in run)
+    return long_chars < 0.75 * n or switches > 0.45 * (n - 1) or vowels < 0.2 * n
+
+
+# --- rules -----------------------------------------------------------------
+
+_Repl = str | Callable[[re.Match[str]], str]
+
+_URL = re.compile(
+    r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,30}://[^\s\"'<>\\`]+"
+    # Scheme-less paths, unless the token holds an email (the email rule takes it whole).
+    r"|(?<![\w./:~\-])(?![^\s\"'<>\\`]*@(?:[A-Za-z0-9\-]+\.)+[A-Za-z])"
+    r"(?:/|[A-Za-z0-9_.:\-]+/)[^\s\"'<>\\`]+"
+)
+_QUERY_PAIR = re.compile(r"([?&;][A-Za-z0-9_.\-\[\]%]{1,64}=)[^&;#\s\"']*")
+
+
+def _redact_path(path: str) -> str:
+    segments = path.split("/")
+    out: list[str] = []
+    prev = ""
+    for seg in segments:
+        low = seg.lower()
+        if seg and prev in _PERSONAL and low not in _ROUTES and not _PH_RE.fullmatch(seg):
+            out.append(placeholder("name"))
+        elif len(seg) > 1 and seg[0] in "~@":
+            out.append(seg[0] + placeholder("name"))
+        else:
+            out.append(seg)
+        prev = low.rsplit(":", 1)[-1]
+    return "/".join(out)
+
+
+def _redact_query(query: str) -> str:
+    parts = []
+    for piece in re.split(r"([&;])", query):
+        if piece in ("&", ";", ""):
+            parts.append(piece)
+        elif "=" in piece:
+            parts.append(piece.split("=", 1)[0] + "=" + placeholder("val"))
+        else:
+            parts.append(placeholder("val"))
+    return "".join(parts)
+
+
+def _url(m: re.Match[str]) -> str:
+    s = m.group(0)
+    head = ""
+    if "://" in s:
+        scheme, rest = s.split("://", 1)
+        cut = min(
+            (i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=-1
+        )
+        authority, rest = (rest, "") if cut < 0 else (rest[:cut], rest[cut:])
+        if "@" in authority:
+            authority = placeholder("cred") + "@" + authority.rsplit("@", 1)[1]
+        head = f"{scheme}://{authority}"
+        s = rest
+    frag = ""
+    if "#" in s:
+        s, frag_text = s.split("#", 1)
+        frag = "#" + placeholder("frag") if frag_text else "#"
+    query = ""
+    if "?" in s:
+        s, q = s.split("?", 1)
+        query = "?" + _redact_query(q)
+    return head + _redact_path(s) + query + frag
+
+
+def _card(m: re.Match[str]) -> str:
+    s = m.group(0)
+    groups = re.split(r"[ \-]", s)
+    # The whole candidate, or any run of whole groups, that is a Luhn-valid 13-19 digit number.
+    for i in range(len(groups)):
+        digits = ""
+        for g in groups[i:]:
+            digits += g
+            if len(digits) > 19:
+                break
+            if len(digits) >= 13 and luhn_ok(digits):
+                return placeholder("card")
+    return s
+
+
+def _digits_between(lo: int, hi: int, kind: str) -> Callable[[re.Match[str]], str]:
+    def repl(m: re.Match[str]) -> str:
+        n = sum(ch.isdigit() for ch in m.group(0))
+        return placeholder(kind) if lo <= n <= hi else m.group(0)
+
+    return repl
+
+
+def _ipv6(m: re.Match[str]) -> str:
+    s = m.group(0)
+    core = s.split("%", 1)[0]
+    stripped = core.rstrip(":")
+    for cand in (core, stripped):
+        try:
+            ipaddress.IPv6Address(cand)
+        except ValueError:
+            continue
+        return placeholder("ip") + ("" if cand == core else core[len(cand) :])
+    return s
+
+
+def _alnum_token(m: re.Match[str]) -> str:
+    s = m.group(0)
+    has_digit = any(ch.isdigit() for ch in s)
+    has_alpha = any(ch.isalpha() for ch in s)
+    if has_digit and has_alpha and shannon_entropy(s) >= 3.0:
+        return placeholder("token")
+    if not has_digit and len(s) >= 20 and looks_random(s):
+        return placeholder("token")
+    return s
+
+
+def _b64_token(m: re.Match[str]) -> str:
+    s = m.group(0)
+    kinds = (
+        any(c.isdigit() for c in s),
+        any(c.islower() for c in s),
+        any(c.isupper() for c in s),
+    )
+    path_like = s.count("/") >= 2 and "+" not in s and "=" not in s
+    if all(kinds) and not path_like and shannon_entropy(s) >= 4.0:
+        return placeholder("token")
+    return s
+
+
+def _keep_key(kind: str) -> Callable[[re.Match[str]], str]:
+    def repl(m: re.Match[str]) -> str:
+        return m.group(1) + placeholder(kind)
+
+    return repl
+
+
+# Host names are parameters (which replica, which tenant) and may name a person or a
+# customer ("acme-corp.myshopify.com"); recognised by a common top-level or internal suffix.
+_TLDS = (
+    r"com|net|org|io|dev|ai|co|app|cloud|info|biz|uk|de|fr|nl|eu|jp|cn|br|ru|ca|au|ch|se"
+    r"|es|pl|internal|local|localhost|lan|corp|home|svc|cluster|intra|test|example|invalid"
+)
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_SECRET_KEYS = (
+    r"password|passwd|pwd|passphrase|secret|client[_-]?secret|api[_-]?key|apikey|x-api-key"
+    r"|access[_-]?token|refresh[_-]?token|id[_-]?token|auth[_-]?token|session[_-]?(?:id|token)"
+    r"|token|private[_-]?key|signature|cookie|set-cookie|authorization|otp|pin|cvv|cvc"
+)
+_PII_KEYS = (
+    r"e-?mail|name|first[_-]?name|last[_-]?name|full[_-]?name|user[_-]?name|login"
+    r"|customer[_-]?name|card[_-]?holder|holder|address|street|city|zip|zip[_-]?code"
+    r"|post[_-]?code|postal[_-]?code|dob|birth[_-]?date|date[_-]?of[_-]?birth|ssn|iban"
+    r"|phone|phone[_-]?number|mobile|tel|ip|ip[_-]?address|client[_-]?ip"
+)
+
+_RULES: tuple[tuple[re.Pattern[str], _Repl], ...] = (
+    (_URL, _url),
+    (_QUERY_PAIR, r"\1<val>"),
+    (
+        re.compile(
+            r"(?<![A-Za-z0-9])eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}(?:\.[A-Za-z0-9_\-]*){1,3}"
+        ),
+        "<jwt>",
+    ),
+    (re.compile(r"(?i)\b(bearer\s+)(?!realm\b)[A-Za-z0-9\-._~+/]{6,}=*"), r"\1<token>"),
+    (re.compile(r"\b(Basic\s+)(?=[A-Za-z+/]*[0-9+/=])[A-Za-z0-9+/]{6,}={0,2}"), r"\1<token>"),
+    (
+        re.compile(
+            r"(?<![A-Za-z0-9])(?:"
+            r"(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{6,}"
+            r"|whsec_[A-Za-z0-9]{8,}"
+            r"|sk-(?:proj-|ant-(?:api\d\d-)?|or-v1-|svcacct-)?[A-Za-z0-9_\-]{12,}"
+            r"|(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[0-9A-Z]{16}"
+            r"|gh[pousr]_[A-Za-z0-9]{16,}|github_pat_[A-Za-z0-9_]{16,}"
+            r"|xox[abprse]-[A-Za-z0-9\-]{8,}"
+            r"|AIza[0-9A-Za-z_\-]{30,}"
+            r"|glpat-[A-Za-z0-9_\-]{16,}"
+            r"|hf_[A-Za-z0-9]{16,}"
+            r"|npm_[A-Za-z0-9]{16,}"
+            r"|SG\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"
+            r")"
+        ),
+        "<key>",
+    ),
+    (
+        re.compile(
+            r"(?i)((?<![A-Za-z0-9_\-])[\"']?(?:" + _SECRET_KEYS + r")[\"']?\s*[:=]\s*[\"']?)"
+            r"[^\s\"',;&}\]]+"
+        ),
+        _keep_key("secret"),
+    ),
+    (
+        re.compile(
+            r"(?i)((?<![A-Za-z0-9_\-])[\"']?(?:" + _PII_KEYS + r")[\"']?\s*[:=]\s*)"
+            r"(?:\"[^\"\n]{0,256}\"|'[^'\n]{0,256}'|[^\s,;&)}\]]+)"
+        ),
+        _keep_key("pii"),
+    ),
+    (
+        re.compile(
+            r"(?<![A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-])[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-]"
+            r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]{0,63}@"
+            r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}[A-Za-z0-9])?\.)+"
+            r"(?:[A-Za-z]{2,24}|[Xx][Nn]--[A-Za-z0-9\-]{1,59})(?![A-Za-z0-9\-])"
+        ),
+        "<email>",
+    ),
+    (
+        re.compile(
+            r"(?<![\w.\-])(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}[A-Za-z0-9])?\.)+"
+            r"(?i:" + _TLDS + r")(?![\w\-]|\.[A-Za-z0-9])"
+        ),
+        "<host>",
+    ),
+    (
+        re.compile(
+            r"(?<![0-9A-Fa-f\-])[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-"
+            r"[0-9A-Fa-f]{12}(?![0-9A-Fa-f])"
+        ),
+        "<uuid>",
+    ),
+    (
+        re.compile(r"(?<![0-9A-Fa-f:\-])(?:[0-9A-Fa-f]{2}[:\-]){5}[0-9A-Fa-f]{2}(?![0-9A-Fa-f])"),
+        "<mac>",
+    ),
+    (
+        re.compile(
+            r"(?<![\w:.])(?=[0-9A-Fa-f:]*:[0-9A-Fa-f]*:)[0-9A-Fa-f:]{2,39}"
+            r"(?:(?<=:)\d{1,3}(?:\.\d{1,3}){3})?(?:%[A-Za-z0-9_.]{1,16})?(?!\w|\.\d)"
+        ),
+        _ipv6,
+    ),
+    (re.compile(rf"(?<![\d.])(?:{_OCTET}\.){{3}}{_OCTET}(?:/\d{{1,2}})?(?!\d)"), "<ip>"),
+    (re.compile(r"(?<!\d)\d{3}-\d{2}-\d{4}(?!\d)"), "<ssn>"),
+    (re.compile(r"(?<![\d\-])\d(?:[ \-]?\d){12,22}(?![\d])"), _card),
+    (
+        re.compile(
+            r"(?<![A-Z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){3,7}(?: ?[A-Z0-9]{1,4})?(?![A-Z0-9])"
+        ),
+        "<iban>",
+    ),
+    (
+        re.compile(r"(?<![\w+])(?:\+|\b00)[1-9]\d{0,3}(?:[ .\-]?\(?\d{1,4}\)?){2,6}(?![\w])"),
+        _digits_between(8, 15, "phone"),
+    ),
+    (
+        re.compile(r"(?<![\w+])(?:\(\d{3}\) ?|\d{3}[ .\-])\d{3}[ .\-]\d{4}(?!\w)"),
+        "<phone>",
+    ),
+    (
+        re.compile(r"(?<![\w+.])0\d{1,4}(?:[ .\-/]\d{2,8}){1,4}(?![\w])"),
+        _digits_between(9, 13, "phone"),
+    ),
+    (re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{24,}={0,2}(?![A-Za-z0-9+/=])"), _b64_token),
+    (re.compile(r"(?<![A-Za-z0-9])[A-Za-z0-9]{16,}(?![A-Za-z0-9])"), _alnum_token),
+    (re.compile(r"\d{5,}"), "<num>"),
+)
+
+
+def _bound(text: str) -> str:
+    if len(text) <= MAX_INPUT:
+        return text
+    cut = text[:MAX_INPUT]
+    space = max(cut.rfind(ch) for ch in " \t\n\r")
+    cut = cut[:space] if space > 0 else ""
+    return f"{cut} {TRUNCATED}" if cut else TRUNCATED
+
+
+def redact(text: str) -> str:
+    """Replace PII and secrets in ``text`` by typed placeholders (``<email>``, ``<card>``...)."""
+    # NFKC first, so that full-width or styled characters cannot hide an email or a key.
+    s = _bound(unicodedata.normalize("NFKC", _bound(text)))
+    for pattern, repl in _RULES:
+        s = pattern.sub(repl, s)
+    return s
