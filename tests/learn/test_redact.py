@@ -147,17 +147,8 @@ def test_pathological_inputs_are_fast(text: str) -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(st.text())
-def test_never_crashes_and_is_stable(text: str) -> None:
+def test_never_crashes_is_deterministic_and_idempotent(text: str) -> None:
     out = redact(text)
     assert isinstance(out, str)
-    assert redact(out) == redact(out)
     assert redact(text) == out
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=200))
-def test_placeholders_survive_a_second_pass(text: str) -> None:
-    once = redact(text)
-    twice = redact(once)
-    for kind in ("<email>", "<card>", "<jwt>", "<key>", "<uuid>", "<ip>"):
-        assert twice.count(kind) >= once.count(kind)
+    assert redact(out) == out

@@ -10,17 +10,16 @@ Guarantees:
 
 * the text is NFKC-normalised first (a full-width at sign is ``@``);
 * never raises on any ``str`` (including lone surrogates and control
-  characters) and runs in time linear in ``min(len(text), MAX_INPUT)``: every
-  unbounded repetition is anchored with a look-behind so that a match can only
-  start at the beginning of a run;
+  characters) and stays fast on hostile input: matches can only start at the
+  beginning of a run (look-behinds), repetitions are bounded where a run could
+  restart, and input is bounded (tests cover pathological strings);
 * input longer than :data:`MAX_INPUT` is cut at the last whitespace before the
   limit (so a truncated secret is dropped whole, never half-kept) and
   :data:`TRUNCATED` is appended;
 * host names with a common public or internal suffix become ``<host>``
   (``db-3.prod.internal``, ``acme.myshopify.com``): they name replicas,
   tenants and sometimes people;
-* idempotent on its own output (``redact(redact(s)) == redact(s)``) as far as
-  the placeholders are concerned: placeholders never match a rule.
+* idempotent: ``redact(redact(s)) == redact(s)`` (placeholders match no rule).
 
 Redaction is deliberately greedy: a false positive costs a little precision in
 a template, a false negative leaks data off the node.
