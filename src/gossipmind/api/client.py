@@ -1,7 +1,497 @@
-"""The agent-side SDK (filled in by the learning-loop issue)."""
+"""The agent-side SDK: ``gossipmind.Client``.
+
+The SDK lives in the agent's process. It never imports the node or libp2p. It
+talks to the local node over HTTP on 127.0.0.1, keeps a local cache of accepted
+fixes fresh through the node's event stream (so ``get_fix`` costs microseconds),
+and fails open: when the node is down, the agent's own calls still work and
+reports wait in a bounded queue.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gossipmind.api.transport import Http, Outbox, backoff_delays, discover, env_data_dir
+from gossipmind.core.errors import GossipmindError, NetworkError
+from gossipmind.learn.breaker import retry_after_ms, status_of
+from gossipmind.learn.executor import Execution, Executor, LocalRegistry
+from gossipmind.learn.patterns import Failure, Reduced, reduce
+from gossipmind.learn.rank import rank
+from gossipmind.learn.taxonomy import Rule, classify
+
+log = logging.getLogger("gossipmind.sdk")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Fix:
+    """An accepted fix as the agent applies it."""
+
+    id: bytes
+    pattern: bytes
+    recipe: dict[str, Any]
+    rationale: str
+    risk: str
+    attempts: int = 0
+    successes: int = 0
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Fix:
+        return cls(
+            bytes.fromhex(doc["fix"]),
+            bytes.fromhex(doc["pattern"]),
+            doc["recipe"],
+            doc.get("rationale", ""),
+            doc.get("risk", "low"),
+            int(doc.get("attempts", 0)),
+            int(doc.get("successes", 0)),
+        )
+
+
+@dataclass
+class ClientStats:
+    reports_sent: int = 0
+    reports_queued: int = 0
+    fixes_applied: int = 0
+    recoveries: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    stream_connected: bool = False
+    errors: list[str] = field(default_factory=list)
+
+
+def describe(exc: BaseException) -> tuple[str, str, int | None, int | None]:
+    """(exception type name, message, HTTP status, Retry-After ms) of an error."""
+    t = type(exc)
+    name = t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+    return name, str(exc), status_of(exc), retry_after_ms(exc)
+
 
 class Client:
-    """Placeholder until the SDK lands; importing it must stay cheap."""
+    """Connects an agent to its local gossipmind node.
+
+    ``Client()`` finds the node through ``$GOSSIPMIND_HOME`` (or ``data_dir``);
+    ``url``/``token`` may be given directly. Nothing here raises because the node
+    is down: reports queue (at most ``queue_max``) and fixes come from the cache.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path | None = None,
+        *,
+        url: str | None = None,
+        token: str | None = None,
+        timeout: float = 0.5,
+        queue_max: int = 1000,
+        registry: LocalRegistry | None = None,
+        rules: tuple[Rule, ...] = (),
+        stream: bool = True,
+    ) -> None:
+        self.data_dir = Path(data_dir).expanduser() if data_dir else env_data_dir()
+        self._url, self._token = url, token
+        self.timeout = timeout
+        self.rules = rules
+        self.registry = registry or LocalRegistry()
+        self.executor = Executor(self.registry, classifier=self.classify)
+        self.outbox = Outbox(queue_max)
+        self.stats = ClientStats()
+        self._http: Http | None = None
+        self._cache: dict[bytes, dict[bytes, Fix]] = {}
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if stream:
+            self._thread = threading.Thread(
+                target=self._follow, name="gossipmind-events", daemon=True
+            )
+            self._thread.start()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._stop.set()
+        self.flush()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def wait_ready(self, timeout: float = 5.0) -> bool:
+        """Wait until the fix cache holds the node's accepted fixes (True) or give up."""
+        return self._ready.wait(timeout)
+
+    def _api(self) -> Http:
+        if self._http is None:
+            if self._url and self._token:
+                url, token = self._url, self._token
+            else:
+                url, token = discover(self.data_dir)
+            self._http = Http(url, token, self.timeout)
+        return self._http
+
+    def _call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        try:
+            return self._api().request(method, path, body)
+        except GossipmindError:
+            self._http = None  # rediscover next time (the node may have restarted)
+            raise
+
+    # -- failures and fixes ---------------------------------------------------------
+
+    def classify(self, exc: BaseException) -> str:
+        name, message, status, _ = describe(exc)
+        return classify(name, status, message, self.rules)
+
+    def _failure(
+        self, exc: BaseException | None, service: str, operation: str, **kw: Any
+    ) -> Failure:
+        name, message, status, retry_after = (
+            describe(exc) if exc is not None else ("Exception", "", None, None)
+        )
+        return Failure(
+            service=service,
+            operation=operation,
+            exc_type=kw.get("exc_type") or name,
+            message=str(kw["message"]) if kw.get("message") is not None else message,
+            status=kw.get("status") if kw.get("status") is not None else status,
+            context=kw.get("context"),
+            latency_ms=kw.get("latency_ms"),
+            retry_after_ms=kw.get("retry_after_ms")
+            if kw.get("retry_after_ms") is not None
+            else retry_after,
+        )
+
+    def pattern_of(
+        self, exc: BaseException | None = None, *, service: str, operation: str, **kw: Any
+    ) -> Reduced:
+        """The pattern a failure reduces to (computed locally, nothing is sent)."""
+        return reduce(self._failure(exc, service, operation, **kw), self.rules)
+
+    def report_failure(
+        self, exc: BaseException | None = None, *, service: str, operation: str, **kw: Any
+    ) -> Reduced:
+        """Report a failure to the node (queued if it is down). Returns its pattern.
+
+        Keyword arguments override what is read from ``exc``: ``message``,
+        ``exc_type``, ``status``, ``context`` (only its shape leaves the node),
+        ``latency_ms``, ``retry_after_ms``.
+        """
+        failure = self._failure(exc, service, operation, **kw)
+        reduced = reduce(failure, self.rules)
+        body = {k: v for k, v in vars(failure).items() if v is not None}
+        self._send("/v1/failures", body)
+        return reduced
+
+    def get_fix(
+        self, exc: BaseException | None = None, *, service: str, operation: str, **kw: Any
+    ) -> Fix | None:
+        """The best accepted fix for this failure's pattern, from the local cache."""
+        pattern = self.pattern_of(exc, service=service, operation=operation, **kw).pattern
+        return self.fix_for(pattern)
+
+    def fix_for(self, pattern: bytes) -> Fix | None:
+        fixes = self._cache.get(pattern)
+        if fixes:
+            self.stats.cache_hits += 1
+            best = rank(
+                [
+                    {"fix": f.id, "attempts": f.attempts, "successes": f.successes}
+                    for f in fixes.values()
+                ]
+            )
+            return fixes[bytes(best[0]["fix"])]
+        self.stats.cache_misses += 1
+        if self._ready.is_set():
+            return None  # the stream is live: no accepted fix exists
+        try:
+            status, doc = self._call("GET", f"/v1/fix?pattern={pattern.hex()}")
+        except GossipmindError:
+            return None  # fail open
+        if status != 200:
+            return None
+        fix = Fix.from_json(doc)
+        self._cache.setdefault(pattern, {})[fix.id] = fix
+        return fix
+
+    def apply_fix(
+        self,
+        fix: Fix,
+        fn: Callable[..., T],
+        *args: Any,
+        idempotent: bool = True,
+        prior_error: BaseException | None = None,
+        **kwargs: Any,
+    ) -> Execution[T]:
+        """Run ``fn`` under the fix's recipe (sync); see :class:`Execution`."""
+        self.stats.fixes_applied += 1
+        return self.executor.run_sync(
+            fix.recipe,
+            fn,
+            *args,
+            idempotent=idempotent,
+            prior_error=prior_error,
+            breaker_key=fix.pattern,
+            **kwargs,
+        )
+
+    async def apply_fix_async(
+        self,
+        fix: Fix,
+        fn: Callable[..., Awaitable[T]],
+        *args: Any,
+        idempotent: bool = True,
+        prior_error: BaseException | None = None,
+        **kwargs: Any,
+    ) -> Execution[T]:
+        """Run a coroutine function under the fix's recipe (asyncio or trio)."""
+        self.stats.fixes_applied += 1
+        return await self.executor.run_async(
+            fix.recipe,
+            fn,
+            *args,
+            idempotent=idempotent,
+            prior_error=prior_error,
+            breaker_key=fix.pattern,
+            **kwargs,
+        )
+
+    def count_failures(self, pattern: bytes) -> dict[str, Any]:
+        """Fleet-wide count and reporters of a pattern (NetworkError if the node is down)."""
+        status, doc = self._call("GET", f"/v1/failures/count?pattern={pattern.hex()}")
+        if status != 200:
+            raise NetworkError(f"count failed: HTTP {status}: {doc}")
+        return dict(doc)
+
+    def report_outcome(
+        self,
+        fix: Fix | bytes,
+        success: bool | None = None,
+        *,
+        attempts: int = 1,
+        successes: int | None = None,
+    ) -> None:
+        """Report how applying a fix went (queued if the node is down)."""
+        fid = fix.id if isinstance(fix, Fix) else fix
+        ok = successes if successes is not None else int(bool(success)) * attempts
+        self._send("/v1/outcomes", {"fix": fid.hex(), "attempts": attempts, "successes": ok})
+
+    def resilient(
+        self,
+        *,
+        service: str,
+        operation: str,
+        idempotent: bool = True,
+        on_failure: str = "raise",
+        default: Any = None,
+    ) -> Resilient:
+        """Decorator / context manager doing the whole flow; see :class:`Resilient`."""
+        if on_failure not in ("raise", "degrade"):
+            raise ValueError("on_failure must be 'raise' or 'degrade'")
+        return Resilient(self, service, operation, idempotent, on_failure, default)
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def _post(self, path: str, body: dict[str, Any]) -> None:
+        status, doc = self._call("POST", path, body)
+        if status >= 500:
+            raise NetworkError(f"node error {status}")
+        if status >= 400:  # our request is wrong: keeping it would not help
+            self.stats.errors.append(f"{path}: {status} {doc}")
+            del self.stats.errors[:-20]
+
+    def _send(self, path: str, body: dict[str, Any]) -> None:
+        self.outbox.drain(self._post)
+        try:
+            self._post(path, body)
+            self.stats.reports_sent += 1
+        except NetworkError:
+            self.outbox.put(path, body)
+            self.stats.reports_queued += 1
+
+    def flush(self) -> int:
+        """Send queued reports now (if the node is up); return how many went."""
+        return self.outbox.drain(self._post)
+
+    # -- the fix cache, fed by the event stream -------------------------------------
+
+    def _apply_event(self, event: str, doc: dict[str, Any]) -> None:
+        if event == "ready":
+            self._ready.set()
+            return
+        if event != "fix":
+            return
+        fix = Fix.from_json(doc)
+        per = dict(self._cache.get(fix.pattern, {}))
+        if doc.get("status") == "accepted":
+            per[fix.id] = fix
+        else:
+            per.pop(fix.id, None)
+        self._cache[fix.pattern] = per
+
+    def _follow(self) -> None:
+        delays = backoff_delays()
+        while not self._stop.is_set():
+            try:
+                fresh: dict[bytes, dict[bytes, Fix]] = {}
+                for event, doc in self._api().events(self._stop):
+                    if event == "fix" and not self._ready.is_set():
+                        fix = Fix.from_json(doc)
+                        fresh.setdefault(fix.pattern, {})[fix.id] = fix
+                        continue
+                    if event == "ready":
+                        self._cache = fresh
+                        self.stats.stream_connected = True
+                        delays = backoff_delays()
+                        self.outbox.drain(self._post)
+                    self._apply_event(event, doc)
+            except GossipmindError as exc:
+                log.debug("event stream: %s", exc)
+                self._http = None
+            self._ready.clear()
+            self.stats.stream_connected = False
+            self._stop.wait(next(delays))
+
+
+class Resilient:
+    """``@client.resilient(service=..., operation=...)`` or ``with client.resilient(...)``.
+
+    As a decorator (sync, asyncio or trio functions) it does the whole flow:
+    call → on error report the failure → look up an accepted fix → apply it
+    (the failed call counts as the first attempt) → report the outcome → return
+    the value, else degrade (``on_failure="degrade"``: return ``default``, or
+    ``default(exc)`` if callable) or re-raise the last error.
+
+    As a context manager it reports a failure raised in the block and re-raises
+    it (or suppresses it with ``on_failure="degrade"``; ``.error`` and ``.fix``
+    tell what happened). A block cannot be re-run: to apply fixes, decorate a
+    function or use :meth:`call` / :meth:`acall`.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        service: str,
+        operation: str,
+        idempotent: bool,
+        on_failure: str,
+        default: Any,
+    ) -> None:
+        self.client = client
+        self.service = service
+        self.operation = operation
+        self.idempotent = idempotent
+        self.on_failure = on_failure
+        self.default = default
+        self.error: BaseException | None = None
+        self.fix: Fix | None = None
+        self._t0 = 0.0
+
+    def _report(self, exc: BaseException, started: float) -> Fix | None:
+        latency = int((time.monotonic() - started) * 1000)
+        c = self.client
+        try:
+            c.report_failure(
+                exc, service=self.service, operation=self.operation, latency_ms=latency
+            )
+            return c.get_fix(exc, service=self.service, operation=self.operation)
+        except GossipmindError as sdk_error:  # the SDK never breaks the agent's call path
+            log.debug("gossipmind SDK error ignored: %s", sdk_error)
+            return None
+
+    def _finish(self, exc: BaseException, execution: Execution[Any] | None) -> Any:
+        if execution is not None and self.fix is not None:
+            self.client.report_outcome(self.fix, execution.ok)
+            if execution.ok:
+                self.client.stats.recoveries += 1
+                return execution.value
+            exc = execution.error or exc
+        self.error = exc
+        if self.on_failure == "degrade":
+            return self.default(exc) if callable(self.default) else self.default
+        raise exc
+
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        started = time.monotonic()
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - the agent's error: report, fix, decide
+            self.fix = self._report(exc, started)
+            execution = None
+            if self.fix is not None:
+                execution = self.client.apply_fix(
+                    self.fix, fn, *args, idempotent=self.idempotent, prior_error=exc, **kwargs
+                )
+            return self._finish(exc, execution)  # type: ignore[no-any-return]
+
+    async def acall(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        started = time.monotonic()
+        try:
+            return await fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - the agent's error: report, fix, decide
+            self.fix = self._report(exc, started)
+            execution = None
+            if self.fix is not None:
+                execution = await self.client.apply_fix_async(
+                    self.fix, fn, *args, idempotent=self.idempotent, prior_error=exc, **kwargs
+                )
+            return self._finish(exc, execution)  # type: ignore[no-any-return]
+
+    def __call__(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def awrapper(*args: Any, **kwargs: Any) -> Any:
+                return await Resilient(
+                    self.client,
+                    self.service,
+                    self.operation,
+                    self.idempotent,
+                    self.on_failure,
+                    self.default,
+                ).acall(fn, *args, **kwargs)
+
+            return awrapper
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return Resilient(
+                self.client,
+                self.service,
+                self.operation,
+                self.idempotent,
+                self.on_failure,
+                self.default,
+            ).call(fn, *args, **kwargs)
+
+        return wrapper
+
+    def __enter__(self) -> Resilient:
+        self._t0 = time.monotonic()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> bool:
+        if exc is None or not isinstance(exc, Exception):
+            return False
+        self.error = exc
+        self.fix = self._report(exc, self._t0)
+        return self.on_failure == "degrade"
+
+    async def __aenter__(self) -> Resilient:
+        return self.__enter__()
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> bool:
+        return self.__exit__(et, exc, tb)

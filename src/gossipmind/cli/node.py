@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import click
@@ -48,6 +49,14 @@ from gossipmind.node.config import load_config
 )
 @click.option("--debug-libp2p", is_flag=True, default=None, help="Let libp2p log (noisy).")
 @click.option(
+    "--api-port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Local HTTP API port on 127.0.0.1 (0: any free port; see api.json in the data dir).",
+)
+@click.option("--no-api", is_flag=True, help="Do not serve the local HTTP API.")
+@click.option(
     "--extra-data-dir",
     "extra",
     multiple=True,
@@ -67,6 +76,8 @@ def node(
     status_every: float,
     log_level: str,
     debug_libp2p: bool | None,
+    api_port: int,
+    no_api: bool,
     extra: tuple[Path, ...],
 ) -> None:
     """Run the node in the foreground until Ctrl-C / SIGTERM.
@@ -74,7 +85,7 @@ def node(
     Prints one JSON line per node when it is ready (its multiaddrs), then JSON
     logs on stderr. Joining a network = --genesis FILE + one --bootstrap address.
     """
-    from gossipmind.node.daemon import configure_logging, run
+    from gossipmind.node.daemon import Service, configure_logging, run
 
     configure_logging(log_level)
     configs = []
@@ -85,4 +96,9 @@ def node(
             debug_libp2p=debug_libp2p, bootstrap=tuple(bootstrap) or None,
         )  # fmt: skip
         configs.append((data_dir.name, cfg))
-    run(configs, status_every=status_every)
+    services: dict[str, Service] = {}
+    if not no_api:
+        from gossipmind.api.server import serve_api
+
+        services["api"] = functools.partial(serve_api, port=api_port if not extra else 0)
+    run(configs, status_every=status_every, services=services)

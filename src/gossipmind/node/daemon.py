@@ -17,6 +17,7 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,10 +91,16 @@ async def _report(node: Node, name: str, every: float) -> None:
              pending=st["pending"], rejected=st["rejected"])  # fmt: skip
 
 
+# A service runs beside a node (e.g. the HTTP API); ``task_status.started(info)``
+# hands back what the ready line should tell (e.g. the API URL).
+Service = Callable[..., Awaitable[Any]]
+
+
 async def _run_one(
     config: NodeConfig,
     name: str,
     status_every: float,
+    services: dict[str, Service],
     *,
     task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -101,14 +108,29 @@ async def _run_one(
         nursery.start_soon(_watch_control, node, config.data_dir / "control.json")
         if status_every > 0:
             nursery.start_soon(_report, node, name, status_every)
+        started = {key: await nursery.start(svc, node) for key, svc in services.items()}
         st = node.status()
-        emit("ready", name=name, peer_id=st["peer_id"], addrs=st["addrs"], network=st["network"],
-             key=st["key"], ops=st["ops"], root=st["root"])  # fmt: skip
+        emit(
+            "ready",
+            name=name,
+            peer_id=st["peer_id"],
+            addrs=st["addrs"],
+            network=st["network"],
+            key=st["key"],
+            ops=st["ops"],
+            root=st["root"],
+            **started,
+        )
         task_status.started()
         await trio.sleep_forever()
 
 
-async def serve(configs: list[tuple[str, NodeConfig]], *, status_every: float = 0.0) -> None:
+async def serve(
+    configs: list[tuple[str, NodeConfig]],
+    *,
+    status_every: float = 0.0,
+    services: dict[str, Service] | None = None,
+) -> None:
     """Run every node in one process until SIGINT or SIGTERM; then stop cleanly."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
@@ -121,13 +143,18 @@ async def serve(configs: list[tuple[str, NodeConfig]], *, status_every: float = 
 
             nursery.start_soon(stop_on_signal)
             for name, cfg in configs:
-                await nursery.start(_run_one, cfg, name, status_every)
+                await nursery.start(_run_one, cfg, name, status_every, services or {})
     emit("stopped", names=[n for n, _ in configs])
 
 
-def run(configs: list[tuple[str, NodeConfig]], *, status_every: float = 0.0) -> None:
+def run(
+    configs: list[tuple[str, NodeConfig]],
+    *,
+    status_every: float = 0.0,
+    services: dict[str, Service] | None = None,
+) -> None:
     try:
-        trio.run(functools.partial(serve, configs, status_every=status_every))
+        trio.run(functools.partial(serve, configs, status_every=status_every, services=services))
     except* KeyboardInterrupt:
         emit("stopped", names=[n for n, _ in configs])
     except* GossipmindError as group:

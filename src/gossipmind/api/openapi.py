@@ -1,0 +1,166 @@
+"""The OpenAPI 3.1 description of the local API (served at /openapi.json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_HEX = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+_ERR = {
+    "description": "error",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+_PATTERN_Q = {"name": "pattern", "in": "query", "required": True, "schema": _HEX}
+_LIMIT_Q = {
+    "name": "limit",
+    "in": "query",
+    "schema": {"type": "integer", "minimum": 1, "maximum": 100000},
+}
+
+
+def _ok(schema: dict[str, Any], code: str = "200") -> dict[str, Any]:
+    return {
+        code: {"description": "ok", "content": {"application/json": {"schema": schema}}},
+        "401": _ERR,
+        "404": _ERR,
+        "413": _ERR,
+        "422": _ERR,
+    }
+
+
+def _obj(**props: Any) -> dict[str, Any]:
+    return {"type": "object", "properties": props}
+
+
+FIX = _obj(
+    fix=_HEX,
+    pattern=_HEX,
+    status={"type": "string"},
+    risk={"type": "string", "enum": ["low", "medium", "high"]},
+    recipe={"type": "object"},
+    rationale={"type": "string"},
+    attempts={"type": "integer"},
+    successes={"type": "integer"},
+)
+FAILURE = {
+    "type": "object",
+    "required": ["service", "operation"],
+    "additionalProperties": False,
+    "properties": {
+        "service": {"type": "string", "maxLength": 128},
+        "operation": {"type": "string", "maxLength": 128},
+        "exc_type": {"type": "string", "maxLength": 256},
+        "message": {"type": "string", "maxLength": 8192},
+        "status": {"type": "integer", "minimum": 100, "maximum": 599},
+        "context": {"description": "any JSON; only its shape (keys and types) leaves the node"},
+        "latency_ms": {"type": "integer", "minimum": 0},
+        "retry_after_ms": {"type": "integer", "minimum": 0},
+    },
+}
+OUTCOME = {
+    "type": "object",
+    "required": ["fix", "attempts", "successes"],
+    "additionalProperties": False,
+    "properties": {
+        "fix": _HEX,
+        "attempts": {"type": "integer", "minimum": 1, "maximum": 1000000},
+        "successes": {"type": "integer", "minimum": 0, "maximum": 1000000},
+    },
+}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "gossipmind node API",
+        "version": "1",
+        "description": "Local API of a gossipmind node: 127.0.0.1 only, bearer token from "
+        "api.token (mode 0600) in the node's data dir.",
+    },
+    "servers": [{"url": "http://127.0.0.1"}],
+    "security": [{"bearer": []}],
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Error": _obj(error={"type": "string"}, field={"type": "string"}),
+            "Fix": FIX,
+            "Failure": FAILURE,
+            "Outcome": OUTCOME,
+        },
+    },
+    "paths": {
+        "/v1/status": {"get": {"summary": "Node status", "responses": _ok({"type": "object"})}},
+        "/v1/failures": {
+            "post": {
+                "summary": "Report a failure; the node reduces it to a pattern (raw data stays)",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": FAILURE}},
+                },
+                "responses": _ok(
+                    _obj(
+                        pattern=_HEX,
+                        error_class={"type": "string"},
+                        template={"type": "string"},
+                        fix={"oneOf": [FIX, {"type": "null"}]},
+                    ),
+                    "202",
+                ),
+            }
+        },
+        "/v1/failures/count": {
+            "get": {
+                "summary": "Fleet-wide failure count and distinct reporters of a pattern",
+                "parameters": [_PATTERN_Q],
+                "responses": _ok(
+                    _obj(
+                        pattern=_HEX,
+                        count={"type": "integer"},
+                        reporters={"type": "integer"},
+                        local_unsent={"type": "integer"},
+                    )
+                ),
+            }
+        },
+        "/v1/fix": {
+            "get": {
+                "summary": "The best accepted fix for a pattern (404 if none)",
+                "parameters": [_PATTERN_Q],
+                "responses": _ok(FIX),
+            }
+        },
+        "/v1/outcomes": {
+            "post": {
+                "summary": "Report how applying a fix went",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": OUTCOME}},
+                },
+                "responses": _ok(_obj(queued={"type": "boolean"}), "202"),
+            }
+        },
+        "/v1/patterns": {
+            "get": {
+                "summary": "Failure patterns",
+                "parameters": [_LIMIT_Q],
+                "responses": _ok({"type": "array", "items": {"type": "object"}}),
+            }
+        },
+        "/v1/fixes": {
+            "get": {
+                "summary": "Fixes, optionally by status and pattern",
+                "parameters": [
+                    {"name": "status", "in": "query", "schema": {"type": "string"}},
+                    {"name": "pattern", "in": "query", "schema": _HEX},
+                    _LIMIT_Q,
+                ],
+                "responses": _ok({"type": "array", "items": {"type": "object"}}),
+            }
+        },
+        "/v1/events": {
+            "get": {
+                "summary": "Server-sent events: `fix` for every accepted fix, then each fix "
+                "status transition; `ready` after the initial snapshot",
+                "responses": {"200": {"description": "text/event-stream"}, "401": _ERR},
+            }
+        },
+    },
+}

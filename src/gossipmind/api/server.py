@@ -1,0 +1,249 @@
+"""The local HTTP API of a node: 127.0.0.1 only, bearer token, JSON, SSE.
+
+Bad input gets a 4xx with a precise message; the handlers never let an
+exception through as a 500 (an unexpected one is logged as a bug and answered
+with a generic 500 — tests assert it never happens on malformed input).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import secrets
+import stat
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from gossipmind.api.openapi import OPENAPI
+from gossipmind.api.wire import (
+    MAX_BODY,
+    failure_from_json,
+    fix_summary,
+    hex_id,
+    jsonable,
+    outcome_from_json,
+)
+from gossipmind.core.errors import ConfigError, GossipmindError, NotFound, SchemaError
+from gossipmind.core.snapshot import pattern_row
+from gossipmind.learn.patterns import Failure
+from gossipmind.node.node import Node
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
+log = logging.getLogger("gossipmind.api")
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def ensure_token(path: Path) -> str:
+    """Read the API token (creating it, mode 0600, if missing); refuse a readable one."""
+    if not path.exists():
+        token = secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        return token
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise ConfigError(f"{path} has mode {mode:04o}; it must be 0600 (chmod 600 {path})")
+    token = path.read_text().strip()
+    if len(token) < 16:
+        raise ConfigError(f"{path} holds no usable token")
+    return token
+
+
+class Api:
+    def __init__(self, node: Node, token: str) -> None:
+        self.node = node
+        self.token = token
+        self.requests = 0
+        routes = [
+            Route("/openapi.json", self.openapi, methods=["GET"]),
+            Route("/v1/status", self.guard(self.status), methods=["GET"]),
+            Route("/v1/failures", self.guard(self.report_failure, agent=True), methods=["POST"]),
+            Route("/v1/failures/count", self.guard(self.count, agent=True), methods=["GET"]),
+            Route("/v1/fix", self.guard(self.get_fix, agent=True), methods=["GET"]),
+            Route("/v1/outcomes", self.guard(self.outcome, agent=True), methods=["POST"]),
+            Route("/v1/patterns", self.guard(self.patterns), methods=["GET"]),
+            Route("/v1/fixes", self.guard(self.fixes), methods=["GET"]),
+            Route("/v1/events", self.guard(self.events), methods=["GET"]),
+        ]
+        self.app = Starlette(routes=routes)
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def guard(self, handler: Handler, *, agent: bool = False) -> Handler:
+        async def wrapped(request: Request) -> Response:
+            self.requests += 1
+            auth = request.headers.get("authorization", "")
+            scheme, _, given = auth.partition(" ")
+            if scheme.lower() != "bearer" or not given:
+                return error(401, "missing bearer token (see api.token in the node's data dir)")
+            if not hmac.compare_digest(given.strip().encode(), self.token.encode()):
+                return error(401, "wrong bearer token")
+            if agent:
+                self.node.touch()
+            try:
+                return await handler(request)
+            except SchemaError as exc:
+                return error(422, str(exc), field=exc.path)
+            except NotFound as exc:
+                return error(404, str(exc))
+            except GossipmindError as exc:
+                return error(400, str(exc))
+            except Exception:  # a bug: log it with the traceback, answer without details
+                log.exception("unhandled error in %s %s", request.method, request.url.path)
+                return error(500, "internal error (logged by the node)")
+
+        return wrapped
+
+    async def json_body(self, request: Request) -> Any:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+            raise GossipmindError(f"request body larger than {MAX_BODY} bytes")
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY:
+                raise GossipmindError(f"request body larger than {MAX_BODY} bytes")
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise SchemaError("", f"the body is not valid JSON: {exc}") from None
+
+    # -- handlers -------------------------------------------------------------------
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(OPENAPI)
+
+    async def status(self, request: Request) -> Response:
+        st = self.node.status()
+        st["learner"] = vars(self.node.learner.stats) | {"idle": self.node.learner.idle()}
+        st["verifier"] = vars(self.node.verifier.stats)
+        return JSONResponse(jsonable(st))
+
+    async def report_failure(self, request: Request) -> Response:
+        failure = Failure(**failure_from_json(await self.json_body(request)))
+        reduced = self.node.report_failure(failure)
+        best = self.node.fixes.best(reduced.pattern)
+        return JSONResponse(
+            {
+                "pattern": reduced.pattern.hex(),
+                "error_class": reduced.error_class,
+                "template": reduced.template,
+                "fix": fix_summary(best) if best else None,
+            },
+            status_code=202,
+        )
+
+    async def count(self, request: Request) -> Response:
+        pattern = hex_id(request.query_params.get("pattern"), "pattern")
+        r = self.node.store.replica
+        p = r.fold.patterns.get(pattern)
+        row = pattern_row(p, r.policy.synthesis_threshold) if p else None
+        return JSONResponse(
+            {
+                "pattern": pattern.hex(),
+                "count": row["count"] if row else 0,
+                "reporters": row["reporters"] if row else 0,
+                "local_unsent": self.node.reporter.local_counts.get(pattern, 0),
+            }
+        )
+
+    async def get_fix(self, request: Request) -> Response:
+        pattern = hex_id(request.query_params.get("pattern"), "pattern")
+        best = self.node.fixes.best(pattern)
+        if best is None:
+            raise NotFound(f"no accepted fix for pattern {pattern.hex()[:12]}")
+        return JSONResponse(fix_summary(best))
+
+    async def outcome(self, request: Request) -> Response:
+        fix, attempts, successes = outcome_from_json(await self.json_body(request))
+        if self.node.fixes.row(fix) is None:
+            raise NotFound(f"no fix {fix.hex()[:12]} here")
+        self.node.report_outcome(fix, attempts, successes)
+        return JSONResponse({"queued": True}, status_code=202)
+
+    async def patterns(self, request: Request) -> Response:
+        r = self.node.store.replica
+        rows = [pattern_row(p, r.policy.synthesis_threshold) for p in r.fold.patterns.values()]
+        rows.sort(key=lambda x: (-x["reporters"], -x["count"]))
+        return JSONResponse(jsonable(rows[: _limit(request)]))
+
+    async def fixes(self, request: Request) -> Response:
+        status = request.query_params.get("status")
+        if status not in (None, "proposed", "accepted", "rejected", "revoked", "unproposed"):
+            raise SchemaError(
+                "status", "must be proposed, accepted, rejected, revoked or unproposed"
+            )
+        pat = request.query_params.get("pattern")
+        pattern = hex_id(pat, "pattern") if pat is not None else None
+        rows = self.node.fixes.rows(pattern=pattern, status=status)
+        return JSONResponse(jsonable(rows[: _limit(request)]))
+
+    async def events(self, request: Request) -> Response:
+        """Server-sent events: every accepted fix now, then each status transition."""
+        transitions = self.node.fix_events()
+        snapshot = self.node.fixes.rows(status="accepted")
+
+        async def stream() -> AsyncIterator[str]:
+            for row in snapshot:
+                yield sse("fix", fix_summary(row))
+            yield sse("ready", {"accepted": len(snapshot)})
+            with transitions:
+                while True:
+                    try:
+                        with trio.fail_after(15):
+                            t = await transitions.receive()
+                    except trio.TooSlowError:
+                        yield ": keep-alive\n\n"
+                        continue
+                    yield sse("fix", fix_summary(t.row) | {"previous": t.old})
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+
+def _limit(request: Request) -> int:
+    raw = request.query_params.get("limit", "1000")
+    if not raw.isdigit() or not 1 <= int(raw) <= 100_000:
+        raise SchemaError("limit", "must be an integer between 1 and 100000")
+    return int(raw)
+
+
+def sse(event: str, data: dict[str, Any]) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+async def serve_api(
+    node: Node, port: int = 0, *, task_status: TaskStatus[str] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve the API on 127.0.0.1:``port``; ``task_status.started(url)``. Writes
+    ``api.json`` (the URL) and ``api.token`` (0600) into the node's data dir."""
+    data_dir = node.config.data_dir
+    api = Api(node, ensure_token(data_dir / "api.token"))
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("gossipmind.api.http")
+    config.graceful_timeout = 1.0
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(serve, api.app, config)
+        url = str(binds[0])
+        (data_dir / "api.json").write_text(json.dumps({"url": url, "pid": os.getpid()}) + "\n")
+        log.info("API listening on %s", url)
+        task_status.started(url)

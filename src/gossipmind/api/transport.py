@@ -1,0 +1,144 @@
+"""The SDK's HTTP plumbing: stdlib http.client to 127.0.0.1, failing fast and open."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from gossipmind.core.errors import ConfigError, NetworkError
+
+log = logging.getLogger("gossipmind.sdk")
+
+
+def discover(data_dir: Path) -> tuple[str, str]:
+    """The node's API URL and token from its data dir (``api.json``, ``api.token``)."""
+    try:
+        url = json.loads((data_dir / "api.json").read_text())["url"]
+        token = (data_dir / "api.token").read_text().strip()
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"no running node API found in {data_dir}: {exc}") from exc
+    return str(url), token
+
+
+class Http:
+    def __init__(self, url: str, token: str, timeout: float) -> None:
+        parts = urlsplit(url)
+        if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+            raise ConfigError(f"the node API must be on loopback, not {parts.hostname}")
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 80
+        self.token = token
+        self.timeout = timeout
+        self._local = threading.local()
+
+    def _conn(self, timeout: float | None = None) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout or self.timeout)
+
+    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """One JSON request; NetworkError when the node cannot be reached."""
+        headers = {"Authorization": f"Bearer {self.token}"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        conn = getattr(self._local, "conn", None)
+        for attempt in range(2):  # one retry on a stale keep-alive connection
+            if conn is None:
+                conn = self._local.conn = self._conn()
+            try:
+                conn.request(method, path, body=data, headers=headers)
+                resp = conn.getresponse()
+                raw = resp.read()
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                conn = self._local.conn = None
+                if attempt:
+                    raise NetworkError(f"node API unreachable: {exc}") from exc
+                continue
+            try:
+                return resp.status, json.loads(raw) if raw else None
+            except ValueError as exc:
+                raise NetworkError(f"node API sent invalid JSON ({resp.status})") from exc
+        raise NetworkError("node API unreachable")  # pragma: no cover - loop returns or raises
+
+    def events(self, stop: threading.Event) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Server-sent events until the stream ends or ``stop`` is set."""
+        conn = self._conn(timeout=30)
+        try:
+            conn.request("GET", "/v1/events", headers={"Authorization": f"Bearer {self.token}"})
+            resp = conn.getresponse()
+            if resp.status != 200:
+                raise NetworkError(f"event stream refused: HTTP {resp.status}")
+            event, data = "message", ""
+            while not stop.is_set():
+                line = resp.readline()
+                if not line:
+                    return
+                text = line.decode().rstrip("\r\n")
+                if text.startswith("event:"):
+                    event = text[6:].strip()
+                elif text.startswith("data:"):
+                    data += text[5:].strip()
+                elif not text and data:
+                    yield event, json.loads(data)
+                    event, data = "message", ""
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            raise NetworkError(f"event stream broken: {exc}") from exc
+        finally:
+            conn.close()
+
+
+class Outbox:
+    """Bounded queue of requests the node could not take yet (fail open, send later)."""
+
+    def __init__(self, maxlen: int) -> None:
+        self.items: deque[tuple[str, dict[str, Any]]] = deque(maxlen=maxlen)
+        self.dropped = 0
+        self._lock = threading.Lock()
+
+    def put(self, path: str, body: dict[str, Any]) -> None:
+        with self._lock:
+            if len(self.items) == self.items.maxlen:
+                self.dropped += 1
+            self.items.append((path, body))
+
+    def drain(self, send: Callable[[str, dict[str, Any]], None]) -> int:
+        """Send queued items in order until one fails; return how many went."""
+        sent = 0
+        while True:
+            with self._lock:
+                if not self.items:
+                    return sent
+                path, body = self.items[0]
+            try:
+                send(path, body)
+            except NetworkError:
+                return sent
+            with self._lock:
+                if self.items and self.items[0] == (path, body):
+                    self.items.popleft()
+            sent += 1
+
+
+def backoff_delays(first: float = 0.2, cap: float = 5.0) -> Iterator[float]:
+    delay = first
+    while True:
+        yield delay
+        delay = min(cap, delay * 2)
+
+
+def env_data_dir() -> Path:
+    return Path(os.environ.get("GOSSIPMIND_HOME", "~/.gossipmind")).expanduser()
+
+
+def monotonic() -> float:
+    return time.monotonic()
