@@ -117,8 +117,13 @@ class Client:
     # -- lifecycle -------------------------------------------------------------------
 
     def close(self) -> None:
+        """Stop following events, send what is queued (if possible), close connections."""
         self._stop.set()
         self.flush()
+        if self._http is not None:
+            self._http.close()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
 
     def __enter__(self) -> Client:
         return self
@@ -143,6 +148,8 @@ class Client:
         try:
             return self._api().request(method, path, body)
         except GossipmindError:
+            if self._http is not None:
+                self._http.close()
             self._http = None  # rediscover next time (the node may have restarted)
             raise
 

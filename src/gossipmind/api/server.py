@@ -63,6 +63,10 @@ def ensure_token(path: Path) -> str:
     return token
 
 
+class PayloadTooLarge(GossipmindError):
+    """A request body over the API's size limit."""
+
+
 class Api:
     def __init__(self, node: Node, token: str) -> None:
         self.node = node
@@ -100,6 +104,8 @@ class Api:
                 return error(422, str(exc), field=exc.path)
             except NotFound as exc:
                 return error(404, str(exc))
+            except PayloadTooLarge as exc:
+                return error(413, str(exc))
             except GossipmindError as exc:
                 return error(400, str(exc))
             except Exception:  # a bug: log it with the traceback, answer without details
@@ -111,12 +117,12 @@ class Api:
     async def json_body(self, request: Request) -> Any:
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            raise GossipmindError(f"request body larger than {MAX_BODY} bytes")
+            raise PayloadTooLarge(f"request body larger than {MAX_BODY} bytes")
         body = b""
         async for chunk in request.stream():
             body += chunk
             if len(body) > MAX_BODY:
-                raise GossipmindError(f"request body larger than {MAX_BODY} bytes")
+                raise PayloadTooLarge(f"request body larger than {MAX_BODY} bytes")
         try:
             return json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:

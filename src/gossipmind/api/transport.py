@@ -38,7 +38,29 @@ class Http:
         self.port = parts.port or 80
         self.token = token
         self.timeout = timeout
-        self._local = threading.local()
+        self._idle: list[http.client.HTTPConnection] = []  # keep-alive connections
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    def _borrow(self) -> http.client.HTTPConnection:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return self._conn()
+
+    def _give_back(self, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            if not self._closed and len(self._idle) < 4:
+                self._idle.append(conn)
+                return
+        conn.close()
 
     def _conn(self, timeout: float | None = None) -> http.client.HTTPConnection:
         return http.client.HTTPConnection(self.host, self.port, timeout=timeout or self.timeout)
@@ -50,20 +72,18 @@ class Http:
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        conn = getattr(self._local, "conn", None)
         for attempt in range(2):  # one retry on a stale keep-alive connection
-            if conn is None:
-                conn = self._local.conn = self._conn()
+            conn = self._borrow() if attempt == 0 else self._conn()
             try:
                 conn.request(method, path, body=data, headers=headers)
                 resp = conn.getresponse()
                 raw = resp.read()
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
-                conn = self._local.conn = None
                 if attempt:
                     raise NetworkError(f"node API unreachable: {exc}") from exc
                 continue
+            self._give_back(conn)
             try:
                 return resp.status, json.loads(raw) if raw else None
             except ValueError as exc:
