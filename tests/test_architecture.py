@@ -12,9 +12,13 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "gossipmind"
 def test_layers_only_import_downward_and_only_net_imports_libp2p() -> None:
     exe = Path(sys.executable).with_name("lint-imports")
     out = subprocess.run(
-        [exe, "--no-cache"], capture_output=True, text=True, timeout=300, check=False,
+        [exe, "--no-cache"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
         cwd=SRC.parents[1],
-    )  # fmt: skip
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "broken" in out.stdout and "0 broken" in out.stdout
 
@@ -34,14 +38,23 @@ def test_importing_gossipmind_does_not_import_libp2p_or_the_node() -> None:
         "bad = [m for m in sys.modules if m.startswith(('libp2p', 'gossipmind.node', "
         "'gossipmind.net', 'trio', 'sqlite3'))]; print(bad)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                         check=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
     assert out.stdout.strip() == "[]"
 
 
 def test_core_and_sync_do_no_io() -> None:
-    forbidden = ("import time", "import os", "import socket", "import random", "import sqlite3",
-                 "import trio", "datetime.now", "open(")  # fmt: skip
+    forbidden = (
+        "import time",
+        "import os",
+        "import socket",
+        "import random",
+        "import sqlite3",
+        "import trio",
+        "datetime.now",
+        "open(",
+    )
     for package in ("core", "sync"):
         for path in (SRC / package).rglob("*.py"):
             text = path.read_text()

@@ -35,15 +35,22 @@ async def fleet(
     """``n`` nodes (node-0 admin, then verifiers) with APIs, connected to node-0."""
     specs = prepare(root, n, verifiers)
     net = FakeNetwork(seed=7) if fake else None
-    settings = {"sync_interval": 0.5, "synchronous": "NORMAL", "idle_s": 0.3,
-                "report_window_ms": 200, "cpu_budget": 0.5, **cfg}  # fmt: skip
+    settings = {
+        "sync_interval": 0.5,
+        "synchronous": "NORMAL",
+        "idle_s": 0.3,
+        "report_window_ms": 200,
+        "cpu_budget": 0.5,
+        **cfg,
+    }
     async with AsyncExitStack() as stack:
         nursery = await stack.enter_async_context(trio.open_nursery())
         out: list[Running] = []
         for s in specs:
             boot = tuple(out[0].node.transport.addrs()[:1]) if out and not fake else ()
-            config = NodeConfig(data_dir=s.dir, verifier=s.role == "verifier", bootstrap=boot,
-                                **settings)  # fmt: skip
+            config = NodeConfig(
+                data_dir=s.dir, verifier=s.role == "verifier", bootstrap=boot, **settings
+            )
             node = await stack.enter_async_context(open_node(config, fake=net))
             url = await nursery.start(serve_api, node) if api else ""
             out.append(Running(node, url, s))

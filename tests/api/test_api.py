@@ -44,22 +44,47 @@ async def test_auth_limits_and_precise_errors(tmp_path: Path) -> None:
             ("POST", "/v1/failures", {"content": b"{"}, 422, "not valid JSON"),
             ("POST", "/v1/failures", {"json": {"service": "s"}}, 422, "operation: is required"),
             ("POST", "/v1/failures", {"json": {"service": 5, "operation": "o"}}, 422, "service"),
-            ("POST", "/v1/failures", {"json": {"service": "s", "operation": "o", "status": 42}}, 422,
-             "status"),
-            ("POST", "/v1/failures", {"json": {"service": "s", "operation": "o", "x": 1}}, 422,
-             "unknown field"),
+            (
+                "POST",
+                "/v1/failures",
+                {"json": {"service": "s", "operation": "o", "status": 42}},
+                422,
+                "status",
+            ),
+            (
+                "POST",
+                "/v1/failures",
+                {"json": {"service": "s", "operation": "o", "x": 1}},
+                422,
+                "unknown field",
+            ),
             ("POST", "/v1/failures", {"content": b"x" * 70_000}, 413, "larger than"),
-            ("POST", "/v1/outcomes", {"json": {"fix": "ab", "attempts": 1, "successes": 1}}, 422,
-             "fix"),
-            ("POST", "/v1/outcomes", {"json": {"fix": "00" * 32, "attempts": 1, "successes": 2}},
-             422, "cannot exceed"),
-            ("POST", "/v1/outcomes", {"json": {"fix": "00" * 32, "attempts": 1, "successes": 1}},
-             404, "no fix"),
+            (
+                "POST",
+                "/v1/outcomes",
+                {"json": {"fix": "ab", "attempts": 1, "successes": 1}},
+                422,
+                "fix",
+            ),
+            (
+                "POST",
+                "/v1/outcomes",
+                {"json": {"fix": "00" * 32, "attempts": 1, "successes": 2}},
+                422,
+                "cannot exceed",
+            ),
+            (
+                "POST",
+                "/v1/outcomes",
+                {"json": {"fix": "00" * 32, "attempts": 1, "successes": 1}},
+                404,
+                "no fix",
+            ),
             ("GET", "/v1/fix?pattern=" + "00" * 32, {}, 404, "no accepted fix"),
             ("GET", "/v1/fix", {}, 422, "pattern"),
             ("GET", "/v1/fixes?status=bogus", {}, 422, "status"),
             ("GET", "/v1/patterns?limit=-1", {}, 422, "limit"),
-        ]  # fmt: skip
+        ]
         for method, path, kw, code, message in cases:
             resp = await acall(r, method, path, **kw)
             assert resp.status_code == code, (path, kw, resp.text)
@@ -68,8 +93,13 @@ async def test_auth_limits_and_precise_errors(tmp_path: Path) -> None:
 
 async def test_reporting_counting_and_openapi(tmp_path: Path) -> None:
     async with fleet(tmp_path, 2, 1) as (admin, r):
-        body = {"service": "search", "operation": "query", "exc_type": "TimeoutError",
-                "message": "timed out after 3000 ms for bob@example.com", "latency_ms": 3000}  # fmt: skip
+        body = {
+            "service": "search",
+            "operation": "query",
+            "exc_type": "TimeoutError",
+            "message": "timed out after 3000 ms for bob@example.com",
+            "latency_ms": 3000,
+        }
         resp = await acall(r, "POST", "/v1/failures", json=body)
         assert resp.status_code == 202
         doc = resp.json()
@@ -83,8 +113,16 @@ async def test_reporting_counting_and_openapi(tmp_path: Path) -> None:
                 await trio.sleep(0.1)
         spec = (await acall(r, "GET", "/openapi.json", token=None)).json()
         assert spec == json.loads(json.dumps(OPENAPI))
-        paths = {"/v1/status", "/v1/failures", "/v1/failures/count", "/v1/fix", "/v1/outcomes",
-                 "/v1/patterns", "/v1/fixes", "/v1/events"}  # fmt: skip
+        paths = {
+            "/v1/status",
+            "/v1/failures",
+            "/v1/failures/count",
+            "/v1/fix",
+            "/v1/outcomes",
+            "/v1/patterns",
+            "/v1/fixes",
+            "/v1/events",
+        }
         assert set(spec["paths"]) == paths
 
 
@@ -100,11 +138,25 @@ json_values = st.recursive(
     max_leaves=12,
 )
 bodies = st.dictionaries(
-    st.sampled_from(["service", "operation", "exc_type", "message", "status", "context", "latency_ms",
-                     "retry_after_ms", "fix", "attempts", "successes", "junk"]),
+    st.sampled_from(
+        [
+            "service",
+            "operation",
+            "exc_type",
+            "message",
+            "status",
+            "context",
+            "latency_ms",
+            "retry_after_ms",
+            "fix",
+            "attempts",
+            "successes",
+            "junk",
+        ]
+    ),
     json_values,
     max_size=8,
-)  # fmt: skip
+)
 
 
 async def test_no_input_gets_a_500(tmp_path: Path) -> None:
@@ -119,8 +171,10 @@ async def test_no_input_gets_a_500(tmp_path: Path) -> None:
             assert resp.status_code in (202, 404, 413, 422), resp.text
 
         @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-        @given(path=st.sampled_from(["/v1/fix", "/v1/failures/count", "/v1/fixes", "/v1/patterns"]),
-               query=st.text(max_size=80))  # fmt: skip
+        @given(
+            path=st.sampled_from(["/v1/fix", "/v1/failures/count", "/v1/fixes", "/v1/patterns"]),
+            query=st.text(max_size=80),
+        )
         def fuzz_get(path: str, query: str) -> None:
             resp = call(r, "GET", path, params={"pattern": query, "limit": query, "status": query})
             assert resp.status_code in (200, 404, 422), resp.text

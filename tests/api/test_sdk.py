@@ -14,10 +14,18 @@ from gossipmind.api.client import Client, Fix
 
 RECIPE = {
     "scope": "search",
-    "steps": [{"type": "retry", "max_attempts": 3, "base_ms": 1, "cap_ms": 5, "jitter": "none",
-               "on": ["timeout"]}],
+    "steps": [
+        {
+            "type": "retry",
+            "max_attempts": 3,
+            "base_ms": 1,
+            "cap_ms": 5,
+            "jitter": "none",
+            "on": ["timeout"],
+        }
+    ],
     "budget_ms": 5000,
-}  # fmt: skip
+}
 
 
 class Flaky:
@@ -43,8 +51,11 @@ async def learn_timeout_fix(agents: list[Running]) -> bytes:
         def fail_once(c: Client = client, f: Flaky = flaky) -> bytes:
             with pytest.raises(TimeoutError):
                 c.resilient(service="search", operation="query")(f)(1)
-            return c.pattern_of(TimeoutError("search timed out after 3000 ms (request 1)"),
-                                service="search", operation="query").pattern  # fmt: skip
+            return c.pattern_of(
+                TimeoutError("search timed out after 3000 ms (request 1)"),
+                service="search",
+                operation="query",
+            ).pattern
 
         pattern = await trio.to_thread.run_sync(fail_once)
         client.close()
@@ -75,7 +86,7 @@ async def test_sync_decorator_recovers_then_reports_the_outcome(tmp_path: Path) 
 
 
 async def test_async_and_trio_functions(tmp_path: Path) -> None:
-    async with fleet(tmp_path, 3, 1) as (admin, verifier, a):
+    async with fleet(tmp_path, 3, 1) as (_admin, verifier, a):
         pattern = await learn_timeout_fix([verifier, a])
         client = Client(a.spec.dir)
         assert await trio.to_thread.run_sync(client.wait_ready, 10)
@@ -118,8 +129,12 @@ def test_fails_open_when_the_node_is_down() -> None:
         with pytest.raises(TimeoutError):
             wrapped(i)
     assert len(client.outbox.items) == 3 and client.outbox.dropped == 2
-    degrade = client.resilient(service="search", operation="query", on_failure="degrade",
-                               default=lambda exc: f"cached ({type(exc).__name__})")  # fmt: skip
+    degrade = client.resilient(
+        service="search",
+        operation="query",
+        on_failure="degrade",
+        default=lambda exc: f"cached ({type(exc).__name__})",
+    )
     assert degrade(flaky)(1) == "cached (TimeoutError)"
     with client.resilient(service="search", operation="query", on_failure="degrade") as r:
         raise ConnectionResetError("peer reset")

@@ -17,11 +17,17 @@ RECIPE = {
     "scope": "payments",
     "steps": [
         {"type": "idempotency_key", "header": "Idempotency-Key"},
-        {"type": "retry", "max_attempts": 3, "base_ms": 200, "cap_ms": 2000, "jitter": "full",
-         "on": ["timeout"]},
+        {
+            "type": "retry",
+            "max_attempts": 3,
+            "base_ms": 200,
+            "cap_ms": 2000,
+            "jitter": "full",
+            "on": ["timeout"],
+        },
     ],
     "budget_ms": 10000,
-}  # fmt: skip
+}
 
 
 class Dirs:
@@ -68,23 +74,55 @@ def copy_ops(d: Dirs, src: str, dst: str) -> None:
 def test_a_walk_through_every_kind(net: Dirs) -> None:
     d = net
     d.run("admin", "grant", key(d, "agent"), "--role", "member", "--name", "agent")
-    d.run("admin", "grant", key(d, "verifier"), "--role", "verifier", "--tier", "2",
-          "--scope", "payments")  # fmt: skip
-    d.run("admin", "grant", key(d, "human"), "--role", "verifier", "--tier", "3",
-          "--scope", "*")  # fmt: skip
+    d.run(
+        "admin",
+        "grant",
+        key(d, "verifier"),
+        "--role",
+        "verifier",
+        "--tier",
+        "2",
+        "--scope",
+        "payments",
+    )
+    d.run("admin", "grant", key(d, "human"), "--role", "verifier", "--tier", "3", "--scope", "*")
     d.run("admin", "grant", key(d, "human"), "--role", "teacher")
     for who in ("agent", "verifier", "human"):
         copy_ops(d, "admin", who)
 
-    rep = d.json("agent", "report", "--service", "payments", "--operation", "charge",
-                 "--type", "TimeoutError", "--message",
-                 "charge of 1234 EUR for jane@example.com timed out after 30000 ms",
-                 "--status", "504", "--latency-ms", "30000", "--count", "4")  # fmt: skip
+    rep = d.json(
+        "agent",
+        "report",
+        "--service",
+        "payments",
+        "--operation",
+        "charge",
+        "--type",
+        "TimeoutError",
+        "--message",
+        "charge of 1234 EUR for jane@example.com timed out after 30000 ms",
+        "--status",
+        "504",
+        "--latency-ms",
+        "30000",
+        "--count",
+        "4",
+    )
     assert "jane@example.com" not in json.dumps(rep)
     pattern = rep["pattern"]
     copy_ops(d, "agent", "human")
-    prop = d.json("human", "propose", "--pattern", pattern[:10], "--recipe", json.dumps(RECIPE),
-                  "--risk", "low", "--rationale", "retry with a key")  # fmt: skip
+    prop = d.json(
+        "human",
+        "propose",
+        "--pattern",
+        pattern[:10],
+        "--recipe",
+        json.dumps(RECIPE),
+        "--risk",
+        "low",
+        "--rationale",
+        "retry with a key",
+    )
     fix = prop["fix"]
     copy_ops(d, "human", "verifier")
     d.run("verifier", "attest", fix[:12], "--accept", "--reason", "drill ok")
@@ -97,9 +135,19 @@ def test_a_walk_through_every_kind(net: Dirs) -> None:
     assert fixes[0]["risk"] == "medium"  # payments: the policy's floor, not the claimed "low"
     assert fixes[0]["successes"] == 9
 
-    goal = d.json("human", "goals", "set", "--title", "cap charge retries", "--scope", "payments",
-                  "--constraint", "retry.max_attempts<=2",
-                  "--constraint", "require_step=idempotency_key@retry")["goal"]  # fmt: skip
+    goal = d.json(
+        "human",
+        "goals",
+        "set",
+        "--title",
+        "cap charge retries",
+        "--scope",
+        "payments",
+        "--constraint",
+        "retry.max_attempts<=2",
+        "--constraint",
+        "require_step=idempotency_key@retry",
+    )["goal"]
     copy_ops(d, "human", "admin")
     d.run("admin", "goals", "review", goal[:12], "--approve", "--comment", "agreed")
     copy_ops(d, "admin", "human")
@@ -117,8 +165,16 @@ def test_a_walk_through_every_kind(net: Dirs) -> None:
     assert d.json("human", "patterns")[0]["count"] == 4
     assert {m["name"] for m in d.json("admin", "members")} >= {"agent"}
     kinds = {o["kind"] for o in d.json("human", "log", "--limit", "100")}
-    assert {"pattern.report", "fix.propose", "fix.attest", "fix.outcome", "fix.revoke",
-            "goal.set", "member.grant", "net.genesis"} <= kinds  # fmt: skip
+    assert {
+        "pattern.report",
+        "fix.propose",
+        "fix.attest",
+        "fix.outcome",
+        "fix.revoke",
+        "goal.set",
+        "member.grant",
+        "net.genesis",
+    } <= kinds
     assert d.json("human", "show", fix[:10])["type"] == "fix"
     for view in ("status", "patterns", "fixes", "log", "members", "rejected"):
         assert d.run("human", view).output.strip()  # the tables render
@@ -134,9 +190,12 @@ def test_errors_are_one_line_with_specific_exit_codes(net: Dirs) -> None:
         (("nobody", "status"), 5, "no store"),
         (("nobody", "whoami"), 6, "no key file"),
         (("agent", "propose", "--pattern", "00" * 32, "--recipe", '{"scope": "x"}'), 4, "steps"),
-        (("agent", "goals", "set", "--title", "t", "--scope", "s", "--constraint", "nonsense"), 2,
-         "expected FIELD"),
-    ]  # fmt: skip
+        (
+            ("agent", "goals", "set", "--title", "t", "--scope", "s", "--constraint", "nonsense"),
+            2,
+            "expected FIELD",
+        ),
+    ]
     for args, code, message in cases:
         result = d.run(args[0], *args[1:], ok=False)
         assert result.exit_code == code, (args, result.output)
@@ -164,8 +223,13 @@ def test_the_installed_entry_point(tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("gossipmind")
     out = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60, check=True)
     assert "peer-to-peer learning network" in out.stdout
-    bad = subprocess.run([exe, "--data-dir", str(tmp_path), "status"], capture_output=True,
-                         text=True, timeout=60, check=False)  # fmt: skip
+    bad = subprocess.run(
+        [exe, "--data-dir", str(tmp_path), "status"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert bad.returncode == 5
     assert bad.stderr.strip().count("\n") == 0 and bad.stderr.startswith("error: no store")
 

@@ -222,8 +222,13 @@ def test_fix_revoke_is_a_tombstone() -> None:
 
 
 def _goal(kb: KB, who: str, **kw: object) -> Op:
-    body = {"title": "cap retries", "scope": "payments", "priority": 1, "retired": False,
-            "constraints": [{"op": "<=", "field": "retry.max_attempts", "value": 2}]}  # fmt: skip
+    body = {
+        "title": "cap retries",
+        "scope": "payments",
+        "priority": 1,
+        "retired": False,
+        "constraints": [{"op": "<=", "field": "retry.max_attempts", "value": 2}],
+    }
     body.update(kw)
     return kb.write(who, "goal.set", body)
 

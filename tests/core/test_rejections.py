@@ -140,9 +140,15 @@ def test_seq_gap(kb: KB) -> None:
 def test_wrong_lamport(kb: KB) -> None:
     op = kb.forge("agent", "pattern.report", sample_report())
     raw = opsmod.create(
-        kb.identity("agent"), net=op.net, kind=op.kind, seq=op.seq, lamport=op.lamport + 5,
-        deps=op.deps, ts=op.ts, body=op.body,
-    ).raw  # fmt: skip
+        kb.identity("agent"),
+        net=op.net,
+        kind=op.kind,
+        seq=op.seq,
+        lamport=op.lamport + 5,
+        deps=op.deps,
+        ts=op.ts,
+        body=op.body,
+    ).raw
     assert_rejected(kb, raw, "lamport")
 
 
@@ -192,9 +198,15 @@ def test_depending_on_a_rejected_op_is_rejected(kb: KB) -> None:
     bad = kb.forge("stranger", "pattern.report", sample_report())
     r.ingest(bad)
     child = opsmod.create(
-        kb.identity("stranger"), net=kb.net, kind="pattern.report", seq=2,
-        lamport=bad.lamport + 1, deps=[bad.id], ts=1, body=sample_report(),
-    )  # fmt: skip
+        kb.identity("stranger"),
+        net=kb.net,
+        kind="pattern.report",
+        seq=2,
+        lamport=bad.lamport + 1,
+        deps=[bad.id],
+        ts=1,
+        body=sample_report(),
+    )
     before = snapshot(r)
     result = r.ingest(child)
     assert result.rejected[0][1] == "invalid_dep"

@@ -16,10 +16,14 @@ from gossipmind.testnet.setup import prepare
 
 def timeout_failure(i: int) -> Failure:
     return Failure(
-        service="search", operation="query", exc_type="httpx.ReadTimeout", status=504,
+        service="search",
+        operation="query",
+        exc_type="httpx.ReadTimeout",
+        status=504,
         message=f"GET /v1/search?q=shoes&user=user{i}@example.com timed out after {3000 + i} ms",
-        context={"user": f"user{i}@example.com", "page": i}, latency_ms=3000 + i,
-    )  # fmt: skip
+        context={"user": f"user{i}@example.com", "page": i},
+        latency_ms=3000 + i,
+    )
 
 
 async def start(stack: AsyncExitStack, root: Path, n: int, verifiers: int) -> list[Node]:
@@ -28,9 +32,14 @@ async def start(stack: AsyncExitStack, root: Path, n: int, verifiers: int) -> li
     nodes = []
     for s in specs:
         cfg = NodeConfig(
-            data_dir=s.dir, sync_interval=0.5, synchronous="NORMAL", idle_s=0.2,
-            report_window_ms=200, verifier=s.role == "verifier", cpu_budget=0.5,
-        )  # fmt: skip
+            data_dir=s.dir,
+            sync_interval=0.5,
+            synchronous="NORMAL",
+            idle_s=0.2,
+            report_window_ms=200,
+            verifier=s.role == "verifier",
+            cpu_budget=0.5,
+        )
         nodes.append(await stack.enter_async_context(open_node(cfg, fake=net)))
     for a in nodes[1:]:
         await a.transport.connect(nodes[0].transport.addrs()[0])

@@ -149,8 +149,9 @@ def test_random_histories_converge_pairwise(seed: int, split: int) -> None:
         for i in range(3):
             for j in range(3):
                 if i != j:
-                    converse(replicas[i], replicas[j], ingest_into(replicas[i]),
-                             ingest_into(replicas[j]))  # fmt: skip
+                    converse(
+                        replicas[i], replicas[j], ingest_into(replicas[i]), ingest_into(replicas[j])
+                    )
     reference = kb_with(h.kb, [op for op in ops if any(r.has(op.id) for r in replicas)])
     for r in replicas:
         assert r.root() == reference.root()

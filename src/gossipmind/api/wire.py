@@ -51,8 +51,16 @@ def _int(doc: dict[str, Any], key: str, lo: int, hi: int) -> int | None:
     return v
 
 
-FAILURE_FIELDS = {"service", "operation", "exc_type", "message", "status", "context",
-                  "latency_ms", "retry_after_ms"}  # fmt: skip
+FAILURE_FIELDS = {
+    "service",
+    "operation",
+    "exc_type",
+    "message",
+    "status",
+    "context",
+    "latency_ms",
+    "retry_after_ms",
+}
 
 
 def failure_from_json(doc: Any) -> dict[str, Any]:

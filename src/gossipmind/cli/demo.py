@@ -63,12 +63,15 @@ def flaky_search(rng: random.Random) -> Failure:
     user = rng.choice(["ana@example.com", "bo.li@example.org", "c.ruiz@example.net"])
     ms = rng.randint(2900, 3400)
     return Failure(
-        service="search", operation="query", exc_type="httpx.ReadTimeout", status=504,
+        service="search",
+        operation="query",
+        exc_type="httpx.ReadTimeout",
+        status=504,
         message=f"GET https://api.example.com/v1/search?q=shoes&user={user} timed out after "
-                f"{ms} ms (request {rng.getrandbits(64):016x})",
+        f"{ms} ms (request {rng.getrandbits(64):016x})",
         context={"query": "shoes", "user": user, "page": rng.randint(1, 9)},
         latency_ms=ms,
-    )  # fmt: skip
+    )
 
 
 def walk(root: Path) -> None:
@@ -87,8 +90,16 @@ def walk(root: Path) -> None:
     step(2, "admin grants two agents membership and a tier-1 verifier the scope 'search'")
     for p in (a, b):
         admin.write("member.grant", {"member": p.identity.public, "role": "member", "name": p.name})
-    admin.write("member.grant", {"member": v.identity.public, "role": "verifier", "tier": 1,
-                                 "scopes": ["search"], "name": v.name})  # fmt: skip
+    admin.write(
+        "member.grant",
+        {
+            "member": v.identity.public,
+            "role": "verifier",
+            "tier": 1,
+            "scopes": ["search"],
+            "name": v.name,
+        },
+    )
     for p in (a, b, v):
         hand_off(admin, p)
 
@@ -120,9 +131,11 @@ def walk(root: Path) -> None:
     fid = fix_id(row["pattern"], cand.recipe)
     result = drill_pattern(cand.recipe, row, fid)
     console.print(f"   recipe: {[s['type'] for s in cand.recipe['steps']]}  risk {cand.risk}")
-    console.print(f"   drill (seed = fix id): success {result.success_bp / 100:.1f}% vs "
-                  f"{result.baseline_success_bp / 100:.1f}% without, amplification "
-                  f"{result.amplification_pm / 1000:.2f}x")  # fmt: skip
+    console.print(
+        f"   drill (seed = fix id): success {result.success_bp / 100:.1f}% vs "
+        f"{result.baseline_success_bp / 100:.1f}% without, amplification "
+        f"{result.amplification_pm / 1000:.2f}x"
+    )
     a.write("fix.propose", propose_body(cand, row["pattern"], result.to_body()))
     hand_off(a, v)
 

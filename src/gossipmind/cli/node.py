@@ -92,9 +92,13 @@ def node(
     for data_dir in (ctx.dir.root, *(p.resolve() for p in extra)):
         cfg = load_config(data_dir, config_file if data_dir == ctx.dir.root else None)
         cfg = cfg.with_overrides(
-            listen=listen, genesis_file=genesis, verifier=verifier, sync_interval=sync_interval,
-            debug_libp2p=debug_libp2p, bootstrap=tuple(bootstrap) or None,
-        )  # fmt: skip
+            listen=listen,
+            genesis_file=genesis,
+            verifier=verifier,
+            sync_interval=sync_interval,
+            debug_libp2p=debug_libp2p,
+            bootstrap=tuple(bootstrap) or None,
+        )
         configs.append((data_dir.name, cfg))
     services: dict[str, Service] = {}
     if not no_api:

@@ -247,12 +247,17 @@ class Replica:
             return
         genesis = op.kind == "net.genesis"
         grant = Grant(
-            op.id, op.author, op.seq, op.lamport,
+            op.id,
+            op.author,
+            op.seq,
+            op.lamport,
             op.author if genesis else b["member"],
             "admin" if genesis else b["role"],
-            b.get("tier", 0), tuple(b.get("scopes", ())),
-            "" if genesis else b.get("name", ""), meta.mset,
-        )  # fmt: skip
+            b.get("tier", 0),
+            tuple(b.get("scopes", ())),
+            "" if genesis else b.get("name", ""),
+            meta.mset,
+        )
         self.membership.add_grant(grant, past, genesis=genesis)
         meta.effective = op.id in self.membership.effective_grants
         self._eff_views.clear()
@@ -339,9 +344,15 @@ class Replica:
             deps = set(sorted(deps, key=lambda d: (self.meta[d].lamport, d))[-MAX_DEPS:])
         lamport = 1 + max(self.meta[d].lamport for d in deps)
         op = opsmod.create(
-            identity, net=self.net, kind=kind, seq=seq, lamport=lamport, deps=sorted(deps),
-            ts=ts, body=body,
-        )  # fmt: skip
+            identity,
+            net=self.net,
+            kind=kind,
+            seq=seq,
+            lamport=lamport,
+            deps=sorted(deps),
+            ts=ts,
+            body=body,
+        )
         self._check_stateless(op, verified=True)
         self._check_context(op)
         result = self.ingest(op, verified=True)

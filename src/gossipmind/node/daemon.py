@@ -87,8 +87,18 @@ async def _report(node: Node, name: str, every: float) -> None:
     while True:
         await trio.sleep(every)
         st = node.status()
-        emit("status", name=name, ops=st["ops"], root=st["root"], peers=len(st["peers"]),
-             pending=st["pending"], rejected=st["rejected"])  # fmt: skip
+        emit(
+            "status",
+            name=name,
+            ops=st["ops"],
+            root=st["root"],
+            peers=len(st["peers"]),
+            pending=st["pending"],
+            rejected=st["rejected"],
+            gossip_accepted=st["gossip_accepted"],
+            gossip_rejected=st["gossip_rejected"],
+            gossip_messages=st["counters"]["gossip_messages"],
+        )
 
 
 # A service runs beside a node (e.g. the HTTP API); ``task_status.started(info)``

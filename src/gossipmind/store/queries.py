@@ -141,8 +141,10 @@ class Reader:
             found.append({"type": "op", **op_doc(opsmod.decode(raw))})
         if not found:
             raise NotFound(f"nothing with id prefix {prefix}")
-        ids = {bytes(f.get("fix") or f.get("pattern") or f.get("goal") or f.get("key") or f["id"])
-               for f in found}  # fmt: skip
+        ids = {
+            bytes(f.get("fix") or f.get("pattern") or f.get("goal") or f.get("key") or f["id"])
+            for f in found
+        }
         if len(ids) == 1:  # a goal's id is its creating op's id: show the goal
             return found[0]
         if len(found) > 1:

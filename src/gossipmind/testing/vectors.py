@@ -41,11 +41,16 @@ def vectors() -> list[dict[str, Any]]:
     ):
         out.append({"name": name, "id": op.id.hex(), "op": op.raw.hex()})
     return [
-        {"name": "keys", "admin_seed": ADMIN_SEED.hex(), "agent_seed": AGENT_SEED.hex(),
-         "admin_public": admin.public.hex(), "agent_public": agent.public.hex()},
+        {
+            "name": "keys",
+            "admin_seed": ADMIN_SEED.hex(),
+            "agent_seed": AGENT_SEED.hex(),
+            "admin_public": admin.public.hex(),
+            "agent_public": agent.public.hex(),
+        },
         *out,
         {"name": "root", "root": r.root().hex(), "ops": len(r.meta)},
-    ]  # fmt: skip
+    ]
 
 
 def check(vs: list[dict[str, Any]]) -> None:
