@@ -8,7 +8,7 @@ import sys
 import click
 
 from gossipmind import __version__
-from gossipmind.cli import bench, demo, goals, inspect, node, write
+from gossipmind.cli import bench, demo, goals, inspect, node, testnet, write
 from gossipmind.cli.common import Ctx
 
 
@@ -52,6 +52,7 @@ for command in (
     bench.bench,
     demo.demo,
     node.node,
+    testnet.testnet,
 ):
     cli.add_command(command)
 

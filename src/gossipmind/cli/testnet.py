@@ -1,0 +1,227 @@
+"""`gossipmind testnet`: node processes on 127.0.0.1 under a run dir."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import click
+
+from gossipmind.cli.common import errors, json_option
+from gossipmind.cli.output import console, err_console, print_json, short, table
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+RUN_DIR_ENV = "GOSSIPMIND_TESTNET_DIR"
+
+
+def run_dir_option(fn: Callable[P, R]) -> Callable[P, R]:
+    return click.option(
+        "--run-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar=RUN_DIR_ENV,
+        default=Path("testnet") / ".run",
+        show_default=True,
+        help=f"Where the testnet lives (env: {RUN_DIR_ENV}).",
+    )(fn)
+
+
+def _testnet(run_dir: Path) -> Any:
+    from gossipmind.testnet.launcher import Testnet
+
+    return Testnet(run_dir)
+
+
+def _show(rows: list[dict[str, Any]], as_json: bool, title: str) -> None:
+    if as_json:
+        print_json(rows)
+        return
+    table(
+        title,
+        ["node", "role", "state", "pid", "peers", "ops", "root", "conv", "group"],
+        [
+            [
+                r["name"],
+                r["role"],
+                r["state"],
+                r["pid"] or "-",
+                "-" if r["peers"] is None else r["peers"],
+                "-" if r["ops"] is None else r["ops"],
+                short(r["root"], 10) if r["root"] else "-",
+                "[green]✓[/]" if r["converged"] else "[red]✗[/]",
+                "-" if r["group"] is None else r["group"],
+            ]
+            for r in rows
+        ],
+    )
+
+
+@click.group()
+def testnet() -> None:
+    """A local testnet: N node processes on 127.0.0.1 with a generated genesis.
+
+    `up` creates keys, a genesis and grants under the run dir and starts the
+    nodes; the other commands act on that testnet from any shell.
+    """
+
+
+@testnet.command("up")
+@click.option("--nodes", "-n", default=5, show_default=True, type=click.IntRange(1, 200))
+@click.option(
+    "--verifiers", "-v", default=1, show_default=True, type=click.IntRange(0),
+    help="Nodes 1..V are tier-1 verifiers for every scope (node-0 is the admin).",
+)  # fmt: skip
+@click.option(
+    "--per-process", "-k", default=1, show_default=True, type=click.IntRange(1, 200),
+    help="Nodes hosted by one process (scale on few cores).",
+)  # fmt: skip
+@click.option(
+    "--spares", default=0, show_default=True, type=click.IntRange(0, 100),
+    help="Extra granted data dirs not started now (start them later: late joiners).",
+)  # fmt: skip
+@click.option(
+    "--status-every", default=1.0, show_default=True, type=click.FloatRange(0.1, 60),
+    help="Seconds between the status lines each node logs.",
+)  # fmt: skip
+@click.option(
+    "--sync-interval", type=click.FloatRange(0.1, 3600),
+    help="Seconds between anti-entropy rounds (node default if unset).",
+)  # fmt: skip
+@click.option(
+    "--timeout", type=click.FloatRange(1, 3600),
+    help="Give up if the nodes are not ready and connected within this many seconds.",
+)  # fmt: skip
+@run_dir_option
+@json_option
+@errors
+def up(
+    nodes: int,
+    verifiers: int,
+    per_process: int,
+    spares: int,
+    status_every: float,
+    sync_interval: float | None,
+    timeout: float | None,
+    run_dir: Path,
+    as_json: bool,
+) -> None:
+    """Create a testnet and start its nodes; wait until all are connected."""
+    if verifiers >= nodes:
+        raise click.BadParameter("must be smaller than --nodes", param_hint="--verifiers")
+    tn = _testnet(run_dir)
+    if not as_json:
+        procs = -(-nodes // per_process)
+        err_console.print(
+            f"[dim]starting {nodes} nodes in {procs} processes under {tn.run_dir}…[/]"
+        )
+    settings = {"sync_interval": sync_interval} if sync_interval is not None else None
+    rows = tn.up(
+        nodes, verifiers, per_process=per_process, spares=spares,
+        status_every=status_every, settings=settings, timeout=timeout,
+    )  # fmt: skip
+    _show(rows, as_json, f"testnet up: {tn.run_dir}")
+    if not as_json:
+        console.print(f"genesis: {tn.run_dir / 'genesis.json'}   logs: {tn.run_dir / 'logs'}")
+        console.print(f"join it: --genesis … --bootstrap {rows[0]['addr']}")
+
+
+@testnet.command("status")
+@run_dir_option
+@json_option
+@errors
+def status(run_dir: Path, as_json: bool) -> None:
+    """Per node: role, state, peers, ops, state root, converged (same root as the majority).
+
+    Ops and roots come from each node's SQLite file, so stopped nodes show too.
+    """
+    tn = _testnet(run_dir)
+    _show(tn.status(), as_json, f"testnet: {tn.run_dir}")
+
+
+@testnet.command("down")
+@click.option(
+    "--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1, 600),
+    help="Seconds to wait after SIGTERM before SIGKILL.",
+)  # fmt: skip
+@click.option("--purge", is_flag=True, help="Delete the run dir (data, keys, logs) afterwards.")
+@run_dir_option
+@json_option
+@errors
+def down(timeout: float, purge: bool, run_dir: Path, as_json: bool) -> None:
+    """Stop exactly the processes this testnet started (none else)."""
+    tn = _testnet(run_dir)
+    report = tn.down(timeout=timeout, purge=purge)
+    if as_json:
+        print_json(report)
+        return
+    for r in report:
+        console.print(f"{r['process']} (pid {r['pid']}, {', '.join(r['nodes'])}): {r['how']}")
+    if not report:
+        console.print("no process was running")
+    if purge:
+        console.print(f"deleted {tn.run_dir}")
+
+
+def _siblings_note(result: dict[str, Any], verb: str) -> None:
+    line = f"{verb} {result['node']} (process {result['process']}, pid {result['pid']})"
+    if result["siblings"]:
+        line += f"; it also hosts {', '.join(result['siblings'])}, {verb} too"
+    console.print(line)
+
+
+@testnet.command("kill")
+@click.argument("node")
+@run_dir_option
+@errors
+def kill(node: str, run_dir: Path) -> None:
+    """SIGKILL the process hosting NODE (a name like node-3, or 3).
+
+    With --per-process > 1 this takes down the other nodes of that process too.
+    """
+    _siblings_note(_testnet(run_dir).kill(node), "killed")
+
+
+@testnet.command("restart")
+@click.argument("node")
+@click.option("--timeout", type=click.FloatRange(1, 3600), help="Seconds to wait for ready.")
+@run_dir_option
+@errors
+def restart(node: str, timeout: float | None, run_dir: Path) -> None:
+    """Restart NODE's process with the same data dirs; it catches up by sync."""
+    _siblings_note(_testnet(run_dir).restart(node, timeout=timeout), "restarted")
+
+
+@testnet.command("start")
+@click.argument("node")
+@click.option("--timeout", type=click.FloatRange(1, 3600), help="Seconds to wait for ready.")
+@run_dir_option
+@errors
+def start(node: str, timeout: float | None, run_dir: Path) -> None:
+    """Start a stopped node (its whole process) or a spare (a late joiner)."""
+    _siblings_note(_testnet(run_dir).start(node, timeout=timeout), "started")
+
+
+@testnet.command("partition")
+@click.argument("groups", nargs=-1, required=True)
+@run_dir_option
+@errors
+def partition(groups: tuple[str, ...], run_dir: Path) -> None:
+    """Split the testnet: each GROUP is comma-separated nodes (names or indices).
+
+    Nodes in no group form one more group. Example: `partition 0,1 2,3,4`.
+    Application-level: each node refuses the peers of the other groups.
+    """
+    blocks = _testnet(run_dir).partition([g.split(",") for g in groups])
+    for name, blocked in blocks.items():
+        console.print(f"{name} blocks {', '.join(blocked) or 'nobody'}")
+
+
+@testnet.command("heal")
+@run_dir_option
+@errors
+def heal(run_dir: Path) -> None:
+    """End the partition: every node accepts every peer again (they reconnect and sync)."""
+    _testnet(run_dir).heal()
+    console.print("healed")

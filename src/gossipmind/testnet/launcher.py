@@ -1,0 +1,521 @@
+"""A local testnet of node *processes*: up, status, kill, restart, partition, heal, down.
+
+Everything lives under a run dir (default ``testnet/.run/``)::
+
+    genesis.json  nodes.json     the network (from :func:`~gossipmind.testnet.setup.prepare`)
+    node-0/ … node-N-1/          data dirs; each gets node.toml (fixed port, bootstrap)
+    logs/<proc>.out|.err         each process's JSON lines (stdout) and logs (stderr)
+    state.json                   pids, ports, peer ids, partition (see :mod:`.state`)
+
+Each node listens on a fixed 127.0.0.1 port chosen at ``up`` (below the kernel's
+ephemeral range), so its address survives restarts. Node ``i`` bootstraps to a
+few earlier nodes (node-0, its "parent" ``(i-1)//2`` and ``i-1``); peer exchange
+does the rest. With ``per_process=K``, K nodes share one process
+(``gossipmind node --extra-data-dir``); ``kill`` then takes down the siblings too.
+
+A :class:`Testnet` object holds no state of its own beyond the Popen objects of
+the processes it started: every method reads ``state.json``, so commands issued by
+other CLI invocations see the same testnet. Methods that change it take the run
+dir's lock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from gossipmind.core.errors import ConfigError, GossipmindError, NetworkError
+from gossipmind.core.policy import Policy
+from gossipmind.node.config import NodeConfig, load_config
+from gossipmind.store.datadir import DataDir
+from gossipmind.store.queries import Reader
+from gossipmind.testnet import nodefiles, procs
+from gossipmind.testnet.setup import prepare
+from gossipmind.testnet.state import (
+    NodeEntry,
+    ProcEntry,
+    State,
+    load_state,
+    locked,
+    peer_id_of,
+    save_state,
+    state_path,
+    write_json_atomic,
+)
+
+DEFAULT_RUN_DIR = Path("testnet") / ".run"
+CONTROL_FILE = "control.json"
+STOP_TIMEOUT = 10.0
+
+
+def _startup_timeout(processes: int) -> float:
+    # import libp2p takes 0.5-0.75 s alone, 11-15 s when 20 processes start at once
+    return 45.0 + 2.0 * processes
+
+
+class Testnet:
+    """Node processes under one run dir; see the module docstring."""
+
+    def __init__(self, run_dir: Path | str = DEFAULT_RUN_DIR) -> None:
+        self.run_dir = Path(run_dir).expanduser().resolve()
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    # -- queries --------------------------------------------------------------
+
+    @property
+    def marker(self) -> str:
+        """A string every one of our processes has in its command line."""
+        return str(self.run_dir) + os.sep
+
+    def exists(self) -> bool:
+        return state_path(self.run_dir).exists()
+
+    def state(self) -> State:
+        return load_state(self.run_dir)
+
+    def node(self, ref: str) -> NodeEntry:
+        return self.state().node(ref)
+
+    def alive(self, proc: ProcEntry | None) -> bool:
+        return proc is not None and procs.is_ours(proc.pid, proc.starttime, self.marker)
+
+    def pids(self) -> list[int]:
+        """Pids of our node processes that are still running."""
+        st = self.state()
+        return sorted(p.pid for p in st.procs.values() if p.pid and self.alive(p))
+
+    def running(self, ref: str) -> bool:
+        st = self.state()
+        return self.alive(st.proc_of(st.node(ref)))
+
+    def config(self, ref: str) -> NodeConfig:
+        """The node's config (node.toml: fixed port, bootstrap), to run it in-process."""
+        n = self.node(ref)
+        return load_config(Path(n.dir))
+
+    def latest(self, ref: str, *, st: State | None = None) -> dict[str, Any] | None:
+        """The node's latest ``ready``/``status`` line from its current process, if any."""
+        st = st or self.state()
+        n = st.node(ref)
+        proc = st.proc_of(n)
+        if proc is None:
+            return None
+        best: dict[str, Any] | None = None
+        tail = 16384 + 4096 * len(proc.nodes)
+        for ev in procs.read_events(Path(proc.stdout), proc.offset, tail=tail):
+            if ev.get("name") == n.name and ev["event"] in ("ready", "status"):
+                best = ev
+        return best
+
+    def store_info(self, ref: str) -> tuple[int, str] | None:
+        """(ops, state root hex) from the node's SQLite file; None if it has none yet."""
+        path = DataDir(Path(self.node(ref).dir)).store
+        if not path.exists():
+            return None
+        try:
+            with Reader(path) as r:
+                return int(r.status()["ops"]), r.root().hex()
+        except GossipmindError:
+            return None
+
+    def op_ids(self, ref: str) -> set[bytes]:
+        """Ids of every op the node's store holds (for tests and checks)."""
+        with Reader(DataDir(Path(self.node(ref).dir)).store) as r:
+            return {bytes(i) for (i,) in r.conn.execute("SELECT id FROM ops")}
+
+    def roots(self, refs: Iterable[str] | None = None) -> dict[str, str | None]:
+        st = self.state()
+        names = list(refs) if refs is not None else [n.name for n in st.nodes if not n.spare]
+        out: dict[str, str | None] = {}
+        for name in names:
+            info = self.store_info(name)
+            out[st.node(name).name] = info[1] if info else None
+        return out
+
+    def status(self) -> list[dict[str, Any]]:
+        """One row per node: role, state, pid, peers, ops, root, converged…"""
+        st = self.state()
+        rows: list[dict[str, Any]] = []
+        for n in st.nodes:
+            proc = st.proc_of(n)
+            up = self.alive(proc)
+            if up:
+                state = "running"
+            elif proc is None:
+                state = "spare" if n.spare else "not started"
+            else:
+                state = proc.ended or "exited"
+            line = self.latest(n.name, st=st) if up else None
+            info = self.store_info(n.name)
+            rows.append(
+                {
+                    "name": n.name,
+                    "role": n.role,
+                    "spare": n.spare,
+                    "state": state,
+                    "pid": proc.pid if up and proc else None,
+                    "process": proc.id if proc else None,
+                    "siblings": [x for x in proc.nodes if x != n.name] if proc else [],
+                    "addr": n.addr,
+                    "peers": line.get("peers") if line and line["event"] == "status" else None,
+                    "gossip_rejected": line.get("gossip_rejected") if line else None,
+                    "ops": info[0] if info else None,
+                    "root": info[1] if info else None,
+                    "group": _group_of(n.name, st.partition),
+                    "api": nodefiles.api_url(Path(n.dir), proc.pid if up and proc else None),
+                }
+            )
+        counted = [r["root"] for r in rows if r["root"] and (not r["spare"] or r["process"])]
+        top = Counter(counted).most_common(1)
+        majority = top[0][0] if top and top[0][1] * 2 > len(counted) else None
+        for r in rows:
+            r["converged"] = r["root"] is not None and r["root"] == majority
+        return rows
+
+    # -- up and down ----------------------------------------------------------
+
+    def up(
+        self,
+        nodes: int,
+        verifiers: int = 0,
+        *,
+        per_process: int = 1,
+        spares: int = 0,
+        status_every: float = 1.0,
+        settings: dict[str, Any] | None = None,
+        policy: Policy | None = None,
+        timeout: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """Create a testnet and start its ``nodes`` (not the spares); wait until connected.
+
+        ``settings`` go into every node's ``node.toml`` (e.g. ``sync_interval``,
+        ``learn``); verifier nodes also get ``verifier = true``.
+        """
+        if nodes < 1 or not 0 <= verifiers < nodes:
+            raise ConfigError("need --nodes ≥ 1 and 0 ≤ --verifiers < --nodes")
+        if per_process < 1 or spares < 0 or status_every <= 0:
+            raise ConfigError("--per-process must be ≥ 1, --spares ≥ 0, status interval > 0")
+        nodefiles.check_settings(settings or {})
+        self._check_unused()
+        with locked(self.run_dir):
+            self._check_unused()
+            try:
+                specs = prepare(self.run_dir, nodes, verifiers, policy=policy, spares=spares)
+            except (ValueError, FileExistsError) as exc:
+                raise ConfigError(str(exc)) from exc
+            ports = procs.free_ports(len(specs))
+            st = State(
+                run_dir=str(self.run_dir),
+                network=json.loads((self.run_dir / "genesis.json").read_text())["network"],
+                per_process=per_process,
+                status_every=status_every,
+            )
+            for spec, port in zip(specs, ports, strict=True):
+                st.nodes.append(
+                    NodeEntry(
+                        spec.name,
+                        str(spec.dir),
+                        spec.key.hex(),
+                        peer_id_of(spec.key),
+                        spec.role,
+                        port,
+                        spare=spec.spare,
+                    )
+                )
+            for n in st.nodes:
+                nodefiles.write_node_toml(n, nodefiles.bootstrap_for(n, st), settings or {})
+            regular = [n.name for n in st.nodes if not n.spare]
+            for i in range(0, len(regular), per_process):
+                group = regular[i : i + per_process]
+                st.procs[f"p{i // per_process}"] = ProcEntry(id=f"p{i // per_process}", nodes=group)
+                for name in group:
+                    st.node(name).proc = f"p{i // per_process}"
+            save_state(self.run_dir, st)
+            try:
+                self._launch(st, list(st.procs), timeout)
+            except BaseException:
+                self._stop(st, list(st.procs), STOP_TIMEOUT)
+                save_state(self.run_dir, st)
+                raise
+        return self.status()
+
+    def _check_unused(self) -> None:
+        if self.exists():
+            live = self.pids()
+            if live:
+                raise ConfigError(
+                    f"{self.run_dir} already runs a testnet (pids {', '.join(map(str, live))}): "
+                    "`gossipmind testnet down` first, or use another --run-dir"
+                )
+            raise ConfigError(
+                f"{self.run_dir} holds a stopped testnet: `gossipmind testnet down --purge` "
+                "deletes it, or use another --run-dir"
+            )
+        if self.run_dir.exists() and any(p.name not in (".lock",) for p in self.run_dir.iterdir()):
+            raise ConfigError(f"{self.run_dir} is not empty and holds no testnet: pick another")
+
+    def down(self, *, timeout: float = STOP_TIMEOUT, purge: bool = False) -> list[dict[str, Any]]:
+        """Stop every process this testnet started (SIGTERM, SIGKILL after ``timeout``).
+
+        Only recorded pids that are still our processes are signalled. With
+        ``purge``, the run dir is deleted afterwards.
+        """
+        with locked(self.run_dir):
+            st = self.state()
+            report = self._stop(st, list(st.procs), timeout)
+            save_state(self.run_dir, st)
+            if purge:
+                if any(self.alive(p) for p in st.procs.values()):
+                    raise NetworkError("some processes survived: not deleting the run dir")
+                shutil.rmtree(self.run_dir)
+        return report
+
+    # -- one node -------------------------------------------------------------
+
+    def kill(self, ref: str) -> dict[str, Any]:
+        """SIGKILL the process hosting ``ref`` (its siblings die with it)."""
+        with locked(self.run_dir):
+            st = self.state()
+            n = st.node(ref)
+            proc = st.proc_of(n)
+            if proc is None or not self.alive(proc):
+                raise ConfigError(f"{n.name} is not running")
+            if proc.pid is None:
+                raise ConfigError(f"{n.name} has no recorded process")
+            procs.signal_pid(proc.pid, signal.SIGKILL)
+            survivors = procs.wait_gone({proc.pid: proc.starttime}, self.marker, STOP_TIMEOUT)
+            self._wait_child(proc.pid)
+            if survivors:
+                raise NetworkError(f"process {proc.pid} survived SIGKILL")
+            proc.ended = "killed"
+            save_state(self.run_dir, st)
+            return {
+                "node": n.name,
+                "process": proc.id,
+                "pid": proc.pid,
+                "siblings": [x for x in proc.nodes if x != n.name],
+            }
+
+    def restart(self, ref: str, *, timeout: float | None = None) -> dict[str, Any]:
+        """Stop (if running) and start again the process hosting ``ref``, same data dirs."""
+        return self._start(ref, timeout, restart=True)
+
+    def start(self, ref: str, *, timeout: float | None = None) -> dict[str, Any]:
+        """Start a stopped node (its whole process) or a spare (in a process of its own)."""
+        return self._start(ref, timeout, restart=False)
+
+    def _start(self, ref: str, timeout: float | None, *, restart: bool) -> dict[str, Any]:
+        with locked(self.run_dir):
+            st = self.state()
+            n = st.node(ref)
+            proc = st.proc_of(n)
+            if proc is None:
+                pid = f"s-{n.name}"
+                proc = st.procs[pid] = ProcEntry(id=pid, nodes=[n.name])
+                n.proc = pid
+            elif self.alive(proc):
+                if not restart:
+                    raise ConfigError(f"{n.name} is already running (pid {proc.pid})")
+                self._stop(st, [proc.id], STOP_TIMEOUT)
+            try:
+                self._launch(st, [proc.id], timeout)
+            finally:
+                save_state(self.run_dir, st)
+            return {
+                "node": n.name,
+                "process": proc.id,
+                "pid": proc.pid,
+                "siblings": [x for x in proc.nodes if x != n.name],
+            }
+
+    # -- partitions -------------------------------------------------------------
+
+    def partition(self, groups: Sequence[Sequence[str]]) -> dict[str, list[str]]:
+        """Cut the testnet into ``groups`` (names or indices); unnamed nodes form one more.
+
+        Writes ``control.json`` in every data dir (spares included, so a node
+        started later honours it); the daemons apply it within ~0.2 s. Returns
+        node → names of the nodes it blocks.
+        """
+        with locked(self.run_dir):
+            st = self.state()
+            named: list[list[str]] = []
+            seen: set[str] = set()
+            for group in groups:
+                names = [st.node(r).name for r in group if r.strip()]
+                if not names:
+                    raise ConfigError("an empty partition group")
+                for name in names:
+                    if name in seen:
+                        raise ConfigError(f"{name} is in two partition groups")
+                    seen.add(name)
+                named.append(names)
+            if len(named) < 1:
+                raise ConfigError("give at least one group, e.g. `partition 0,1 2,3`")
+            rest = [n.name for n in st.nodes if n.name not in seen]
+            if rest:
+                named.append(rest)
+            if len(named) < 2:
+                raise ConfigError("a partition needs at least two groups")
+            st.partition = named
+            blocks = {n.name: self._blocked_names(n.name, named) for n in st.nodes}
+            for n in st.nodes:
+                peers = [st.node(b).peer_id for b in blocks[n.name]]
+                write_json_atomic(Path(n.dir) / CONTROL_FILE, {"block": peers})
+            save_state(self.run_dir, st)
+            return blocks
+
+    def heal(self) -> None:
+        """Lift the partition: every node accepts every peer again."""
+        with locked(self.run_dir):
+            st = self.state()
+            st.partition = None
+            for n in st.nodes:
+                write_json_atomic(Path(n.dir) / CONTROL_FILE, {"block": []})
+            save_state(self.run_dir, st)
+
+    def blocked_peers(self, ref: str) -> set[str]:
+        """Peer ids ``ref`` must refuse under the current partition (for in-process nodes)."""
+        st = self.state()
+        if st.partition is None:
+            return set()
+        name = st.node(ref).name
+        return {st.node(b).peer_id for b in self._blocked_names(name, st.partition)}
+
+    @staticmethod
+    def _blocked_names(name: str, groups: list[list[str]]) -> list[str]:
+        mine = next(g for g in groups if name in g)
+        return [x for g in groups if g is not mine for x in g]
+
+    # -- process management -----------------------------------------------------
+
+    def _launch(self, st: State, proc_ids: list[str], timeout: float | None) -> None:
+        """Spawn these processes; wait until their nodes are ready and connected."""
+        started_at = time.time()
+        logs = self.run_dir / "logs"
+        for pid_key in proc_ids:
+            proc = st.procs[pid_key]
+            dirs = [Path(st.node(x).dir) for x in proc.nodes]
+            out, err = logs / f"{proc.id}.out", logs / f"{proc.id}.err"
+            child, offset = procs.spawn(procs.node_command(dirs, st.status_every), out, err)
+            self._children[child.pid] = child
+            proc.pid, proc.offset, proc.ended = child.pid, offset, None
+            proc.starttime = procs.starttime(child.pid)
+            proc.stdout, proc.stderr, proc.started_at = str(out), str(err), started_at
+        save_state(self.run_dir, st)
+        limit = timeout if timeout is not None else _startup_timeout(len(proc_ids))
+        deadline = time.monotonic() + limit
+        self._wait_ready(st, proc_ids, deadline)
+        others_up = (
+            any(self.alive(p) for k, p in st.procs.items() if k not in proc_ids)
+            or sum(len(st.procs[k].nodes) for k in proc_ids) > 1
+        )
+        if others_up:
+            self._wait_connected(st, proc_ids, started_at, deadline)
+
+    def _wait_ready(self, st: State, proc_ids: list[str], deadline: float) -> None:
+        waiting = {k: set(st.procs[k].nodes) for k in proc_ids}
+        while True:
+            for key in list(waiting):
+                proc = st.procs[key]
+                for ev in procs.read_events(Path(proc.stdout), proc.offset):
+                    if ev["event"] == "ready" and ev.get("name") in waiting[key]:
+                        node = st.node(ev["name"])
+                        if ev.get("peer_id") != node.peer_id:
+                            raise NetworkError(
+                                f"{node.name} came up as {ev.get('peer_id')}, "
+                                f"expected {node.peer_id}"
+                            )
+                        waiting[key].discard(node.name)
+                if not waiting[key]:
+                    del waiting[key]
+                elif not self.alive(proc):
+                    proc.ended = "exited"
+                    why = procs.last_error(Path(proc.stderr)) or "no error logged"
+                    raise NetworkError(
+                        f"process {key} ({', '.join(proc.nodes)}) exited before it was ready: "
+                        f"{why} (logs: {proc.stderr})"
+                    )
+            if not waiting:
+                return
+            if time.monotonic() >= deadline:
+                late = sorted(n for names in waiting.values() for n in names)
+                raise NetworkError(f"not ready in time: {', '.join(late)}")
+            time.sleep(0.1)
+
+    def _wait_connected(
+        self, st: State, proc_ids: list[str], since: float, deadline: float
+    ) -> None:
+        names = {n for k in proc_ids for n in st.procs[k].nodes}
+        while names:
+            for name in list(names):
+                ev = self.latest(name, st=st)
+                if ev and ev["event"] == "status" and ev["ts"] >= since and ev["peers"] >= 1:
+                    names.discard(name)
+            if not names:
+                return
+            if time.monotonic() >= deadline:
+                raise NetworkError(f"no peers in time: {', '.join(sorted(names))}")
+            time.sleep(0.1)
+
+    def _stop(self, st: State, proc_ids: list[str], timeout: float) -> list[dict[str, Any]]:
+        """SIGTERM our live processes among ``proc_ids``, SIGKILL what outlives ``timeout``."""
+        report: list[dict[str, Any]] = []
+        live: dict[int, int | None] = {}
+        for key in proc_ids:
+            proc = st.procs[key]
+            if proc.pid is not None and self.alive(proc):
+                procs.signal_pid(proc.pid, signal.SIGTERM)
+                live[proc.pid] = proc.starttime
+                report.append(
+                    {"process": key, "pid": proc.pid, "nodes": proc.nodes, "how": "stopped"}
+                )
+            elif proc.pid is not None:
+                report.append(
+                    {
+                        "process": key,
+                        "pid": proc.pid,
+                        "nodes": proc.nodes,
+                        "how": f"already {proc.ended or 'gone'}",
+                    }
+                )
+        survivors = procs.wait_gone(live, self.marker, timeout)
+        for pid in survivors:
+            procs.signal_pid(pid, signal.SIGKILL)
+        still = procs.wait_gone({p: live[p] for p in survivors}, self.marker, timeout)
+        for entry in report:
+            pid = entry["pid"]
+            if pid not in live:
+                continue
+            self._wait_child(pid)
+            proc = st.procs[entry["process"]]
+            if pid in still:
+                entry["how"] = "SURVIVED SIGKILL"
+            elif pid in survivors:
+                entry["how"] = "killed (no exit within the SIGTERM timeout)"
+                proc.ended = "killed"
+            else:
+                proc.ended = "stopped"
+        return report
+
+    def _wait_child(self, pid: int) -> None:
+        child = self._children.pop(pid, None)
+        if child is not None:
+            try:
+                child.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self._children[pid] = child
+
+
+def _group_of(name: str, groups: list[list[str]] | None) -> int | None:
+    if groups is None:
+        return None
+    return next((i for i, g in enumerate(groups) if name in g), None)

@@ -1,0 +1,228 @@
+"""Node processes of a testnet: spawn, recognise, signal, read their JSON lines.
+
+A process is "ours" only if its pid is alive, not a zombie, started at the
+recorded time (``/proc/<pid>/stat`` field 22, so a reused pid is never
+mistaken for it) and its command line names the run dir. Nothing else is ever
+signalled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from gossipmind.core.errors import NetworkError
+
+ENTRY_POINT = "gossipmind"
+_PORT_FLOOR = 20000
+
+
+def node_command(data_dirs: Sequence[Path], status_every: float) -> list[str]:
+    """The command that hosts these data dirs (the first one's flags apply to all)."""
+    script = Path(sys.executable).with_name(ENTRY_POINT)
+    base = (
+        [str(script)]
+        if script.exists()
+        else [sys.executable, "-c", "from gossipmind.cli.main import main; main()"]
+    )
+    cmd = [*base, "--data-dir", str(data_dirs[0]), "node", "--status-every", str(status_every)]
+    for extra in data_dirs[1:]:
+        cmd += ["--extra-data-dir", str(extra)]
+    return cmd
+
+
+def spawn(cmd: list[str], stdout: Path, stderr: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``cmd`` in its own session, appending to the log files.
+
+    Returns the process and the offset in ``stdout`` where its lines start.
+    """
+    stdout.parent.mkdir(parents=True, exist_ok=True)
+    with stdout.open("ab") as out, stderr.open("ab") as err:
+        offset = out.tell()
+        proc = subprocess.Popen(  # the command is ours, built from paths we created
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,  # Ctrl-C in the shell that ran `up` leaves nodes alone
+            close_fds=True,
+        )
+    return proc, offset
+
+
+def starttime(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot; None if gone (or a zombie)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def _cmdline(pid: int) -> str:
+    if Path("/proc").is_dir():
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            return ""
+    try:  # no procfs (macOS): ask ps
+        out = subprocess.run(
+            ["ps", "-p", str(pid), "-o", "command="],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout
+
+
+def is_ours(pid: int | None, started: int | None, marker: str) -> bool:
+    """True if ``pid`` is alive and is the node process we started (see module doc)."""
+    if pid is None or pid <= 0:
+        return False
+    reap(pid)
+    if Path("/proc").is_dir():
+        now = starttime(pid)
+        if now is None or (started is not None and now != started):
+            return False
+    else:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+    cmd = _cmdline(pid)
+    return marker in cmd and " node" in cmd
+
+
+def reap(pid: int) -> None:
+    """Collect the exit status of ``pid`` if it is our child (no zombie left behind)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def signal_pid(pid: int, sig: signal.Signals) -> bool:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError as exc:
+        raise NetworkError(f"not allowed to signal pid {pid}: {exc}") from exc
+    return True
+
+
+def wait_gone(pids: dict[int, int | None], marker: str, timeout: float) -> set[int]:
+    """Wait until none of ``pids`` (pid → start time) is ours any more; return survivors."""
+    deadline = time.monotonic() + timeout
+    alive = set(pids)
+    while alive:
+        alive = {p for p in alive if is_ours(p, pids[p], marker)}
+        if not alive or time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    return alive
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free TCP ports on 127.0.0.1, below the ephemeral range if possible.
+
+    A fixed port keeps a node's address across restarts. Ports below the kernel's
+    ephemeral range are never handed out to outgoing connections, so a stopped
+    node's port stays free for its restart.
+    """
+    low = _ephemeral_low()
+    ports: list[int] = []
+    rng = random.Random()
+    socks: list[socket.socket] = []
+    try:
+        attempts = 0
+        while len(ports) < n and attempts < 50 * n + 100:
+            attempts += 1
+            port = rng.randrange(_PORT_FLOOR, low) if low > _PORT_FLOOR + 1000 else 0
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                s.close()
+                continue
+            socks.append(s)
+            got = s.getsockname()[1]
+            if got not in ports:
+                ports.append(got)
+    finally:
+        for s in socks:
+            s.close()
+    if len(ports) < n:
+        raise NetworkError(f"could not find {n} free TCP ports on 127.0.0.1")
+    return ports
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def read_events(
+    path: Path, offset: int = 0, *, tail: int | None = None
+) -> Iterator[dict[str, Any]]:
+    """JSON event lines of a stdout log, from ``offset`` (or only its last ``tail`` bytes)."""
+    try:
+        with path.open("rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            start = max(offset, size - tail) if tail is not None else offset
+            f.seek(start)
+            data = f.read()
+    except FileNotFoundError:
+        return
+    lines = data.split(b"\n")
+    if start > offset and lines:
+        lines = lines[1:]  # a partial first line
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue  # a line being written, or not ours
+        if isinstance(doc, dict) and "event" in doc:
+            yield doc
+
+
+def last_error(path: Path, limit: int = 4096) -> str:
+    """The last meaningful line of a process's stderr (for error messages)."""
+    try:
+        with path.open("rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - limit))
+            text = f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            return line
+        if isinstance(doc, dict) and doc.get("level") in ("error", "critical", "warning"):
+            return str(doc.get("msg", line))
+        if not isinstance(doc, dict):
+            return line
+    return ""
