@@ -21,6 +21,7 @@ the ops of an accepted message with ``verified=True`` (:meth:`BatchValidator.dec
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -186,10 +187,12 @@ class BatcherStats:
 class GossipBatcher:
     """Collects op bytes and publishes them as batches, one message per interval.
 
-    A batch leaves ``interval`` seconds after its first op arrived, or as soon as
-    ``max_bytes`` are waiting; it never exceeds ``max_bytes`` encoded, nor
-    ``max_ops`` ops. :meth:`put` waits while more than ``max_pending_bytes`` are
-    queued, which passes the transport's back-pressure on to the producer.
+    A batch leaves ``interval`` seconds after the previous one left — at once if
+    the batcher was idle that long, so a lone op pays no batching delay — or as
+    soon as ``max_bytes`` are waiting; it never exceeds ``max_bytes`` encoded, nor
+    ``max_ops`` ops. Under load that is still one message per interval.
+    :meth:`put` waits while more than ``max_pending_bytes`` are queued, which
+    passes the transport's back-pressure on to the producer.
 
     Run it with ``nursery.start(batcher.run)``; ``publish`` is normally
     ``transport.publish``. A failed publish is logged and counted, never raised:
@@ -285,16 +288,18 @@ class GossipBatcher:
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Publish batches until cancelled."""
         task_status.started()
+        last = -math.inf  # when the previous batch left
         while True:
             if not self._queue:
                 self._flush_requested = False
                 self._flushed.set()
                 self._wakeup = trio.Event()
                 await self._wakeup.wait()
-            with trio.move_on_after(self._interval):
+            with trio.move_on_at(last + self._interval):
                 while not self._publish_now():
                     self._wakeup = trio.Event()
                     await self._wakeup.wait()
+            last = trio.current_time()
             self._inflight = True
             try:
                 await self._publish_one()

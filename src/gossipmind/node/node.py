@@ -35,6 +35,8 @@ from gossipmind.store.datadir import DataDir, dump_genesis, load_genesis
 from gossipmind.store.keyfile import read_key
 from gossipmind.store.source import StoreSource
 from gossipmind.store.sqlite import Store
+from gossipmind.sync import messages as sync_messages
+from gossipmind.sync.messages import Bye
 from gossipmind.sync.session import Session
 
 log = logging.getLogger("gossipmind.node")
@@ -77,6 +79,7 @@ class Node:
         self.sync = SyncCounters()
         self.known_addrs: dict[str, list[str]] = {}
         self._syncing: set[str] = set()
+        self._session_lock = trio.Lock()  # one sync session at a time: see _sync_in
         self.blocked: set[str] = set()  # application-level partition (testnet control)
         self._nursery = nursery
         self._changed = trio.Event()
@@ -238,7 +241,8 @@ class Node:
                 continue
             for addr in self.transport.peer_addrs(peer):
                 self._remember(peer, addr)
-            self.start_sync(peer)
+            if self.transport.peer_id < peer:  # both ends see it; one session is enough
+                self.start_sync(peer)
 
     async def _periodic_sync(self) -> None:
         while True:
@@ -298,9 +302,10 @@ class Node:
 
     async def _sync_out(self, peer: str) -> None:
         try:
-            with trio.fail_after(self.config.sync_timeout):
-                stream = await self.transport.open_stream(peer, SYNC_PROTOCOL)
-            await self._session(stream, initiator=True)
+            async with self._session_lock:
+                with trio.fail_after(self.config.sync_timeout):
+                    stream = await self.transport.open_stream(peer, SYNC_PROTOCOL)
+                await self._session(stream, initiator=True)
         except (NetworkError, trio.TooSlowError) as exc:
             log.debug("sync with %s not started: %s", peer, exc)
         finally:
@@ -310,7 +315,19 @@ class Node:
         if stream.remote_peer in self.blocked:
             await stream.reset()
             return
-        await self._session(stream, initiator=False)
+        if self._session_lock.locked():
+            # Sessions with several peers at once would each send us the same missing
+            # ops (a node back from downtime would download its gap once per peer).
+            # Refuse; the peer's next round, or ours, will do. Never wait here: two
+            # nodes syncing out to each other would then wait on each other.
+            frame = sync_messages.encode(Bye("busy"))
+            self.sync.refused += 1
+            self.sync.frames_sent += 1
+            self.sync.bytes_sent += len(frame)
+            await stream.send(frame)
+            return
+        async with self._session_lock:
+            await self._session(stream, initiator=False)
 
     async def block(self, peers: set[str]) -> None:
         """Partition: refuse and drop these peers (an empty set heals)."""

@@ -25,8 +25,10 @@ class SyncCounters:
     ops_sent: int = 0
     op_bytes_sent: int = 0
     frames_sent: int = 0
+    frames_received: int = 0
     bytes_sent: int = 0
     bytes_received: int = 0
+    refused: int = 0  # inbound sessions refused while another one ran
 
 
 async def drive(
@@ -57,6 +59,7 @@ async def drive(
         while not session.done:
             with trio.fail_after(timeout):
                 frame = await stream.receive()
+            counters.frames_received += 1
             counters.bytes_received += len(frame)
             step = session.receive(messages.decode(frame))
             if step.ops:

@@ -1,0 +1,59 @@
+"""A node back from downtime downloads what it missed once, not once per peer."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import trio
+
+from gossipmind.bench.catchup import build_history
+from gossipmind.net.fake import FakeNetwork
+from gossipmind.node.config import NodeConfig
+from gossipmind.node.node import Node, open_node
+
+
+def config(root: Path, i: int) -> NodeConfig:
+    return NodeConfig(data_dir=root / f"node-{i}", synchronous="NORMAL", learn=False)
+
+
+async def test_late_node_receives_each_missing_op_once(tmp_path: Path) -> None:
+    _, missing = build_history(tmp_path, 5, 50, 300)
+    net = FakeNetwork(seed=7)
+    async with AsyncExitStack() as stack:
+        nodes: list[Node] = []
+        for i in range(4):
+            nodes.append(await stack.enter_async_context(open_node(config(tmp_path, i), fake=net)))
+        for a in nodes:
+            for b in nodes:
+                if a.transport.peer_id < b.transport.peer_id:
+                    await a.transport.connect(b.transport.addrs()[0])
+        target = nodes[0].store.replica.root()
+        late = await stack.enter_async_context(open_node(config(tmp_path, 4), fake=net))
+        assert late.store.replica.root() != target
+        for peer in nodes:  # connections to every peer at once: syncs race
+            await late.transport.connect(peer.transport.addrs()[0])
+        with trio.fail_after(30):
+            while late.store.replica.root() != target:
+                await trio.sleep(0.01)
+            while late.sync.sessions != late.sync.completed + late.sync.failed:
+                await trio.sleep(0.01)
+        assert late.sync.ops_received == len(missing)
+        sent = sum(n.sync.ops_sent for n in [*nodes, late])
+        assert sent == len(missing)
+        assert late.sync.refused + late.sync.sessions >= 1
+
+
+async def test_only_one_end_of_a_new_connection_starts_a_sync(tmp_path: Path) -> None:
+    build_history(tmp_path, 2, 10, 0)
+    net = FakeNetwork(seed=8)
+    async with AsyncExitStack() as stack:
+        a = await stack.enter_async_context(open_node(config(tmp_path, 0), fake=net))
+        b = await stack.enter_async_context(open_node(config(tmp_path, 1), fake=net))
+        await a.transport.connect(b.transport.addrs()[0])
+        with trio.fail_after(10):
+            while a.sync.completed + b.sync.completed < 2:
+                await trio.sleep(0.01)
+        await trio.sleep(0.2)
+        # one session, counted at both ends (periodic rounds start after >= 1.5 s)
+        assert a.sync.sessions == b.sync.sessions == 1
