@@ -24,6 +24,7 @@ from gossipmind.learn.redact import (
         ("ip 10.0.0.12:5432 down", "ip <ip>:5432 down"),
         ("ip6 2001:db8::8a2e:370:7334: refused", "ip6 <ip>: refused"),
         ("mapped ::ffff:192.168.1.1 x", "mapped <ip> x"),
+        ("ip6 0:1:0:1:1:1::: refused", "ip6 <ip>: refused"),
         ("zone [fe80::1%eth0]:80", "zone [<ip>]:80"),
         ("req 3fa85f64-5717-4562-b3fc-2c963f66afa6 failed", "req <uuid> failed"),
         ("t eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.abc_DEF-123 x", "t <jwt> x"),

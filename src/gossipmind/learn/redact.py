@@ -243,13 +243,16 @@ def _digits_between(lo: int, hi: int, kind: str) -> Callable[[re.Match[str]], st
 def _ipv6(m: re.Match[str]) -> str:
     s = m.group(0)
     core = s.split("%", 1)[0]
-    stripped = core.rstrip(":")
-    for cand in (core, stripped):
+    # "2001:db8::1: refused" and "::1:: x": a trailing ':' may be punctuation.
+    for cut in range(min(3, len(core))):
+        cand = core[: len(core) - cut]
+        if cut and core[len(cand)] != ":":
+            break
         try:
             ipaddress.IPv6Address(cand)
         except ValueError:
             continue
-        return placeholder("ip") + ("" if cand == core else core[len(cand) :])
+        return placeholder("ip") + core[len(cand) :]
     return s
 
 
