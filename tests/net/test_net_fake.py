@@ -178,6 +178,49 @@ async def test_publish_backpressure_loses_nothing(autojump_clock: trio.abc.Clock
         nursery.cancel_scope.cancel()
 
 
+async def test_a_peer_that_never_drains_stalls_publish_only_once(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    net = FakeNetwork(message_buffer=8)
+    async with peers(net, 2) as (a, b):
+        await a.connect(b.addrs()[0])
+        start = trio.current_time()
+        for i in range(20):
+            await a.publish(b"%d" % i)
+        elapsed = trio.current_time() - start
+        assert 5.0 <= elapsed < 6.0  # one stall timeout, then b is skipped
+        assert len(drain(b)) == 8
+        assert net.stats.overflowed == 12
+
+
+async def test_batches_from_a_batcher_reach_a_validating_peer() -> None:
+    from netkit import NET_ID, identity, make_op
+
+    from gossipmind.net.gossip import GossipBatcher, make_validator
+
+    net = FakeNetwork()
+    validator = make_validator(NET_ID)
+    raws = [make_op(identity(3), NET_ID, seq).raw for seq in range(1, 301)]
+    async with (
+        net.open_transport(peer_id="writer") as writer,
+        net.open_transport(validator, peer_id="reader") as reader,
+        trio.open_nursery() as nursery,
+    ):
+        await writer.connect(reader.addrs()[0])
+        batcher = GossipBatcher(writer.publish, interval=0.01)
+        await nursery.start(batcher.run)
+        for raw in raws:
+            await batcher.put(raw)
+        await batcher.flush()
+        got = []
+        for _, data in drain(reader):
+            got.extend(validator.decode(data))
+        assert [op.raw for op, _ in got] == raws
+        assert all(verified for _, verified in got)
+        assert validator.stats.signatures_checked == 300
+        nursery.cancel_scope.cancel()
+
+
 # --- streams --------------------------------------------------------------------
 
 

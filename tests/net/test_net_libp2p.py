@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import logging
 import socket
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -82,6 +83,7 @@ def batch(seq: int, n: int = 5, *, size: int = 0) -> bytes:
 
 
 async def test_peer_id_is_stable_from_seed() -> None:
+    threads = threading.active_count()
     with trio.fail_after(20):
         for _ in range(2):
             async with hosts(["stable"]) as (t,):
@@ -90,6 +92,7 @@ async def test_peer_id_is_stable_from_seed() -> None:
                 assert all(a.startswith("/ip4/127.0.0.1/tcp/") for a in t.addrs())
                 assert all(a.endswith(f"/p2p/{t.peer_id}") for a in t.addrs())
         assert peer_id_from_seed(seed("other")) != peer_id_from_seed(seed("stable"))
+    assert threading.active_count() == threads  # py-libp2p's sweeper thread was stopped
 
 
 async def test_bad_listen_addresses_raise_network_error() -> None:
@@ -407,3 +410,58 @@ async def test_debug_switch_lets_libp2p_log(caplog: pytest.LogCaptureFixture) ->
         assert any(r.name.startswith("libp2p") for r in caplog.records)
     finally:
         configure_logging(False)
+
+
+async def test_new_connections_are_ready_for_streams_on_both_sides() -> None:
+    """What the node does: open a sync stream as soon as a connection is announced."""
+    with trio.fail_after(30):
+        async with hosts(["r1", "r2"]) as (a, b), trio.open_nursery() as nursery:
+            replies: list[tuple[str, bytes]] = []
+            for t in (a, b):
+                t.set_stream_handler(ECHO, echo)
+
+            async def on_connect(t: Libp2pTransport) -> None:
+                peer = await t.connections().receive()
+                s = await t.open_stream(peer, ECHO)
+                await s.send(t.peer_id.encode())
+                replies.append((t.peer_id, await s.receive()))
+                await s.close()
+
+            nursery.start_soon(on_connect, a)
+            nursery.start_soon(on_connect, b)
+            await a.connect(b.addrs()[0])
+            await wait_for(lambda: len(replies) == 2)
+            assert sorted(replies) == sorted((t.peer_id, t.peer_id.encode()) for t in (a, b))
+
+
+async def test_errors_from_the_body_come_out_unwrapped() -> None:
+    with trio.fail_after(20):
+        with pytest.raises(SyncError, match="node bug"):
+            async with hosts(["unwrap"]):
+                raise SyncError("node bug")
+        with pytest.raises(KeyboardInterrupt):  # what Ctrl-C looks like to the node
+            async with hosts(["unwrap"]):
+                raise KeyboardInterrupt
+
+
+async def test_closing_a_host_while_gossip_flows() -> None:
+    """Regression: pubsub must not receive after its service stopped (RuntimeError)."""
+    with trio.fail_after(40):
+        async with hosts(["flow1", "flow2"]) as senders, trio.open_nursery() as nursery:
+            await senders[0].connect(senders[1].addrs()[0])
+
+            async def flood(t: Libp2pTransport) -> None:
+                for i in range(100_000):
+                    await t.publish(batch(1 + i % 50, n=1))
+
+            for t in senders:
+                nursery.start_soon(flood, t)
+            for round_ in range(3):
+                async with hosts([f"flow-sink{round_}"]) as (sink,):
+                    for t in senders:
+                        await sink.connect(t.addrs()[0])
+                    with trio.fail_after(10):
+                        await sink.messages().receive()
+                    await trio.sleep(0.2)
+                # leaving the block closed the sink while both senders gossip to it
+            nursery.cancel_scope.cancel()

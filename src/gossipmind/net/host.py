@@ -419,8 +419,14 @@ async def open_libp2p_transport(
                                 nursery.cancel_scope.cancel()
                                 messages_send.close()
                                 conn_send.close()
+                                # Connections first, while pubsub still runs: a
+                                # message read after its service stopped raises
+                                # RuntimeError ("Nursery is closed") in the swarm.
+                                await _close_host(host)
             finally:
-                await _close_host(host)
+                await _close_host(host)  # idempotent; covers failures during startup
+                # Pubsub's seen-message cache runs a sweeper *thread* nobody stops.
+                pubsub.seen_messages.stop()
     except BaseExceptionGroup as group:
         sole = _sole_exception(group)
         if sole is None:

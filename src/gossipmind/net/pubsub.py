@@ -110,8 +110,11 @@ class Backpressure:
         return max((len(q) for q in queues.values()), default=0)
 
     async def wait(self) -> None:
+        """Always a checkpoint: ``Pubsub.publish`` may not yield, and a tight publish
+        loop must not starve the other tasks (nor escape cancellation)."""
         deep = self._deep()
         if not deep:
+            await trio.lowlevel.checkpoint()
             return
         self._stats.backpressure_waits += 1
         deadline = trio.current_time() + self._stall_timeout
