@@ -24,6 +24,8 @@ from gossipmind.net.gossip import encode_batch, make_validator
 from gossipmind.net.host import (
     Libp2pTransport,
     configure_logging,
+    expand_unspecified,
+    local_ips,
     open_libp2p_transport,
     peer_id_from_seed,
 )
@@ -465,3 +467,24 @@ async def test_closing_a_host_while_gossip_flows() -> None:
                     await trio.sleep(0.2)
                 # leaving the block closed the sink while both senders gossip to it
             nursery.cancel_scope.cancel()
+
+
+def test_wildcard_addresses_are_expanded_and_never_advertised() -> None:
+    ips = {"ip4": ["127.0.0.1", "10.1.2.3"], "ip6": ["::1"]}
+    assert expand_unspecified("/ip4/0.0.0.0/tcp/7", ips) == [
+        "/ip4/127.0.0.1/tcp/7",
+        "/ip4/10.1.2.3/tcp/7",
+    ]
+    assert expand_unspecified("/ip6/::/tcp/7/p2p/x", ips) == ["/ip6/::1/tcp/7/p2p/x"]
+    assert expand_unspecified("/ip4/127.0.0.1/tcp/7", ips) == ["/ip4/127.0.0.1/tcp/7"]
+    assert "127.0.0.1" in local_ips()["ip4"]
+
+
+async def test_announce_replaces_the_advertised_address() -> None:
+    with trio.fail_after(20):
+        announce = ("/ip4/127.0.0.1/tcp/4242",)
+        async with hosts(["announce"], announce=announce) as (t,):
+            assert t.addrs() == [f"/ip4/127.0.0.1/tcp/4242/p2p/{t.peer_id}"]
+        with pytest.raises(NetworkError):
+            async with hosts(["announce"], announce=("/dns4/example.org",)):
+                pass

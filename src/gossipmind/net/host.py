@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -163,6 +164,61 @@ def configure_logging(debug: bool) -> None:
 # --- host construction ----------------------------------------------------------
 
 
+_UNSPECIFIED = {"ip4": "0.0.0.0", "ip6": "::"}
+_NO_IPS: dict[str, list[str]] = {"ip4": [], "ip6": []}
+
+
+def _primary_ip(family: socket.AddressFamily, probe: str) -> str | None:
+    """The address of the interface that routes to ``probe`` (no packet is sent)."""
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect((probe, 9))
+            return str(sock.getsockname()[0])
+        except OSError:
+            return None  # no route: only loopback will be advertised
+
+
+def local_ips() -> dict[str, list[str]]:
+    """Addresses a wildcard listener is reachable at: loopback, then the primary one."""
+    out = {"ip4": ["127.0.0.1"], "ip6": ["::1"]}
+    for proto, family, probe in (
+        ("ip4", socket.AF_INET, "192.0.2.1"),
+        ("ip6", socket.AF_INET6, "2001:db8::1"),
+    ):
+        ip = _primary_ip(family, probe)
+        if ip and ip not in out[proto]:
+            out[proto].append(ip)
+    return out
+
+
+def expand_unspecified(addr: str, ips: dict[str, list[str]]) -> list[str]:
+    """``/ip4/0.0.0.0/tcp/N`` -> one address per local IP; other addresses unchanged."""
+    parts = addr.split("/")
+    if len(parts) > 2 and parts[1] in _UNSPECIFIED and parts[2] == _UNSPECIFIED[parts[1]]:
+        return ["/".join([parts[0], parts[1], ip, *parts[3:]]) for ip in ips[parts[1]]]
+    return [addr]
+
+
+def _addrs_factory(config: TransportConfig) -> Callable[[list[Any]], list[Any]]:
+    announce = [_parse_tcp(a, "announce") for a in config.announce]
+    wildcard = expand_unspecified(config.listen, _NO_IPS) == []
+    ips = local_ips() if wildcard and not announce else None
+
+    def factory(candidates: list[Any]) -> list[Any]:
+        if announce:
+            return list(announce)
+        if ips is None:
+            return candidates
+        out: list[Any] = []
+        for addr in candidates:
+            for text in expand_unspecified(str(addr), ips):
+                if text not in (str(a) for a in out):
+                    out.append(multiaddr.Multiaddr(text))
+        return out
+
+    return factory
+
+
 def _new_host(config: TransportConfig, listen: Any) -> Any:
     key_pair = key_pair_from_seed(config.seed)
     noise = NoiseTransport(key_pair, noise_privkey=create_new_x25519_key_pair().private_key)
@@ -181,17 +237,18 @@ def _new_host(config: TransportConfig, listen: Any) -> Any:
         listen_addrs=[listen],
         connection_config=connection_config,
         enable_tcp=True,
+        addrs_factory=_addrs_factory(config),
     )
 
 
-def _parse_listen(addr: str) -> Any:
+def _parse_tcp(addr: str, what: str) -> Any:
     try:
         maddr = multiaddr.Multiaddr(addr)
     except ValueError as exc:
-        raise NetworkError(f"bad listen address {addr!r}: {exc}") from exc
+        raise NetworkError(f"bad {what} address {addr!r}: {exc}") from exc
     names = [p.name for p in maddr.protocols()]
     if names[:2] not in (["ip4", "tcp"], ["ip6", "tcp"]) or len(names) != 2:
-        raise NetworkError(f"listen address must be /ip4|ip6/<host>/tcp/<port>: {addr!r}")
+        raise NetworkError(f"{what} address must be /ip4|ip6/<host>/tcp/<port>: {addr!r}")
     return maddr
 
 
@@ -278,7 +335,8 @@ class Libp2pTransport:
         out: list[str] = []
         for addr in known:
             text = _with_p2p(str(addr), peer_id)
-            if "/tcp/" in text and "/p2p-circuit" not in text and text not in out:
+            dialable = "/tcp/" in text and "/p2p-circuit" not in text
+            if dialable and expand_unspecified(text, _NO_IPS) and text not in out:
                 out.append(text)
         return out
 
@@ -378,7 +436,7 @@ async def open_libp2p_transport(
     :func:`gossipmind.net.gossip.make_validator`.
     """
     configure_logging(config.debug)
-    listen = _parse_listen(config.listen)
+    listen = _parse_tcp(config.listen, "listen")
     host = _new_host(config, listen)
     router, pubsub = new_pubsub(host, config)
     messages_send, messages_recv = trio.open_memory_channel[tuple[str, bytes]](
@@ -391,6 +449,7 @@ async def open_libp2p_transport(
     transport = Libp2pTransport(host, pubsub, config, messages_recv, conn_recv)
     listening = True
     sole: BaseException | None = None
+    started = False
     try:
         async with host.run(listen_addrs=[listen]):
             # py-libp2p logs listen failures (port in use...) and carries on.
@@ -414,6 +473,7 @@ async def open_libp2p_transport(
                                 transport.stats,
                             )
                             try:
+                                started = True
                                 yield transport
                             finally:
                                 nursery.cancel_scope.cancel()
@@ -425,12 +485,15 @@ async def open_libp2p_transport(
                                 await _close_host(host)
             finally:
                 await _close_host(host)  # idempotent; covers failures during startup
-                # Pubsub's seen-message cache runs a sweeper *thread* nobody stops.
-                pubsub.seen_messages.stop()
     except BaseExceptionGroup as group:
         sole = _sole_exception(group)
         if sole is None:
             raise
+    finally:
+        # Pubsub's seen-message cache runs a sweeper *thread* nobody stops.
+        pubsub.seen_messages.stop()
+    if sole is not None and not started and isinstance(sole, LIBP2P_IO_ERRORS):
+        raise NetworkError(f"starting the libp2p host failed: {sole!r}") from sole
     if sole is not None:
         # Four nested task groups wrap whatever crosses them (an error of the
         # node's, KeyboardInterrupt): hand a lone exception back unwrapped.

@@ -153,6 +153,10 @@ class TransportConfig:
     seed: bytes
     topic: str
     listen: str = DEFAULT_LISTEN
+    announce: tuple[str, ...] = ()
+    """Addresses to advertise instead of the listen address (``/ip4/<public-ip>/tcp/<port>``,
+    for a node behind NAT or a port forward). Without it a wildcard listen address
+    (``0.0.0.0``) is advertised as loopback plus the primary interface address."""
     debug: bool = False
     """Let libp2p log at DEBUG (propagating to the root logger) instead of silencing it."""
     degree: int = 6
@@ -181,6 +185,8 @@ class TransportConfig:
             raise ValueError("need 0 < degree_low <= degree <= degree_high")
         if self.max_frame_size < 1 or self.max_message_size < 1:
             raise ValueError("size limits must be positive")
+        if self.connection_limit < 1:
+            raise ValueError("max_connections must be at least 1")
 
     @property
     def connection_limit(self) -> int:
