@@ -152,6 +152,28 @@ async def test_connections_are_announced_and_addresses_learned() -> None:
             await wait_for(lambda: a.addrs()[0] in b.peer_addrs(a.peer_id))
             await a.disconnect(b.peer_id)
             await wait_for(lambda: not b.peers() and not a.peers())
+            await b.connect(a.addrs()[0])  # a reconnection is a new connection
+            with trio.fail_after(5):
+                assert await a.connections().receive() == b.peer_id
+                assert await b.connections().receive() == a.peer_id
+
+
+async def test_simultaneous_dials_announce_each_peer_once() -> None:
+    with trio.fail_after(30):
+        async with hosts(["sim1", "sim2"]) as (a, b):
+            b.set_stream_handler(ECHO, echo)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(a.connect, b.addrs()[0])
+                nursery.start_soon(b.connect, a.addrs()[0])
+            await trio.sleep(0.3)
+            for t, other in ((a, b), (b, a)):
+                assert t.peers() == [other.peer_id]
+                assert t.connections().receive_nowait() == other.peer_id
+                with pytest.raises(trio.WouldBlock):
+                    t.connections().receive_nowait()
+            s = await a.open_stream(b.peer_id, ECHO)
+            await s.send(b"one of two connections")
+            assert await s.receive() == b"one of two connections"
 
 
 # --- gossip ---------------------------------------------------------------------

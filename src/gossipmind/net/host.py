@@ -253,21 +253,34 @@ def _parse_tcp(addr: str, what: str) -> Any:
 
 
 class _ConnectionNotifee(INotifee):
-    """Announces every new connection (both directions) on a channel."""
+    """Announces every newly connected peer (both directions) on a channel.
+
+    Once per peer, not per connection: when two peers dial each other at the same
+    moment py-libp2p keeps both connections (``max_connections_per_peer`` does not
+    trim them), and the node should still see one new peer.
+    """
 
     def __init__(self, send: trio.MemorySendChannel[str]) -> None:
         self._send = send
+        self._live: set[str] = set()
         self.dropped = 0
 
     async def connected(self, network: Any, conn: Any) -> None:
+        peer = str(conn.muxed_conn.peer_id.to_base58())
+        if peer in self._live:
+            return
+        self._live.add(peer)
         try:
-            self._send.send_nowait(str(conn.muxed_conn.peer_id.to_base58()))
+            self._send.send_nowait(peer)
         except trio.WouldBlock:
             self.dropped += 1
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the node stopped listening for connections: nothing to announce to
 
     async def disconnected(self, network: Any, conn: Any) -> None:
+        peer_id = conn.muxed_conn.peer_id
+        if not network.connections.get(peer_id):
+            self._live.discard(str(peer_id.to_base58()))
         await trio.lowlevel.checkpoint()
 
     async def opened_stream(self, network: Any, stream: Any) -> None:
