@@ -68,31 +68,54 @@ def testnet() -> None:
 
 
 @testnet.command("up")
-@click.option("--nodes", "-n", default=5, show_default=True, type=click.IntRange(1, 200))
 @click.option(
-    "--verifiers", "-v", default=1, show_default=True, type=click.IntRange(0),
+    "--nodes",
+    "-n",
+    default=5,
+    show_default=True,
+    type=click.IntRange(1, 200),
+    help="Nodes to start.",
+)
+@click.option(
+    "--verifiers",
+    "-v",
+    default=1,
+    show_default=True,
+    type=click.IntRange(0),
     help="Nodes 1..V are tier-1 verifiers for every scope (node-0 is the admin).",
-)  # fmt: skip
+)
 @click.option(
-    "--per-process", "-k", default=1, show_default=True, type=click.IntRange(1, 200),
+    "--per-process",
+    "-k",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 200),
     help="Nodes hosted by one process (scale on few cores).",
-)  # fmt: skip
+)
 @click.option(
-    "--spares", default=0, show_default=True, type=click.IntRange(0, 100),
+    "--spares",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 100),
     help="Extra granted data dirs not started now (start them later: late joiners).",
-)  # fmt: skip
+)
 @click.option(
-    "--status-every", default=1.0, show_default=True, type=click.FloatRange(0.1, 60),
+    "--status-every",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 60),
     help="Seconds between the status lines each node logs.",
-)  # fmt: skip
+)
 @click.option(
-    "--sync-interval", type=click.FloatRange(0.1, 3600),
+    "--sync-interval",
+    type=click.FloatRange(0.1, 3600),
     help="Seconds between anti-entropy rounds (node default if unset).",
-)  # fmt: skip
+)
 @click.option(
-    "--timeout", type=click.FloatRange(1, 3600),
+    "--timeout",
+    type=click.FloatRange(1, 3600),
     help="Give up if the nodes are not ready and connected within this many seconds.",
-)  # fmt: skip
+)
 @run_dir_option
 @json_option
 @errors
@@ -118,9 +141,14 @@ def up(
         )
     settings = {"sync_interval": sync_interval} if sync_interval is not None else None
     rows = tn.up(
-        nodes, verifiers, per_process=per_process, spares=spares,
-        status_every=status_every, settings=settings, timeout=timeout,
-    )  # fmt: skip
+        nodes,
+        verifiers,
+        per_process=per_process,
+        spares=spares,
+        status_every=status_every,
+        settings=settings,
+        timeout=timeout,
+    )
     _show(rows, as_json, f"testnet up: {tn.run_dir}")
     if not as_json:
         console.print(f"genesis: {tn.run_dir / 'genesis.json'}   logs: {tn.run_dir / 'logs'}")
@@ -142,9 +170,12 @@ def status(run_dir: Path, as_json: bool) -> None:
 
 @testnet.command("down")
 @click.option(
-    "--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1, 600),
+    "--timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 600),
     help="Seconds to wait after SIGTERM before SIGKILL.",
-)  # fmt: skip
+)
 @click.option("--purge", is_flag=True, help="Delete the run dir (data, keys, logs) afterwards.")
 @run_dir_option
 @json_option

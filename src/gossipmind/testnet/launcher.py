@@ -64,6 +64,8 @@ def _startup_timeout(processes: int) -> float:
 class Testnet:
     """Node processes under one run dir; see the module docstring."""
 
+    __test__ = False  # not a pytest test class, despite the name
+
     def __init__(self, run_dir: Path | str = DEFAULT_RUN_DIR) -> None:
         self.run_dir = Path(run_dir).expanduser().resolve()
         self._children: dict[int, subprocess.Popen[bytes]] = {}
@@ -190,6 +192,7 @@ class Testnet:
         per_process: int = 1,
         spares: int = 0,
         status_every: float = 1.0,
+        log_level: str = "info",
         settings: dict[str, Any] | None = None,
         policy: Policy | None = None,
         timeout: float | None = None,
@@ -217,6 +220,7 @@ class Testnet:
                 network=json.loads((self.run_dir / "genesis.json").read_text())["network"],
                 per_process=per_process,
                 status_every=status_every,
+                log_level=log_level,
             )
             for spec, port in zip(specs, ports, strict=True):
                 st.nodes.append(
@@ -405,7 +409,9 @@ class Testnet:
             proc = st.procs[pid_key]
             dirs = [Path(st.node(x).dir) for x in proc.nodes]
             out, err = logs / f"{proc.id}.out", logs / f"{proc.id}.err"
-            child, offset = procs.spawn(procs.node_command(dirs, st.status_every), out, err)
+            child, offset = procs.spawn(
+                procs.node_command(dirs, st.status_every, st.log_level), out, err
+            )
             self._children[child.pid] = child
             proc.pid, proc.offset, proc.ended = child.pid, offset, None
             proc.starttime = procs.starttime(child.pid)

@@ -27,7 +27,9 @@ ENTRY_POINT = "gossipmind"
 _PORT_FLOOR = 20000
 
 
-def node_command(data_dirs: Sequence[Path], status_every: float) -> list[str]:
+def node_command(
+    data_dirs: Sequence[Path], status_every: float, log_level: str = "info"
+) -> list[str]:
     """The command that hosts these data dirs (the first one's flags apply to all)."""
     script = Path(sys.executable).with_name(ENTRY_POINT)
     base = (
@@ -36,6 +38,7 @@ def node_command(data_dirs: Sequence[Path], status_every: float) -> list[str]:
         else [sys.executable, "-c", "from gossipmind.cli.main import main; main()"]
     )
     cmd = [*base, "--data-dir", str(data_dirs[0]), "node", "--status-every", str(status_every)]
+    cmd += ["--log-level", log_level]
     for extra in data_dirs[1:]:
         cmd += ["--extra-data-dir", str(extra)]
     return cmd

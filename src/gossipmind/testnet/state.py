@@ -84,6 +84,7 @@ class State:
     nodes: list[NodeEntry] = field(default_factory=list)
     procs: dict[str, ProcEntry] = field(default_factory=dict)
     partition: list[list[str]] | None = None
+    log_level: str = "info"
     version: int = STATE_VERSION
 
     def node(self, ref: str) -> NodeEntry:
