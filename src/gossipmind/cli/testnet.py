@@ -134,6 +134,7 @@ def up(
     if verifiers >= nodes:
         raise click.BadParameter("must be smaller than --nodes", param_hint="--verifiers")
     tn = _testnet(run_dir)
+    tn.check_free()
     if not as_json:
         procs = -(-nodes // per_process)
         err_console.print(
@@ -186,13 +187,16 @@ def down(timeout: float, purge: bool, run_dir: Path, as_json: bool) -> None:
     report = tn.down(timeout=timeout, purge=purge)
     if as_json:
         print_json(report)
-        return
-    for r in report:
-        console.print(f"{r['process']} (pid {r['pid']}, {', '.join(r['nodes'])}): {r['how']}")
-    if not report:
-        console.print("no process was running")
-    if purge:
+    else:
+        for r in report:
+            nodes = ", ".join(r["nodes"])
+            console.print(f"{r['process']} (pid {r['pid']}, {nodes}): {r['how']}")
+        if not report:
+            console.print("no process was running")
+    if purge and not as_json:
         console.print(f"deleted {tn.run_dir}")
+    if any(r["how"] == "SURVIVED SIGKILL" for r in report):
+        raise click.exceptions.Exit(1)
 
 
 def _siblings_note(result: dict[str, Any], verb: str) -> None:

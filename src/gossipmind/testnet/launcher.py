@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -68,7 +67,6 @@ class Testnet:
 
     def __init__(self, run_dir: Path | str = DEFAULT_RUN_DIR) -> None:
         self.run_dir = Path(run_dir).expanduser().resolve()
-        self._children: dict[int, subprocess.Popen[bytes]] = {}
 
     # -- queries --------------------------------------------------------------
 
@@ -207,9 +205,9 @@ class Testnet:
         if per_process < 1 or spares < 0 or status_every <= 0:
             raise ConfigError("--per-process must be ≥ 1, --spares ≥ 0, status interval > 0")
         nodefiles.check_settings(settings or {})
-        self._check_unused()
+        self.check_free()
         with locked(self.run_dir):
-            self._check_unused()
+            self.check_free()
             try:
                 specs = prepare(self.run_dir, nodes, verifiers, policy=policy, spares=spares)
             except (ValueError, FileExistsError) as exc:
@@ -251,7 +249,8 @@ class Testnet:
                 raise
         return self.status()
 
-    def _check_unused(self) -> None:
+    def check_free(self) -> None:
+        """ConfigError unless ``up`` can create a testnet in the run dir."""
         if self.exists():
             live = self.pids()
             if live:
@@ -296,7 +295,7 @@ class Testnet:
                 raise ConfigError(f"{n.name} has no recorded process")
             procs.signal_pid(proc.pid, signal.SIGKILL)
             survivors = procs.wait_gone({proc.pid: proc.starttime}, self.marker, STOP_TIMEOUT)
-            self._wait_child(proc.pid)
+            procs.reap(proc.pid)
             if survivors:
                 raise NetworkError(f"process {proc.pid} survived SIGKILL")
             proc.ended = "killed"
@@ -409,12 +408,10 @@ class Testnet:
             proc = st.procs[pid_key]
             dirs = [Path(st.node(x).dir) for x in proc.nodes]
             out, err = logs / f"{proc.id}.out", logs / f"{proc.id}.err"
-            child, offset = procs.spawn(
-                procs.node_command(dirs, st.status_every, st.log_level), out, err
-            )
-            self._children[child.pid] = child
-            proc.pid, proc.offset, proc.ended = child.pid, offset, None
-            proc.starttime = procs.starttime(child.pid)
+            cmd = procs.node_command(dirs, st.status_every, st.log_level)
+            pid, offset = procs.spawn(cmd, out, err)
+            proc.pid, proc.offset, proc.ended = pid, offset, None
+            proc.starttime = procs.starttime(pid)
             proc.stdout, proc.stderr, proc.started_at = str(out), str(err), started_at
         save_state(self.run_dir, st)
         limit = timeout if timeout is not None else _startup_timeout(len(proc_ids))
@@ -485,6 +482,7 @@ class Testnet:
                     {"process": key, "pid": proc.pid, "nodes": proc.nodes, "how": "stopped"}
                 )
             elif proc.pid is not None:
+                proc.ended = proc.ended or "exited"
                 report.append(
                     {
                         "process": key,
@@ -501,7 +499,7 @@ class Testnet:
             pid = entry["pid"]
             if pid not in live:
                 continue
-            self._wait_child(pid)
+            procs.reap(pid)
             proc = st.procs[entry["process"]]
             if pid in still:
                 entry["how"] = "SURVIVED SIGKILL"
@@ -511,14 +509,6 @@ class Testnet:
             else:
                 proc.ended = "stopped"
         return report
-
-    def _wait_child(self, pid: int) -> None:
-        child = self._children.pop(pid, None)
-        if child is not None:
-            try:
-                child.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self._children[pid] = child
 
 
 def _group_of(name: str, groups: list[list[str]] | None) -> int | None:

@@ -44,23 +44,33 @@ def node_command(
     return cmd
 
 
-def spawn(cmd: list[str], stdout: Path, stderr: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """Start ``cmd`` in its own session, appending to the log files.
+def spawn(cmd: list[str], stdout: Path, stderr: Path) -> tuple[int, int]:
+    """Start ``cmd`` in a session of its own, appending to the log files.
 
-    Returns the process and the offset in ``stdout`` where its lines start.
+    Returns its pid and the offset in ``stdout`` where its lines start. The
+    process is meant to outlive us (``up`` returns while the nodes run), so no
+    ``Popen`` object tracks it: :func:`reap` collects it when it exits.
     """
     stdout.parent.mkdir(parents=True, exist_ok=True)
-    with stdout.open("ab") as out, stderr.open("ab") as err:
+    with (
+        stdout.open("ab") as out,
+        stderr.open("ab") as err,
+        open(os.devnull, "rb") as null,
+    ):
         offset = out.tell()
-        proc = subprocess.Popen(  # the command is ours, built from paths we created
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            start_new_session=True,  # Ctrl-C in the shell that ran `up` leaves nodes alone
-            close_fds=True,
-        )
-    return proc, offset
+        actions = [
+            (os.POSIX_SPAWN_DUP2, null.fileno(), 0),
+            (os.POSIX_SPAWN_DUP2, out.fileno(), 1),
+            (os.POSIX_SPAWN_DUP2, err.fileno(), 2),
+        ]
+        try:
+            # its own session: Ctrl-C in the shell that ran `up` leaves the nodes alone
+            pid = os.posix_spawn(cmd[0], cmd, os.environ, file_actions=actions, setsid=True)
+        except NotImplementedError:  # no POSIX_SPAWN_SETSID: a process group of its own
+            pid = os.posix_spawn(cmd[0], cmd, os.environ, file_actions=actions, setpgroup=0)
+        except OSError as exc:
+            raise NetworkError(f"cannot start {cmd[0]}: {exc}") from exc
+    return pid, offset
 
 
 def starttime(pid: int) -> int | None:
