@@ -104,6 +104,7 @@ class Client:
         self.outbox = Outbox(queue_max)
         self.stats = ClientStats()
         self._http: Http | None = None
+        self._closed = False
         self._cache: dict[bytes, dict[bytes, Fix]] = {}
         self._ready = threading.Event()
         self._stop = threading.Event()
@@ -120,10 +121,13 @@ class Client:
         """Stop following events, send what is queued (if possible), close connections."""
         self._stop.set()
         self.flush()
-        if self._http is not None:
-            self._http.close()
+        http = self._http
+        if http is not None:
+            http.close()  # also ends the event stream the thread is reading
         if self._thread is not None:
-            self._thread.join(timeout=2)
+            self._thread.join(timeout=5)
+        self._closed = True
+        self._drop_http()
 
     def __enter__(self) -> Client:
         return self
@@ -136,6 +140,8 @@ class Client:
         return self._ready.wait(timeout)
 
     def _api(self) -> Http:
+        if self._closed:
+            raise NetworkError("the client is closed")
         if self._http is None:
             if self._url and self._token:
                 url, token = self._url, self._token
@@ -148,10 +154,13 @@ class Client:
         try:
             return self._api().request(method, path, body)
         except GossipmindError:
-            if self._http is not None:
-                self._http.close()
-            self._http = None  # rediscover next time (the node may have restarted)
+            self._drop_http()  # rediscover next time (the node may have restarted)
             raise
+
+    def _drop_http(self) -> None:
+        http, self._http = self._http, None
+        if http is not None:
+            http.close()
 
     # -- failures and fixes ---------------------------------------------------------
 
@@ -363,7 +372,7 @@ class Client:
                     self._apply_event(event, doc)
             except GossipmindError as exc:
                 log.debug("event stream: %s", exc)
-                self._http = None
+                self._drop_http()
             self._ready.clear()
             self.stats.stream_connected = False
             self._stop.wait(next(delays))

@@ -6,6 +6,7 @@ import http.client
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from collections import deque
@@ -39,15 +40,23 @@ class Http:
         self.token = token
         self.timeout = timeout
         self._idle: list[http.client.HTTPConnection] = []  # keep-alive connections
+        self._stream: http.client.HTTPConnection | None = None
         self._lock = threading.Lock()
         self._closed = False
 
     def close(self) -> None:
+        """Close every connection, including a live event stream (which then ends)."""
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
+            stream = self._stream
         for conn in idle:
             conn.close()
+        if stream is not None and stream.sock is not None:
+            try:
+                stream.sock.shutdown(socket.SHUT_RDWR)  # wakes the reader blocked in readline
+            except OSError:
+                log.debug("event stream socket already closed")
 
     def _borrow(self) -> http.client.HTTPConnection:
         with self._lock:
@@ -93,6 +102,10 @@ class Http:
     def events(self, stop: threading.Event) -> Iterator[tuple[str, dict[str, Any]]]:
         """Server-sent events until the stream ends or ``stop`` is set."""
         conn = self._conn(timeout=30)
+        with self._lock:
+            if self._closed:
+                return
+            self._stream = conn
         try:
             conn.request("GET", "/v1/events", headers={"Authorization": f"Bearer {self.token}"})
             resp = conn.getresponse()
@@ -114,6 +127,8 @@ class Http:
         except (OSError, http.client.HTTPException, ValueError) as exc:
             raise NetworkError(f"event stream broken: {exc}") from exc
         finally:
+            with self._lock:
+                self._stream = None
             conn.close()
 
 

@@ -41,6 +41,8 @@ from gossipmind.sync.session import Session
 
 log = logging.getLogger("gossipmind.node")
 MAX_OPS_PER_INGEST = 2000
+GAP_GRACE = 0.5  # seconds gossip gets to fill a causal gap before we sync for it
+ACTIVE_WINDOW = 5.0  # seconds a peer counts as an active gossip publisher after its last batch
 
 
 def now_ms() -> int:
@@ -79,6 +81,8 @@ class Node:
         self.sync = SyncCounters()
         self.known_addrs: dict[str, list[str]] = {}
         self._syncing: set[str] = set()
+        self._publishers: dict[str, float] = {}  # origin -> trio time of its last batch
+        self._gap_check = False  # a _fill_gap task is waiting
         self._session_lock = trio.Lock()  # one sync session at a time: see _sync_in
         self.blocked: set[str] = set()  # application-level partition (testnet control)
         self._nursery = nursery
@@ -98,6 +102,7 @@ class Node:
     async def write(self, kind: str, body: dict[str, Any], ts: int | None = None) -> Op:
         """Author an op, persist it (acknowledged), then gossip it."""
         op = self.store.create_op(self.identity, kind, body, now_ms() if ts is None else ts)
+        self.validator.mark_verified(op.id)  # we signed it: our own gossip needs no check
         self.counters.ops_written += 1
         self._applied([op])
         await self.batcher.put(op.raw)
@@ -229,10 +234,49 @@ class Node:
                 continue
             self.counters.gossip_messages += 1
             self.counters.gossip_ops += len(pairs)
+            self._pace(peer)
             result = self.ingest_ops(pairs)
-            if result.pending:  # a gap: fetch what is missing from the sender now
-                self.start_sync(peer)
+            if result.pending and not self._gap_check:  # a gap: fill it unless gossip does
+                self._gap_check = True
+                self._nursery.start_soon(self._fill_gap, peer)
             await trio.lowlevel.checkpoint()
+
+    async def _fill_gap(self, origin: str) -> None:
+        """Sync if ops still wait for missing deps after a grace period.
+
+        Under load, batches from different publishers arrive out of causal order
+        all the time and the next message fills the gap: syncing at once would
+        fetch the same ops twice. The origin is often not a neighbour: then any
+        neighbour will do (each holds what it forwarded).
+        """
+        try:
+            await trio.sleep(max(GAP_GRACE, 2 * self.batcher.interval))
+        finally:
+            self._gap_check = False
+        if not self.store.replica.pending.missing():
+            return
+        peers = self.transport.peers()
+        if origin in peers:
+            self.start_sync(origin)
+        elif peers:
+            self.start_sync(self._rng.choice(peers))
+
+    def _pace(self, origin: str) -> None:
+        """Share the network's gossip budget among the nodes publishing now.
+
+        Every gossip message costs every node ~2 ms of CPU per link whatever its
+        size (LIBP2P_NOTES), so the network can afford a few messages per second,
+        not one per node per 50 ms. With ``P`` nodes publishing (us included),
+        each publishes at most ``gossip_budget / P`` batches per second; an op
+        written on an idle node still leaves at once (see GossipBatcher).
+        """
+        now = trio.current_time()
+        self._publishers[origin] = now
+        if len(self._publishers) > 4 * self.config.max_peers:  # bound the map
+            cutoff = now - ACTIVE_WINDOW
+            self._publishers = {p: t for p, t in self._publishers.items() if t >= cutoff}
+        active = 1 + sum(1 for t in self._publishers.values() if t >= now - ACTIVE_WINDOW)
+        self.batcher.interval = max(self.config.gossip_interval, active / self.config.gossip_budget)
 
     async def _on_connections(self) -> None:
         async for peer in self.transport.connections():
@@ -271,8 +315,11 @@ class Node:
     def _candidates(self, connected: set[str]) -> list[str]:
         skip = connected | self.blocked
         out = [a for a in self.config.bootstrap if a.rsplit("/p2p/", 1)[-1] not in skip]
+        me = self.transport.peer_id
         for peer, addrs in self.known_addrs.items():
-            if peer not in skip and peer != self.transport.peer_id:
+            # Of two nodes that learned of each other, only the smaller id dials: two
+            # simultaneous dials leave py-libp2p with a duplicate connection.
+            if peer not in skip and me < peer:
                 out.extend(addrs[:1])
         self._rng.shuffle(out)
         return out[: self.config.max_peers]
