@@ -1,13 +1,14 @@
-"""The batcher publishes a lone op at once and still sends one message per interval."""
+"""Gossip costs: a lone op leaves at once, batches under load, ops decoded once."""
 
 from __future__ import annotations
 
 import itertools
 
+import pytest
 import trio
 from netkit import NET_ID, identity, make_op
 
-from gossipmind.net.gossip import GossipBatcher, decode_batch
+from gossipmind.net.gossip import GossipBatcher, decode_batch, encode_batch, make_validator
 
 ALICE = identity(1)
 
@@ -66,3 +67,28 @@ async def test_steady_load_is_still_one_message_per_interval(
     assert len(rec.messages) <= 11
     times = [t for t, _ in rec.messages]
     assert all(b - a >= 0.1 - 1e-9 for a, b in itertools.pairwise(times))
+
+
+def test_validator_hands_over_the_ops_it_decoded() -> None:
+    v = make_validator(NET_ID)
+    raws = ops(3)
+    data = encode_batch(raws)
+    assert v(data)
+    checked = v.decode(data)
+    assert [op.raw for op, _ in checked] == raws
+    assert all(ok for _, ok in checked)
+    again = v.decode(data)  # not cached any more: decoded afresh, still verified
+    assert [op.raw for op, _ in again] == raws
+    assert all(ok for _, ok in again)
+    assert again[0][0] is not checked[0][0]
+
+
+def test_batcher_interval_can_be_adapted() -> None:
+    async def nop(data: bytes) -> None:
+        return None
+
+    b = GossipBatcher(nop, interval=0.05)
+    b.interval = 0.5
+    assert b.interval == 0.5
+    with pytest.raises(ValueError):
+        b.interval = 0

@@ -56,7 +56,7 @@ def build_history(root: Path, n: int, base: int, missing: int) -> tuple[list[byt
     one store, whose file is then copied (stores hold no per-node data). Returns
     (base raws, missing raws), each in causal order.
     """
-    specs = prepare(root, n, 1)
+    specs = prepare(root, n, min(1, n - 1))
     ids = [read_key(DataDir(s.dir).key) for s in specs]
     stores = [DataDir(s.dir).store for s in specs]
     with Store.open(stores[0], synchronous="NORMAL") as first:

@@ -20,6 +20,7 @@ the ops of an accepted message with ``verified=True`` (:meth:`BatchValidator.dec
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from collections import Counter, OrderedDict
@@ -44,6 +45,11 @@ MAX_BATCH_OPS = 4096
 DEFAULT_INTERVAL = 0.075
 DEFAULT_CACHE_SIZE = 65536
 DEFAULT_MAX_PENDING_BYTES = 16 * 1024 * 1024
+ACCEPTED_CACHE = 32  # accepted messages whose decoded ops wait for BatchValidator.decode
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
 
 
 def _bin_overhead(n: int) -> int:
@@ -108,16 +114,24 @@ class BatchValidator:
         self.stats = ValidatorStats()
         self._cache_size = cache_size
         self._verified: OrderedDict[bytes, None] = OrderedDict()
+        # ops of the last messages accepted, so decode() does not decode them again
+        self._accepted: OrderedDict[bytes, list[Op]] = OrderedDict()
 
     def __call__(self, data: bytes) -> bool:
         try:
-            self.check(data)
+            ops = self.check(data)
         except InvalidOp as exc:
             self.stats.rejected[exc.code] += 1
             log.debug("gossip message rejected: %s", exc)
             return False
-        self.stats.accepted += 1
+        self._accept(data, ops)
         return True
+
+    def _accept(self, data: bytes, ops: list[Op]) -> None:
+        self.stats.accepted += 1
+        self._accepted[_digest(data)] = ops
+        while len(self._accepted) > ACCEPTED_CACHE:
+            self._accepted.popitem(last=False)
 
     def check(self, data: bytes) -> list[Op]:
         """Validate a message; return its ops, or raise :class:`InvalidOp`."""
@@ -163,11 +177,10 @@ class BatchValidator:
         (normally all of them); False means "verify again before applying".
         Raises :class:`InvalidOp` if ``data`` is not a well-formed message.
         """
-        out: list[tuple[Op, bool]] = []
-        for raw in decode_batch(data):
-            op = opsmod.decode(raw)
-            out.append((op, op.id in self._verified))
-        return out
+        ops = self._accepted.pop(_digest(data), None)
+        if ops is None:
+            ops = [opsmod.decode(raw) for raw in decode_batch(data)]
+        return [(op, op.id in self._verified) for op in ops]
 
 
 def make_validator(net_id: bytes, *, cache_size: int = DEFAULT_CACHE_SIZE) -> BatchValidator:
@@ -230,6 +243,17 @@ class GossipBatcher:
     def pending(self) -> int:
         """Ops waiting to be published."""
         return len(self._queue)
+
+    @property
+    def interval(self) -> float:
+        """Seconds between batches under load (the owner may adapt it at any time)."""
+        return self._interval
+
+    @interval.setter
+    def interval(self, seconds: float) -> None:
+        if seconds <= 0:
+            raise ValueError("interval must be positive")
+        self._interval = seconds
 
     def put_nowait(self, raw: bytes) -> bool:
         """Queue an op; False (nothing queued) if the queue is full."""

@@ -18,7 +18,8 @@ class NodeConfig:
     listen: str = DEFAULT_LISTEN
     bootstrap: tuple[str, ...] = ()
     genesis_file: Path | None = None  # join this network if the data dir has none yet
-    gossip_interval: float = 0.05  # seconds a batch of ops waits before publishing
+    gossip_interval: float = 0.05  # least seconds between two batches of this node's ops
+    gossip_budget: float = 5.0  # gossip messages/s all active publishers share (see Node)
     sync_interval: float = 3.0  # seconds between anti-entropy rounds with a random peer
     sync_timeout: float = 30.0  # a sync session that makes no progress for this long is dropped
     max_peers: int = 12  # gossipsub degree_high: peers outside the mesh starve
@@ -43,6 +44,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "bootstrap": list,
     "genesis_file": str,
     "gossip_interval": (int, float),
+    "gossip_budget": (int, float),
     "sync_interval": (int, float),
     "sync_timeout": (int, float),
     "max_peers": int,

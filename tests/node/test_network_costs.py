@@ -1,8 +1,9 @@
-"""A node back from downtime downloads what it missed once, not once per peer."""
+"""What the network costs a node: catch-up once, gossip pacing, no needless checks."""
 
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from pathlib import Path
 
 import trio
@@ -11,6 +12,7 @@ from gossipmind.bench.catchup import build_history
 from gossipmind.net.fake import FakeNetwork
 from gossipmind.node.config import NodeConfig
 from gossipmind.node.node import Node, open_node
+from gossipmind.testing import sample_report
 
 
 def config(root: Path, i: int) -> NodeConfig:
@@ -57,3 +59,30 @@ async def test_only_one_end_of_a_new_connection_starts_a_sync(tmp_path: Path) ->
         await trio.sleep(0.2)
         # one session, counted at both ends (periodic rounds start after >= 1.5 s)
         assert a.sync.sessions == b.sync.sessions == 1
+
+
+async def test_publishers_share_the_gossip_budget(tmp_path: Path) -> None:
+    build_history(tmp_path, 3, 0, 0)
+    net = FakeNetwork(seed=9)
+    async with AsyncExitStack() as stack:
+        nodes = []
+        for i in range(3):
+            cfg = replace(config(tmp_path, i), gossip_interval=0.05, gossip_budget=5.0)
+            nodes.append(await stack.enter_async_context(open_node(cfg, fake=net)))
+        for a, b in [(0, 1), (1, 2), (0, 2)]:
+            await nodes[a].transport.connect(nodes[b].transport.addrs()[0])
+        assert nodes[0].batcher.interval == 0.05  # nobody else publishes: no stretching
+        for node in nodes[1:]:
+            await node.write("pattern.report", sample_report(template=f"from {node.identity}"))
+        with trio.fail_after(10):
+            while nodes[0].counters.gossip_messages < 2:
+                await trio.sleep(0.01)
+        assert nodes[0].batcher.interval == 3 / 5.0  # three publishers share 5 messages/s
+
+
+async def test_own_ops_are_not_verified_again(tmp_path: Path) -> None:
+    build_history(tmp_path, 2, 0, 0)
+    net = FakeNetwork(seed=10)
+    async with open_node(config(tmp_path, 0), fake=net) as node:
+        op = await node.write("pattern.report", sample_report())
+        assert node.validator.is_verified(op.id)

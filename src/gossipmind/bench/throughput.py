@@ -1,0 +1,163 @@
+"""`gossipmind bench throughput`: sustained ops/s with every node converging.
+
+``N`` real nodes (libp2p on 127.0.0.1, SQLite stores, one trio run) as in
+`bench convergence`. Every node writes (``Node.write``: sign, persist, gossip)
+as fast as back-pressure allows, where the back-pressure is convergence itself:
+writers pause while ``window`` ops are written but not yet applied on *every*
+node. After a warm-up, the value is the rate at which ops became applied on all
+``N`` nodes over the measurement period; at the end writing stops and every node
+must reach the same state root, or the run fails.
+
+Baseline, measured in the same run: the verify-bound limit ``cores x V / N``,
+where ``V`` is the Ed25519 verify rate of one core on the same ops. Every node
+must verify every op it did not write, so ``N`` nodes on ``cores`` cores can
+never apply more than that. Target ratio >= 0.5.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from gossipmind.bench.cluster import (
+    Arrivals,
+    Cluster,
+    load_average,
+    open_cluster,
+    summary_ms,
+    wait_for,
+    write_timed,
+)
+from gossipmind.bench.common import machine, result
+from gossipmind.core import ops as opsmod
+from gossipmind.core.ops import Op
+from gossipmind.testing import sample_report
+
+DRAIN_TIMEOUT = 60.0
+VERIFY_SAMPLE = 3000
+
+
+def verify_rate(ops: list[Op], seconds: float = 1.0) -> float:
+    """Signatures verified per second on one core (the calling thread)."""
+    decoded = [opsmod.decode(op.raw) for op in ops]
+    done = 0
+    t0 = time.perf_counter()
+    for op in itertools.cycle(decoded):
+        if not op.verify_signature():
+            raise AssertionError("bench ops must verify")
+        done += 1
+        if done % 256 == 0 and time.perf_counter() - t0 >= seconds:
+            break
+    return done / (time.perf_counter() - t0)
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class Driver:
+    """Writers on every node, paused while ``window`` ops are not yet everywhere."""
+
+    def __init__(self, cluster: Cluster, window: int) -> None:
+        self.cluster = cluster
+        self.window = window
+        self.arrivals = Arrivals(need=cluster.n)
+        self.written: list[Op] = []
+        self._counter = itertools.count()
+
+    async def writer(self, i: int) -> None:
+        node = self.cluster.nodes[i]
+        arrivals = self.arrivals
+        while True:
+            while arrivals.outstanding() >= self.window:
+                await arrivals.changed.wait()
+            k = next(self._counter)
+            body = sample_report(template=f"bench throughput {k % 997} <*>", count=1 + k % 7)
+            self.written.append(await write_timed(arrivals, node, "pattern.report", body))
+            await trio.lowlevel.checkpoint()
+
+    def completed_between(self, t0: float, t1: float) -> list[float]:
+        """Latencies of the ops that became applied everywhere within [t0, t1)."""
+        a = self.arrivals
+        return [a.done[k] - a.started[k] for k in a.started if k in a.done and t0 <= a.done[k] < t1]
+
+
+async def _measure(nodes: int, window: int, warmup: float, seconds: float, root: Path) -> Any:
+    async with open_cluster(root, nodes) as cluster:
+        driver = Driver(cluster, window)
+        async with trio.open_nursery() as watchers:
+            for node in cluster.nodes:
+                watchers.start_soon(driver.arrivals.watch_node, node.subscribe(buffer=10**7))
+            async with trio.open_nursery() as writers:
+                for i in range(nodes):
+                    writers.start_soon(driver.writer, i)
+                await trio.sleep(warmup)
+                t0 = time.perf_counter()
+                await trio.sleep(seconds)
+                t1 = time.perf_counter()
+                writers.cancel_scope.cancel()
+            drained = await driver.arrivals.wait_all(DRAIN_TIMEOUT)
+            t_drained = time.perf_counter()
+            if drained:
+                await wait_for("one state root", lambda: len(cluster.roots()) == 1, DRAIN_TIMEOUT)
+            watchers.cancel_scope.cancel()
+        stats = [node.status() for node in cluster.nodes]
+        return {
+            "latencies": driver.completed_between(t0, t1),
+            "period_s": t1 - t0,
+            "drain_s": t_drained - t1,
+            "drained": drained,
+            "converged": drained and len(cluster.roots()) == 1,
+            "written": len(driver.written),
+            "sample": driver.written[:VERIFY_SAMPLE],
+            "gossip_messages": sum(s["counters"]["gossip_messages"] for s in stats),
+            "gossip_ops": sum(s["counters"]["gossip_ops"] for s in stats),
+            "sync_ops_received": sum(s["sync"]["ops_received"] for s in stats),
+        }
+
+
+def run(
+    nodes: int = 10, seconds: float = 15.0, warmup: float = 5.0, window: int = 2000
+) -> dict[str, Any]:
+    """Drive ``nodes`` nodes for ``warmup + seconds``; the rate over ``seconds``."""
+    if nodes < 2 or seconds <= 0 or window < 1:
+        raise ValueError("need at least 2 nodes, a positive period and window")
+    load_before = load_average()
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="gm-bench-tput-") as tmp:
+        m = trio.run(_measure, nodes, window, warmup, seconds, Path(tmp))
+    v = verify_rate(m["sample"])
+    n_cores = cores()
+    limit = n_cores * v / nodes
+    rate = len(m["latencies"]) / m["period_s"] if m["converged"] else 0.0
+    return result(
+        "throughput",
+        rate,
+        "ops/s applied on all nodes",
+        limit,
+        ">= 0.5",
+        nodes=nodes,
+        cores=n_cores,
+        verify_rate_one_core=round(v, 1),
+        window=window,
+        period_s=round(m["period_s"], 2),
+        warmup_s=warmup,
+        ops_written=m["written"],
+        all_converged=m["converged"],
+        drain_s=round(m["drain_s"], 2),
+        lag=summary_ms(m["latencies"]),
+        ops_per_gossip_message=round(m["gossip_ops"] / max(1, m["gossip_messages"]), 1),
+        ops_via_sync=m["sync_ops_received"],
+        elapsed_s=round(time.perf_counter() - t_start, 2),
+        load_average={"before": load_before, "after": load_average()},
+        machine=machine(),
+    )
