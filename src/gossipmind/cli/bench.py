@@ -46,7 +46,13 @@ def _fingerprint() -> dict[str, Any]:
     return fingerprint.run()
 
 
-ALL: dict[str, Runner] = {"ingest": _ingest, "fingerprint": _fingerprint}
+def _query(n: int = 20_000) -> dict[str, Any]:
+    from gossipmind.bench import query
+
+    return query.run(n)
+
+
+ALL: dict[str, Runner] = {"ingest": _ingest, "fingerprint": _fingerprint, "query": _query}
 
 
 @click.group(invoke_without_command=True)
@@ -84,3 +90,12 @@ def bench_ingest(n: int, batch: int, as_json: bool) -> None:
 def bench_fingerprint(as_json: bool) -> None:
     """Fingerprint precision and recall on the labelled failure corpus."""
     _show([_fingerprint()], as_json)
+
+
+@bench.command("query")
+@click.option("--samples", default=20_000, show_default=True, type=click.IntRange(100, 10**7))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@errors
+def bench_query(samples: int, as_json: bool) -> None:
+    """get_fix latency (SDK cache and HTTP) and @resilient overhead, beside a bare call."""
+    _show([_query(samples)], as_json)
