@@ -99,3 +99,59 @@ def bench_fingerprint(as_json: bool) -> None:
 def bench_query(samples: int, as_json: bool) -> None:
     """get_fix latency (SDK cache and HTTP) and @resilient overhead, beside a bare call."""
     _show([_query(samples)], as_json)
+
+
+# --- network benchmarks (real libp2p nodes on 127.0.0.1, many per process) -----------
+
+
+def _convergence(nodes: int = 10, samples: int = 300) -> dict[str, Any]:
+    from gossipmind.bench import convergence
+
+    return convergence.run(nodes, samples)
+
+
+def _catchup(nodes: int = 5, missing: int = 5000, base: int = 5000) -> dict[str, Any]:
+    from gossipmind.bench import catchup
+
+    return catchup.run(nodes, missing, base)
+
+
+def _throughput(nodes: int = 10, seconds: float = 15.0, window: int = 2000) -> dict[str, Any]:
+    from gossipmind.bench import throughput
+
+    return throughput.run(nodes, seconds, window=window)
+
+
+ALL.update({"convergence": _convergence, "catchup": _catchup, "throughput": _throughput})
+
+
+@bench.command("convergence")
+@click.option("--nodes", default=10, show_default=True, type=click.IntRange(2, 50))
+@click.option("--samples", default=300, show_default=True, type=click.IntRange(1))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@errors
+def bench_convergence(nodes: int, samples: int, as_json: bool) -> None:
+    """p99 time for an op to be applied on all nodes, beside raw gossipsub p99."""
+    _show([_convergence(nodes, samples)], as_json)
+
+
+@bench.command("catchup")
+@click.option("--nodes", default=5, show_default=True, type=click.IntRange(2, 50))
+@click.option("--missing", default=5000, show_default=True, type=click.IntRange(1))
+@click.option("--base", default=5000, show_default=True, type=click.IntRange(0))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@errors
+def bench_catchup(nodes: int, missing: int, base: int, as_json: bool) -> None:
+    """Sync bytes to catch up on missed ops / those ops' bytes; time beside K / ingest rate."""
+    _show([_catchup(nodes, missing, base)], as_json)
+
+
+@bench.command("throughput")
+@click.option("--nodes", default=10, show_default=True, type=click.IntRange(2, 50))
+@click.option("--seconds", default=15.0, show_default=True, type=click.FloatRange(1))
+@click.option("--window", default=2000, show_default=True, type=click.IntRange(1))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@errors
+def bench_throughput(nodes: int, seconds: float, window: int, as_json: bool) -> None:
+    """Sustained ops/s with every node converging, beside cores x verify rate / N."""
+    _show([_throughput(nodes, seconds, window)], as_json)
