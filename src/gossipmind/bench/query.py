@@ -16,24 +16,14 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import trio
-
 from gossipmind.api.client import Client
-from gossipmind.api.server import serve_api
 from gossipmind.bench.common import machine, result
-from gossipmind.core.schema import fix_id
-from gossipmind.learn.patterns import Failure, reduce
-from gossipmind.learn.synth import synthesize
-from gossipmind.net.fake import FakeNetwork
-from gossipmind.node.config import NodeConfig
-from gossipmind.node.node import open_node
-from gossipmind.testnet.setup import prepare
+from gossipmind.testing.nodethread import NodeThread
 
 
 def percentiles(samples_ns: list[int]) -> dict[str, float]:
@@ -53,58 +43,6 @@ def timed(fn: Callable[[], object], n: int) -> list[int]:
         fn()
         out.append(clock() - t0)
     return out
-
-
-class NodeThread:
-    """A node + API on a fake network, in a thread, with one accepted fix."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.ready = threading.Event()
-        self.failure = Failure("search", "query", "TimeoutError", "timed out after 3000 ms", 504,
-                               None, 3000)  # fmt: skip
-        self.pattern = reduce(self.failure).pattern
-        self._stop: trio.CancelScope | None = None
-        self._token: trio.lowlevel.TrioToken | None = None
-        self.thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True)
-
-    async def _main(self) -> None:
-        specs = prepare(self.root, 2, 1)
-        cfg = NodeConfig(data_dir=specs[1].dir, synchronous="NORMAL", learn=False)
-        with trio.CancelScope() as scope:
-            self._stop = scope
-            self._token = trio.lowlevel.current_trio_token()
-            async with open_node(cfg, fake=FakeNetwork()) as node, trio.open_nursery() as n:
-                await n.start(serve_api, node)
-                node.report_failure(self.failure)
-                await node.reporter.flush()
-                r = node.store.replica
-                p = r.fold.patterns[self.pattern]
-                from gossipmind.core.snapshot import pattern_row
-
-                row = pattern_row(p, 1)
-                cand = synthesize(row, r.policy).candidates[0]
-                body = {"pattern": self.pattern, "recipe": cand.recipe, "risk": "low",
-                        "rationale": "bench", "origin": "synth"}  # fmt: skip
-                await node.write("fix.propose", body)
-                fid = fix_id(self.pattern, cand.recipe)
-                scope_name = cand.recipe["scope"]
-                attest = {"fix": fid, "scope": scope_name, "verdict": "accept", "reasons": []}
-                await node.write("fix.attest", attest)
-                self.dir = specs[1].dir
-                self.ready.set()
-                await trio.sleep_forever()
-
-    def __enter__(self) -> NodeThread:
-        self.thread.start()
-        if not self.ready.wait(30):
-            raise RuntimeError("the bench node did not start")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._token is not None and self._stop is not None:
-            trio.from_thread.run_sync(self._stop.cancel, trio_token=self._token)
-        self.thread.join(10)
 
 
 def run(n: int = 20_000, http_n: int = 1000) -> dict[str, Any]:
