@@ -77,6 +77,13 @@ def test_up_status_partition_kill_restart_down_from_separate_invocations(run_dir
     assert all(r["state"] == "running" for r in st.values())
     assert st["node-0"]["pid"] == st["node-1"]["pid"] not in first_pids
 
+    stop = gm(run_dir, "stop", "node-2")
+    assert stop.returncode == 0 and "also hosts node-3" in stop.stdout, stop.stderr
+    assert status(run_dir)["node-3"]["state"] == "stopped"
+    start = gm(run_dir, "start", "3")
+    assert start.returncode == 0, start.stderr
+    assert status(run_dir)["node-2"]["state"] == "running"
+
     pids = dict(Testnet(run_dir).state().procs.items())
     down = gm(run_dir, "down", "--json")
     assert down.returncode == 0, down.stderr
@@ -100,7 +107,7 @@ def test_errors_are_one_line(tmp_path: Path) -> None:
 
 
 def test_every_command_has_help() -> None:
-    for cmd in ("up", "status", "down", "kill", "restart", "start", "partition", "heal"):
+    for cmd in ("up", "status", "down", "kill", "stop", "restart", "start", "partition", "heal"):
         out = subprocess.run(
             [str(GOSSIPMIND), "testnet", cmd, "--help"],
             capture_output=True,

@@ -112,6 +112,11 @@ def testnet() -> None:
     help="Seconds between anti-entropy rounds (node default if unset).",
 )
 @click.option(
+    "--open-membership",
+    is_flag=True,
+    help="Genesis policy: anyone holding the genesis may write (no grant needed to join).",
+)
+@click.option(
     "--timeout",
     type=click.FloatRange(1, 3600),
     help="Give up if the nodes are not ready and connected within this many seconds.",
@@ -126,11 +131,14 @@ def up(
     spares: int,
     status_every: float,
     sync_interval: float | None,
+    open_membership: bool,
     timeout: float | None,
     run_dir: Path,
     as_json: bool,
 ) -> None:
     """Create a testnet and start its nodes; wait until all are connected."""
+    from gossipmind.core.policy import Policy
+
     if verifiers >= nodes:
         raise click.BadParameter("must be smaller than --nodes", param_hint="--verifiers")
     tn = _testnet(run_dir)
@@ -148,6 +156,7 @@ def up(
         spares=spares,
         status_every=status_every,
         settings=settings,
+        policy=Policy(open_membership=open_membership),
         timeout=timeout,
     )
     _show(rows, as_json, f"testnet up: {tn.run_dir}")
@@ -216,6 +225,19 @@ def kill(node: str, run_dir: Path) -> None:
     With --per-process > 1 this takes down the other nodes of that process too.
     """
     _siblings_note(_testnet(run_dir).kill(node), "killed")
+
+
+@testnet.command("stop")
+@click.argument("node")
+@run_dir_option
+@errors
+def stop(node: str, run_dir: Path) -> None:
+    """Stop the process hosting NODE cleanly (SIGTERM); `start NODE` brings it back.
+
+    While stopped, its data dir is free for offline commands, e.g. the admin's
+    `gossipmind --data-dir RUN/node-0 grant KEY --role member`.
+    """
+    _siblings_note(_testnet(run_dir).stop(node), "stopped")
 
 
 @testnet.command("restart")

@@ -307,6 +307,25 @@ class Testnet:
                 "siblings": [x for x in proc.nodes if x != n.name],
             }
 
+    def stop(self, ref: str, *, timeout: float = STOP_TIMEOUT) -> dict[str, Any]:
+        """SIGTERM the process hosting ``ref`` (siblings too): a clean stop, the store
+        is free for offline commands (e.g. ``gossipmind grant`` on node-0)."""
+        with locked(self.run_dir):
+            st = self.state()
+            n = st.node(ref)
+            proc = st.proc_of(n)
+            if proc is None or not self.alive(proc):
+                raise ConfigError(f"{n.name} is not running")
+            report = self._stop(st, [proc.id], timeout)
+            save_state(self.run_dir, st)
+            return {
+                "node": n.name,
+                "process": proc.id,
+                "pid": proc.pid,
+                "siblings": [x for x in proc.nodes if x != n.name],
+                "how": report[0]["how"],
+            }
+
     def restart(self, ref: str, *, timeout: float | None = None) -> dict[str, Any]:
         """Stop (if running) and start again the process hosting ``ref``, same data dirs."""
         return self._start(ref, timeout, restart=True)

@@ -31,13 +31,19 @@ def api_url(data_dir: Path, pid: int | None) -> str | None:
 
 
 def bootstrap_for(node: NodeEntry, st: State) -> list[NodeEntry]:
-    """A few earlier nodes: node-0, the "parent" (i-1)//2 and i-1 (spares: 0, 1, 2)."""
+    """A few other nodes to dial at start: node-0, the "parent" (i-1)//2 and i-1;
+    node-0 itself dials node-1 and node-2; spares dial nodes 0, 1 and 2.
+
+    Every node dials out at start, so a restarted node rejoins by itself: its
+    peers may not redial it for a minute (py-libp2p's negative dial cache keeps a
+    peer whose dials failed, e.g. while it was down, for 60 s).
+    """
     regular = [n for n in st.nodes if not n.spare]
     if node.spare:
         picks = {0, 1, 2}
     else:
         i = regular.index(node)
-        picks = {0, (i - 1) // 2, i - 1} if i > 0 else set()
+        picks = {0, (i - 1) // 2, i - 1} if i > 0 else {1, 2}
     return [regular[j] for j in sorted(picks) if 0 <= j < len(regular) and regular[j] is not node]
 
 

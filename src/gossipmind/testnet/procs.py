@@ -109,7 +109,8 @@ def is_ours(pid: int | None, started: int | None, marker: str) -> bool:
     if pid is None or pid <= 0:
         return False
     reap(pid)
-    if Path("/proc").is_dir():
+    procfs = Path("/proc").is_dir()
+    if procfs:
         now = starttime(pid)
         if now is None or (started is not None and now != started):
             return False
@@ -119,6 +120,10 @@ def is_ours(pid: int | None, started: int | None, marker: str) -> bool:
         except OSError:
             return False
     cmd = _cmdline(pid)
+    if not cmd and procfs and started is not None:
+        # just spawned, exec still in progress (/proc shows no command line yet):
+        # the recorded start time already proves it is the process we started
+        return True
     return marker in cmd and " node" in cmd
 
 

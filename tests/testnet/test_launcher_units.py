@@ -1,0 +1,177 @@
+"""The launcher's parts without node processes: peer ids, pid checks, state, partitions."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tnkit import same_process_runs
+
+from gossipmind.core.errors import ConfigError, NotFound
+from gossipmind.testnet import Testnet, peer_id_of, prepare
+from gossipmind.testnet.procs import free_ports, is_ours, read_events, starttime
+from gossipmind.testnet.state import NodeEntry, ProcEntry, State, save_state
+
+
+def test_peer_id_matches_libp2p() -> None:
+    from gossipmind.core.identity import Identity
+    from gossipmind.net import peer_id_from_seed
+
+    for _ in range(5):
+        seed = os.urandom(32)
+        assert peer_id_of(Identity(seed).public) == peer_id_from_seed(seed)
+
+
+@pytest.fixture
+def sleeper(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A process whose command line names ``tmp_path/run/`` and ``node``, like ours."""
+    marker = str(tmp_path / "run") + os.sep
+    code = "import time; time.sleep(120)"
+    proc = subprocess.Popen([sys.executable, "-c", code, marker + "node-0", "node"])
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_is_ours_checks_command_line_and_start_time(
+    tmp_path: Path, sleeper: subprocess.Popen[bytes]
+) -> None:
+    marker = str(tmp_path / "run") + os.sep
+    started = starttime(sleeper.pid)
+    assert started is not None
+    assert is_ours(sleeper.pid, started, marker)
+    assert not is_ours(sleeper.pid, started + 1, marker), "a reused pid is not ours"
+    assert not is_ours(sleeper.pid, started, str(tmp_path / "other") + os.sep)
+    assert not is_ours(os.getpid(), starttime(os.getpid()), marker)
+    assert not is_ours(None, None, marker)
+
+
+def _stopped_testnet(root: Path, nodes: int = 4, spares: int = 1) -> Testnet:
+    """A testnet as `up` records it, but with no process ever started."""
+    run = root / "run"
+    specs = prepare(run, nodes, 1, spares=spares)
+    ports = free_ports(len(specs))
+    state = State(run_dir=str(run), network="00" * 32, per_process=2, status_every=1.0)
+    for spec, port in zip(specs, ports, strict=True):
+        state.nodes.append(
+            NodeEntry(
+                spec.name,
+                str(spec.dir),
+                spec.key.hex(),
+                peer_id_of(spec.key),
+                spec.role,
+                port,
+                spare=spec.spare,
+            )
+        )
+    save_state(run, state)
+    return Testnet(run)
+
+
+def test_down_never_signals_a_process_it_did_not_start(
+    tmp_path: Path, sleeper: subprocess.Popen[bytes]
+) -> None:
+    tn = _stopped_testnet(tmp_path)
+    st = tn.state()
+    # a recorded pid that now belongs to someone else (reused): same command line,
+    # another start time
+    started = starttime(sleeper.pid)
+    assert started is not None
+    st.procs["p0"] = ProcEntry(id="p0", nodes=["node-0"], pid=sleeper.pid, starttime=started + 7)
+    st.node("node-0").proc = "p0"
+    save_state(tn.run_dir, st)
+    assert tn.pids() == []
+    report = tn.down(timeout=0.5)
+    assert report[0]["how"].startswith("already")
+    assert sleeper.poll() is None and same_process_runs(sleeper.pid, started)
+    with pytest.raises(ConfigError, match="not running"):
+        tn.kill("node-0")
+    assert sleeper.poll() is None
+
+
+def test_status_of_a_stopped_testnet_reads_the_stores(tmp_path: Path) -> None:
+    tn = _stopped_testnet(tmp_path)
+    rows = {r["name"]: r for r in tn.status()}
+    assert [r["state"] for r in rows.values()] == ["not started"] * 4 + ["spare"]
+    assert all(r["ops"] == 5 and r["converged"] for r in rows.values())  # genesis + 4 grants
+    assert rows["node-0"]["role"] == "admin" and rows["node-1"]["role"] == "verifier"
+    assert len({r["root"] for r in rows.values()}) == 1
+    assert rows["node-2"]["peers"] is None and rows["node-2"]["pid"] is None
+
+
+def test_partition_blocks_the_other_groups_and_heal_clears(tmp_path: Path) -> None:
+    tn = _stopped_testnet(tmp_path)
+    st = tn.state()
+    blocks = tn.partition([["0", "node-1"], ["2"]])  # node-3 and spare node-4 form a third
+    assert blocks["node-0"] == ["node-2", "node-3", "node-4"]
+    assert blocks["node-2"] == ["node-0", "node-1", "node-3", "node-4"]
+    assert blocks["node-3"] == ["node-0", "node-1", "node-2"]
+    control = json.loads((Path(st.node("node-0").dir) / "control.json").read_text())
+    assert control["block"] == [st.node(n).peer_id for n in ("node-2", "node-3", "node-4")]
+    assert tn.blocked_peers("node-4") == {st.node(n).peer_id for n in ("node-0", "1", "2")}
+    assert [r["group"] for r in tn.status()] == [0, 0, 1, 2, 2]
+    tn.heal()
+    assert tn.blocked_peers("node-0") == set()
+    for n in st.nodes:
+        assert json.loads((Path(n.dir) / "control.json").read_text()) == {"block": []}
+
+
+@pytest.mark.parametrize(
+    ("groups", "error", "match"),
+    [
+        ([["0", "1"], ["1", "2"]], ConfigError, "in two partition groups"),
+        ([["0", "9"]], NotFound, "no node '9'"),
+        ([["0", "1", "2", "3", "4"]], ConfigError, "at least two groups"),
+        ([["0"], [""]], ConfigError, "empty partition group"),
+    ],
+)
+def test_bad_partitions_are_refused(
+    tmp_path: Path, groups: list[list[str]], error: type[Exception], match: str
+) -> None:
+    tn = _stopped_testnet(tmp_path)
+    with pytest.raises(error, match=match):
+        tn.partition(groups)
+
+
+def test_up_refuses_bad_input_before_touching_the_run_dir(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    tn = Testnet(run)
+    with pytest.raises(ConfigError, match="unknown setting 'colour'"):
+        tn.up(2, 0, settings={"colour": "blue"})
+    with pytest.raises(ConfigError, match="--verifiers"):
+        tn.up(2, 2)
+    assert not run.exists() or not any(p.name != ".lock" for p in run.iterdir())
+    stopped = _stopped_testnet(tmp_path / "other")
+    with pytest.raises(ConfigError, match="holds a stopped testnet"):
+        stopped.up(2, 0)
+
+
+def test_node_refs_by_name_or_index(tmp_path: Path) -> None:
+    tn = _stopped_testnet(tmp_path)
+    assert tn.node("3").name == tn.node("node-3").name == "node-3"
+    with pytest.raises(NotFound, match="nodes: node-0, node-1"):
+        tn.node("node-12")
+
+
+def test_read_events_skips_partial_and_foreign_lines(tmp_path: Path) -> None:
+    log = tmp_path / "p.out"
+    lines = [json.dumps({"event": "ready", "name": f"node-{i}", "pad": "x" * 50}) for i in range(9)]
+    log.write_text("not json\n" + "\n".join(lines) + '\n{"event": "sta')
+    assert [e["name"] for e in read_events(log)] == [f"node-{i}" for i in range(9)]
+    tail = list(read_events(log, tail=200))
+    assert 0 < len(tail) < 9 and tail[-1]["name"] == "node-8"
+    assert list(read_events(tmp_path / "missing.out")) == []
+
+
+def test_free_ports_are_distinct_and_below_the_ephemeral_range() -> None:
+    ports = free_ports(20)
+    assert len(set(ports)) == 20
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert all(p < low for p in ports)
