@@ -90,7 +90,9 @@ async def test_async_and_trio_functions(tmp_path: Path) -> None:
         pattern = await learn_timeout_fix([verifier, a])
         client = Client(a.spec.dir)
         assert await trio.to_thread.run_sync(client.wait_ready, 10)
-        assert client.fix_for(pattern) is not None
+        with trio.fail_after(10):  # the fix reaches a's node by gossip, then its stream
+            while client.fix_for(pattern) is None:
+                await trio.sleep(0.05)
 
         def run_asyncio() -> int:
             flaky = Flaky(fail=1)

@@ -9,11 +9,8 @@ reports wait in a bounded queue.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +39,12 @@ class Fix:
     risk: str
     attempts: int = 0
     successes: int = 0
+    service: str = ""
+    operation: str = ""
+
+    @property
+    def has_idempotency_key(self) -> bool:
+        return any(s.get("type") == "idempotency_key" for s in self.recipe.get("steps", []))
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Fix:
@@ -53,6 +56,8 @@ class Fix:
             doc.get("risk", "low"),
             int(doc.get("attempts", 0)),
             int(doc.get("successes", 0)),
+            str(doc.get("service", "")),
+            str(doc.get("operation", "")),
         )
 
 
@@ -239,6 +244,25 @@ class Client:
         self._cache.setdefault(pattern, {})[fix.id] = fix
         return fix
 
+    def preventive_fix(self, service: str, operation: str) -> Fix | None:
+        """An accepted fix for this call that carries an idempotency key, if any.
+
+        A non-idempotent call that failed without a key can never be retried safely
+        (the first attempt may have been applied), so for such calls the SDK applies
+        a learned fix from the first attempt, key included.
+        """
+        from gossipmind.learn.patterns import normalise_name
+
+        svc, op = normalise_name(service), normalise_name(operation)
+        best: Fix | None = None
+        for fixes in list(self._cache.values()):
+            for f in fixes.values():
+                if not (f.service == svc and f.operation == op and f.has_idempotency_key):
+                    continue
+                if best is None or (f.successes, -f.attempts) > (best.successes, -best.attempts):
+                    best = f
+        return best
+
     def apply_fix(
         self,
         fix: Fix,
@@ -378,136 +402,4 @@ class Client:
             self._stop.wait(next(delays))
 
 
-class Resilient:
-    """``@client.resilient(service=..., operation=...)`` or ``with client.resilient(...)``.
-
-    As a decorator (sync, asyncio or trio functions) it does the whole flow:
-    call → on error report the failure → look up an accepted fix → apply it
-    (the failed call counts as the first attempt) → report the outcome → return
-    the value, else degrade (``on_failure="degrade"``: return ``default``, or
-    ``default(exc)`` if callable) or re-raise the last error.
-
-    As a context manager it reports a failure raised in the block and re-raises
-    it (or suppresses it with ``on_failure="degrade"``; ``.error`` and ``.fix``
-    tell what happened). A block cannot be re-run: to apply fixes, decorate a
-    function or use :meth:`call` / :meth:`acall`.
-    """
-
-    def __init__(
-        self,
-        client: Client,
-        service: str,
-        operation: str,
-        idempotent: bool,
-        on_failure: str,
-        default: Any,
-    ) -> None:
-        self.client = client
-        self.service = service
-        self.operation = operation
-        self.idempotent = idempotent
-        self.on_failure = on_failure
-        self.default = default
-        self.error: BaseException | None = None
-        self.fix: Fix | None = None
-        self._t0 = 0.0
-
-    def _report(self, exc: BaseException, started: float) -> Fix | None:
-        latency = int((time.monotonic() - started) * 1000)
-        c = self.client
-        try:
-            c.report_failure(
-                exc, service=self.service, operation=self.operation, latency_ms=latency
-            )
-            return c.get_fix(exc, service=self.service, operation=self.operation)
-        except GossipmindError as sdk_error:  # the SDK never breaks the agent's call path
-            log.debug("gossipmind SDK error ignored: %s", sdk_error)
-            return None
-
-    def _finish(self, exc: BaseException, execution: Execution[Any] | None) -> Any:
-        if execution is not None and self.fix is not None:
-            self.client.report_outcome(self.fix, execution.ok)
-            if execution.ok:
-                self.client.stats.recoveries += 1
-                return execution.value
-            exc = execution.error or exc
-        self.error = exc
-        if self.on_failure == "degrade":
-            return self.default(exc) if callable(self.default) else self.default
-        raise exc
-
-    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        started = time.monotonic()
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - the agent's error: report, fix, decide
-            self.fix = self._report(exc, started)
-            execution = None
-            if self.fix is not None:
-                execution = self.client.apply_fix(
-                    self.fix, fn, *args, idempotent=self.idempotent, prior_error=exc, **kwargs
-                )
-            return self._finish(exc, execution)  # type: ignore[no-any-return]
-
-    async def acall(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
-        started = time.monotonic()
-        try:
-            return await fn(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - the agent's error: report, fix, decide
-            self.fix = self._report(exc, started)
-            execution = None
-            if self.fix is not None:
-                execution = await self.client.apply_fix_async(
-                    self.fix, fn, *args, idempotent=self.idempotent, prior_error=exc, **kwargs
-                )
-            return self._finish(exc, execution)  # type: ignore[no-any-return]
-
-    def __call__(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        if inspect.iscoroutinefunction(fn):
-
-            @functools.wraps(fn)
-            async def awrapper(*args: Any, **kwargs: Any) -> Any:
-                return await Resilient(
-                    self.client,
-                    self.service,
-                    self.operation,
-                    self.idempotent,
-                    self.on_failure,
-                    self.default,
-                ).acall(fn, *args, **kwargs)
-
-            return awrapper
-
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            return Resilient(
-                self.client,
-                self.service,
-                self.operation,
-                self.idempotent,
-                self.on_failure,
-                self.default,
-            ).call(fn, *args, **kwargs)
-
-        return wrapper
-
-    def __enter__(self) -> Resilient:
-        self._t0 = time.monotonic()
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, exc: BaseException | None, tb: object
-    ) -> bool:
-        if exc is None or not isinstance(exc, Exception):
-            return False
-        self.error = exc
-        self.fix = self._report(exc, self._t0)
-        return self.on_failure == "degrade"
-
-    async def __aenter__(self) -> Resilient:
-        return self.__enter__()
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, exc: BaseException | None, tb: object
-    ) -> bool:
-        return self.__exit__(et, exc, tb)
+from gossipmind.api.resilient import Resilient  # noqa: E402 - re-export

@@ -128,6 +128,12 @@ class Api:
         except (ValueError, UnicodeDecodeError) as exc:
             raise SchemaError("", f"the body is not valid JSON: {exc}") from None
 
+    def summary(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A fix as the SDK caches it, with its pattern's service and operation."""
+        p = self.node.store.replica.fold.patterns.get(row["pattern"])
+        where = {"service": p.service, "operation": p.operation} if p else {}
+        return fix_summary(row) | where
+
     # -- handlers -------------------------------------------------------------------
 
     async def openapi(self, request: Request) -> Response:
@@ -148,7 +154,7 @@ class Api:
                 "pattern": reduced.pattern.hex(),
                 "error_class": reduced.error_class,
                 "template": reduced.template,
-                "fix": fix_summary(best) if best else None,
+                "fix": self.summary(best) if best else None,
             },
             status_code=202,
         )
@@ -172,7 +178,7 @@ class Api:
         best = self.node.fixes.best(pattern)
         if best is None:
             raise NotFound(f"no accepted fix for pattern {pattern.hex()[:12]}")
-        return JSONResponse(fix_summary(best))
+        return JSONResponse(self.summary(best))
 
     async def outcome(self, request: Request) -> Response:
         fix, attempts, successes = outcome_from_json(await self.json_body(request))
@@ -205,7 +211,7 @@ class Api:
 
         async def stream() -> AsyncIterator[str]:
             for row in snapshot:
-                yield sse("fix", fix_summary(row))
+                yield sse("fix", self.summary(row))
             yield sse("ready", {"accepted": len(snapshot)})
             with transitions:
                 while True:
@@ -215,7 +221,7 @@ class Api:
                     except trio.TooSlowError:
                         yield ": keep-alive\n\n"
                         continue
-                    yield sse("fix", fix_summary(t.row) | {"previous": t.old})
+                    yield sse("fix", self.summary(t.row) | {"previous": t.old})
 
         return StreamingResponse(stream(), media_type="text/event-stream")
 

@@ -1,0 +1,174 @@
+"""``@client.resilient(...)``: the whole flow around one of the agent's calls."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from gossipmind.core.errors import GossipmindError
+from gossipmind.learn.executor import Execution
+
+if TYPE_CHECKING:
+    from gossipmind.api.client import Client, Fix
+
+log = logging.getLogger("gossipmind.sdk")
+T = TypeVar("T")
+
+
+class Resilient:
+    """``@client.resilient(service=..., operation=...)`` or ``with client.resilient(...)``.
+
+    As a decorator (sync, asyncio or trio functions) it does the whole flow:
+    call → on error report the failure → look up an accepted fix → apply it
+    (the failed call counts as the first attempt) → report the outcome → return
+    the value, else degrade (``on_failure="degrade"``: return ``default``, or
+    ``default(exc)`` if callable) or re-raise the last error.
+
+    A call marked ``idempotent=False`` is never retried after a failure without
+    an idempotency key (the first attempt may have been applied). So when the
+    cache holds an accepted fix for this service and operation that carries an
+    idempotency key, the call runs under it from its first attempt.
+
+    As a context manager it reports a failure raised in the block and re-raises
+    it (or suppresses it with ``on_failure="degrade"``; ``.error`` and ``.fix``
+    tell what happened). A block cannot be re-run: to apply fixes, decorate a
+    function or use :meth:`call` / :meth:`acall`.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        service: str,
+        operation: str,
+        idempotent: bool,
+        on_failure: str,
+        default: Any,
+    ) -> None:
+        self.client = client
+        self.service = service
+        self.operation = operation
+        self.idempotent = idempotent
+        self.on_failure = on_failure
+        self.default = default
+        self.error: BaseException | None = None
+        self.fix: Fix | None = None
+        self._t0 = 0.0
+
+    def _fresh(self) -> Resilient:
+        return Resilient(
+            self.client,
+            self.service,
+            self.operation,
+            self.idempotent,
+            self.on_failure,
+            self.default,
+        )
+
+    def _report(self, exc: BaseException, started: float) -> Fix | None:
+        latency = int((time.monotonic() - started) * 1000)
+        c = self.client
+        try:
+            c.report_failure(
+                exc, service=self.service, operation=self.operation, latency_ms=latency
+            )
+            return c.get_fix(exc, service=self.service, operation=self.operation)
+        except GossipmindError as sdk_error:  # the SDK never breaks the agent's call path
+            log.debug("gossipmind SDK error ignored: %s", sdk_error)
+            return None
+
+    def _preventive(self) -> Fix | None:
+        return None if self.idempotent else self.client.preventive_fix(self.service, self.operation)
+
+    def _conclude(self, execution: Execution[Any], started: float, *, reported: bool) -> Any:
+        assert self.fix is not None
+        self.client.report_outcome(self.fix, execution.ok)
+        if execution.ok:
+            if execution.attempts > 1:
+                self.client.stats.recoveries += 1
+            return execution.value
+        error = execution.error or RuntimeError("the fix did not produce a result")
+        if not reported:
+            self._report(error, started)
+        return self._give_up(error)
+
+    def _give_up(self, exc: BaseException) -> Any:
+        self.error = exc
+        if self.on_failure == "degrade":
+            return self.default(exc) if callable(self.default) else self.default
+        raise exc
+
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        started = time.monotonic()
+        self.fix = self._preventive()
+        if self.fix is not None:
+            execution = self.client.apply_fix(self.fix, fn, *args, idempotent=False, **kwargs)
+            return self._conclude(execution, started, reported=False)  # type: ignore[no-any-return]
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - the agent's error: report, fix, decide
+            self.fix = self._report(exc, started)
+            if self.fix is None:
+                return self._give_up(exc)  # type: ignore[no-any-return]
+            execution = self.client.apply_fix(
+                self.fix, fn, *args, idempotent=self.idempotent, prior_error=exc, **kwargs
+            )
+            return self._conclude(execution, started, reported=True)  # type: ignore[no-any-return]
+
+    async def acall(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        started = time.monotonic()
+        self.fix = self._preventive()
+        if self.fix is not None:
+            execution = await self.client.apply_fix_async(
+                self.fix, fn, *args, idempotent=False, **kwargs
+            )
+            return self._conclude(execution, started, reported=False)  # type: ignore[no-any-return]
+        try:
+            return await fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - the agent's error: report, fix, decide
+            self.fix = self._report(exc, started)
+            if self.fix is None:
+                return self._give_up(exc)  # type: ignore[no-any-return]
+            execution = await self.client.apply_fix_async(
+                self.fix, fn, *args, idempotent=self.idempotent, prior_error=exc, **kwargs
+            )
+            return self._conclude(execution, started, reported=True)  # type: ignore[no-any-return]
+
+    def __call__(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def awrapper(*args: Any, **kwargs: Any) -> Any:
+                return await self._fresh().acall(fn, *args, **kwargs)
+
+            return awrapper
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return self._fresh().call(fn, *args, **kwargs)
+
+        return wrapper
+
+    def __enter__(self) -> Resilient:
+        self._t0 = time.monotonic()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> bool:
+        if exc is None or not isinstance(exc, Exception):
+            return False
+        self.error = exc
+        self.fix = self._report(exc, self._t0)
+        return self.on_failure == "degrade"
+
+    async def __aenter__(self) -> Resilient:
+        return self.__enter__()
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> bool:
+        return self.__exit__(et, exc, tb)
