@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from gossipmind.core.goals import Goal, Resolution, resolve
+from gossipmind.core.goals import violations as goal_violations
 from gossipmind.core.membership import Roles
 from gossipmind.core.policy import Policy, max_risk, scope_covers
 from gossipmind.core.schema import fix_id as compute_fix_id
@@ -102,20 +104,30 @@ class GoalAgg:
     reviews: dict[bytes, dict[bytes, tuple[int, bytes, str, str]]] = field(default_factory=dict)
 
 
-def fix_status(f: FixAgg, policy: Policy) -> dict[str, Any]:
-    """Derived status of a fix: risk, quorum, verdict (protocol §6.4)."""
+NO_GOALS: tuple[list[Goal], Resolution] = ([], Resolution())
+
+
+def fix_status(
+    f: FixAgg, policy: Policy, goals: tuple[list[Goal], Resolution] = NO_GOALS
+) -> dict[str, Any]:
+    """Derived status of a fix: risk, quorum, goals, verdict (protocol §6.5)."""
     if f.recipe is None or not f.proposals:
-        return {"status": "unknown", "risk": "low", "accepts": [], "rejects": []}
+        return {"status": "unknown", "risk": "low", "accepts": [], "rejects": [], "violations": []}
     declared = [p["risk"] for p in f.proposals.values()]
     risk = max_risk(policy.risk_floor(f.recipe), *declared)
     quorum = policy.quorum[risk]
+    active, resolution = goals
+    tier_needed = max(quorum.tier, 3) if resolution.needs_tier3(f.recipe["scope"]) else quorum.tier
+    broken = goal_violations(f.recipe, active, resolution)
     accepts = {a: x.tier for a, x in f.attestations.items() if x.verdict == "accept"}
     rejects = {a: x.tier for a, x in f.attestations.items() if x.verdict == "reject"}
     top = max(accepts.values(), default=0)
-    met = len(accepts) >= quorum.count and top >= quorum.tier
+    met = len(accepts) >= quorum.count and top >= tier_needed
     blocked = any(t >= top for t in rejects.values())
     if f.revokes:
         status = "revoked"
+    elif broken:
+        status = "blocked"
     elif met and not blocked:
         status = "accepted"
     elif rejects:
@@ -125,9 +137,10 @@ def fix_status(f: FixAgg, policy: Policy) -> dict[str, Any]:
     return {
         "status": status,
         "risk": risk,
-        "quorum": {"count": quorum.count, "tier": quorum.tier},
+        "quorum": {"count": quorum.count, "tier": tier_needed},
         "accepts": sorted(accepts.items()),
         "rejects": sorted(rejects.items()),
+        "violations": [[g, why] for g, why in broken],
     }
 
 
@@ -166,6 +179,8 @@ class Fold:
         self.dirty_fixes: set[bytes] = set()
         self.dirty_goals: set[bytes] = set()
         self.all_dirty = True
+        self._goals_version = 0
+        self._resolved: tuple[int, tuple[list[Goal], Resolution]] | None = None
 
     def add(self, meta: Meta, body: dict[str, Any], roles: Roles) -> None:
         """Record a valid non-membership op; count it if ``meta.effective``."""
@@ -194,6 +209,7 @@ class Fold:
         for g in self.goals.values():
             g.versions.clear()
             g.reviews.clear()
+        self._goals_version += 1
         records, self.records = self.records, []
         for meta, body, _ in records:
             meta.effective, roles = effective(meta, body)
@@ -266,11 +282,13 @@ class Fold:
             }
             self.dirty_fixes.add(body["fix"])
         elif kind == "goal.set":
+            self._goals_version += 1
             gid = body.get("goal", meta.id)
             g = self.goals.setdefault(gid, GoalAgg(gid))
             g.versions[meta.id] = (meta.lamport, meta.author, body)
             self.dirty_goals.add(gid)
         elif kind == "goal.review":
+            self._goals_version += 1
             g = self.goals.setdefault(body["goal"], GoalAgg(body["goal"]))
             per = g.reviews.setdefault(body["version"], {})
             prev = per.get(meta.author)
@@ -334,10 +352,31 @@ class Fold:
             f.outcomes,
         )
 
+    def active_goals(self) -> tuple[list[Goal], Resolution]:
+        """The active goals and the resolution of their conflicts (cached)."""
+        if self._resolved is None or self._resolved[0] != self._goals_version:
+            active = []
+            for gid in sorted(self.goals):
+                st = goal_status(self.goals[gid])
+                if st is None or not st["active"]:
+                    continue
+                body = st["body"]
+                active.append(
+                    Goal(
+                        gid,
+                        body["scope"],
+                        body["priority"],
+                        tuple(body["constraints"]),
+                        body["title"],
+                    )
+                )
+            self._resolved = (self._goals_version, (active, resolve(active)))
+        return self._resolved[1]
+
     def iter_fix_status(self) -> Iterator[tuple[FixAgg, dict[str, Any]]]:
         for f in self.fixes.values():
             v = self.fix_view(f)
-            yield v, fix_status(v, self.policy)
+            yield v, fix_status(v, self.policy, self.active_goals())
 
     def drain_dirty(self) -> tuple[set[bytes], set[bytes], set[bytes], bool]:
         out = (self.dirty_patterns, self.dirty_fixes, self.dirty_goals, self.all_dirty)

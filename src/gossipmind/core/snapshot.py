@@ -86,7 +86,7 @@ def fix_row(r: Replica, f: FixAgg) -> dict[str, Any] | None:
     v = r.fold.fix_view(f)
     if v.recipe is None:
         return None
-    st = fix_status(v, r.policy)
+    st = fix_status(v, r.policy, r.fold.active_goals())
     attempts = sum(o[0] for o in v.outcomes.values())
     successes = sum(o[1] for o in v.outcomes.values())
     proposals = sorted(v.proposals.items(), key=lambda kv: (kv[1]["lamport"], kv[0]))
@@ -101,6 +101,7 @@ def fix_row(r: Replica, f: FixAgg) -> dict[str, Any] | None:
         "quorum": st.get("quorum"),
         "accepts": [[a, t] for a, t in st["accepts"]],
         "rejects": [[a, t] for a, t in st["rejects"]],
+        "violations": st["violations"],
         "attestations": [
             {
                 "verifier": a,
@@ -161,6 +162,14 @@ def goal_rows(r: Replica) -> list[dict[str, Any]]:
     return out
 
 
+def conflict_rows(r: Replica) -> list[dict[str, Any]]:
+    _, resolution = r.fold.active_goals()
+    return [
+        {"a": c.a, "b": c.b, "scope": c.scope, "reason": c.reason, "winner": c.winner}
+        for c in resolution.conflicts
+    ]
+
+
 def snapshot(r: Replica) -> dict[str, Any]:
     """All materialised state, for equality checks across replicas."""
     return {
@@ -169,5 +178,6 @@ def snapshot(r: Replica) -> dict[str, Any]:
         "patterns": pattern_rows(r),
         "fixes": fix_rows(r),
         "goals": goal_rows(r),
+        "conflicts": conflict_rows(r),
         "equivocations": sorted([a, s, ids] for (a, s), ids in r.equivocations.items()),
     }

@@ -318,6 +318,8 @@ class Store:
         c = self.conn
         enc = encoding.encode
         threshold = r.policy.synthesis_threshold
+        if goals:  # a goal change can change any fix's status
+            fixes = set(r.fold.fixes)
         if everything:
             c.execute("DELETE FROM patterns")
             c.execute("DELETE FROM fixes")
