@@ -32,9 +32,17 @@ from typing import Any
 
 import trio
 
-from gossipmind.bench.cluster import load_average, node_config, open_cluster, ring_edges, wait_for
+from gossipmind.bench.cluster import (
+    Cluster,
+    Outcome,
+    load_average,
+    node_config,
+    open_cluster,
+    ring_edges,
+    wait_for,
+)
 from gossipmind.bench.common import machine, result
-from gossipmind.core.errors import NetworkError
+from gossipmind.core.errors import GossipmindError, NetworkError
 from gossipmind.core.replica import Replica
 from gossipmind.node.node import Node, open_node
 from gossipmind.store.datadir import DataDir
@@ -110,32 +118,43 @@ def _sent(nodes: list[Node]) -> tuple[int, int]:
 
 async def _catch_up(root: Path, n: int) -> dict[str, Any]:
     late = n - 1
+    out: Outcome[dict[str, Any]] = Outcome()
     async with open_cluster(root, n, skip=frozenset({late}), prepared=True) as cluster:
-        target = cluster.nodes[0].store.replica.root()
         cfg = node_config(root / f"node-{late}", min_peers=min(4, n - 1))
-        neighbours = sorted({b if a == late else a for a, b in ring_edges(n) if late in (a, b)})
         async with open_node(cfg) as node:
-            everyone = [*cluster.nodes, node]
-            bytes0, frames0 = _sent(everyone)
-            t0 = time.perf_counter()
-            for j in neighbours:
-                await node.transport.connect(cluster.nodes[j].transport.addrs()[0])
-            await wait_for("catch-up", lambda: node.store.replica.root() == target, CATCHUP_TIMEOUT)
-            elapsed = time.perf_counter() - t0
-            await wait_for("sync sessions to end", lambda: _idle(node), CATCHUP_TIMEOUT)
-            bytes1, frames1 = _sent(everyone)
-            return {
-                "time_s": elapsed,
-                "payload_bytes": bytes1 - bytes0,
-                "frames": frames1 - frames0,
-                "late_bytes_sent": node.sync.bytes_sent,
-                "late_bytes_received": node.sync.bytes_received,
-                "sessions": node.sync.sessions,
-                "refused": node.sync.refused,
-                "ops_received": node.sync.ops_received,
-                "neighbours": len(neighbours),
-                "kb_ops": len(node.store.replica.meta),
-            }
+            try:
+                out.value = await _join(cluster, node, late)
+            except GossipmindError as exc:
+                out.error = exc
+    return out.get()
+
+
+async def _join(cluster: Cluster, node: Node, late: int) -> dict[str, Any]:
+    """Connect the late node to its neighbours; measure until it caught up."""
+    target = cluster.nodes[0].store.replica.root()
+    n = cluster.n + 1
+    neighbours = sorted({b if a == late else a for a, b in ring_edges(n) if late in (a, b)})
+    everyone = [*cluster.nodes, node]
+    bytes0, frames0 = _sent(everyone)
+    t0 = time.perf_counter()
+    for j in neighbours:
+        await node.transport.connect(cluster.nodes[j].transport.addrs()[0])
+    await wait_for("catch-up", lambda: node.store.replica.root() == target, CATCHUP_TIMEOUT)
+    elapsed = time.perf_counter() - t0
+    await wait_for("sync sessions to end", lambda: _idle(node), CATCHUP_TIMEOUT)
+    bytes1, frames1 = _sent(everyone)
+    return {
+        "time_s": elapsed,
+        "payload_bytes": bytes1 - bytes0,
+        "frames": frames1 - frames0,
+        "late_bytes_sent": node.sync.bytes_sent,
+        "late_bytes_received": node.sync.bytes_received,
+        "sessions": node.sync.sessions,
+        "refused": node.sync.refused,
+        "ops_received": node.sync.ops_received,
+        "neighbours": len(neighbours),
+        "kb_ops": len(node.store.replica.meta),
+    }
 
 
 def run(nodes: int = 5, missing: int = 5000, base: int = 5000) -> dict[str, Any]:

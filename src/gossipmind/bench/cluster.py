@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import trio
 
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from gossipmind.net.host import Libp2pTransport
 
 MESH_TIMEOUT = 30.0
+T = TypeVar("T")
 Edge = tuple[int, int]
 
 
@@ -60,19 +61,57 @@ def degree(n: int, edges: list[Edge]) -> list[int]:
     return out
 
 
+async def poll(ready: Callable[[], bool], timeout: float) -> bool:
+    """Poll ``ready`` every 20 ms until true (True) or ``timeout`` seconds passed (False)."""
+    with trio.move_on_after(timeout):
+        while not ready():
+            await trio.sleep(0.02)
+    return ready()
+
+
 async def wait_for(what: str, ready: Callable[[], bool], timeout: float) -> None:
     """Poll ``ready`` until true; :class:`NetworkError` naming ``what`` after ``timeout``."""
-    try:
-        with trio.fail_after(timeout):
-            while not ready():
-                await trio.sleep(0.02)
-    except trio.TooSlowError:
-        raise NetworkError(f"{what} not reached within {timeout:.0f} s") from None
+    if not await poll(ready, timeout):
+        raise NetworkError(f"{what} not reached within {timeout:.0f} s")
 
 
-def mesh_formed(meshes: list[set[str]], peers: list[set[str]], low: int) -> bool:
-    """Every node has ``min(low, its connections)`` mesh peers among its connections."""
-    return all(len(m & p) >= min(low, len(p)) and p for m, p in zip(meshes, peers, strict=True))
+def mesh_formed(meshes: list[set[str]], peers: list[set[str]], want: list[int], low: int) -> bool:
+    """Node ``i`` has at least ``want[i]`` connections and ``min(low, want[i])`` of them
+    in its gossip mesh."""
+    return all(
+        len(p) >= w and len(m & p) >= min(low, w)
+        for m, p, w in zip(meshes, peers, want, strict=True)
+    )
+
+
+@dataclass
+class Outcome(Generic[T]):
+    """A measurement's result or error, carried out of the nodes' contexts.
+
+    An exception, or a ``return``, that crosses ``open_node`` while its nursery is
+    being cancelled can be lost in py-libp2p's service nurseries (the block then
+    seems to end normally). Measurements therefore store what they produced here
+    and the caller returns or raises it once every node is closed.
+    """
+
+    value: T | None = None
+    error: BaseException | None = None
+
+    def get(self) -> T:
+        """The value, or raise the error (or NetworkError if there is neither)."""
+        if self.error is not None:
+            raise self.error
+        if self.value is None:
+            raise NetworkError("the measurement ended without a result")
+        return self.value
+
+
+def first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The first exception of a (nested) exception group."""
+    inner: BaseException = group
+    while isinstance(inner, BaseExceptionGroup):
+        inner = inner.exceptions[0]
+    return inner
 
 
 @dataclass
@@ -129,6 +168,7 @@ async def open_cluster(
     if not prepared:
         prepare(root, n, min(verifiers, n - 1))
     edges = [(a, b) for a, b in ring_edges(n, k) if a not in skip and b not in skip]
+    ready = False
     async with AsyncExitStack() as stack:
         nodes: list[Node] = []
         for i in range(n):
@@ -141,20 +181,24 @@ async def open_cluster(
         for a, b in edges:
             await nodes[pos[a]].transport.connect(nodes[pos[b]].transport.addrs()[0])
         cluster = Cluster(nodes, [(pos[a], pos[b]) for a, b in edges], root)
-        await wait_cluster_ready(cluster)
-        yield cluster
+        ready = await cluster_ready(cluster)
+        if ready:
+            yield cluster
+    if not ready:  # raised here, once the nodes are closed (see Outcome)
+        raise NetworkError(f"no gossip mesh or no single state root within {MESH_TIMEOUT:.0f} s")
 
 
-async def wait_cluster_ready(cluster: Cluster, timeout: float = MESH_TIMEOUT) -> None:
+async def cluster_ready(cluster: Cluster, timeout: float = MESH_TIMEOUT) -> bool:
     """Until every node has its gossip mesh and every store has the same root."""
     low = TransportConfig(seed=bytes(32), topic="t").degree_low
     nodes = cluster.nodes
+    want = degree(cluster.n, cluster.edges)
 
     def ready() -> bool:
         peers = [set(node.transport.peers()) for node in nodes]
-        return mesh_formed(cluster.meshes(), peers, low) and len(cluster.roots()) == 1
+        return mesh_formed(cluster.meshes(), peers, want, low) and len(cluster.roots()) == 1
 
-    await wait_for("gossip mesh and one state root", ready, timeout)
+    return await poll(ready, timeout)
 
 
 @dataclass
@@ -245,6 +289,7 @@ async def open_raw_fleet(n: int, edges: list[Edge], topic: str) -> AsyncIterator
     """``n`` libp2p transports joined along ``edges``, mesh formed, accepting everything."""
     from gossipmind.net.host import open_libp2p_transport
 
+    formed = False
     async with AsyncExitStack() as stack:
         ts: list[Libp2pTransport] = []
         for _ in range(n):
@@ -253,18 +298,22 @@ async def open_raw_fleet(n: int, edges: list[Edge], topic: str) -> AsyncIterator
         for a, b in edges:
             await ts[a].connect(ts[b].addrs()[0])
         low = ts[0].config.degree_low
+        want = degree(n, edges)
 
         def ready() -> bool:
             peers = [set(t.peers()) for t in ts]
-            return mesh_formed([set(mesh_peers(t)) for t in ts], peers, low)
+            return mesh_formed([set(mesh_peers(t)) for t in ts], peers, want, low)
 
-        await wait_for("raw gossipsub mesh", ready, MESH_TIMEOUT)
-        fleet = RawFleet(ts, Arrivals(need=n - 1))
-        async with trio.open_nursery() as nursery:
-            for i in range(n):
-                nursery.start_soon(fleet.watch, i)
-            yield fleet
-            nursery.cancel_scope.cancel()
+        formed = await poll(ready, MESH_TIMEOUT)
+        if formed:
+            fleet = RawFleet(ts, Arrivals(need=n - 1))
+            async with trio.open_nursery() as nursery:
+                for i in range(n):
+                    nursery.start_soon(fleet.watch, i)
+                yield fleet
+                nursery.cancel_scope.cancel()
+    if not formed:
+        raise NetworkError(f"no raw gossipsub mesh within {MESH_TIMEOUT:.0f} s")
 
 
 # --- figures ------------------------------------------------------------------------

@@ -30,7 +30,10 @@ import trio
 
 from gossipmind.bench.cluster import (
     Arrivals,
+    Cluster,
+    Outcome,
     degree,
+    first_leaf,
     load_average,
     open_cluster,
     open_raw_fleet,
@@ -38,6 +41,7 @@ from gossipmind.bench.cluster import (
     write_timed,
 )
 from gossipmind.bench.common import machine, result
+from gossipmind.core.errors import GossipmindError
 from gossipmind.net.gossip import encode_batch
 from gossipmind.testing import sample_report
 
@@ -51,35 +55,46 @@ def _body(i: int) -> dict[str, Any]:
 async def _measure(
     nodes: int, samples: int, warmup: int, pause: float, seed: int, root: Path
 ) -> dict[str, Any]:
-    rng = random.Random(seed)
+    out: Outcome[dict[str, Any]] = Outcome()
     t_start = time.perf_counter()
     async with open_cluster(root, nodes) as cluster:
-        edges = cluster.edges_now()
-        topic = f"gossipmind-bench/raw/{rng.getrandbits(64):016x}"
-        ours = Arrivals(need=nodes)
-        async with open_raw_fleet(nodes, edges, topic) as raw, trio.open_nursery() as nursery:
-            for node in cluster.nodes:
-                nursery.start_soon(ours.watch_node, node.subscribe(buffer=100_000))
-            setup_s = time.perf_counter() - t_start
-            size = 0
-            kept_ours: list[bytes] = []
-            kept_raw: list[bytes] = []
-            for i in range(warmup + samples):
-                w = rng.randrange(nodes)
-                op = await write_timed(ours, cluster.nodes[w], "pattern.report", _body(i))
-                size = len(encode_batch([op.raw]))
-                await ours.wait(op.id, SAMPLE_TIMEOUT)
-                await trio.sleep(pause * (0.5 + rng.random()))
-                tag = i.to_bytes(8, "big")
-                await raw.publish(w, tag, size)
-                await raw.arrivals.wait(tag, SAMPLE_TIMEOUT)
-                await trio.sleep(pause * (0.5 + rng.random()))
-                if i >= warmup:
-                    kept_ours.append(op.id)
-                    kept_raw.append(tag)
-            converged = len(cluster.roots()) == 1
-            nursery.cancel_scope.cancel()
-        stats = [node.status() for node in cluster.nodes]
+        try:
+            out.value = await _sample(cluster, samples, warmup, pause, seed, t_start)
+        except* GossipmindError as group:
+            out.error = first_leaf(group)
+    return out.get()
+
+
+async def _sample(
+    cluster: Cluster, samples: int, warmup: int, pause: float, seed: int, t_start: float
+) -> dict[str, Any]:
+    rng = random.Random(seed)
+    nodes = cluster.n
+    edges = cluster.edges_now()
+    topic = f"gossipmind-bench/raw/{rng.getrandbits(64):016x}"
+    ours = Arrivals(need=nodes)
+    kept_ours: list[bytes] = []
+    kept_raw: list[bytes] = []
+    size = 0
+    async with open_raw_fleet(nodes, edges, topic) as raw, trio.open_nursery() as nursery:
+        for node in cluster.nodes:
+            nursery.start_soon(ours.watch_node, node.subscribe(buffer=100_000))
+        setup_s = time.perf_counter() - t_start
+        for i in range(warmup + samples):
+            w = rng.randrange(nodes)
+            op = await write_timed(ours, cluster.nodes[w], "pattern.report", _body(i))
+            size = len(encode_batch([op.raw]))
+            await ours.wait(op.id, SAMPLE_TIMEOUT)
+            await trio.sleep(pause * (0.5 + rng.random()))
+            tag = i.to_bytes(8, "big")
+            await raw.publish(w, tag, size)
+            await raw.arrivals.wait(tag, SAMPLE_TIMEOUT)
+            await trio.sleep(pause * (0.5 + rng.random()))
+            if i >= warmup:
+                kept_ours.append(op.id)
+                kept_raw.append(tag)
+        nursery.cancel_scope.cancel()
+    stats = [node.status() for node in cluster.nodes]
     lat_ours = _kept(ours, kept_ours)
     lat_raw = _kept(raw.arrivals, kept_raw)
     return {
@@ -90,7 +105,7 @@ async def _measure(
         "size": size,
         "edges": edges,
         "setup_s": setup_s,
-        "converged": converged,
+        "converged": len(cluster.roots()) == 1,
         "gossip_messages": sum(s["counters"]["gossip_messages"] for s in stats),
         "sync_sessions": sum(s["sync"]["sessions"] for s in stats),
         "sync_ops_received": sum(s["sync"]["ops_received"] for s in stats),

@@ -28,14 +28,17 @@ import trio
 from gossipmind.bench.cluster import (
     Arrivals,
     Cluster,
+    Outcome,
+    first_leaf,
     load_average,
     open_cluster,
+    poll,
     summary_ms,
-    wait_for,
     write_timed,
 )
 from gossipmind.bench.common import machine, result
 from gossipmind.core import ops as opsmod
+from gossipmind.core.errors import GossipmindError
 from gossipmind.core.ops import Op
 from gossipmind.testing import sample_report
 
@@ -91,38 +94,47 @@ class Driver:
         return [a.done[k] - a.started[k] for k in a.started if k in a.done and t0 <= a.done[k] < t1]
 
 
-async def _measure(nodes: int, window: int, warmup: float, seconds: float, root: Path) -> Any:
+async def _measure(
+    nodes: int, window: int, warmup: float, seconds: float, root: Path
+) -> dict[str, Any]:
+    out: Outcome[dict[str, Any]] = Outcome()
     async with open_cluster(root, nodes) as cluster:
-        driver = Driver(cluster, window)
-        async with trio.open_nursery() as watchers:
-            for node in cluster.nodes:
-                watchers.start_soon(driver.arrivals.watch_node, node.subscribe(buffer=10**7))
-            async with trio.open_nursery() as writers:
-                for i in range(nodes):
-                    writers.start_soon(driver.writer, i)
-                await trio.sleep(warmup)
-                t0 = time.perf_counter()
-                await trio.sleep(seconds)
-                t1 = time.perf_counter()
-                writers.cancel_scope.cancel()
-            drained = await driver.arrivals.wait_all(DRAIN_TIMEOUT)
-            t_drained = time.perf_counter()
-            if drained:
-                await wait_for("one state root", lambda: len(cluster.roots()) == 1, DRAIN_TIMEOUT)
-            watchers.cancel_scope.cancel()
-        stats = [node.status() for node in cluster.nodes]
-        return {
-            "latencies": driver.completed_between(t0, t1),
-            "period_s": t1 - t0,
-            "drain_s": t_drained - t1,
-            "drained": drained,
-            "converged": drained and len(cluster.roots()) == 1,
-            "written": len(driver.written),
-            "sample": driver.written[:VERIFY_SAMPLE],
-            "gossip_messages": sum(s["counters"]["gossip_messages"] for s in stats),
-            "gossip_ops": sum(s["counters"]["gossip_ops"] for s in stats),
-            "sync_ops_received": sum(s["sync"]["ops_received"] for s in stats),
-        }
+        try:
+            out.value = await _drive(cluster, window, warmup, seconds)
+        except* GossipmindError as group:
+            out.error = first_leaf(group)
+    return out.get()
+
+
+async def _drive(cluster: Cluster, window: int, warmup: float, seconds: float) -> dict[str, Any]:
+    driver = Driver(cluster, window)
+    async with trio.open_nursery() as watchers:
+        for node in cluster.nodes:
+            watchers.start_soon(driver.arrivals.watch_node, node.subscribe(buffer=10**7))
+        async with trio.open_nursery() as writers:
+            for i in range(cluster.n):
+                writers.start_soon(driver.writer, i)
+            await trio.sleep(warmup)
+            t0 = time.perf_counter()
+            await trio.sleep(seconds)
+            t1 = time.perf_counter()
+            writers.cancel_scope.cancel()
+        drained = await driver.arrivals.wait_all(DRAIN_TIMEOUT)
+        t_drained = time.perf_counter()
+        one_root = await poll(lambda: len(cluster.roots()) == 1, DRAIN_TIMEOUT)
+        watchers.cancel_scope.cancel()
+    stats = [node.status() for node in cluster.nodes]
+    return {
+        "latencies": driver.completed_between(t0, t1),
+        "period_s": t1 - t0,
+        "drain_s": t_drained - t1,
+        "converged": drained and one_root,
+        "written": len(driver.written),
+        "sample": driver.written[:VERIFY_SAMPLE],
+        "gossip_messages": sum(s["counters"]["gossip_messages"] for s in stats),
+        "gossip_ops": sum(s["counters"]["gossip_ops"] for s in stats),
+        "sync_ops_received": sum(s["sync"]["ops_received"] for s in stats),
+    }
 
 
 def run(

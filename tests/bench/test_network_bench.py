@@ -1,0 +1,90 @@
+"""The network benchmarks in tiny configurations: contract shape and sane figures.
+
+Real libp2p nodes on 127.0.0.1 in one process. No wall-clock target is asserted
+here: the figures depend on the machine and its load; `gossipmind bench` reports them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from gossipmind.bench import catchup, cluster, convergence, throughput
+from gossipmind.cli.main import cli
+
+# py-libp2p leaks the socket of a dial cancelled mid-upgrade when a node closes (see
+# conftest.py); that is not what these tests are about.
+pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+
+CONTRACT = {"name", "value", "unit", "baseline", "ratio", "target", "passed"}
+
+
+def check_contract(r: dict[str, Any], name: str, target: str) -> None:
+    assert set(r) >= CONTRACT
+    assert r["name"] == name
+    assert r["target"] == f"ratio {target}"
+    assert isinstance(r["passed"], bool)
+    assert r["value"] > 0 and r["baseline"] > 0
+    assert math.isclose(r["ratio"], r["value"] / r["baseline"], rel_tol=1e-3, abs_tol=1e-3)
+    op, limit = target.split()
+    assert r["passed"] == (r["ratio"] <= float(limit) if op == "<=" else r["ratio"] >= float(limit))
+    assert r["machine"]["cpus"] >= 1
+    json.dumps(r)  # printable as JSON as is
+
+
+def test_convergence_tiny() -> None:
+    r = convergence.run(nodes=3, samples=8, warmup=2, pause=0.005)
+    check_contract(r, "convergence", "<= 2")
+    assert r["nodes"] == 3 and r["samples"] == 8
+    assert r["timeouts"] == {"ours": 0, "raw": 0}
+    assert r["all_roots_equal"]
+    for side in ("ours", "raw_gossipsub"):
+        s = r[side]
+        assert 0 < s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] <= s["max_ms"]
+    assert r["value"] == r["ours"]["p99_ms"] and r["baseline"] == r["raw_gossipsub"]["p99_ms"]
+    assert r["message_bytes"] > 300  # a real op, batched alone
+    assert r["topology"]["degrees"] == [2]  # 3 nodes: a triangle
+
+
+def test_catchup_tiny() -> None:
+    r = catchup.run(nodes=3, missing=300, base=200)
+    check_contract(r, "catchup", "<= 1.15")
+    assert r["baseline"] == 1.0
+    assert r["missing_ops"] == 300 == r["ops_received"]
+    assert r["kb_ops"] >= 500
+    assert r["sync_bytes"] >= r["missing_op_bytes"] > 300 * 300
+    assert r["time_s"] > 0 and r["ingest_time_s"] > 0 and r["ingest_rate_ops_s"] > 0
+    assert math.isclose(r["time_ratio"], r["time_s"] / r["ingest_time_s"], rel_tol=0.1)
+
+
+def test_throughput_tiny() -> None:
+    r = throughput.run(nodes=3, seconds=2.0, warmup=1.0, window=200)
+    check_contract(r, "throughput", ">= 0.5")
+    assert r["all_converged"]
+    assert r["cores"] >= 1 and r["verify_rate_one_core"] > 0
+    limit = r["cores"] * r["verify_rate_one_core"] / 3
+    assert math.isclose(r["baseline"], limit, rel_tol=1e-3)
+    assert r["ops_written"] >= r["value"] * r["period_s"] * 0.99
+    assert 0 < r["lag"]["p50_ms"] <= r["lag"]["p99_ms"]
+
+
+def test_cli_runs_a_network_bench_as_json() -> None:
+    out = CliRunner().invoke(
+        cli, ["bench", "catchup", "--nodes", "2", "--missing", "50", "--base", "0", "--json"]
+    )
+    assert out.exit_code in (0, 1), out.output
+    r = json.loads(out.output)
+    check_contract(r, "catchup", "<= 1.15")
+
+
+def test_topology_and_percentiles() -> None:
+    assert cluster.ring_edges(3) == [(0, 1), (0, 2), (1, 2)]
+    edges = cluster.ring_edges(10)
+    assert len(edges) == 20 and set(cluster.degree(10, edges)) == {4}
+    assert cluster.percentile([5.0, 1.0, 3.0, 2.0, 4.0], 50) == 3.0
+    assert cluster.percentile([float(i) for i in range(1, 101)], 99) == 99.0
+    assert cluster.summary_ms([]) == {"p50_ms": 0.0, "p90_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0}
