@@ -155,6 +155,21 @@ OPENAPI: dict[str, Any] = {
                 "responses": _ok({"type": "array", "items": {"type": "object"}}),
             }
         },
+        "/v1/ops": {
+            "post": {
+                "summary": "Sign and publish an op with the node's identity (used by the CLI "
+                "while the node holds the store); 403 if the node is not authorized for it",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": _obj(kind={"type": "string"}, body={"type": "string"})
+                        }
+                    },
+                },
+                "responses": _ok(_obj(op=_HEX), "201") | {"403": _ERR, "409": _ERR},
+            }
+        },
         "/v1/events": {
             "get": {
                 "summary": "Server-sent events: `fix` for every accepted fix, then each fix "

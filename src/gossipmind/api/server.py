@@ -34,7 +34,17 @@ from gossipmind.api.wire import (
     jsonable,
     outcome_from_json,
 )
-from gossipmind.core.errors import ConfigError, GossipmindError, NotFound, SchemaError
+from gossipmind.core import encoding
+from gossipmind.core.errors import (
+    ConfigError,
+    EncodingError,
+    GossipmindError,
+    InvalidOp,
+    NotFound,
+    SchemaError,
+)
+from gossipmind.core.ops import KINDS, MAX_OP_SIZE
+from gossipmind.core.schema import check_body
 from gossipmind.core.snapshot import pattern_row
 from gossipmind.learn.patterns import Failure
 from gossipmind.node.node import Node
@@ -82,6 +92,7 @@ class Api:
             Route("/v1/patterns", self.guard(self.patterns), methods=["GET"]),
             Route("/v1/fixes", self.guard(self.fixes), methods=["GET"]),
             Route("/v1/events", self.guard(self.events), methods=["GET"]),
+            Route("/v1/ops", self.guard(self.write_op), methods=["POST"]),
         ]
         self.app = Starlette(routes=routes)
 
@@ -104,6 +115,8 @@ class Api:
                 return error(422, str(exc), field=exc.path)
             except NotFound as exc:
                 return error(404, str(exc))
+            except InvalidOp as exc:
+                return error(403 if exc.code in _FORBIDDEN else 409, str(exc), code=exc.code)
             except PayloadTooLarge as exc:
                 return error(413, str(exc))
             except GossipmindError as exc:
@@ -187,6 +200,30 @@ class Api:
         self.node.report_outcome(fix, attempts, successes)
         return JSONResponse({"queued": True}, status_code=202)
 
+    async def write_op(self, request: Request) -> Response:
+        """Sign and publish an op with the node's identity (what the CLI uses while
+        the node holds the store). Body: ``{"kind": str, "body": hex(canonical msgpack)}``."""
+        doc = await self.json_body(request)
+        if not isinstance(doc, dict) or set(doc) != {"kind", "body"}:
+            raise SchemaError("", "expected exactly the fields kind and body")
+        kind, raw = doc["kind"], doc["body"]
+        if kind not in KINDS or kind == "net.genesis":
+            raise SchemaError("kind", f"cannot write ops of kind {kind!r}")
+        if not isinstance(raw, str):
+            raise SchemaError("body", "must be hex of a canonical msgpack map")
+        try:
+            body = encoding.decode(bytes.fromhex(raw), max_size=MAX_OP_SIZE)
+        except (ValueError, EncodingError) as exc:
+            raise SchemaError("body", f"not canonical msgpack hex: {exc}") from None
+        if not isinstance(body, dict):
+            raise SchemaError("body", "must encode a map")
+        try:
+            check_body(kind, body)
+        except SchemaError as exc:
+            raise SchemaError(f"body.{exc.path}", exc.message) from None
+        op = await self.node.write(kind, body)
+        return JSONResponse({"op": op.id.hex()}, status_code=201)
+
     async def patterns(self, request: Request) -> Response:
         r = self.node.store.replica
         rows = [pattern_row(p, r.policy.synthesis_threshold) for p in r.fold.patterns.values()]
@@ -224,6 +261,9 @@ class Api:
                     yield sse("fix", self.summary(t.row) | {"previous": t.old})
 
         return StreamingResponse(stream(), media_type="text/event-stream")
+
+
+_FORBIDDEN = frozenset({"unauthorized", "not_member", "not_verifier", "out_of_scope", "revoked"})
 
 
 def _limit(request: Request) -> int:

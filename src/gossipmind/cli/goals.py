@@ -137,3 +137,52 @@ def goals_review(ctx: Ctx, goal: str, approve: bool, comment: str, as_json: bool
     verdict = "approve" if approve else "reject"
     body = {"goal": gid, "version": rows[0]["version"], "verdict": verdict, "comment": comment}
     _done(_write(ctx, "goal.review", body), f"{verdict}d goal {short(gid)}", as_json)
+
+
+@goals.command("conflicts")
+@json_option
+@pass_ctx
+@errors
+def goals_conflicts(ctx: Ctx, as_json: bool) -> None:
+    """Conflicts between active goals and how they are resolved (same on every replica)."""
+    from gossipmind.core.goals import Goal, resolve
+
+    with ctx.reader() as r:
+        rows = [g for g in r.goals() if g["active"]]
+    active = [
+        Goal(g["goal"], g["scope"], g["priority"], tuple(g["constraints"]), g["title"])
+        for g in rows
+    ]
+    titles = {g["goal"]: g["title"] for g in rows}
+    conflicts = resolve(active).conflicts
+    out = [
+        {
+            "a": c.a,
+            "b": c.b,
+            "scope": c.scope,
+            "reason": c.reason,
+            "winner": c.winner,
+            "resolution": "higher priority wins"
+            if c.winner
+            else "equal priority: a tier-3 person decides",
+        }
+        for c in conflicts
+    ]
+    if as_json:
+        print_json(out)
+        return
+    if not out:
+        console.print("no conflicts between active goals")
+    table(
+        "goal conflicts",
+        ["scope", "goals", "reason", "resolution"],
+        [
+            [
+                c["scope"],
+                f"{titles[c['a']]} vs {titles[c['b']]}",
+                c["reason"],
+                f"{titles[c['winner']]} wins" if c["winner"] else "tier 3 decides",
+            ]
+            for c in out
+        ],
+    )

@@ -8,7 +8,7 @@ import sys
 import click
 
 from gossipmind import __version__
-from gossipmind.cli import bench, demo, goals, inspect, node, testnet, write
+from gossipmind.cli import bench, demo, goals, inspect, node, review, testnet, write
 from gossipmind.cli.common import Ctx
 
 
@@ -49,6 +49,8 @@ for command in (
     write.outcome,
     write.revoke_fix,
     goals.goals,
+    review.review,
+    review.teach,
     bench.bench,
     demo.demo,
     node.node,

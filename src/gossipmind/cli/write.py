@@ -11,14 +11,15 @@ import click
 
 from gossipmind.cli.common import Ctx, errors, now_ms, parse_hex, pass_ctx, resolve_prefix
 from gossipmind.cli.output import console, print_json, short
-from gossipmind.core.errors import ConfigError, SchemaError, StoreError
+from gossipmind.core.encoding import encode
+from gossipmind.core.errors import ConfigError, InvalidOp, SchemaError, StoreError
 from gossipmind.core.policy import Policy
 from gossipmind.core.recipe import RISKS, STEP_TYPES, check_recipe
 from gossipmind.core.replica import create_genesis
 from gossipmind.core.schema import ROLES, check_constraint, fix_id
 from gossipmind.store.datadir import dump_genesis, load_genesis
 from gossipmind.store.keyfile import new_identity, read_key, write_key
-from gossipmind.store.sqlite import Store
+from gossipmind.store.sqlite import Store, StoreLocked
 
 _json = click.option("--json", "as_json", is_flag=True, help="Print the op as JSON.")
 
@@ -31,9 +32,32 @@ def _done(op_id: bytes, what: str, as_json: bool, **extra: Any) -> None:
 
 
 def _write(ctx: Ctx, kind: str, body: dict[str, Any]) -> bytes:
-    identity = ctx.identity()
-    with ctx.store() as store:
-        return store.create_op(identity, kind, body, now_ms()).id
+    """Sign an op with the local identity: directly in the store, or — when a running
+    node holds the store — through that node's local API (the node signs it)."""
+    try:
+        store = ctx.store()
+    except StoreLocked:
+        return _write_via_node(ctx, kind, body)
+    with store:
+        return store.create_op(ctx.identity(), kind, body, now_ms()).id
+
+
+def _write_via_node(ctx: Ctx, kind: str, body: dict[str, Any]) -> bytes:
+    from gossipmind.api.transport import Http, discover
+
+    url, token = discover(ctx.dir.root)
+    http = Http(url, token, timeout=10)
+    try:
+        status, doc = http.request("POST", "/v1/ops", {"kind": kind, "body": encode(body).hex()})
+    finally:
+        http.close()
+    if status == 201:
+        return bytes.fromhex(doc["op"])
+    message = doc.get("error", f"HTTP {status}") if isinstance(doc, dict) else f"HTTP {status}"
+    if status in (403, 409):
+        code = str(doc.get("code", "rejected"))
+        raise InvalidOp(code, message.removeprefix(f"{code}: "))
+    raise ConfigError(f"the node refused the op: {message}")
 
 
 @click.command()

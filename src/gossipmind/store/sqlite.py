@@ -31,6 +31,10 @@ from gossipmind.store.verifier import Verification
 MAX_REJECTED_ROWS = 100_000
 
 
+class StoreLocked(StoreError):
+    """Another process (normally a running node) holds the store for writing."""
+
+
 def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
     mode = "ro" if readonly else "rw"
     try:
@@ -397,7 +401,7 @@ def _lock(path: Path) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise StoreError(
+        raise StoreLocked(
             f"{path} is open for writing by another process (a running node?); "
             "stop it, or write through its API"
         ) from None
