@@ -122,8 +122,12 @@ OPENAPI: dict[str, Any] = {
         },
         "/v1/fix": {
             "get": {
-                "summary": "The best accepted fix for a pattern (404 if none)",
-                "parameters": [_PATTERN_Q],
+                "summary": "The best accepted fix for a pattern (404 if none); with canary=1, "
+                "else a provisional one (accepted by a verifier, rejected by none)",
+                "parameters": [
+                    _PATTERN_Q,
+                    {"name": "canary", "in": "query", "schema": {"enum": ["0", "1"]}},
+                ],
                 "responses": _ok(FIX),
             }
         },

@@ -188,7 +188,10 @@ class Api:
 
     async def get_fix(self, request: Request) -> Response:
         pattern = hex_id(request.query_params.get("pattern"), "pattern")
-        best = self.node.fixes.best(pattern)
+        canary = request.query_params.get("canary", "0")
+        if canary not in ("0", "1"):
+            raise SchemaError("canary", "must be 0 or 1")
+        best = self.node.fixes.best(pattern, canary=canary == "1")
         if best is None:
             raise NotFound(f"no accepted fix for pattern {pattern.hex()[:12]}")
         return JSONResponse(self.summary(best))

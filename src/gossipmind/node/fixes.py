@@ -48,9 +48,24 @@ class FixIndex:
                 out.append(row)
         return out
 
-    def best(self, pattern: bytes) -> dict[str, Any] | None:
-        """The accepted fix for ``pattern`` with the best outcome evidence."""
+    def best(self, pattern: bytes, *, canary: bool = False) -> dict[str, Any] | None:
+        """The accepted fix for ``pattern`` with the best outcome evidence.
+
+        With ``canary``, if none is accepted yet, a *provisional* one: proposed,
+        accepted by at least one verifier, rejected by none, breaking no goal —
+        what canary agents try so that senior verifiers get fleet evidence.
+        """
         ranked = rank(self.rows(pattern=pattern, status="accepted"))
+        if ranked:
+            return dict(ranked[0])
+        if not canary:
+            return None
+        provisional = [
+            r
+            for r in self.rows(pattern=pattern, status="proposed")
+            if r["accepts"] and not r["rejects"] and not r["violations"]
+        ]
+        ranked = rank(provisional)
         return dict(ranked[0]) if ranked else None
 
     def touched(self, ops: list[Op]) -> list[Transition]:

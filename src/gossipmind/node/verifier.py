@@ -17,7 +17,7 @@ import trio
 from gossipmind.core.errors import GossipmindError
 from gossipmind.core.replica import Replica
 from gossipmind.core.snapshot import fix_row, pattern_row
-from gossipmind.verify.checks import check_fix
+from gossipmind.verify.checks import fleet_evidence, judge
 
 log = logging.getLogger("gossipmind.node.verifier")
 
@@ -29,6 +29,8 @@ class VerifierStats:
     checked: int = 0
     accepted: int = 0
     rejected: int = 0
+    waiting: int = 0
+    revoked: int = 0
     out_of_scope: int = 0
 
 
@@ -40,6 +42,7 @@ class Verifier:
         self.tick_s = tick_s
         self.stats = VerifierStats()
         self._judged: set[bytes] = set()
+        self._waiting: dict[bytes, tuple[int, int]] = {}  # fix -> outcome counters last seen
 
     def pending(self) -> list[dict[str, Any]]:
         """Fix rows in my scopes that wait for my verdict."""
@@ -65,7 +68,16 @@ class Verifier:
         r = self.replica
         p = r.fold.patterns.get(row["pattern"])
         pattern = pattern_row(p, r.policy.synthesis_threshold) if p is not None else None
-        verdict = check_fix(row, pattern, r.policy)
+        tier = r.roles(self.key).tier_for(row["scope"])
+        seen = (row["attempts"], row["outcome_reporters"])
+        if self._waiting.get(row["fix"]) == seen:
+            return "wait"  # no new evidence since we last looked
+        verdict = judge(row, pattern, r.policy, tier)
+        if verdict is None:  # a senior verifier waits for fleet evidence
+            self._waiting[row["fix"]] = seen
+            self.stats.waiting += 1
+            return "wait"
+        self._waiting.pop(row["fix"], None)
         body = {
             "fix": row["fix"],
             "scope": row["scope"],
@@ -85,12 +97,48 @@ class Verifier:
         )
         return verdict.verdict
 
+    def _can_revoke(self, scope: str) -> bool:
+        roles = self.replica.roles(self.key)
+        return (
+            "admin" in roles.roles or roles.tier_for(scope) >= self.replica.policy.revoke_min_tier
+        )
+
+    async def watch_outcomes(self) -> int:
+        """Revoke accepted fixes whose fleet outcomes show they stopped working."""
+        revoked = 0
+        for f in list(self.replica.fold.fixes.values()):
+            row = fix_row(self.replica, f)
+            if row is None or row["status"] != "accepted" or not self._can_revoke(row["scope"]):
+                continue
+            state, why, _ = fleet_evidence(row, self.replica.policy)
+            if state != "bad":
+                continue
+            await self._write(
+                "fix.revoke",
+                {
+                    "fix": row["fix"],
+                    "scope": row["scope"],
+                    "reason": f"outcomes turned bad: {why}"[:512],
+                },
+            )
+            self.stats.revoked += 1
+            revoked += 1
+            log.info("revoked fix %s: %s", row["fix"].hex()[:12], why)
+        return revoked
+
     async def run(self) -> None:
         while True:
             await trio.sleep(self.tick_s)
             for row in self.pending():
                 try:
-                    await self.judge(row)
+                    verdict = await self.judge(row)
                 except GossipmindError as exc:
                     log.warning("could not attest fix %s: %s", row["fix"].hex()[:12], exc)
+                    continue
+                if verdict == "wait":
+                    self._judged.discard(row["fix"])
                 await trio.lowlevel.checkpoint()
+            try:
+                await self.watch_outcomes()
+            except GossipmindError as exc:
+                log.warning("could not revoke a fix: %s", exc)

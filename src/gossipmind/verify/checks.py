@@ -18,6 +18,7 @@ from gossipmind.core.errors import GossipmindError
 from gossipmind.core.policy import Policy
 from gossipmind.core.recipe import check_recipe, steps_by_type
 from gossipmind.learn.drill import DrillResult, drill
+from gossipmind.learn.rank import wilson_lower_bound_bp
 from gossipmind.learn.simulator import FaultModel
 from gossipmind.learn.synth import is_non_idempotent
 
@@ -84,6 +85,8 @@ def check_fix(
             reasons.append(
                 f"retries a non-idempotent {recipe['scope']} call without an idempotency key"
             )
+    for _, why in fix.get("violations", []):
+        reasons.append(f"breaks an active goal: {why}")
     if reasons:
         return Verdict(False, reasons)
     result = reproduce(fix, pattern, policy)
@@ -106,3 +109,73 @@ def check_fix(
             f"{max_amplification_pm / 1000:.2f}x"
         )
     return Verdict(not reasons, reasons or ["drill reproduced and better than baseline"], evidence)
+
+
+def wilson_upper_bp(successes: int, attempts: int) -> int:
+    """Wilson upper bound of a success rate, in basis points (10000 without data)."""
+    if attempts <= 0:
+        return 10_000
+    return 10_000 - wilson_lower_bound_bp(attempts - successes, attempts)
+
+
+def fleet_evidence(fix: Mapping[str, Any], policy: Policy) -> tuple[str, str, dict[str, Any]]:
+    """("wait" | "good" | "bad", why, evidence) from a fix's outcome counters.
+
+    Enough evidence means outcomes from at least ``evidence_min_reporters``
+    distinct agents. Good: the Wilson lower bound of the success rate reaches
+    ``evidence_min_success_bp``. Bad: even its upper bound stays below it.
+    """
+    s, n, reporters = int(fix["successes"]), int(fix["attempts"]), int(fix["outcome_reporters"])
+    lb, ub = wilson_lower_bound_bp(s, n), wilson_upper_bp(s, n)
+    evidence = {
+        "fleet_successes": s,
+        "fleet_attempts": n,
+        "fleet_reporters": reporters,
+        "fleet_lower_bp": lb,
+        "fleet_upper_bp": ub,
+    }
+    need = policy.evidence_min_success_bp
+    if reporters < policy.evidence_min_reporters:
+        return (
+            "wait",
+            f"outcomes from {reporters} of {policy.evidence_min_reporters} agents",
+            evidence,
+        )
+    if lb >= need:
+        return (
+            "good",
+            f"fleet success ≥ {lb / 100:.1f}% (lower bound) from {reporters} agents",
+            evidence,
+        )
+    if ub < need:
+        return (
+            "bad",
+            f"fleet success ≤ {ub / 100:.1f}% (upper bound) from {reporters} agents",
+            evidence,
+        )
+    return (
+        "wait",
+        f"fleet success between {lb / 100:.1f}% and {ub / 100:.1f}%: not yet decided",
+        evidence,
+    )
+
+
+def judge(
+    fix: Mapping[str, Any], pattern: Mapping[str, Any] | None, policy: Policy, tier: int
+) -> Verdict | None:
+    """A verifier's verdict at its tier, or None to wait for fleet evidence.
+
+    Tier 1 judges on the static checks and the reproduced drill. Tier 2 and up
+    also require fleet evidence of the fix working (outcomes from canary agents).
+    """
+    verdict = check_fix(fix, pattern, policy)
+    if not verdict.accept or tier < 2:
+        return verdict
+    state, why, evidence = fleet_evidence(fix, policy)
+    verdict.evidence.update(evidence)
+    if state == "wait":
+        return None
+    if state == "bad":
+        return Verdict(False, [why], verdict.evidence)
+    verdict.reasons.append(why)
+    return verdict
