@@ -57,7 +57,8 @@ class Verifier:
             if any(a["verifier"] == self.key for a in row["attestations"]):
                 self._judged.add(f.fix)
                 continue
-            if roles.tier_for(row["scope"]) < 1:
+            tier = roles.tier_for(row["scope"])
+            if tier < 1 or tier >= 3:  # tier 3 is a person: they sign with `gossipmind review`
                 self.stats.out_of_scope += 1
                 self._judged.add(f.fix)
                 continue

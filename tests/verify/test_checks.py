@@ -1,0 +1,118 @@
+"""What verifiers check (pure): static safety, reproduced drills, goals, fleet evidence."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gossipmind.core.policy import Policy
+from gossipmind.core.schema import fix_id, pattern_id
+from gossipmind.learn.drill import drill
+from gossipmind.learn.simulator import FaultModel
+from gossipmind.verify.checks import check_fix, fleet_evidence, judge, wilson_upper_bp
+
+PATTERN = {
+    "pattern": pattern_id("search", "query", "timeout", "t"),
+    "error_class": "timeout",
+    "status": {"504": 10},
+    "latency_ms_avg": 3000,
+    "latency_n": 10,
+    "retry_after_ms_max": 0,
+    "retry_after_n": 0,
+    "count": 10,
+    "reporters": 3,
+}
+RETRY = {
+    "scope": "search",
+    "budget_ms": 20000,
+    "steps": [
+        {
+            "type": "retry",
+            "max_attempts": 3,
+            "base_ms": 100,
+            "cap_ms": 1000,
+            "jitter": "full",
+            "on": ["timeout"],
+        }
+    ],
+}
+
+
+def row(recipe: dict[str, Any], *, publish: bool = True, **kw: Any) -> dict[str, Any]:
+    fid = fix_id(PATTERN["pattern"], recipe)
+    out: dict[str, Any] = {
+        "fix": fid,
+        "pattern": PATTERN["pattern"],
+        "recipe": recipe,
+        "scope": recipe["scope"],
+        "violations": [],
+        "successes": 0,
+        "attempts": 0,
+        "outcome_reporters": 0,
+    }
+    if publish:
+        model = FaultModel.from_pattern(PATTERN)
+        out["drill"] = {**drill(recipe, model, fid).to_body(), "model": model.to_body()}
+    out.update(kw)
+    return out
+
+
+def test_a_good_fix_reproduces_and_is_accepted() -> None:
+    v = check_fix(row(RETRY), PATTERN, Policy())
+    assert v.accept, v.reasons
+    assert v.evidence["drill_success_bp"] > v.evidence["drill_baseline_success_bp"]
+
+
+def test_tampered_drill_figures_are_caught() -> None:
+    r = row(RETRY)
+    r["drill"]["success_bp"] = 10_000
+    v = check_fix(r, PATTERN, Policy())
+    assert not v.accept and "do not reproduce" in v.reasons[0]
+
+
+def test_retrying_a_validation_error_is_rejected() -> None:
+    bad = {**PATTERN, "error_class": "validation"}
+    v = check_fix(row(RETRY), bad, Policy())
+    assert not v.accept and "cannot fix a validation error" in v.reasons[0]
+
+
+def test_non_idempotent_retry_without_key_is_rejected() -> None:
+    recipe = {**RETRY, "scope": "payments"}
+    v = check_fix(row(recipe, publish=False), PATTERN, Policy())
+    assert not v.accept and "without an idempotency key" in v.reasons[0]
+
+
+def test_goal_violations_are_reasons_to_reject() -> None:
+    v = check_fix(
+        row(RETRY, violations=[[b"g" * 32, "retry.max_attempts = 3 breaks <= 2"]]),
+        PATTERN,
+        Policy(),
+    )
+    assert not v.accept and "breaks an active goal" in v.reasons[0]
+
+
+def test_senior_verifiers_wait_for_fleet_evidence() -> None:
+    policy = Policy(evidence_min_reporters=3, evidence_min_success_bp=8000)
+    assert judge(row(RETRY), PATTERN, policy, tier=1) is not None  # tier 1: drill is enough
+    assert judge(row(RETRY), PATTERN, policy, tier=2) is None  # no outcomes yet: wait
+    good = row(RETRY, successes=95, attempts=100, outcome_reporters=3)
+    v = judge(good, PATTERN, policy, tier=2)
+    assert v is not None and v.accept and v.evidence["fleet_lower_bp"] >= 8000
+    bad = row(RETRY, successes=10, attempts=100, outcome_reporters=4)
+    v = judge(bad, PATTERN, policy, tier=2)
+    assert v is not None and not v.accept
+    unsure = row(RETRY, successes=8, attempts=10, outcome_reporters=3)
+    assert judge(unsure, PATTERN, policy, tier=2) is None
+
+
+def test_fleet_evidence_bounds() -> None:
+    policy = Policy(evidence_min_reporters=2, evidence_min_success_bp=8000)
+    assert (
+        fleet_evidence(row(RETRY, successes=1, attempts=1, outcome_reporters=1), policy)[0]
+        == "wait"
+    )
+    assert (
+        fleet_evidence(row(RETRY, successes=0, attempts=40, outcome_reporters=2), policy)[0]
+        == "bad"
+    )
+    assert wilson_upper_bp(0, 0) == 10_000 and wilson_upper_bp(10, 10) == 10_000
+    assert wilson_upper_bp(0, 100) < 500
