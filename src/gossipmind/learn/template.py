@@ -74,6 +74,9 @@ _CURRENCY = re.compile(
     r"|\b(?:USD|EUR|GBP|JPY|CHF|CAD|AUD|INR|BRL|CNY|SEK|NOK|DKK|MXN) ?(?=<\*>)"
 )
 _COLLAPSE = re.compile(r"<\*>(?:[\s.:,\-_/+]*<\*>)+")
+# Masking can leave a kept word glued to a wildcard ("A£0" → "A<*>"); the first
+# step absorbs such words, so this one must too, or canonical() is not idempotent.
+_GLUED = re.compile(r"[^\W_]+<\*>[^\W_]*|<\*>[^\W_]+")
 _CALENDAR = frozenset(
     [
         "jan",
@@ -174,6 +177,7 @@ def canonical(text: str) -> str:
     s = _WORD.sub(_word, s)
     s = _CURRENCY.sub("", s)
     s = _SIGN.sub("", s)
+    s = _GLUED.sub(WILDCARD, s)
     s = _COLLAPSE.sub(WILDCARD, s)
     s = " ".join(s.split())
     return _cut(s)
