@@ -173,24 +173,37 @@ def _who(pattern: Mapping[str, Any]) -> str:
     return f"{pattern.get('count', 0)} failures from {pattern.get('reporters', 0)} agents"
 
 
+# A transient failure of one kind often comes back as another on retry (a timeout
+# under load becomes a 429 or a 503): recipes for transient classes retry them all,
+# and respect Retry-After whenever the service sends one.
+TRANSIENT = ("connection", "rate_limited", "server_error", "timeout")
+RESPECT_DEFAULT_MS = 10_000
+
+
 def _timeout_rule(p: Mapping[str, Any], scope: str) -> tuple[list[dict[str, Any]], int, str]:
     observed = _stat(p, "latency_ms_avg", "latency_n")
     ms = _clamp(observed, 1000, 30_000) if observed else 10_000
-    retry = _retry(3, 200, 2000, "full", ["connection", "timeout"])
-    budget = 3 * ms + 2 * retry["cap_ms"]
+    retry = _retry(3, 200, 2000, "full", TRANSIENT)
+    budget = 3 * ms + 2 * max(retry["cap_ms"], RESPECT_DEFAULT_MS)
     why = (
         f"Timeouts ({_who(p)}; failing calls took ~{observed or 'unknown'} ms): bound each"
-        f" attempt at {ms} ms and retry up to 3 times with full-jitter exponential backoff"
-        f" (200..2000 ms), within {budget} ms in total."
+        f" attempt at {ms} ms and retry transient errors up to 3 times with full-jitter"
+        f" exponential backoff (200..2000 ms), waiting as asked when the service sends"
+        f" Retry-After, within {budget} ms in total."
     )
-    return [retry, {"type": "timeout", "ms": ms}], budget, why
+    steps = [
+        {"type": "respect_retry_after", "max_wait_ms": RESPECT_DEFAULT_MS},
+        retry,
+        {"type": "timeout", "ms": ms},
+    ]
+    return steps, budget, why
 
 
 def _rate_limited_rule(p: Mapping[str, Any], scope: str) -> tuple[list[dict[str, Any]], int, str]:
     hint = _stat(p, "retry_after_ms_max", "retry_after_n")
     max_wait = _clamp(hint * 3 // 2, 1000, 120_000) if hint else 30_000
     base = _clamp(hint, 500, 10_000) if hint else 1000
-    retry = _retry(4, base, max(base * 8, max_wait), "equal", ["rate_limited"])
+    retry = _retry(4, base, max(base * 8, max_wait), "equal", TRANSIENT)
     budget = 4 * _per_attempt(p) + 3 * max(max_wait, retry["cap_ms"])
     seen = f"Retry-After up to {hint} ms was seen" if hint else "no Retry-After was seen"
     why = (
@@ -203,7 +216,7 @@ def _rate_limited_rule(p: Mapping[str, Any], scope: str) -> tuple[list[dict[str,
 
 def _server_error_rule(p: Mapping[str, Any], scope: str) -> tuple[list[dict[str, Any]], int, str]:
     hint = _stat(p, "retry_after_ms_max", "retry_after_n")
-    retry = _retry(3, 250, 4000, "full", ["server_error"])
+    retry = _retry(3, 250, 4000, "full", ["server_error"])  # a wider list trips the breaker
     steps = [retry, {"type": "circuit_breaker", "failure_threshold": 5, "reset_ms": 30_000}]
     max_wait = 0
     if hint:
@@ -220,7 +233,7 @@ def _server_error_rule(p: Mapping[str, Any], scope: str) -> tuple[list[dict[str,
 
 
 def _connection_rule(p: Mapping[str, Any], scope: str) -> tuple[list[dict[str, Any]], int, str]:
-    retry = _retry(4, 100, 2000, "full", ["connection"])
+    retry = _retry(4, 100, 2000, "full", TRANSIENT)
     budget = 4 * _per_attempt(p) + 3 * retry["cap_ms"]
     why = (
         f"Connection failures ({_who(p)}): usually transient; retry up to 4 times with"
