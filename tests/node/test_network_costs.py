@@ -6,9 +6,11 @@ from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import trio
 
 from gossipmind.bench.catchup import build_history
+from gossipmind.core.errors import NetworkError
 from gossipmind.net.fake import FakeNetwork
 from gossipmind.node.config import NodeConfig
 from gossipmind.node.node import Node, open_node
@@ -86,3 +88,20 @@ async def test_own_ops_are_not_verified_again(tmp_path: Path) -> None:
     async with open_node(config(tmp_path, 0), fake=net) as node:
         op = await node.write("pattern.report", sample_report())
         assert node.validator.is_verified(op.id)
+
+
+async def test_an_error_in_the_block_of_a_real_node_propagates(tmp_path: Path) -> None:
+    """A libp2p transport torn down inside a cancelled scope used to turn the error
+    crossing it into a Cancelled that the node's own nursery then absorbed."""
+    build_history(tmp_path, 2, 0, 0)
+    with pytest.raises(NetworkError, match="boom"):
+        async with open_node(config(tmp_path, 0)):
+            await trio.sleep(0.05)
+            raise NetworkError("boom")
+
+    async def value() -> int:
+        async with open_node(config(tmp_path, 1)):
+            await trio.sleep(0.05)
+            return 42
+
+    assert await value() == 42

@@ -424,34 +424,36 @@ async def open_node(
     try:
         validator = make_validator(store.replica.net)
         topic = f"gossipmind/{store.replica.net.hex()}/ops/1"
-        async with trio.open_nursery() as nursery:
-            cm: AbstractAsyncContextManager[Transport]
-            if fake is not None:
-                cm = fake.open_transport(validator, peer_id=ident.public.hex()[:16])
-            else:
-                from gossipmind.net.host import open_libp2p_transport
+        cm: AbstractAsyncContextManager[Transport]
+        if fake is not None:
+            cm = fake.open_transport(validator, peer_id=ident.public.hex()[:16])
+        else:
+            from gossipmind.net.host import open_libp2p_transport
 
-                tc = TransportConfig(
-                    seed=ident.seed, topic=topic, listen=config.listen, debug=config.debug_libp2p
-                )
-                cm = open_libp2p_transport(tc, validator)
-            async with cm as transport:
-                node = Node(config, store, ident, transport, validator, nursery)
-                transport.set_stream_handler(SYNC_PROTOCOL, node._sync_in)
-                await nursery.start(node.batcher.run)
-                nursery.start_soon(node._gossip_in)
-                nursery.start_soon(node._on_connections)
-                nursery.start_soon(node._periodic_sync)
-                nursery.start_soon(node._maintain_peers)
-                nursery.start_soon(node._track_fixes)
-                nursery.start_soon(node.reporter.run)
-                if config.learn:
-                    nursery.start_soon(node.learner.run)
-                if config.verifier:
-                    nursery.start_soon(node.verifier.run)
-                try:
-                    yield node
-                finally:
-                    nursery.cancel_scope.cancel()
+            tc = TransportConfig(
+                seed=ident.seed, topic=topic, listen=config.listen, debug=config.debug_libp2p
+            )
+            cm = open_libp2p_transport(tc, validator)
+        # The node's tasks live inside the transport, and only they are cancelled
+        # when the block ends: a transport torn down inside a cancelled scope loses
+        # the exception (or return) crossing it to a Cancelled from its teardown.
+        async with cm as transport, trio.open_nursery() as nursery:
+            node = Node(config, store, ident, transport, validator, nursery)
+            transport.set_stream_handler(SYNC_PROTOCOL, node._sync_in)
+            await nursery.start(node.batcher.run)
+            nursery.start_soon(node._gossip_in)
+            nursery.start_soon(node._on_connections)
+            nursery.start_soon(node._periodic_sync)
+            nursery.start_soon(node._maintain_peers)
+            nursery.start_soon(node._track_fixes)
+            nursery.start_soon(node.reporter.run)
+            if config.learn:
+                nursery.start_soon(node.learner.run)
+            if config.verifier:
+                nursery.start_soon(node.verifier.run)
+            try:
+                yield node
+            finally:
+                nursery.cancel_scope.cancel()
     finally:
         store.close()
