@@ -43,6 +43,11 @@ class Fix:
     operation: str = ""
 
     @property
+    def retried_classes(self) -> frozenset[str]:
+        steps = self.recipe.get("steps", [])
+        return frozenset(c for st in steps if st.get("type") == "retry" for c in st.get("on", []))
+
+    @property
     def has_idempotency_key(self) -> bool:
         return any(s.get("type") == "idempotency_key" for s in self.recipe.get("steps", []))
 
@@ -258,14 +263,19 @@ class Client:
         from gossipmind.learn.patterns import normalise_name
 
         svc, op = normalise_name(service), normalise_name(operation)
-        best: Fix | None = None
-        for fixes in list(self._cache.values()):
-            for f in fixes.values():
-                if not (f.service == svc and f.operation == op and f.has_idempotency_key):
-                    continue
-                if best is None or (f.successes, -f.attempts) > (best.successes, -best.attempts):
-                    best = f
-        return best
+        candidates = [
+            f
+            for fixes in list(self._cache.values())
+            for f in fixes.values()
+            if f.service == svc and f.operation == op and f.has_idempotency_key
+        ]
+        if not candidates:
+            return None
+        # the call's failure is not known yet: prefer the recipe that retries the most
+        # error classes, then the one with the best outcomes
+        return max(
+            candidates, key=lambda f: (len(f.retried_classes), f.successes, -f.attempts, f.id)
+        )
 
     def apply_fix(
         self,

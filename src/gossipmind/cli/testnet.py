@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -10,6 +11,7 @@ import click
 
 from gossipmind.cli.common import errors, json_option
 from gossipmind.cli.output import console, err_console, print_json, short, table
+from gossipmind.core.errors import ConfigError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -282,3 +284,52 @@ def heal(run_dir: Path) -> None:
     """End the partition: every node accepts every peer again (they reconnect and sync)."""
     _testnet(run_dir).heal()
     console.print("healed")
+
+
+@testnet.command("scenario")
+@click.argument("scenario_file")
+@click.option("--short", is_flag=True, help="Fewer calls per agent.")
+@click.option(
+    "--report",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write an HTML report (and a .json summary beside it).",
+)
+@run_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@errors
+def scenario(
+    scenario_file: str, short: bool, report: Path | None, run_dir: Path, as_json: bool
+) -> None:
+    """Run a scenario (a TOML file, or a name from testnet/scenarios/) against the
+    running testnet: simulated agents on its member nodes call a fault-injecting
+    service through the SDK, and the timeline of what the network learned is shown.
+
+    The testnet keeps running. Its genesis policy is the one it was started with
+    (the scenario's [policy] and [network] apply only to `gossipmind demo`).
+    """
+    from gossipmind.testnet import scenario as scenarios
+    from gossipmind.testnet.demo import show_summary
+    from gossipmind.testnet.report import html_report, summary
+    from gossipmind.testnet.run import Runner
+
+    sc = scenarios.load(scenario_file)
+    if short:
+        sc = sc.shortened(0.5)
+    tn = _testnet(run_dir)
+    if not tn.exists():
+        raise ConfigError(f"no testnet in {run_dir}; start one with `gossipmind testnet up`")
+    quiet = as_json
+
+    def on_event(e: Any) -> None:
+        if not quiet:
+            console.print(f"{e.t:6.1f}s  {e.text}")
+
+    result = Runner(tn, sc, on_event=on_event).run()
+    s = summary(result)
+    if report is not None:
+        report.write_text(html_report(result))
+        report.with_suffix(".json").write_text(json.dumps(s, indent=2) + "\n")
+    if as_json:
+        print_json(s)
+    else:
+        show_summary(console, s, result)

@@ -20,7 +20,8 @@ from gossipmind.core.errors import ConfigError
 from gossipmind.core.policy import Policy
 from gossipmind.core.recipe import check_recipe
 
-KINDS = ("timeout", "rate_limited", "server_error", "connection", "validation")
+KINDS = ("timeout", "rate_limited", "server_error", "connection", "validation", "auth")
+PERSISTENT = frozenset({"validation", "auth"})  # no retry can help these
 SCENARIO_DIR = Path(__file__).resolve().parents[3] / "testnet" / "scenarios"
 
 
@@ -217,4 +218,6 @@ class FaultService:
             raise ServiceError(msg, 503)
         if fault.kind == "connection":
             raise ConnectionResetError(msg)
+        if fault.kind == "auth":
+            raise ServiceError(msg, 401)
         raise SchemaDrift(msg)

@@ -1,0 +1,323 @@
+"""Run a scenario against a running testnet: agents, a monitor, the timeline.
+
+Agents are threads in this process, one per agent node, each with the real SDK
+(`gossipmind.Client`) talking to its node's local API, calling the scenario's
+fault-injecting service through ``@client.resilient``. A monitor polls node-0's
+API and turns what changes into a timeline: the pattern crossing the threshold,
+proposals with their drill results, attestations, acceptance. Late agents start
+calling only once the fleet has learned — they meet the failure for the first
+time with the fix already in their cache.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gossipmind.api.client import Client
+from gossipmind.api.transport import Http, discover
+from gossipmind.core.encoding import encode
+from gossipmind.core.errors import GossipmindError
+from gossipmind.testnet.launcher import Testnet
+from gossipmind.testnet.scenario import FaultService, Scenario
+
+
+@dataclass
+class Call:
+    t: float
+    agent: str
+    ok: bool
+    recovered: bool
+
+
+@dataclass
+class Event:
+    t: float
+    kind: str  # threshold, proposed, attested, accepted, rejected, blocked, late, recovery…
+    text: str
+
+
+@dataclass
+class AgentInfo:
+    name: str
+    node: str
+    late: bool
+    calls: int = 0
+    failed: int = 0
+    recoveries: int = 0
+    reported: int = 0
+    started_at: float | None = None
+
+
+@dataclass
+class RunResult:
+    scenario: Scenario
+    calls: list[Call] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    agents: dict[str, AgentInfo] = field(default_factory=dict)
+    fixes: list[dict[str, Any]] = field(default_factory=list)
+    patterns: list[dict[str, Any]] = field(default_factory=list)
+    roots: dict[str, str | None] = field(default_factory=dict)
+    learned_at: float | None = None
+    duration: float = 0.0
+    poison_fix: str | None = None
+
+    def first(self, kind: str) -> Event | None:
+        return next((e for e in self.events if e.kind == kind), None)
+
+    def error_rate(
+        self, since: float = 0.0, until: float = float("inf"), agent: str | None = None
+    ) -> float:
+        sel = [
+            c for c in self.calls if since <= c.t < until and (agent is None or c.agent == agent)
+        ]
+        return sum(1 for c in sel if not c.ok) / len(sel) if sel else 0.0
+
+    @property
+    def converged(self) -> bool:
+        values = [r for r in self.roots.values() if r is not None]
+        return bool(values) and len(set(values)) == 1
+
+    @property
+    def accepted(self) -> list[dict[str, Any]]:
+        return [f for f in self.fixes if f["status"] == "accepted"]
+
+
+def customer(agent: str, i: int) -> str:
+    return f"{agent.replace('-', '')}.customer{i}@example.com"
+
+
+class Runner:
+    def __init__(
+        self,
+        tn: Testnet,
+        sc: Scenario,
+        *,
+        on_event: Callable[[Event], None] | None = None,
+        poll_s: float = 0.3,
+        learn_timeout: float = 45.0,
+    ) -> None:
+        self.tn = tn
+        self.sc = sc
+        self.on_event = on_event or (lambda e: None)
+        self.poll_s = poll_s
+        self.learn_timeout = learn_timeout
+        self.result = RunResult(sc)
+        self._lock = threading.Lock()
+        self._learned = threading.Event()
+        self._done = threading.Event()
+        self.t0 = time.monotonic()
+        nodes = [n for n in tn.state().nodes if not n.spare]
+        hosts = [n for n in nodes if n.role != "verifier"]
+        for i, n in enumerate(hosts[: sc.agents + sc.late_agents]):
+            name = f"agent-{i + 1}"
+            self.result.agents[name] = AgentInfo(name, n.name, late=i >= sc.agents)
+        self._dirs = {n.name: Path(n.dir) for n in nodes}
+        self._names = {n.key: n.name for n in nodes}
+
+    def now(self) -> float:
+        return round(time.monotonic() - self.t0, 2)
+
+    def emit(self, kind: str, text: str) -> None:
+        e = Event(self.now(), kind, text)
+        with self._lock:
+            self.result.events.append(e)
+        self.on_event(e)
+
+    # -- agents -------------------------------------------------------------------------
+
+    def _agent(self, info: AgentInfo) -> None:
+        sc = self.sc
+        client = Client(self._dirs[info.node])
+        try:
+            client.wait_ready(10)
+            if info.late:
+                self._learned.wait(self.learn_timeout + 10)
+                self.emit(
+                    "late",
+                    f"{info.name} (on {info.node}) starts calling {sc.service}, "
+                    f"never having seen its failures",
+                )
+            info.started_at = self.now()
+            svc = FaultService(sc, info.name)
+            call = client.resilient(
+                service=sc.service, operation=sc.operation, idempotent=sc.idempotent
+            )
+            wrapped = call(svc.call)
+            for i in range(sc.calls):
+                before = client.stats.recoveries
+                try:
+                    wrapped(i, customer(info.name, i), 1000 + i)
+                    ok = True
+                except Exception:  # noqa: BLE001 - the agent's call failed for good
+                    ok = False
+                recovered = client.stats.recoveries > before
+                with self._lock:
+                    self.result.calls.append(Call(self.now(), info.name, ok, recovered))
+                    info.calls += 1
+                    info.failed += 0 if ok else 1
+                if recovered:
+                    if info.recoveries == 0 and info.late:
+                        self.emit(
+                            "recovery",
+                            f"{info.name} recovered from its very first failure "
+                            f"with the fleet's fix",
+                        )
+                    info.recoveries += 1
+                time.sleep(sc.interval_ms / 1000)
+            info.reported = client.stats.reports_sent + client.stats.reports_queued
+        finally:
+            client.close()
+
+    # -- the monitor --------------------------------------------------------------------
+
+    def _monitor(self) -> None:
+        url, token = discover(self._dirs["node-0"])
+        http = Http(url, token, timeout=5)
+        seen_patterns: set[str] = set()
+        seen_fixes: dict[str, str] = {}
+        seen_attest: set[tuple[str, str]] = set()
+        threshold = self.sc.network_policy().synthesis_threshold
+        try:
+            while not self._done.is_set():
+                try:
+                    _, patterns = http.request("GET", "/v1/patterns")
+                    _, fixes = http.request("GET", "/v1/fixes")
+                except GossipmindError:
+                    time.sleep(self.poll_s)
+                    continue
+                for p in patterns:
+                    if p["service"] != self.sc.service or p["pattern"] in seen_patterns:
+                        continue
+                    if p["reporters"] >= threshold:
+                        seen_patterns.add(p["pattern"])
+                        self.emit(
+                            "threshold",
+                            f"pattern {p['pattern'][:8]} “{p['template'][:70]}” crossed "
+                            f"the threshold: {p['count']} failures from "
+                            f"{p['reporters']} agents",
+                        )
+                for f in fixes:
+                    self._fix_events(f, seen_fixes, seen_attest)
+                with self._lock:
+                    self.result.patterns = [p for p in patterns if p["service"] == self.sc.service]
+                    self.result.fixes = fixes
+                time.sleep(self.poll_s)
+        finally:
+            http.close()
+
+    def _fix_events(
+        self, f: dict[str, Any], seen: dict[str, str], attested: set[tuple[str, str]]
+    ) -> None:
+        fid = f["fix"]
+        steps = " → ".join(s["type"] for s in f["recipe"]["steps"])
+        if fid not in seen:
+            who = ", ".join(self._names.get(p, p[:8]) for p in f["proposers"])
+            d = f.get("drill") or {}
+            ok, base = d.get("success_bp", 0) / 100, d.get("baseline_success_bp", 0) / 100
+            drill = (
+                (
+                    f"; drill {ok:.0f}% success vs {base:.0f}% baseline, "
+                    f"{d['amplification_pm'] / 1000:.2f}x calls"
+                )
+                if d
+                else ""
+            )
+            kind = "poison" if fid == self.result.poison_fix else "proposed"
+            self.emit(kind, f"fix {fid[:8]} proposed by {who} ({f['origin']}): {steps}{drill}")
+        for a in f["attestations"]:
+            key = (fid, a["verifier"])
+            if key in attested:
+                continue
+            attested.add(key)
+            who = self._names.get(a["verifier"], a["verifier"][:8])
+            self.emit(
+                "attested",
+                f"{who} (tier {a['tier']}) {a['verdict']}s fix {fid[:8]}: "
+                f"{'; '.join(a['reasons'])[:90]}",
+            )
+        if seen.get(fid) != f["status"]:
+            seen[fid] = f["status"]
+            if f["status"] in ("accepted", "rejected", "blocked", "revoked"):
+                self.emit(f["status"], f"fix {fid[:8]} {f['status'].upper()} (risk {f['risk']})")
+            if f["status"] == "accepted" and f["pattern"] and not self._learned.is_set():
+                self.result.learned_at = self.now()
+                threading.Timer(1.0, self._learned.set).start()  # let the SDK caches catch up
+
+    # -- poison -------------------------------------------------------------------------
+
+    def _poison(self) -> None:
+        poison = self.sc.poison
+        assert poison is not None
+        node = str(poison.get("node", "node-1"))
+        svc = FaultService(self.sc, "poisoner")
+        exc: BaseException | None = None
+        for i in range(1000):
+            try:
+                svc.call(i, customer("poisoner", i), 1)
+            except Exception as e:  # noqa: BLE001 - we want the service's first failure
+                exc = e
+                break
+        assert exc is not None
+        client = Client(self._dirs[node], stream=False)
+        try:
+            pattern = client.pattern_of(exc, service=self.sc.service, operation=self.sc.operation)
+        finally:
+            client.close()
+        body = {
+            "pattern": pattern.pattern,
+            "recipe": poison["recipe"],
+            "risk": poison.get("risk", "low"),
+            "rationale": str(poison.get("rationale", "")),
+            "origin": "synth",
+        }
+        url, token = discover(self._dirs[node])
+        http = Http(url, token, timeout=10)
+        try:
+            status, doc = http.request(
+                "POST", "/v1/ops", {"kind": "fix.propose", "body": encode(body).hex()}
+            )
+        finally:
+            http.close()
+        if status != 201:
+            raise GossipmindError(f"the poisoner could not propose: {doc}")
+        from gossipmind.core.schema import fix_id
+
+        self.result.poison_fix = fix_id(pattern.pattern, poison["recipe"]).hex()
+
+    # -- the run --------------------------------------------------------------------------
+
+    def run(self, *, converge_timeout: float = 30.0) -> RunResult:
+        if self.sc.poison is not None:
+            self._poison()
+        monitor = threading.Thread(target=self._monitor, daemon=True, name="gm-monitor")
+        monitor.start()
+        giveup = threading.Timer(
+            self.learn_timeout, self._learned.set
+        )  # late agents never wait forever
+        giveup.daemon = True
+        giveup.start()
+        threads = [
+            threading.Thread(target=self._agent, args=(a,), daemon=True, name=a.name)
+            for a in self.result.agents.values()
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(self.learn_timeout + 120)
+        deadline = time.monotonic() + converge_timeout
+        while time.monotonic() < deadline:
+            self.result.roots = self.tn.roots()
+            if self.result.converged:
+                break
+            time.sleep(0.5)
+        time.sleep(2 * self.poll_s)
+        self._done.set()
+        monitor.join(10)
+        self._learned.set()
+        self.result.duration = self.now()
+        return self.result
