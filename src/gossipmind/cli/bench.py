@@ -46,13 +46,24 @@ def _fingerprint() -> dict[str, Any]:
     return fingerprint.run()
 
 
+def _learning(sizes: tuple[int, ...] = (4, 8)) -> dict[str, Any]:
+    from gossipmind.bench import learning
+
+    return learning.run(sizes)
+
+
 def _query(n: int = 20_000) -> dict[str, Any]:
     from gossipmind.bench import query
 
     return query.run(n)
 
 
-ALL: dict[str, Runner] = {"ingest": _ingest, "fingerprint": _fingerprint, "query": _query}
+ALL: dict[str, Runner] = {
+    "ingest": _ingest,
+    "fingerprint": _fingerprint,
+    "query": _query,
+    "learning": _learning,
+}
 
 
 @click.group(invoke_without_command=True)
@@ -155,3 +166,18 @@ def bench_catchup(nodes: int, missing: int, base: int, as_json: bool) -> None:
 def bench_throughput(nodes: int, seconds: float, window: int, as_json: bool) -> None:
     """Sustained ops/s with every node converging, beside cores x verify rate / N."""
     _show([_throughput(nodes, seconds, window)], as_json)
+
+
+@bench.command("learning")
+@click.option("--sizes", default="4,8", show_default=True, help="Fleet sizes N (comma-separated).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@errors
+def bench_learning(sizes: str, as_json: bool) -> None:
+    """Failures before recovery: a networked fleet of N against N isolated agents."""
+    try:
+        ns = tuple(int(x) for x in sizes.split(","))
+    except ValueError:
+        raise click.BadParameter("--sizes must be comma-separated integers") from None
+    if not ns or min(ns) < 2:
+        raise click.BadParameter("every size must be at least 2")
+    _show([_learning(ns)], as_json)
