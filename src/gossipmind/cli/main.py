@@ -8,7 +8,7 @@ import sys
 import click
 
 from gossipmind import __version__
-from gossipmind.cli import bench, demo, goals, inspect, node, review, testnet, write
+from gossipmind.cli import bench, demo, doctor, goals, inspect, node, review, testnet, write
 from gossipmind.cli.common import Ctx
 
 
@@ -41,6 +41,7 @@ for command in (
     inspect.log,
     inspect.members,
     inspect.rejected,
+    doctor.doctor,
     write.report,
     write.grant,
     write.revoke,
