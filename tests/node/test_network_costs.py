@@ -63,23 +63,35 @@ async def test_only_one_end_of_a_new_connection_starts_a_sync(tmp_path: Path) ->
         assert a.sync.sessions == b.sync.sessions == 1
 
 
-async def test_publishers_share_the_gossip_budget(tmp_path: Path) -> None:
-    build_history(tmp_path, 3, 0, 0)
-    net = FakeNetwork(seed=9)
-    async with AsyncExitStack() as stack:
-        nodes = []
-        for i in range(3):
-            cfg = replace(config(tmp_path, i), gossip_interval=0.05, gossip_budget=5.0)
-            nodes.append(await stack.enter_async_context(open_node(cfg, fake=net)))
-        for a, b in [(0, 1), (1, 2), (0, 2)]:
-            await nodes[a].transport.connect(nodes[b].transport.addrs()[0])
-        assert nodes[0].batcher.interval == 0.05  # nobody else publishes: no stretching
-        for node in nodes[1:]:
-            await node.write("pattern.report", sample_report(template=f"from {node.identity}"))
-        with trio.fail_after(10):
-            while nodes[0].counters.gossip_messages < 2:
-                await trio.sleep(0.01)
-        assert nodes[0].batcher.interval == 3 / 5.0  # three publishers share 5 messages/s
+async def test_batch_interval_follows_the_gossip_budget(tmp_path: Path) -> None:
+    build_history(tmp_path, 2, 0, 0)
+    cfg = replace(config(tmp_path, 0), gossip_interval=0.05, gossip_budget=4.0)
+    async with open_node(cfg, fake=FakeNetwork(seed=9)) as node:
+        batcher = node.batcher
+
+        def pace(heard_per_s: float, sent: int, carried: int, waiting: int = 0) -> float:
+            now = trio.current_time()
+            node._heard.clear()
+            node._heard.extend([now] * int(heard_per_s * 2))  # over the 2 s window
+            messages, ops = batcher.stats.messages, batcher.stats.ops
+            node._paced = (now - 1.0, messages - sent, ops - carried)
+            batcher._queue.clear()
+            for i in range(waiting):
+                batcher._queue[bytes([i]) * 32] = b"x"
+            node._pace()
+            batcher._queue.clear()
+            return batcher.interval
+
+        assert batcher.interval == 0.05
+        # over budget, and our batches merge several ops: wait longer, fewer messages
+        assert pace(20, sent=2, carried=40) == 0.1
+        assert pace(20, sent=1, carried=1, waiting=30) == 0.2
+        # over budget but we send single ops: waiting would only delay them
+        assert pace(20, sent=1, carried=1) == 0.1
+        assert pace(20, sent=0, carried=0) == 0.1  # nothing to judge by: hold
+        # well under budget: back to the least interval
+        assert pace(1, sent=0, carried=0) == 0.05
+        assert pace(1, sent=0, carried=0) == 0.05
 
 
 async def test_own_ops_are_not_verified_again(tmp_path: Path) -> None:

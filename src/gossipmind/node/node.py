@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import asdict, dataclass, field
@@ -42,7 +43,10 @@ from gossipmind.sync.session import Session
 log = logging.getLogger("gossipmind.node")
 MAX_OPS_PER_INGEST = 2000
 GAP_GRACE = 0.5  # seconds gossip gets to fill a causal gap before we sync for it
-ACTIVE_WINDOW = 5.0  # seconds a peer counts as an active gossip publisher after its last batch
+RATE_WINDOW = 2.0  # seconds over which the network's gossip message rate is measured
+PACE_EVERY = 0.5  # seconds between two adjustments of the batch interval
+PACE_STEP = 2.0  # factor by which the interval grows or shrinks at each adjustment
+MAX_INTERVAL = 5.0
 
 
 def now_ms() -> int:
@@ -81,7 +85,8 @@ class Node:
         self.sync = SyncCounters()
         self.known_addrs: dict[str, list[str]] = {}
         self._syncing: set[str] = set()
-        self._publishers: dict[str, float] = {}  # origin -> trio time of its last batch
+        self._heard: deque[float] = deque(maxlen=4096)  # trio times of gossip messages
+        self._paced = (0.0, 0, 0)  # (time, batcher messages, batcher ops) at the last pacing
         self._gap_check = False  # a _fill_gap task is waiting
         self._session_lock = trio.Lock()  # one sync session at a time: see _sync_in
         self.blocked: set[str] = set()  # application-level partition (testnet control)
@@ -104,6 +109,7 @@ class Node:
         op = self.store.create_op(self.identity, kind, body, now_ms() if ts is None else ts)
         self.validator.mark_verified(op.id)  # we signed it: our own gossip needs no check
         self.counters.ops_written += 1
+        self._pace()
         self._applied([op])
         await self.batcher.put(op.raw)
         return op
@@ -234,7 +240,8 @@ class Node:
                 continue
             self.counters.gossip_messages += 1
             self.counters.gossip_ops += len(pairs)
-            self._pace(peer)
+            self._heard.append(trio.current_time())
+            self._pace()
             result = self.ingest_ops(pairs)
             if result.pending and not self._gap_check:  # a gap: fill it unless gossip does
                 self._gap_check = True
@@ -261,22 +268,36 @@ class Node:
         elif peers:
             self.start_sync(self._rng.choice(peers))
 
-    def _pace(self, origin: str) -> None:
-        """Share the network's gossip budget among the nodes publishing now.
+    def _pace(self) -> None:
+        """Keep the network's gossip message rate within ``gossip_budget``.
 
         Every gossip message costs every node ~2 ms of CPU per link whatever its
-        size (LIBP2P_NOTES), so the network can afford a few messages per second,
-        not one per node per 50 ms. With ``P`` nodes publishing (us included),
-        each publishes at most ``gossip_budget / P`` batches per second; an op
-        written on an idle node still leaves at once (see GossipBatcher).
+        size (LIBP2P_NOTES), so the network affords a few messages per second,
+        not one per node per 50 ms. Each node measures the rate of messages it
+        hears (its own included) and, when it is over budget *and* its own
+        batches carry several ops (waiting longer merges them), stretches its
+        batch interval; below half the budget, or when its batches are single
+        ops, it shrinks it back. An op written on an idle node still leaves at
+        once (see GossipBatcher): the interval only spaces batches under load.
         """
         now = trio.current_time()
-        self._publishers[origin] = now
-        if len(self._publishers) > 4 * self.config.max_peers:  # bound the map
-            cutoff = now - ACTIVE_WINDOW
-            self._publishers = {p: t for p, t in self._publishers.items() if t >= cutoff}
-        active = 1 + sum(1 for t in self._publishers.values() if t >= now - ACTIVE_WINDOW)
-        self.batcher.interval = max(self.config.gossip_interval, active / self.config.gossip_budget)
+        last, messages, ops = self._paced
+        if now - last < PACE_EVERY:
+            return
+        stats = self.batcher.stats
+        self._paced = (now, stats.messages, stats.ops)
+        while self._heard and self._heard[0] < now - RATE_WINDOW:
+            self._heard.popleft()
+        own = (stats.messages - messages) / min(now - last, RATE_WINDOW)
+        rate = len(self._heard) / RATE_WINDOW + own
+        sent, carried = stats.messages - messages, stats.ops - ops
+        waiting = self.batcher.pending > 1
+        interval = self.batcher.interval
+        if rate > self.config.gossip_budget and (waiting or carried > sent):
+            interval = min(MAX_INTERVAL, interval * PACE_STEP)
+        elif rate < self.config.gossip_budget / 2 or (sent and carried == sent and not waiting):
+            interval = max(self.config.gossip_interval, interval / PACE_STEP)
+        self.batcher.interval = interval
 
     async def _on_connections(self) -> None:
         async for peer in self.transport.connections():
