@@ -100,6 +100,12 @@ async def test_own_ops_are_not_verified_again(tmp_path: Path) -> None:
     async with open_node(config(tmp_path, 0), fake=net) as node:
         op = await node.write("pattern.report", sample_report())
         assert node.validator.is_verified(op.id)
+    # ops that arrived by sync (verified on ingest) are not checked again by gossip
+    _, missing = build_history(tmp_path / "other", 2, 0, 3)
+    async with open_node(config(tmp_path / "other", 1), fake=net) as node:
+        result = node.ingest_raw(missing)
+        assert len(result.applied) == 3
+        assert all(node.validator.is_verified(op.id) for op in result.applied)
 
 
 async def test_an_error_in_the_block_of_a_real_node_propagates(tmp_path: Path) -> None:

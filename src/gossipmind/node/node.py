@@ -107,7 +107,6 @@ class Node:
     async def write(self, kind: str, body: dict[str, Any], ts: int | None = None) -> Op:
         """Author an op, persist it (acknowledged), then gossip it."""
         op = self.store.create_op(self.identity, kind, body, now_ms() if ts is None else ts)
-        self.validator.mark_verified(op.id)  # we signed it: our own gossip needs no check
         self.counters.ops_written += 1
         self._pace()
         self._applied([op])
@@ -142,6 +141,8 @@ class Node:
 
     def _applied(self, ops: list[Op]) -> None:
         self.counters.ops_applied += len(ops)
+        for op in ops:  # signed by us or verified on ingest: gossip needs no second check
+            self.validator.mark_verified(op.id)
         self._changed.set()
         self._changed = trio.Event()
         for chan in list(self._listeners):
