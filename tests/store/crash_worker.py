@@ -42,7 +42,7 @@ def main() -> None:
     say(f"READY {start}")
     if trace:
         store.conn.set_trace_callback(lambda sql: say("T " + sql.split(None, 1)[0].upper()))
-    ends = list(range(start + batch, len(raws), batch)) + [len(raws)]
+    ends = [*range(start + batch, len(raws), batch), len(raws)]
     bounds = list(zip([start, *ends[:-1]], ends, strict=True)) if start < len(raws) else []
     if mode == "stream":
         results = store.ingest_stream(raws[a:b] for a, b in bounds)
