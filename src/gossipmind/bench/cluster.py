@@ -88,10 +88,11 @@ def mesh_formed(meshes: list[set[str]], peers: list[set[str]], want: list[int], 
 class Outcome(Generic[T]):
     """A measurement's result or error, carried out of the nodes' contexts.
 
-    An exception, or a ``return``, that crosses ``open_node`` while its nursery is
-    being cancelled can be lost in py-libp2p's service nurseries (the block then
-    seems to end normally). Measurements therefore store what they produced here
-    and the caller returns or raises it once every node is closed.
+    A libp2p transport torn down inside a cancelled scope turns an exception, or
+    a ``return``, crossing it into a ``Cancelled`` that an outer scope absorbs
+    (``open_node`` no longer does that, but a bench must not depend on every
+    context on the way). Measurements store what they produced here and the
+    caller returns or raises it once every node is closed.
     """
 
     value: T | None = None

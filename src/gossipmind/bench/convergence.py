@@ -118,9 +118,9 @@ def _kept(arrivals: Arrivals, keys: list[bytes]) -> list[float]:
 
 def run(
     nodes: int = 10,
-    samples: int = 300,
+    samples: int = 250,
     warmup: int = 20,
-    pause: float = 0.02,
+    pause: float = 0.01,
     seed: int = 1,
 ) -> dict[str, Any]:
     """Measure; ``samples`` ops and as many raw messages, alternating."""

@@ -115,7 +115,7 @@ def bench_query(samples: int, as_json: bool) -> None:
 # --- network benchmarks (real libp2p nodes on 127.0.0.1, many per process) -----------
 
 
-def _convergence(nodes: int = 10, samples: int = 300) -> dict[str, Any]:
+def _convergence(nodes: int = 10, samples: int = 250) -> dict[str, Any]:
     from gossipmind.bench import convergence
 
     return convergence.run(nodes, samples)
@@ -138,7 +138,7 @@ ALL.update({"convergence": _convergence, "catchup": _catchup, "throughput": _thr
 
 @bench.command("convergence")
 @click.option("--nodes", default=10, show_default=True, type=click.IntRange(2, 50))
-@click.option("--samples", default=300, show_default=True, type=click.IntRange(1))
+@click.option("--samples", default=250, show_default=True, type=click.IntRange(1))
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @errors
 def bench_convergence(nodes: int, samples: int, as_json: bool) -> None:
