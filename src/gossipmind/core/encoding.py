@@ -76,6 +76,8 @@ def _check_decoded(value: Value, depth: int) -> None:
             raise EncodingError(f"nesting deeper than {MAX_DEPTH}")
         prev = None
         for key, item in value.items():
+            if type(key) is not str:  # msgpack's strict_map_key still lets bin keys through
+                raise EncodingError(f"map key must be str, got {type(key).__name__}")
             k = key.encode("utf-8")
             if prev is not None and k <= prev:
                 raise EncodingError("non-canonical encoding (map keys not sorted)")
