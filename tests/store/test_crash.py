@@ -99,12 +99,12 @@ class Trial:
     mode: str  # ingest | stream
 
 
-def run_and_kill(store: Path, ops_file: Path, rng: random.Random) -> Trial:
+def run_and_kill(store: Path, ops_file: Path, len_raws: int, rng: random.Random) -> Trial:
     """Start the worker, SIGKILL it at a random point of one of four kinds."""
     mode = rng.choice(["ingest", "stream"])
     kind = rng.choice(["statement", "statement", "commit", "ack", "delay"])
-    nth = rng.randint(1, 4)  # which transaction / acknowledgement
-    statement = rng.randint(1, 900)
+    statement = rng.randint(1, 320)  # a batch of 300 ops is ~310-320 statements
+    nth = 1  # which transaction / acknowledgement: chosen once the worker says where it starts
     proc = subprocess.Popen(
         [sys.executable, str(WORKER), str(store), str(ops_file), str(BATCH), mode, "trace"],
         stdin=subprocess.PIPE,
@@ -123,6 +123,7 @@ def run_and_kill(store: Path, ops_file: Path, rng: random.Random) -> Trial:
             word = line.split()
             if word[0] == "READY":
                 start = acked = int(word[1])
+                nth = rng.randint(1, max(1, -(-(len_raws - start) // BATCH)))
                 if kind == "delay":
                     _sleep(rng.random() * 0.3)
                     where = "delay"
@@ -191,7 +192,7 @@ def test_sigkill_during_ingest_loses_nothing_acknowledged(tmp_path: Path) -> Non
     for _ in range(TRIALS):
         if not d.store.exists():
             stores += 1
-        t = run_and_kill(d.store, ops_file, rng)
+        t = run_and_kill(d.store, ops_file, len(raws), rng)
         kills[t.where] += 1
         # doctor on the crashed files (a hot WAL, no writer): healthy, and read-only
         before = (digest(d.store), digest(wal))
