@@ -19,11 +19,15 @@ Everything py-libp2p 0.8.1 needs to behave (LIBP2P_NOTES.md) is applied here or 
   (``logging.debug(...)``, which also runs ``logging.basicConfig()`` behind the
   application's back) is redirected to a ``libp2p.*`` logger;
 * **structured concurrency** (§7): ``host.run()`` ⊃ pubsub service ⊃ gossipsub
-  service ⊃ our nursery, strictly nested. Whatever crosses them (an exception
-  from the ``async with`` body, Ctrl-C) comes out wrapped in four levels of
-  ``BaseExceptionGroup``; a group holding a single exception is unwrapped, so
-  the caller sees a plain ``KeyboardInterrupt`` or its own error. Several
-  concurrent failures still arrive as a group: use ``except*``.
+  service ⊃ our nursery, strictly nested, in a task of their own that the
+  caller's cancellation does not reach once started; leaving the block stops it
+  in order (connections, then the host, then the services; see
+  :mod:`~gossipmind.net.lifecycle` for why: a cancelled close in py-libp2p leaks
+  the socket). Whatever crosses them (an exception from the ``async with``
+  body, Ctrl-C) comes out wrapped in nested exception groups; a group holding
+  a single exception is unwrapped, so the caller sees a plain
+  ``KeyboardInterrupt`` or its own error. Several concurrent failures still
+  arrive as a group: use ``except*``.
 """
 
 from __future__ import annotations
@@ -33,12 +37,11 @@ import os
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import multiaddr
 import trio
 from libp2p import new_host
-from libp2p.abc import INotifee
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as create_new_x25519_key_pair
 from libp2p.custom_types import TProtocol
@@ -58,6 +61,7 @@ from gossipmind.net.interface import (
     Validator,
     split_p2p,
 )
+from gossipmind.net.lifecycle import CLOSE_TIMEOUT, ConnectionNotifee, close_host
 from gossipmind.net.pubsub import (
     Backpressure,
     GossipStats,
@@ -67,10 +71,12 @@ from gossipmind.net.pubsub import (
 )
 from gossipmind.net.streams import LIBP2P_IO_ERRORS, Libp2pStream
 
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus  # trio-stubs (installed with libp2p) shadow trio's own
+
 log = logging.getLogger(__name__)
 
 CONNECTION_BUFFER = 1024
-CLOSE_TIMEOUT = 3.0
 
 # py-libp2p modules that log through the root logger (see configure_logging).
 _ROOT_LOGGING_MODULES = ("libp2p.network.connection.swarm_connection",)
@@ -252,50 +258,6 @@ def _parse_tcp(addr: str, what: str) -> Any:
     return maddr
 
 
-class _ConnectionNotifee(INotifee):
-    """Announces every newly connected peer (both directions) on a channel.
-
-    Once per peer, not per connection: when two peers dial each other at the same
-    moment py-libp2p keeps both connections (``max_connections_per_peer`` does not
-    trim them), and the node should still see one new peer.
-    """
-
-    def __init__(self, send: trio.MemorySendChannel[str]) -> None:
-        self._send = send
-        self._live: set[str] = set()
-        self.dropped = 0
-
-    async def connected(self, network: Any, conn: Any) -> None:
-        peer = str(conn.muxed_conn.peer_id.to_base58())
-        if peer in self._live:
-            return
-        self._live.add(peer)
-        try:
-            self._send.send_nowait(peer)
-        except trio.WouldBlock:
-            self.dropped += 1
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the node stopped listening for connections: nothing to announce to
-
-    async def disconnected(self, network: Any, conn: Any) -> None:
-        peer_id = conn.muxed_conn.peer_id
-        if not network.connections.get(peer_id):
-            self._live.discard(str(peer_id.to_base58()))
-        await trio.lowlevel.checkpoint()
-
-    async def opened_stream(self, network: Any, stream: Any) -> None:
-        await trio.lowlevel.checkpoint()
-
-    async def closed_stream(self, network: Any, stream: Any) -> None:
-        await trio.lowlevel.checkpoint()
-
-    async def listen(self, network: Any, maddr: Any) -> None:
-        await trio.lowlevel.checkpoint()
-
-    async def listen_close(self, network: Any, maddr: Any) -> None:
-        await trio.lowlevel.checkpoint()
-
-
 # --- the transport --------------------------------------------------------------
 
 
@@ -379,10 +341,13 @@ class Libp2pTransport:
 
     async def disconnect(self, peer_id: str) -> None:
         pid = _parse_peer_id(peer_id)
-        try:
-            await self._host.disconnect(pid)
-        except LIBP2P_IO_ERRORS as exc:
-            raise NetworkError(f"disconnecting {peer_id}: {exc}") from exc
+        # Shielded and bounded: a close cancelled halfway leaves py-libp2p with a
+        # connection that reports itself closed while its socket stays open.
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT):
+            try:
+                await self._host.disconnect(pid)
+            except LIBP2P_IO_ERRORS as exc:
+                raise NetworkError(f"disconnecting {peer_id}: {exc}") from exc
 
     async def publish(self, data: bytes) -> None:
         if len(data) > self._config.max_message_size:
@@ -438,6 +403,87 @@ def _with_p2p(addr: str, peer_id: str) -> str:
     return addr if "/p2p/" in addr else f"{addr}/p2p/{peer_id}"
 
 
+class _Stack:
+    """The libp2p stack of one transport, run as a task: ``host.run()`` ⊃ pubsub
+    service ⊃ gossipsub service ⊃ the delivery pump (§7: strictly nested).
+
+    Once started, the task is shielded from its surroundings: only :meth:`stop`
+    (or a failure inside the stack) ends it. A cancelled caller therefore never
+    cancels libp2p's own teardown, which would leave connections half-closed with
+    their sockets open (see :mod:`~gossipmind.net.lifecycle`); instead the stack
+    closes its connections and its host in order, then unwinds within
+    ``CLOSE_TIMEOUT``.
+    """
+
+    def __init__(
+        self,
+        host: Any,
+        router: Any,
+        pubsub: Any,
+        transport: Libp2pTransport,
+        validator: Validator,
+        notifee: ConnectionNotifee,
+        messages: trio.MemorySendChannel[tuple[str, bytes]],
+        connections: trio.MemorySendChannel[str],
+    ) -> None:
+        self._host = host
+        self._router = router
+        self._pubsub = pubsub
+        self._transport = transport
+        self._validator = validator
+        self._notifee = notifee
+        self._messages = messages
+        self._connections = connections
+        self._stop = trio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, listen: Any, *, task_status: TaskStatus[None]) -> None:
+        host, pubsub, config = self._host, self._pubsub, self._transport.config
+        with trio.CancelScope() as scope:
+            async with host.run(listen_addrs=[listen]):
+                try:
+                    # py-libp2p logs listen failures (port in use...) and carries on.
+                    if not host.get_addrs():
+                        raise NetworkError(f"could not listen on {config.listen}")
+                    await host.get_network().auto_connector.stop()
+                    async with (
+                        background_trio_service(pubsub),
+                        background_trio_service(self._router),
+                    ):
+                        await pubsub.wait_until_ready()
+                        pubsub.set_topic_validator(
+                            config.topic, adapt_validator(self._validator), is_async_validator=False
+                        )
+                        subscription = await pubsub.subscribe(config.topic)
+                        self_id = host.get_id().to_bytes()
+                        async with trio.open_nursery() as nursery:
+                            nursery.start_soon(
+                                pump_subscription,
+                                subscription,
+                                self_id,
+                                self._messages,
+                                self._transport.stats,
+                            )
+                            try:
+                                scope.shield = True
+                                task_status.started()
+                                await self._stop.wait()
+                            finally:
+                                nursery.cancel_scope.cancel()
+                                self._messages.close()
+                                self._connections.close()
+                                # Connections first, while pubsub still runs: a
+                                # message read after its service stopped raises
+                                # RuntimeError ("Nursery is closed") in the swarm.
+                                await close_host(host, self._notifee)
+                                # Then services get a bounded time to unwind.
+                                scope.deadline = trio.current_time() + CLOSE_TIMEOUT
+                finally:
+                    await close_host(host, self._notifee)  # idempotent; failed startups
+
+
 @asynccontextmanager
 async def open_libp2p_transport(
     config: TransportConfig, validator: Validator
@@ -447,6 +493,10 @@ async def open_libp2p_transport(
     ``validator(data) -> bool`` runs synchronously on every gossip message, ours
     included, before it is delivered or forwarded: see
     :func:`gossipmind.net.gossip.make_validator`.
+
+    The host runs in a task of its own that the block's cancellation does not
+    reach: leaving the block, even from a cancelled scope, closes every
+    connection and socket first (bounded in time), then stops the host.
     """
     configure_logging(config.debug)
     listen = _parse_tcp(config.listen, "listen")
@@ -456,48 +506,20 @@ async def open_libp2p_transport(
         config.message_buffer
     )
     conn_send, conn_recv = trio.open_memory_channel[str](CONNECTION_BUFFER)
-    notifee = _ConnectionNotifee(conn_send)
-    network = host.get_network()
-    network.register_notifee(notifee)
+    notifee = ConnectionNotifee(conn_send)
+    host.get_network().register_notifee(notifee)
     transport = Libp2pTransport(host, pubsub, config, messages_recv, conn_recv)
-    listening = True
+    stack = _Stack(host, router, pubsub, transport, validator, notifee, messages_send, conn_send)
     sole: BaseException | None = None
     started = False
     try:
-        async with host.run(listen_addrs=[listen]):
-            # py-libp2p logs listen failures (port in use...) and carries on.
-            listening = bool(host.get_addrs())
+        async with trio.open_nursery() as nursery:
+            await nursery.start(stack.run, listen)
+            started = True
             try:
-                if listening:
-                    await network.auto_connector.stop()
-                    async with background_trio_service(pubsub), background_trio_service(router):
-                        await pubsub.wait_until_ready()
-                        pubsub.set_topic_validator(
-                            config.topic, adapt_validator(validator), is_async_validator=False
-                        )
-                        subscription = await pubsub.subscribe(config.topic)
-                        self_id = host.get_id().to_bytes()
-                        async with trio.open_nursery() as nursery:
-                            nursery.start_soon(
-                                pump_subscription,
-                                subscription,
-                                self_id,
-                                messages_send,
-                                transport.stats,
-                            )
-                            try:
-                                started = True
-                                yield transport
-                            finally:
-                                nursery.cancel_scope.cancel()
-                                messages_send.close()
-                                conn_send.close()
-                                # Connections first, while pubsub still runs: a
-                                # message read after its service stopped raises
-                                # RuntimeError ("Nursery is closed") in the swarm.
-                                await _close_host(host)
+                yield transport
             finally:
-                await _close_host(host)  # idempotent; covers failures during startup
+                stack.stop()
     except BaseExceptionGroup as group:
         sole = _sole_exception(group)
         if sole is None:
@@ -508,26 +530,9 @@ async def open_libp2p_transport(
     if sole is not None and not started and isinstance(sole, LIBP2P_IO_ERRORS):
         raise NetworkError(f"starting the libp2p host failed: {sole!r}") from sole
     if sole is not None:
-        # Four nested task groups wrap whatever crosses them (an error of the
-        # node's, KeyboardInterrupt): hand a lone exception back unwrapped.
+        # Nested task groups wrap whatever crosses them (an error of the node's,
+        # KeyboardInterrupt): hand a lone exception back unwrapped.
         raise sole
-    if not listening:
-        raise NetworkError(f"could not listen on {config.listen}")
-
-
-async def _close_host(host: Any) -> None:
-    """Close connections and listeners before ``host.run()`` exits.
-
-    On its own exit path the swarm closes connections *after* being cancelled,
-    so the closes are cancelled too and sockets leak (ResourceWarning). Closing
-    explicitly, shielded and bounded in time, releases them.
-    """
-    with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT):
-        try:
-            await host.close()
-        except LIBP2P_IO_ERRORS as exc:
-            # Tearing down: a connection that fails to close is gone anyway.
-            log.debug("closing the libp2p host: %r", exc)
 
 
 def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
