@@ -62,7 +62,7 @@ async def test_a_fix_learned_by_three_agents_saves_the_fourth(tmp_path: Path) ->
         for i in range(6):
             await trio.to_thread.run_sync(agent_fails, reporters[i % 3], i)
         with trio.fail_after(60):
-            while not newcomer._cache:
+            while not any(newcomer._cache.values()):
                 await trio.sleep(0.1)
         fixes = next(iter(newcomer._cache.values()))
         fix = next(iter(fixes.values()))

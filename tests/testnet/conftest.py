@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gc
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,14 +21,3 @@ def run_dir(tmp_path: Path) -> Iterator[Path]:
         yield run
     finally:
         teardown(tn, seen)
-
-
-@pytest.fixture(autouse=True)
-def _collect_leaked_sockets() -> Iterator[None]:
-    """py-libp2p leaks the socket of a dial cancelled mid-upgrade (an in-test node that
-    closes while dialing): collect it here, so its ResourceWarning does not land in
-    an unrelated test."""
-    yield
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()

@@ -390,7 +390,10 @@ class Client:
             per[fix.id] = fix
         else:
             per.pop(fix.id, None)
-        self._cache[fix.pattern] = per
+        if per:
+            self._cache[fix.pattern] = per
+        else:
+            self._cache.pop(fix.pattern, None)
 
     def _follow(self) -> None:
         delays = backoff_delays()
