@@ -437,6 +437,25 @@ def _open_store(config: NodeConfig) -> Store:
 
 
 @asynccontextmanager
+async def unwrapped() -> AsyncIterator[None]:
+    """Hand a lone exception out of the nested task groups unwrapped.
+
+    A failure in the block under a node (a test's assertion, an agent's error)
+    would otherwise come out wrapped in one group per nursery it crossed — with
+    several nodes, deeper than a traceback shows.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaf: BaseException = group
+        while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+            leaf = leaf.exceptions[0]
+        if isinstance(leaf, BaseExceptionGroup):
+            raise
+        raise leaf from None
+
+
+@asynccontextmanager
 async def open_node(
     config: NodeConfig, *, fake: FakeNetwork | None = None, identity: Identity | None = None
 ) -> AsyncIterator[Node]:
@@ -459,7 +478,7 @@ async def open_node(
         # The node's tasks live inside the transport, and only they are cancelled
         # when the block ends: a transport torn down inside a cancelled scope loses
         # the exception (or return) crossing it to a Cancelled from its teardown.
-        async with cm as transport, trio.open_nursery() as nursery:
+        async with unwrapped(), cm as transport, trio.open_nursery() as nursery:
             node = Node(config, store, ident, transport, validator, nursery)
             transport.set_stream_handler(SYNC_PROTOCOL, node._sync_in)
             await nursery.start(node.batcher.run)

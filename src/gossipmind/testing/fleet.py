@@ -14,7 +14,7 @@ from gossipmind.api.server import serve_api
 from gossipmind.core.policy import Policy
 from gossipmind.net.fake import FakeNetwork
 from gossipmind.node.config import NodeConfig
-from gossipmind.node.node import Node, open_node
+from gossipmind.node.node import Node, open_node, unwrapped
 from gossipmind.testnet.setup import NodeSpec, prepare
 
 FAST = {
@@ -53,7 +53,7 @@ async def fleet(
     specs = prepare(root, n, verifiers, policy=policy, verifier_tiers=verifier_tiers)
     net = FakeNetwork(seed=7) if fake else None
     settings = {**FAST, **cfg}
-    async with AsyncExitStack() as stack:
+    async with unwrapped(), AsyncExitStack() as stack:
         nursery = await stack.enter_async_context(trio.open_nursery())
         out: list[Running] = []
         for s in specs:
