@@ -14,6 +14,7 @@ import os
 import secrets
 import stat
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -132,14 +133,17 @@ class Api:
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
             raise PayloadTooLarge(f"request body larger than {MAX_BODY} bytes")
         body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BODY:
-                raise PayloadTooLarge(f"request body larger than {MAX_BODY} bytes")
+        async with aclosing(request.stream()) as chunks:  # closed when we stop early
+            async for chunk in chunks:
+                body += chunk
+                if len(body) > MAX_BODY:
+                    raise PayloadTooLarge(f"request body larger than {MAX_BODY} bytes")
         try:
             return json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise SchemaError("", f"the body is not valid JSON: {exc}") from None
+        except RecursionError:  # e.g. 60 000 nested brackets fit in the size limit
+            raise SchemaError("", "the body is nested too deeply") from None
 
     def summary(self, row: dict[str, Any]) -> dict[str, Any]:
         """A fix as the SDK caches it, with its pattern's service and operation."""
@@ -289,6 +293,8 @@ async def serve_api(
 ) -> None:
     """Serve the API on 127.0.0.1:``port``; ``task_status.started(url)``. Writes
     ``api.json`` (the URL) and ``api.token`` (0600) into the node's data dir."""
+    if type(port) is not int or not 0 <= port <= 65535:  # nothing but a port reaches the bind
+        raise ConfigError(f"the API port must be an integer 0-65535, not {port!r}")
     data_dir = node.config.data_dir
     api = Api(node, ensure_token(data_dir / "api.token"))
     config = Config()
