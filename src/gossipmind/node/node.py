@@ -47,6 +47,8 @@ RATE_WINDOW = 2.0  # seconds over which the network's gossip message rate is mea
 PACE_EVERY = 0.5  # seconds between two adjustments of the batch interval
 PACE_STEP = 2.0  # factor by which the interval grows or shrinks at each adjustment
 MAX_INTERVAL = 5.0
+PACE_MERGE = 4  # our batches carry this many ops on average: we are a source of load
+PACE_BACKLOG = 16  # or this many ops wait in our batcher
 
 
 def now_ms() -> int:
@@ -275,11 +277,13 @@ class Node:
         Every gossip message costs every node ~2 ms of CPU per link whatever its
         size (LIBP2P_NOTES), so the network affords a few messages per second,
         not one per node per 50 ms. Each node measures the rate of messages it
-        hears (its own included) and, when it is over budget *and* its own
-        batches carry several ops (waiting longer merges them), stretches its
-        batch interval; below half the budget, or when its batches are single
-        ops, it shrinks it back. An op written on an idle node still leaves at
-        once (see GossipBatcher): the interval only spaces batches under load.
+        hears (its own included) and, when it is over budget *and* it is a
+        source of load — its batches carry ``PACE_MERGE`` ops on average or
+        ``PACE_BACKLOG`` wait in its batcher, so waiting longer merges them —
+        stretches its batch interval; below half the budget, or when its batches
+        carry single ops, it shrinks it back. An op written on an idle node still
+        leaves at once (see GossipBatcher): the interval only spaces batches
+        under load.
         """
         now = trio.current_time()
         last, messages, ops = self._paced
@@ -292,11 +296,11 @@ class Node:
         own = (stats.messages - messages) / min(now - last, RATE_WINDOW)
         rate = len(self._heard) / RATE_WINDOW + own
         sent, carried = stats.messages - messages, stats.ops - ops
-        waiting = self.batcher.pending > 1
+        waiting = self.batcher.pending >= PACE_BACKLOG
         interval = self.batcher.interval
-        if rate > self.config.gossip_budget and (waiting or carried > sent):
+        if rate > self.config.gossip_budget and (waiting or carried >= PACE_MERGE * sent > 0):
             interval = min(MAX_INTERVAL, interval * PACE_STEP)
-        elif rate < self.config.gossip_budget / 2 or (sent and carried == sent and not waiting):
+        elif rate < self.config.gossip_budget / 2 or (sent and carried < 2 * sent and not waiting):
             interval = max(self.config.gossip_interval, interval / PACE_STEP)
         self.batcher.interval = interval
 
