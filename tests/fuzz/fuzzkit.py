@@ -90,7 +90,8 @@ _scalars = (
     | st.floats(allow_nan=True)
     | st.text(max_size=40)
     | st.binary(max_size=70)
-    | st.builds(msgpack.ExtType, st.integers(0, 127), st.binary(max_size=8))
+    | st.builds(msgpack.ExtType, st.integers(0, 127), st.binary(max_size=12))
+    | st.builds(msgpack.Timestamp, st.integers(0, 2**40), st.integers(0, 999_999_999))
 )
 _keys = st.text(max_size=10) | st.integers(-5, 5) | st.binary(max_size=4)
 values: st.SearchStrategy[Any] = st.recursive(

@@ -116,3 +116,18 @@ def test_a_bin_map_key_is_an_encoding_error() -> None:
         assert exc.code == "encoding"
     else:
         raise AssertionError("accepted an op with a bin map key")
+
+
+def test_a_msgpack_timestamp_is_an_encoding_error() -> None:
+    """Found by the atheris harness: ext type -1 is decoded by msgpack itself (a
+    Timestamp, never seen by ext_hook) and re-encodes identically, so it passed the
+    canonical check; encode() then refused the decoded value (an EncodingError far
+    from the decoder, e.g. while a store persisted a fold row holding it)."""
+    for raw in (b"\xd6\xff\x00\x00\x00\x00", b"\x91\xd6\xff\xff\xff\xff\x00",
+                b"\x81\xa1a\xd7\xff" + bytes(8), b"\xc7\x0c\xff" + bytes(12)):  # fmt: skip
+        try:
+            encoding.decode(raw)
+        except EncodingError as exc:
+            assert "timestamp" in str(exc)
+        else:
+            raise AssertionError(f"accepted a timestamp: {raw.hex()}")

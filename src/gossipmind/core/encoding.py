@@ -65,6 +65,8 @@ def _check_decoded(value: Value, depth: int) -> None:
     t = type(value)
     if t is float:
         raise EncodingError("floats are not allowed in canonical data")
+    if t is msgpack.Timestamp:  # ext type -1: msgpack decodes it without calling ext_hook
+        raise EncodingError("ext type -1 (timestamp) is not allowed in canonical data")
     if t is list:
         if depth >= MAX_DEPTH:
             raise EncodingError(f"nesting deeper than {MAX_DEPTH}")
@@ -86,7 +88,7 @@ def _check_decoded(value: Value, depth: int) -> None:
                 _check_decoded(item, depth + 1)
 
 
-_CONTAINERS_OR_FLOAT = (list, dict, float)
+_CONTAINERS_OR_FLOAT = (list, dict, float, msgpack.Timestamp)
 
 
 def encode(value: Value) -> bytes:
