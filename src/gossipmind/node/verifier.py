@@ -99,10 +99,10 @@ class Verifier:
         return verdict.verdict
 
     def _can_revoke(self, scope: str) -> bool:
-        roles = self.replica.roles(self.key)
-        return (
-            "admin" in roles.roles or roles.tier_for(scope) >= self.replica.policy.revoke_min_tier
-        )
+        """A machine verifier of the revoking tier. Tier 3 (a person) and admins act
+        by hand (``gossipmind revoke-fix``), never automatically."""
+        tier = self.replica.roles(self.key).tier_for(scope)
+        return self.replica.policy.revoke_min_tier <= tier < 3
 
     async def watch_outcomes(self) -> int:
         """Revoke accepted fixes whose fleet outcomes show they stopped working."""
