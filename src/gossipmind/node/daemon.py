@@ -5,8 +5,10 @@ On start each node prints one JSON line to stdout::
     {"event": "ready", "name": ..., "peer_id": ..., "addrs": [...], "network": ...}
 
 Logs are JSON lines on stderr. A node's data dir may hold ``control.json``
-(``{"block": [peer ids]}``): the node refuses those peers while it lists them
-(how the testnet makes application-level partitions).
+(``{"block": [peer ids], "drop": p, "delay_s": s}``): the node refuses the
+listed peers, and drops incoming gossip with probability ``p`` / delays it up
+to ``s`` seconds — how the testnet makes application-level partitions and
+lossy, slow links.
 """
 
 from __future__ import annotations
@@ -60,6 +62,13 @@ def emit(event: str, **fields: Any) -> None:
     sys.stdout.flush()
 
 
+def _link_faults(doc: dict[str, Any]) -> tuple[float, float] | None:
+    drop, delay = float(doc.get("drop", 0.0)), float(doc.get("delay_s", 0.0))
+    if not (0 <= drop < 1 and 0 <= delay <= 10):
+        raise ValueError("drop must be in [0, 1) and delay_s in [0, 10]")
+    return (drop, delay) if drop or delay else None
+
+
 async def _watch_control(node: Node, path: Path) -> None:
     mtime = None
     while True:
@@ -70,13 +79,18 @@ async def _watch_control(node: Node, path: Path) -> None:
         if st != mtime:
             mtime = st
             block: set[str] = set()
+            faults: tuple[float, float] | None = None
             if st is not None:
                 try:
                     doc = json.loads(path.read_text())
                     block = {str(p) for p in doc.get("block", [])}
-                except (OSError, ValueError, AttributeError) as exc:
+                    faults = _link_faults(doc)
+                except (OSError, ValueError, TypeError, AttributeError) as exc:
                     log.warning("ignoring unreadable %s: %s", path, exc)
-                    block = node.blocked
+                    block, faults = node.blocked, node.link_faults
+            if faults != node.link_faults:
+                node.link_faults = faults
+                log.info("link faults: %s", faults or "none")
             if block != node.blocked:
                 await node.block(block)
                 log.info("partition: blocking %d peers", len(block))

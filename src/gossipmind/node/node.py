@@ -62,6 +62,7 @@ class NodeCounters:
     ops_applied: int = 0
     ops_rejected: int = 0
     ops_written: int = 0
+    gossip_dropped: int = 0  # by application-level link faults (testnet chaos)
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
 
 
@@ -92,6 +93,7 @@ class Node:
         self._gap_check = False  # a _fill_gap task is waiting
         self._session_lock = trio.Lock()  # one sync session at a time: see _sync_in
         self.blocked: set[str] = set()  # application-level partition (testnet control)
+        self.link_faults: tuple[float, float] | None = None  # (drop probability, max delay s)
         self._nursery = nursery
         self._changed = trio.Event()
         self._listeners: list[trio.MemorySendChannel[Op]] = []
@@ -221,6 +223,7 @@ class Node:
             "ops": len(r.meta),
             "heads": len(r.heads),
             "pending": len(r.pending),
+            "pending_evicted": r.pending.evicted,
             "rejected": len(r.rejected),
             "root": r.root().hex(),
             "roles": sorted(r.roles(self.identity.public).roles),
@@ -236,6 +239,13 @@ class Node:
         async for peer, data in self.transport.messages():
             if peer in self.blocked:
                 continue
+            if self.link_faults is not None:  # application-level lossy, slow links (chaos)
+                drop, delay = self.link_faults
+                if self._rng.random() < drop:
+                    self.counters.gossip_dropped += 1
+                    continue
+                if delay > 0:
+                    await trio.sleep(self._rng.uniform(0, delay))
             try:
                 pairs = self.validator.decode(data)
             except InvalidOp as exc:  # the validator accepted it, so this is a bug or a race
