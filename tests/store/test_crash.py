@@ -188,7 +188,7 @@ def test_sigkill_during_ingest_loses_nothing_acknowledged(tmp_path: Path) -> Non
     wal = d.store.with_name(d.store.name + "-wal")
     ends = set(range(1 + BATCH, len(raws), BATCH)) | {len(raws)}
     kills: Counter[str] = Counter()
-    rolled_back = committed_unacked = stores = 0
+    rolled_back = committed_unacked = stores = ingested = 0
     for _ in range(TRIALS):
         if not d.store.exists():
             stores += 1
@@ -212,6 +212,7 @@ def test_sigkill_during_ingest_loses_nothing_acknowledged(tmp_path: Path) -> Non
             rolled_back += t.where in ("statement", "commit") and held == t.acked
             committed_unacked += held > t.acked
             complete = held == len(raws)
+            ingested += held - t.start
         assert crashed.stats["ops"] == len(want.meta)  # doctor saw what the store reopened
         after = diagnose(d)
         assert after.healthy, (t, after.findings)
@@ -220,7 +221,8 @@ def test_sigkill_during_ingest_loses_nothing_acknowledged(tmp_path: Path) -> Non
                 if p.name.startswith(d.store.name):
                     p.unlink()
     print(
-        f"\ncrash trials {TRIALS} on {stores} stores, kills {dict(kills)}, "
+        f"\ncrash trials {TRIALS} on {stores} stores, {ingested} ops made durable, "
+        f"kills {dict(kills)}, "
         f"in-transaction kills rolled back {rolled_back}, "
         f"committed before the ack {committed_unacked}"
     )
