@@ -391,7 +391,7 @@ class Testnet:
             blocks = {n.name: self._blocked_names(n.name, named) for n in st.nodes}
             for n in st.nodes:
                 peers = [st.node(b).peer_id for b in blocks[n.name]]
-                write_json_atomic(Path(n.dir) / CONTROL_FILE, {"block": peers})
+                _control(Path(n.dir), block=peers)
             save_state(self.run_dir, st)
             return blocks
 
@@ -401,8 +401,18 @@ class Testnet:
             st = self.state()
             st.partition = None
             for n in st.nodes:
-                write_json_atomic(Path(n.dir) / CONTROL_FILE, {"block": []})
+                _control(Path(n.dir), block=[])
             save_state(self.run_dir, st)
+
+    def link_faults(self, refs: Iterable[str], drop: float = 0.0, delay_s: float = 0.0) -> None:
+        """Make these nodes' incoming gossip lossy (``drop``) and slow (``delay_s``);
+        ``0, 0`` clears it. Application-level: the daemons apply it within ~0.2 s."""
+        if not (0 <= drop < 1 and 0 <= delay_s <= 10):
+            raise ConfigError("drop must be in [0, 1) and delay_s in [0, 10]")
+        with locked(self.run_dir):
+            st = self.state()
+            for ref in refs:
+                _control(Path(st.node(ref).dir), drop=drop, delay_s=delay_s)
 
     def blocked_peers(self, ref: str) -> set[str]:
         """Peer ids ``ref`` must refuse under the current partition (for in-process nodes)."""
@@ -528,6 +538,19 @@ class Testnet:
             else:
                 proc.ended = "stopped"
         return report
+
+
+def _control(data_dir: Path, **changes: Any) -> None:
+    """Update a node's control.json, keeping the keys not changed."""
+    path = data_dir / CONTROL_FILE
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        doc = {}
+    if not isinstance(doc, dict):
+        doc = {}
+    doc.update(changes)
+    write_json_atomic(path, doc)
 
 
 def _group_of(name: str, groups: list[list[str]] | None) -> int | None:
