@@ -1,4 +1,4 @@
-"""Known problems below the testnet, pinned by strict xfails (they fail loudly once fixed).
+"""Regression tests for problems below the testnet, found with the testnet.
 
 py-libp2p 0.8.1's swarm takes an "inbound slot" (``Swarm._inbound_limiter``,
 ``max_connections - min_connections`` = 12 slots with our settings) for every
@@ -7,9 +7,8 @@ stops (``_do_handle_inbound_connection`` ends in ``await
 self.manager.wait_finished()``), not until the connection closes. A node therefore
 accepts 12 inbound connections in its whole life; after that every dial to it
 fails, so restarted peers, late joiners and healed partitions can no longer reach
-it. The fix belongs in ``gossipmind.net.host`` (e.g. release the slot when the
-connection closes, or give the limiter a capacity the ``max_connections`` check
-already bounds).
+it. ``gossipmind.net.host`` now gives the limiter a capacity that the swarm's
+``max_connections`` check (at registration) already bounds.
 """
 
 from __future__ import annotations
@@ -27,11 +26,6 @@ from gossipmind.testnet import Testnet
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="py-libp2p 0.8.1 holds an inbound slot per connection for life",
-)
 def test_a_node_accepts_a_thirteenth_inbound_connection(run_dir: Path) -> None:
     tn = Testnet(run_dir)
     tn.up(1, 0, status_every=0.5)

@@ -86,6 +86,9 @@ _LOG_FUNCTIONS = frozenset(("debug", "info", "warning", "warn", "error", "except
 # --- identity -------------------------------------------------------------------
 
 
+INBOUND_SLOTS = 1_000_000
+
+
 def key_pair_from_seed(seed: bytes) -> Any:
     """The libp2p Ed25519 key pair of a 32-byte seed (same key as the node's identity)."""
     if len(seed) != 32:
@@ -330,6 +333,10 @@ class Libp2pTransport:
         connected = set(self.peers())
         if peer not in connected and len(connected) >= self._config.connection_limit:
             raise NetworkError(f"connection limit ({self._config.connection_limit}) reached")
+        # py-libp2p refuses to dial a peer whose last dial failed for 60 s (its
+        # "negative cache"): a peer that restarts in 5 s would stay unreachable for a
+        # minute. The node paces its own dials, so each explicit dial is a fresh try.
+        self._host.get_network().unblock_peer(info.peer_id)
         try:
             with trio.fail_after(self._config.dial_timeout):
                 await self._host.connect(info)
@@ -441,6 +448,12 @@ class _Stack:
 
     async def run(self, listen: Any, *, task_status: TaskStatus[None]) -> None:
         host, pubsub, config = self._host, self._pubsub, self._transport.config
+        # py-libp2p 0.8.1 takes an "inbound slot" per inbound connection and holds it
+        # until the *swarm* stops, not the connection: a node would accept only 12
+        # inbound connections in its life. The registration-time max_connections
+        # check already bounds live connections, so the slot limiter only has to stay
+        # out of the way. (Replaced before the swarm runs: no slot is held yet.)
+        host.get_network()._inbound_limiter = trio.CapacityLimiter(INBOUND_SLOTS)
         with trio.CancelScope() as scope:
             async with host.run(listen_addrs=[listen]):
                 try:
