@@ -18,12 +18,20 @@ Workarounds for py-libp2p 0.8.1 (LIBP2P_NOTES §3, §4, §11), all in one place:
   full, so a dedicated task drains it at once into our own, larger channel and
   skips our own messages (pubsub delivers them back to the publisher);
 * the default message id (sender + seqno) is kept: the message cache keys on it
-  anyway; ops are deduplicated by op id above this layer.
+  anyway; ops are deduplicated by op id above this layer;
+* **one writer per stream**: py-libp2p writes RPCs to a peer's stream from its
+  per-peer sending loop *and* from gossipsub's flush and recent-message paths.
+  Yamux splits an RPC larger than the send window into several frames and
+  yields between them, so another RPC's frames could land in between: the
+  receiver then fails to parse the stream (``DecodeError``), which py-libp2p does
+  not catch, and its host dies. Seen under load with batches of tens of KiB;
+  :class:`_Pubsub` serialises writes per stream.
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -64,7 +72,7 @@ def new_pubsub(host: Any, config: TransportConfig) -> tuple[Any, Any]:
         spam_protection_enabled=False,
         eclipse_protection_enabled=False,
     )
-    pubsub = Pubsub(
+    pubsub = _Pubsub(
         host,
         router,
         strict_signing=True,
@@ -72,6 +80,21 @@ def new_pubsub(host: Any, config: TransportConfig) -> tuple[Any, Any]:
         allowed_topics={config.topic},
     )
     return router, pubsub
+
+
+class _Pubsub(Pubsub):
+    """py-libp2p's Pubsub whose RPC writes to one stream never interleave."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._write_locks: weakref.WeakKeyDictionary[Any, trio.Lock] = weakref.WeakKeyDictionary()
+
+    async def write_msg(self, stream: Any, rpc_msg: Any) -> bool:
+        lock = self._write_locks.get(stream)
+        if lock is None:
+            lock = self._write_locks[stream] = trio.Lock()
+        async with lock:
+            return bool(await super().write_msg(stream, rpc_msg))
 
 
 def adapt_validator(validator: Validator) -> Callable[[Any, Any], bool]:
