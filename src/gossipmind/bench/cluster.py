@@ -10,7 +10,9 @@ Shared by the network benchmarks (convergence, catchup, throughput):
   gossip mesh formed before it returns;
 * :func:`open_raw_fleet` — bare libp2p transports (no validation, no store) joined
   along the *same* edges: the raw-gossipsub baseline;
-* :class:`Arrivals` — when each op was applied on each node (``Node.subscribe``).
+* :class:`Arrivals` — when each op was applied on each node (``Node.subscribe``);
+* :class:`Outcome` — a measurement's result or error, carried out of the nodes'
+  contexts and returned or raised once they are closed.
 """
 
 from __future__ import annotations
