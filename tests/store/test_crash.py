@@ -30,6 +30,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from gossipmind.core import encoding
 from gossipmind.core import ops as opsmod
 from gossipmind.core.replica import Replica
@@ -177,6 +179,7 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else ""
 
 
+@pytest.mark.timeout(max(300, TRIALS * 6))  # a bound that scales with the trial count
 def test_sigkill_during_ingest_loses_nothing_acknowledged(tmp_path: Path) -> None:
     rng = random.Random(SEED)
     kb = make_ops(1500)
