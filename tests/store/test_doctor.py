@@ -332,3 +332,12 @@ def test_cli(sample: Sample, tmp_path: Path) -> None:
     assert {f["check"] for f in doc["findings"]} == {"perm.key", "fold.heads"}
     missing = runner.invoke(cli, ["doctor", str(tmp_path / "nowhere")])
     assert missing.exit_code == EXIT_CORRUPT and "no data directory" in missing.output
+
+
+def test_many_problems_are_counted_but_not_all_listed(damaged: tuple[Sample, DataDir]) -> None:
+    _, d = damaged
+    tamper(d, ("UPDATE ops SET ts = ts + 1 WHERE kind != 'net.genesis'", ()))
+    diag = checked(d)
+    lines = only(diag, "op.columns")
+    assert len(lines) == 21 and lines[-1] == "more op.columns problems (not listed)"
+    assert diag.error_count == diag.stats["ops"] - 1 == diag.to_doc()["problems"]["op.columns"]

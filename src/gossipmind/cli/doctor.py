@@ -79,7 +79,7 @@ def _print(diag: Diagnosis) -> None:
     for f in diag.findings:
         style = _STYLE.get(f.severity, "dim")
         out(f"[{style}]{f.severity.upper():7}[/] {f.check:18} {escape(f.message)}")
-    n = len(diag.errors)
+    n = diag.error_count
     if n:
         out(f"[bold red]{n} problem{'s' if n != 1 else ''} found[/]")
     else:

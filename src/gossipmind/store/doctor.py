@@ -59,11 +59,13 @@ class Diagnosis:
     data_dir: Path
     findings: list[Finding] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
+    error_count: int = 0  # every error, listed or only counted
     _per_check: Counter[str] = field(default_factory=Counter)
 
     def add(self, severity: str, check: str, message: str, ref: bytes | None = None) -> None:
         """Record a finding; past MAX_LINES_PER_CHECK of one check, only count them."""
         self._per_check[check] += 1
+        self.error_count += severity == ERROR
         if self._per_check[check] <= MAX_LINES_PER_CHECK:
             self.findings.append(Finding(severity, check, message, ref))
         elif self._per_check[check] == MAX_LINES_PER_CHECK + 1:
@@ -77,6 +79,7 @@ class Diagnosis:
 
     def merge(self, other: Diagnosis) -> None:
         self.findings += other.findings
+        self.error_count += other.error_count
         self._per_check.update(other._per_check)
         self.stats.update(other.stats)
 
@@ -106,6 +109,7 @@ class Diagnosis:
                 {"severity": f.severity, "check": f.check, "message": f.message, "ref": f.ref}
                 for f in self.findings
             ],
+            "errors": self.error_count,
             "problems": dict(sorted(self._per_check.items())),
             "stats": self.stats,
         }
