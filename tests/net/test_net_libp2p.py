@@ -29,7 +29,13 @@ from gossipmind.net.host import (
     open_libp2p_transport,
     peer_id_from_seed,
 )
-from gossipmind.net.interface import FrameTooLarge, Stream, StreamEOF, TransportConfig
+from gossipmind.net.interface import (
+    FrameTooLarge,
+    Stream,
+    StreamEOF,
+    TransportConfig,
+    TruncatedFrame,
+)
 
 TOPIC = f"gossipmind/{NET_ID.hex()}/ops/1"
 ECHO = "/gossipmind/test-echo/1.0.0"
@@ -339,10 +345,10 @@ async def test_oversize_and_truncated_frames_from_peer() -> None:
             assert isinstance(outcome[0], FrameTooLarge)
 
             s = await a.open_stream(b.peer_id, ECHO)
-            await s._raw.write(b"\xe8\x07" + b"z" * 10)  # type: ignore[attr-defined]
+            await s.send_unframed(b"\xe8\x07" + b"z" * 10)  # type: ignore[attr-defined]
             await s.close()  # 1000 bytes announced, 10 sent
             await wait_for(lambda: len(outcome) == 2)
-            assert type(outcome[1]) is NetworkError
+            assert isinstance(outcome[1], TruncatedFrame)
             assert "truncated" in str(outcome[1])
 
 

@@ -20,8 +20,9 @@ Semantics both honour:
 * **Streams** carry length-prefixed frames of at most ``max_frame_size`` bytes,
   reliably and in order, until closed or broken. :meth:`Stream.receive` raises
   :class:`StreamEOF` when the stream ended between frames, :class:`FrameTooLarge`
-  for an oversized frame (either direction) and :class:`NetworkError` for
-  anything else (truncated frame, our own reset...). py-libp2p reports a remote
+  for an oversized frame (either direction), :class:`TruncatedFrame` when it
+  ended inside a frame, and :class:`NetworkError` for anything else (our own
+  reset...). py-libp2p reports a remote
   *reset* or a lost connection as a clean end of stream, so ``StreamEOF`` does
   not mean "the peer finished": a protocol must know when a stream is supposed
   to end and treat an early ``StreamEOF`` as a failure. Streams have no built-in
@@ -58,6 +59,10 @@ DEFAULT_LISTEN = "/ip4/127.0.0.1/tcp/0"
 
 class FrameTooLarge(NetworkError):
     """A stream frame exceeds the maximum frame size (sent or announced by the peer)."""
+
+
+class TruncatedFrame(NetworkError):
+    """The stream ended inside a frame: in its length prefix or its body."""
 
 
 class StreamEOF(NetworkError):

@@ -21,7 +21,7 @@ from libp2p.network.stream.exceptions import StreamEOF as Libp2pStreamEOF
 from libp2p.utils.varint import decode_uvarint, encode_uvarint
 
 from gossipmind.core.errors import NetworkError
-from gossipmind.net.interface import MAX_FRAME_SIZE, FrameTooLarge, StreamEOF
+from gossipmind.net.interface import MAX_FRAME_SIZE, FrameTooLarge, StreamEOF, TruncatedFrame
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,20 @@ class Libp2pStream:
             except LIBP2P_IO_ERRORS as exc:
                 raise NetworkError(f"send to {self._remote_peer} failed: {exc!r}") from exc
 
+    async def send_unframed(self, data: bytes) -> None:
+        """Write bytes as they are, without a length prefix.
+
+        Not for protocols: for tests and the testnet's hostile peer, which must be
+        able to send what an honest peer never does (a truncated frame, a bad prefix).
+        """
+        if self._closed or self._reset:
+            raise NetworkError("stream is closed for sending")
+        async with self._send_lock:
+            try:
+                await self._raw.write(bytes(data))
+            except LIBP2P_IO_ERRORS as exc:
+                raise NetworkError(f"send to {self._remote_peer} failed: {exc!r}") from exc
+
     async def receive(self) -> bytes:
         async with self._recv_lock:
             length = await self._read_length()
@@ -94,7 +108,7 @@ class Libp2pStream:
                 )
             while len(self._buf) < length:
                 if not await self._fill():
-                    raise NetworkError(
+                    raise TruncatedFrame(
                         f"truncated frame from {self._remote_peer}: "
                         f"got {len(self._buf)} of {length} bytes"
                     )
@@ -117,7 +131,7 @@ class Libp2pStream:
                 raise NetworkError(f"bad frame length prefix from {self._remote_peer}")
             if not await self._fill():
                 if self._buf:
-                    raise NetworkError(f"truncated frame length from {self._remote_peer}")
+                    raise TruncatedFrame(f"truncated frame length from {self._remote_peer}")
                 raise StreamEOF(f"{self._remote_peer} closed the stream")
 
     async def _fill(self) -> bool:

@@ -30,7 +30,7 @@ from gossipmind.node.config import NodeConfig
 from gossipmind.node.fixes import FixIndex, Transition
 from gossipmind.node.learner import Learner
 from gossipmind.node.reporter import Reporter
-from gossipmind.node.syncer import SyncCounters, drive
+from gossipmind.node.syncer import PENALTY_CAP, SESSION_LIMIT, SyncCounters, SyncGuard, drive
 from gossipmind.node.verifier import Verifier
 from gossipmind.store.datadir import DataDir, dump_genesis, load_genesis
 from gossipmind.store.keyfile import read_key
@@ -92,6 +92,7 @@ class Node:
         self._paced = (0.0, 0, 0)  # (time, batcher messages, batcher ops) at the last pacing
         self._gap_check = False  # a _fill_gap task is waiting
         self._session_lock = trio.Lock()  # one sync session at a time: see _sync_in
+        self.guard = SyncGuard(config.sync_timeout, PENALTY_CAP * config.sync_timeout)
         self.blocked: set[str] = set()  # application-level partition (testnet control)
         self.link_faults: tuple[float, float] | None = None  # (drop probability, max delay s)
         self._nursery = nursery
@@ -380,12 +381,16 @@ class Node:
         """Start an anti-entropy session with ``peer`` unless one is running."""
         if peer in self._syncing or peer in self.blocked:
             return
+        if not self.guard.allowed(peer, trio.current_time()):
+            return
         self._syncing.add(peer)
         self._nursery.start_soon(self._sync_out, peer)
 
     async def _sync_out(self, peer: str) -> None:
         try:
             async with self._session_lock:
+                if not self.guard.allowed(peer, trio.current_time()):
+                    return
                 with trio.fail_after(self.config.sync_timeout):
                     stream = await self.transport.open_stream(peer, SYNC_PROTOCOL)
                 await self._session(stream, initiator=True)
@@ -398,19 +403,26 @@ class Node:
         if stream.remote_peer in self.blocked:
             await stream.reset()
             return
+        if not self.guard.allowed(stream.remote_peer, trio.current_time()):
+            self.sync.refused_penalized += 1  # it stalled or misbehaved lately: see SyncGuard
+            await self._refuse(stream, "later")
+            return
         if self._session_lock.locked():
             # Sessions with several peers at once would each send us the same missing
             # ops (a node back from downtime would download its gap once per peer).
             # Refuse; the peer's next round, or ours, will do. Never wait here: two
             # nodes syncing out to each other would then wait on each other.
-            frame = sync_messages.encode(Bye("busy"))
             self.sync.refused += 1
-            self.sync.frames_sent += 1
-            self.sync.bytes_sent += len(frame)
-            await stream.send(frame)
+            await self._refuse(stream, "busy")
             return
         async with self._session_lock:
             await self._session(stream, initiator=False)
+
+    async def _refuse(self, stream: Stream, reason: str) -> None:
+        frame = sync_messages.encode(Bye(reason))
+        self.sync.frames_sent += 1
+        self.sync.bytes_sent += len(frame)
+        await stream.send(frame)
 
     async def block(self, peers: set[str]) -> None:
         """Partition: refuse and drop these peers (an empty set heals)."""
@@ -421,7 +433,16 @@ class Node:
 
     async def _session(self, stream: Stream, *, initiator: bool) -> None:
         session = Session(self.source, initiator=initiator, peers=self._share_addrs())
-        await drive(stream, session, self.ingest_raw, self.sync, timeout=self.config.sync_timeout)
+        timeout = self.config.sync_timeout
+        why = await drive(
+            stream,
+            session,
+            self.ingest_raw,
+            self.sync,
+            timeout=timeout,
+            limit=SESSION_LIMIT * timeout,
+        )
+        self.guard.record(stream.remote_peer, why, trio.current_time())
         if session.peer is not None:
             for addr in session.peer.peers:
                 peer = addr.rsplit("/p2p/", 1)[-1]

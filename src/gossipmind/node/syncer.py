@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
 from gossipmind.core.errors import GossipmindError, NetworkError, SyncError
-from gossipmind.net.interface import Stream, StreamEOF
+from gossipmind.net.interface import FrameTooLarge, Stream, StreamEOF, TruncatedFrame
 from gossipmind.sync import messages
 from gossipmind.sync.session import Session
 
 log = logging.getLogger("gossipmind.node.sync")
+
+
+# Why a session failed -> whether the peer is made to wait before its next one.
+# Stalling, overrunning and breaking the protocol are what a hostile peer does to
+# hold a node's one session slot; a closed stream or a broken link is ordinary.
+PENALIZED = frozenset({"timeout", "deadline", "protocol", "frame_too_large", "truncated"})
+SESSION_LIMIT = 4  # a whole session may last this many sync timeouts
+PENALTY_CAP = 16  # the longest wait, in sync timeouts
+_MAX_STRIKES = 16
+CLOSE_TIMEOUT = 5.0
 
 
 @dataclass
@@ -29,6 +40,46 @@ class SyncCounters:
     bytes_sent: int = 0
     bytes_received: int = 0
     refused: int = 0  # inbound sessions refused while another one ran
+    refused_penalized: int = 0  # inbound sessions refused: the peer must wait (SyncGuard)
+    failed_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+class SyncGuard:
+    """Makes peers whose sessions stalled, overran or broke the protocol wait.
+
+    A node runs one sync session at a time (docs/sync.md §3), so a peer that opens
+    a session and stalls holds the node's anti-entropy for a whole timeout, and
+    one that trickles frames holds it until the session deadline. After such a
+    session the peer waits ``base`` seconds before the node runs another session
+    with it (either way), doubling with each consecutive offence up to ``cap``;
+    a session that completes clears the record. Bounded: at most ``max_peers``
+    records, expired ones dropped first.
+    """
+
+    def __init__(self, base: float, cap: float, max_peers: int = 4096) -> None:
+        self._base, self._cap, self._max = base, cap, max_peers
+        self._records: dict[str, tuple[float, int]] = {}  # peer -> (wait until, strikes)
+
+    def allowed(self, peer: str, now: float) -> bool:
+        record = self._records.get(peer)
+        return record is None or now >= record[0]
+
+    def record(self, peer: str, reason: str, now: float) -> float:
+        """Note how a session with ``peer`` ended (``""``: completed); the wait imposed."""
+        if not reason:
+            self._records.pop(peer, None)
+            return 0.0
+        if reason not in PENALIZED:
+            return 0.0
+        strikes = self._records.get(peer, (0.0, 0))[1]
+        wait = min(self._cap, self._base * (1 << min(strikes, _MAX_STRIKES)))
+        self._records[peer] = (now + wait, strikes + 1)
+        if len(self._records) > self._max:
+            live = {p: r for p, r in self._records.items() if r[0] > now}
+            while len(live) > self._max:
+                del live[min(live, key=lambda p: live[p][0])]
+            self._records = live
+        return wait
 
 
 async def drive(
@@ -38,12 +89,18 @@ async def drive(
     counters: SyncCounters,
     *,
     timeout: float,
-) -> bool:
-    """Run ``session`` to its end over ``stream``. True if it completed.
+    limit: float = math.inf,
+) -> str:
+    """Run ``session`` to its end over ``stream``; ``""`` if it completed, else why not.
 
     ``ingest`` applies received ops (durably) before the next frame is read, as
-    the session requires. Every receive is bounded by ``timeout``: a peer that
-    stalls (slowloris) is dropped.
+    the session requires. Every receive is bounded by ``timeout`` (a peer that
+    stalls is dropped) and the whole session by ``limit`` (a peer that keeps a
+    session alive with a frame now and then is dropped too: ops already applied
+    stay, the next session goes on from there). Failure reasons, counted in
+    ``counters.failed_by_reason``: ``eof`` (the peer closed early or the link
+    dropped), ``timeout``, ``deadline``, ``frame_too_large``, ``truncated``,
+    ``protocol`` (a malformed or unexpected message), ``network``.
     """
     counters.sessions += 1
 
@@ -54,41 +111,68 @@ async def drive(
             counters.bytes_sent += len(frame)
             await stream.send(frame)
 
-    try:
-        await send_all(session.start())
-        while not session.done:
-            with trio.fail_after(timeout):
-                frame = await stream.receive()
-            counters.frames_received += 1
-            counters.bytes_received += len(frame)
-            step = session.receive(messages.decode(frame))
-            if step.ops:
-                counters.ops_received += len(step.ops)
-                ingest(step.ops)
-                await trio.lowlevel.checkpoint()
-            await send_all(step.send)
-    except StreamEOF:
-        counters.failed += 1
-        log.debug("sync with %s: peer closed early", stream.remote_peer)
-        return False
-    except trio.TooSlowError:
-        counters.failed += 1
-        log.info("sync with %s: no frame for %.0f s, dropped", stream.remote_peer, timeout)
-        await stream.reset()
-        return False
-    except (NetworkError, SyncError) as exc:
-        counters.failed += 1
-        log.info("sync with %s failed: %s", stream.remote_peer, exc)
-        await stream.reset()
-        return False
-    except GossipmindError as exc:  # e.g. a store failure while ingesting: stop the session
-        counters.failed += 1
-        log.warning("sync with %s aborted: %s", stream.remote_peer, exc)
-        await stream.reset()
-        raise
-    finally:
-        counters.ops_sent += session.stats.ops_sent
-        counters.op_bytes_sent += session.stats.op_bytes_sent
+    reason = ""
+    detail: object = None
+    with trio.move_on_after(limit) as overall:
+        try:
+            await send_all(session.start())
+            while not session.done:
+                with trio.fail_after(timeout):
+                    frame = await stream.receive()
+                counters.frames_received += 1
+                counters.bytes_received += len(frame)
+                step = session.receive(messages.decode(frame))
+                if step.ops:
+                    counters.ops_received += len(step.ops)
+                    ingest(step.ops)
+                    await trio.lowlevel.checkpoint()
+                await send_all(step.send)
+        except StreamEOF:
+            reason = "eof"
+        except trio.TooSlowError:
+            reason, detail = "timeout", f"no frame for {timeout:.0f} s"
+        except FrameTooLarge as exc:
+            reason, detail = "frame_too_large", exc
+        except TruncatedFrame as exc:
+            reason, detail = "truncated", exc
+        except SyncError as exc:
+            reason, detail = "protocol", exc
+        except NetworkError as exc:
+            reason, detail = "network", exc
+        except GossipmindError as exc:  # e.g. a store failure while ingesting: stop the session
+            _failed(counters, "store")
+            log.warning("sync with %s aborted: %s", stream.remote_peer, exc)
+            await stream.reset()
+            raise
+        finally:
+            counters.ops_sent += session.stats.ops_sent
+            counters.op_bytes_sent += session.stats.op_bytes_sent
+    if overall.cancelled_caught:
+        reason, detail = "deadline", f"the session lasted over {limit:.0f} s"
+    if reason:
+        _failed(counters, reason)
+        if reason == "eof":
+            log.debug("sync with %s: peer closed early", stream.remote_peer)
+        else:
+            log.info("sync with %s failed (%s): %s", stream.remote_peer, reason, detail)
+            await _end(stream, reset=True)
+        return reason
     counters.completed += 1
-    await stream.close()
-    return True
+    await _end(stream, reset=False)
+    return ""
+
+
+async def _end(stream: Stream, *, reset: bool) -> None:
+    """Close or reset the stream, bounded: the caller holds the node's session slot,
+    and a py-libp2p stream close can wait on its connection's locks indefinitely."""
+    with trio.move_on_after(CLOSE_TIMEOUT) as scope:
+        await (stream.reset() if reset else stream.close())
+    if scope.cancelled_caught:
+        log.warning(
+            "ending a sync stream with %s took over %.0f s", stream.remote_peer, CLOSE_TIMEOUT
+        )
+
+
+def _failed(counters: SyncCounters, reason: str) -> None:
+    counters.failed += 1
+    counters.failed_by_reason[reason] = counters.failed_by_reason.get(reason, 0) + 1

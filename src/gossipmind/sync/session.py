@@ -73,6 +73,8 @@ class Session:
         self.rounds = 0
         self.stats = Stats()
         self._peer_sent = False
+        self._asked: set[bytes] = set()  # ids we asked for in this session
+        self._moved = True  # ops went either way since we last asked (see _want)
 
     def hello(self) -> Hello:
         s = self.source
@@ -85,6 +87,7 @@ class Session:
     def _counted(self, msgs: Iterator[Message]) -> Iterator[Message]:
         for m in msgs:
             if isinstance(m, Ops):
+                self._moved = self._moved or bool(m.ops)
                 self.stats.ops_sent += len(m.ops)
                 self.stats.op_bytes_sent += sum(len(o) for o in m.ops)
             yield m
@@ -94,10 +97,27 @@ class Session:
         return frames(self.source.missing_for(self.peer.vv))
 
     def _want(self) -> list[bytes]:
+        """Ids to ask for: the peer's unknown heads and the deps our pending ops wait for.
+
+        Only when ops moved (either way) since we last asked: otherwise the peer
+        has nothing more for us, and asking again would only repeat the same list.
+        Without this rule, deps that exist nowhere (anyone can send ops whose deps
+        never arrive; they wait in the pending buffer) were asked for in every
+        round of every session: 16 rounds of up to 32 KiB each way. The peer's
+        unknown heads come first (it holds them), then ids not asked yet.
+        """
         assert self.peer is not None
+        if not self._moved:
+            return []
+        self._moved = False
         has = self.source.has
-        want = {h for h in self.peer.heads if not has(h)} | self.source.wanted()
-        return sorted(want)[:MAX_IDS]
+        heads = sorted(h for h in self.peer.heads if not has(h))
+        deps = self.source.wanted().difference(heads)
+        fresh = sorted(deps - self._asked)
+        again = sorted(deps & self._asked)
+        out = (heads + fresh + again)[:MAX_IDS]
+        self._asked.update(out)
+        return out
 
     def receive(self, msg: Message) -> Step:
         if self.done:
@@ -111,6 +131,7 @@ class Session:
             raise SyncError(f"{type(msg).__name__.lower()} before hello")
         if isinstance(msg, Ops):
             self.stats.ops_received += len(msg.ops)
+            self._moved = self._moved or bool(msg.ops)
             return Step(ops=msg.ops)
         if isinstance(msg, Sent):
             if not self.initiator or self._peer_sent:
@@ -131,12 +152,15 @@ class Session:
             self.done = True
             return Step(send=iter([Bye("wrong network")]), done=True)
         self.peer = msg
+        # Equal roots: both hold the same valid ops, so neither can give the other
+        # anything, not even the deps its pending ops wait for (only valid ops are
+        # served). Nothing to do, whatever the pending buffers hold.
         if self.initiator:
-            if msg.root == self.source.root() and not self.source.wanted():
+            if msg.root == self.source.root():
                 self.done = True
                 return Step(send=iter([Bye("in sync")]), done=True)
             return Step()
-        if msg.root == self.source.root() and not self.source.wanted():
+        if msg.root == self.source.root():
             return Step(send=iter([self.hello()]))  # the initiator will say bye
         head = iter([self.hello()])
         return Step(send=self._counted(_chain(head, self._missing_for_peer(), iter([Sent()]))))

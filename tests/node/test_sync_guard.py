@@ -1,0 +1,149 @@
+"""Sync sessions against peers that stall, trickle or break the protocol: `drive`
+names why a session failed, and `SyncGuard` makes such peers wait."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from gossipmind.net.interface import StreamEOF
+from gossipmind.node.syncer import PENALIZED, SyncCounters, SyncGuard, drive
+from gossipmind.sync import messages
+from gossipmind.sync.messages import Hello, Ops
+from gossipmind.sync.session import Session
+from gossipmind.testing import KB
+from gossipmind.testing.memory import MemoryKB
+
+
+class End:
+    """One end of an in-memory stream of frames."""
+
+    def __init__(
+        self,
+        send: trio.MemorySendChannel[bytes],
+        recv: trio.MemoryReceiveChannel[bytes],
+    ) -> None:
+        self._send, self._recv = send, recv
+        self.was_reset = False
+
+    @property
+    def remote_peer(self) -> str:
+        return "peer"
+
+    @property
+    def protocol(self) -> str:
+        return messages.PROTOCOL
+
+    async def send(self, frame: bytes) -> None:
+        await self._send.send(frame)
+
+    async def receive(self) -> bytes:
+        try:
+            return await self._recv.receive()
+        except trio.EndOfChannel:
+            raise StreamEOF("closed") from None
+
+    async def close(self) -> None:
+        await self._send.aclose()
+
+    async def reset(self) -> None:
+        self.was_reset = True
+        await self._send.aclose()
+
+
+def pipe() -> tuple[End, End]:
+    a_send, b_recv = trio.open_memory_channel[bytes](100)
+    b_send, a_recv = trio.open_memory_channel[bytes](100)
+    return End(a_send, a_recv), End(b_send, b_recv)
+
+
+def responder() -> tuple[Session, MemoryKB]:
+    kb = MemoryKB(KB(seed=5).genesis)
+    return Session(kb, initiator=False), kb
+
+
+def hello(kb: MemoryKB) -> bytes:
+    return messages.encode(Hello(kb.net, {}, [], b"\x01" * 32, 0, []))
+
+
+async def test_a_peer_that_says_nothing_is_dropped_after_the_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ours, theirs = pipe()
+    session, kb = responder()
+    counters = SyncCounters()
+    why = await drive(ours, session, kb.ingest_raw, counters, timeout=30, limit=120)
+    assert why == "timeout" and ours.was_reset
+    assert counters.failed_by_reason == {"timeout": 1}
+    assert trio.current_time() == pytest.approx(30)
+    del theirs
+
+
+async def test_a_peer_that_trickles_empty_frames_is_dropped_at_the_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ours, theirs = pipe()
+    session, kb = responder()
+    counters = SyncCounters()
+
+    async def trickle() -> None:
+        await theirs.send(hello(kb))
+        while True:  # a frame before every timeout: the per-frame timer never fires
+            await trio.sleep(20)
+            await theirs.send(messages.encode(Ops([])))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trickle)
+        why = await drive(ours, session, kb.ingest_raw, counters, timeout=30, limit=120)
+        nursery.cancel_scope.cancel()
+    assert why == "deadline" and ours.was_reset
+    assert counters.failed_by_reason == {"deadline": 1}
+    assert trio.current_time() == pytest.approx(120)
+
+
+async def test_a_malformed_frame_is_a_protocol_failure() -> None:
+    ours, theirs = pipe()
+    session, kb = responder()
+    counters = SyncCounters()
+    await theirs.send(b"\xc1 not msgpack")
+    why = await drive(ours, session, kb.ingest_raw, counters, timeout=30)
+    assert why == "protocol" and counters.failed == 1 and ours.was_reset
+
+
+async def test_a_peer_that_closes_early_is_not_penalized() -> None:
+    ours, theirs = pipe()
+    session, kb = responder()
+    counters = SyncCounters()
+    await theirs.close()
+    why = await drive(ours, session, kb.ingest_raw, counters, timeout=30)
+    assert why == "eof" and "eof" not in PENALIZED
+
+
+def test_penalties_double_up_to_the_cap_and_a_good_session_clears_them() -> None:
+    guard = SyncGuard(base=30, cap=120)
+    assert guard.allowed("p", 0)
+    waits = [guard.record("p", "timeout", 0) for _ in range(4)]
+    assert waits == [30, 60, 120, 120]
+    assert not guard.allowed("p", 119) and guard.allowed("p", 120)
+    assert guard.allowed("q", 0)  # per peer
+    guard.record("p", "", 121)
+    assert guard.allowed("p", 121)
+    assert guard.record("p", "deadline", 121) == 30  # the count started over
+
+
+def test_ordinary_failures_are_not_penalized() -> None:
+    guard = SyncGuard(base=30, cap=120)
+    for reason in ("eof", "network"):
+        assert guard.record("p", reason, 0) == 0
+    assert guard.allowed("p", 0)
+    for reason in ("timeout", "deadline", "protocol", "frame_too_large", "truncated"):
+        assert reason in PENALIZED
+
+
+def test_the_guard_keeps_a_bounded_number_of_records() -> None:
+    guard = SyncGuard(base=30, cap=120, max_peers=100)
+    for i in range(1000):
+        guard.record(f"p{i}", "timeout", i)
+    assert len(guard._records) <= 100
+    assert not guard.allowed("p999", 999)  # the latest offenders are kept
