@@ -386,3 +386,103 @@ def chaos(duration: float, seed: int, writers: int, run_dir: Path, as_json: bool
         )
     if not res.ok:
         raise click.exceptions.Exit(1)
+
+
+@testnet.command("attack")
+@click.argument("kind", required=False)
+@click.option("--count", "-c", type=click.IntRange(1), help="How much to send (default: per kind).")
+@click.option(
+    "--target",
+    "-t",
+    help="The node the hostile peer connects to (default: the first node after node-0).",
+)
+@click.option("--list", "list_kinds", is_flag=True, help="List the attacks and exit.")
+@run_dir_option
+@json_option
+@errors
+def attack(
+    kind: str | None,
+    count: int | None,
+    target: str | None,
+    list_kinds: bool,
+    run_dir: Path,
+    as_json: bool,
+) -> None:
+    """Join the running testnet as a hostile peer, perform one attack KIND, and show
+    what the honest nodes did: rejections by reason, sync failures, pending buffer,
+    memory of their processes, whether they kept serving (an honest op written
+    during and one after the attack reach every node) and whether their state
+    roots are equal at the end. Exits 1 if any of that failed.
+
+    KIND is one of: forged-signature, replay, non-canonical, oversized-frame,
+    truncated-frame, equivocation, missing-deps, pending-flood,
+    unauthorized-attest, revoked-key, spam-reports, junk-gossip, slow-sync
+    (`--list` says what each sends). Attacks that need a compromised member use
+    the key of an unused spare (`testnet up --spares N`); revoked-key has node-0
+    revoke one first.
+    """
+    from gossipmind.testnet import attack as attacks
+
+    if list_kinds or kind is None:
+        rows = [[k.name, k.default, k.unit, k.summary] for k in attacks.KINDS.values()]
+        if as_json:
+            print_json(
+                [dict(zip(("kind", "default", "unit", "what"), r, strict=True)) for r in rows]
+            )
+        else:
+            table("attacks", ["kind", "default count", "unit", "what it sends"], rows)
+        if kind is None and not list_kinds:
+            raise ConfigError("name an attack KIND (see the list above)")
+        return
+    result = attacks.run(_testnet(run_dir), kind, count, target)
+    if as_json:
+        print_json(result.as_dict())
+    else:
+        _show_attack(result)
+    if not result.ok:
+        raise click.exceptions.Exit(1)
+
+
+def _show_attack(r: Any) -> None:
+    s = r.sent
+    rate = f", {s['per_second']}/s" if s["per_second"] else ""
+    console.print(
+        f"[bold]{r.kind}[/] against {r.target}: {s['ops']} ops, {s['messages']} gossip "
+        f"messages, {s['frames']} sync frames/streams, {s['bytes']} bytes in {s['seconds']} s{rate}"
+    )
+    if r.details:
+        console.print(f"  {json.dumps(r.details, default=str)}")
+
+    def reasons(d: dict[str, int]) -> str:
+        return " ".join(f"{k}:{v}" for k, v in d.items()) or "-"
+
+    table(
+        "honest nodes (changes during the attack)",
+        ["node", "rejected at ingest", "gossip rejected", "sync failed", "pending", "RSS MiB"],
+        [
+            [
+                name,
+                reasons(n["rejected_by_reason"]),
+                reasons(n["gossip_rejected"]),
+                reasons(n["sync_failed_by_reason"]),
+                f"{n['pending'][0]}→{n['pending'][1]}",
+                f"{n['rss_kib'][0] // 1024}→{n['rss_kib'][1] // 1024}",
+            ]
+            for name, n in r.nodes.items()
+        ],
+    )
+    for o in r.expected:
+        mark = "[green]✓[/]" if o.met else "[red]✗[/]"
+        console.print(f"  {mark} {o.key} ≥ {o.count} on {o.nodes}: {o.seen}")
+    if r.checks:
+        console.print(f"  checks: {json.dumps(r.checks, default=str)}")
+    ok = "[green]yes[/]"
+    no = "[red]NO[/]"
+    spread = ", ".join(f"{k} {'-' if v is None else f'{v} s'}" for k, v in r.honest.items())
+    console.print(f"  kept serving: {ok if r.serving else no}; honest ops reached all: {spread}")
+    console.print(f"  time to reject: {r.time_to_reject_s if r.time_to_reject_s else '-'} s")
+    console.print(
+        f"  equal state roots: {ok if r.roots_equal else no}; leaked: {r.leaked or 'none'}"
+    )
+    if not r.ok:
+        err_console.print("[red]the honest nodes did not hold up: see above[/]")
