@@ -243,3 +243,21 @@ async def test_memory_stays_bounded_under_a_batch_of_junk(tmp_path: Path) -> Non
     print(f"\nAPI junk batch: {sent >> 20} MiB offered, answers {codes}, "
           f"traced peak {(peak - base) >> 10} KiB")  # fmt: skip
     assert peak - base < 6 << 20, f"peak {(peak - base) >> 20} MiB for {sent >> 20} MiB sent"
+
+
+async def test_unicode_digits_and_huge_numbers_are_4xx(tmp_path: Path) -> None:
+    """Found by this fuzzer (scaled up): ``"²".isdigit()`` is true but ``int("²")``
+    fails, so ``?limit=²`` was a 500; so were 5,000-digit limits (int's digit cap)."""
+    auth = (b"Authorization", f"Bearer {TOKEN}".encode())
+    async with fleet(tmp_path, 1, 0, api=False) as (r,):
+        app = Api(r.node, TOKEN).app
+        for query in ([("limit", "²")], [("limit", "9" * 5000)], [("limit", "١٢")]):
+            req = {"method": "GET", "path": "/v1/patterns", "query": query,
+                   "headers": [auth], "body": b""}  # fmt: skip
+            status, _, _ = await asgi(app, req)
+            assert status == 422, query
+        for length in (b"\xb2", b"9" * 5000, b"-1", b""):
+            req = {"method": "POST", "path": "/v1/failures", "query": [],
+                   "headers": [auth, (b"content-length", length)], "body": [b"{}"]}  # fmt: skip
+            status, _, _ = await asgi(app, req)
+            assert status == 413, length  # not a length we accept: refused unread

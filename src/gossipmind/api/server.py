@@ -130,7 +130,7 @@ class Api:
 
     async def json_body(self, request: Request) -> Any:
         length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+        if length is not None and (not _decimal(length, 12) or int(length) > MAX_BODY):
             raise PayloadTooLarge(f"request body larger than {MAX_BODY} bytes")
         body = b""
         async with aclosing(request.stream()) as chunks:  # closed when we stop early
@@ -275,9 +275,14 @@ _FORBIDDEN = frozenset({"unauthorized", "not_member", "not_verifier", "out_of_sc
 
 def _limit(request: Request) -> int:
     raw = request.query_params.get("limit", "1000")
-    if not raw.isdigit() or not 1 <= int(raw) <= 100_000:
+    if not _decimal(raw, 6) or not 1 <= int(raw) <= 100_000:
         raise SchemaError("limit", "must be an integer between 1 and 100000")
     return int(raw)
+
+
+def _decimal(text: str, max_len: int) -> bool:
+    """ASCII digits only (``str.isdigit`` also accepts '²' and other digits ``int`` refuses)."""
+    return 0 < len(text) <= max_len and text.isascii() and text.isdigit()
 
 
 def sse(event: str, data: dict[str, Any]) -> str:
