@@ -123,3 +123,16 @@ async def test_an_error_in_the_block_of_a_real_node_propagates(tmp_path: Path) -
             return 42
 
     assert await value() == 42
+
+
+def test_settled_heap_is_out_of_the_collectors_reach() -> None:
+    import gc
+
+    from gossipmind.node.heap import settle_heap, unsettle_heap
+
+    try:
+        settle_heap()
+        assert gc.get_freeze_count() > 0
+    finally:
+        unsettle_heap()
+    assert gc.get_freeze_count() == 0

@@ -33,6 +33,7 @@ from gossipmind.core.ops import Op
 from gossipmind.net.interface import TransportConfig
 from gossipmind.net.mesh import mesh_peers
 from gossipmind.node.config import NodeConfig
+from gossipmind.node.heap import settle_heap, unsettle_heap
 from gossipmind.node.node import Node, open_node
 from gossipmind.testnet.setup import prepare
 
@@ -186,7 +187,11 @@ async def open_cluster(
         cluster = Cluster(nodes, [(pos[a], pos[b]) for a, b in edges], root)
         ready = await cluster_ready(cluster)
         if ready:
-            yield cluster
+            settle_heap()  # as `gossipmind node` does once its nodes started
+            try:
+                yield cluster
+            finally:
+                unsettle_heap()
     if not ready:  # raised here, once the nodes are closed (see Outcome)
         raise NetworkError(f"no gossip mesh or no single state root within {MESH_TIMEOUT:.0f} s")
 
@@ -309,6 +314,7 @@ async def open_raw_fleet(n: int, edges: list[Edge], topic: str) -> AsyncIterator
 
         formed = await poll(ready, MESH_TIMEOUT)
         if formed:
+            settle_heap()  # the same for the baseline's hosts
             fleet = RawFleet(ts, Arrivals(need=n - 1))
             async with trio.open_nursery() as nursery:
                 for i in range(n):

@@ -27,6 +27,7 @@ import trio
 
 from gossipmind.core.errors import GossipmindError
 from gossipmind.node.config import NodeConfig
+from gossipmind.node.heap import settle_heap
 from gossipmind.node.node import Node, open_node
 
 if TYPE_CHECKING:
@@ -168,6 +169,7 @@ async def serve(
             nursery.start_soon(stop_on_signal)
             for name, cfg in configs:
                 await nursery.start(_run_one, cfg, name, status_every, services or {})
+            settle_heap()  # long-lived from here on: keep full GC pauses short
     emit("stopped", names=[n for n, _ in configs])
 
 
