@@ -7,6 +7,7 @@ what a replica accepts; the network feeds it ops in any order.
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ from gossipmind.core.schema import check_body
 
 MEMBERSHIP_KINDS = frozenset({"net.genesis", "member.grant", "member.revoke"})
 ROOT_DOMAIN = b"gossipmind/root/1\x00"
+DEFAULT_MAX_REJECTED = 100_000  # as many as the store keeps (store.sqlite.MAX_REJECTED_ROWS)
 
 
 @dataclass
@@ -47,6 +49,30 @@ class IngestResult:
         self.pending += other.pending
         self.evicted += other.evicted
         self.duplicates += other.duplicates
+
+
+class Rejected(OrderedDict[bytes, tuple[str, str]]):
+    """Ids of invalid ops with their reason (code, detail); the oldest are forgotten
+    past ``limit``. Anyone can make a node reject ops (a validly signed op by a key
+    nobody granted costs a signature), so an unbounded record is unbounded memory.
+    Forgetting is harmless: a forgotten op that comes back is verified and rejected
+    again, and an op depending on it waits in the pending buffer instead of being
+    rejected; neither is ever applied, so no state depends on what was forgotten.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def __setitem__(self, key: bytes, value: tuple[str, str]) -> None:
+        super().__setitem__(key, value)
+        while len(self) > self.limit:
+            self.popitem(last=False)
+
+    def setdefault(self, key: bytes, default: tuple[str, str] = ("", "")) -> tuple[str, str]:
+        if key not in self:
+            self[key] = default
+        return self[key]
 
 
 def check_genesis(op: Op) -> Policy:
@@ -73,12 +99,13 @@ class Replica:
         *,
         max_pending: int = DEFAULT_MAX_OPS,
         max_pending_bytes: int = DEFAULT_MAX_BYTES,
+        max_rejected: int = DEFAULT_MAX_REJECTED,
     ) -> None:
         self.policy = check_genesis(genesis)
         self.genesis = genesis
         self.net = genesis.id
         self.meta: dict[bytes, Meta] = {}
-        self.rejected: dict[bytes, tuple[str, str]] = {}
+        self.rejected = Rejected(max_rejected)
         self.heads: set[bytes] = set()
         self.by_seq: dict[tuple[bytes, int], list[bytes]] = {}
         self.last_seq: dict[bytes, int] = {}
