@@ -24,7 +24,7 @@ from typing import Any
 
 from gossipmind.api.transport import Http, discover
 from gossipmind.core.encoding import encode
-from gossipmind.core.errors import GossipmindError
+from gossipmind.core.errors import GossipmindError, NetworkError
 from gossipmind.testing.kb import sample_report
 from gossipmind.testnet.launcher import Testnet
 
@@ -139,9 +139,8 @@ class Chaos:
             now = self.now()
             for name, when in list(down.items()):
                 if now >= when:
-                    self.tn.start(name)
                     del down[name]
-                    self.act(f"restart {name}")
+                    self._restart(name)
             for name, when in list(faulty.items()):
                 if now >= when:
                     self.tn.link_faults([name])
@@ -182,8 +181,15 @@ class Chaos:
         self.tn.heal()
         self.tn.link_faults(self.names)
         for name in down:
-            self.tn.start(name)
+            self._restart(name)
         self.act("all faults lifted")
+
+    def _restart(self, name: str) -> None:
+        try:
+            self.tn.start(name, timeout=15)
+            self.act(f"restart {name}")
+        except NetworkError:  # started, but partitioned from every peer: it joins at heal
+            self.act(f"restart {name} (no reachable peer yet)")
 
     def run(self, *, converge_timeout: float = 90.0) -> ChaosResult:
         threads = [
