@@ -86,8 +86,21 @@ def bench(ctx: click.Context, as_json: bool) -> None:
 
 
 @bench.command("ingest")
-@click.option("--ops", "n", default=50_000, show_default=True, type=click.IntRange(1000))
-@click.option("--batch", default=500, show_default=True, type=click.IntRange(1, 10_000))
+@click.option(
+    "--ops",
+    "n",
+    default=50_000,
+    show_default=True,
+    type=click.IntRange(1000),
+    help="Ops in the store to build.",
+)
+@click.option(
+    "--batch",
+    default=500,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="Ops per transaction.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @errors
 def bench_ingest(n: int, batch: int, as_json: bool) -> None:
@@ -104,7 +117,13 @@ def bench_fingerprint(as_json: bool) -> None:
 
 
 @bench.command("query")
-@click.option("--samples", default=20_000, show_default=True, type=click.IntRange(100, 10**7))
+@click.option(
+    "--samples",
+    default=20_000,
+    show_default=True,
+    type=click.IntRange(100, 10**7),
+    help="Timed calls per figure.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @errors
 def bench_query(samples: int, as_json: bool) -> None:
@@ -137,8 +156,20 @@ ALL.update({"convergence": _convergence, "catchup": _catchup, "throughput": _thr
 
 
 @bench.command("convergence")
-@click.option("--nodes", default=10, show_default=True, type=click.IntRange(2, 50))
-@click.option("--samples", default=250, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--nodes",
+    default=10,
+    show_default=True,
+    type=click.IntRange(2, 50),
+    help="Nodes in the cluster (one process).",
+)
+@click.option(
+    "--samples",
+    default=250,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Ops timed (and as many raw gossip messages).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @errors
 def bench_convergence(nodes: int, samples: int, as_json: bool) -> None:
@@ -147,9 +178,27 @@ def bench_convergence(nodes: int, samples: int, as_json: bool) -> None:
 
 
 @bench.command("catchup")
-@click.option("--nodes", default=5, show_default=True, type=click.IntRange(2, 50))
-@click.option("--missing", default=5000, show_default=True, type=click.IntRange(1))
-@click.option("--base", default=5000, show_default=True, type=click.IntRange(0))
+@click.option(
+    "--nodes",
+    default=5,
+    show_default=True,
+    type=click.IntRange(2, 50),
+    help="Nodes in the cluster.",
+)
+@click.option(
+    "--missing",
+    default=5000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Ops the late node lacks (K).",
+)
+@click.option(
+    "--base",
+    default=5000,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Ops every node already holds.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @errors
 def bench_catchup(nodes: int, missing: int, base: int, as_json: bool) -> None:
@@ -158,9 +207,27 @@ def bench_catchup(nodes: int, missing: int, base: int, as_json: bool) -> None:
 
 
 @bench.command("throughput")
-@click.option("--nodes", default=10, show_default=True, type=click.IntRange(2, 50))
-@click.option("--seconds", default=15.0, show_default=True, type=click.FloatRange(1))
-@click.option("--window", default=2000, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--nodes",
+    default=10,
+    show_default=True,
+    type=click.IntRange(2, 50),
+    help="Nodes in the cluster (one process).",
+)
+@click.option(
+    "--seconds",
+    default=15.0,
+    show_default=True,
+    type=click.FloatRange(1),
+    help="How long to sustain writes.",
+)
+@click.option(
+    "--window",
+    default=2000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Ops in flight (not yet on every node) before writers pause.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @errors
 def bench_throughput(nodes: int, seconds: float, window: int, as_json: bool) -> None:

@@ -77,7 +77,7 @@ def goals_show(ctx: Ctx, goal: str, as_json: bool) -> None:
 
 @goals.command("set")
 @click.option("--goal", "goal", help="Update this goal (you must own it); omit to create.")
-@click.option("--title", required=True)
+@click.option("--title", required=True, help="A short name for the goal.")
 @click.option("--scope", required=True, help="Scope the goal constrains (e.g. payments).")
 @click.option(
     "--constraint",
@@ -86,10 +86,16 @@ def goals_show(ctx: Ctx, goal: str, as_json: bool) -> None:
     help="retry.max_attempts<=2 | require_step=idempotency_key@retry | "
     "forbid_step=fallback | allowed_fallbacks=a,b (repeatable)",
 )
-@click.option("--priority", type=click.IntRange(0, 1000), default=100, show_default=True)
-@click.option("--description", default="")
+@click.option(
+    "--priority",
+    type=click.IntRange(0, 1000),
+    default=100,
+    show_default=True,
+    help="Higher wins a conflict with another goal.",
+)
+@click.option("--description", default="", help="Longer text shown with the goal.")
 @click.option("--retire", is_flag=True, help="Retire the goal (it stops constraining).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_ctx
 @errors
 def goals_set(
@@ -122,9 +128,11 @@ def goals_set(
 
 @goals.command("review")
 @click.argument("goal")
-@click.option("--approve/--reject", "approve", required=True)
-@click.option("--comment", default="")
-@click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--approve/--reject", "approve", required=True, help="Your verdict on the current version."
+)
+@click.option("--comment", default="", help="Why (recorded in the review).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_ctx
 @errors
 def goals_review(ctx: Ctx, goal: str, approve: bool, comment: str, as_json: bool) -> None:

@@ -56,7 +56,13 @@ def status(ctx: Ctx, as_json: bool) -> None:
 
 @click.command()
 @click.option("--service", help="Only patterns of this service.")
-@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000))
+@click.option(
+    "--limit",
+    default=100,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Show at most this many.",
+)
 @json_option
 @pass_ctx
 @errors
@@ -139,7 +145,13 @@ def show(ctx: Ctx, id_prefix: str, as_json: bool) -> None:
 
 
 @click.command()
-@click.option("--limit", default=30, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option(
+    "--limit",
+    default=30,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    help="Show at most this many.",
+)
 @click.option("--kind", help="Only ops of this kind (e.g. fix.attest).")
 @json_option
 @pass_ctx
@@ -191,7 +203,13 @@ def members(ctx: Ctx, as_json: bool) -> None:
 
 
 @click.command()
-@click.option("--limit", default=30, show_default=True, type=click.IntRange(1, 100_000))
+@click.option(
+    "--limit",
+    default=30,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Show at most this many.",
+)
 @json_option
 @pass_ctx
 @errors

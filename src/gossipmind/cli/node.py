@@ -46,6 +46,7 @@ from gossipmind.node.config import load_config
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
     show_default=True,
+    help="Level of the JSON logs on stderr.",
 )
 @click.option("--debug-libp2p", is_flag=True, default=None, help="Let libp2p log (noisy).")
 @click.option(

@@ -115,7 +115,13 @@ def review(ctx: Ctx, fix: str | None, accept: bool | None, comment: str, as_json
 @click.option(
     "--rationale", required=True, help="The lesson in words (shown to reviewers and agents)."
 )
-@click.option("--risk", type=click.Choice(RISKS), default="low", show_default=True)
+@click.option(
+    "--risk",
+    type=click.Choice(RISKS),
+    default="low",
+    show_default=True,
+    help="Your claim; the policy's floor may raise it.",
+)
 @json_option
 @pass_ctx
 @errors

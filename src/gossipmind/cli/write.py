@@ -83,7 +83,11 @@ def init(ctx: Ctx, passphrase_file: str | None, as_json: bool) -> None:
 
 
 @click.command()
-@click.option("--passphrase-file", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--passphrase-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="The passphrase of an encrypted key, in a file.",
+)
 @_json
 @pass_ctx
 @errors
@@ -170,7 +174,7 @@ def network_join(ctx: Ctx, genesis_file: str, as_json: bool) -> None:
 
 @click.command()
 @click.argument("key")
-@click.option("--role", type=click.Choice(ROLES), required=True)
+@click.option("--role", type=click.Choice(ROLES), required=True, help="The role to grant.")
 @click.option("--tier", type=click.IntRange(1, 3), help="Verifier tier (3 is a person).")
 @click.option("--scope", "scopes", multiple=True, help="Verifier scope (repeatable; * = all).")
 @click.option("--name", default="", help="A label for the member.")
@@ -235,9 +239,21 @@ def parse_recipe(text: str) -> dict[str, Any]:
     required=True,
     help=f"Recipe as JSON or a JSON file. Steps: {', '.join(STEP_TYPES)}.",
 )
-@click.option("--risk", type=click.Choice(RISKS), default="low", show_default=True)
+@click.option(
+    "--risk",
+    type=click.Choice(RISKS),
+    default="low",
+    show_default=True,
+    help="Your claim; the policy's floor may raise it.",
+)
 @click.option("--rationale", default="", help="The lesson in words.")
-@click.option("--origin", type=click.Choice(["human", "synth"]), default="human", show_default=True)
+@click.option(
+    "--origin",
+    type=click.Choice(["human", "synth"]),
+    default="human",
+    show_default=True,
+    help="Who wrote the recipe (human needs the teacher role).",
+)
 @_json
 @pass_ctx
 @errors
@@ -266,7 +282,7 @@ def propose(
 
 @click.command()
 @click.argument("fix")
-@click.option("--accept/--reject", "accept", required=True)
+@click.option("--accept/--reject", "accept", required=True, help="Your verdict.")
 @click.option("--reason", "reasons", multiple=True, help="A reason (repeatable).")
 @click.option("--scope", help="Scope you attest under (default: the fix's scope).")
 @_json
@@ -295,8 +311,10 @@ def attest(
 
 @click.command()
 @click.argument("fix")
-@click.option("--attempts", type=click.IntRange(1), required=True)
-@click.option("--successes", type=click.IntRange(0), required=True)
+@click.option("--attempts", type=click.IntRange(1), required=True, help="Calls made under the fix.")
+@click.option(
+    "--successes", type=click.IntRange(0), required=True, help="Of those, how many succeeded."
+)
 @_json
 @pass_ctx
 @errors
@@ -312,7 +330,7 @@ def outcome(ctx: Ctx, fix: str, attempts: int, successes: int, as_json: bool) ->
 
 @click.command("revoke-fix")
 @click.argument("fix")
-@click.option("--reason", required=True)
+@click.option("--reason", required=True, help="Why (recorded in the op).")
 @click.option("--scope", help="Scope you revoke under (default: the fix's scope).")
 @_json
 @pass_ctx
