@@ -94,7 +94,7 @@ async def test_oversized_frames_messages_and_ops_are_refused(tn: Testnet) -> Non
     r = await attack(tn, "oversized-frame", 10, "node-0")
     held_up(r)
     assert on_target(r, "gossip_rejected") == {"oversized": 3, "op_oversized": 2}
-    assert on_target(r, "sync_failed_by_reason") == {"frame_too_large": 1}
+    assert set(on_target(r, "sync_failed_by_reason")) == {"frame_too_large"}
 
 
 async def test_truncated_frames_and_messages_are_refused(tn: Testnet) -> None:
@@ -189,6 +189,16 @@ async def test_one_member_spamming_reports_stays_one_reporter(tn: Testnet) -> No
         assert p["count"] == count * cap, name  # each report counts at most report_cap
         assert p["over_threshold"] is False, name
         assert p["fixes"] == 0, name
+
+
+async def test_a_node_keeps_accepting_a_peer_that_reconnects_over_and_over(
+    tn: Testnet,
+) -> None:
+    r = await attack(tn, "reconnect-flood", 20, "node-3")
+    held_up(r)
+    # py-libp2p alone would refuse every inbound connection after the 12th in a
+    # node's life (test_known_issues.py); this node has had more than that by now
+    assert r.details["refused"] == 0
 
 
 async def test_slow_sync_streams_cannot_hold_a_node_s_session_slot(tn: Testnet) -> None:

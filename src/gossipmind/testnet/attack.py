@@ -161,6 +161,14 @@ KINDS: dict[str, Kind] = {
             wire.junk_gossip,
         ),
         Kind(
+            "reconnect-flood",
+            "connect to a node and drop the connection, over and over",
+            100,
+            10_000,
+            "connections",
+            wire.reconnect_flood,
+        ),
+        Kind(
             "slow-sync",
             "sync streams that say hello then stall, many at once (one keeps its "
             "session alive with empty frames)",
@@ -280,7 +288,10 @@ def _node_report(b: NodeView, a: NodeView) -> dict[str, Any]:
         "error": a.error,
         "pid": a.pid,
         "rejected_by_reason": delta(b.rejected_by_reason, a.rejected_by_reason),
-        "gossip_rejected": delta(b.gossip_rejected, a.gossip_rejected),
+        # "empty": our own warm-up probes (see Hostile.warm_up), not the attack
+        "gossip_rejected": {
+            k: v for k, v in delta(b.gossip_rejected, a.gossip_rejected).items() if k != "empty"
+        },
         "gossip_accepted": a.gossip_accepted - b.gossip_accepted,
         "sync": {k: int(a.sync.get(k, 0)) - int(b.sync.get(k, 0)) for k in sync_keys},
         "sync_failed_by_reason": delta(

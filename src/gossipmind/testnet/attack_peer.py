@@ -57,6 +57,7 @@ T = TypeVar("T")
 BATCH_BYTES = MAX_GOSSIP_MESSAGE - 4096  # what honest batches stay under, with room
 HOSTILE_FRAME_LIMIT = 4 * MAX_FRAME_SIZE  # we may send frames honest peers refuse
 HOSTILE_MESSAGE_LIMIT = 900 * 1024  # gossip messages over the 256 KiB limit (under 1 MiB RPCs)
+DEAD_ADDR = "/ip4/127.0.0.1/tcp/9"  # discard: nothing listens there on a test machine
 WARM_UP_TIMEOUT = 15.0
 MIRROR_TIMEOUT = 30.0
 
@@ -90,7 +91,12 @@ class Hostile:
     # -- connections and the mirror ----------------------------------------------------
 
     async def connect(self) -> None:
-        """(Re)connect to every target we are not connected to."""
+        """(Re)connect to every target we are not connected to, and drop anyone else
+        (the targets tell their peers our address, and they may dial us)."""
+        wanted = {t.peer_id for t in self.targets}
+        for peer in self.transport.peers():
+            if peer not in wanted:
+                await self.transport.disconnect(peer)
         for t in self.targets:
             if t.peer_id not in self.transport.peers():
                 await self.transport.connect(t.addr)
@@ -109,6 +115,7 @@ class Hostile:
             await self.transport.publish(encode_batch([]))
             await trio.sleep(0.3)
             if (await self.ask(view, self.tn, name)).gossip_rejected.get("empty", 0) > seen:
+                await trio.sleep(0.5)  # let probes still in flight be counted now
                 return
         raise NetworkError(f"{name} does not hear our gossip after {WARM_UP_TIMEOUT:.0f} s")
 
@@ -245,7 +252,10 @@ async def open_hostile(tn: Testnet, targets: list[str]) -> AsyncIterator[Hostile
     config = TransportConfig(
         seed=os.urandom(32),
         topic=f"gossipmind/{genesis.id.hex()}/ops/1",
-        max_connections=len(entries),  # nobody else gets in: the nodes learn our address
+        # The targets tell their peers where we are (identify, peer exchange): announce
+        # a port nobody listens on, so nobody else dials in, and keep a spare slot.
+        announce=(DEAD_ADDR,),
+        max_connections=len(entries) + 1,
         max_frame_size=HOSTILE_FRAME_LIMIT,
         max_message_size=HOSTILE_MESSAGE_LIMIT,
     )

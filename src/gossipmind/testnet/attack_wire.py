@@ -26,11 +26,13 @@ from gossipmind.sync.session import MAX_ROUNDS, frames
 from gossipmind.testing import sample_report
 from gossipmind.testnet.attack_peer import Expect, Hostile
 from gossipmind.testnet.attack_peer import Sent as Did
+from gossipmind.testnet.attack_probe import view
 
 log = logging.getLogger("gossipmind.testnet.attack")
 
 PUSH_ATTEMPTS = 40
 STREAM_END_TIMEOUT = 10.0
+BUSY_RETRIES = 50
 
 
 def uvarint(n: int) -> bytes:
@@ -133,6 +135,26 @@ def _junk_op(size: int) -> bytes:
     return os.urandom(size)
 
 
+async def _malformed_stream(h: Hostile, data: bytes, *, framed: bool, close: bool) -> str:
+    """Send ``data`` on a sync stream and see how the target ends it. A stream it
+    refused as busy (another session ran) never had its bytes read: try again."""
+    outcome = "not sent"
+    for _ in range(BUSY_RETRIES):
+        stream = await h.open_sync()
+        try:
+            await (stream.send(data) if framed else _send_unframed(stream, data))
+            if close:
+                await stream.close()
+        except NetworkError as exc:  # it reset the stream while we were still writing
+            log.debug("malformed stream: %s", exc)
+        outcome = await _ending(stream)
+        await stream.reset()
+        if outcome != "refused (busy)":
+            break
+        await trio.sleep(0.1)
+    return outcome
+
+
 async def oversized_frame(h: Hostile, count: int) -> Did:
     """Sync frames over 1 MiB (one real, the others only announced), gossip messages
     over 256 KiB, and ops over 64 KiB inside a gossip message."""
@@ -140,20 +162,13 @@ async def oversized_frame(h: Hostile, count: int) -> Did:
     streams = max(1, count // 2)
     ends: dict[str, int] = {}
     for i in range(streams):
-        stream = await h.open_sync()
-        try:
-            if i == 0:
-                await stream.send(os.urandom(MAX_FRAME_SIZE + 1024))
-                did.bytes += MAX_FRAME_SIZE + 1024
-            else:
-                data = uvarint(1 << 30) + os.urandom(64)  # announces 1 GiB
-                await _send_unframed(stream, data)
-                did.bytes += len(data)
-        except NetworkError as exc:  # it reset the stream while we were still writing
-            log.debug("oversized frame: %s", exc)
+        if i == 0:
+            data, framed = os.urandom(MAX_FRAME_SIZE + 1024), True
+        else:
+            data, framed = uvarint(1 << 30) + os.urandom(64), False  # announces 1 GiB
+        _tally(ends, await _malformed_stream(h, data, framed=framed, close=False))
         did.frames += 1
-        _tally(ends, await _ending(stream))
-        await stream.reset()
+        did.bytes += len(data)
     big = encode_batch([_junk_op(60_000) for _ in range(5)])  # ~300 KiB > 256 KiB
     assert len(big) > MAX_GOSSIP_MESSAGE
     fat_op = encode_batch([_junk_op(70 * 1024)])  # one "op" over 64 KiB
@@ -166,11 +181,15 @@ async def oversized_frame(h: Hostile, count: int) -> Did:
     did.details = {"sync_streams": streams, "stream_ends": ends}
     did.expect = [
         Expect("sync_failed", "frame_too_large", 1),
-        Expect("sync_guarded", "frame_too_large", streams),
+        Expect("sync_guarded", "frame_too_large", ends.get("dropped", 0) + _later(ends)),
         Expect("gossip", "oversized", n_big),
         Expect("gossip", "op_oversized", n_fat),
     ]
     return did
+
+
+def _later(ends: dict[str, int]) -> int:
+    return sum(n for k, n in ends.items() if k.endswith("refused (later)"))
 
 
 async def truncated_frame(h: Hostile, count: int) -> Did:
@@ -181,25 +200,17 @@ async def truncated_frame(h: Hostile, count: int) -> Did:
     hello_frame = messages.encode(hello(h))
     ends: dict[str, int] = {}
     for i in range(streams):
-        stream = await h.open_sync()
         variant = ("body", "prefix", "message")[i % 3]
-        try:
-            if variant == "body":
-                data = uvarint(1000) + os.urandom(10)
-                await _send_unframed(stream, data)
-            elif variant == "prefix":
-                data = b"\x80\x80"
-                await _send_unframed(stream, data)
-            else:
-                data = hello_frame[: len(hello_frame) // 2]
-                await stream.send(data)
-            did.bytes += len(data)
-            await stream.close()
-        except NetworkError as exc:
-            log.debug("truncated frame: %s", exc)
+        if variant == "body":
+            data, framed = uvarint(1000) + os.urandom(10), False
+        elif variant == "prefix":
+            data, framed = b"\x80\x80", False
+        else:
+            data, framed = hello_frame[: len(hello_frame) // 2], True
+        end = await _malformed_stream(h, data, framed=framed, close=True)
+        _tally(ends, f"{variant}: {end}")
         did.frames += 1
-        _tally(ends, f"{variant}: {await _ending(stream)}")
-        await stream.reset()
+        did.bytes += len(data)
     ident = Identity(os.urandom(32))
     whole = encode_batch([h.forge(ident, "pattern.report", sample_report()).raw])
     messages_n = count - streams
@@ -209,9 +220,10 @@ async def truncated_frame(h: Hostile, count: int) -> Did:
         did.bytes += len(data)
     did.messages = messages_n
     did.details = {"stream_ends": ends}
+    dropped = sum(n for k, n in ends.items() if k.endswith("dropped"))
     did.expect = [
         Expect("sync_failed", "truncated", 1),
-        Expect("sync_guarded", "truncated|protocol", streams),
+        Expect("sync_guarded", "truncated|protocol", dropped + _later(ends)),
         Expect("gossip", "encoding", messages_n),
     ]
     return did
@@ -349,4 +361,36 @@ async def slow_sync(h: Hostile, count: int) -> Did:
         did.expect.append(Expect("sync_failed", "deadline", 1))
     if refused.get("later"):
         did.expect.append(Expect("sync", "refused_penalized", 1))
+    return did
+
+
+# -- reconnect flood ---------------------------------------------------------------------
+
+
+async def reconnect_flood(h: Hostile, count: int) -> Did:
+    """Connect to the target and drop the connection, ``count`` times over: each is
+    a Noise handshake and a Yamux session for the target, and py-libp2p 0.8.1 keeps
+    a task per inbound connection until the host stops."""
+    did = Did()
+    target = h.target
+    before = await h.ask(view, h.tn, target.name)
+    refused = 0
+    for _ in range(count):
+        await h.transport.disconnect(target.peer_id)
+        try:
+            await h.transport.connect(target.addr)
+        except NetworkError as exc:
+            refused += 1
+            log.debug("reconnect refused: %s", exc)
+        did.frames += 1
+    await trio.sleep(1)  # let the target finish closing what we dropped
+    after = await h.ask(view, h.tn, target.name)
+    growth = after.rss_kib - before.rss_kib
+    did.details = {
+        "connections": count,
+        "refused": refused,
+        "target_process_rss_growth_kib": growth,
+        "per_connection_kib": round(growth / count, 1),
+    }
+    await h.connect()
     return did
