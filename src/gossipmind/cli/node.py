@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 import click
@@ -52,9 +53,14 @@ from gossipmind.node.config import load_config
 @click.option(
     "--api-port",
     type=click.IntRange(0, 65535),
-    default=0,
-    show_default=True,
-    help="Local HTTP API port on 127.0.0.1 (0: any free port; see api.json in the data dir).",
+    default=None,
+    help="Local HTTP API port on 127.0.0.1 (default: api_port in node.toml, else 0 = any "
+    "free port; the port in use is in api.json in the data dir).",
+)
+@click.option(
+    "--passphrase-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The passphrase of an encrypted identity key, in a file (or set GOSSIPMIND_PASSPHRASE).",
 )
 @click.option("--no-api", is_flag=True, help="Do not serve the local HTTP API.")
 @click.option(
@@ -77,7 +83,8 @@ def node(
     status_every: float,
     log_level: str,
     debug_libp2p: bool | None,
-    api_port: int,
+    api_port: int | None,
+    passphrase_file: Path | None,
     no_api: bool,
     extra: tuple[Path, ...],
 ) -> None:
@@ -89,6 +96,11 @@ def node(
     from gossipmind.node.daemon import Service, configure_logging, run
 
     configure_logging(log_level)
+    passphrase = (
+        passphrase_file.read_text().strip()
+        if passphrase_file
+        else os.environ.get("GOSSIPMIND_PASSPHRASE")
+    )
     configs = []
     for data_dir in (ctx.dir.root, *(p.resolve() for p in extra)):
         cfg = load_config(data_dir, config_file if data_dir == ctx.dir.root else None)
@@ -99,11 +111,13 @@ def node(
             sync_interval=sync_interval,
             debug_libp2p=debug_libp2p,
             bootstrap=tuple(bootstrap) or None,
+            passphrase=passphrase,
         )
         configs.append((data_dir.name, cfg))
     services: dict[str, Service] = {}
     if not no_api:
         from gossipmind.api.server import serve_api
 
-        services["api"] = functools.partial(serve_api, port=api_port if not extra else 0)
+        port = api_port if api_port is not None else (configs[0][1].api_port or 0)
+        services["api"] = functools.partial(serve_api, port=port if not extra else 0)
     run(configs, status_every=status_every, services=services)

@@ -21,7 +21,7 @@ from gossipmind.store.datadir import dump_genesis, load_genesis
 from gossipmind.store.keyfile import new_identity, read_key, write_key
 from gossipmind.store.sqlite import Store, StoreLocked
 
-_json = click.option("--json", "as_json", is_flag=True, help="Print the op as JSON.")
+_json = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 
 
 def _done(op_id: bytes, what: str, as_json: bool, **extra: Any) -> None:

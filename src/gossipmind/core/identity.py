@@ -120,7 +120,10 @@ def load_key(data: bytes, passphrase: str | None) -> Identity:
     if doc.get("kdf") != "scrypt":
         raise IdentityError("key file uses an unknown key-derivation function")
     if not passphrase:
-        raise IdentityError("key file is encrypted: a passphrase is required")
+        raise IdentityError(
+            "key file is encrypted: a passphrase is required "
+            "(--passphrase-file, or GOSSIPMIND_PASSPHRASE)"
+        )
     try:
         key = _derive(passphrase, doc["salt"], doc["n"], doc["r"], doc["p"])
         seed = AESGCM(key).decrypt(doc["nonce"], doc["ct"], b"gossipmind/key/1")

@@ -17,6 +17,7 @@ class NodeConfig:
     data_dir: Path
     listen: str = DEFAULT_LISTEN
     bootstrap: tuple[str, ...] = ()
+    announce: tuple[str, ...] = ()  # extra multiaddrs to advertise (a public address behind NAT)
     genesis_file: Path | None = None  # join this network if the data dir has none yet
     gossip_interval: float = 0.05  # least seconds between two batches of this node's ops
     gossip_budget: float = 4.0  # gossip messages/s the network affords (see Node._pace)
@@ -36,12 +37,40 @@ class NodeConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def with_overrides(self, **kw: Any) -> NodeConfig:
-        return replace(self, **{k: v for k, v in kw.items() if v is not None})
+        return check(replace(self, **{k: v for k, v in kw.items() if v is not None}))
+
+
+_RANGES: dict[str, tuple[float, float]] = {
+    "gossip_interval": (0.001, 60),
+    "gossip_budget": (0.1, 10_000),
+    "sync_interval": (0.1, 3600),
+    "sync_timeout": (1, 3600),
+    "max_peers": (1, 1000),
+    "min_peers": (0, 1000),
+    "idle_s": (0, 86_400),
+    "cpu_budget": (0.01, 1),
+    "report_window_ms": (1, 3_600_000),
+    "api_port": (0, 65_535),
+}
+
+
+def check(cfg: NodeConfig, where: str = "node setting") -> NodeConfig:
+    """Raise ConfigError for a value out of its range (a clear error, not a crash at start)."""
+    for name, (lo, hi) in _RANGES.items():
+        value = getattr(cfg, name)
+        if value is not None and not lo <= value <= hi:
+            raise ConfigError(f"{where}: {name} = {value} is out of range [{lo:g}, {hi:g}]")
+    if cfg.min_peers > cfg.max_peers:
+        raise ConfigError(
+            f"{where}: min_peers ({cfg.min_peers}) exceeds max_peers ({cfg.max_peers})"
+        )
+    return cfg
 
 
 _TYPES: dict[str, type | tuple[type, ...]] = {
     "listen": str,
     "bootstrap": list,
+    "announce": list,
     "genesis_file": str,
     "gossip_interval": (int, float),
     "gossip_budget": (int, float),
@@ -83,10 +112,11 @@ def load_config(data_dir: Path, path: Path | None = None) -> NodeConfig:
         if not isinstance(value, expected):
             raise ConfigError(f"{file}: {key} has the wrong type ({type(value).__name__})")
         values[key] = value
-    if "bootstrap" in values:
-        values["bootstrap"] = tuple(str(b) for b in values["bootstrap"])
+    for key in ("bootstrap", "announce"):
+        if key in values:
+            values[key] = tuple(str(b) for b in values[key])
     if "genesis_file" in values:
         values["genesis_file"] = (data_dir / values["genesis_file"]).resolve()
     if values.get("synchronous", "FULL") not in ("FULL", "NORMAL"):
         raise ConfigError(f"{file}: synchronous must be FULL or NORMAL")
-    return replace(cfg, **values)
+    return check(replace(cfg, **values), str(file))

@@ -507,7 +507,11 @@ async def open_node(
             from gossipmind.net.host import open_libp2p_transport
 
             tc = TransportConfig(
-                seed=ident.seed, topic=topic, listen=config.listen, debug=config.debug_libp2p
+                seed=ident.seed,
+                topic=topic,
+                listen=config.listen,
+                announce=config.announce,
+                debug=config.debug_libp2p,
             )
             cm = open_libp2p_transport(tc, validator)
         # The node's tasks live inside the transport, and only they are cancelled
