@@ -18,7 +18,7 @@ from typing import Any
 
 import trio
 
-from gossipmind.core.errors import ConfigError, InvalidOp, NetworkError
+from gossipmind.core.errors import ConfigError, InvalidOp, NetworkError, StoreError
 from gossipmind.core.identity import Identity
 from gossipmind.core.ops import Op
 from gossipmind.core.replica import IngestResult
@@ -42,6 +42,7 @@ from gossipmind.sync.session import Session
 
 log = logging.getLogger("gossipmind.node")
 MAX_OPS_PER_INGEST = 2000
+WRITE_GATE_S = 10.0  # how long a first write waits for the first sync
 GAP_GRACE = 0.5  # seconds gossip gets to fill a causal gap before we sync for it
 RATE_WINDOW = 2.0  # seconds over which the network's gossip message rate is measured
 PACE_EVERY = 0.5  # seconds between two adjustments of the batch interval
@@ -94,6 +95,7 @@ class Node:
         self._session_lock = trio.Lock()  # one sync session at a time: see _sync_in
         self.guard = SyncGuard(config.sync_timeout, PENALTY_CAP * config.sync_timeout)
         self.blocked: set[str] = set()  # application-level partition (testnet control)
+        self.synced = trio.Event()  # one sync session completed since start
         self.link_faults: tuple[float, float] | None = None  # (drop probability, max delay s)
         self._nursery = nursery
         self._changed = trio.Event()
@@ -110,13 +112,34 @@ class Node:
     # -- writing and ingesting ------------------------------------------------
 
     async def write(self, kind: str, body: dict[str, Any], ts: int | None = None) -> Op:
-        """Author an op, persist it (acknowledged), then gossip it."""
+        """Author an op, persist it (acknowledged), then gossip it.
+
+        A node that has peers to ask first completes one sync (at most
+        ``WRITE_GATE_S``): a store restored from an old backup would otherwise sign
+        a seq its key already used — an equivocation that voids the whole key.
+        """
+        if not self.synced.is_set() and (self.config.bootstrap or self.transport.peers()):
+            with trio.move_on_after(WRITE_GATE_S):
+                await self.synced.wait()
+        self._check_own_seq()
         op = self.store.create_op(self.identity, kind, body, now_ms() if ts is None else ts)
         self.counters.ops_written += 1
         self._pace()
         self._applied([op])
         await self.batcher.put(op.raw)
         return op
+
+    def _check_own_seq(self) -> None:
+        """Refuse to sign if the network holds newer ops of our key than the store."""
+        r = self.store.replica
+        me = self.identity.public
+        nxt = r.last_seq.get(me, 0) + 1
+        newer = [op.seq for op, _ in r.pending.ops.values() if op.author == me and op.seq >= nxt]
+        if newer:
+            raise StoreError(
+                f"this key already signed seq {max(newer)} but the store knows only {nxt - 1} "
+                "(restored from an old backup?): writes wait until sync brings the missing ops"
+            )
 
     def ingest_raw(self, raws: list[bytes]) -> IngestResult:
         result = IngestResult()
@@ -443,6 +466,8 @@ class Node:
             limit=SESSION_LIMIT * timeout,
         )
         self.guard.record(stream.remote_peer, why, trio.current_time())
+        if not why:
+            self.synced.set()
         if session.peer is not None:
             for addr in session.peer.peers:
                 peer = addr.rsplit("/p2p/", 1)[-1]

@@ -1,0 +1,51 @@
+"""A node restored from an old backup must not sign a seq its key already used."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import trio
+
+from gossipmind.core.snapshot import snapshot
+from gossipmind.net.fake import FakeNetwork
+from gossipmind.node.config import NodeConfig
+from gossipmind.node.node import open_node
+from gossipmind.store.sqlite import Store
+from gossipmind.testing import sample_report
+from gossipmind.testnet.setup import prepare
+
+
+async def test_restored_node_syncs_before_writing_and_never_equivocates(tmp_path: Path) -> None:
+    net = FakeNetwork(seed=3)
+    specs = prepare(tmp_path, 2, 0)
+    peer_cfg = NodeConfig(data_dir=specs[0].dir, sync_interval=0.3, synchronous="NORMAL")
+    me = specs[1]
+    backup = tmp_path / "backup.sqlite3"
+    async with open_node(peer_cfg, fake=net) as peer:
+        boot = tuple(peer.transport.addrs())
+        cfg = NodeConfig(data_dir=me.dir, sync_interval=0.3, synchronous="NORMAL", bootstrap=boot)
+        async with open_node(cfg, fake=net) as node:
+            for i in range(3):
+                await node.write("pattern.report", sample_report(template=f"before backup {i} <*>"))
+            node.store.conn.execute("PRAGMA wal_checkpoint(FULL)")
+            shutil.copy(me.dir / "kb.sqlite3", backup)  # an old backup
+            for i in range(3):
+                await node.write("pattern.report", sample_report(template=f"after backup {i} <*>"))
+            with trio.fail_after(10):
+                while peer.store.replica.root() != node.store.replica.root():
+                    await trio.sleep(0.05)
+        for suffix in ("", "-wal", "-shm"):
+            (me.dir / f"kb.sqlite3{suffix}").unlink(missing_ok=True)
+        shutil.copy(backup, me.dir / "kb.sqlite3")  # restore the old backup
+        async with open_node(cfg, fake=net) as node:
+            assert node.store.replica.last_seq[node.identity.public] == 3  # the backup's view
+            with trio.fail_after(15):
+                op = await node.write("pattern.report", sample_report(template="after restore <*>"))
+            assert op.seq == 7  # after seqs 1-6, which sync brought back before the write
+            with trio.fail_after(10):
+                while peer.store.replica.root() != node.store.replica.root():
+                    await trio.sleep(0.05)
+            assert snapshot(peer.store.replica)["equivocations"] == []
+    with Store.open(me.dir / "kb.sqlite3") as store:
+        assert store.replica.last_seq[me.key] == 7
