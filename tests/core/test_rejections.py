@@ -236,3 +236,11 @@ def test_recipe_bounds_are_enforced(kb: KB) -> None:
     result = r.ingest(kb.forge("agent", "fix.propose", body))
     assert result.rejected[0][1] == "schema"
     assert "recipe.steps[0].max_attempts" in result.rejected[0][2]
+
+
+def test_status_codes_are_ascii_digits(kb: KB) -> None:
+    body = sample_report()
+    body["stats"]["status"] = {"²²²": 1}
+    r = fresh(kb)
+    result = r.ingest(kb.forge("agent", "pattern.report", body))
+    assert result.rejected[0][1] == "schema" and "3-digit" in result.rejected[0][2]

@@ -104,7 +104,7 @@ def _report(b: dict[str, Any]) -> None:
     _window_ok(doc["window"], "window")
     stats = c.record(doc["stats"], "stats", _STATS)
     for code, n in stats["status"].items():
-        if not (len(code) == 3 and code.isdigit()):
+        if not (len(code) == 3 and code.isascii() and code.isdigit()):
             raise SchemaError("stats.status", f"{code!r} is not a 3-digit status code")
         _status_count(n, "stats.status")
     if stats["latency_n"] > doc["count"] or stats["retry_after_n"] > doc["count"]:

@@ -103,7 +103,7 @@ def decode(frame: bytes) -> Message:
     t = doc["t"]
     if t == "hello":
         _fields(doc, "v", "net", "vv", "heads", "root", "count", "peers")
-        if doc["v"] != VERSION:
+        if type(doc["v"]) is not int or doc["v"] != VERSION:
             raise SyncError(f"unsupported sync version {doc['v']!r}")
         vv = doc["vv"]
         if not isinstance(vv, list) or len(vv) > MAX_AUTHORS:
@@ -120,7 +120,12 @@ def decode(frame: bytes) -> Message:
         if not all(isinstance(p, str) and len(p) <= 256 for p in peers):
             raise SyncError("peers must be multiaddr strings")
         net, root, count = doc["net"], doc["root"], doc["count"]
-        if not (isinstance(net, bytes) and len(net) == 32 and isinstance(root, bytes)):
+        if not (
+            isinstance(net, bytes)
+            and len(net) == 32
+            and isinstance(root, bytes)
+            and len(root) == 32
+        ):
             raise SyncError("hello net and root must be 32-byte ids")
         if type(count) is not int or count < 0:
             raise SyncError("hello count must be a non-negative integer")

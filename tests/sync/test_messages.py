@@ -1,0 +1,37 @@
+"""Strictness of sync frames beyond shape: exact types and lengths."""
+
+from __future__ import annotations
+
+import pytest
+
+from gossipmind.core import encoding
+from gossipmind.core.errors import SyncError
+from gossipmind.sync import messages
+
+
+def hello(**over: object) -> bytes:
+    doc = {
+        "t": "hello",
+        "v": 1,
+        "net": b"n" * 32,
+        "vv": [],
+        "heads": [],
+        "root": b"r" * 32,
+        "count": 1,
+        "peers": [],
+    }
+    doc.update(over)
+    return encoding.encode(doc)
+
+
+def test_a_valid_hello_decodes() -> None:
+    assert isinstance(messages.decode(hello()), messages.Hello)
+
+
+@pytest.mark.parametrize(
+    "over",
+    [{"v": True}, {"v": 2}, {"root": b"r" * 31}, {"net": b"n" * 33}, {"count": -1}, {"peers": [1]}],
+)
+def test_hellos_with_wrong_types_or_lengths_are_refused(over: dict[str, object]) -> None:
+    with pytest.raises(SyncError):
+        messages.decode(hello(**over))
