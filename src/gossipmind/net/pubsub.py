@@ -37,12 +37,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import trio
+from google.protobuf.message import DecodeError
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
 
 from gossipmind.core.errors import GossipmindError
 from gossipmind.net.interface import TransportConfig, Validator
+from gossipmind.net.streams import LIBP2P_IO_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,21 @@ class _Pubsub(Pubsub):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._write_locks: weakref.WeakKeyDictionary[Any, trio.Lock] = weakref.WeakKeyDictionary()
+
+    async def stream_handler(self, stream: Any) -> None:
+        """py-libp2p's handler, which lets a malformed RPC (protobuf DecodeError)
+        escape and take the host down: any peer could crash us with one frame."""
+        try:
+            await super().stream_handler(stream)
+        except DecodeError as exc:
+            peer_id = stream.muxed_conn.peer_id
+            log.info("malformed pubsub RPC from %s: %s", peer_id, exc)
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + 2):
+                try:
+                    await stream.reset()
+                except LIBP2P_IO_ERRORS as reset_exc:
+                    log.debug("reset after a malformed RPC: %r", reset_exc)
+            self._handle_dead_peer(peer_id)
 
     async def write_msg(self, stream: Any, rpc_msg: Any) -> bool:
         lock = self._write_locks.get(stream)
