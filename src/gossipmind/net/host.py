@@ -54,6 +54,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.tools.anyio_service import background_trio_service
 
 from gossipmind.core.errors import GossipmindError, NetworkError
+from gossipmind.net.inbound import end_inbound_tasks_on_close
 from gossipmind.net.interface import (
     Stream,
     StreamHandler,
@@ -454,6 +455,7 @@ class _Stack:
         # check already bounds live connections, so the slot limiter only has to stay
         # out of the way. (Replaced before the swarm runs: no slot is held yet.)
         host.get_network()._inbound_limiter = trio.CapacityLimiter(INBOUND_SLOTS)
+        end_inbound_tasks_on_close(host.get_network())  # their tasks outlived them
         with trio.CancelScope() as scope:
             async with host.run(listen_addrs=[listen]):
                 try:
