@@ -282,6 +282,8 @@ def _leaks(
 
 
 def _node_report(b: NodeView, a: NodeView) -> dict[str, Any]:
+    """One node: what changed during the attack (counters as deltas), the counters'
+    totals before and after, and before/after pairs of the gauges."""
     sync_keys = ("sessions", "completed", "failed", "refused", "bytes_received", "bytes_sent")
     return {
         "serving": a.serving,
@@ -293,6 +295,16 @@ def _node_report(b: NodeView, a: NodeView) -> dict[str, Any]:
             k: v for k, v in delta(b.gossip_rejected, a.gossip_rejected).items() if k != "empty"
         },
         "gossip_accepted": a.gossip_accepted - b.gossip_accepted,
+        "totals_before": {
+            "rejected_by_reason": b.rejected_by_reason,
+            "gossip_rejected": b.gossip_rejected,
+            "sync_failed_by_reason": b.sync.get("failed_by_reason", {}),
+        },
+        "totals_after": {
+            "rejected_by_reason": a.rejected_by_reason,
+            "gossip_rejected": a.gossip_rejected,
+            "sync_failed_by_reason": a.sync.get("failed_by_reason", {}),
+        },
         "sync": {k: int(a.sync.get(k, 0)) - int(b.sync.get(k, 0)) for k in sync_keys},
         "sync_failed_by_reason": delta(
             b.sync.get("failed_by_reason", {}), a.sync.get("failed_by_reason", {})
