@@ -417,9 +417,9 @@ def attack(
     KIND is one of: forged-signature, replay, non-canonical, oversized-frame,
     truncated-frame, equivocation, missing-deps, pending-flood,
     unauthorized-attest, revoked-key, spam-reports, junk-gossip,
-    reconnect-flood, slow-sync (`--list` says what each sends). Attacks that need a compromised member use
-    the key of an unused spare (`testnet up --spares N`); revoked-key has node-0
-    revoke one first.
+    reconnect-flood, slow-sync (`--list` says what each sends). Attacks that
+    need a compromised member use the key of an unused spare (`testnet up
+    --spares N`); revoked-key has node-0 revoke one first.
     """
     from gossipmind.testnet import attack as attacks
 
