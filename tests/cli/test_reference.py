@@ -64,7 +64,7 @@ def test_every_option_has_help() -> None:
 def test_rendering_of_types_defaults_and_env() -> None:
     text = reference.render()
     assert "gossipmind node [OPTIONS]" in text
-    assert "| `--api-port` | integer 0\N{EN DASH}65535 | `0` |" in text
+    assert "| `--api-port` | integer 0\N{EN DASH}65535 | \N{EM DASH} |" in text  # from node.toml
     assert "| `--data-dir` | directory | \N{EM DASH}; env `GOSSIPMIND_HOME` |" in text
     assert "| `--role` | `member` \\| `teacher` \\| `verifier` \\| `admin` | required |" in text
     assert "| `--accept` / `--reject` | flag | required |" in text
