@@ -71,5 +71,17 @@ async def test_random_partitions_drops_and_delays_still_converge(tmp_path: Path,
                 for n in nodes
             )
 
-        await until(converged, "every replica holds every op, one root", timeout=25)
+        def state() -> str:  # what a failure should tell
+            return "; ".join(
+                f"{n.transport.peer_id[:6]}: ops {len(n.store.replica.meta)} missing "
+                f"{len(written - n.store.replica.meta.keys())} pending {len(n.store.replica.pending)} "
+                f"peers {len(n.transport.peers())} sync {n.sync.completed}/{n.sync.sessions} "
+                f"failed {dict(n.sync.failed_by_reason)}"
+                for n in nodes
+            )
+
+        try:
+            await until(converged, "every replica holds every op, one root", timeout=25)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {state()}") from None
         assert partitions > 0 and net.stats.dropped > 0
