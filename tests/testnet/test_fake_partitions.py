@@ -74,7 +74,8 @@ async def test_random_partitions_drops_and_delays_still_converge(tmp_path: Path,
         def state() -> str:  # what a failure should tell
             return "; ".join(
                 f"{n.transport.peer_id[:6]}: ops {len(n.store.replica.meta)} missing "
-                f"{len(written - n.store.replica.meta.keys())} pending {len(n.store.replica.pending)} "
+                f"{len(written - n.store.replica.meta.keys())} "
+                f"pending {len(n.store.replica.pending)} "
                 f"peers {len(n.transport.peers())} sync {n.sync.completed}/{n.sync.sessions} "
                 f"failed {dict(n.sync.failed_by_reason)}"
                 for n in nodes
