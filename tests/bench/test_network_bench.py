@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 from click.testing import CliRunner
 
-from gossipmind.bench import catchup, cluster, convergence, throughput
+from gossipmind.bench import catchup, cluster, convergence, fleet, throughput
 from gossipmind.cli.main import cli
+from gossipmind.core.errors import NetworkError
 
 # py-libp2p leaks the socket of a dial cancelled mid-upgrade when a node closes (see
 # conftest.py); that is not what these tests are about.
@@ -88,3 +92,49 @@ def test_topology_and_percentiles() -> None:
     assert cluster.percentile([5.0, 1.0, 3.0, 2.0, 4.0], 50) == 3.0
     assert cluster.percentile([float(i) for i in range(1, 101)], 99) == 99.0
     assert cluster.summary_ms([]) == {"p50_ms": 0.0, "p90_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0}
+
+
+def _fleet_workers() -> list[int]:
+    """Live child processes of this one that run a bench worker."""
+    me, found = os.getpid(), []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == me and b"fleet_worker" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_throughput_over_worker_processes() -> None:
+    """The deployment shape: nodes in separate processes, the parent keeping the books."""
+    r = throughput.run(nodes=3, seconds=2.0, warmup=1.0, window=200, processes=3)
+    check_contract(r, "throughput", ">= 0.5")
+    assert r["processes"] == 3 and r["all_converged"]
+    assert r["ops_written"] >= r["value"] * r["period_s"] * 0.99
+    assert 0 < r["lag"]["p50_ms"] <= r["lag"]["p99_ms"]
+    assert r["ops_per_gossip_message"] >= 1
+    assert r["cpu_busy_cores"] > 0  # the workers' CPU time is counted
+    assert r["verify_rate_before_after"][1] > 0  # timed on ops the workers wrote
+    assert _fleet_workers() == []
+
+
+def test_fleet_reports_a_worker_that_cannot_start(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with fleet.open_fleet(tmp_path, 2, 2, 100, gossip_interval=-1.0):
+            raise AssertionError("the fleet must not form")
+
+    with pytest.raises(
+        NetworkError,
+        match=r"bench worker \d exited early: .*gossip_interval = -1.0 is out of range",
+    ):
+        trio.run(main)
+    assert _fleet_workers() == []
+
+
+def test_fleet_slices() -> None:
+    assert fleet.slices(10, 10) == [[i] for i in range(10)]
+    assert fleet.slices(10, 3) == [[0, 1, 2], [3, 4, 5], [6, 7, 8, 9]]
+    assert fleet.slices(3, 8) == [[0], [1], [2]]

@@ -22,7 +22,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -150,7 +150,7 @@ def node_config(data_dir: Path, **overrides: object) -> NodeConfig:
     """A benchmark node: loopback, NORMAL durability (N nodes share one disk), no
     sleep-time learning (it would write fix proposals of its own mid-measurement)."""
     base = NodeConfig(data_dir=data_dir, synchronous="NORMAL", learn=False)
-    return replace(base, **overrides)  # type: ignore[arg-type]
+    return base.with_overrides(**overrides)
 
 
 @asynccontextmanager

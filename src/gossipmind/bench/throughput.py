@@ -39,6 +39,7 @@ from gossipmind.bench.cluster import (
     write_timed,
 )
 from gossipmind.bench.common import machine, result
+from gossipmind.bench.fleet import open_fleet
 from gossipmind.core import ops as opsmod
 from gossipmind.core.errors import GossipmindError
 from gossipmind.core.ops import Op
@@ -125,9 +126,9 @@ async def _drive(cluster: Cluster, window: int, warmup: float, seconds: float) -
             for i in range(cluster.n):
                 writers.start_soon(driver.writer, i)
             await trio.sleep(warmup)
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             await trio.sleep(seconds)
-            t1 = time.perf_counter()
+            t1, cpu1 = time.perf_counter(), time.process_time()
             writers.cancel_scope.cancel()
         drained = await driver.arrivals.wait_all(DRAIN_TIMEOUT)
         t_drained = time.perf_counter()
@@ -144,20 +145,66 @@ async def _drive(cluster: Cluster, window: int, warmup: float, seconds: float) -
         "gossip_messages": sum(s["counters"]["gossip_messages"] for s in stats),
         "gossip_ops": sum(s["counters"]["gossip_ops"] for s in stats),
         "sync_ops_received": sum(s["sync"]["ops_received"] for s in stats),
+        "cpu_busy_cores": round((cpu1 - cpu0) / (t1 - t0), 2),
+    }
+
+
+async def _measure_fleet(
+    nodes: int, processes: int, window: int, warmup: float, seconds: float, root: Path
+) -> dict[str, Any]:
+    """As :func:`_drive`, with the nodes in ``processes`` worker processes."""
+    async with open_fleet(root, nodes, processes, window) as fleet:
+        books = fleet.books
+        await fleet.broadcast({"t": "write"})
+        await trio.sleep(warmup)
+        t0, cpu0 = time.monotonic(), fleet.cpu_seconds() + time.process_time()
+        await trio.sleep(seconds)
+        t1, cpu1 = time.monotonic(), fleet.cpu_seconds() + time.process_time()
+        await fleet.broadcast({"t": "stop"})
+        stopped = await fleet.wait(lambda: all(m.stopped for m in fleet.members), DRAIN_TIMEOUT)
+        drained = stopped and await fleet.wait(lambda: books.outstanding() == 0, DRAIN_TIMEOUT)
+        t_drained = time.monotonic()
+        one_root = await fleet.wait(lambda: len(fleet.roots()) == 1, DRAIN_TIMEOUT)
+    finals = [m.final or {} for m in fleet.members]
+    return {
+        "latencies": books.completed_between(t0, t1),
+        "period_s": t1 - t0,
+        "drain_s": t_drained - t1,
+        "converged": drained and one_root,
+        "written": len(books.started),
+        "sample": [opsmod.decode(raw) for f in finals for raw in f.get("sample", [])][
+            :VERIFY_SAMPLE
+        ],
+        "gossip_messages": sum(f.get("gossip_messages", 0) for f in finals),
+        "gossip_ops": sum(f.get("gossip_ops", 0) for f in finals),
+        "sync_ops_received": sum(f.get("sync_ops_received", 0) for f in finals),
+        "cpu_busy_cores": round((cpu1 - cpu0) / (t1 - t0), 2),
     }
 
 
 def run(
-    nodes: int = 10, seconds: float = 15.0, warmup: float = 5.0, window: int = 2000
+    nodes: int = 10,
+    seconds: float = 15.0,
+    warmup: float = 5.0,
+    window: int = 2000,
+    processes: int = 1,
 ) -> dict[str, Any]:
-    """Drive ``nodes`` nodes for ``warmup + seconds``; the rate over ``seconds``."""
-    if nodes < 2 or seconds <= 0 or window < 1:
-        raise ValueError("need at least 2 nodes, a positive period and window")
+    """Drive ``nodes`` nodes for ``warmup + seconds``; the rate over ``seconds``.
+
+    ``processes`` > 1 spreads the nodes over that many worker processes
+    (:mod:`gossipmind.bench.fleet`); 1 runs them all in this process.
+    """
+    if nodes < 2 or seconds <= 0 or window < 1 or processes < 1:
+        raise ValueError("need at least 2 nodes, 1 process, a positive period and window")
+    processes = min(processes, nodes)
     load_before = load_average()
     t_start = time.perf_counter()
     v_before = verify_rate(_sample_ops(1000))
     with tempfile.TemporaryDirectory(prefix="gm-bench-tput-") as tmp:
-        m = trio.run(_measure, nodes, window, warmup, seconds, Path(tmp))
+        if processes == 1:
+            m = trio.run(_measure, nodes, window, warmup, seconds, Path(tmp))
+        else:
+            m = trio.run(_measure_fleet, nodes, processes, window, warmup, seconds, Path(tmp))
     v_after = verify_rate(m["sample"])
     v = max(v_before, v_after)  # the machine's other load varies: the stricter limit
     n_cores = cores()
@@ -170,7 +217,9 @@ def run(
         limit,
         ">= 0.5",
         nodes=nodes,
+        processes=processes,
         cores=n_cores,
+        cpu_busy_cores=m.get("cpu_busy_cores"),
         verify_rate_one_core=round(v, 1),
         verify_rate_before_after=[round(v_before, 1), round(v_after, 1)],
         window=window,

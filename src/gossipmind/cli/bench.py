@@ -146,10 +146,12 @@ def _catchup(nodes: int = 5, missing: int = 5000, base: int = 5000) -> dict[str,
     return catchup.run(nodes, missing, base)
 
 
-def _throughput(nodes: int = 10, seconds: float = 15.0, window: int = 2000) -> dict[str, Any]:
+def _throughput(
+    nodes: int = 10, seconds: float = 15.0, window: int = 2000, processes: int | None = None
+) -> dict[str, Any]:
     from gossipmind.bench import throughput
 
-    return throughput.run(nodes, seconds, window=window)
+    return throughput.run(nodes, seconds, window=window, processes=processes or nodes)
 
 
 ALL.update({"convergence": _convergence, "catchup": _catchup, "throughput": _throughput})
@@ -212,7 +214,7 @@ def bench_catchup(nodes: int, missing: int, base: int, as_json: bool) -> None:
     default=10,
     show_default=True,
     type=click.IntRange(2, 50),
-    help="Nodes in the cluster (one process).",
+    help="Nodes in the cluster.",
 )
 @click.option(
     "--seconds",
@@ -228,11 +230,19 @@ def bench_catchup(nodes: int, missing: int, base: int, as_json: bool) -> None:
     type=click.IntRange(1),
     help="Ops in flight (not yet on every node) before writers pause.",
 )
+@click.option(
+    "--processes",
+    default=None,
+    type=click.IntRange(1, 50),
+    help="Processes the nodes run in  [default: one per node, as deployed; 1: all in this process]",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @errors
-def bench_throughput(nodes: int, seconds: float, window: int, as_json: bool) -> None:
+def bench_throughput(
+    nodes: int, seconds: float, window: int, processes: int | None, as_json: bool
+) -> None:
     """Sustained ops/s with every node converging, beside cores x verify rate / N."""
-    _show([_throughput(nodes, seconds, window)], as_json)
+    _show([_throughput(nodes, seconds, window, processes)], as_json)
 
 
 @bench.command("learning")
