@@ -74,10 +74,10 @@ def test_validator_hands_over_the_ops_it_decoded() -> None:
     raws = ops(3)
     data = encode_batch(raws)
     assert v(data)
-    checked = v.decode(data)
-    assert [op.raw for op, _ in checked] == raws
+    checked, carried = v.decode(data)
+    assert [op.raw for op, _ in checked] == raws and carried == 3
     assert all(ok for _, ok in checked)
-    again = v.decode(data)  # not cached any more: decoded afresh, still verified
+    again, _ = v.decode(data)  # not cached any more: decoded afresh, still verified
     assert [op.raw for op, _ in again] == raws
     assert all(ok for _, ok in again)
     assert again[0][0] is not checked[0][0]

@@ -214,7 +214,9 @@ async def test_batches_from_a_batcher_reach_a_validating_peer() -> None:
         await batcher.flush()
         got = []
         for _, data in drain(reader):
-            got.extend(validator.decode(data))
+            pairs, carried = validator.decode(data)
+            assert carried == len(pairs)
+            got.extend(pairs)
         assert [op.raw for op, _ in got] == raws
         assert all(verified for _, verified in got)
         assert validator.stats.signatures_checked == 300

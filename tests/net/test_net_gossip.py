@@ -83,11 +83,34 @@ def test_signatures_are_verified_once_and_decode_reports_it() -> None:
     assert v(first)
     assert v(encode_batch(ops(4)))  # three cached, one new
     assert (v.stats.signatures_checked, v.stats.signatures_cached) == (4, 3)
-    decoded = v.decode(first)
-    assert [op.seq for op, _ in decoded] == [1, 2, 3]
+    decoded, carried = v.decode(first)
+    assert [op.seq for op, _ in decoded] == [1, 2, 3] and carried == 3
     assert all(verified for _, verified in decoded)
     assert v(encode_batch(ops(4, start=10)))  # evicts seq 1..3 (cache of 4)
-    assert [verified for _, verified in v.decode(first)] == [False, False, False]
+    assert [verified for _, verified in v.decode(first)[0]] == [False, False, False]
+
+
+def test_ops_verified_before_are_neither_decoded_nor_verified_again() -> None:
+    """Under load an op often arrives by sync before gossip brings it: the gossip copy
+    costs a hash, not a decode and a verify; ingest is not handed the ops it knows."""
+    v = make_validator(NET_ID)
+    raws = ops(4)
+    v.mark_verified(make_op(ALICE, NET_ID, 1).id)  # e.g. applied after a sync
+    assert v(encode_batch(raws[:3]))
+    assert (v.stats.signatures_checked, v.stats.signatures_cached) == (2, 1)
+    assert v(encode_batch(raws))  # three verified before, one new
+    assert (v.stats.signatures_checked, v.stats.signatures_cached) == (3, 4)
+    known = {make_op(ALICE, NET_ID, seq).id for seq in (1, 2)}
+    decoded, carried = v.decode(encode_batch(raws), known.__contains__)
+    assert carried == 4
+    assert [(op.seq, verified) for op, verified in decoded] == [(3, True), (4, True)]
+    # a verified op does not vouch for the rest of its message
+    forged = bad_signature(ops(1, start=7)[0])
+    assert not v(encode_batch([raws[0], forged]))
+    assert v.stats.rejected == {"signature": 1}
+    # nor for a copy of itself in the same message
+    assert not v(encode_batch([raws[0], raws[0]]))
+    assert v.stats.rejected["duplicate"] == 1
 
 
 def test_a_bad_op_does_not_poison_the_cache() -> None:

@@ -46,6 +46,7 @@ DEFAULT_INTERVAL = 0.075
 DEFAULT_CACHE_SIZE = 65536
 DEFAULT_MAX_PENDING_BYTES = 16 * 1024 * 1024
 ACCEPTED_CACHE = 32  # accepted messages whose decoded ops wait for BatchValidator.decode
+Entry = tuple[bytes, bytes, Op | None]  # op id, raw op, decoded op (None: verified before)
 
 
 def _digest(data: bytes) -> bytes:
@@ -115,50 +116,60 @@ class BatchValidator:
         self._cache_size = cache_size
         self._verified: OrderedDict[bytes, None] = OrderedDict()
         # ops of the last messages accepted, so decode() does not decode them again
-        self._accepted: OrderedDict[bytes, list[Op]] = OrderedDict()
+        self._accepted: OrderedDict[bytes, list[Entry]] = OrderedDict()
 
     def __call__(self, data: bytes) -> bool:
         try:
-            ops = self.check(data)
+            entries = self._check(data)
         except InvalidOp as exc:
             self.stats.rejected[exc.code] += 1
             log.debug("gossip message rejected: %s", exc)
             return False
-        self._accept(data, ops)
+        self._accept(data, entries)
         return True
 
-    def _accept(self, data: bytes, ops: list[Op]) -> None:
+    def _accept(self, data: bytes, entries: list[Entry]) -> None:
         self.stats.accepted += 1
-        self._accepted[_digest(data)] = ops
+        self._accepted[_digest(data)] = entries
         while len(self._accepted) > ACCEPTED_CACHE:
             self._accepted.popitem(last=False)
 
     def check(self, data: bytes) -> list[Op]:
         """Validate a message; return its ops, or raise :class:`InvalidOp`."""
-        raws = decode_batch(data)
-        ops: list[Op] = []
+        return [op or opsmod.decode(raw) for _, raw, op in self._check(data)]
+
+    def _check(self, data: bytes) -> list[Entry]:
+        """Validate a message: its ops as (id, raw, op) entries, ``op`` None for an op
+        whose exact bytes were verified before (by id, the hash of those bytes): it is
+        neither decoded nor verified again (under load most of a message's ops may
+        have arrived by sync already)."""
+        entries: list[Entry] = []
         seen: set[bytes] = set()
-        for raw in raws:
+        for raw in decode_batch(data):
+            oid = opsmod.op_id(raw)
+            if oid in seen:
+                raise InvalidOp("duplicate", f"op {oid.hex()[:12]} twice in one message")
+            seen.add(oid)
+            if oid in self._verified:
+                self._verified.move_to_end(oid)
+                self.stats.signatures_cached += 1
+                entries.append((oid, raw, None))
+                continue
             try:
                 op = opsmod.decode(raw)
             except InvalidOp as exc:
                 raise InvalidOp(f"op_{exc.code}", exc.detail) from exc
-            if op.id in seen:
-                raise InvalidOp("duplicate", f"op {op.short()} twice in one message")
-            seen.add(op.id)
             if op.net != self.net_id and not (op.is_genesis and op.id == self.net_id):
                 raise InvalidOp("wrong_network", f"op {op.short()} is for another network")
-            ops.append(op)
-        for op in ops:
-            if op.id in self._verified:
-                self._verified.move_to_end(op.id)
-                self.stats.signatures_cached += 1
+            entries.append((oid, raw, op))
+        for oid, _, new in entries:
+            if new is None:
                 continue
             self.stats.signatures_checked += 1
-            if not op.verify_signature():
-                raise InvalidOp("signature", f"op {op.short()} has a bad signature")
-            self.mark_verified(op.id)
-        return ops
+            if not new.verify_signature():
+                raise InvalidOp("signature", f"op {new.short()} has a bad signature")
+            self.mark_verified(oid)
+        return entries
 
     def is_verified(self, op_id: bytes) -> bool:
         return op_id in self._verified
@@ -170,17 +181,29 @@ class BatchValidator:
         while len(self._verified) > self._cache_size:
             self._verified.popitem(last=False)
 
-    def decode(self, data: bytes) -> list[tuple[Op, bool]]:
-        """The ops of an accepted message, each with ``verified`` for ingest.
+    def decode(
+        self, data: bytes, known: Callable[[bytes], bool] | None = None
+    ) -> tuple[list[tuple[Op, bool]], int]:
+        """The ops of an accepted message, each with ``verified`` for ingest, and how
+        many ops the message carried.
 
-        ``verified`` is True when this validator checked the op's signature recently
-        (normally all of them); False means "verify again before applying".
-        Raises :class:`InvalidOp` if ``data`` is not a well-formed message.
+        Ops for which ``known(id)`` is true (already applied, pending or rejected
+        here) are left out when the validator did not decode them. ``verified`` is
+        True when this validator checked the op's signature recently (normally all of
+        them); False means "verify again before applying". Raises
+        :class:`InvalidOp` if ``data`` is not a well-formed message.
         """
-        ops = self._accepted.pop(_digest(data), None)
-        if ops is None:
-            ops = [opsmod.decode(raw) for raw in decode_batch(data)]
-        return [(op, op.id in self._verified) for op in ops]
+        entries = self._accepted.pop(_digest(data), None)
+        if entries is None:
+            entries = [(op.id, op.raw, op) for op in map(opsmod.decode, decode_batch(data))]
+        out: list[tuple[Op, bool]] = []
+        for oid, raw, op in entries:
+            if op is None:
+                if known is not None and known(oid):
+                    continue
+                op = opsmod.decode(raw)
+            out.append((op, oid in self._verified))
+        return out, len(entries)
 
 
 def make_validator(net_id: bytes, *, cache_size: int = DEFAULT_CACHE_SIZE) -> BatchValidator:

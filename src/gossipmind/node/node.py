@@ -271,12 +271,12 @@ class Node:
                 if delay > 0:
                     await trio.sleep(self._rng.uniform(0, delay))
             try:
-                pairs = self.validator.decode(data)
+                pairs, carried = self.validator.decode(data, self.store.replica.known)
             except InvalidOp as exc:  # the validator accepted it, so this is a bug or a race
                 log.warning("gossip from %s undecodable after validation: %s", peer, exc)
                 continue
             self.counters.gossip_messages += 1
-            self.counters.gossip_ops += len(pairs)
+            self.counters.gossip_ops += carried
             self._heard.append(trio.current_time())
             self._pace()
             result = self.ingest_ops(pairs)
