@@ -178,6 +178,7 @@ class Fleet:
         await self.broadcast({"t": "settle"})
 
     def roots(self) -> set[bytes]:
+        """The nodes' state roots as last reported (``b""`` while writers run)."""
         return {s[2] for m in self.members for s in m.nodes.values()}
 
     async def pace(self) -> None:

@@ -8,8 +8,9 @@ its writers' share of the ops in flight). It is driven by
 its parent over stdin/stdout with length-prefixed msgpack frames (:class:`Pipe`):
 
 * worker → parent: ``addrs`` (its nodes' listen addresses), then a ``tick``
-  every :data:`TICK` seconds (each node's peers, mesh and root; the ops written
-  and the ops applied since the last tick, with times), ``stopped`` after the
+  every :data:`TICK` seconds (each node's peers, mesh and state root — the root
+  only while the writers are not running; the ops written and the ops applied
+  since the last tick, with times), ``stopped`` after the
   writers stop, ``final`` (counters and a sample of written ops) before it exits;
 * parent → worker: ``dial`` (edges to open), ``settle``, ``write`` (start the
   writers), ``done`` (how many of this worker's ops are applied on every node:
@@ -96,6 +97,7 @@ class Worker:
         self.window = window
         self.written = 0
         self.done = 0
+        self.writing = False
         self.changed = trio.Event()
         self.sample: list[bytes] = []
         self._counter = itertools.count(offset)
@@ -137,7 +139,9 @@ class Worker:
         for i, node in self.nodes.items():
             peers = set(node.transport.peers())
             mesh = set(mesh_peers(node.transport)) & peers
-            nodes.append([i, len(peers), len(mesh), node.store.replica.root()])
+            # the state root costs a walk of the state: not while the writers measure
+            root = b"" if self.writing else node.store.replica.root()
+            nodes.append([i, len(peers), len(mesh), root])
         writes, self._writes = self._writes, []
         arrivals, self._arrivals = self._arrivals, {}
         return {
@@ -187,11 +191,13 @@ async def serve(
                 elif msg["t"] == "settle":
                     settle_heap()
                 elif msg["t"] == "write":
+                    worker.writing = True
                     nursery.start_soon(_write_all, worker, writers)
                 elif msg["t"] == "done":
                     worker.set_done(msg["count"])
                 elif msg["t"] == "stop":
                     writers.cancel()
+                    worker.writing = False
                     await trio.sleep(0)
                     await pipe.write(worker.tick())
                     await pipe.write({"t": "stopped", "written": worker.written})

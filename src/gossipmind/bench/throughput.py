@@ -164,7 +164,13 @@ async def _measure_fleet(
         stopped = await fleet.wait(lambda: all(m.stopped for m in fleet.members), DRAIN_TIMEOUT)
         drained = stopped and await fleet.wait(lambda: books.outstanding() == 0, DRAIN_TIMEOUT)
         t_drained = time.monotonic()
-        one_root = await fleet.wait(lambda: len(fleet.roots()) == 1, DRAIN_TIMEOUT)
+        mark = {m.g: m.ticks for m in fleet.members}  # roots reported after the drain
+
+        def one() -> bool:
+            fresh = all(m.ticks > mark[m.g] for m in fleet.members)
+            return fresh and len(fleet.roots()) == 1
+
+        one_root = await fleet.wait(one, DRAIN_TIMEOUT)
     finals = [m.final or {} for m in fleet.members]
     return {
         "latencies": books.completed_between(t0, t1),
