@@ -3,11 +3,34 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import NamedTuple
 
+from gossipmind.core import ops as opsmod
 from gossipmind.core.ops import Op
 
 DEFAULT_MAX_OPS = 10_000
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
+# What a parked op holds beyond its encoding (CPython 3.11, measured by
+# tests/core/test_pending.py): the entry, and per missing dep its id, its place
+# in the entry's set and in the index by dep. The byte bound counts these, so an
+# op naming 64 deps that exist nowhere costs ~25 KiB of the bound, not ~2.5 KiB.
+ENTRY_COST = 512
+DEP_COST = 384
+
+
+def cost(encoded: int, missing: int) -> int:
+    """What a parked op of ``encoded`` bytes waiting for ``missing`` deps counts."""
+    return encoded + ENTRY_COST + DEP_COST * missing
+
+
+class Waiting(NamedTuple):
+    """A parked op: its bytes (decoded again when released: a decoded op costs
+    several times its encoding in memory), its author and seq, what it waits for."""
+
+    raw: bytes
+    author: bytes
+    seq: int
+    missing: set[bytes]
 
 
 class Pending:
@@ -15,12 +38,15 @@ class Pending:
 
     Bounded in count and bytes; when full, the oldest waiting op is evicted
     (anti-entropy fetches it again later, so eviction loses nothing acknowledged).
+    Ops are kept encoded, and :attr:`bytes` counts the memory an entry holds —
+    its encoding plus :data:`ENTRY_COST` plus :data:`DEP_COST` per dep it still
+    waits for — so the byte bound bounds memory, whatever the ops look like.
     """
 
     def __init__(self, max_ops: int = DEFAULT_MAX_OPS, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.max_ops = max_ops
         self.max_bytes = max_bytes
-        self.ops: OrderedDict[bytes, tuple[Op, set[bytes]]] = OrderedDict()
+        self.ops: OrderedDict[bytes, Waiting] = OrderedDict()
         self.waiting_on: dict[bytes, set[bytes]] = {}
         self.bytes = 0
         self.evicted = 0
@@ -35,31 +61,43 @@ class Pending:
         """Park ``op`` until every id in ``missing`` is applied; return evicted ids."""
         if op.id in self.ops:
             return []
-        self.ops[op.id] = (op, set(missing))
-        self.bytes += len(op.raw)
+        self.ops[op.id] = Waiting(op.raw, op.author, op.seq, set(missing))
+        self.bytes += cost(len(op.raw), len(missing))
         for dep in missing:
             self.waiting_on.setdefault(dep, set()).add(op.id)
         evicted: list[bytes] = []
         while len(self.ops) > self.max_ops or self.bytes > self.max_bytes:
             oldest = next(iter(self.ops))
-            self.remove(oldest)
+            self._drop(oldest)
             evicted.append(oldest)
             self.evicted += 1
         return evicted
 
     def remove(self, op_id: bytes) -> Op | None:
+        """Take the op out; it is decoded again (it was decoded once: cannot fail)."""
+        entry = self._drop(op_id)
+        return opsmod.decode(entry.raw) if entry is not None else None
+
+    def _drop(self, op_id: bytes) -> Waiting | None:
         entry = self.ops.pop(op_id, None)
         if entry is None:
             return None
-        op, missing = entry
-        self.bytes -= len(op.raw)
-        for dep in missing:
+        self.bytes -= cost(len(entry.raw), len(entry.missing))
+        for dep in entry.missing:
             waiters = self.waiting_on.get(dep)
             if waiters is not None:
                 waiters.discard(op_id)
                 if not waiters:
                     del self.waiting_on[dep]
-        return op
+        return entry
+
+    def raw(self, op_id: bytes) -> bytes | None:
+        entry = self.ops.get(op_id)
+        return entry.raw if entry is not None else None
+
+    def seqs_of(self, author: bytes) -> list[int]:
+        """The seqs of ``author``'s ops waiting here."""
+        return [e.seq for e in self.ops.values() if e.author == author]
 
     def resolved(self, dep: bytes) -> list[Op]:
         """``dep`` was applied: return the ops that no longer wait for anything."""
@@ -68,8 +106,10 @@ class Pending:
             entry = self.ops.get(op_id)
             if entry is None:
                 continue
-            entry[1].discard(dep)
-            if not entry[1]:
+            if dep in entry.missing:
+                entry.missing.discard(dep)
+                self.bytes -= DEP_COST
+            if not entry.missing:
                 op = self.remove(op_id)
                 if op is not None:
                     ready.append(op)

@@ -134,7 +134,7 @@ class Node:
         r = self.store.replica
         me = self.identity.public
         nxt = r.last_seq.get(me, 0) + 1
-        newer = [op.seq for op, _ in r.pending.ops.values() if op.author == me and op.seq >= nxt]
+        newer = [seq for seq in r.pending.seqs_of(me) if seq >= nxt]
         if newer:
             raise StoreError(
                 f"this key already signed seq {max(newer)} but the store knows only {nxt - 1} "

@@ -311,8 +311,7 @@ class Store:
             self._pending_rows.difference_update(i for (i,) in gone)
 
     def _pending_raw(self, op_id: bytes) -> bytes | None:
-        entry = self.replica.pending.ops.get(op_id)
-        return entry[0].raw if entry else None
+        return self.replica.pending.raw(op_id)
 
     def _write_state(self, changed: bool) -> None:
         r = self.replica
