@@ -138,3 +138,12 @@ def test_fleet_slices() -> None:
     assert fleet.slices(10, 10) == [[i] for i in range(10)]
     assert fleet.slices(10, 3) == [[0, 1, 2], [3, 4, 5], [6, 7, 8, 9]]
     assert fleet.slices(3, 8) == [[0], [1], [2]]
+
+
+def test_cli_says_what_a_network_bench_is_doing() -> None:
+    out = CliRunner().invoke(
+        cli, ["bench", "catchup", "--nodes", "2", "--missing", "50", "--base", "0"]
+    )
+    assert out.exit_code in (0, 1), out.output
+    assert "catchup: 2 nodes, a late one missing 50 of 50…" in out.output
+    assert "│ catchup" in out.output  # then the table

@@ -13,6 +13,12 @@ from gossipmind.cli.output import err_console, print_json, table
 Runner = Callable[[], dict[str, Any]]
 
 
+def _progress(as_json: bool, text: str) -> None:
+    """Say on stderr what a long benchmark is doing (not with --json)."""
+    if not as_json:
+        err_console.print(f"[dim]{text}…[/]")
+
+
 def _show(results: list[dict[str, Any]], as_json: bool) -> None:
     if as_json:
         print_json(results[0] if len(results) == 1 else results)
@@ -105,6 +111,7 @@ def bench(ctx: click.Context, as_json: bool) -> None:
 @errors
 def bench_ingest(n: int, batch: int, as_json: bool) -> None:
     """Ops/s applied by store+fold on a fresh store, beside the raw pipeline limit."""
+    _progress(as_json, f"ingest: {n} ops into a fresh store, then the raw pipeline")
     _show([_ingest(n, batch)], as_json)
 
 
@@ -128,10 +135,11 @@ def bench_fingerprint(as_json: bool) -> None:
 @errors
 def bench_query(samples: int, as_json: bool) -> None:
     """get_fix latency (SDK cache and HTTP) and @resilient overhead, beside a bare call."""
+    _progress(as_json, f"query: {samples} timed calls per figure")
     _show([_query(samples)], as_json)
 
 
-# --- network benchmarks (real libp2p nodes on 127.0.0.1, many per process) -----------
+# --- network benchmarks (real libp2p nodes on 127.0.0.1) -------------------------------
 
 
 def _convergence(nodes: int = 10, samples: int = 250) -> dict[str, Any]:
@@ -176,6 +184,7 @@ ALL.update({"convergence": _convergence, "catchup": _catchup, "throughput": _thr
 @errors
 def bench_convergence(nodes: int, samples: int, as_json: bool) -> None:
     """p99 time for an op to be applied on all nodes, beside raw gossipsub p99."""
+    _progress(as_json, f"convergence: {nodes} nodes, {samples} ops and as many raw messages")
     _show([_convergence(nodes, samples)], as_json)
 
 
@@ -205,6 +214,7 @@ def bench_convergence(nodes: int, samples: int, as_json: bool) -> None:
 @errors
 def bench_catchup(nodes: int, missing: int, base: int, as_json: bool) -> None:
     """Sync bytes to catch up on missed ops / those ops' bytes; time beside K / ingest rate."""
+    _progress(as_json, f"catchup: {nodes} nodes, a late one missing {missing} of {base + missing}")
     _show([_catchup(nodes, missing, base)], as_json)
 
 
@@ -242,6 +252,10 @@ def bench_throughput(
     nodes: int, seconds: float, window: int, processes: int | None, as_json: bool
 ) -> None:
     """Sustained ops/s with every node converging, beside cores x verify rate / N."""
+    procs = min(processes or nodes, nodes)
+    _progress(
+        as_json, f"throughput: {nodes} nodes in {procs} process(es), 5 s warm-up + {seconds:g} s"
+    )
     _show([_throughput(nodes, seconds, window, processes)], as_json)
 
 
