@@ -147,3 +147,19 @@ def test_cli_says_what_a_network_bench_is_doing() -> None:
     assert out.exit_code in (0, 1), out.output
     assert "catchup: 2 nodes, a late one missing 50 of 50…" in out.output
     assert "│ catchup" in out.output  # then the table
+
+
+def test_fleet_books_whatever_order_reports_arrive_in() -> None:
+    books = fleet.Books(need=3)
+    books.wrote(0, b"a", 1.0)
+    books.applied(b"a", 2, 1.5)  # two nodes of one worker
+    assert books.outstanding() == 1 and books.done_by == {}
+    books.applied(b"b", 3, 2.0)  # applied everywhere before its writer's report came
+    books.applied(b"a", 1, 1.25)  # the last node, but its report is older
+    assert books.done == {b"a": 1.5, b"b": 2.0}
+    assert books.outstanding() == 0 and books.done_by == {0: 1}
+    books.wrote(1, b"b", 0.5)
+    assert books.outstanding() == 0 and books.done_by == {0: 1, 1: 1}
+    books.wrote(1, b"c", 3.0)
+    assert books.outstanding() == 1
+    assert sorted(books.completed_between(0.0, 1.75)) == [0.5]  # a: 1.5 - 1.0

@@ -55,12 +55,14 @@ class Books:
     done: dict[bytes, float] = field(default_factory=dict)
     done_by: dict[int, int] = field(default_factory=dict)
     changed: trio.Event = field(default_factory=trio.Event)
+    _done_started: int = 0  # ops both written (reported) and done
 
     def wrote(self, g: int, oid: bytes, t: float) -> None:
         self.started[oid] = t
         self.author[oid] = g
-        if oid in self.done:
+        if oid in self.done:  # applied everywhere before its writer's report came
             self.done_by[g] = self.done_by.get(g, 0) + 1
+            self._done_started += 1
 
     def applied(self, oid: bytes, count: int, t: float) -> None:
         s = self.seen.setdefault(oid, [0, t])
@@ -72,13 +74,15 @@ class Books:
             g = self.author.get(oid)
             if g is not None:
                 self.done_by[g] = self.done_by.get(g, 0) + 1
+                self._done_started += 1
 
     def notify(self) -> None:
         self.changed.set()
         self.changed = trio.Event()
 
     def outstanding(self) -> int:
-        return sum(1 for oid in self.started if oid not in self.done)
+        """Ops written and not yet applied on every node."""
+        return len(self.started) - self._done_started
 
     def completed_between(self, t0: float, t1: float) -> list[float]:
         d = self.done
