@@ -246,3 +246,33 @@ def test_every_command_has_help() -> None:
                 walk(command, [*path, name])
 
     walk(cli, [])
+
+
+def test_the_owner_updates_or_retires_a_goal_naming_only_what_changes(net: Dirs) -> None:
+    d = net
+    d.run("admin", "grant", key(d, "human"), "--role", "verifier", "--tier", "3", "--scope", "*")
+    copy_ops(d, "admin", "human")
+    created = d.json(
+        "human", "goals", "set", "--title", "cap charge retries", "--scope", "payments",
+        "--constraint", "retry.max_attempts<=2", "--priority", "70", "--description", "finance",
+    )  # fmt: skip
+    goal = created["goal"]
+    first = d.json("human", "goals", "show", goal[:8])
+
+    d.run("human", "goals", "set", "--goal", goal[:12], "--priority", "80")
+    second = d.json("human", "goals", "show", goal[:8])
+    assert second["version"] != first["version"] and second["priority"] == 80
+    for field in ("title", "scope", "constraints", "description"):
+        assert second[field] == first[field], field
+    assert not second["retired"]
+
+    d.run("human", "goals", "set", "--goal", goal[:12], "--retire")
+    third = d.json("human", "goals", "show", goal[:8])
+    assert third["retired"] and third["priority"] == 80 and third["title"] == first["title"]
+    assert third["constraints"] == first["constraints"]
+
+    bad = d.run("human", "goals", "set", "--scope", "payments", ok=False)
+    assert bad.exit_code == 2 and "a new goal needs --title and --scope" in bad.output
+    missing = d.run("human", "goals", "set", "--goal", "ffffffff", "--retire", ok=False)
+    assert missing.exit_code != 0 and "Traceback" not in missing.output
+    assert [g["goal"] for g in d.json("human", "goals", "list")] == [goal]

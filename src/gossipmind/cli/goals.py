@@ -76,24 +76,29 @@ def goals_show(ctx: Ctx, goal: str, as_json: bool) -> None:
 
 
 @goals.command("set")
-@click.option("--goal", "goal", help="Update this goal (you must own it); omit to create.")
-@click.option("--title", required=True, help="A short name for the goal.")
-@click.option("--scope", required=True, help="Scope the goal constrains (e.g. payments).")
+@click.option(
+    "--goal",
+    "goal",
+    help="Update this goal (you must own it); options not given keep the current "
+    "version's values. Omit to create a goal.",
+)
+@click.option("--title", help="A short name for the goal (required for a new goal).")
+@click.option("--scope", help="Scope the goal constrains, e.g. payments (required for a new goal).")
 @click.option(
     "--constraint",
     "constraints",
     multiple=True,
     help="retry.max_attempts<=2 | require_step=idempotency_key@retry | "
-    "forbid_step=fallback | allowed_fallbacks=a,b (repeatable)",
+    "forbid_step=fallback | allowed_fallbacks=a,b (repeatable; given at all, they "
+    "replace the current ones)",
 )
 @click.option(
     "--priority",
     type=click.IntRange(0, 1000),
-    default=100,
-    show_default=True,
-    help="Higher wins a conflict with another goal.",
+    default=None,
+    help="Higher wins a conflict with another goal  [default for a new goal: 100]",
 )
-@click.option("--description", default="", help="Longer text shown with the goal.")
+@click.option("--description", default=None, help="Longer text shown with the goal.")
 @click.option("--retire", is_flag=True, help="Retire the goal (it stops constraining).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_ctx
@@ -101,26 +106,39 @@ def goals_show(ctx: Ctx, goal: str, as_json: bool) -> None:
 def goals_set(
     ctx: Ctx,
     goal: str | None,
-    title: str,
-    scope: str,
+    title: str | None,
+    scope: str | None,
     constraints: tuple[str, ...],
-    priority: int,
-    description: str,
+    priority: int | None,
+    description: str | None,
     retire: bool,
     as_json: bool,
 ) -> None:
     """Create or update a goal; it is active once someone else approves it."""
+    parsed = [parse_constraint(c) for c in constraints]
+    current: dict[str, Any] = {"constraints": [], "priority": 100, "description": ""}
+    gid = None
+    if goal:
+        gid = resolve_prefix(ctx, goal, "goal")
+        with ctx.reader() as r:
+            rows = [g for g in r.goals() if g["goal"] == gid]
+        if not rows:
+            raise NotFound(f"no goal {goal}")
+        current = rows[0]
+    elif title is None or scope is None:
+        raise click.UsageError("a new goal needs --title and --scope")
     body: dict[str, Any] = {
-        "title": title,
-        "scope": scope,
-        "constraints": [parse_constraint(c) for c in constraints],
-        "priority": priority,
+        "title": title if title is not None else current["title"],
+        "scope": scope if scope is not None else current["scope"],
+        "constraints": parsed if constraints else list(current["constraints"]),
+        "priority": priority if priority is not None else current["priority"],
         "retired": retire,
     }
-    if description:
-        body["description"] = description
-    if goal:
-        body["goal"] = resolve_prefix(ctx, goal, "goal")
+    text = description if description is not None else current["description"]
+    if text:
+        body["description"] = text
+    if gid is not None:
+        body["goal"] = gid
     op_id = _write(ctx, "goal.set", body)
     gid = body.get("goal", op_id)
     _done(op_id, f"goal {short(gid)} set (needs a review to be active)", as_json, goal=gid)
