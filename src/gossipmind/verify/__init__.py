@@ -1,1 +1,2 @@
-"""Verifier checks, goal constraints and conflicts."""
+"""Verifier checks: static safety, drill reproduction, goal constraints, fleet evidence
+(goal conflicts themselves are part of the fold: :mod:`gossipmind.core.goals`)."""
