@@ -17,7 +17,6 @@ Every process the fleet starts is killed and reaped when it exits, whatever happ
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -32,6 +31,7 @@ from gossipmind.bench.cluster import MESH_TIMEOUT, Edge, degree, first_leaf, rin
 from gossipmind.bench.fleet_worker import Pipe
 from gossipmind.core.errors import NetworkError
 from gossipmind.net.interface import TransportConfig
+from gossipmind.testnet.procs import cpu_seconds
 from gossipmind.testnet.setup import prepare
 
 START_TIMEOUT = 60.0
@@ -198,22 +198,7 @@ class Fleet:
 
     def cpu_seconds(self) -> float:
         """CPU time used so far by the worker processes (user + system)."""
-        total = 0.0
-        tick = _clock_ticks()
-        for m in self.members:
-            try:
-                fields = Path(f"/proc/{m.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            total += (int(fields[11]) + int(fields[12])) / tick
-        return total
-
-
-def _clock_ticks() -> int:
-    try:
-        return os.sysconf("SC_CLK_TCK")
-    except (ValueError, OSError, AttributeError):
-        return 100
+        return sum(cpu_seconds(m.proc.pid) for m in self.members)
 
 
 @asynccontextmanager

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gossipmind.testnet.launcher import Testnet
+from gossipmind.testnet.procs import starttime
 from gossipmind.testnet.report import html_report, summary
 from gossipmind.testnet.run import Event, Runner, RunResult
 from gossipmind.testnet.scenario import Scenario
@@ -166,7 +167,7 @@ def run_demo(
         leftover: list[int] = []
         if not keep:
             tn.down(purge=run_dir is None)
-            leftover = [p for p in started if _alive(p)]
+            leftover = [p for p in started if starttime(p) is not None]
     s = summary(result)
     s["pids"] = started
     console.print()
@@ -185,11 +186,3 @@ def run_demo(
             f"stopped every process it started ({len(started)}); left running: {len(leftover)}"
         )
     return DemoOutcome(result, s, report, leftover)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except OSError:
-        return False

@@ -73,16 +73,33 @@ def spawn(cmd: list[str], stdout: Path, stderr: Path) -> tuple[int, int]:
     return pid, offset
 
 
-def starttime(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot; None if gone (or a zombie)."""
+def _stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` from the state (field 3) on; None if gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = stat[stat.rfind(")") + 2 :].split()
-    if fields[0] in ("Z", "X"):
+    return stat[stat.rfind(")") + 2 :].split()
+
+
+def starttime(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot; None if gone (or a zombie)."""
+    fields = _stat(pid)
+    if fields is None or fields[0] in ("Z", "X"):
         return None
     return int(fields[19])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time ``pid`` has used so far (0 if it is gone)."""
+    fields = _stat(pid)
+    if fields is None:
+        return 0.0
+    try:
+        tick = os.sysconf("SC_CLK_TCK")
+    except (ValueError, OSError):
+        tick = 100
+    return (int(fields[11]) + int(fields[12])) / tick
 
 
 def _cmdline(pid: int) -> str:
