@@ -88,6 +88,10 @@ class Hostile:
         """Run a blocking probe (HTTP, SQLite, /proc) without stalling the peer."""
         return await trio.to_thread.run_sync(fn, *args)
 
+    async def busy_refusals(self) -> int:
+        """Sync sessions the target refused because it ran another (from any peer)."""
+        return int((await self.ask(view, self.tn, self.target.name)).sync.get("refused", 0))
+
     # -- connections and the mirror ----------------------------------------------------
 
     async def connect(self) -> None:

@@ -1,0 +1,108 @@
+"""The hostile peer's stream probe (``attack_wire``) over real libp2p on 127.0.0.1.
+
+The attacks count what the target should have counted from how each stream ended:
+a bye is a refusal, anything else a session the target failed. A busy refusal
+whose bye never reached us looks like a failure; a flaky attack test on CI counted
+one so. The probe now asks the target whether it refused a session meanwhile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import trio
+
+from gossipmind.net.host import Libp2pTransport, open_libp2p_transport
+from gossipmind.net.interface import MAX_FRAME_SIZE, Stream, TransportConfig
+from gossipmind.sync import messages
+from gossipmind.sync.messages import Bye
+from gossipmind.testnet.attack_wire import _malformed_stream, stream_outcome, uvarint
+
+PROTOCOL = "/gossipmind/test-refuse/1.0.0"
+TOPIC = "gossipmind/attack-wire-test/ops/1"
+BIG = b"\x00" * (MAX_FRAME_SIZE + 1024)
+
+
+def config(name: str, **overrides: int) -> TransportConfig:
+    seed = hashlib.sha256(name.encode()).digest()
+    return TransportConfig(seed=seed, topic=TOPIC, **overrides)  # type: ignore[arg-type]
+
+
+async def refuse(stream: Stream) -> None:
+    """What the node does when busy: a bye, then the handler returns unread."""
+    await stream.send(messages.encode(Bye("busy")))
+
+
+async def read_one(stream: Stream) -> None:
+    """What the node does in a session: it reads a frame (too large: it resets)."""
+    await stream.receive()
+
+
+@dataclass
+class Target:
+    """Refuses its first ``busy`` streams as busy, their byes lost; then serves."""
+
+    busy: int
+    refused: int = 0
+    streams: list[str] = field(default_factory=list)
+
+    async def handle(self, stream: Stream) -> None:
+        if self.refused < self.busy:
+            self.refused += 1
+            self.streams.append("refused, bye lost")
+            return  # the stream is closed with nothing on it
+        self.streams.append("session")
+        await read_one(stream)
+
+
+@dataclass
+class FakeHostile:
+    """The two things ``_malformed_stream`` asks of a :class:`Hostile`."""
+
+    transport: Libp2pTransport
+    peer: str
+    target: Target
+
+    async def open_sync(self) -> Stream:
+        return await self.transport.open_stream(self.peer, PROTOCOL + "/counted")
+
+    async def busy_refusals(self) -> int:
+        return self.target.refused
+
+
+async def test_the_probe_tells_refusals_from_drops() -> None:
+    with trio.fail_after(60):
+        async with (
+            open_libp2p_transport(
+                config("wire-hostile", max_frame_size=4 * MAX_FRAME_SIZE), lambda _d: True
+            ) as hostile,
+            open_libp2p_transport(config("wire-target"), lambda _d: True) as target,
+        ):
+            target.set_stream_handler(PROTOCOL, refuse)
+            target.set_stream_handler(PROTOCOL + "/read", read_one)
+            await hostile.connect(target.addrs()[0])
+            for data, framed in ((BIG, True), (uvarint(1 << 30) + b"\x00" * 64, False)):
+                stream = await hostile.open_stream(target.peer_id, PROTOCOL)
+                outcome = await stream_outcome(stream, data, framed=framed, close=False)
+                assert outcome == "refused (busy)", (len(data), outcome)
+            stream = await hostile.open_stream(target.peer_id, PROTOCOL + "/read")
+            assert await stream_outcome(stream, BIG, framed=True, close=False) == "dropped"
+
+
+async def test_a_refusal_whose_bye_was_lost_is_tried_again() -> None:
+    with trio.fail_after(60):
+        async with (
+            open_libp2p_transport(
+                config("wire-hostile-2", max_frame_size=4 * MAX_FRAME_SIZE), lambda _d: True
+            ) as hostile,
+            open_libp2p_transport(config("wire-target-2"), lambda _d: True) as target,
+        ):
+            node = Target(busy=2)
+            target.set_stream_handler(PROTOCOL + "/counted", node.handle)
+            await hostile.connect(target.addrs()[0])
+            h = FakeHostile(hostile, target.peer_id, node)
+            outcome = await _malformed_stream(h, BIG, framed=True, close=False)  # type: ignore[arg-type]
+            assert outcome == "dropped"
+            # the drop we count is the session the target failed, not a refusal
+            assert node.streams == ["refused, bye lost", "refused, bye lost", "session"]
