@@ -9,12 +9,14 @@ one so. The probe now asks the target whether it refused a session meanwhile.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import trio
 
 from gossipmind.net.host import Libp2pTransport, open_libp2p_transport
-from gossipmind.net.interface import MAX_FRAME_SIZE, Stream, TransportConfig
+from gossipmind.net.interface import MAX_FRAME_SIZE, Stream, StreamHandler, TransportConfig
 from gossipmind.sync import messages
 from gossipmind.sync.messages import Bye
 from gossipmind.testnet.attack_wire import _malformed_stream, stream_outcome, uvarint
@@ -71,17 +73,28 @@ class FakeHostile:
         return self.target.refused
 
 
+@asynccontextmanager
+async def pair(
+    tag: str, handlers: dict[str, StreamHandler]
+) -> AsyncIterator[tuple[Libp2pTransport, Libp2pTransport]]:
+    """A hostile host (it may send frames of 4 MiB) connected to a target host
+    that serves ``handlers``."""
+    async with (
+        open_libp2p_transport(
+            config(f"wire-hostile-{tag}", max_frame_size=4 * MAX_FRAME_SIZE), lambda _d: True
+        ) as hostile,
+        open_libp2p_transport(config(f"wire-target-{tag}"), lambda _d: True) as target,
+    ):
+        for protocol, handler in handlers.items():
+            target.set_stream_handler(protocol, handler)
+        await hostile.connect(target.addrs()[0])
+        yield hostile, target
+
+
 async def test_the_probe_tells_refusals_from_drops() -> None:
+    handlers = {PROTOCOL: refuse, PROTOCOL + "/read": read_one}
     with trio.fail_after(60):
-        async with (
-            open_libp2p_transport(
-                config("wire-hostile", max_frame_size=4 * MAX_FRAME_SIZE), lambda _d: True
-            ) as hostile,
-            open_libp2p_transport(config("wire-target"), lambda _d: True) as target,
-        ):
-            target.set_stream_handler(PROTOCOL, refuse)
-            target.set_stream_handler(PROTOCOL + "/read", read_one)
-            await hostile.connect(target.addrs()[0])
+        async with pair("probe", handlers) as (hostile, target):
             for data, framed in ((BIG, True), (uvarint(1 << 30) + b"\x00" * 64, False)):
                 stream = await hostile.open_stream(target.peer_id, PROTOCOL)
                 outcome = await stream_outcome(stream, data, framed=framed, close=False)
@@ -91,16 +104,9 @@ async def test_the_probe_tells_refusals_from_drops() -> None:
 
 
 async def test_a_refusal_whose_bye_was_lost_is_tried_again() -> None:
+    node = Target(busy=2)
     with trio.fail_after(60):
-        async with (
-            open_libp2p_transport(
-                config("wire-hostile-2", max_frame_size=4 * MAX_FRAME_SIZE), lambda _d: True
-            ) as hostile,
-            open_libp2p_transport(config("wire-target-2"), lambda _d: True) as target,
-        ):
-            node = Target(busy=2)
-            target.set_stream_handler(PROTOCOL + "/counted", node.handle)
-            await hostile.connect(target.addrs()[0])
+        async with pair("retry", {PROTOCOL + "/counted": node.handle}) as (hostile, target):
             h = FakeHostile(hostile, target.peer_id, node)
             outcome = await _malformed_stream(h, BIG, framed=True, close=False)  # type: ignore[arg-type]
             assert outcome == "dropped"
