@@ -78,12 +78,18 @@ async def wait_for(what: str, ready: Callable[[], bool], timeout: float) -> None
         raise NetworkError(f"{what} not reached within {timeout:.0f} s")
 
 
-def mesh_formed(meshes: list[set[str]], peers: list[set[str]], want: list[int], low: int) -> bool:
-    """Node ``i`` has at least ``want[i]`` connections and ``min(low, want[i])`` of them
-    in its gossip mesh."""
+def mesh_counts_formed(counts: list[tuple[int, int]], want: list[int], low: int) -> bool:
+    """Node ``i``, with ``counts[i]`` = (connections, of them in its gossip mesh), has
+    at least ``want[i]`` connections and ``min(low, want[i])`` of them in its mesh."""
     return all(
-        len(p) >= w and len(m & p) >= min(low, w)
-        for m, p, w in zip(meshes, peers, want, strict=True)
+        peers >= w and mesh >= min(low, w) for (peers, mesh), w in zip(counts, want, strict=True)
+    )
+
+
+def mesh_formed(meshes: list[set[str]], peers: list[set[str]], want: list[int], low: int) -> bool:
+    """:func:`mesh_counts_formed` from each node's mesh and connected peers."""
+    return mesh_counts_formed(
+        [(len(p), len(m & p)) for m, p in zip(meshes, peers, strict=True)], want, low
     )
 
 

@@ -27,7 +27,14 @@ from typing import Any
 
 import trio
 
-from gossipmind.bench.cluster import MESH_TIMEOUT, Edge, degree, first_leaf, ring_edges
+from gossipmind.bench.cluster import (
+    MESH_TIMEOUT,
+    Edge,
+    degree,
+    first_leaf,
+    mesh_counts_formed,
+    ring_edges,
+)
 from gossipmind.bench.fleet_worker import Pipe
 from gossipmind.core.errors import NetworkError
 from gossipmind.net.interface import TransportConfig
@@ -169,14 +176,12 @@ class Fleet:
         low = TransportConfig(seed=bytes(32), topic="t").degree_low
         want = degree(self.n, self.edges)
 
-        def ready() -> bool:  # as cluster.mesh_formed, from the workers' counts
+        def ready() -> bool:
             nodes = {i: s for m in self.members for i, s in m.nodes.items()}
             if len(nodes) < self.n:
                 return False
-            formed = all(
-                nodes[i][0] >= w and nodes[i][1] >= min(low, w) for i, w in enumerate(want)
-            )
-            return formed and len(self.roots()) == 1
+            counts = [nodes[i][:2] for i in range(self.n)]
+            return mesh_counts_formed(counts, want, low) and len(self.roots()) == 1
 
         await self.until("gossip mesh and one state root", ready, MESH_TIMEOUT)
         await self.broadcast({"t": "settle"})

@@ -47,6 +47,7 @@ from gossipmind.testing import KB, sample_report
 
 DRAIN_TIMEOUT = 60.0
 VERIFY_SAMPLE = 3000
+WARMUP = 5.0  # seconds of writing before the measured period
 
 
 def verify_rate(ops: list[Op], seconds: float = 1.0) -> float:
@@ -191,7 +192,7 @@ async def _measure_fleet(
 def run(
     nodes: int = 10,
     seconds: float = 15.0,
-    warmup: float = 5.0,
+    warmup: float = WARMUP,
     window: int = 2000,
     processes: int = 1,
 ) -> dict[str, Any]:

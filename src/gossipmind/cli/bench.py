@@ -252,9 +252,12 @@ def bench_throughput(
     nodes: int, seconds: float, window: int, processes: int | None, as_json: bool
 ) -> None:
     """Sustained ops/s with every node converging, beside cores x verify rate / N."""
+    from gossipmind.bench.throughput import WARMUP
+
     procs = min(processes or nodes, nodes)
     _progress(
-        as_json, f"throughput: {nodes} nodes in {procs} process(es), 5 s warm-up + {seconds:g} s"
+        as_json,
+        f"throughput: {nodes} nodes in {procs} process(es), {WARMUP:g} s warm-up + {seconds:g} s",
     )
     _show([_throughput(nodes, seconds, window, processes)], as_json)
 
