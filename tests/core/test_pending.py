@@ -85,6 +85,20 @@ def test_released_ops_are_the_parked_ones() -> None:
     (released,) = pending.resolved(b)
     assert released == first and released.raw == first.raw
     assert len(pending) == 0 and pending.bytes == 0 and not pending.waiting_on
+    assert pending.seqs_of(ALICE.public) == []
+
+
+def test_ops_decoded_again_without_checks_equal_the_checked_decode() -> None:
+    """What the buffer releases is rebuilt without the checks: for every kind of op
+    it must be the op ``decode`` gave (a history with grants, reports, fixes,
+    attestations)."""
+    from gossipmind.bench.ingest import build_ops
+
+    history = build_ops(1500, authors=4)
+    kinds = {op.kind for op in history.ops}
+    assert {"net.genesis", "member.grant", "pattern.report", "fix.propose", "fix.attest"} <= kinds
+    for op in history.ops:
+        assert opsmod.decode_checked_before(op.raw) == opsmod.decode(op.raw) == op
 
 
 def test_eviction_and_dropping() -> None:
@@ -94,5 +108,7 @@ def test_eviction_and_dropping() -> None:
     evicted = [i for op in ops for i in pending.add(op, {a})]
     assert evicted == [ops[0].id, ops[1].id] and pending.evicted == 2
     assert pending.bytes == sum(cost(len(op.raw), 1) for op in ops[2:])
+    assert sorted(pending.seqs_of(ALICE.public)) == [3, 4, 5]
     assert [op.id for op in pending.dropped(a)] == sorted(op.id for op in ops[2:])
     assert len(pending) == 0 and pending.bytes == 0 and not pending.waiting_on
+    assert pending.seqs_of(ALICE.public) == []

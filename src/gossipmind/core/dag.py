@@ -48,6 +48,7 @@ class Pending:
         self.max_bytes = max_bytes
         self.ops: OrderedDict[bytes, Waiting] = OrderedDict()
         self.waiting_on: dict[bytes, set[bytes]] = {}
+        self._by_author: dict[bytes, dict[bytes, int]] = {}  # author -> {op id: seq}
         self.bytes = 0
         self.evicted = 0
 
@@ -62,6 +63,7 @@ class Pending:
         if op.id in self.ops:
             return []
         self.ops[op.id] = Waiting(op.raw, op.author, op.seq, set(missing))
+        self._by_author.setdefault(op.author, {})[op.id] = op.seq
         self.bytes += cost(len(op.raw), len(missing))
         for dep in missing:
             self.waiting_on.setdefault(dep, set()).add(op.id)
@@ -74,15 +76,19 @@ class Pending:
         return evicted
 
     def remove(self, op_id: bytes) -> Op | None:
-        """Take the op out; it is decoded again (it was decoded once: cannot fail)."""
+        """Take the op out, decoded again (``add`` took a decoded op: no checks)."""
         entry = self._drop(op_id)
-        return opsmod.decode(entry.raw) if entry is not None else None
+        return opsmod.decode_checked_before(entry.raw) if entry is not None else None
 
     def _drop(self, op_id: bytes) -> Waiting | None:
         entry = self.ops.pop(op_id, None)
         if entry is None:
             return None
         self.bytes -= cost(len(entry.raw), len(entry.missing))
+        mine = self._by_author[entry.author]
+        del mine[op_id]
+        if not mine:
+            del self._by_author[entry.author]
         for dep in entry.missing:
             waiters = self.waiting_on.get(dep)
             if waiters is not None:
@@ -97,7 +103,7 @@ class Pending:
 
     def seqs_of(self, author: bytes) -> list[int]:
         """The seqs of ``author``'s ops waiting here."""
-        return [e.seq for e in self.ops.values() if e.author == author]
+        return list(self._by_author.get(author, {}).values())
 
     def resolved(self, dep: bytes) -> list[Op]:
         """``dep`` was applied: return the ops that no longer wait for anything."""
