@@ -136,3 +136,50 @@ def test_settled_heap_is_out_of_the_collectors_reach() -> None:
     finally:
         unsettle_heap()
     assert gc.get_freeze_count() == 0
+
+
+def test_periodic_rounds_back_off_only_while_gossip_brings_ops() -> None:
+    from gossipmind.node.node import SYNC_BACKOFF, periodic_round_due
+
+    assert all(periodic_round_due(skipped, False) for skipped in range(SYNC_BACKOFF + 2))
+    due = [periodic_round_due(skipped, True) for skipped in range(SYNC_BACKOFF)]
+    assert due == [False] * (SYNC_BACKOFF - 1) + [True]
+
+
+async def test_anti_entropy_backs_off_while_gossip_flows_and_repairs_a_lost_tail(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Two nodes write in turn for 60 s (virtual time): gossip carries everything, so
+    periodic rounds (every ~1 s) run about every SYNC_BACKOFF-th interval. Then the
+    last op of the burst is lost by gossip: a round once gossip is quiet fetches it."""
+    from gossipmind.node.node import SYNC_BACKOFF
+    from gossipmind.testnet.setup import prepare
+
+    net = FakeNetwork(seed=11)
+    async with AsyncExitStack() as stack:
+        nodes: list[Node] = []
+        for spec in prepare(tmp_path, 2, 1):
+            cfg = NodeConfig(data_dir=spec.dir, synchronous="NORMAL", learn=False, sync_interval=1)
+            nodes.append(await stack.enter_async_context(open_node(cfg, fake=net)))
+        a, b = nodes
+        await a.transport.connect(b.transport.addrs()[0])
+        with trio.fail_after(30):
+            while a.store.replica.root() != b.store.replica.root() or a._syncing or b._syncing:
+                await trio.sleep(0.1)
+        started = a.sync.sessions + b.sync.sessions  # each session counts on both ends
+        for i in range(240):  # 60 s of gossip, a write every 0.25 s
+            await nodes[i % 2].write("pattern.report", sample_report(count=1 + i % 5))
+            await trio.sleep(0.25)
+        sessions = (a.sync.sessions + b.sync.sessions - started) / 2
+        every_round = 2 * 60 / 1.0  # both nodes, one round per interval on average
+        assert 0 < sessions <= 2 * every_round / SYNC_BACKOFF
+        assert a.store.replica.root() == b.store.replica.root()
+        assert b.counters.gossip_applied >= 100 and a.counters.gossip_applied >= 100
+
+        net.set_faults(drop=1.0)  # gossip loses the last op: only anti-entropy brings it
+        via_gossip, via_sync = b.counters.gossip_applied, b.sync.ops_received
+        last = await a.write("pattern.report", sample_report(template="the lost tail <*>"))
+        with trio.fail_after(2 * SYNC_BACKOFF * 1.5):  # well before a backed-off round
+            while last.id not in b.store.replica.meta:
+                await trio.sleep(0.1)
+        assert b.counters.gossip_applied == via_gossip and b.sync.ops_received > via_sync
