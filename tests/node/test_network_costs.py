@@ -71,14 +71,14 @@ async def test_batch_interval_follows_the_gossip_budget(tmp_path: Path) -> None:
 
         def pace(heard_per_s: float, sent: int, carried: int, waiting: int = 0) -> float:
             now = trio.current_time()
-            node._heard.clear()
-            node._heard.extend([now] * int(heard_per_s * 2))  # over the 2 s window
+            node.pacer._heard.clear()
+            node.pacer._heard.extend([now] * int(heard_per_s * 2))  # over the 2 s window
             messages, ops = batcher.stats.messages, batcher.stats.ops
-            node._paced = (now - 1.0, messages - sent, ops - carried)
+            node.pacer._last = (now - 1.0, messages - sent, ops - carried)
             batcher._queue.clear()
             for i in range(waiting):
                 batcher._queue[bytes([i]) * 32] = b"x"
-            node._pace()
+            node.pacer.pace(now)
             batcher._queue.clear()
             return batcher.interval
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import asdict, dataclass, field
@@ -29,6 +28,7 @@ from gossipmind.net.interface import SYNC_PROTOCOL, Stream, Transport, Transport
 from gossipmind.node.config import NodeConfig
 from gossipmind.node.fixes import FixIndex, Transition
 from gossipmind.node.learner import Learner
+from gossipmind.node.pacer import Pacer
 from gossipmind.node.reporter import Reporter
 from gossipmind.node.syncer import PENALTY_CAP, SESSION_LIMIT, SyncCounters, SyncGuard, drive
 from gossipmind.node.verifier import Verifier
@@ -44,12 +44,6 @@ log = logging.getLogger("gossipmind.node")
 MAX_OPS_PER_INGEST = 2000
 WRITE_GATE_S = 10.0  # how long a first write waits for the first sync
 GAP_GRACE = 0.5  # seconds gossip gets to fill a causal gap before we sync for it
-RATE_WINDOW = 2.0  # seconds over which the network's gossip message rate is measured
-PACE_EVERY = 0.5  # seconds between two adjustments of the batch interval
-PACE_STEP = 2.0  # factor by which the interval grows or shrinks at each adjustment
-MAX_INTERVAL = 5.0
-PACE_MERGE = 4  # our batches carry this many ops on average: we are a source of load
-PACE_BACKLOG = 16  # or this many ops wait in our batcher
 SYNC_BACKOFF = 4  # while gossip brings new ops, a periodic round runs every 4th interval
 
 
@@ -97,8 +91,7 @@ class Node:
         self.sync = SyncCounters()
         self.known_addrs: dict[str, list[str]] = {}
         self._syncing: set[str] = set()
-        self._heard: deque[float] = deque(maxlen=4096)  # trio times of gossip messages
-        self._paced = (0.0, 0, 0)  # (time, batcher messages, batcher ops) at the last pacing
+        self.pacer = Pacer(self.batcher, config.gossip_interval, config.gossip_budget)
         self._gap_check = False  # a _fill_gap task is waiting
         self._session_lock = trio.Lock()  # one sync session at a time: see _sync_in
         self.guard = SyncGuard(config.sync_timeout, PENALTY_CAP * config.sync_timeout)
@@ -132,7 +125,7 @@ class Node:
         self._check_own_seq()
         op = self.store.create_op(self.identity, kind, body, now_ms() if ts is None else ts)
         self.counters.ops_written += 1
-        self._pace()
+        self.pacer.pace(trio.current_time())
         self._applied([op])
         await self.batcher.put(op.raw)
         return op
@@ -285,8 +278,8 @@ class Node:
                 continue
             self.counters.gossip_messages += 1
             self.counters.gossip_ops += carried
-            self._heard.append(trio.current_time())
-            self._pace()
+            self.pacer.heard(peer, trio.current_time())
+            self.pacer.pace(trio.current_time())
             result = self.ingest_ops(pairs)
             self.counters.gossip_applied += len(result.applied)
             if result.pending and not self._gap_check:  # a gap: fill it unless gossip does
@@ -313,39 +306,6 @@ class Node:
             self.start_sync(origin)
         elif peers:
             self.start_sync(self._rng.choice(peers))
-
-    def _pace(self) -> None:
-        """Keep the network's gossip message rate within ``gossip_budget``.
-
-        Every gossip message costs every node ~2 ms of CPU per link whatever its
-        size (LIBP2P_NOTES), so the network affords a few messages per second,
-        not one per node per 50 ms. Each node measures the rate of messages it
-        hears (its own included) and, when it is over budget *and* it is a
-        source of load — its batches carry ``PACE_MERGE`` ops on average or
-        ``PACE_BACKLOG`` wait in its batcher, so waiting longer merges them —
-        stretches its batch interval; below half the budget, or when its batches
-        carry single ops, it shrinks it back. An op written on an idle node still
-        leaves at once (see GossipBatcher): the interval only spaces batches
-        under load.
-        """
-        now = trio.current_time()
-        last, messages, ops = self._paced
-        if now - last < PACE_EVERY:
-            return
-        stats = self.batcher.stats
-        self._paced = (now, stats.messages, stats.ops)
-        while self._heard and self._heard[0] < now - RATE_WINDOW:
-            self._heard.popleft()
-        own = (stats.messages - messages) / min(now - last, RATE_WINDOW)
-        rate = len(self._heard) / RATE_WINDOW + own
-        sent, carried = stats.messages - messages, stats.ops - ops
-        waiting = self.batcher.pending >= PACE_BACKLOG
-        interval = self.batcher.interval
-        if rate > self.config.gossip_budget and (waiting or carried >= PACE_MERGE * sent > 0):
-            interval = min(MAX_INTERVAL, interval * PACE_STEP)
-        elif rate < self.config.gossip_budget / 2 or (sent and carried < 2 * sent and not waiting):
-            interval = max(self.config.gossip_interval, interval / PACE_STEP)
-        self.batcher.interval = interval
 
     async def _on_connections(self) -> None:
         async for peer in self.transport.connections():
