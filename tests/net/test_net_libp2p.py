@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import socket
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -516,3 +517,52 @@ async def test_announce_replaces_the_advertised_address() -> None:
         with pytest.raises(NetworkError):
             async with hosts(["announce"], announce=("/dns4/example.org",)):
                 pass
+
+
+async def _window_updates(monkeypatch: pytest.MonkeyPatch, setting: str | None) -> int:
+    """Window updates sent while ~3 MB of 1 kB frames are echoed back (both ways)."""
+    from libp2p.stream_muxer.yamux.yamux import YamuxStream
+
+    if setting is None:
+        monkeypatch.delenv("PY_YAMUX_RELEASE_ON_READ", raising=False)
+    else:
+        monkeypatch.setenv("PY_YAMUX_RELEASE_ON_READ", setting)
+    updates: list[int] = []
+    original = YamuxStream.send_window_update
+
+    async def counted(self: YamuxStream, increment: int, skip_lock: bool = False) -> None:
+        updates.append(increment)
+        await original(self, increment, skip_lock=skip_lock)
+
+    monkeypatch.setattr(YamuxStream, "send_window_update", counted)
+    frames = [bytes([i % 251]) * 1000 for i in range(3000)]
+    with trio.fail_after(60):
+        async with hosts(["w1", "w2"]) as (a, b):
+            b.set_stream_handler(ECHO, echo)
+            await a.connect(b.addrs()[0])
+            s = await a.open_stream(b.peer_id, ECHO)
+            updates.clear()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_send_all, s, frames)
+                for frame in frames:
+                    assert await s.receive() == frame
+            await s.close()
+    monkeypatch.setattr(YamuxStream, "send_window_update", original)
+    return len(updates)
+
+
+async def test_yamux_window_updates_are_batched(monkeypatch: pytest.MonkeyPatch) -> None:
+    """py-libp2p sends a window update after every read unless told otherwise
+    (``PY_YAMUX_RELEASE_ON_READ=0``); the adapter tells it, and several windows'
+    worth of small frames still flow both ways without a stall."""
+    ours = await _window_updates(monkeypatch, None)
+    assert os.environ["PY_YAMUX_RELEASE_ON_READ"] == "0"
+    per_read = await _window_updates(monkeypatch, "1")
+    assert 0 < ours < 0.75 * per_read
+
+
+async def test_an_operators_yamux_setting_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PY_YAMUX_RELEASE_ON_READ", "1")
+    with trio.fail_after(30):
+        async with hosts(["w3"]):
+            assert os.environ["PY_YAMUX_RELEASE_ON_READ"] == "1"
