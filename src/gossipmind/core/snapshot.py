@@ -57,6 +57,7 @@ def member_rows(r: Replica) -> list[dict[str, Any]]:
 
 def pattern_row(p: PatternAgg, threshold: int) -> dict[str, Any]:
     count, lat_sum, lat_n, ra_max, ra_n = p.totals()
+    reporters = p.reporters
     return {
         "pattern": p.pattern,
         "service": p.service,
@@ -65,8 +66,8 @@ def pattern_row(p: PatternAgg, threshold: int) -> dict[str, Any]:
         "template": p.template,
         "shape": p.shape,
         "count": count,
-        "reporters": p.reporters,
-        "over_threshold": p.reporters >= threshold,
+        "reporters": reporters,
+        "over_threshold": reporters >= threshold,
         "latency_ms_avg": lat_sum // lat_n if lat_n else 0,
         "latency_n": lat_n,
         "retry_after_ms_max": ra_max,
