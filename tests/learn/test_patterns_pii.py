@@ -13,7 +13,7 @@ import re
 import string
 import uuid
 
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from gossipmind.core import encoding
@@ -226,9 +226,16 @@ def _leaks(forms: list[str], texts: list[str], blobs: list[bytes]) -> list[str]:
 
 
 def _neutral(value: str, forms: list[str]) -> str:
-    """The same value with its PII replaced by an innocent word (a URL keeps its shell)."""
+    """The same value with its PII replaced by an innocent word (a URL keeps its shell).
+
+    Where a form stands as a token of its own, only those occurrences are replaced:
+    the user name "ttp" in ``https://…/users/ttp`` must not turn the scheme into
+    "hzzzzs" (the neutral failure would no longer hold a URL, and the "ttp" of
+    "https" in the reduced template would pass for a leak)."""
     for form in sorted(forms, key=len, reverse=True):
-        value = value.replace(form, "zzzz")
+        bounded = rf"(?<![A-Za-z0-9]){re.escape(form)}(?![A-Za-z0-9])"
+        replaced = re.sub(bounded, "zzzz", value)
+        value = replaced if replaced != value else value.replace(form, "zzzz")
     return value
 
 
@@ -239,6 +246,7 @@ def _reduced_texts(r: Reduced) -> list[str]:
 
 @SETTINGS
 @given(PII, st.sampled_from(WRAPPERS), st.integers(0, 2))
+@example(("https://api.example.com/v1/users/ttp", ["ttp"]), "charge failed for {}", 0)
 def test_pii_never_reaches_reduced(pii: tuple[str, list[str]], wrapper: str, where: int) -> None:
     value, forms = pii
     r = reduce(_failure(value, wrapper, where))
