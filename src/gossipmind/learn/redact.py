@@ -162,7 +162,7 @@ _URL = re.compile(
     r"|(?<![\w./:~\-])(?![^\s\"'<>\\`]*@(?:[A-Za-z0-9\-]+\.)+[A-Za-z])"
     r"(?:/|[A-Za-z0-9_.:\-]+/)[^\s\"'<>\\`]+"
 )
-_QUERY_PAIR = re.compile(r"([?&;][A-Za-z0-9_.\-\[\]%]{1,64}=)[^&;#\s\"']*")
+_QUERY_PAIR = re.compile(r"([?&;][A-Za-z0-9_.\-\[\]%]{1,64}=)[^&;#\s\"']+")
 
 
 def _redact_path(path: str) -> str:
@@ -187,7 +187,10 @@ def _redact_query(query: str) -> str:
         if piece in ("&", ";", ""):
             parts.append(piece)
         elif "=" in piece:
-            parts.append(piece.split("=", 1)[0] + "=" + placeholder("val"))
+            key, value = piece.split("=", 1)
+            # an empty value has nothing to hide, and stays empty: "<val>" in its
+            # place would be redacted again into "<val><val>" (not idempotent)
+            parts.append(key + "=" + (placeholder("val") if value else ""))
         else:
             parts.append(placeholder("val"))
     return "".join(parts)
