@@ -10,7 +10,7 @@ from gossipmind.net.gossip import BatcherStats
 from gossipmind.node.pacer import MAX_INTERVAL, MAX_TRACKED, ORIGIN_WINDOW, Pacer
 
 LEAST = 0.05  # the default gossip_interval
-BUDGET = 4.0  # the default gossip_budget
+BUDGET = 4.0  # a budget (the default is 8)
 
 
 @dataclass

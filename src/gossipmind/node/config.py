@@ -20,7 +20,7 @@ class NodeConfig:
     announce: tuple[str, ...] = ()  # extra multiaddrs to advertise (a public address behind NAT)
     genesis_file: Path | None = None  # join this network if the data dir has none yet
     gossip_interval: float = 0.05  # least seconds between two batches of this node's ops
-    gossip_budget: float = 4.0  # gossip messages/s the network affords (node.pacer)
+    gossip_budget: float = 8.0  # gossip messages/s the network affords (node.pacer)
     sync_interval: float = 3.0  # seconds between anti-entropy rounds with a random peer
     sync_timeout: float = 30.0  # a sync session that makes no progress for this long is dropped
     max_peers: int = 12  # gossipsub degree_high: peers outside the mesh starve
