@@ -98,7 +98,12 @@ def decode_checked_before(raw: bytes) -> Op:
     """The op :func:`decode` returned for ``raw`` earlier in this process, rebuilt
     without the canonical and envelope checks (e.g. an op parked encoded in the
     pending buffer to save memory). Never for bytes from outside the process."""
-    _v, net, kind, author, seq, lamport, deps, ts, body, sig = encoding.decode_checked_before(raw)
+    return _op(encoding.decode_checked_before(raw), raw)
+
+
+def _op(doc: list[Any], raw: bytes) -> Op:
+    """The Op of an envelope array ``doc`` decoded from ``raw``."""
+    _v, net, kind, author, seq, lamport, deps, ts, body, sig = doc
     return Op(
         net=net,
         kind=kind,
@@ -185,16 +190,4 @@ def decode(raw: bytes) -> Op:
         raise InvalidOp("envelope", "body must be a map")
     if type(sig) is not bytes or len(sig) != 64:
         raise InvalidOp("envelope", "sig must be 64 bytes")
-    return Op(
-        net=net,
-        kind=kind,
-        author=author,
-        seq=seq,
-        lamport=lamport,
-        deps=tuple(deps),
-        ts=ts,
-        body=body,
-        sig=sig,
-        raw=raw,
-        id=op_id(raw),
-    )
+    return _op(doc, raw)
