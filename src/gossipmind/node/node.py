@@ -278,8 +278,9 @@ class Node:
                 continue
             self.counters.gossip_messages += 1
             self.counters.gossip_ops += carried
-            self.pacer.heard(peer, trio.current_time())
-            self.pacer.pace(trio.current_time())
+            now = trio.current_time()
+            self.pacer.heard(peer, now)
+            self.pacer.pace(now)
             result = self.ingest_ops(pairs)
             self.counters.gossip_applied += len(result.applied)
             if result.pending and not self._gap_check:  # a gap: fill it unless gossip does
