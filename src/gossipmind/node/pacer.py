@@ -1,7 +1,9 @@
 """Gossip pacing: how long a node's batches wait, so the network keeps to its budget.
 
-Every gossip message costs every node ~2 ms of CPU per link whatever its size
-(LIBP2P_NOTES), so the network affords a few messages per second
+Every gossip message costs every node CPU whatever its size (LIBP2P_NOTES: ~2 ms
+per link; measured in the throughput bench with Yamux's window updates batched:
+~1.5 ms per node, all links and our per-batch ingest), so the network affords a
+few messages per second
 (``gossip_budget``), not one per node per 50 ms. Each node measures the rate
 of messages it hears (its own included) and, when it is over budget *and* it is
 a source of load — its batches carry ``PACE_MERGE`` ops on average or
