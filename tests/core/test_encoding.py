@@ -66,7 +66,22 @@ def test_size_limit_is_enforced_before_parsing() -> None:
         encoding.decode(encoding.encode(b"x" * 100), max_size=50)
 
 
-@pytest.mark.parametrize("bad", [1.0, {1: 2}, object(), 2**64, -(2**63) - 1])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        1.0,
+        {1: 2},
+        {"a": 1, 2: 3},
+        object(),
+        2**64,
+        -(2**63) - 1,
+        {"a": [1.5]},
+        [{"k": 2**64}],
+        "\ud800",
+        {"\ud800": 1},
+        {"k": "\udfff"},
+    ],  # lone surrogates: not UTF-8
+)
 def test_encode_refuses_what_cannot_be_canonical(bad: object) -> None:
     with pytest.raises(EncodingError):
         encoding.encode(bad)

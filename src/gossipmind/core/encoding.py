@@ -27,11 +27,14 @@ Value = Any  # nil | bool | int | str | bytes | list[Value] | dict[str, Value]
 
 
 def _canon(value: Value, depth: int) -> Value:
-    """Check ``value`` is encodable and return it with every map sorted (one pass)."""
-    if value is None or value is True or value is False:
-        return value
+    """Check ``value`` is encodable and return it with every map sorted (one pass).
+
+    Map keys sort as str: code-point order is UTF-8 byte order (a key UTF-8 cannot
+    encode fails in msgpack, which :func:`encode` reports). Plain scalars are
+    copied inline, not through a call: most values of an op are scalars.
+    """
     t = type(value)
-    if t is str or t is bytes:
+    if t is str or t is bytes or value is None or t is bool:
         return value
     if t is int:
         if not _INT_MIN <= value <= _INT_MAX:
@@ -39,14 +42,24 @@ def _canon(value: Value, depth: int) -> Value:
         return value
     if depth >= MAX_DEPTH:
         raise EncodingError(f"nesting deeper than {MAX_DEPTH}")
+    if t is dict:
+        out = {}
+        for key in sorted(value) if all(type(k) is str for k in value) else _bad_keys(value):
+            v = value[key]
+            tv = type(v)
+            if (
+                tv is str
+                or tv is bytes
+                or v is None
+                or tv is bool
+                or (tv is int and _INT_MIN <= v <= _INT_MAX)
+            ):
+                out[key] = v
+            else:
+                out[key] = _canon(v, depth + 1)
+        return out
     if t is list or t is tuple:
         return [_canon(v, depth + 1) for v in value]
-    if t is dict:
-        for key in value:
-            if type(key) is not str:
-                raise EncodingError(f"map key must be str, got {type(key).__name__}")
-        keys = sorted(value, key=_utf8)
-        return {k: _canon(value[k], depth + 1) for k in keys}
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
     if isinstance(value, int) and not isinstance(value, bool):  # int subclasses (IntEnum)
@@ -56,12 +69,14 @@ def _canon(value: Value, depth: int) -> Value:
     raise EncodingError(f"type not allowed in canonical data: {type(value).__name__}")
 
 
-def _utf8(s: str) -> bytes:
-    return s.encode("utf-8")
+def _bad_keys(value: dict[Any, Any]) -> list[str]:
+    key = next(k for k in value if type(k) is not str)
+    raise EncodingError(f"map key must be str, got {type(key).__name__}")
 
 
 def _check_decoded(value: Value, depth: int) -> None:
-    """Check a freshly decoded value: no floats, bounded depth, sorted unique keys."""
+    """Check a freshly decoded value: no floats, bounded depth, sorted unique keys
+    (decoded keys are valid UTF-8, so str order is their byte order)."""
     t = type(value)
     if t is float:
         raise EncodingError("floats are not allowed in canonical data")
@@ -80,10 +95,9 @@ def _check_decoded(value: Value, depth: int) -> None:
         for key, item in value.items():
             if type(key) is not str:  # msgpack's strict_map_key still lets bin keys through
                 raise EncodingError(f"map key must be str, got {type(key).__name__}")
-            k = key.encode("utf-8")
-            if prev is not None and k <= prev:
+            if prev is not None and key <= prev:
                 raise EncodingError("non-canonical encoding (map keys not sorted)")
-            prev = k
+            prev = key
             if type(item) in _CONTAINERS_OR_FLOAT:
                 _check_decoded(item, depth + 1)
 
