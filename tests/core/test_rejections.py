@@ -222,6 +222,34 @@ def test_create_refuses_an_invalid_op_and_changes_nothing(kb: KB) -> None:
     assert not r.rejected
 
 
+def test_create_runs_the_envelope_checks_of_every_peer(kb: KB) -> None:
+    """``ops.create`` skips the canonical re-check of bytes it just encoded, not the
+    envelope checks: what a peer's decode would refuse, create refuses too."""
+    agent = kb.identity("agent")
+    args = {"net": kb.net, "kind": "pattern.report", "lamport": 9, "deps": [bytes(32)]}
+    with pytest.raises(InvalidOp) as exc:
+        opsmod.create(agent, seq=1, ts=-1, body=sample_report(), **args)  # type: ignore[arg-type]
+    assert exc.value.code == "envelope" and "ts" in exc.value.detail
+    with pytest.raises(InvalidOp) as exc:
+        opsmod.create(agent, seq=0, ts=1, body=sample_report(), **args)  # type: ignore[arg-type]
+    assert exc.value.code == "envelope" and "seq" in exc.value.detail
+
+
+def test_a_created_op_is_the_op_its_bytes_decode_to(kb: KB) -> None:
+    """A body given with tuples, bytearrays and unsorted keys is signed in its
+    canonical form, and the Op returned is equal to ``decode`` of its bytes."""
+    body = sample_report()
+    body = dict(reversed(list(body.items())))
+    body["pattern"] = bytearray(body["pattern"])
+    body["window"] = tuple(body["window"])
+    r = kb.replica("agent")
+    op = r.create(kb.identity("agent"), "pattern.report", body, 5)
+    assert opsmod.decode(op.raw) == op
+    assert type(op.body["pattern"]) is bytes and op.body["window"] == [0, 1000]
+    assert list(op.body) == sorted(op.body)
+    assert op.id in r.meta and r.heads == {op.id} and op.verify_signature()
+
+
 def test_recipe_bounds_are_enforced(kb: KB) -> None:
     recipe = sample_recipe()
     recipe["steps"][0]["max_attempts"] = 1000

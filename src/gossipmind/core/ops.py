@@ -140,7 +140,9 @@ def create(
     raw = b"\x9a" + signed[1:] + b"\xc4\x40" + sig
     if len(raw) > MAX_OP_SIZE:
         raise InvalidOp("oversized", f"op is {len(raw)} bytes; the limit is {MAX_OP_SIZE}")
-    return decode(raw)
+    # canonical by construction (we just encoded it): the envelope checks still run,
+    # so a caller's bad seq, ts or deps fails here as it would at every peer
+    return _checked(encoding.decode_checked_before(raw), raw)
 
 
 def decode(raw: bytes) -> Op:
@@ -156,6 +158,11 @@ def decode(raw: bytes) -> Op:
         doc = encoding.decode(raw)
     except EncodingError as exc:
         raise InvalidOp("encoding", str(exc)) from exc
+    return _checked(doc, raw)
+
+
+def _checked(doc: Any, raw: bytes) -> Op:
+    """The Op of a decoded envelope, after the envelope's shape and range checks."""
     if type(doc) is not list or len(doc) != 10:
         raise InvalidOp("envelope", "an op is an array of 10 fields")
     v, net, kind, author, seq, lamport, deps, ts, body, sig = doc
