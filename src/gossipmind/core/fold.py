@@ -57,15 +57,19 @@ class PatternAgg:
     def reporters(self) -> int:
         return sum(1 for v in self.per_author.values() if v[0] > 0)
 
-    def totals(self) -> list[int]:
-        out = [0, 0, 0, 0, 0]
-        for v in self.per_author.values():
-            out[0] += v[0]
-            out[1] += v[1]
-            out[2] += v[2]
-            out[3] = max(out[3], v[3])
-            out[4] += v[4]
-        return out
+    def totals(self) -> tuple[int, int, int, int, int, int]:
+        """count, latency sum, latency samples, max Retry-After, its samples, and
+        reporters (authors with a count), in one pass over the authors."""
+        count = lat_sum = lat_n = ra_max = ra_n = reporters = 0
+        for c, ls, ln, rm, rn in self.per_author.values():
+            count += c
+            lat_sum += ls
+            lat_n += ln
+            ra_max = max(ra_max, rm)
+            ra_n += rn
+            if c > 0:
+                reporters += 1
+        return count, lat_sum, lat_n, ra_max, ra_n, reporters
 
 
 @dataclass(slots=True)

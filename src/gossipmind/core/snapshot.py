@@ -56,8 +56,7 @@ def member_rows(r: Replica) -> list[dict[str, Any]]:
 
 
 def pattern_row(p: PatternAgg, threshold: int) -> dict[str, Any]:
-    count, lat_sum, lat_n, ra_max, ra_n = p.totals()
-    reporters = p.reporters
+    count, lat_sum, lat_n, ra_max, ra_n, reporters = p.totals()
     return {
         "pattern": p.pattern,
         "service": p.service,
