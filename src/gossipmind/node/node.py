@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -32,6 +32,7 @@ from gossipmind.node.pacer import Pacer
 from gossipmind.node.reporter import Reporter
 from gossipmind.node.syncer import PENALTY_CAP, SESSION_LIMIT, SyncCounters, SyncGuard, drive
 from gossipmind.node.verifier import Verifier
+from gossipmind.node.writes import GroupCommit, Request
 from gossipmind.store.datadir import DataDir, dump_genesis, load_genesis
 from gossipmind.store.keyfile import read_key
 from gossipmind.store.source import StoreSource
@@ -109,11 +110,13 @@ class Node:
         self.fixes = FixIndex(store.replica)
         self.verifier = Verifier(store.replica, identity.public, self.write)
         self._fix_listeners: list[trio.MemorySendChannel[Transition]] = []
+        self.writes = GroupCommit(self._commit_writes, self._written)
 
     # -- writing and ingesting ------------------------------------------------
 
     async def write(self, kind: str, body: dict[str, Any], ts: int | None = None) -> Op:
-        """Author an op, persist it (acknowledged), then gossip it.
+        """Author an op, persist it (acknowledged), then gossip it. Concurrent writes
+        share one commit (:class:`~gossipmind.node.writes.GroupCommit`).
 
         A node that has peers to ask first completes one sync (at most
         ``WRITE_GATE_S``): a store restored from an old backup would otherwise sign
@@ -122,13 +125,20 @@ class Node:
         if not self.synced.is_set() and (self.config.bootstrap or self.transport.peers()):
             with trio.move_on_after(WRITE_GATE_S):
                 await self.synced.wait()
+        return await self.writes.submit((kind, body, now_ms() if ts is None else ts))
+
+    def _commit_writes(self, requests: Sequence[Request]) -> list[Op | InvalidOp]:
+        """Author and persist a group of concurrent writes (see node/writes.py)."""
         self._check_own_seq()
-        op = self.store.create_op(self.identity, kind, body, now_ms() if ts is None else ts)
-        self.counters.ops_written += 1
+        return self.store.create_ops(self.identity, requests)
+
+    async def _written(self, ops: list[Op]) -> None:
+        """Ops just written and durable: announce them, then gossip them in order."""
+        self.counters.ops_written += len(ops)
         self.pacer.pace(trio.current_time())
-        self._applied([op])
-        await self.batcher.put(op.raw)
-        return op
+        self._applied(ops)
+        for op in ops:
+            await self.batcher.put(op.raw)
 
     def _check_own_seq(self) -> None:
         """Refuse to sign if the network holds newer ops of our key than the store."""
@@ -532,6 +542,7 @@ async def open_node(
             node = Node(config, store, ident, transport, validator, nursery)
             transport.set_stream_handler(SYNC_PROTOCOL, node._sync_in)
             await nursery.start(node.batcher.run)
+            await nursery.start(node.writes.run)
             nursery.start_soon(node._gossip_in)
             nursery.start_soon(node._on_connections)
             nursery.start_soon(node._periodic_sync)

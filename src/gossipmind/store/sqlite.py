@@ -14,7 +14,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -257,10 +257,32 @@ class Store:
 
     def create_op(self, identity: Identity, kind: str, body: dict[str, Any], ts: int) -> Op:
         """Author, apply and persist one op; raise InvalidOp (changing nothing) if invalid."""
+        (out,) = self.create_ops(identity, [(kind, body, ts)])
+        if isinstance(out, InvalidOp):
+            raise out
+        return out
+
+    def create_ops(
+        self, identity: Identity, requests: Sequence[tuple[str, dict[str, Any], int]]
+    ) -> list[Op | InvalidOp]:
+        """Author and apply ops in order, then persist them in one transaction (a
+        group commit: one commit, not one per op).
+
+        Each ``(kind, body, ts)`` gives its Op, or the InvalidOp that refused it —
+        an invalid request changes nothing and does not affect the others. When
+        this returns, every Op in the result is durable.
+        """
         self._check_usable()
-        op = self.replica.create(identity, kind, body, ts)
-        self._persist(IngestResult(applied=[op]))
-        return op
+        out: list[Op | InvalidOp] = []
+        for kind, body, ts in requests:
+            try:
+                out.append(self.replica.create(identity, kind, body, ts))
+            except InvalidOp as exc:
+                out.append(exc)
+        applied = [op for op in out if isinstance(op, Op)]
+        if applied:
+            self._persist(IngestResult(applied=applied))
+        return out
 
     def _check_usable(self) -> None:
         if self._broken:

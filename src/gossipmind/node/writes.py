@@ -1,0 +1,132 @@
+"""Group commit: the writes that arrive together share one SQLite transaction.
+
+A write is durable before it is acknowledged, and a commit costs more than the
+op it commits (about 70 µs against 50 µs to author the op: docs/performance.md).
+So :class:`GroupCommit` queues the writes of concurrent callers and one task
+commits everything queued in one transaction, in arrival order: ten concurrent
+agents' writes cost one commit, not ten. A lone write is committed as soon as the
+committer runs — it waits for no timer.
+
+Each request succeeds or fails alone: an invalid op is refused (changing
+nothing) without failing the others of its group. A caller cancelled before its
+request was taken loses nothing and writes nothing; one cancelled after may
+still have its op applied, like a client that gave up on an answer in flight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from gossipmind.core.errors import GossipmindError, StoreError
+from gossipmind.core.ops import Op
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
+MAX_GROUP = 256  # ops per transaction
+Request = tuple[str, dict[str, Any], int]  # kind, body, ts
+Commit = Callable[[Sequence[Request]], Sequence[Op | GossipmindError]]
+After = Callable[[list[Op]], Awaitable[None]]
+
+
+@dataclass(eq=False)
+class _Slot:
+    request: Request
+    done: trio.Event = field(default_factory=trio.Event)
+    result: Op | GossipmindError | None = None
+
+
+@dataclass
+class GroupStats:
+    groups: int = 0
+    ops: int = 0
+    largest: int = 0
+
+
+class GroupCommit:
+    """``await submit(request) -> Op``; run :meth:`run` in the owner's nursery.
+
+    ``commit`` (synchronous) authors and persists a group, giving each request its
+    Op or its error; ``after`` (async) runs on the ops of a group once they are
+    durable, before their callers resume — the node hands them to gossip there,
+    so a full gossip queue slows the writers down.
+    """
+
+    def __init__(self, commit: Commit, after: After, *, max_group: int = MAX_GROUP) -> None:
+        if max_group < 1:
+            raise ValueError("max_group must be positive")
+        self._commit = commit
+        self._after = after
+        self._max = max_group
+        self._queue: list[_Slot] = []
+        self._wake = trio.Event()
+        self._running = False
+        self._stopped = False
+        self.stats = GroupStats()
+
+    async def submit(self, request: Request) -> Op:
+        if self._stopped or not self._running:
+            raise StoreError("the node is not running: nothing was written")
+        await trio.lowlevel.checkpoint_if_cancelled()  # a cancelled caller writes nothing
+        slot = _Slot(request)
+        self._queue.append(slot)
+        self._wake.set()
+        try:
+            await slot.done.wait()
+        except trio.Cancelled:
+            if slot in self._queue:  # not taken yet: it is never written
+                self._queue.remove(slot)
+            raise
+        if isinstance(slot.result, Op):
+            return slot.result
+        assert slot.result is not None
+        raise slot.result
+
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._running = True
+        task_status.started()
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = trio.Event()
+                while self._queue:
+                    group, self._queue = self._queue[: self._max], self._queue[self._max :]
+                    await self._one(group)
+        finally:
+            self._stopped = True
+            for slot in self._queue:
+                slot.result = StoreError("the node stopped before this write: nothing was written")
+                slot.done.set()
+            self._queue.clear()
+
+    async def _one(self, group: list[_Slot]) -> None:
+        results: list[Op | GossipmindError] = [
+            StoreError("the write failed before it was committed: nothing was written")
+            for _ in group
+        ]
+        try:
+            try:
+                results = list(self._commit([s.request for s in group]))
+            except GossipmindError as exc:  # the store failed: nothing of the group is durable
+                results = [_copy(exc) for _ in group]
+            ops = [r for r in results if isinstance(r, Op)]
+            self.stats.groups += 1
+            self.stats.ops += len(ops)
+            self.stats.largest = max(self.stats.largest, len(group))
+            if ops:
+                await self._after(ops)
+        finally:
+            for slot, result in zip(group, results, strict=True):
+                slot.result = result
+                slot.done.set()
+
+
+def _copy(exc: GossipmindError) -> StoreError:
+    """One error per caller (an exception object is raised once), same message."""
+    out = StoreError(str(exc))
+    out.__cause__ = exc
+    return out

@@ -1,0 +1,225 @@
+"""Group commit: concurrent writes share a transaction; each succeeds or fails alone;
+nothing acknowledged is lost and nothing cancelled early is written."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from gossipmind.bench.catchup import build_history
+from gossipmind.core.errors import InvalidOp, StoreError
+from gossipmind.core.ops import Op
+from gossipmind.net.fake import FakeNetwork
+from gossipmind.node.config import NodeConfig
+from gossipmind.node.node import Node, open_node
+from gossipmind.node.writes import GroupCommit, Request
+from gossipmind.store.sqlite import Store
+from gossipmind.testing import KB, sample_report
+
+
+@pytest.fixture
+def kb() -> KB:
+    kb = KB(seed=3)
+    kb.grant("admin", "agent", "member")
+    return kb
+
+
+@pytest.fixture
+def store(kb: KB, tmp_path: Path) -> Iterator[Store]:
+    s = Store.create(tmp_path / "kb.sqlite3", kb.genesis, synchronous="NORMAL")
+    s.ingest(kb.ops[1:])
+    yield s
+    s.close()
+
+
+def count_commits(store: Store) -> list[str]:
+    seen: list[str] = []
+    store.conn.set_trace_callback(lambda sql: seen.append(sql) if sql == "COMMIT" else None)
+    return seen
+
+
+def report(i: int) -> Request:
+    return ("pattern.report", sample_report(template=f"group {i} <*>"), 1000 + i)
+
+
+class Harness:
+    def __init__(self, kb: KB, store: Store) -> None:
+        self.after: list[list[Op]] = []
+        ident = kb.identity("agent")
+        self.group = GroupCommit(lambda reqs: store.create_ops(ident, reqs), self._after)
+
+    async def _after(self, ops: list[Op]) -> None:
+        self.after.append(ops)
+        await trio.lowlevel.checkpoint()
+
+
+async def test_concurrent_writes_share_commits_and_all_are_durable(
+    kb: KB, store: Store, tmp_path: Path
+) -> None:
+    h = Harness(kb, store)
+    commits = count_commits(store)
+    acked: dict[int, Op] = {}
+
+    async def writer(w: int) -> None:
+        for k in range(5):
+            i = w * 100 + k
+            acked[i] = await h.group.submit(report(i))
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(h.group.run)
+        async with trio.open_nursery() as writers:
+            for w in range(8):
+                writers.start_soon(writer, w)
+        nursery.cancel_scope.cancel()
+    assert len(acked) == 40
+    seqs = sorted(op.seq for op in acked.values())
+    assert seqs == list(range(1, 41))  # one author, no gap, no reuse
+    assert h.group.stats.ops == 40 and h.group.stats.largest >= 8
+    assert len(commits) == h.group.stats.groups <= 10  # not one commit per write
+    assert [op for ops in h.after for op in ops] == sorted(acked.values(), key=lambda o: o.seq)
+    store.close()
+    with Store.open(tmp_path / "kb.sqlite3") as again:  # acknowledged = on disk
+        assert all(again.raw(op.id) == op.raw for op in acked.values())
+
+
+async def test_an_invalid_write_fails_alone(kb: KB, store: Store) -> None:
+    h = Harness(kb, store)
+    bad = ("fix.attest", kb.attest_body(bytes(32), "search"), 5)  # not a verifier
+    out: dict[str, Op | Exception] = {}
+
+    async def one(name: str, req: Request) -> None:
+        try:
+            out[name] = await h.group.submit(req)
+        except InvalidOp as exc:
+            out[name] = exc
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(h.group.run)
+        async with trio.open_nursery() as writers:
+            writers.start_soon(one, "a", report(1))
+            writers.start_soon(one, "bad", bad)
+            writers.start_soon(one, "b", report(2))
+        nursery.cancel_scope.cancel()
+    assert h.group.stats.groups == 1  # all three in one group
+    assert isinstance(out["bad"], InvalidOp) and out["bad"].code == "not_verifier"
+    a, b = out["a"], out["b"]
+    assert isinstance(a, Op) and isinstance(b, Op) and {a.seq, b.seq} == {1, 2}
+    assert not store.replica.rejected  # the refused op changed nothing
+
+
+async def test_a_lone_write_waits_for_no_timer(kb: KB, store: Store) -> None:
+    clock = trio.testing.MockClock(autojump_threshold=0)  # any sleep would show as time
+
+    async def main() -> float:
+        h = Harness(kb, store)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(h.group.run)
+            t0 = trio.current_time()
+            await h.group.submit(report(1))
+            nursery.cancel_scope.cancel()
+            return trio.current_time() - t0
+
+    assert await trio.to_thread.run_sync(lambda: trio.run(main, clock=clock)) == 0
+
+
+async def test_cancelled_before_it_is_taken_writes_nothing(kb: KB, store: Store) -> None:
+    gate = trio.Event()
+    after: list[list[Op]] = []
+
+    async def slow_after(ops: list[Op]) -> None:  # the committer is busy with group 1
+        after.append(ops)
+        await gate.wait()
+
+    ident = kb.identity("agent")
+    group = GroupCommit(lambda reqs: store.create_ops(ident, reqs), slow_after)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(group.run)
+        with trio.CancelScope() as already:
+            already.cancel()
+            await group.submit(report(0))  # cancelled on entry: never queued
+        nursery.start_soon(group.submit, report(1))
+        while not after:
+            await trio.sleep(0)
+        with trio.CancelScope() as queued:
+            nursery.start_soon(_cancel_soon, queued)
+            await group.submit(report(2))  # queued behind group 1, then cancelled
+        gate.set()
+        await group.submit(report(3))
+        nursery.cancel_scope.cancel()
+    written = [op.body["template"] for ops in after for op in ops]
+    assert written == ["group 1 <*>", "group 3 <*>"]
+    assert group.stats.ops == 2
+    assert store.replica.last_seq[ident.public] == 2
+
+
+async def _cancel_soon(scope: trio.CancelScope) -> None:
+    await trio.sleep(0)
+    scope.cancel()
+
+
+async def test_a_failed_store_fails_every_write_of_the_group(kb: KB, store: Store) -> None:
+    h = Harness(kb, store)
+    store._broken = "disk I/O error"  # what a failed SQLite write leaves behind
+    errors: list[StoreError] = []
+
+    async def one(i: int) -> None:
+        with pytest.raises(StoreError, match="unusable") as exc:
+            await h.group.submit(report(i))
+        errors.append(exc.value)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(h.group.run)
+        async with trio.open_nursery() as writers:
+            for i in range(3):
+                writers.start_soon(one, i)
+        nursery.cancel_scope.cancel()
+    assert len({id(e) for e in errors}) == 3  # one error object per caller
+    assert not h.after and kb.identity("agent").public not in store.replica.last_seq
+
+
+async def test_writes_fail_clearly_once_the_committer_stopped(kb: KB, store: Store) -> None:
+    h = Harness(kb, store)
+    with pytest.raises(StoreError, match="not running"):
+        await h.group.submit(report(1))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(h.group.run)
+        nursery.cancel_scope.cancel()
+    with pytest.raises(StoreError, match="not running"):
+        await h.group.submit(report(2))
+    assert kb.identity("agent").public not in store.replica.last_seq
+
+
+async def test_a_node_commits_concurrent_writes_in_groups_and_gossips_them(tmp_path: Path) -> None:
+    build_history(tmp_path, 2, 5, 0)
+    net = FakeNetwork(seed=9)
+    cfg = [
+        NodeConfig(data_dir=tmp_path / f"node-{i}", synchronous="NORMAL", learn=False)
+        for i in range(2)
+    ]
+    async with AsyncExitStack() as stack:
+        a: Node = await stack.enter_async_context(open_node(cfg[0], fake=net))
+        b: Node = await stack.enter_async_context(open_node(cfg[1], fake=net))
+        await a.transport.connect(b.transport.addrs()[0])
+        with trio.fail_after(10):
+            await a.synced.wait()
+        written: list[Op] = []
+
+        async def writer(w: int) -> None:
+            for k in range(10):
+                body = sample_report(template=f"node group {w}/{k} <*>")
+                written.append(await a.write("pattern.report", body))
+
+        async with trio.open_nursery() as writers:
+            for w in range(6):
+                writers.start_soon(writer, w)
+        assert a.writes.stats.ops == 60 and a.writes.stats.groups < 60
+        assert a.counters.ops_written == 60
+        with trio.fail_after(20):
+            while not all(b.store.replica.known(op.id) for op in written):
+                await trio.sleep(0.01)
+        assert b.store.replica.root() == a.store.replica.root()
