@@ -3,7 +3,7 @@ nothing acknowledged is lost and nothing cancelled early is written."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -88,28 +88,80 @@ async def test_concurrent_writes_share_commits_and_all_are_durable(
 
 
 async def test_an_invalid_write_fails_alone(kb: KB, store: Store) -> None:
-    h = Harness(kb, store)
+    gate = trio.Event()
+    groups: list[list[Op]] = []
+
+    async def gated_after(ops: list[Op]) -> None:  # the first write holds the committer
+        groups.append(ops)
+        await gate.wait()
+
+    ident = kb.identity("agent")
+    group = GroupCommit(lambda reqs: store.create_ops(ident, reqs), gated_after)
     bad = ("fix.attest", kb.attest_body(bytes(32), "search"), 5)  # not a verifier
     out: dict[str, Op | Exception] = {}
 
     async def one(name: str, req: Request) -> None:
         try:
-            out[name] = await h.group.submit(req)
+            out[name] = await group.submit(req)
         except InvalidOp as exc:
             out[name] = exc
 
     async with trio.open_nursery() as nursery:
-        await nursery.start(h.group.run)
-        async with trio.open_nursery() as writers:
+        await nursery.start(group.run)
+        nursery.start_soon(one, "first", report(0))
+        while not groups:
+            await trio.sleep(0)
+        async with trio.open_nursery() as writers:  # these three queue behind it
             writers.start_soon(one, "a", report(1))
             writers.start_soon(one, "bad", bad)
             writers.start_soon(one, "b", report(2))
+            await trio.testing.wait_all_tasks_blocked()
+            gate.set()
         nursery.cancel_scope.cancel()
-    assert h.group.stats.groups == 1  # all three in one group
+    assert group.stats.groups == 2 and group.stats.largest == 3  # the three: one group
     assert isinstance(out["bad"], InvalidOp) and out["bad"].code == "not_verifier"
     a, b = out["a"], out["b"]
-    assert isinstance(a, Op) and isinstance(b, Op) and {a.seq, b.seq} == {1, 2}
+    assert isinstance(a, Op) and isinstance(b, Op) and {a.seq, b.seq} == {2, 3}
+    assert groups[1] == sorted([a, b], key=lambda o: o.seq)
     assert not store.replica.rejected  # the refused op changed nothing
+
+
+async def test_lone_writes_commit_in_their_own_task_and_bursts_in_groups(
+    kb: KB, store: Store
+) -> None:
+    """A write with nobody writing pays no turn of the scheduler; writes that come
+    in a burst are committed together by the committer task."""
+    ident = kb.identity("agent")
+    by: list[tuple[trio.lowlevel.Task, int]] = []
+
+    def commit(reqs: Sequence[Request]) -> list[Op | InvalidOp]:
+        by.append((trio.lowlevel.current_task(), len(reqs)))
+        return store.create_ops(ident, reqs)
+
+    async def after(ops: list[Op]) -> None:  # never yields: only the burst rule groups
+        pass
+
+    group = GroupCommit(commit, after)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(group.run)
+            me = trio.lowlevel.current_task()
+            await group.submit(report(1))
+            await trio.sleep(1)
+            await group.submit(report(2))
+            await trio.sleep(1)
+            async with trio.open_nursery() as burst:
+                for i in range(3, 8):
+                    burst.start_soon(group.submit, report(i))
+            nursery.cancel_scope.cancel()
+            assert by[:2] == [(me, 1), (me, 1)]  # lone: in the caller's task
+            assert by[2][0] is not me and by[2][1] == 1  # the first of the burst, alone
+            assert [n for t, n in by[3:]] == [4] and by[3][0] is not by[2][0]  # the rest
+
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    await trio.to_thread.run_sync(lambda: trio.run(main, clock=clock))
+    assert store.replica.last_seq[ident.public] == 7
 
 
 async def test_a_lone_write_waits_for_no_timer(kb: KB, store: Store) -> None:
