@@ -3,7 +3,7 @@ nothing acknowledged is lost and nothing cancelled early is written."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -58,6 +58,16 @@ class Harness:
         await trio.lowlevel.checkpoint()
 
 
+async def concurrently(group: GroupCommit, task: Callable[[int], Awaitable[None]], n: int) -> None:
+    """Run the committer and ``n`` tasks ``task(0..n-1)`` started together."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(group.run)
+        async with trio.open_nursery() as writers:
+            for i in range(n):
+                writers.start_soon(task, i)
+        nursery.cancel_scope.cancel()
+
+
 async def test_concurrent_writes_share_commits_and_all_are_durable(
     kb: KB, store: Store, tmp_path: Path
 ) -> None:
@@ -70,12 +80,7 @@ async def test_concurrent_writes_share_commits_and_all_are_durable(
             i = w * 100 + k
             acked[i] = await h.group.submit(report(i))
 
-    async with trio.open_nursery() as nursery:
-        await nursery.start(h.group.run)
-        async with trio.open_nursery() as writers:
-            for w in range(8):
-                writers.start_soon(writer, w)
-        nursery.cancel_scope.cancel()
+    await concurrently(h.group, writer, 8)
     assert len(acked) == 40
     seqs = sorted(op.seq for op in acked.values())
     assert seqs == list(range(1, 41))  # one author, no gap, no reuse
@@ -224,12 +229,7 @@ async def test_a_failed_store_fails_every_write_of_the_group(kb: KB, store: Stor
             await h.group.submit(report(i))
         errors.append(exc.value)
 
-    async with trio.open_nursery() as nursery:
-        await nursery.start(h.group.run)
-        async with trio.open_nursery() as writers:
-            for i in range(3):
-                writers.start_soon(one, i)
-        nursery.cancel_scope.cancel()
+    await concurrently(h.group, one, 3)
     assert len({id(e) for e in errors}) == 3  # one error object per caller
     assert not h.after and kb.identity("agent").public not in store.replica.last_seq
 
