@@ -271,6 +271,9 @@ async def test_a_node_commits_concurrent_writes_in_groups_and_gossips_them(tmp_p
                 writers.start_soon(writer, w)
         assert a.writes.stats.ops == 60 and a.writes.stats.groups < 60
         assert a.counters.ops_written == 60
+        shown = a.status()["writes"]  # what GET /v1/status reports
+        assert shown["ops"] == 60 and shown["groups"] == a.writes.stats.groups > 1
+        assert shown["largest"] > 1
         with trio.fail_after(20):
             while not all(b.store.replica.known(op.id) for op in written):
                 await trio.sleep(0.01)

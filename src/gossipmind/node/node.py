@@ -264,6 +264,7 @@ class Node:
             "roles": sorted(r.roles(self.identity.public).roles),
             "counters": asdict(self.counters),
             "sync": asdict(self.sync),
+            "writes": asdict(self.writes.stats),
             "gossip_rejected": dict(self.validator.stats.rejected),
             "gossip_accepted": self.validator.stats.accepted,
         }

@@ -47,6 +47,9 @@ class _Slot:
 
 @dataclass
 class GroupStats:
+    """Transactions that committed writes, the ops they committed, and the most
+    writes one transaction carried (``ops / groups`` near 1: writes come alone)."""
+
     groups: int = 0
     ops: int = 0
     largest: int = 0
