@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
 
 from gossipmind.cli.common import errors
-from gossipmind.cli.output import err_console, print_json, table
+from gossipmind.cli.output import err_console, jsonable, print_json, table
+from gossipmind.core.errors import ConfigError, GossipmindError
 
 Runner = Callable[[], dict[str, Any]]
 
@@ -77,18 +83,40 @@ ALL: dict[str, Runner] = {
 @click.pass_context
 @errors
 def bench(ctx: click.Context, as_json: bool) -> None:
-    """Benchmarks. With no subcommand, run them all and print one table."""
+    """Benchmarks. With no subcommand, run them all, each in a fresh process, and print
+    one table."""
     ctx.ensure_object(dict)
     if ctx.invoked_subcommand is not None:
         return
     results = []
-    for name, run in ALL.items():
+    for name in ALL:
         if not as_json:
             err_console.print(f"[dim]running {name}…[/]")
-        results.append(run())
+        results.append(isolated(name))
     _show(results, as_json)
     if not all(r["passed"] for r in results):
         raise click.exceptions.Exit(1)
+
+
+def isolated(name: str) -> dict[str, Any]:
+    """Run the benchmark ``name`` of :data:`ALL` in a fresh interpreter and return its
+    result: one benchmark's heap, threads and frozen objects must not weigh on the
+    figures of the next (each is measured as if run alone). Its stderr is ours."""
+    if name not in ALL:
+        raise ConfigError(f"unknown benchmark {name!r}; one of {', '.join(ALL)}")
+    with tempfile.TemporaryDirectory(prefix="gm-bench-") as tmp:
+        path = Path(tmp) / "result.json"  # not stdout: a library may print there
+        cmd = [sys.executable, "-m", "gossipmind.cli.bench", name, str(path)]
+        proc = subprocess.run(cmd, stdout=2, check=False)  # its prints: our stderr
+        try:
+            out = json.loads(path.read_text()) if proc.returncode == 0 else None
+        except (OSError, json.JSONDecodeError):
+            out = None
+    if not isinstance(out, dict):
+        raise GossipmindError(
+            f"benchmark {name} failed (exit status {proc.returncode}); its errors are above"
+        )
+    return out
 
 
 @bench.command("ingest")
@@ -275,3 +303,7 @@ def bench_learning(sizes: str, as_json: bool) -> None:
     if not ns or min(ns) < 2:
         raise click.BadParameter("every size must be at least 2")
     _show([_learning(ns)], as_json)
+
+
+if __name__ == "__main__":  # one benchmark of ALL, its result as JSON: see isolated()
+    Path(sys.argv[2]).write_text(json.dumps(jsonable(ALL[sys.argv[1]]())))
