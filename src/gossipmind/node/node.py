@@ -115,8 +115,9 @@ class Node:
     # -- writing and ingesting ------------------------------------------------
 
     async def write(self, kind: str, body: dict[str, Any], ts: int | None = None) -> Op:
-        """Author an op, persist it (acknowledged), then gossip it. Concurrent writes
-        share one commit (:class:`~gossipmind.node.writes.GroupCommit`).
+        """Author an op, persist it (acknowledged), then gossip it. Writes that come
+        in a burst share one commit; a lone one commits at once
+        (:class:`~gossipmind.node.writes.GroupCommit`).
 
         A node that has peers to ask first completes one sync (at most
         ``WRITE_GATE_S``): a store restored from an old backup would otherwise sign
