@@ -11,6 +11,9 @@ from gossipmind.core.snapshot import fix_row
 from gossipmind.learn.rank import rank
 
 FIX_KINDS = frozenset({"fix.propose", "fix.attest", "fix.revoke", "fix.outcome"})
+# Ops that can change any fix's status: membership (who may attest) and goals
+# (a goal breaks or clears fixes network-wide).
+ALL_FIXES_KINDS = MEMBERSHIP_KINDS | frozenset({"goal.set", "goal.review"})
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,8 @@ class FixIndex:
     def __init__(self, replica: Replica) -> None:
         self.replica = replica
         self.status: dict[bytes, str] = {}
+        self._dirty: set[bytes] = set()  # fixes whose status may have changed
+        self._all_dirty = False
         for fid in replica.fold.fixes:
             row = self.row(fid)
             if row is not None:
@@ -68,21 +73,37 @@ class FixIndex:
         ranked = rank(provisional)
         return dict(ranked[0]) if ranked else None
 
-    def touched(self, ops: list[Op]) -> list[Transition]:
-        """Status changes caused by ``ops`` (every fix if membership changed)."""
-        fids: set[bytes] = set()
+    def note(self, ops: list[Op]) -> None:
+        """Remember which fixes ``ops`` may have changed; :meth:`drain` reports them.
+
+        Cheap and bounded (a set of fix ids, at most every fix in the replica), so
+        it runs inline as ops apply; no burst of ops can overflow it.
+        """
+        if self._all_dirty:
+            return
         for op in ops:
-            if op.kind in MEMBERSHIP_KINDS:
-                fids = set(self.replica.fold.fixes)
-                break
+            if op.kind in ALL_FIXES_KINDS:
+                self._all_dirty = True
+                self._dirty.clear()
+                return
             if op.kind == "fix.propose":
-                fids.update(
+                self._dirty.update(
                     f.fix
                     for f in self.replica.fold.fixes.values()
                     if f.pattern == op.body["pattern"]
                 )
             elif op.kind in FIX_KINDS:
-                fids.add(op.body["fix"])
+                self._dirty.add(op.body["fix"])
+
+    @property
+    def dirty(self) -> bool:
+        return self._all_dirty or bool(self._dirty)
+
+    def drain(self) -> list[Transition]:
+        """The status changes since the last drain, for the fixes :meth:`note` saw."""
+        fids = set(self.replica.fold.fixes) if self._all_dirty else self._dirty
+        self._dirty = set()
+        self._all_dirty = False
         out = []
         for fid in sorted(fids):
             row = self.row(fid)

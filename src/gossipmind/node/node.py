@@ -110,6 +110,7 @@ class Node:
         self.fixes = FixIndex(store.replica)
         self.verifier = Verifier(store.replica, identity.public, self.write)
         self._fix_listeners: list[trio.MemorySendChannel[Transition]] = []
+        self._fixes_dirty = trio.Event()
         self.writes = GroupCommit(self._commit_writes, self._written)
 
     # -- writing and ingesting ------------------------------------------------
@@ -185,6 +186,9 @@ class Node:
             self.validator.mark_verified(op.id)
         self._changed.set()
         self._changed = trio.Event()
+        self.fixes.note(ops)
+        if self.fixes.dirty:
+            self._fixes_dirty.set()
         for chan in list(self._listeners):
             for op in ops:
                 try:
@@ -220,25 +224,27 @@ class Node:
         return recv
 
     async def _track_fixes(self) -> None:
-        ops = self.subscribe()
-        async for op in ops:
-            batch = [op]
-            while True:
-                try:
-                    batch.append(ops.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            for t in self.fixes.touched(batch):
+        """Report fix status transitions (log, :meth:`fix_events`) as ops apply."""
+        while True:
+            await self._fixes_dirty.wait()
+            self._fixes_dirty = trio.Event()
+            for t in self.fixes.drain():
                 log.info("fix %s: %s -> %s", t.fix.hex()[:12], t.old, t.new)
                 for chan in list(self._fix_listeners):
                     try:
                         chan.send_nowait(t)
                     except (trio.WouldBlock, trio.BrokenResourceError):
+                        log.warning("a fix-event listener is too slow or gone; dropping it")
                         self._fix_listeners.remove(chan)
                         chan.close()
 
     def subscribe(self, buffer: int = 10_000) -> trio.MemoryReceiveChannel[Op]:
-        """A channel of every op applied from now on (writes, gossip and sync)."""
+        """A channel of every op applied from now on (writes, gossip and sync).
+
+        A subscriber that falls ``buffer`` ops behind is dropped: its channel
+        ends (``EndOfChannel``) rather than the node blocking or buffering
+        without bound.
+        """
         send, recv = trio.open_memory_channel[Op](buffer)
         self._listeners.append(send)
         return recv

@@ -1,0 +1,81 @@
+"""Op and fix-event listeners: a slow one is dropped, never the node.
+
+A peer can make one ingest apply more ops than any listener's buffer holds
+(park ops behind a gap, then fill it). The node must survive that, keep
+reporting fix transitions, and end a slow subscriber's channel cleanly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+from gossipmind.core.identity import load_key
+from gossipmind.core.ops import Op
+from gossipmind.core.policy import Policy
+from gossipmind.core.schema import fix_id
+from gossipmind.net.fake import FakeNetwork
+from gossipmind.node.config import NodeConfig
+from gossipmind.node.node import open_node
+from gossipmind.store.datadir import DataDir
+from gossipmind.store.sqlite import Store
+from gossipmind.testing import sample_recipe, sample_report
+from gossipmind.testnet.setup import prepare
+
+FLOOD = 10_050  # more than the default subscribe() buffer (10,000)
+
+
+@pytest.fixture(scope="module")
+def flood(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[bytes], bytes]:
+    """A testnet of an admin and a verifier; the verifier's FLOOD reports, then a
+    proposal and its acceptance, as raw ops the admin has not seen."""
+    root = tmp_path_factory.mktemp("flood")
+    specs = prepare(root, 2, 1, policy=Policy(open_membership=False))
+    verifier = DataDir(specs[1].dir)
+    ident = load_key(verifier.key.read_bytes(), None)
+    report = sample_report()
+    fix = fix_id(report["pattern"], sample_recipe())  # type: ignore[arg-type]
+    with Store.open(verifier.store) as store:
+        requests: list[tuple[str, dict[str, object], int]] = [
+            ("pattern.report", sample_report(template=f"flood {i} <*>"), 1_000 + i)
+            for i in range(FLOOD)
+        ]
+        propose = {
+            "pattern": report["pattern"],
+            "recipe": sample_recipe(),
+            "risk": "low",
+            "rationale": "test",
+            "origin": "synth",
+        }
+        attest = {"fix": fix, "scope": "search", "verdict": "accept", "reasons": []}
+        requests += [("fix.propose", propose, 20_000), ("fix.attest", attest, 20_001)]
+        made = store.create_ops(ident, requests)
+        assert all(isinstance(op, Op) for op in made)
+        raws = [op.raw for op in made if isinstance(op, Op)]
+    return specs[0].dir, raws, fix
+
+
+async def test_a_burst_larger_than_every_buffer_drops_slow_listeners_not_the_node(
+    flood: tuple[Path, list[bytes], bytes],
+) -> None:
+    admin_dir, raws, fix = flood
+    cfg = NodeConfig(data_dir=admin_dir, sync_interval=60, synchronous="NORMAL")
+    async with open_node(cfg, fake=FakeNetwork(seed=1)) as node:
+        slow = node.subscribe(buffer=2)
+        events = node.fix_events()
+        result = node.ingest_raw(raws)  # one ingest applies all of them at once
+        assert len(result.applied) == len(raws) and not result.rejected
+        # the slow subscriber got what fit, then its channel ended
+        got = [await slow.receive(), await slow.receive()]
+        assert [op.raw for op in got] == raws[:2]
+        with pytest.raises(trio.EndOfChannel):
+            await slow.receive()
+        # the node still reports the fix's transition and still writes
+        with trio.fail_after(10):
+            t = await events.receive()
+        assert (t.fix, t.new) == (fix, "accepted")
+        op = await node.write("pattern.report", sample_report(template="after the flood <*>"))
+        assert op.id in node.store.replica.meta
+        assert node.fixes.best(sample_report()["pattern"]) is not None  # type: ignore[arg-type]
