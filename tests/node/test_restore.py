@@ -6,11 +6,12 @@ import shutil
 from pathlib import Path
 
 import trio
+import trio.testing
 
 from gossipmind.core.snapshot import snapshot
 from gossipmind.net.fake import FakeNetwork
 from gossipmind.node.config import NodeConfig
-from gossipmind.node.node import open_node
+from gossipmind.node.node import WRITE_GATE_S, open_node
 from gossipmind.store.sqlite import Store
 from gossipmind.testing import sample_report
 from gossipmind.testnet.setup import prepare
@@ -49,3 +50,25 @@ async def test_restored_node_syncs_before_writing_and_never_equivocates(tmp_path
             assert snapshot(peer.store.replica)["equivocations"] == []
     with Store.open(me.dir / "kb.sqlite3") as store:
         assert store.replica.last_seq[me.key] == 7
+
+
+async def test_only_the_first_write_waits_for_a_sync_that_never_comes(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A bootstrap peer that never answers: the first write waits WRITE_GATE_S
+    (virtual time), then goes ahead; the next writes do not wait at all."""
+    specs = prepare(tmp_path, 2, 0)
+    gone = "/ip4/127.0.0.1/tcp/1/p2p/12D3KooWGzxzKZYveHXtpG6AsrUJBcWxHBFS2HsEoGTxrMLvKXtf"
+    cfg = NodeConfig(
+        data_dir=specs[1].dir, sync_interval=0.3, synchronous="NORMAL", bootstrap=(gone,)
+    )
+    async with open_node(cfg, fake=FakeNetwork(seed=4)) as node:
+        start = trio.current_time()
+        await node.write("pattern.report", sample_report(template="first <*>"))
+        assert trio.current_time() - start >= WRITE_GATE_S
+        assert not node.synced.is_set()
+        start = trio.current_time()
+        for i in range(3):
+            await node.write("pattern.report", sample_report(template=f"then {i} <*>"))
+        assert trio.current_time() - start < 1.0  # virtual time: no gate
+        assert node.store.replica.last_seq[node.identity.public] == 4

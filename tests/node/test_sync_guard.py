@@ -147,3 +147,53 @@ def test_the_guard_keeps_a_bounded_number_of_records() -> None:
         guard.record(f"p{i}", "timeout", i)
     assert len(guard._records) <= 100
     assert not guard.allowed("p999", 999)  # the latest offenders are kept
+
+
+def initiator() -> tuple[Session, MemoryKB]:
+    kb = MemoryKB(KB(seed=5).genesis)
+    return Session(kb, initiator=True), kb
+
+
+@pytest.mark.parametrize("reason", ["busy", "later"])
+async def test_a_refusal_before_hello_is_declined_not_completed(reason: str) -> None:
+    ours, theirs = pipe()
+    session, kb = initiator()
+    counters = SyncCounters()
+    await theirs.send(messages.encode(messages.Bye(reason)))
+    why = await drive(ours, session, kb.ingest_raw, counters, timeout=30)
+    # a refused session proves nothing about the peer's ops: it must not count as
+    # the sync a restored node's first write waits for, nor clear a penalty
+    assert why == "declined" and not session.completed
+    assert counters.completed == 0 and counters.failed == 0
+    assert counters.declined_by_reason == {reason: 1}
+    assert messages.decode(await theirs.receive()) == session.hello()  # it did ask
+
+
+async def test_a_peer_of_another_network_is_declined() -> None:
+    ours, theirs = pipe()
+    session, kb = responder()
+    counters = SyncCounters()
+    other = MemoryKB(KB(seed=6).genesis)
+    await theirs.send(hello(other))
+    why = await drive(ours, session, kb.ingest_raw, counters, timeout=30)
+    assert why == "declined" and counters.completed == 0
+    assert counters.declined_by_reason == {"wrong network": 1}
+    assert messages.decode(await theirs.receive()) == messages.Bye("wrong network")
+
+
+async def test_a_session_that_exchanged_hellos_completes() -> None:
+    ours, theirs = pipe()
+    session, kb = initiator()
+    counters = SyncCounters()
+    await theirs.send(messages.encode(Hello(kb.net, {}, [], kb.root(), 1, [])))
+    why = await drive(ours, session, kb.ingest_raw, counters, timeout=30)
+    assert why == "" and session.completed  # equal roots: "in sync"
+    assert counters.completed == 1 and counters.declined_by_reason == {}
+
+
+def test_a_declined_session_neither_clears_nor_adds_a_penalty() -> None:
+    guard = SyncGuard(base=30, cap=240)
+    assert guard.record("p", "timeout", 0) == 30
+    assert guard.record("p", "declined", 31) == 0  # the peer said busy: no evidence either way
+    assert guard.record("p", "timeout", 32) == 60  # the count went on
+    assert "declined" not in PENALIZED

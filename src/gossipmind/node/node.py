@@ -111,6 +111,7 @@ class Node:
         self.verifier = Verifier(store.replica, identity.public, self.write)
         self._fix_listeners: list[trio.MemorySendChannel[Transition]] = []
         self._fixes_dirty = trio.Event()
+        self._gate_done = False  # the first write's wait for a sync is over
         self.writes = GroupCommit(self._commit_writes, self._written)
 
     # -- writing and ingesting ------------------------------------------------
@@ -120,13 +121,15 @@ class Node:
         in a burst share one commit; a lone one commits at once
         (:class:`~gossipmind.node.writes.GroupCommit`).
 
-        A node that has peers to ask first completes one sync (at most
-        ``WRITE_GATE_S``): a store restored from an old backup would otherwise sign
-        a seq its key already used — an equivocation that voids the whole key.
+        The first write of a node that has peers to ask first waits for one
+        completed sync (at most ``WRITE_GATE_S``; later writes never wait): a
+        store restored from an old backup would otherwise sign a seq its key
+        already used — an equivocation that voids the whole key.
         """
-        if not self.synced.is_set() and (self.config.bootstrap or self.transport.peers()):
+        if not self._gate_done and (self.config.bootstrap or self.transport.peers()):
             with trio.move_on_after(WRITE_GATE_S):
                 await self.synced.wait()
+            self._gate_done = True  # waited once: later writes never wait again
         return await self.writes.submit((kind, body, now_ms() if ts is None else ts))
 
     def _commit_writes(self, requests: Sequence[Request]) -> list[Op | InvalidOp]:

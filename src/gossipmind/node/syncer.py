@@ -41,6 +41,9 @@ class SyncCounters:
     bytes_received: int = 0
     refused: int = 0  # inbound sessions refused while another one ran
     refused_penalized: int = 0  # inbound sessions refused: the peer must wait (SyncGuard)
+    # sessions that ended before both hellos (the peer said busy or later, or a
+    # side is on another network): neither completed nor failed
+    declined_by_reason: dict[str, int] = field(default_factory=dict)
     failed_by_reason: dict[str, int] = field(default_factory=dict)
 
 
@@ -92,6 +95,11 @@ async def drive(
     limit: float = math.inf,
 ) -> str:
     """Run ``session`` to its end over ``stream``; ``""`` if it completed, else why not.
+
+    A session ended before both sides said hello (the peer refused: ``busy``,
+    ``later``; or the networks differ) did not complete: it returns
+    ``"declined"`` and is counted in ``counters.declined_by_reason``, not as a
+    failure.
 
     ``ingest`` applies received ops (durably) before the next frame is read, as
     the session requires. Every receive is bounded by ``timeout`` (a peer that
@@ -157,8 +165,13 @@ async def drive(
             log.info("sync with %s failed (%s): %s", stream.remote_peer, reason, detail)
             await _end(stream, reset=True)
         return reason
-    counters.completed += 1
     await _end(stream, reset=False)
+    if not session.completed:
+        why = session.declined or "bye"
+        counters.declined_by_reason[why] = counters.declined_by_reason.get(why, 0) + 1
+        log.debug("sync with %s declined: %s", stream.remote_peer, why)
+        return "declined"
+    counters.completed += 1
     return ""
 
 

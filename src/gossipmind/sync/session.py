@@ -75,6 +75,12 @@ class Session:
         self._peer_sent = False
         self._asked: set[bytes] = set()  # ids we asked for in this session
         self._moved = True  # ops went either way since we last asked (see _want)
+        self.declined = ""  # why the session ended before both hellos ("" if it did not)
+
+    @property
+    def completed(self) -> bool:
+        """Ended after both sides said hello: a real exchange, not a refusal."""
+        return self.done and self.peer is not None
 
     def hello(self) -> Hello:
         s = self.source
@@ -126,6 +132,8 @@ class Session:
             return self._on_hello(msg)
         if isinstance(msg, Bye):
             self.done = True
+            if self.peer is None:  # refused before any exchange: busy, later, wrong network
+                self.declined = msg.reason or "bye"
             return Step(done=True)
         if self.peer is None:
             raise SyncError(f"{type(msg).__name__.lower()} before hello")
@@ -150,6 +158,7 @@ class Session:
             raise SyncError("second hello")
         if msg.net != self.source.net:
             self.done = True
+            self.declined = "wrong network"
             return Step(send=iter([Bye("wrong network")]), done=True)
         self.peer = msg
         # Equal roots: both hold the same valid ops, so neither can give the other
