@@ -188,6 +188,45 @@ def test_retroactive_revoke_of_an_admin_voids_its_grants() -> None:
     assert not mallory or not mallory[0]["roles"]
 
 
+def test_a_revoked_admin_s_own_revokes_are_void() -> None:
+    """A compromised admin revokes a member; once the admin is retroactively
+    revoked, its revoke is void like everything it signed: the member is back,
+    in every delivery order."""
+    kb = KB()
+    kb.grant("admin", "sub", "admin")
+    kb.grant("admin", "agent", "member")
+    kb.sync("admin", "sub")
+    kb.sync("admin", "agent")
+    report = kb.write("agent", "pattern.report", sample_report(count=3))
+    kb.sync("agent", "sub")
+    bad = kb.revoke("sub", "agent", retroactive=True)
+    kb.sync("sub", "admin")
+    assert not deliver(kb).meta[report.id].effective  # the attack worked, for now
+    kb.revoke("admin", "sub", retroactive=True)
+    for order in itertools.permutations(kb.ops[1:]):  # 5 ops: all 120 orders
+        r = deliver(kb, list(order))
+        assert bad.id not in r.membership.effective_revokes
+        assert r.meta[report.id].effective
+        agent = next(m for m in snapshot(r)["members"] if m["key"] == kb.key("agent"))
+        assert agent["roles"] == ["member"]
+        assert [p["count"] for p in snapshot(r)["patterns"]] == [3]
+
+
+def test_of_two_admins_revoking_each_other_the_earlier_revoke_wins() -> None:
+    kb = KB()
+    kb.grant("admin", "a", "admin")
+    kb.grant("admin", "b", "admin")
+    kb.sync("admin", "a")
+    kb.sync("admin", "b")
+    first = kb.revoke("a", "b", retroactive=True)
+    second = kb.revoke("b", "a", retroactive=True)
+    assert (first.lamport, first.id) < (second.lamport, second.id)
+    for order in (kb.ops[1:], kb.ops[:0:-1]):
+        r = deliver(kb, list(order))
+        assert r.membership.effective_revokes == {first.id}
+        assert r.membership.voided(kb.key("b"), 1) and not r.membership.voided(kb.key("a"), 1)
+
+
 def test_outcomes_are_g_counters_per_author() -> None:
     kb = KB()
     fix = setup_fix(kb)

@@ -164,20 +164,30 @@ class Membership:
         return "admin" in roles_of(self.select(past, effective=True), g.author).roles
 
     def recompute(self, pasts: Sequence[frozenset[bytes]], genesis_id: bytes) -> None:
-        """Whole-set fold of revocations and grant effectiveness (protocol §6.1).
+        """Whole-set fold of revocations and grant effectiveness (protocol §6.2–6.3).
 
         ``pasts`` maps each grant's ``mset`` to the membership ops in its past.
         Revokes are taken in (lamport, id) order; one whose author is already
-        void is skipped. Grants are then re-evaluated in the same order.
+        void is skipped. A revoke found effective whose author a *later* revoke
+        voids is void too (a compromised admin's revokes stop counting once it is
+        revoked): it is dropped and the pass rerun, until no effective revoke is
+        void. Grants are then re-evaluated in (lamport, id) order.
         """
-        self.void_after = dict.fromkeys(self.equivocators, 0)
-        self.effective_revokes = set()
-        for rv in sorted(self.revokes.values(), key=lambda r: (r.lamport, r.op_id)):
-            if self.voided(rv.author, rv.seq):
-                continue
-            self.effective_revokes.add(rv.op_id)
-            limit = 0 if rv.retroactive else rv.past_seq
-            self.void_after[rv.member] = min(self.void_after.get(rv.member, NEVER), limit)
+        candidates = sorted(self.revokes.values(), key=lambda r: (r.lamport, r.op_id))
+        while True:
+            self.void_after = dict.fromkeys(self.equivocators, 0)
+            effective: list[Revoke] = []
+            for rv in candidates:
+                if self.voided(rv.author, rv.seq):
+                    continue
+                effective.append(rv)
+                limit = 0 if rv.retroactive else rv.past_seq
+                self.void_after[rv.member] = min(self.void_after.get(rv.member, NEVER), limit)
+            late = {rv.op_id for rv in effective if self.voided(rv.author, rv.seq)}
+            if not late:  # each rerun drops at least one revoke: at most len(revokes) passes
+                break
+            candidates = [rv for rv in candidates if rv.op_id not in late]
+        self.effective_revokes = {rv.op_id for rv in effective}
         self.effective_grants = set()
         for g in sorted(self.grants.values(), key=lambda x: (x.lamport, x.op_id)):
             if g.op_id == genesis_id or self._grant_effective(g, pasts[g.mset]):
