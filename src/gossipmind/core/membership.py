@@ -164,7 +164,7 @@ class Membership:
         return "admin" in roles_of(self.select(past, effective=True), g.author).roles
 
     def recompute(self, pasts: Sequence[frozenset[bytes]], genesis_id: bytes) -> None:
-        """Whole-set fold of revocations and grant effectiveness (protocol §6.2–6.3).
+        """Whole-set fold of revocations and grant effectiveness (protocol §6.2-6.3).
 
         ``pasts`` maps each grant's ``mset`` to the membership ops in its past.
         Revokes are taken in (lamport, id) order; one whose author is already
