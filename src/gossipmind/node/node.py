@@ -25,6 +25,7 @@ from gossipmind.learn.patterns import Failure, Reduced
 from gossipmind.net.fake import FakeNetwork
 from gossipmind.net.gossip import BatchValidator, GossipBatcher, make_validator
 from gossipmind.net.interface import SYNC_PROTOCOL, Stream, Transport, TransportConfig
+from gossipmind.node.addrbook import AddressBook
 from gossipmind.node.config import NodeConfig
 from gossipmind.node.fixes import FixIndex, Transition
 from gossipmind.node.learner import Learner
@@ -90,7 +91,7 @@ class Node:
         self.batcher = GossipBatcher(transport.publish, interval=config.gossip_interval)
         self.counters = NodeCounters()
         self.sync = SyncCounters()
-        self.known_addrs: dict[str, list[str]] = {}
+        self.addrbook = AddressBook(transport.peer_id)
         self._syncing: set[str] = set()
         self.pacer = Pacer(self.batcher, config.gossip_interval, config.gossip_budget)
         self._gap_check = False  # a _fill_gap task is waiting
@@ -335,7 +336,7 @@ class Node:
                 await self.transport.disconnect(peer)
                 continue
             for addr in self.transport.peer_addrs(peer):
-                self._remember(peer, addr)
+                self.addrbook.remember(peer, addr)
             if self.transport.peer_id < peer:  # both ends see it; one session is enough
                 self.start_sync(peer)
 
@@ -373,6 +374,7 @@ class Node:
                             await self.transport.connect(addr)
                     except (NetworkError, trio.TooSlowError) as exc:
                         log.debug("dial %s failed: %s", addr, exc)
+                        self.addrbook.forget(addr)
                     if len(self.transport.peers()) >= self.config.min_peers:
                         break
             connected = bool(self.transport.peers())
@@ -382,22 +384,9 @@ class Node:
     def _candidates(self, connected: set[str]) -> list[str]:
         skip = connected | self.blocked
         out = [a for a in self.config.bootstrap if a.rsplit("/p2p/", 1)[-1] not in skip]
-        me = self.transport.peer_id
-        for peer, addrs in self.known_addrs.items():
-            # Of two nodes that learned of each other, only the smaller id dials: two
-            # simultaneous dials leave py-libp2p with a duplicate connection.
-            if peer not in skip and me < peer:
-                out.extend(addrs[:1])
+        out.extend(self.addrbook.candidates(skip))
         self._rng.shuffle(out)
         return out[: self.config.max_peers]
-
-    def _remember(self, peer: str, addr: str) -> None:
-        if peer == self.transport.peer_id or "/p2p/" not in addr:
-            return
-        addrs = self.known_addrs.setdefault(peer, [])
-        if addr not in addrs:
-            addrs.append(addr)
-            del addrs[:-4]
 
     def _share_addrs(self) -> list[str]:
         out: list[str] = []
@@ -475,10 +464,9 @@ class Node:
         self.guard.record(stream.remote_peer, why, trio.current_time())
         if not why:
             self.synced.set()
-        if session.peer is not None:
-            for addr in session.peer.peers:
-                peer = addr.rsplit("/p2p/", 1)[-1]
-                self._remember(peer, addr)
+            assert session.peer is not None  # a completed session exchanged hellos
+            for addr in session.peer.peers:  # only from peers that completed a session
+                self.addrbook.remember(addr.rsplit("/p2p/", 1)[-1], addr)
 
 
 def _open_store(config: NodeConfig) -> Store:
