@@ -93,7 +93,12 @@ _LOG_FUNCTIONS = frozenset(("debug", "info", "warning", "warn", "error", "except
 # --- identity -------------------------------------------------------------------
 
 
-INBOUND_SLOTS = 1_000_000
+# Inbound connections being set up or up at once. py-libp2p holds a slot from
+# accept until the connection ends (net/inbound.py makes it end with its socket);
+# live connections are bounded by max_connections, so the slots mostly bound
+# handshakes in flight: without a bound, idle TCP connects (each held up to the
+# 30 s multistream timeout) could exhaust the process's file descriptors.
+INBOUND_SLOTS = 256
 
 
 def key_pair_from_seed(seed: bytes) -> Any:
@@ -459,9 +464,9 @@ class _Stack:
         host, pubsub, config = self._host, self._pubsub, self._transport.config
         # py-libp2p 0.8.1 takes an "inbound slot" per inbound connection and holds it
         # until the *swarm* stops, not the connection: a node would accept only 12
-        # inbound connections in its life. The registration-time max_connections
-        # check already bounds live connections, so the slot limiter only has to stay
-        # out of the way. (Replaced before the swarm runs: no slot is held yet.)
+        # inbound connections in its life. With the tasks ending with their sockets
+        # (below), the slots bound connections being set up; max_connections bounds
+        # live ones. (Replaced before the swarm runs: no slot is held yet.)
         host.get_network()._inbound_limiter = trio.CapacityLimiter(INBOUND_SLOTS)
         end_inbound_tasks_on_close(host.get_network())  # their tasks outlived them
         with trio.CancelScope() as scope:
