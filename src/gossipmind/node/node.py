@@ -113,6 +113,7 @@ class Node:
         self._fix_listeners: list[trio.MemorySendChannel[Transition]] = []
         self._fixes_dirty = trio.Event()
         self._gate_done = False  # the first write's wait for a sync is over
+        self._stopping = False  # a store write failed: the node is stopping
         self.writes = GroupCommit(self._commit_writes, self._written)
 
     # -- writing and ingesting ------------------------------------------------
@@ -136,7 +137,29 @@ class Node:
     def _commit_writes(self, requests: Sequence[Request]) -> list[Op | InvalidOp]:
         """Author and persist a group of concurrent writes (see node/writes.py)."""
         self._check_own_seq()
-        return self.store.create_ops(self.identity, requests)
+        try:
+            return self.store.create_ops(self.identity, requests)
+        except StoreError as exc:
+            self._stop_if_broken(exc)
+            raise
+
+    def _stop_if_broken(self, exc: StoreError) -> None:
+        """A write to the store failed: stop the node, with that error.
+
+        Its replica may now hold ops the store lacks, and the store refuses every
+        further write; a node that went on would accept gossip and sync it cannot
+        keep. Stopping makes the failure loud (``open_node`` raises it, the daemon
+        exits 5) and the next start reopens the store as it is on disk.
+        """
+        if self.store.broken is None or self._stopping:
+            return
+        self._stopping = True
+        log.error("the store failed a write; stopping the node: %s", exc)
+
+        async def stop() -> None:
+            raise exc
+
+        self._nursery.start_soon(stop)
 
     async def _written(self, ops: list[Op]) -> None:
         """Ops just written and durable: announce them, then gossip them in order."""
@@ -303,7 +326,13 @@ class Node:
             now = trio.current_time()
             self.pacer.heard(peer, now)
             self.pacer.pace(now)
-            result = self.ingest_ops(pairs)
+            try:
+                result = self.ingest_ops(pairs)
+            except StoreError as exc:
+                if self.store.broken is None:
+                    raise
+                self._stop_if_broken(exc)
+                return
             self.counters.gossip_applied += len(result.applied)
             if result.pending and not self._gap_check:  # a gap: fill it unless gossip does
                 self._gap_check = True
@@ -453,14 +482,20 @@ class Node:
     async def _session(self, stream: Stream, *, initiator: bool) -> None:
         session = Session(self.source, initiator=initiator, peers=self._share_addrs())
         timeout = self.config.sync_timeout
-        why = await drive(
-            stream,
-            session,
-            self.ingest_raw,
-            self.sync,
-            timeout=timeout,
-            limit=SESSION_LIMIT * timeout,
-        )
+        try:
+            why = await drive(
+                stream,
+                session,
+                self.ingest_raw,
+                self.sync,
+                timeout=timeout,
+                limit=SESSION_LIMIT * timeout,
+            )
+        except StoreError as exc:
+            if self.store.broken is None:
+                raise
+            self._stop_if_broken(exc)
+            return
         self.guard.record(stream.remote_peer, why, trio.current_time())
         if not why:
             self.synced.set()

@@ -11,6 +11,7 @@ are corrupt are refused with a :class:`StoreError` and never modified.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -284,6 +285,11 @@ class Store:
             self._persist(IngestResult(applied=applied))
         return out
 
+    @property
+    def broken(self) -> str | None:
+        """Why the store is unusable (a write failed: reopen it), or None."""
+        return self._broken
+
     def _check_usable(self) -> None:
         if self._broken:
             raise StoreError(f"store is unusable after a failed write ({self._broken}); reopen it")
@@ -441,7 +447,12 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite rolls back by itself on some errors (SQLITE_FULL, SQLITE_IOERR):
+        # a second ROLLBACK would replace the real error with "no transaction is
+        # active". A COMMIT that failed may leave the transaction open.
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
