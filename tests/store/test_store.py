@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,26 @@ def test_encrypted_key_file_on_disk(tmp_path: Path) -> None:
     assert read_key(path, "s3cret") == ident
     with pytest.raises(IdentityError, match="wrong passphrase"):
         read_key(path, "guess")
+
+
+def test_ops_asked_for_by_id_come_in_causal_order_and_are_read_lazily(tmp_path: Path) -> None:
+    kb = KB(seed=9)
+    kb.grant("admin", "a", "member")
+    kb.sync("admin", "a")
+    for i in range(400):
+        kb.write("a", "pattern.report", sample_report(template=f"lazy {i} " + "y" * 200 + " <*>"))
+    with Store.create(tmp_path / "kb.sqlite3", kb.genesis, synchronous="NORMAL") as store:
+        store.ingest(kb.ops[1:])
+        ops = kb.ops[2:]
+        unknown = [bytes(32), b"\x01" * 32]
+        asked = [op.id for op in reversed(ops)] + unknown  # any order, some not held
+        assert list(store.raws_in_order(asked)) == [op.raw for op in ops]
+        total = sum(len(op.raw) for op in ops)
+        tracemalloc.start()
+        try:
+            for raw in store.raws_in_order(asked):  # consumed one by one, as a session does
+                del raw
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < total / 4  # never all of them at once

@@ -400,9 +400,11 @@ class Libp2pTransport:
                 # A peer that breaks the protocol (or a dead link) must not take
                 # down the connection's task group: reset its stream and move on.
                 log.info("%s stream from %s failed: %s", protocol, peer, exc)
-                await stream.reset()
+                with trio.move_on_after(CLOSE_TIMEOUT):  # a yamux close can hang
+                    await stream.reset()
                 return
-            await stream.close()
+            with trio.move_on_after(CLOSE_TIMEOUT):
+                await stream.close()
 
         self._host.set_stream_handler(TProtocol(protocol), _serve)
 

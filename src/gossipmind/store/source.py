@@ -51,5 +51,5 @@ class StoreSource:
         for _, raw in heapq.merge(*streams):
             yield raw
 
-    def get_raw(self, ids: Iterable[bytes]) -> list[bytes]:
+    def get_raw(self, ids: Iterable[bytes]) -> Iterable[bytes]:
         return self.store.raws_in_order(ids)

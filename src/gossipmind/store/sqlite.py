@@ -403,14 +403,22 @@ class Store:
         )
         return [(o, s, bytes(raw)) for o, s, raw in cur]
 
-    def raws_in_order(self, ids: Iterable[bytes]) -> list[bytes]:
-        """Raw bytes of the applied ops among ``ids``, in application (causal) order."""
-        rows: list[tuple[int, bytes]] = []
+    def raws_in_order(self, ids: Iterable[bytes]) -> Iterator[bytes]:
+        """Raw bytes of the applied ops among ``ids``, in application (causal) order.
+
+        Lazy: the order is found first (ids only), then each op is read as it is
+        consumed, so a request for 1 024 ops of up to 64 KiB each is never held
+        in memory at once (the session sends it frame by frame).
+        """
+        found: list[tuple[int, bytes]] = []
         for op_id in ids:
-            row = self.conn.execute("SELECT ord, raw FROM ops WHERE id = ?", (op_id,)).fetchone()
+            row = self.conn.execute("SELECT ord FROM ops WHERE id = ?", (op_id,)).fetchone()
             if row is not None:
-                rows.append((row[0], bytes(row[1])))
-        return [raw for _, raw in sorted(rows)]
+                found.append((row[0], op_id))
+        for _, op_id in sorted(found):
+            row = self.conn.execute("SELECT raw FROM ops WHERE id = ?", (op_id,)).fetchone()
+            if row is not None:
+                yield bytes(row[0])
 
     def iter_raw(self, after_ord: int = 0, limit: int = 1000) -> Iterator[tuple[int, bytes]]:
         cur = self.conn.execute(

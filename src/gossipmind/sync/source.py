@@ -26,8 +26,9 @@ class OpSource(Protocol):
     def missing_for(self, vv: dict[bytes, int]) -> Iterator[bytes]:
         """Raw ops a peer with version vector ``vv`` lacks, in a causal order."""
 
-    def get_raw(self, ids: Iterable[bytes]) -> list[bytes]:
-        """Raw ops for the ids held (applied ones only), in a causal order."""
+    def get_raw(self, ids: Iterable[bytes]) -> Iterable[bytes]:
+        """Raw ops for the ids held (applied ones only), in a causal order; may be
+        lazy (consumed while the frames carrying them are sent)."""
 
     def wanted(self) -> set[bytes]:
         """Ids this replica knows it lacks: deps its pending ops wait for."""
