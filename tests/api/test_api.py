@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from gossipmind.api.openapi import OPENAPI
 from gossipmind.api.server import Api, ensure_token
 from gossipmind.core.errors import ConfigError
+from gossipmind.core.snapshot import FIX_STATUSES
 
 
 def call(
@@ -82,13 +83,16 @@ async def test_auth_limits_and_precise_errors(tmp_path: Path) -> None:
             ),
             ("GET", "/v1/fix?pattern=" + "00" * 32, {}, 404, "no accepted fix"),
             ("GET", "/v1/fix", {}, 422, "pattern"),
-            ("GET", "/v1/fixes?status=bogus", {}, 422, "status"),
+            ("GET", "/v1/fixes?status=bogus", {}, 422, "blocked, revoked, unproposed"),
             ("GET", "/v1/patterns?limit=-1", {}, 422, "limit"),
         ]
         for method, path, kw, code, message in cases:
             resp = await acall(r, method, path, **kw)
             assert resp.status_code == code, (path, kw, resp.text)
             assert message in resp.json()["error"], (path, resp.text)
+        for status in FIX_STATUSES:  # every status a fix can have is a valid filter
+            resp = await acall(r, "GET", f"/v1/fixes?status={status}")
+            assert resp.status_code == 200 and resp.json() == [], (status, resp.text)
 
 
 async def test_reporting_counting_and_openapi(tmp_path: Path) -> None:

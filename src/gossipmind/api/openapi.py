@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gossipmind.core.snapshot import FIX_STATUSES
+
 _HEX = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 _ERR = {
     "description": "error",
@@ -152,7 +154,11 @@ OPENAPI: dict[str, Any] = {
             "get": {
                 "summary": "Fixes, optionally by status and pattern",
                 "parameters": [
-                    {"name": "status", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": list(FIX_STATUSES)},
+                    },
                     {"name": "pattern", "in": "query", "schema": _HEX},
                     _LIMIT_Q,
                 ],

@@ -46,7 +46,7 @@ from gossipmind.core.errors import (
 )
 from gossipmind.core.ops import KINDS, MAX_OP_SIZE
 from gossipmind.core.schema import check_body
-from gossipmind.core.snapshot import pattern_row
+from gossipmind.core.snapshot import FIX_STATUSES, pattern_row
 from gossipmind.learn.patterns import Failure
 from gossipmind.node.node import Node
 
@@ -239,10 +239,8 @@ class Api:
 
     async def fixes(self, request: Request) -> Response:
         status = request.query_params.get("status")
-        if status not in (None, "proposed", "accepted", "rejected", "revoked", "unproposed"):
-            raise SchemaError(
-                "status", "must be proposed, accepted, rejected, revoked or unproposed"
-            )
+        if status is not None and status not in FIX_STATUSES:
+            raise SchemaError("status", "must be one of " + ", ".join(FIX_STATUSES))
         pat = request.query_params.get("pattern")
         pattern = hex_id(pat, "pattern") if pat is not None else None
         rows = self.node.fixes.rows(pattern=pattern, status=status)

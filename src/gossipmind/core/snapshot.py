@@ -13,6 +13,10 @@ from gossipmind.core.fold import FixAgg, PatternAgg, fix_status, goal_status
 if TYPE_CHECKING:
     from gossipmind.core.replica import Replica
 
+# Every status a fix row can have (docs/protocol.md §6.5): blocked = breaks an
+# active goal; unproposed = attested or reported on, but no proposal known yet.
+FIX_STATUSES = ("proposed", "accepted", "rejected", "blocked", "revoked", "unproposed")
+
 
 def member_rows(r: Replica) -> list[dict[str, Any]]:
     ms = r.membership
