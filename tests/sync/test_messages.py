@@ -35,3 +35,13 @@ def test_a_valid_hello_decodes() -> None:
 def test_hellos_with_wrong_types_or_lengths_are_refused(over: dict[str, object]) -> None:
     with pytest.raises(SyncError):
         messages.decode(hello(**over))
+
+
+def test_a_hello_never_carries_an_address_its_receiver_would_refuse() -> None:
+    short = "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWGzxzKZYveHXtpG6AsrUJBcWxHBFS2HsEoGTxrMLvKXtf"
+    long = "/dns4/" + "a" * 240 + ".example/tcp/4001/p2p/12D3KooW"  # > 256 characters
+    with pytest.raises(SyncError, match="256"):
+        messages.decode(hello(peers=[long]))
+    sent = messages.Hello(b"n" * 32, {}, [], b"r" * 32, 1, [long, short])
+    got = messages.decode(messages.encode(sent))
+    assert isinstance(got, messages.Hello) and got.peers == [short]

@@ -19,6 +19,7 @@ MAX_OPS_FRAME = 512 * 1024  # op bytes per `ops` frame
 MAX_AUTHORS = 20_000
 MAX_IDS = 1024
 MAX_PEERS = 16
+MAX_ADDR_LEN = 256  # characters of one shared multiaddr
 
 
 @dataclass
@@ -64,7 +65,8 @@ def encode(msg: Message) -> bytes:
             "heads": sorted(msg.heads)[:MAX_IDS],
             "root": msg.root,
             "count": msg.count,
-            "peers": msg.peers[:MAX_PEERS],
+            # an address a receiver would refuse would make it refuse the whole hello
+            "peers": [p for p in msg.peers if len(p) <= MAX_ADDR_LEN][:MAX_PEERS],
         }
     elif isinstance(msg, Ops):
         doc = {"t": "ops", "ops": msg.ops}
@@ -117,8 +119,8 @@ def decode(frame: bytes) -> Message:
         peers = doc["peers"]
         if not isinstance(peers, list) or len(peers) > MAX_PEERS:
             raise SyncError(f"peers must be a list of at most {MAX_PEERS} addresses")
-        if not all(isinstance(p, str) and len(p) <= 256 for p in peers):
-            raise SyncError("peers must be multiaddr strings")
+        if not all(isinstance(p, str) and len(p) <= MAX_ADDR_LEN for p in peers):
+            raise SyncError(f"peers must be multiaddr strings of at most {MAX_ADDR_LEN} characters")
         net, root, count = doc["net"], doc["root"], doc["count"]
         if not (
             isinstance(net, bytes)
