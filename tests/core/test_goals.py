@@ -230,3 +230,30 @@ def test_conflicts_resolve_identically_in_every_delivery_order(
         states.append((snap["root"], snap["conflicts"], snap["fixes"], snap["goals"]))
     assert all(s == states[0] for s in states)
     assert len(states[0][3]) == 3 and all(g["active"] for g in states[0][3])
+
+
+def test_a_lost_conflict_drops_constraints_only_where_the_scopes_overlap() -> None:
+    """docs/goals.md's worked example: finance (payments.charge) beats sales
+    (payments) on max_attempts; in payments.refund sales' >= 5 still holds."""
+    sales = Goal(b"\x01" * 32, "payments", 10, SALES, "sales")
+    finance = Goal(b"\x02" * 32, "payments.charge", 50, FINANCE, "finance")
+    res = resolve([sales, finance])
+    assert [(c.scope, c.winner) for c in res.conflicts] == [("payments.charge", finance.id)]
+    two = {"payments.charge": [], "payments.charge.eu": [], "payments.refund": [sales.id]}
+    for scope, broken in two.items():
+        recipe = sample_recipe(scope, attempts=2, idempotent=True)
+        assert [g for g, _ in violations(recipe, [sales, finance], res)] == broken, scope
+    five = sample_recipe("payments.refund", attempts=5)
+    assert violations(five, [sales, finance], res) == []  # finance does not cover refunds
+    five_charge = sample_recipe("payments.charge", attempts=5, idempotent=True)
+    assert [g for g, _ in violations(five_charge, [sales, finance], res)] == [finance.id]
+
+
+def test_equal_priorities_drop_both_only_in_the_overlap() -> None:
+    a = Goal(b"\x01" * 32, "payments", 10, SALES, "sales")
+    b = Goal(b"\x02" * 32, "payments.charge", 10, FINANCE, "finance")
+    res = resolve([a, b])
+    charge = sample_recipe("payments.charge", attempts=3, idempotent=True)
+    assert violations(charge, [a, b], res) == []  # both bounds dropped: a person decides
+    refund = sample_recipe("payments.refund", attempts=3, idempotent=True)
+    assert [g for g, _ in violations(refund, [a, b], res)] == [a.id]

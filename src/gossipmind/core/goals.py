@@ -13,8 +13,9 @@ both on some point: numeric bounds on the same field with an empty
 intersection, different ``=`` values, one requires (unconditionally) a step the
 other forbids, or disjoint non-empty fallback allow-lists. A conflict is
 resolved by priority: the constraints of the lower-priority goal that take part
-in it are dropped. At equal priority both are dropped from the automatic checks
-and every fix in the overlap needs a tier-3 (human) verifier.
+in it are dropped *in the overlap of the two scopes* (elsewhere they still
+apply). At equal priority both are dropped from the automatic checks in the
+overlap, and every fix there needs a tier-3 (human) verifier.
 
 Everything here is a function of the set of active goals: every replica
 resolves the same way whatever the order the ops arrived in.
@@ -51,8 +52,18 @@ class Conflict:
 @dataclass
 class Resolution:
     conflicts: list[Conflict] = field(default_factory=list)
-    dropped: set[tuple[bytes, int]] = field(default_factory=set)  # (goal, constraint index)
+    # (goal, constraint index) -> the scopes where it is dropped: the overlaps of
+    # the conflicts it lost (outside them, the constraint still applies)
+    dropped: dict[tuple[bytes, int], set[str]] = field(default_factory=dict)
     tier3_scopes: list[str] = field(default_factory=list)
+
+    def drop(self, goal: bytes, indexes: Iterable[int], where: str) -> None:
+        for i in indexes:
+            self.dropped.setdefault((goal, i), set()).add(where)
+
+    def is_dropped(self, goal: bytes, index: int, scope: str) -> bool:
+        """Whether constraint ``index`` of ``goal`` is dropped for a recipe of ``scope``."""
+        return any(scope_covers(w, scope) for w in self.dropped.get((goal, index), ()))
 
     def needs_tier3(self, scope: str) -> bool:
         return any(scope_covers(s, scope) for s in self.tier3_scopes)
@@ -171,14 +182,14 @@ def resolve(goals: Iterable[Goal]) -> Resolution:
             for reason, ia, ib in _pair_conflicts(a, b):
                 if a.priority == b.priority:
                     winner = None
-                    res.dropped.update((a.id, k) for k in ia)
-                    res.dropped.update((b.id, k) for k in ib)
+                    res.drop(a.id, ia, where)
+                    res.drop(b.id, ib, where)
                     if where not in res.tier3_scopes:
                         res.tier3_scopes.append(where)
                 else:
                     win, lose, lose_idx = (a, b, ib) if a.priority > b.priority else (b, a, ia)
                     winner = win.id
-                    res.dropped.update((lose.id, k) for k in lose_idx)
+                    res.drop(lose.id, lose_idx, where)
                 res.conflicts.append(Conflict(a.id, b.id, where, reason, winner))
     res.tier3_scopes.sort()
     return res
@@ -195,7 +206,7 @@ def violations(
         if not scope_covers(g.scope, scope):
             continue
         for i, c in enumerate(g.constraints):
-            if (g.id, i) in resolution.dropped:
+            if resolution.is_dropped(g.id, i, scope):
                 continue
             why = violation(recipe, c)
             if why is not None:
