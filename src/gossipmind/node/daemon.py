@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -119,6 +120,7 @@ async def _report(node: Node, name: str, every: float) -> None:
 # A service runs beside a node (e.g. the HTTP API); ``task_status.started(info)``
 # hands back what the ready line should tell (e.g. the API URL).
 Service = Callable[..., Awaitable[Any]]
+EXIT_SECOND_SIGNAL = 130  # a second SIGINT/SIGTERM while stopping
 
 
 async def _run_one(
@@ -156,20 +158,34 @@ async def serve(
     status_every: float = 0.0,
     services: dict[str, Service] | None = None,
 ) -> None:
-    """Run every node in one process until SIGINT or SIGTERM; then stop cleanly."""
+    """Run every node in one process until SIGINT or SIGTERM; then stop cleanly.
+
+    A second signal while stopping exits at once (status 130 + nothing else):
+    what the nodes acknowledged is already durable, and the next start
+    recovers like after a crash.
+    """
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
+        async with trio.open_nursery() as outer:
+            nodes = trio.CancelScope()
 
-            async def stop_on_signal() -> None:
+            async def on_signals() -> None:
                 async for sig in signals:
-                    log.info("received %s: stopping", signal.Signals(sig).name)
-                    nursery.cancel_scope.cancel()
-                    return
+                    name = signal.Signals(sig).name
+                    if not nodes.cancel_called:
+                        log.info("received %s: stopping", name)
+                        nodes.cancel()
+                    else:
+                        log.warning("received %s again while stopping: exiting now", name)
+                        emit("killed", names=[n for n, _ in configs], signal=name)
+                        os._exit(EXIT_SECOND_SIGNAL)
 
-            nursery.start_soon(stop_on_signal)
-            for name, cfg in configs:
-                await nursery.start(_run_one, cfg, name, status_every, services or {})
-            settle_heap()  # long-lived from here on: keep full GC pauses short
+            outer.start_soon(on_signals)
+            with nodes:
+                async with trio.open_nursery() as nursery:
+                    for name, cfg in configs:
+                        await nursery.start(_run_one, cfg, name, status_every, services or {})
+                    settle_heap()  # long-lived from here on: keep full GC pauses short
+            outer.cancel_scope.cancel()
     emit("stopped", names=[n for n, _ in configs])
 
 
