@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from gossipmind.cli.common import errors
-from gossipmind.cli.output import err_console, jsonable, print_json, table
+from gossipmind.cli.output import err_console, jsonable, print_json, styled, table
 from gossipmind.core.errors import ConfigError, GossipmindError
 
 Runner = Callable[[], dict[str, Any]]
@@ -39,7 +39,7 @@ def _show(results: list[dict[str, Any]], as_json: bool) -> None:
                 f"{r['baseline']:,}",
                 r["ratio"],
                 r["target"],
-                "[green]yes[/]" if r["passed"] else "[red]NO[/]",
+                styled("yes", "green") if r["passed"] else styled("NO", "red"),
             ]
             for r in results
         ],

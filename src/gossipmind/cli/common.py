@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 import click
@@ -39,17 +41,49 @@ EXIT_CODES: dict[type[GossipmindError], int] = {
 }
 
 
+PASSPHRASE_HELP = (
+    "The passphrase of an encrypted identity key, in a file (or set GOSSIPMIND_PASSPHRASE)."
+)
+
+
+def read_passphrase(path: Path) -> str:
+    """The passphrase in ``path`` (surrounding whitespace stripped); a usage error if
+    the file holds none: an empty passphrase would mean an unencrypted key."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise click.BadParameter(
+            f"{path} is not UTF-8 text", param_hint="'--passphrase-file'"
+        ) from None
+    passphrase = text.strip()
+    if not passphrase:
+        raise click.BadParameter(
+            f"{path} is empty: it must hold the passphrase", param_hint="'--passphrase-file'"
+        )
+    return passphrase
+
+
 class Ctx:
     def __init__(self, data_dir: str | None) -> None:
         self.dir = DataDir.resolve(data_dir)
+        self.passphrase_file: Path | None = None
+
+    def passphrase(self) -> str | None:
+        """From --passphrase-file, else $GOSSIPMIND_PASSPHRASE, else None."""
+        if self.passphrase_file is not None:
+            return read_passphrase(self.passphrase_file)
+        return os.environ.get("GOSSIPMIND_PASSPHRASE") or None
 
     def identity(self) -> Identity:
+        """The local identity. An encrypted key takes --passphrase-file or
+        $GOSSIPMIND_PASSPHRASE; only on a terminal is the passphrase asked for. Without
+        one, the same IdentityError (exit 6) as the node's."""
         path = self.dir.key
         passphrase = None
         if key_is_encrypted(path):
-            passphrase = os.environ.get("GOSSIPMIND_PASSPHRASE") or click.prompt(
-                "Key passphrase", hide_input=True, err=True
-            )
+            passphrase = self.passphrase()
+            if passphrase is None and sys.stdin.isatty():
+                passphrase = click.prompt("Key passphrase", hide_input=True, err=True)
         return read_key(path, passphrase)
 
     def reader(self) -> Reader:
@@ -60,6 +94,37 @@ class Ctx:
 
 
 pass_ctx = click.make_pass_decorator(Ctx)
+
+
+def _remember_passphrase_file(ctx: click.Context, _: click.Parameter, value: Path | None) -> None:
+    if value is not None:
+        ctx.ensure_object(Ctx).passphrase_file = value
+
+
+passphrase_option = click.option(
+    "--passphrase-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    expose_value=False,
+    callback=_remember_passphrase_file,
+    help=PASSPHRASE_HELP,
+)
+"""For every command that signs with the local identity (read through :meth:`Ctx.identity`)."""
+
+
+def check_output_path(path: Path, option: str) -> None:
+    """Refuse, before any work, an output file that cannot be written: its directory
+    must exist and be writable, and it must not be a directory."""
+    parent = path.parent
+    if path.is_dir():
+        raise click.BadParameter(f"{path} is a directory", param_hint=f"'{option}'")
+    if not parent.is_dir():
+        raise click.BadParameter(
+            f"cannot write {path}: no directory {parent}", param_hint=f"'{option}'"
+        )
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise click.BadParameter(
+            f"cannot write {path}: permission denied", param_hint=f"'{option}'"
+        )
 
 
 def now_ms() -> int:
@@ -77,9 +142,16 @@ def errors(fn: Callable[P, R]) -> Callable[P, R]:
             code = next((c for t, c in EXIT_CODES.items() if isinstance(exc, t)), 1)
             raise click.exceptions.Exit(_fail(str(exc), code)) from None
         except OSError as exc:
-            raise click.exceptions.Exit(_fail(f"{exc.strerror or exc}", 1)) from None
+            raise click.exceptions.Exit(_fail(os_error_text(exc), 1)) from None
 
     return wrapper
+
+
+def os_error_text(exc: OSError) -> str:
+    """``filename: strerror`` (both file names when there are two): never a bare reason."""
+    reason = exc.strerror or str(exc)
+    names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
+    return f"{' -> '.join(names)}: {reason}" if names else reason
 
 
 def _fail(message: str, code: int) -> int:
@@ -105,8 +177,12 @@ def resolve_prefix(ctx: Ctx, value: str, kind: str) -> bytes:
         found = r.show(value)
     key = {"fix": "fix", "pattern": "pattern", "goal": "goal", "member": "key"}[kind]
     if found["type"] != kind:
-        raise NotFound(f"{value} is a {found['type']}, not a {kind}")
+        raise NotFound(f"{value} is {_a(found['type'])}, not {_a(kind)}")
     return bytes(found[key])
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")

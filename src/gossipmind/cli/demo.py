@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from gossipmind.cli.common import errors
+from gossipmind.cli.common import check_output_path, errors
 from gossipmind.cli.output import console
 
 
@@ -52,6 +52,8 @@ def demo(
     from gossipmind.testnet import scenario as scenarios
     from gossipmind.testnet.demo import run_demo
 
+    check_output_path(report, "--report")
+    check_output_path(report.with_suffix(".json"), "--report")
     sc = scenarios.load(scenario)
     if short:
         sc = sc.shortened(0.5)

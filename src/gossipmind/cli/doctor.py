@@ -51,7 +51,7 @@ def _print(diag: Diagnosis) -> None:
     if "network" in st:
         out(
             f"[bold]store[/]     {st['store_bytes']} bytes (wal {st['wal_bytes']}), "
-            f"schema {st['schema_version']}, integrity {st.get('integrity', '-')}"
+            f"schema {st['schema_version']}, integrity {escape(str(st.get('integrity', '-')))}"
         )
         out(f"[bold]network[/]   {st['network'].hex()}")
     if "ops" in st:

@@ -6,10 +6,17 @@ from typing import Any
 
 import click
 
-from gossipmind.cli.common import Ctx, errors, json_option, pass_ctx, resolve_prefix
-from gossipmind.cli.output import console, jsonable, print_json, short, table
+from gossipmind.cli.common import (
+    Ctx,
+    errors,
+    json_option,
+    pass_ctx,
+    passphrase_option,
+    resolve_prefix,
+)
+from gossipmind.cli.output import console, esc, jsonable, print_json, short, table
 from gossipmind.cli.write import _done, _write, parse_constraint
-from gossipmind.core.errors import NotFound
+from gossipmind.core.errors import InvalidOp, NotFound
 
 
 def constraint_text(c: dict[str, Any]) -> str:
@@ -72,7 +79,7 @@ def goals_show(ctx: Ctx, goal: str, as_json: bool) -> None:
         print_json(rows[0])
         return
     for key, value in sorted(jsonable(rows[0]).items()):
-        console.print(f"  [bold]{key}[/]: {value}")
+        console.print(f"  [bold]{esc(key)}[/]: {esc(value)}")
 
 
 @goals.command("set")
@@ -100,6 +107,7 @@ def goals_show(ctx: Ctx, goal: str, as_json: bool) -> None:
 )
 @click.option("--description", default=None, help="Longer text shown with the goal.")
 @click.option("--retire", is_flag=True, help="Retire the goal (it stops constraining).")
+@passphrase_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_ctx
 @errors
@@ -150,6 +158,7 @@ def goals_set(
     "--approve/--reject", "approve", required=True, help="Your verdict on the current version."
 )
 @click.option("--comment", default="", help="Why (recorded in the review).")
+@passphrase_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_ctx
 @errors
@@ -160,9 +169,18 @@ def goals_review(ctx: Ctx, goal: str, approve: bool, comment: str, as_json: bool
         rows = [g for g in r.goals() if g["goal"] == gid]
     if not rows:
         raise NotFound(f"no goal {goal}")
+    owner = bytes(rows[0]["owner"])
+
+    def not_mine(me: bytes) -> None:
+        if me == owner:
+            raise InvalidOp(
+                "own_goal", "you own this goal: someone else must review it (nothing written)"
+            )
+
     verdict = "approve" if approve else "reject"
     body = {"goal": gid, "version": rows[0]["version"], "verdict": verdict, "comment": comment}
-    _done(_write(ctx, "goal.review", body), f"{verdict}d goal {short(gid)}", as_json)
+    op_id = _write(ctx, "goal.review", body, check=not_mine)
+    _done(op_id, f"{verdict}d goal {short(gid)}", as_json)
 
 
 @goals.command("conflicts")

@@ -7,7 +7,9 @@ import datetime as dt
 import click
 
 from gossipmind.cli.common import Ctx, errors, json_option, pass_ctx
-from gossipmind.cli.output import console, jsonable, print_json, short, table
+from gossipmind.cli.output import console, esc, jsonable, print_json, short, table
+from gossipmind.core.ops import KINDS
+from gossipmind.core.snapshot import FIX_STATUSES
 
 
 def _when(ts_ms: int) -> str:
@@ -37,10 +39,10 @@ def status(ctx: Ctx, as_json: bool) -> None:
     if as_json:
         print_json(st)
         return
-    console.print(f"[bold]network[/]  {st['network'].hex()}  ({st['name']})")
+    console.print(f"[bold]network[/]  {st['network'].hex()}  ({esc(st['name'])})")
     console.print(f"[bold]root[/]     {st['root'].hex()}")
     kinds = ", ".join(f"{k} {n}" for k, n in st["ops_by_kind"].items())
-    console.print(f"[bold]ops[/]      {st['ops']}  ({kinds})")
+    console.print(f"[bold]ops[/]      {st['ops']}  ({esc(kinds)})")
     console.print(
         f"[bold]heads[/]    {len(st['heads'])}  {' '.join(short(h) for h in st['heads'])}"
     )
@@ -48,7 +50,7 @@ def status(ctx: Ctx, as_json: bool) -> None:
     fixes = ", ".join(f"{k} {n}" for k, n in sorted(st["fixes"].items())) or "none"
     console.print(
         f"[bold]members[/]  {st['members']}   [bold]patterns[/] {st['patterns']}   "
-        f"[bold]fixes[/] {fixes}   [bold]goals[/] {st['goals']}"
+        f"[bold]fixes[/] {esc(fixes)}   [bold]goals[/] {st['goals']}"
     )
     if st["equivocations"]:
         console.print(f"[red]equivocations {st['equivocations']}[/]")
@@ -95,7 +97,7 @@ def patterns(ctx: Ctx, service: str | None, limit: int, as_json: bool) -> None:
 @click.option(
     "--status",
     "status_",
-    type=click.Choice(["proposed", "accepted", "rejected", "revoked", "unproposed"]),
+    type=click.Choice(FIX_STATUSES),
     help="Only fixes with this status.",
 )
 @json_option
@@ -139,9 +141,9 @@ def show(ctx: Ctx, id_prefix: str, as_json: bool) -> None:
     if as_json:
         print_json(doc)
         return
-    console.print(f"[bold]{doc.pop('type')}[/]")
+    console.print(f"[bold]{esc(doc.pop('type'))}[/]")
     for key, value in sorted(jsonable(doc).items()):
-        console.print(f"  [bold]{key}[/]: {value}")
+        console.print(f"  [bold]{esc(key)}[/]: {esc(value)}")
 
 
 @click.command()
@@ -152,7 +154,7 @@ def show(ctx: Ctx, id_prefix: str, as_json: bool) -> None:
     type=click.IntRange(1, 1_000_000),
     help="Show at most this many.",
 )
-@click.option("--kind", help="Only ops of this kind (e.g. fix.attest).")
+@click.option("--kind", type=click.Choice(KINDS), help="Only ops of this kind.")
 @json_option
 @pass_ctx
 @errors

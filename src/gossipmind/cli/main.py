@@ -12,11 +12,18 @@ from gossipmind.cli import bench, demo, doctor, goals, inspect, node, review, te
 from gossipmind.cli.common import Ctx
 
 
+def _non_empty(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise click.BadParameter("must not be empty (omit it for the default)")
+    return value
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
     "--data-dir",
     envvar="GOSSIPMIND_HOME",
     type=click.Path(file_okay=False),
+    callback=_non_empty,
     help="Data directory (default: $GOSSIPMIND_HOME or ~/.gossipmind).",
 )
 @click.version_option(__version__, prog_name="gossipmind")

@@ -3,21 +3,80 @@
 from __future__ import annotations
 
 import functools
-import os
+import socket
 from pathlib import Path
 
 import click
 
-from gossipmind.cli.common import Ctx, errors, pass_ctx
+from gossipmind.cli.common import Ctx, errors, pass_ctx, passphrase_option
+from gossipmind.core.errors import ConfigError
 from gossipmind.node.config import load_config
 
 
+def _multiaddr_problem(addr: str, p2p: bool) -> str | None:
+    """Why ``addr`` is not a /ip4|ip6/<host>/tcp/<port> address (ending in /p2p/<peer-id>
+    if ``p2p``); None if it is one."""
+    from multiaddr import Multiaddr
+    from multiaddr.exceptions import Error as MultiaddrError
+
+    try:
+        maddr = Multiaddr(addr)
+    except (ValueError, MultiaddrError) as exc:
+        return str(exc)  # names the address
+    names = [p.name for p in maddr.protocols()]
+    tail = ["p2p"] if p2p else []
+    if names not in (["ip4", "tcp", *tail], ["ip6", "tcp", *tail]):
+        form = "/ip4|ip6/<host>/tcp/<port>" + ("/p2p/<peer-id>" if p2p else "")
+        return f"{addr!r} must have the form {form}"
+    return None
+
+
+def bootstrap_problem(addr: str) -> str | None:
+    """Why ``addr`` is not a peer address the node can dial (None if it is one)."""
+    return _multiaddr_problem(addr, p2p=True)
+
+
+def _check_bootstrap(
+    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
+) -> tuple[str, ...]:
+    for addr in values:
+        if (why := bootstrap_problem(addr)) is not None:
+            raise click.BadParameter(why)
+    return values
+
+
+def _check_listen(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and (why := _multiaddr_problem(value, p2p=False)) is not None:
+        raise click.BadParameter(why)
+    return value
+
+
+def check_port_free(port: int, where: str) -> None:
+    """Fail now, naming the port, if the API could not listen on 127.0.0.1:``port``."""
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve the API on 127.0.0.1:{port} ({where}): {exc.strerror}; "
+                "choose another port or 0 for any free one"
+            ) from None
+
+
 @click.command("node")
-@click.option("--listen", help="libp2p listen multiaddr (default /ip4/127.0.0.1/tcp/0).")
+@click.option(
+    "--listen",
+    callback=_check_listen,
+    help="libp2p listen multiaddr (default /ip4/127.0.0.1/tcp/0).",
+)
 @click.option(
     "--bootstrap",
     "bootstrap",
     multiple=True,
+    callback=_check_bootstrap,
     help="A peer to join through: /ip4/…/tcp/…/p2p/… (repeatable).",
 )
 @click.option(
@@ -57,11 +116,7 @@ from gossipmind.node.config import load_config
     help="Local HTTP API port on 127.0.0.1 (default: api_port in node.toml, else 0 = any "
     "free port; the port in use is in api.json in the data dir).",
 )
-@click.option(
-    "--passphrase-file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="The passphrase of an encrypted identity key, in a file (or set GOSSIPMIND_PASSPHRASE).",
-)
+@passphrase_option
 @click.option("--no-api", is_flag=True, help="Do not serve the local HTTP API.")
 @click.option(
     "--extra-data-dir",
@@ -84,7 +139,6 @@ def node(
     log_level: str,
     debug_libp2p: bool | None,
     api_port: int | None,
-    passphrase_file: Path | None,
     no_api: bool,
     extra: tuple[Path, ...],
 ) -> None:
@@ -96,11 +150,7 @@ def node(
     from gossipmind.node.daemon import Service, configure_logging, run
 
     configure_logging(log_level)
-    passphrase = (
-        passphrase_file.read_text().strip()
-        if passphrase_file
-        else os.environ.get("GOSSIPMIND_PASSPHRASE")
-    )
+    passphrase = ctx.passphrase()
     configs = []
     for data_dir in (ctx.dir.root, *(p.resolve() for p in extra)):
         cfg = load_config(data_dir, config_file if data_dir == ctx.dir.root else None)
@@ -113,11 +163,16 @@ def node(
             bootstrap=tuple(bootstrap) or None,
             passphrase=passphrase,
         )
+        for addr in cfg.bootstrap:
+            if (why := bootstrap_problem(addr)) is not None:
+                raise ConfigError(f"bootstrap address in {cfg.data_dir}'s config: {why}")
         configs.append((data_dir.name, cfg))
     services: dict[str, Service] = {}
     if not no_api:
         from gossipmind.api.server import serve_api
 
         port = api_port if api_port is not None else (configs[0][1].api_port or 0)
-        services["api"] = functools.partial(serve_api, port=port if not extra else 0)
+        port = port if not extra else 0
+        check_port_free(port, "--api-port" if api_port is not None else "api_port in node.toml")
+        services["api"] = functools.partial(serve_api, port=port)
     run(configs, status_every=status_every, services=services)

@@ -1,4 +1,9 @@
-"""Output helpers: JSON (bytes as hex) and rich tables."""
+"""Output helpers: JSON (bytes as hex) and rich tables.
+
+Every piece of data (names, templates, reasons, paths, anything a user or a peer
+wrote) must reach rich either escaped (:func:`esc`) or as a :class:`rich.text.Text`:
+a ``[`` in it would otherwise be read as markup, crash the command or vanish.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,22 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
+
+
+def esc(value: object) -> str:
+    """``str(value)`` made safe to embed in rich markup."""
+    return escape(str(value))
+
+
+def styled(text: str, style: str) -> Text:
+    """A table cell with a style (plain cells are never parsed as markup)."""
+    return Text(text, style=style)
 
 
 def jsonable(value: Any) -> Any:
@@ -37,9 +54,11 @@ def short(value: bytes | str, n: int = 12) -> str:
 
 
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    t = Table(title=title, title_justify="left", show_lines=False)
+    """A table whose cells are data: a str cell is shown verbatim, never as markup;
+    pass a :class:`Text` (see :func:`styled`) for a styled cell."""
+    t = Table(title=escape(title), title_justify="left", show_lines=False)
     for col in columns:
-        t.add_column(col, overflow="fold")
+        t.add_column(escape(col), overflow="fold")
     for row in rows:
-        t.add_row(*[str(c) for c in row])
+        t.add_row(*[c if isinstance(c, Text) else Text(str(c)) for c in row])
     console.print(t)

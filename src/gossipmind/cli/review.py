@@ -6,9 +6,16 @@ from typing import Any
 
 import click
 
-from gossipmind.cli.common import Ctx, errors, json_option, pass_ctx, resolve_prefix
+from gossipmind.cli.common import (
+    Ctx,
+    errors,
+    json_option,
+    pass_ctx,
+    passphrase_option,
+    resolve_prefix,
+)
 from gossipmind.cli.inspect import recipe_summary
-from gossipmind.cli.output import console, print_json, short
+from gossipmind.cli.output import console, esc, print_json, short
 from gossipmind.cli.write import _done, _write, parse_recipe
 from gossipmind.core.errors import NotFound
 from gossipmind.core.policy import scope_covers
@@ -36,10 +43,11 @@ def waiting_for(me: bytes, fixes: list[dict[str, Any]], members: list[dict[str, 
 
 def show_fix(f: dict[str, Any]) -> None:
     console.print(
-        f"[bold]fix {f['fix'].hex()}[/]  scope {f['scope']}  risk {f['risk']}  status {f['status']}"
+        f"[bold]fix {f['fix'].hex()}[/]  "
+        + esc(f"scope {f['scope']}  risk {f['risk']}  status {f['status']}")
     )
-    console.print(f"  recipe     {recipe_summary(f['recipe'])}")
-    console.print(f"  rationale  {f['rationale'] or '-'}")
+    console.print(f"  recipe     {esc(recipe_summary(f['recipe']))}")
+    console.print(f"  rationale  {esc(f['rationale'] or '-')}")
     if f.get("drill"):
         d = f["drill"]
         ok, base = d["success_bp"] / 100, d["baseline_success_bp"] / 100
@@ -53,17 +61,22 @@ def show_fix(f: dict[str, Any]) -> None:
     )
     for a in f["attestations"]:
         console.print(
-            f"  verdict    {a['verdict']} by {short(a['verifier'])} (tier {a['tier']}): "
-            f"{'; '.join(a['reasons'])}"
+            esc(
+                f"  verdict    {a['verdict']} by {short(a['verifier'])} (tier {a['tier']}): "
+                f"{'; '.join(a['reasons'])}"
+            )
         )
     for g, why in f.get("violations", []):
-        console.print(f"  [red]goal {short(g)}: {why}[/]")
+        console.print(f"  [red]goal {short(g)}: {esc(why)}[/]")
 
 
 @click.command()
 @click.argument("fix", required=False)
 @click.option("--accept/--reject", "accept", default=None, help="Sign your verdict on FIX.")
-@click.option("--comment", default="", help="Why (recorded in the attestation).")
+@click.option(
+    "--comment", default="", help="Why (recorded in the attestation; needs --accept/--reject)."
+)
+@passphrase_option
 @json_option
 @pass_ctx
 @errors
@@ -74,6 +87,10 @@ def review(ctx: Ctx, fix: str | None, accept: bool | None, comment: str, as_json
     rationale, drill, fleet evidence); `gossipmind review FIX --accept|--reject
     --comment TEXT` signs a tier-3 attestation.
     """
+    if fix is None and accept is not None:
+        raise click.UsageError("--accept/--reject needs the FIX to sign a verdict on")
+    if comment and accept is None:
+        raise click.UsageError("--comment goes with a verdict: add --accept or --reject")
     me = ctx.identity().public
     with ctx.reader() as r:
         fixes, members = r.fixes(), r.members()
@@ -109,11 +126,20 @@ def review(ctx: Ctx, fix: str | None, accept: bool | None, comment: str, as_json
     _done(_write(ctx, "fix.attest", body), f"{verdict}ed fix {short(fid)}", as_json)
 
 
+def _not_blank(value: str, option: str) -> str:
+    if not value.strip():
+        raise click.BadParameter("must not be empty", param_hint=f"'{option}'")
+    return value
+
+
 @click.command()
 @click.option("--pattern", required=True, help="Pattern id (or a unique prefix).")
 @click.option("--recipe", "recipe_src", required=True, help="Recipe as JSON or a JSON file.")
 @click.option(
-    "--rationale", required=True, help="The lesson in words (shown to reviewers and agents)."
+    "--rationale",
+    required=True,
+    callback=lambda _c, _p, v: _not_blank(v, "--rationale"),
+    help="The lesson in words (shown to reviewers and agents).",
 )
 @click.option(
     "--risk",
@@ -122,6 +148,7 @@ def review(ctx: Ctx, fix: str | None, accept: bool | None, comment: str, as_json
     show_default=True,
     help="Your claim; the policy's floor may raise it.",
 )
+@passphrase_option
 @json_option
 @pass_ctx
 @errors

@@ -9,8 +9,8 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 
-from gossipmind.cli.common import errors, json_option
-from gossipmind.cli.output import console, err_console, print_json, short, table
+from gossipmind.cli.common import check_output_path, errors, json_option
+from gossipmind.cli.output import console, err_console, esc, print_json, short, styled, table
 from gossipmind.core.errors import ConfigError
 
 P = ParamSpec("P")
@@ -52,7 +52,7 @@ def _show(rows: list[dict[str, Any]], as_json: bool, title: str) -> None:
                 "-" if r["peers"] is None else r["peers"],
                 "-" if r["ops"] is None else r["ops"],
                 short(r["root"], 10) if r["root"] else "-",
-                "[green]✓[/]" if r["converged"] else "[red]✗[/]",
+                styled("✓", "green") if r["converged"] else styled("✗", "red"),
                 "-" if r["group"] is None else r["group"],
             ]
             for r in rows
@@ -148,7 +148,7 @@ def up(
     if not as_json:
         procs = -(-nodes // per_process)
         err_console.print(
-            f"[dim]starting {nodes} nodes in {procs} processes under {tn.run_dir}…[/]"
+            f"[dim]starting {nodes} nodes in {procs} processes under {esc(tn.run_dir)}…[/]"
         )
     settings = {"sync_interval": sync_interval} if sync_interval is not None else None
     rows = tn.up(
@@ -163,8 +163,10 @@ def up(
     )
     _show(rows, as_json, f"testnet up: {tn.run_dir}")
     if not as_json:
-        console.print(f"genesis: {tn.run_dir / 'genesis.json'}   logs: {tn.run_dir / 'logs'}")
-        console.print(f"join it: --genesis … --bootstrap {rows[0]['addr']}")
+        console.print(
+            f"genesis: {esc(tn.run_dir / 'genesis.json')}   logs: {esc(tn.run_dir / 'logs')}"
+        )
+        console.print(f"join it: --genesis … --bootstrap {esc(rows[0]['addr'])}")
 
 
 @testnet.command("status")
@@ -201,11 +203,11 @@ def down(timeout: float, purge: bool, run_dir: Path, as_json: bool) -> None:
     else:
         for r in report:
             nodes = ", ".join(r["nodes"])
-            console.print(f"{r['process']} (pid {r['pid']}, {nodes}): {r['how']}")
+            console.print(esc(f"{r['process']} (pid {r['pid']}, {nodes}): {r['how']}"))
         if not report:
             console.print("no process was running")
     if purge and not as_json:
-        console.print(f"deleted {tn.run_dir}")
+        console.print(f"deleted {esc(tn.run_dir)}")
     if any(r["how"] == "SURVIVED SIGKILL" for r in report):
         raise click.exceptions.Exit(1)
 
@@ -214,7 +216,7 @@ def _siblings_note(result: dict[str, Any], verb: str) -> None:
     line = f"{verb} {result['node']} (process {result['process']}, pid {result['pid']})"
     if result["siblings"]:
         line += f"; it also hosts {', '.join(result['siblings'])}, {verb} too"
-    console.print(line)
+    console.print(esc(line))
 
 
 @testnet.command("kill")
@@ -274,7 +276,7 @@ def partition(groups: tuple[str, ...], run_dir: Path) -> None:
     """
     blocks = _testnet(run_dir).partition([g.split(",") for g in groups])
     for name, blocked in blocks.items():
-        console.print(f"{name} blocks {', '.join(blocked) or 'nobody'}")
+        console.print(esc(f"{name} blocks {', '.join(blocked) or 'nobody'}"))
 
 
 @testnet.command("heal")
@@ -312,6 +314,9 @@ def scenario(
     from gossipmind.testnet.report import html_report, summary
     from gossipmind.testnet.run import Runner
 
+    if report is not None:
+        check_output_path(report, "--report")
+        check_output_path(report.with_suffix(".json"), "--report")
     sc = scenarios.load(scenario_file)
     if short:
         sc = sc.shortened(0.5)
@@ -322,7 +327,7 @@ def scenario(
 
     def on_event(e: Any) -> None:
         if not quiet:
-            console.print(f"{e.t:6.1f}s  {e.text}")
+            console.print(f"{e.t:6.1f}s  {esc(e.text)}")
 
     result = Runner(tn, sc, on_event=on_event).run()
     s = summary(result)
@@ -367,14 +372,14 @@ def chaos(duration: float, seed: int, writers: int, run_dir: Path, as_json: bool
 
     def show(t: float, what: str) -> None:
         if not as_json:
-            console.print(f"{t:6.1f}s  {what}")
+            console.print(f"{t:6.1f}s  {esc(what)}")
 
     res = Chaos(tn, duration=duration, seed=seed, writers=writers, on_action=show).run()
     s = res.summary()
     if as_json:
         print_json(s)
     else:
-        console.print(f"mode: {s['mode']}")
+        console.print(f"mode: {esc(s['mode'])}")
         console.print(
             f"{s['acked_ops']} ops acknowledged during {s['duration_s']:.0f}s of chaos "
             f"({s['kills']} kills, {s['partitions']} partitions, {s['link_faults']} lossy links)"
@@ -447,11 +452,11 @@ def _show_attack(r: Any) -> None:
     s = r.sent
     rate = f", {s['per_second']}/s" if s["per_second"] else ""
     console.print(
-        f"[bold]{r.kind}[/] against {r.target}: {s['ops']} ops, {s['messages']} gossip "
+        f"[bold]{esc(r.kind)}[/] against {esc(r.target)}: {s['ops']} ops, {s['messages']} gossip "
         f"messages, {s['frames']} sync frames/streams, {s['bytes']} bytes in {s['seconds']} s{rate}"
     )
     if r.details:
-        console.print(f"  {json.dumps(r.details, default=str)}")
+        console.print(f"  {esc(json.dumps(r.details, default=str))}")
 
     def reasons(d: dict[str, int]) -> str:
         return " ".join(f"{k}:{v}" for k, v in d.items()) or "-"
@@ -473,16 +478,16 @@ def _show_attack(r: Any) -> None:
     )
     for o in r.expected:
         mark = "[green]✓[/]" if o.met else "[red]✗[/]"
-        console.print(f"  {mark} {o.key} ≥ {o.count} on {o.nodes}: {o.seen}")
+        console.print(f"  {mark} {esc(f'{o.key} ≥ {o.count} on {o.nodes}: {o.seen}')}")
     if r.checks:
-        console.print(f"  checks: {json.dumps(r.checks, default=str)}")
+        console.print(f"  checks: {esc(json.dumps(r.checks, default=str))}")
     ok = "[green]yes[/]"
     no = "[red]NO[/]"
-    spread = ", ".join(f"{k} {'-' if v is None else f'{v} s'}" for k, v in r.honest.items())
+    spread = esc(", ".join(f"{k} {'-' if v is None else f'{v} s'}" for k, v in r.honest.items()))
     console.print(f"  kept serving: {ok if r.serving else no}; honest ops reached all: {spread}")
     console.print(f"  time to reject: {r.time_to_reject_s if r.time_to_reject_s else '-'} s")
     console.print(
-        f"  equal state roots: {ok if r.roots_equal else no}; leaked: {r.leaked or 'none'}"
+        f"  equal state roots: {ok if r.roots_equal else no}; leaked: {esc(r.leaked or 'none')}"
     )
     if not r.ok:
         err_console.print("[red]the honest nodes did not hold up: see above[/]")

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from gossipmind.cli.common import Ctx, errors, now_ms, parse_hex, pass_ctx, resolve_prefix
-from gossipmind.cli.output import console, print_json, short
+from gossipmind.cli.common import (
+    Ctx,
+    check_output_path,
+    errors,
+    now_ms,
+    parse_hex,
+    pass_ctx,
+    passphrase_option,
+    read_passphrase,
+    resolve_prefix,
+)
+from gossipmind.cli.output import console, esc, print_json, short
 from gossipmind.core.encoding import encode
 from gossipmind.core.errors import ConfigError, InvalidOp, SchemaError, StoreError
 from gossipmind.core.policy import Policy
@@ -18,7 +29,7 @@ from gossipmind.core.recipe import RISKS, STEP_TYPES, check_recipe
 from gossipmind.core.replica import create_genesis
 from gossipmind.core.schema import ROLES, check_constraint, fix_id
 from gossipmind.store.datadir import dump_genesis, load_genesis
-from gossipmind.store.keyfile import new_identity, read_key, write_key
+from gossipmind.store.keyfile import new_identity, write_key
 from gossipmind.store.sqlite import Store, StoreLocked
 
 _json = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -28,26 +39,41 @@ def _done(op_id: bytes, what: str, as_json: bool, **extra: Any) -> None:
     if as_json:
         print_json({"op": op_id, **extra})
     else:
-        console.print(f"{what} [dim](op {short(op_id)})[/]")
+        console.print(f"{esc(what)} [dim](op {short(op_id)})[/]")
 
 
-def _write(ctx: Ctx, kind: str, body: dict[str, Any]) -> bytes:
+Check = Callable[[bytes], None]
+
+
+def _write(ctx: Ctx, kind: str, body: dict[str, Any], check: Check | None = None) -> bytes:
     """Sign an op with the local identity: directly in the store, or — when a running
-    node holds the store — through that node's local API (the node signs it)."""
+    node holds the store — through that node's local API (the node signs it).
+
+    ``check``, if given, is called with the signer's public key before anything is
+    written, to refuse an op that would be valid but pointless (e.g. reviewing
+    one's own goal)."""
     try:
         store = ctx.store()
     except StoreLocked:
-        return _write_via_node(ctx, kind, body)
+        return _write_via_node(ctx, kind, body, check)
     with store:
-        return store.create_op(ctx.identity(), kind, body, now_ms()).id
+        identity = ctx.identity()
+        if check is not None:
+            check(identity.public)
+        return store.create_op(identity, kind, body, now_ms()).id
 
 
-def _write_via_node(ctx: Ctx, kind: str, body: dict[str, Any]) -> bytes:
+def _write_via_node(ctx: Ctx, kind: str, body: dict[str, Any], check: Check | None) -> bytes:
     from gossipmind.api.transport import Http, discover
 
     url, token = discover(ctx.dir.root)
     http = Http(url, token, timeout=10)
     try:
+        if check is not None:
+            status, doc = http.request("GET", "/v1/status")
+            if status != 200 or not isinstance(doc, dict) or "key" not in doc:
+                raise ConfigError(f"the node did not tell its key (HTTP {status})")
+            check(bytes.fromhex(str(doc["key"])))
         status, doc = http.request("POST", "/v1/ops", {"kind": kind, "body": encode(body).hex()})
     finally:
         http.close()
@@ -63,41 +89,33 @@ def _write_via_node(ctx: Ctx, kind: str, body: dict[str, Any]) -> bytes:
 @click.command()
 @click.option(
     "--passphrase-file",
-    type=click.Path(exists=True, dir_okay=False),
-    help="Encrypt the key with the passphrase in this file.",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Encrypt the key with the passphrase in this file (it must not be empty).",
 )
 @_json
 @pass_ctx
 @errors
-def init(ctx: Ctx, passphrase_file: str | None, as_json: bool) -> None:
+def init(ctx: Ctx, passphrase_file: Path | None, as_json: bool) -> None:
     """Create the data dir and a new Ed25519 identity (key file mode 0600)."""
+    passphrase = read_passphrase(passphrase_file) if passphrase_file else None
     ctx.dir.ensure()
-    passphrase = Path(passphrase_file).read_text().strip() if passphrase_file else None
     identity = new_identity()
     write_key(ctx.dir.key, identity, passphrase)
     if as_json:
         print_json({"data_dir": str(ctx.dir.root), "key": identity.public})
     else:
-        console.print(f"data dir  {ctx.dir.root}")
+        console.print(f"data dir  {esc(ctx.dir.root)}")
         console.print(f"identity  {identity.public.hex()}")
 
 
 @click.command()
-@click.option(
-    "--passphrase-file",
-    type=click.Path(exists=True, dir_okay=False),
-    help="The passphrase of an encrypted key, in a file.",
-)
+@passphrase_option
 @_json
 @pass_ctx
 @errors
-def whoami(ctx: Ctx, passphrase_file: str | None, as_json: bool) -> None:
+def whoami(ctx: Ctx, as_json: bool) -> None:
     """Print the public key of the local identity."""
-    passphrase = Path(passphrase_file).read_text().strip() if passphrase_file else None
-    if passphrase is not None:
-        public = read_key(ctx.dir.key, passphrase).public
-    else:
-        public = ctx.identity().public
+    public = ctx.identity().public
     if as_json:
         print_json({"key": public, "data_dir": str(ctx.dir.root)})
     else:
@@ -113,11 +131,20 @@ def load_policy(path: str | None) -> Policy:
     if path is None:
         return Policy()
     try:
-        doc = json.loads(Path(path).read_text())
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot read policy {path}: not UTF-8 text") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"cannot read policy {path}: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ConfigError(f"policy {path} must be a JSON object, not {_json_type(doc)}")
     merged = {**Policy().to_body(), **doc}
     return Policy.from_body(merged)
+
+
+def _json_type(value: Any) -> str:
+    names = {list: "an array", str: "a string", bool: "a boolean", int: "a number"}
+    return "null" if value is None else names.get(type(value), "a number")
 
 
 @network.command("create")
@@ -129,6 +156,7 @@ def load_policy(path: str | None) -> Policy:
     help="JSON policy overriding the defaults (see docs/protocol.md §5).",
 )
 @click.option("--out", type=click.Path(dir_okay=False), help="Also write the genesis file here.")
+@passphrase_option
 @_json
 @pass_ctx
 @errors
@@ -136,6 +164,8 @@ def network_create(
     ctx: Ctx, name: str, policy_file: str | None, out: str | None, as_json: bool
 ) -> None:
     """Create a network: sign its genesis (you become its first admin)."""
+    if out:
+        check_output_path(Path(out), "--out")
     policy = load_policy(policy_file)
     identity = ctx.identity()
     if ctx.dir.store.exists():
@@ -149,8 +179,8 @@ def network_create(
     if as_json:
         print_json({"network": genesis.id, "genesis_file": str(out or ctx.dir.genesis)})
     else:
-        console.print(f"network   {genesis.id.hex()}  ({name})")
-        console.print(f"genesis   {out or ctx.dir.genesis}  (share it with members)")
+        console.print(f"network   {genesis.id.hex()}  ({esc(name)})")
+        console.print(f"genesis   {esc(out or ctx.dir.genesis)}  (share it with members)")
 
 
 @network.command("join")
@@ -169,7 +199,7 @@ def network_join(ctx: Ctx, genesis_file: str, as_json: bool) -> None:
     if as_json:
         print_json({"network": genesis.id})
     else:
-        console.print(f"joined    {genesis.id.hex()}  ({genesis.body['name']})")
+        console.print(f"joined    {genesis.id.hex()}  ({esc(genesis.body['name'])})")
 
 
 @click.command()
@@ -178,6 +208,7 @@ def network_join(ctx: Ctx, genesis_file: str, as_json: bool) -> None:
 @click.option("--tier", type=click.IntRange(1, 3), help="Verifier tier (3 is a person).")
 @click.option("--scope", "scopes", multiple=True, help="Verifier scope (repeatable; * = all).")
 @click.option("--name", default="", help="A label for the member.")
+@passphrase_option
 @_json
 @pass_ctx
 @errors
@@ -207,6 +238,7 @@ def grant(
 @click.argument("key")
 @click.option("--retroactive", is_flag=True, help="Key compromised: void every op it ever signed.")
 @click.option("--reason", default="", help="Why (recorded in the op).")
+@passphrase_option
 @_json
 @pass_ctx
 @errors
@@ -220,7 +252,9 @@ def parse_recipe(text: str) -> dict[str, Any]:
     source = text
     if not text.lstrip().startswith("{"):
         try:
-            source = Path(text).read_text()
+            source = Path(text).read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"cannot read recipe file {text}: not UTF-8 text") from None
         except OSError as exc:
             raise ConfigError(f"cannot read recipe file {text}: {exc.strerror}") from exc
     try:
@@ -254,6 +288,7 @@ def parse_recipe(text: str) -> dict[str, Any]:
     show_default=True,
     help="Who wrote the recipe (human needs the teacher role).",
 )
+@passphrase_option
 @_json
 @pass_ctx
 @errors
@@ -285,6 +320,7 @@ def propose(
 @click.option("--accept/--reject", "accept", required=True, help="Your verdict.")
 @click.option("--reason", "reasons", multiple=True, help="A reason (repeatable).")
 @click.option("--scope", help="Scope you attest under (default: the fix's scope).")
+@passphrase_option
 @_json
 @pass_ctx
 @errors
@@ -315,6 +351,7 @@ def attest(
 @click.option(
     "--successes", type=click.IntRange(0), required=True, help="Of those, how many succeeded."
 )
+@passphrase_option
 @_json
 @pass_ctx
 @errors
@@ -332,6 +369,7 @@ def outcome(ctx: Ctx, fix: str, attempts: int, successes: int, as_json: bool) ->
 @click.argument("fix")
 @click.option("--reason", required=True, help="Why (recorded in the op).")
 @click.option("--scope", help="Scope you revoke under (default: the fix's scope).")
+@passphrase_option
 @_json
 @pass_ctx
 @errors
@@ -401,6 +439,7 @@ def parse_constraint(text: str) -> dict[str, Any]:
     show_default=True,
     help="How many times it happened.",
 )
+@passphrase_option
 @_json
 @pass_ctx
 @errors

@@ -72,6 +72,8 @@ def load_genesis(path: Path) -> Op:
         raise ConfigError(f"{path} is not a genesis file: {exc}") from exc
     if not isinstance(doc, dict) or doc.get("gossipmind_genesis") != 1:
         raise ConfigError(f"{path} is not a gossipmind genesis file")
+    if not isinstance(doc.get("op"), str):
+        raise ConfigError(f'{path}: malformed genesis: no "op" (the genesis op in hex)')
     try:
         op = opsmod.decode(bytes.fromhex(doc["op"]))
         check_genesis(op)

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from gossipmind.testnet.launcher import Testnet
 from gossipmind.testnet.procs import starttime
@@ -59,7 +61,7 @@ def _progress(console: Console, runner: Runner, stop: threading.Event) -> None:
 
 
 def show_summary(console: Console, s: dict[str, Any], result: RunResult) -> None:
-    t = Table(title=f"{s['scenario']}: summary", title_justify="left")
+    t = Table(title=escape(f"{s['scenario']}: summary"), title_justify="left")
     for col in (
         "agent",
         "node",
@@ -72,8 +74,8 @@ def show_summary(console: Console, s: dict[str, Any], result: RunResult) -> None
         t.add_column(col)
     for a in s["agents"]:
         t.add_row(
-            a["agent"] + (" (late)" if a["late"] else ""),
-            a["node"],
+            Text(a["agent"] + (" (late)" if a["late"] else "")),
+            Text(a["node"]),
             str(a["calls"]),
             str(a["failed"]),
             _pct(a["before"]),
@@ -96,7 +98,7 @@ def show_summary(console: Console, s: dict[str, Any], result: RunResult) -> None
             f"[bold]accepted fixes for the pattern: {len(s['accepted_fixes'])} (expected none)[/]"
         )
     if s["poison_fix"]:
-        console.print(f"poisoned fix {s['poison_fix'][:12]}: {s['poison_status']}")
+        console.print(escape(f"poisoned fix {s['poison_fix'][:12]}: {s['poison_status']}"))
     console.print(
         "every node on one state root" if s["converged"] else "[red]state roots differ[/]"
     )
@@ -121,11 +123,11 @@ def run_demo(
 ) -> DemoOutcome:
     root = run_dir or Path(tempfile.mkdtemp(prefix="gossipmind-demo-"))
     tn = Testnet(root)
-    console.print(f"[bold]gossipmind demo — {sc.name}[/]")
-    console.print(sc.description.strip())
+    console.print(f"[bold]gossipmind demo — {escape(sc.name)}[/]")
+    console.print(escape(sc.description.strip()))
     console.print(
         f"\nstarting a local testnet: {sc.nodes} nodes ({sc.verifiers} verifiers) in "
-        f"{-(-sc.nodes // per_process)} processes under {root} …"
+        f"{-(-sc.nodes // per_process)} processes under {escape(str(root))} …"
     )
     t0 = time.monotonic()
     started: list[int] = []
@@ -141,17 +143,19 @@ def run_demo(
         started = tn.pids()
         console.print(
             f"testnet up in {time.monotonic() - t0:.1f}s: "
-            + ", ".join(f"{n['name']} ({n['role']})" for n in tn.status())
+            + escape(", ".join(f"{n['name']} ({n['role']})" for n in tn.status()))
         )
+        target = escape(f"{sc.service}/{sc.operation}")
         console.print(
             f"agents: {sc.agents} meet the failures first, {sc.late_agents} start only after "
-            f"the fleet learned · {sc.calls} calls each to {sc.service}/{sc.operation}\n"
+            f"the fleet learned · {sc.calls} calls each to {target}\n"
         )
 
         def on_event(e: Event) -> None:
             style = STYLE.get(e.kind, "")
+            text = escape(e.text)
             console.print(
-                f"{e.t:6.1f}s  [{style}]{e.text}[/{style}]" if style else f"{e.t:6.1f}s  {e.text}"
+                f"{e.t:6.1f}s  [{style}]{text}[/{style}]" if style else f"{e.t:6.1f}s  {text}"
             )
 
         runner = Runner(tn, sc, on_event=on_event)
@@ -175,11 +179,13 @@ def run_demo(
     if report is not None:
         report.write_text(html_report(result))
         (report.with_suffix(".json")).write_text(json.dumps(s, indent=2) + "\n")
-        console.print(f"report: {report.resolve()}")
+        console.print(f"report: {escape(str(report.resolve()))}")
     if keep:
         console.print(
-            f"testnet still running under {root} "
-            f"(stop it: gossipmind testnet down --run-dir {root})"
+            escape(
+                f"testnet still running under {root} "
+                f"(stop it: gossipmind testnet down --run-dir {root})"
+            )
         )
     else:
         console.print(
