@@ -200,4 +200,7 @@ def run(
     except* KeyboardInterrupt:
         emit("stopped", names=[n for n, _ in configs])
     except* GossipmindError as group:
-        raise group.exceptions[0] from None
+        leaf: BaseException = group  # nested once per task group it crossed
+        while isinstance(leaf, BaseExceptionGroup):
+            leaf = leaf.exceptions[0]
+        raise leaf from None
