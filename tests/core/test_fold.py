@@ -332,3 +332,28 @@ def test_equivocation_is_kept_flagged_and_order_independent(order: tuple[int, ..
     assert snap["patterns"][0]["count"] == 0  # an equivocator's reports count for nothing
     other = deliver(kb, base + [pair[1 - i] for i in order])
     assert snapshot(other) == snap
+
+
+@pytest.mark.parametrize("retroactive", [False, True])
+def test_a_key_can_revoke_itself(retroactive: bool) -> None:
+    """An owner who lost a key revokes it with the key itself; that revoke
+    stands (a revoke is void only when *another* revoke voids its author), and
+    with --retroactive it takes the key's earlier revokes with it."""
+    kb = KB()
+    kb.grant("admin", "sub", "admin")
+    kb.grant("admin", "agent", "member")
+    kb.sync("admin", "sub")
+    kb.sync("admin", "agent")
+    report = kb.write("agent", "pattern.report", sample_report(count=2))
+    kb.sync("agent", "sub")
+    earlier = kb.revoke("sub", "agent", retroactive=True)
+    own = kb.revoke("sub", "sub", retroactive=retroactive)
+    for order in (kb.ops[1:], kb.ops[:0:-1]):
+        r = deliver(kb, list(order))
+        assert own.id in r.membership.effective_revokes
+        assert r.membership.voided(kb.key("sub"), own.seq + 1)  # nothing after it counts
+        sub = next(m for m in snapshot(r)["members"] if m["key"] == kb.key("sub"))
+        assert sub["revoked"] == ("retroactive" if retroactive else "plain")
+        # a retroactive self-revoke voids the key's earlier revoke of the agent too
+        assert (earlier.id in r.membership.effective_revokes) is not retroactive
+        assert r.meta[report.id].effective is retroactive

@@ -163,15 +163,34 @@ class Membership:
             return False
         return "admin" in roles_of(self.select(past, effective=True), g.author).roles
 
+    def _voided_by_others(self, effective: list[Revoke]) -> set[bytes]:
+        """The effective revokes whose author *another* effective revoke (or
+        equivocation) voids at their seq. A key's revoke of itself does not void
+        that revoke: an owner can revoke its own lost key."""
+        bounds: dict[bytes, list[tuple[int, bytes]]] = {}  # target -> (limit, revoke id)
+        for rv in effective:
+            limit = 0 if rv.retroactive else rv.past_seq
+            bounds.setdefault(rv.member, []).append((limit, rv.op_id))
+        late = set()
+        for rv in effective:
+            bound = 0 if rv.author in self.equivocators else NEVER
+            for limit, oid in bounds.get(rv.author, ()):
+                if oid != rv.op_id:
+                    bound = min(bound, limit)
+            if rv.seq > bound:
+                late.add(rv.op_id)
+        return late
+
     def recompute(self, pasts: Sequence[frozenset[bytes]], genesis_id: bytes) -> None:
         """Whole-set fold of revocations and grant effectiveness (protocol §6.2-6.3).
 
         ``pasts`` maps each grant's ``mset`` to the membership ops in its past.
         Revokes are taken in (lamport, id) order; one whose author is already
         void is skipped. A revoke found effective whose author a *later* revoke
-        voids is void too (a compromised admin's revokes stop counting once it is
-        revoked): it is dropped and the pass rerun, until no effective revoke is
-        void. Grants are then re-evaluated in (lamport, id) order.
+        by another key voids is void too (a compromised admin's revokes stop
+        counting once it is revoked): it is dropped and the pass rerun, until
+        there is none. (A key's revoke of itself stands.) Grants are then
+        re-evaluated in (lamport, id) order.
         """
         candidates = sorted(self.revokes.values(), key=lambda r: (r.lamport, r.op_id))
         while True:
@@ -183,7 +202,7 @@ class Membership:
                 effective.append(rv)
                 limit = 0 if rv.retroactive else rv.past_seq
                 self.void_after[rv.member] = min(self.void_after.get(rv.member, NEVER), limit)
-            late = {rv.op_id for rv in effective if self.voided(rv.author, rv.seq)}
+            late = self._voided_by_others(effective)
             if not late:  # each rerun drops at least one revoke: at most len(revokes) passes
                 break
             candidates = [rv for rv in candidates if rv.op_id not in late]
