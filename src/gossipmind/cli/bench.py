@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from gossipmind.cli.common import errors
+from gossipmind.cli.common import FloatRange, errors
 from gossipmind.cli.output import err_console, jsonable, print_json, styled, table
 from gossipmind.core.errors import ConfigError, GossipmindError
 
@@ -56,6 +56,9 @@ def _fingerprint() -> dict[str, Any]:
     from gossipmind.bench import fingerprint
 
     return fingerprint.run()
+
+
+MIN_SIZE, MAX_SIZE, MAX_SIZES = 2, 50, 8  # bench learning: 2 N nodes in one process per size
 
 
 def _learning(sizes: tuple[int, ...] = (4, 8)) -> dict[str, Any]:
@@ -125,7 +128,7 @@ def isolated(name: str) -> dict[str, Any]:
     "n",
     default=50_000,
     show_default=True,
-    type=click.IntRange(1000),
+    type=click.IntRange(1000, 10_000_000),
     help="Ops in the store to build.",
 )
 @click.option(
@@ -205,7 +208,7 @@ ALL.update({"convergence": _convergence, "catchup": _catchup, "throughput": _thr
     "--samples",
     default=250,
     show_default=True,
-    type=click.IntRange(1),
+    type=click.IntRange(1, 100_000),
     help="Ops timed (and as many raw gossip messages).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
@@ -228,14 +231,14 @@ def bench_convergence(nodes: int, samples: int, as_json: bool) -> None:
     "--missing",
     default=5000,
     show_default=True,
-    type=click.IntRange(1),
+    type=click.IntRange(1, 1_000_000),
     help="Ops the late node lacks (K).",
 )
 @click.option(
     "--base",
     default=5000,
     show_default=True,
-    type=click.IntRange(0),
+    type=click.IntRange(0, 1_000_000),
     help="Ops every node already holds.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
@@ -258,14 +261,14 @@ def bench_catchup(nodes: int, missing: int, base: int, as_json: bool) -> None:
     "--seconds",
     default=15.0,
     show_default=True,
-    type=click.FloatRange(1),
+    type=FloatRange(1, 3600),
     help="How long to sustain writes.",
 )
 @click.option(
     "--window",
     default=2000,
     show_default=True,
-    type=click.IntRange(1),
+    type=click.IntRange(1, 1_000_000),
     help="Ops in flight (not yet on every node) before writers pause.",
 )
 @click.option(
@@ -291,17 +294,28 @@ def bench_throughput(
 
 
 @bench.command("learning")
-@click.option("--sizes", default="4,8", show_default=True, help="Fleet sizes N (comma-separated).")
+@click.option(
+    "--sizes",
+    default="4,8",
+    show_default=True,
+    help=f"Fleet sizes N (comma-separated, each {MIN_SIZE} to {MAX_SIZE}; "
+    f"at most {MAX_SIZES} sizes).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @errors
 def bench_learning(sizes: str, as_json: bool) -> None:
     """Failures before recovery: a networked fleet of N against N isolated agents."""
+    hint = "'--sizes'"
     try:
         ns = tuple(int(x) for x in sizes.split(","))
     except ValueError:
-        raise click.BadParameter("--sizes must be comma-separated integers") from None
-    if not ns or min(ns) < 2:
-        raise click.BadParameter("every size must be at least 2")
+        raise click.BadParameter("must be comma-separated integers", param_hint=hint) from None
+    if not MIN_SIZE <= min(ns) <= max(ns) <= MAX_SIZE:
+        raise click.BadParameter(
+            f"every size must be between {MIN_SIZE} and {MAX_SIZE}", param_hint=hint
+        )
+    if len(ns) > MAX_SIZES:
+        raise click.BadParameter(f"at most {MAX_SIZES} sizes", param_hint=hint)
     _show([_learning(ns)], as_json)
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import click
 
@@ -87,10 +88,16 @@ class Ctx:
         return read_key(path, passphrase)
 
     def reader(self) -> Reader:
+        self._not_a_directory()
         return Reader(self.dir.store)
 
     def store(self) -> Store:
+        self._not_a_directory()
         return Store.open(self.dir.store)
+
+    def _not_a_directory(self) -> None:
+        if self.dir.store.is_dir():
+            raise StoreError(f"{self.dir.store} is a directory, not a gossipmind store")
 
 
 pass_ctx = click.make_pass_decorator(Ctx)
@@ -109,6 +116,31 @@ passphrase_option = click.option(
     help=PASSPHRASE_HELP,
 )
 """For every command that signs with the local identity (read through :meth:`Ctx.identity`)."""
+
+
+class FloatRange(click.FloatRange):
+    """A click.FloatRange that refuses nan and infinities (nan compares false with
+    every bound, so click's own range lets it through)."""
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return float(number)
+
+
+def max_length(limit: int) -> Callable[[click.Context, click.Parameter, str], str]:
+    """A callback refusing a text option longer than ``limit`` characters (the schema's
+    limit: it would otherwise be refused, or cut, later)."""
+
+    def check(_ctx: click.Context, param: click.Parameter, value: str) -> str:
+        if value is not None and len(value) > limit:
+            raise click.BadParameter(f"at most {limit} characters, got {len(value)}")
+        return value
+
+    return check
 
 
 def check_output_path(path: Path, option: str) -> None:
@@ -170,11 +202,15 @@ def parse_hex(value: str, what: str, size: int = 32) -> bytes:
 
 
 def resolve_prefix(ctx: Ctx, value: str, kind: str) -> bytes:
-    """Accept a full hex id or a unique prefix of a fix/pattern/goal/member id."""
-    if len(value) == 64:
-        return parse_hex(value, kind)
+    """The id of the fix/pattern/goal/member named by ``value``: a full hex id or a
+    unique prefix. Either way it must exist here and be of that kind."""
     with ctx.reader() as r:
-        found = r.show(value)
+        try:
+            found = r.show(value.lower())
+        except NotFound:
+            if len(value) == 64:
+                raise NotFound(f"no {kind} {value} here") from None
+            raise
     key = {"fix": "fix", "pattern": "pattern", "goal": "goal", "member": "key"}[kind]
     if found["type"] != kind:
         raise NotFound(f"{value} is {_a(found['type'])}, not {_a(kind)}")

@@ -10,13 +10,84 @@ from gossipmind.cli.common import (
     Ctx,
     errors,
     json_option,
+    max_length,
     pass_ctx,
     passphrase_option,
     resolve_prefix,
 )
 from gossipmind.cli.output import console, esc, jsonable, print_json, short, table
-from gossipmind.cli.write import _done, _write, parse_constraint
-from gossipmind.core.errors import InvalidOp, NotFound
+from gossipmind.cli.write import _done, _write
+from gossipmind.core.checks import Checker, integer
+from gossipmind.core.errors import InvalidOp, NotFound, SchemaError
+from gossipmind.core.recipe import MAX_BUDGET_MS, STEP_FIELDS
+from gossipmind.core.schema import check_constraint
+
+FIELDS: dict[str, Checker] = {
+    "budget_ms": integer(1, MAX_BUDGET_MS),
+    **{
+        f"{step}.{param}": check
+        for step, (required, optional) in STEP_FIELDS.items()
+        for param, check in {**required, **optional}.items()
+    },
+}
+"""Every field a ``<=``, ``>=`` or ``=`` constraint can bound, with the check of its
+values in a recipe (a bound a recipe could never hold is refused)."""
+
+
+def _scalar(text: str) -> Any:
+    if text.removeprefix("-").isdigit():
+        return int(text)
+    if text in ("true", "false"):
+        return text == "true"
+    return text
+
+
+def _check_bound(op: str, field: str, value: Any) -> None:
+    """Refuse a bound on a field no recipe has, or a value the field cannot take."""
+    check = FIELDS.get(field)
+    if check is None:
+        raise SchemaError(field, f"no such field; one of {', '.join(sorted(FIELDS))}")
+    if op != "=" and (isinstance(value, bool) or not isinstance(value, int)):
+        raise SchemaError(field, f"{op} needs an integer bound, got {value!r}")
+    if field == "set_param.value":
+        if isinstance(value, int) and not isinstance(value, bool):
+            integer(-(2**63), 2**63 - 1)(value, field)
+        return
+    check(value, field)
+
+
+def parse_constraint(text: str) -> dict[str, Any]:
+    """``retry.max_attempts<=2``, ``require_step=idempotency_key[@retry]``,
+    ``forbid_step=fallback``, ``allowed_fallbacks=a,b``: checked against the recipe
+    schema (a usage error naming the constraint, before anything is written)."""
+    for op in ("<=", ">=", "="):
+        if op in text:
+            left, right = text.split(op, 1)
+            break
+    else:
+        raise click.BadParameter(
+            f"{text!r}: expected FIELD<=VALUE, FIELD>=VALUE or FIELD=VALUE",
+            param_hint="'--constraint'",
+        )
+    left, right = left.strip(), right.strip()
+    if left == "require_step":
+        step, _, when = right.partition("@")
+        doc: dict[str, Any] = {"op": "require_step", "step": step}
+        if when:
+            doc["when"] = when
+    elif left == "forbid_step":
+        doc = {"op": "forbid_step", "step": right}
+    elif left == "allowed_fallbacks":
+        doc = {"op": "allowed_fallbacks", "targets": sorted({t for t in right.split(",") if t})}
+    else:
+        doc = {"op": op, "field": left, "value": _scalar(right)}
+    try:
+        checked = check_constraint(doc, "constraint")
+        if "field" in checked:
+            _check_bound(op, checked["field"], checked["value"])
+    except SchemaError as exc:
+        raise click.BadParameter(f"{text!r}: {exc}", param_hint="'--constraint'") from None
+    return checked
 
 
 def constraint_text(c: dict[str, Any]) -> str:
@@ -157,7 +228,12 @@ def goals_set(
 @click.option(
     "--approve/--reject", "approve", required=True, help="Your verdict on the current version."
 )
-@click.option("--comment", default="", help="Why (recorded in the review).")
+@click.option(
+    "--comment",
+    default="",
+    callback=max_length(1024),
+    help="Why (recorded in the review; at most 1024 characters).",
+)
 @passphrase_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_ctx

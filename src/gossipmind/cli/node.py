@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from gossipmind.cli.common import Ctx, errors, pass_ctx, passphrase_option
+from gossipmind.cli.common import Ctx, FloatRange, errors, pass_ctx, passphrase_option
 from gossipmind.core.errors import ConfigError
 from gossipmind.node.config import load_config
 
@@ -93,11 +93,11 @@ def check_port_free(port: int, where: str) -> None:
 )
 @click.option("--verifier", is_flag=True, default=None, help="Run the verifier loop too.")
 @click.option(
-    "--sync-interval", type=click.FloatRange(0.1, 3600), help="Seconds between anti-entropy rounds."
+    "--sync-interval", type=FloatRange(0.1, 3600), help="Seconds between anti-entropy rounds."
 )
 @click.option(
     "--status-every",
-    type=click.FloatRange(0),
+    type=FloatRange(0),
     default=0.0,
     help="Print a status JSON line every N seconds (0: never).",
 )

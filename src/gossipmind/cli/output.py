@@ -8,17 +8,39 @@ a ``[`` in it would otherwise be read as markup, crash the command or vanish.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+UNWRAPPED_WIDTH = 100_000
+"""The width of a console writing to a pipe or a file: wide enough never to split a
+line, so ids and addresses stay whole for grep and copy-paste."""
+
+
+class _Console(Console):
+    """A console that wraps to the terminal only when it writes to one (or when
+    $COLUMNS or an explicit width says so); into a pipe or a file it never wraps."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        if self._width is None and not self.is_terminal and not os.environ.get("COLUMNS"):
+            return ConsoleDimensions(UNWRAPPED_WIDTH, size.height)
+        return size
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size
+
+
+console = _Console(highlight=False)
+err_console = _Console(stderr=True, highlight=False)
 
 
 def esc(value: object) -> str:

@@ -10,6 +10,7 @@ from gossipmind.cli.common import (
     Ctx,
     errors,
     json_option,
+    max_length,
     pass_ctx,
     passphrase_option,
     resolve_prefix,
@@ -74,7 +75,10 @@ def show_fix(f: dict[str, Any]) -> None:
 @click.argument("fix", required=False)
 @click.option("--accept/--reject", "accept", default=None, help="Sign your verdict on FIX.")
 @click.option(
-    "--comment", default="", help="Why (recorded in the attestation; needs --accept/--reject)."
+    "--comment",
+    default="",
+    callback=max_length(256),
+    help="Why (recorded in the attestation; at most 256 characters; needs --accept/--reject).",
 )
 @passphrase_option
 @json_option
@@ -120,7 +124,7 @@ def review(ctx: Ctx, fix: str | None, accept: bool | None, comment: str, as_json
         "fix": fid,
         "scope": row["scope"],
         "verdict": verdict,
-        "reasons": [comment[:256]] if comment else [],
+        "reasons": [comment] if comment else [],
         "evidence": {"reviewer": "person"},
     }
     _done(_write(ctx, "fix.attest", body), f"{verdict}ed fix {short(fid)}", as_json)
@@ -159,8 +163,8 @@ def teach(
 
     Requires the teacher role; you are recorded as its author.
     """
-    pid = resolve_prefix(ctx, pattern, "pattern")
     recipe = parse_recipe(recipe_src)
+    pid = resolve_prefix(ctx, pattern, "pattern")
     body = {
         "pattern": pid,
         "recipe": recipe,

@@ -9,7 +9,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 
-from gossipmind.cli.common import check_output_path, errors, json_option
+from gossipmind.cli.common import FloatRange, check_output_path, errors, json_option
 from gossipmind.cli.output import console, err_console, esc, print_json, short, styled, table
 from gossipmind.core.errors import ConfigError
 
@@ -105,12 +105,12 @@ def testnet() -> None:
     "--status-every",
     default=1.0,
     show_default=True,
-    type=click.FloatRange(0.1, 60),
+    type=FloatRange(0.1, 60),
     help="Seconds between the status lines each node logs.",
 )
 @click.option(
     "--sync-interval",
-    type=click.FloatRange(0.1, 3600),
+    type=FloatRange(0.1, 3600),
     help="Seconds between anti-entropy rounds (node default if unset).",
 )
 @click.option(
@@ -120,7 +120,7 @@ def testnet() -> None:
 )
 @click.option(
     "--timeout",
-    type=click.FloatRange(1, 3600),
+    type=FloatRange(1, 3600),
     help="Give up if the nodes are not ready and connected within this many seconds.",
 )
 @run_dir_option
@@ -187,7 +187,7 @@ def status(run_dir: Path, as_json: bool) -> None:
     "--timeout",
     default=10.0,
     show_default=True,
-    type=click.FloatRange(0.1, 600),
+    type=FloatRange(0.1, 600),
     help="Seconds to wait after SIGTERM before SIGKILL.",
 )
 @click.option("--purge", is_flag=True, help="Delete the run dir (data, keys, logs) afterwards.")
@@ -246,7 +246,7 @@ def stop(node: str, run_dir: Path) -> None:
 
 @testnet.command("restart")
 @click.argument("node")
-@click.option("--timeout", type=click.FloatRange(1, 3600), help="Seconds to wait for ready.")
+@click.option("--timeout", type=FloatRange(1, 3600), help="Seconds to wait for ready.")
 @run_dir_option
 @errors
 def restart(node: str, timeout: float | None, run_dir: Path) -> None:
@@ -256,7 +256,7 @@ def restart(node: str, timeout: float | None, run_dir: Path) -> None:
 
 @testnet.command("start")
 @click.argument("node")
-@click.option("--timeout", type=click.FloatRange(1, 3600), help="Seconds to wait for ready.")
+@click.option("--timeout", type=FloatRange(1, 3600), help="Seconds to wait for ready.")
 @run_dir_option
 @errors
 def start(node: str, timeout: float | None, run_dir: Path) -> None:
@@ -343,7 +343,7 @@ def scenario(
 @testnet.command("chaos")
 @click.option(
     "--duration",
-    type=click.FloatRange(5, 3600),
+    type=FloatRange(5, 3600),
     default=120.0,
     show_default=True,
     help="Seconds of faults while agents write.",

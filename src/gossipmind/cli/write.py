@@ -23,11 +23,12 @@ from gossipmind.cli.common import (
 )
 from gossipmind.cli.output import console, esc, print_json, short
 from gossipmind.core.encoding import encode
-from gossipmind.core.errors import ConfigError, InvalidOp, SchemaError, StoreError
+from gossipmind.core.errors import ConfigError, InvalidOp, NotFound, StoreError
 from gossipmind.core.policy import Policy
 from gossipmind.core.recipe import RISKS, STEP_TYPES, check_recipe
 from gossipmind.core.replica import create_genesis
-from gossipmind.core.schema import ROLES, check_constraint, fix_id
+from gossipmind.core.schema import MAX_COUNTER, ROLES, fix_id
+from gossipmind.learn.patterns import MAX_MS
 from gossipmind.store.datadir import dump_genesis, load_genesis
 from gossipmind.store.keyfile import new_identity, write_key
 from gossipmind.store.sqlite import Store, StoreLocked
@@ -238,14 +239,43 @@ def grant(
 @click.argument("key")
 @click.option("--retroactive", is_flag=True, help="Key compromised: void every op it ever signed.")
 @click.option("--reason", default="", help="Why (recorded in the op).")
+@click.option(
+    "--force", is_flag=True, help="Revoke even the last admin (nobody can administer after)."
+)
 @passphrase_option
 @_json
 @pass_ctx
 @errors
-def revoke(ctx: Ctx, key: str, retroactive: bool, reason: str, as_json: bool) -> None:
-    """Revoke KEY's membership (plain: its later ops are void). Requires admin."""
-    body = {"member": parse_hex(key, "KEY"), "retroactive": retroactive, "reason": reason}
+def revoke(ctx: Ctx, key: str, retroactive: bool, reason: str, force: bool, as_json: bool) -> None:
+    """Revoke KEY's membership (plain: its later ops are void). Requires admin.
+
+    KEY must be a member not yet revoked (a plain revoke may be made retroactive);
+    revoking the last admin needs --force."""
+    member = parse_hex(key, "KEY")
+    _check_revocable(ctx, member, retroactive, force)
+    body = {"member": member, "retroactive": retroactive, "reason": reason}
     _done(_write(ctx, "member.revoke", body), f"revoked {key[:16]}", as_json)
+
+
+def _check_revocable(ctx: Ctx, member: bytes, retroactive: bool, force: bool) -> None:
+    """Refuse, before writing, a revoke that would do nothing or lock the network."""
+    with ctx.reader() as r:
+        rows = r.members()
+        open_membership = bool(r.status()["policy"].get("open_membership"))
+    row = next((m for m in rows if m["key"] == member), {"roles": [], "revoked": ""})
+    who, revoked = member.hex()[:16], row["revoked"]
+    if not (row["roles"] or revoked or open_membership):
+        raise NotFound(f"{who} is not a member of this network: nothing to revoke")
+    if revoked == "retroactive" or (revoked and not retroactive):
+        more = "" if revoked == "retroactive" else " (--retroactive voids its earlier ops)"
+        raise InvalidOp("revoked", f"{who} is already revoked{more}: nothing written")
+    admins = {m["key"] for m in rows if "admin" in m["roles"] and not m["revoked"]}
+    if admins == {member} and not force:
+        raise InvalidOp(
+            "last_admin",
+            f"{who} is the last admin: revoking it leaves nobody to administer the "
+            "network (pass --force to do it anyway; nothing written)",
+        )
 
 
 def parse_recipe(text: str) -> dict[str, Any]:
@@ -302,8 +332,8 @@ def propose(
     as_json: bool,
 ) -> None:
     """Propose a fix (a declarative recipe) for a pattern."""
-    pid = resolve_prefix(ctx, pattern, "pattern")
     recipe = parse_recipe(recipe_src)
+    pid = resolve_prefix(ctx, pattern, "pattern")
     body = {
         "pattern": pid,
         "recipe": recipe,
@@ -347,9 +377,17 @@ def attest(
 
 @click.command()
 @click.argument("fix")
-@click.option("--attempts", type=click.IntRange(1), required=True, help="Calls made under the fix.")
 @click.option(
-    "--successes", type=click.IntRange(0), required=True, help="Of those, how many succeeded."
+    "--attempts",
+    type=click.IntRange(1, MAX_COUNTER),
+    required=True,
+    help="Calls made under the fix.",
+)
+@click.option(
+    "--successes",
+    type=click.IntRange(0, MAX_COUNTER),
+    required=True,
+    help="Of those, how many succeeded.",
 )
 @passphrase_option
 @_json
@@ -386,38 +424,6 @@ def revoke_fix(ctx: Ctx, fix: str, reason: str, scope: str | None, as_json: bool
     _done(_write(ctx, "fix.revoke", body), f"revoked fix {short(fid)}", as_json)
 
 
-def parse_constraint(text: str) -> dict[str, Any]:
-    """``retry.max_attempts<=2``, ``require_step=idempotency_key[@retry]``,
-    ``forbid_step=fallback``, ``allowed_fallbacks=a,b``."""
-    for op in ("<=", ">=", "="):
-        if op in text:
-            left, right = text.split(op, 1)
-            break
-    else:
-        raise click.BadParameter(f"{text!r}: expected FIELD<=VALUE, FIELD>=VALUE or FIELD=VALUE")
-    left, right = left.strip(), right.strip()
-    if left == "require_step":
-        step, _, when = right.partition("@")
-        doc: dict[str, Any] = {"op": "require_step", "step": step}
-        if when:
-            doc["when"] = when
-    elif left == "forbid_step":
-        doc = {"op": "forbid_step", "step": right}
-    elif left == "allowed_fallbacks":
-        doc = {"op": "allowed_fallbacks", "targets": sorted({t for t in right.split(",") if t})}
-    else:
-        value: Any = right
-        if right.lstrip("-").isdigit():
-            value = int(right)
-        elif right in ("true", "false"):
-            value = right == "true"
-        doc = {"op": op, "field": left, "value": value}
-    try:
-        return check_constraint(doc, "constraint")
-    except SchemaError as exc:
-        raise click.BadParameter(f"{text!r}: {exc}") from None
-
-
 @click.command()
 @click.option("--service", required=True, help="The service that failed (e.g. payments).")
 @click.option("--operation", required=True, help="The operation (e.g. charge).")
@@ -430,8 +436,10 @@ def parse_constraint(text: str) -> dict[str, Any]:
 )
 @click.option("--message", default="", help="Error message (redacted and templated locally).")
 @click.option("--status", type=click.IntRange(100, 599), help="HTTP status code, if any.")
-@click.option("--latency-ms", type=click.IntRange(0), help="How long the call took.")
-@click.option("--retry-after-ms", type=click.IntRange(0), help="Retry-After the server sent.")
+@click.option("--latency-ms", type=click.IntRange(0, MAX_MS), help="How long the call took.")
+@click.option(
+    "--retry-after-ms", type=click.IntRange(0, MAX_MS), help="Retry-After the server sent."
+)
 @click.option(
     "--count",
     type=click.IntRange(1, 1_000_000),

@@ -41,7 +41,7 @@ MAX_BUDGET_MS = 600_000
 
 _error_class = c.one_of(*ERROR_CLASSES)
 
-_STEP_FIELDS: dict[str, tuple[dict[str, c.Checker], dict[str, c.Checker]]] = {
+STEP_FIELDS: dict[str, tuple[dict[str, c.Checker], dict[str, c.Checker]]] = {
     "retry": (
         {
             "max_attempts": c.integer(2, MAX_ATTEMPTS),
@@ -69,9 +69,9 @@ def check_step(step: Any, path: str) -> dict[str, Any]:
     if not isinstance(step, dict):
         raise SchemaError(path, f"a step is a map, got {type(step).__name__}")
     kind = step.get("type")
-    if kind not in _STEP_FIELDS:
+    if kind not in STEP_FIELDS:
         raise SchemaError(f"{path}.type", f"unknown step type {kind!r}; one of {STEP_TYPES}")
-    required, optional = _STEP_FIELDS[kind]
+    required, optional = STEP_FIELDS[kind]
     out = c.record(step, path, {"type": c.one_of(kind), **required}, optional)
     if kind == "retry" and out["cap_ms"] < out["base_ms"]:
         raise SchemaError(f"{path}.cap_ms", "must be >= base_ms")

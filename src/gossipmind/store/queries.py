@@ -12,7 +12,7 @@ from typing import Any
 
 from gossipmind.core import encoding
 from gossipmind.core import ops as opsmod
-from gossipmind.core.errors import NotFound, StoreError
+from gossipmind.core.errors import GossipmindError, NotFound, StoreError
 from gossipmind.core.replica import state_root
 from gossipmind.store.sqlite import _connect, check_file
 
@@ -40,11 +40,35 @@ class Reader:
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is corrupt: {exc}") from exc
 
+    def _doc(self, table: str, key: bytes | str, data: bytes) -> Any:
+        """Decode a stored doc (or, for ``ops``, an op); a damaged one is a StoreError
+        naming the store, the table and the row."""
+        try:
+            if table == "ops":
+                return opsmod.decode(data)
+            doc = encoding.decode(bytes(data))
+            if not isinstance(doc, dict):
+                raise StoreError(f"a {type(doc).__name__}, not a map")
+            return doc
+        except (GossipmindError, TypeError) as exc:
+            row = key.hex() if isinstance(key, bytes) else key
+            raise StoreError(
+                f"{self.path}: row {row} of table {table} is damaged ({exc}); "
+                "run `gossipmind doctor`"
+            ) from exc
+
+    def _docs(self, table: str, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        """Decode the (key, doc) rows ``sql`` selects from ``table``."""
+        return [self._doc(table, bytes(k), d) for k, d in self._q(sql, args)]
+
     def _count(self, table: str) -> int:
         return int(self._q(f"SELECT COUNT(*) FROM {table}")[0][0])
 
     def status(self) -> dict[str, Any]:
-        genesis = opsmod.decode(self._q("SELECT value FROM meta WHERE key='genesis'")[0][0])
+        rows = self._q("SELECT value FROM meta WHERE key='genesis'")
+        if not rows:
+            raise StoreError(f"{self.path} has no genesis op; run `gossipmind doctor`")
+        genesis = self._doc("ops", "meta.genesis", rows[0][0])
         by_kind = dict(self._q("SELECT kind, COUNT(*) FROM ops GROUP BY kind ORDER BY kind"))
         fixes = dict(self._q("SELECT status, COUNT(*) FROM fixes GROUP BY status"))
         return {
@@ -76,25 +100,25 @@ class Reader:
             raise StoreError(f"{self.path} is corrupt: {exc}") from exc
 
     def patterns(self, *, service: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-        sql = "SELECT doc FROM patterns"
+        sql = "SELECT pattern, doc FROM patterns"
         args: tuple[Any, ...] = ()
         if service:
             sql, args = sql + " WHERE service = ?", (service,)
         sql += " ORDER BY reporters DESC, count DESC, pattern LIMIT ?"
-        return [encoding.decode(d) for (d,) in self._q(sql, (*args, limit))]
+        return self._docs("patterns", sql, (*args, limit))
 
     def fixes(self, *, status: str | None = None, pattern: bytes | None = None) -> list[Any]:
-        sql, args = "SELECT doc FROM fixes WHERE 1=1", list[Any]()
+        sql, args = "SELECT fix, doc FROM fixes WHERE 1=1", list[Any]()
         if status:
             sql += " AND status = ?"
             args.append(status)
         if pattern:
             sql += " AND pattern = ?"
             args.append(pattern)
-        return [encoding.decode(d) for (d,) in self._q(sql + " ORDER BY fix", tuple(args))]
+        return self._docs("fixes", sql + " ORDER BY fix", tuple(args))
 
     def members(self, *, with_ops: bool = False) -> list[dict[str, Any]]:
-        rows = [encoding.decode(d) for (d,) in self._q("SELECT doc FROM members ORDER BY key")]
+        rows = self._docs("members", "SELECT key, doc FROM members ORDER BY key")
         if with_ops:
             seqs = dict(self._q("SELECT author, MAX(seq) FROM ops GROUP BY author"))
             for m in rows:
@@ -102,16 +126,16 @@ class Reader:
         return rows
 
     def goals(self) -> list[dict[str, Any]]:
-        return [encoding.decode(d) for (d,) in self._q("SELECT doc FROM goals ORDER BY goal")]
+        return self._docs("goals", "SELECT goal, doc FROM goals ORDER BY goal")
 
     def log(self, *, limit: int = 50, kind: str | None = None) -> list[dict[str, Any]]:
-        sql, args = "SELECT raw FROM ops", []
+        sql, args = "SELECT id, raw FROM ops", []
         if kind:
             sql += " WHERE kind = ?"
             args.append(kind)
         sql += " ORDER BY ord DESC LIMIT ?"
         rows = self._q(sql, (*args, limit))
-        return [op_doc(opsmod.decode(raw)) for (raw,) in rows]
+        return [op_doc(self._doc("ops", bytes(i), raw)) for i, raw in rows]
 
     def rejected(self, *, limit: int = 50) -> list[dict[str, Any]]:
         rows = self._q("SELECT id, code, detail FROM rejected ORDER BY ord DESC LIMIT ?", (limit,))
@@ -119,8 +143,8 @@ class Reader:
 
     def show(self, prefix: str) -> dict[str, Any]:
         """Find an op, pattern, fix, goal or member by a hex prefix (≥ 4 chars)."""
-        bad = NotFound(f"{prefix!r} is not a hex id prefix of at least 4 characters")
-        if len(prefix) < 4:
+        bad = NotFound(f"{prefix!r} is not a hex id prefix of 4 to 64 characters")
+        if not 4 <= len(prefix) <= 64:
             raise bad
         try:
             lo = bytes.fromhex(prefix.ljust(64, "0")[:64])
@@ -129,16 +153,19 @@ class Reader:
             raise bad from None
         found: list[dict[str, Any]] = []
         tables = (
-            ("fix", "SELECT doc FROM fixes WHERE fix BETWEEN ? AND ?"),
-            ("pattern", "SELECT doc FROM patterns WHERE pattern BETWEEN ? AND ?"),
-            ("goal", "SELECT doc FROM goals WHERE goal BETWEEN ? AND ?"),
-            ("member", "SELECT doc FROM members WHERE key BETWEEN ? AND ?"),
+            ("fix", "fixes", "SELECT fix, doc FROM fixes WHERE fix BETWEEN ? AND ?"),
+            (
+                "pattern",
+                "patterns",
+                "SELECT pattern, doc FROM patterns WHERE pattern BETWEEN ? AND ?",
+            ),
+            ("goal", "goals", "SELECT goal, doc FROM goals WHERE goal BETWEEN ? AND ?"),
+            ("member", "members", "SELECT key, doc FROM members WHERE key BETWEEN ? AND ?"),
         )
-        for what, sql in tables:
-            for (d,) in self._q(sql, (lo, hi)):
-                found.append({"type": what, **encoding.decode(d)})
-        for (raw,) in self._q("SELECT raw FROM ops WHERE id BETWEEN ? AND ?", (lo, hi)):
-            found.append({"type": "op", **op_doc(opsmod.decode(raw))})
+        for what, table, sql in tables:
+            found.extend({"type": what, **d} for d in self._docs(table, sql, (lo, hi)))
+        for doc in self._docs("ops", "SELECT id, raw FROM ops WHERE id BETWEEN ? AND ?", (lo, hi)):
+            found.append({"type": "op", **op_doc(doc)})
         if not found:
             raise NotFound(f"nothing with id prefix {prefix}")
         ids = {
