@@ -27,6 +27,13 @@ class _Console(Console):
     """A console that wraps to the terminal only when it writes to one (or when
     $COLUMNS or an explicit width says so); into a pipe or a file it never wraps."""
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if kwargs.get("width") is None:  # rich froze $COLUMNS here: read it when printing
+            self._width = None
+        if kwargs.get("height") is None:
+            self._height = None
+
     @property
     def size(self) -> ConsoleDimensions:
         size = super().size
