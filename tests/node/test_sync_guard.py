@@ -120,16 +120,39 @@ async def test_a_peer_that_closes_early_is_not_penalized() -> None:
     assert why == "eof" and "eof" not in PENALIZED
 
 
-def test_penalties_double_up_to_the_cap_and_a_good_session_clears_them() -> None:
+def test_penalties_double_up_to_the_cap() -> None:
     guard = SyncGuard(base=30, cap=120)
     assert guard.allowed("p", 0)
     waits = [guard.record("p", "timeout", 0) for _ in range(4)]
     assert waits == [30, 60, 120, 120]
     assert not guard.allowed("p", 119) and guard.allowed("p", 120)
     assert guard.allowed("q", 0)  # per peer
-    guard.record("p", "", 121)
-    assert guard.allowed("p", 121)
-    assert guard.record("p", "deadline", 121) == 30  # the count started over
+
+
+def test_a_peer_that_stalls_between_honest_sessions_keeps_doubling() -> None:
+    """One completed session between stalls does not wipe the record (it used to:
+    such a peer only ever waited the base penalty)."""
+    guard = SyncGuard(base=30, cap=240)
+    now, waits = 0.0, []
+    for _ in range(4):
+        waits.append(guard.record("p", "timeout", now))
+        now += waits[-1]
+        assert guard.allowed("p", now)
+        assert guard.record("p", "", now) == 0  # an honest session
+        now += 1
+    assert waits == [30, 60, 120, 240]
+    assert guard.record("p", "timeout", now) == 240  # it stays at the cap
+
+
+def test_time_forgives_one_strike_per_cap_and_then_the_peer_is_forgotten() -> None:
+    guard = SyncGuard(base=30, cap=120)
+    for _ in range(3):
+        guard.record("p", "protocol", 0)  # three strikes, the last wait ends at 120
+    assert guard.strikes("p", 119) == 3
+    assert guard.strikes("p", 120) == 2 and guard.strikes("p", 360) == 0
+    assert guard.record("p", "timeout", 240) == 30 * 2  # one strike left: the wait is doubled once
+    assert guard.record("p", "", 600) == 0 and "p" not in guard._records  # all forgiven: forgotten
+    assert guard.record("p", "timeout", 601) == 30  # a first offence again
 
 
 def test_ordinary_failures_are_not_penalized() -> None:

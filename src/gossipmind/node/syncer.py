@@ -54,29 +54,41 @@ class SyncGuard:
     a session and stalls holds the node's anti-entropy for a whole timeout, and
     one that trickles frames holds it until the session deadline. After such a
     session the peer waits ``base`` seconds before the node runs another session
-    with it (either way), doubling with each consecutive offence up to ``cap``;
-    a session that completes clears the record. Bounded: at most ``max_peers``
-    records, expired ones dropped first.
+    with it (either way), doubling with each offence on record up to ``cap``.
+
+    Offences are forgiven by time, not by good sessions: one strike for each
+    ``cap`` seconds since the peer's last offence. (Were a completed session to
+    clear the record, a peer could stall, wait, complete one honest session and
+    stall again, and never wait more than ``base``.) Bounded: at most
+    ``max_peers`` records, expired ones dropped first.
     """
 
     def __init__(self, base: float, cap: float, max_peers: int = 4096) -> None:
         self._base, self._cap, self._max = base, cap, max_peers
-        self._records: dict[str, tuple[float, int]] = {}  # peer -> (wait until, strikes)
+        # peer -> (wait until, strikes, time of the last offence)
+        self._records: dict[str, tuple[float, int, float]] = {}
 
     def allowed(self, peer: str, now: float) -> bool:
         record = self._records.get(peer)
         return record is None or now >= record[0]
 
+    def strikes(self, peer: str, now: float) -> int:
+        """The offences on record for ``peer`` at ``now``, less those forgiven."""
+        record = self._records.get(peer)
+        if record is None:
+            return 0
+        forgiven = int(max(0.0, now - record[2]) // self._cap) if self._cap > 0 else record[1]
+        return max(0, record[1] - forgiven)
+
     def record(self, peer: str, reason: str, now: float) -> float:
         """Note how a session with ``peer`` ended (``""``: completed); the wait imposed."""
-        if not reason:
-            self._records.pop(peer, None)
+        strikes = self.strikes(peer, now)
+        if reason not in PENALIZED:  # completed, declined or an ordinary failure
+            if peer in self._records and strikes == 0 and self.allowed(peer, now):
+                del self._records[peer]  # all forgiven: forget the peer
             return 0.0
-        if reason not in PENALIZED:
-            return 0.0
-        strikes = self._records.get(peer, (0.0, 0))[1]
         wait = min(self._cap, self._base * (1 << min(strikes, _MAX_STRIKES)))
-        self._records[peer] = (now + wait, strikes + 1)
+        self._records[peer] = (now + wait, strikes + 1, now)
         if len(self._records) > self._max:
             live = {p: r for p, r in self._records.items() if r[0] > now}
             while len(live) > self._max:
