@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from gossipmind.core.errors import SchemaError
 from gossipmind.core.policy import Policy
 from gossipmind.core.schema import fix_id, pattern_id
 from gossipmind.learn.drill import drill
@@ -62,11 +65,66 @@ def test_a_good_fix_reproduces_and_is_accepted() -> None:
     assert v.evidence["drill_success_bp"] > v.evidence["drill_baseline_success_bp"]
 
 
-def test_tampered_drill_figures_are_caught() -> None:
+def test_tampered_drill_figures_are_caught_and_never_decide_the_verdict() -> None:
+    """Bogus figures are recorded against the proposer, but the recipe is judged on
+    its own drill: fixes merge by id, so rejecting the figures would let a member
+    who proposed a predictable recipe first get it rejected for everyone."""
     r = row(RETRY)
-    r["drill"]["success_bp"] = 10_000
+    r["drill"]["success_bp"] = 1
     v = check_fix(r, PATTERN, Policy())
-    assert not v.accept and "do not reproduce" in v.reasons[0]
+    assert v.accept, v.reasons
+    assert v.evidence["published_drill"] == "differ"
+    assert any("published drill is wrong" in x for x in v.reasons)
+    assert check_fix(row(RETRY), PATTERN, Policy()).evidence["published_drill"] == "reproduced"
+
+
+def test_the_drill_uses_the_pattern_s_model_not_the_proposer_s() -> None:
+    """A recipe that retries only server errors cannot fix a timeout pattern, whatever
+    model its proposer published (one where server errors are what fails)."""
+    useless = {**RETRY, "steps": [{**RETRY["steps"][0], "on": ["server_error"]}]}
+    fid = fix_id(PATTERN["pattern"], useless)
+    forged = FaultModel(failure_bp={"server_error": 5000})
+    claimed = drill(useless, forged, fid)
+    assert claimed.better_than_baseline  # under the forged model it looks good
+    r = row(useless, publish=False, drill={**claimed.to_body(), "model": forged.to_body()})
+    v = check_fix(r, PATTERN, Policy())
+    assert not v.accept and "not above the baseline" in v.reasons[0]
+    assert v.evidence["published_drill"] == "other model"
+    assert v.evidence["drill_model"] == FaultModel.from_pattern(PATTERN).to_body()
+    # a good recipe published with a model that makes it look bad is still accepted
+    hostile = FaultModel(failure_bp={"validation": 9000, "timeout": 1000})
+    bad = drill(RETRY, hostile, fid)
+    v = check_fix(
+        row(RETRY, drill={**bad.to_body(), "model": hostile.to_body()}), PATTERN, Policy()
+    )
+    assert v.accept, v.reasons
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"failure_bp": 5},
+        {"failure_bp": "xy"},
+        {"failure_bp": {"timeout": True}},
+        {"failure_bp": {"timeout": "1"}},
+        {"burst_period_ms": "x"},
+        {"burst_len_ms": None},
+        {"burst_class": ["timeout"]},
+        {"hang_ms": -1},
+        [1, 2],
+    ],
+)
+def test_a_malformed_published_model_is_a_note_not_a_crash(model: Any) -> None:
+    with pytest.raises(SchemaError):
+        FaultModel.from_body(model)
+    r = row(RETRY)
+    r["drill"]["model"] = model
+    v = check_fix(r, PATTERN, Policy())
+    assert v.accept and v.evidence["published_drill"] == "invalid model"
+
+
+def test_without_the_pattern_a_verifier_waits() -> None:
+    assert judge(row(RETRY), None, Policy(), tier=1) is None
 
 
 def test_retrying_a_validation_error_is_rejected() -> None:

@@ -153,24 +153,36 @@ class FaultModel:
     burst_class: str = "server_error"
 
     def __post_init__(self) -> None:
+        # Every field is checked for its type too: a model can come from the
+        # network (published with a proposal), and a verifier must get a
+        # SchemaError from it, never a TypeError.
+        if not isinstance(self.failure_bp, Mapping):
+            raise SchemaError("failure_bp", "must be a map of error class to basis points")
         total = 0
         for cls, bp in self.failure_bp.items():
-            if cls not in ERROR_CLASSES:
+            if not isinstance(cls, str) or cls not in ERROR_CLASSES:
                 raise SchemaError(
-                    f"failure_bp.{cls}", f"not an error class; one of {ERROR_CLASSES}"
+                    f"failure_bp.{cls!s}", f"not an error class; one of {ERROR_CLASSES}"
                 )
-            if not isinstance(bp, int) or not 0 <= bp <= 10_000:
+            if not _is_int(bp) or not 0 <= bp <= 10_000:
                 raise SchemaError(f"failure_bp.{cls}", "must be an integer in 0..10000")
             total += bp
         if total > 10_000:
             raise SchemaError("failure_bp", f"probabilities add up to {total} bp > 10000")
-        if self.burst_class not in ERROR_CLASSES:
+        if not isinstance(self.burst_class, str) or self.burst_class not in ERROR_CLASSES:
             raise SchemaError("burst_class", f"not an error class; one of {ERROR_CLASSES}")
-        for name in ("latency_median_ms", "latency_p95_ms", "hang_ms", "retry_after_ms"):
+        for name in (
+            "latency_median_ms",
+            "latency_p95_ms",
+            "hang_ms",
+            "retry_after_ms",
+            "burst_period_ms",
+            "burst_len_ms",
+        ):
             v = getattr(self, name)
-            if not isinstance(v, int) or not 0 <= v <= MAX_LATENCY_MS:
+            if not _is_int(v) or not 0 <= v <= MAX_LATENCY_MS:
                 raise SchemaError(name, f"must be an integer in 0..{MAX_LATENCY_MS}")
-        if self.burst_period_ms < 0 or not 0 <= self.burst_len_ms <= self.burst_period_ms:
+        if self.burst_len_ms > self.burst_period_ms:
             raise SchemaError("burst_len_ms", "bursts need 0 <= burst_len_ms <= burst_period_ms")
 
     def to_body(self) -> dict[str, Any]:
@@ -192,7 +204,10 @@ class FaultModel:
         fields = set(cls().to_body())
         if not isinstance(body, Mapping) or set(body) - fields:
             raise SchemaError("model", f"a map with keys among {sorted(fields)}")
-        return cls(**{**body, "failure_bp": dict(body.get("failure_bp", {}))})
+        failure_bp = body.get("failure_bp", {})
+        if not isinstance(failure_bp, Mapping):
+            raise SchemaError("failure_bp", "must be a map of error class to basis points")
+        return cls(**{**body, "failure_bp": dict(failure_bp)})
 
     @classmethod
     def from_pattern(cls, pattern: Mapping[str, Any], failure_bp: int = 3000) -> FaultModel:
@@ -225,6 +240,10 @@ class FaultModel:
             hang_ms=hang,
             retry_after_ms=min(MAX_LATENCY_MS, retry_after),
         )
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _int(x: Any) -> int:

@@ -32,6 +32,7 @@ class VerifierStats:
     waiting: int = 0
     revoked: int = 0
     out_of_scope: int = 0
+    errors: int = 0  # fixes skipped because judging them raised (logged with a traceback)
 
 
 class Verifier:
@@ -68,7 +69,9 @@ class Verifier:
     async def judge(self, row: dict[str, Any]) -> str:
         r = self.replica
         p = r.fold.patterns.get(row["pattern"])
-        pattern = pattern_row(p, r.policy.synthesis_threshold) if p is not None else None
+        if p is None:
+            return "wait"  # the drill needs the pattern's statistics: they come by gossip
+        pattern = pattern_row(p, r.policy.synthesis_threshold)
         tier = r.roles(self.key).tier_for(row["scope"])
         seen = (row["attempts"], row["outcome_reporters"])
         if self._waiting.get(row["fix"]) == seen:
@@ -135,6 +138,12 @@ class Verifier:
                     verdict = await self.judge(row)
                 except GossipmindError as exc:
                     log.warning("could not attest fix %s: %s", row["fix"].hex()[:12], exc)
+                    continue
+                except Exception:  # a bug, or data we failed to anticipate: skip the fix
+                    # (until restart) rather than let one fix stop the verifier
+                    log.exception("failed judging fix %s; skipped", row["fix"].hex()[:12])
+                    self.stats.errors += 1
+                    self._judged.add(row["fix"])
                     continue
                 if verdict == "wait":
                     self._judged.discard(row["fix"])

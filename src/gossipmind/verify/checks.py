@@ -3,9 +3,10 @@
 A verdict is ``accept``, ``reject`` (with reasons) or ``None`` — wait: not
 enough evidence yet. Checks: the recipe's schema and bounds; step types that
 cannot fix the failure class (a retry never fixes a validation error); retries
-of non-idempotent operations without an idempotency key; a reproduced drill
-(seed = fix id, fault model published with the proposal) that must match the
-proposer's figures, beat the baseline and keep call amplification under a cap.
+of non-idempotent operations without an idempotency key; a drill (seed = fix
+id, fault model = the pattern's, ``FaultModel.from_pattern``) that must beat
+the baseline and keep call amplification under a cap. The proposer's
+published figures are compared and recorded, never trusted.
 """
 
 from __future__ import annotations
@@ -37,36 +38,67 @@ class Verdict:
         return "accept" if self.accept else "reject"
 
 
-def reproduce(
-    fix: Mapping[str, Any], pattern: Mapping[str, Any] | None, policy: Policy
-) -> DrillResult | str:
-    """Re-run the proposer's drill; a string says why it cannot be run."""
-    recipe = fix["recipe"]
-    published = fix.get("drill") or {}
+def published_model(fix: Mapping[str, Any]) -> FaultModel | str | None:
+    """The fault model published with a fix's drill: None if none, a string if invalid."""
+    published = fix.get("drill")
+    if not isinstance(published, Mapping) or "model" not in published:
+        return None
     try:
-        if isinstance(published, Mapping) and "model" in published:
-            model = FaultModel.from_body(published["model"])
-        elif pattern is not None:
-            model = FaultModel.from_pattern(pattern)
-        else:
-            return "no fault model: the proposal has none and the pattern is unknown here"
+        return FaultModel.from_body(published["model"])
     except GossipmindError as exc:
         return f"the published fault model is invalid: {exc}"
-    idempotent = not is_non_idempotent(recipe["scope"], policy)
-    runs = int(published.get("runs", 200)) if isinstance(published, Mapping) else 200
-    return drill(
-        recipe, model, bytes(fix["fix"]), runs=min(max(runs, 1), 2000), idempotent=idempotent
-    )
+    except (TypeError, ValueError) as exc:  # defence in depth: never let a peer's data crash us
+        return f"the published fault model is invalid: {exc}"
+
+
+def reproduce(fix: Mapping[str, Any], pattern: Mapping[str, Any], policy: Policy) -> DrillResult:
+    """Drill a fix's recipe against the fault model of its pattern, seeded by the fix id.
+
+    The model comes from the pattern's statistics (``FaultModel.from_pattern``),
+    never from the proposal: a proposer who could choose the model could make a
+    recipe that does not fix the pattern look good, or a good one look bad.
+    """
+    model = FaultModel.from_pattern(pattern)
+    idempotent = not is_non_idempotent(fix["recipe"]["scope"], policy)
+    return drill(fix["recipe"], model, bytes(fix["fix"]), idempotent=idempotent)
+
+
+def _published_figures(fix: Mapping[str, Any], model: FaultModel, mine: DrillResult) -> str:
+    """How the proposer's published figures compare with the verifier's drill.
+
+    ``"reproduced"``, ``"differ"`` (same model and runs, other figures: the
+    proposer's figures are wrong), ``"other model"`` (the proposer drilled
+    another model, e.g. the pattern's statistics have moved since; nothing to
+    compare), ``"invalid model"`` or ``"none"``.
+    """
+    published = fix.get("drill")
+    theirs = published_model(fix)
+    if not isinstance(published, Mapping) or theirs is None:
+        return "none"
+    if isinstance(theirs, str):
+        return "invalid model"
+    if theirs != model or published.get("runs") != mine.runs:
+        return "other model"
+    same = all(published.get(k) == v for k, v in mine.to_body().items())
+    return "reproduced" if same else "differ"
 
 
 def check_fix(
     fix: Mapping[str, Any],
-    pattern: Mapping[str, Any] | None,
+    pattern: Mapping[str, Any],
     policy: Policy,
     *,
     max_amplification_pm: int = MAX_AMPLIFICATION_PM,
 ) -> Verdict:
-    """Static checks and a reproduced drill for one fix row (``core.snapshot.fix_row``)."""
+    """Static checks and a drill of one fix row (``core.snapshot.fix_row``) for its pattern.
+
+    The verdict is on the recipe, for the pattern: the drill runs against the
+    pattern's own fault model. The proposer's published figures are compared
+    and the result recorded (``published_drill`` in the evidence, and a note in
+    the reasons when they are wrong), but they never decide the verdict: fixes
+    merge by id, so a member who published bogus figures for a recipe first
+    would otherwise get the network's fix for that pattern rejected for good.
+    """
     recipe = fix["recipe"]
     reasons: list[str] = []
     try:
@@ -74,7 +106,7 @@ def check_fix(
     except GossipmindError as exc:
         return Verdict(False, [f"recipe invalid: {exc}"])
     steps = steps_by_type(recipe)
-    error_class = pattern.get("error_class") if pattern else None
+    error_class = pattern.get("error_class")
     if "retry" in steps:
         retried = set(steps["retry"]["on"])
         if error_class in NEVER_RETRY:
@@ -89,15 +121,12 @@ def check_fix(
         reasons.append(f"breaks an active goal: {why}")
     if reasons:
         return Verdict(False, reasons)
+    model = FaultModel.from_pattern(pattern)
     result = reproduce(fix, pattern, policy)
-    if isinstance(result, str):
-        return Verdict(False, [result])
-    evidence = {"drill_" + k: v for k, v in result.to_body().items()}
-    published = fix.get("drill")
-    if isinstance(published, Mapping):
-        mine = result.to_body()
-        if any(published.get(k) != v for k, v in mine.items()):
-            reasons.append("the published drill results do not reproduce")
+    figures = _published_figures(fix, model, result)
+    evidence: dict[str, Any] = {"drill_" + k: v for k, v in result.to_body().items()}
+    evidence["drill_model"] = model.to_body()
+    evidence["published_drill"] = figures
     if not result.better_than_baseline:
         reasons.append(
             f"drill success {result.success_bp} bp is not above the baseline "
@@ -108,7 +137,12 @@ def check_fix(
             f"call amplification {result.amplification_pm / 1000:.2f}x exceeds "
             f"{max_amplification_pm / 1000:.2f}x"
         )
-    return Verdict(not reasons, reasons or ["drill reproduced and better than baseline"], evidence)
+    accept = not reasons
+    if not reasons:
+        reasons.append("drill on the pattern's fault model better than baseline")
+    if figures in ("differ", "invalid model"):
+        reasons.append(f"note: the proposer's published drill is wrong ({figures})")
+    return Verdict(accept, reasons, evidence)
 
 
 def wilson_upper_bp(successes: int, attempts: int) -> int:
@@ -163,11 +197,14 @@ def fleet_evidence(fix: Mapping[str, Any], policy: Policy) -> tuple[str, str, di
 def judge(
     fix: Mapping[str, Any], pattern: Mapping[str, Any] | None, policy: Policy, tier: int
 ) -> Verdict | None:
-    """A verifier's verdict at its tier, or None to wait for fleet evidence.
+    """A verifier's verdict at its tier, or None to wait: for the pattern (not
+    known here yet: it comes by gossip) or for fleet evidence.
 
-    Tier 1 judges on the static checks and the reproduced drill. Tier 2 and up
-    also require fleet evidence of the fix working (outcomes from canary agents).
+    Tier 1 judges on the static checks and the drill. Tier 2 and up also
+    require fleet evidence of the fix working (outcomes from canary agents).
     """
+    if pattern is None:
+        return None
     verdict = check_fix(fix, pattern, policy)
     if not verdict.accept or tier < 2:
         return verdict
