@@ -174,3 +174,22 @@ def test_fleet_evidence_bounds() -> None:
     )
     assert wilson_upper_bp(0, 0) == 10_000 and wilson_upper_bp(10, 10) == 10_000
     assert wilson_upper_bp(0, 100) < 500
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["Authorization", "Cookie", "Host", "X-Api-Key", "Idempotency-Key\r\nX-Evil: 1", "a b"],
+)
+def test_an_idempotency_key_step_may_not_name_another_header(header: str) -> None:
+    """The op schema allows any header name; the executor would set it on the agent's
+    own request (replacing its credentials), so verifiers reject all but key headers."""
+    recipe = {**RETRY, "steps": [{"type": "idempotency_key", "header": header}, *RETRY["steps"]]}
+    v = check_fix(row(recipe), PATTERN, Policy())
+    assert not v.accept and v.reasons[0].startswith("idempotency_key: header")
+
+
+@pytest.mark.parametrize("header", ["Idempotency-Key", "X-Idempotency-Key", "PayPal-Request-Id"])
+def test_idempotency_key_headers_are_allowed(header: str) -> None:
+    recipe = {**RETRY, "steps": [{"type": "idempotency_key", "header": header}, *RETRY["steps"]]}
+    v = check_fix(row(recipe), PATTERN, Policy())
+    assert v.accept, v.reasons

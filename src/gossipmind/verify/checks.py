@@ -17,7 +17,7 @@ from typing import Any
 
 from gossipmind.core.errors import GossipmindError
 from gossipmind.core.policy import Policy
-from gossipmind.core.recipe import check_recipe, steps_by_type
+from gossipmind.core.recipe import check_recipe, key_header_problem, steps_by_type
 from gossipmind.learn.drill import DrillResult, drill
 from gossipmind.learn.rank import wilson_lower_bound_bp
 from gossipmind.learn.simulator import FaultModel
@@ -106,6 +106,10 @@ def check_fix(
     except GossipmindError as exc:
         return Verdict(False, [f"recipe invalid: {exc}"])
     steps = steps_by_type(recipe)
+    if "idempotency_key" in steps:
+        problem = key_header_problem(steps["idempotency_key"]["header"])
+        if problem is not None:
+            reasons.append(f"idempotency_key: {problem}")
     error_class = pattern.get("error_class")
     if "retry" in steps:
         retried = set(steps["retry"]["on"])
