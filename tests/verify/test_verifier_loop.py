@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import trio
 
+from gossipmind.core.errors import StoreError
 from gossipmind.core.schema import fix_id
 from gossipmind.core.snapshot import fix_row, pattern_row
 from gossipmind.learn.simulator import FaultModel
@@ -126,3 +127,20 @@ async def test_the_loop_survives_a_fix_whose_judging_raises(
         nursery.cancel_scope.cancel()
     assert v.stats.errors == 1 and calls.count(first) == 1
     assert v.stats.checked == 1
+
+
+async def test_a_learner_whose_proposal_failed_tries_the_pattern_again() -> None:
+    kb = network()
+    proposals: list[str] = []
+    fail = [StoreError("database is locked")]
+
+    async def lwrite(kind: str, body: dict[str, Any]) -> None:
+        if fail:
+            raise fail.pop()
+        proposals.append(kind)
+
+    learner = Learner(kb.replica("a1"), lwrite, idle_s=0, cpu_budget=1.0)
+    kb.sync("a2", "a1")
+    assert await learner.round() == 0 and learner.due()  # not marked done
+    assert await learner.round() >= 1 and proposals[0] == "fix.propose"
+    assert not learner.due()

@@ -103,6 +103,7 @@ class Learner:
         generation = self._generation
         proposed = 0
         for row in self.due():
+            failed = False
             synth = functools.partial(synthesize, row, self.replica.policy, self.synthesizers)
             candidates = await self._step(synth)
             if candidates is None:
@@ -133,6 +134,7 @@ class Learner:
                 except GossipmindError as exc:
                     self.stats.last_error = str(exc)
                     log.warning("could not propose a fix: %s", exc)
+                    failed = True  # try the pattern again next round
                     continue
                 self.stats.proposed += 1
                 self.stats.proposals.append(fid.hex())
@@ -144,7 +146,8 @@ class Learner:
                     result.success_bp,
                     result.baseline_success_bp,
                 )
-            self._done.add(row["pattern"])
+            if not failed:
+                self._done.add(row["pattern"])
         return proposed
 
     async def _step(self, work: Callable[[], Any]) -> Any:

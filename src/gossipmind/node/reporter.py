@@ -7,12 +7,14 @@ never stored or sent; only the reduced pattern and bounded numbers are kept.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 
-from gossipmind.core.errors import GossipmindError
+from gossipmind.core.errors import GossipmindError, InvalidOp, SchemaError
+from gossipmind.core.schema import MAX_COUNTER
 from gossipmind.learn.batcher import ReportBatcher
 from gossipmind.learn.patterns import Failure, Reduced, reduce
 from gossipmind.learn.taxonomy import Rule
@@ -20,6 +22,21 @@ from gossipmind.learn.taxonomy import Rule
 log = logging.getLogger("gossipmind.node.reporter")
 
 Write = Callable[[str, dict[str, Any]], Awaitable[object]]
+MAX_UNWRITTEN = 10_000
+
+
+class _Bounded(deque[tuple[str, dict[str, Any]]]):
+    """A queue of unwritten bodies that drops (and counts) its oldest when full."""
+
+    def __init__(self, limit: int, owner: Reporter) -> None:
+        super().__init__()
+        self._limit, self._owner = limit, owner
+
+    def append(self, item: tuple[str, dict[str, Any]]) -> None:
+        if len(self) >= self._limit:
+            self.popleft()
+            self._owner.dropped += 1
+        super().append(item)
 
 
 class Reporter:
@@ -40,6 +57,9 @@ class Reporter:
         self._outcome_window: list[int] = []
         self.local_counts: dict[bytes, int] = {}
         self._wake = trio.Event()
+        # bodies batched but not written yet, oldest first (see flush)
+        self._ready: deque[tuple[str, dict[str, Any]]] = _Bounded(MAX_UNWRITTEN, self)
+        self.dropped = 0  # bodies dropped: refused as invalid, or beyond MAX_UNWRITTEN
 
     def failure(self, failure: Failure) -> Reduced:
         reduced = reduce(failure, self.rules)
@@ -49,26 +69,50 @@ class Reporter:
 
     def outcome(self, fix: bytes, attempts: int, successes: int) -> None:
         now = self._now()
-        o = self.outcomes.setdefault(fix, [0, 0])
+        o = self.outcomes.get(fix)
+        if o is not None and o[0] + attempts > MAX_COUNTER:
+            # one op's counters are bounded (schema): close this one, start another
+            self._ready.append(self._outcome_body(fix, o))
+            o = None
+        if o is None:
+            o = self.outcomes[fix] = [0, 0]
         o[0] += attempts
         o[1] += successes
         if not self._outcome_window:
             self._outcome_window = [now, now]
         self._outcome_window[1] = now
 
+    def _outcome_body(self, fix: bytes, counts: list[int]) -> tuple[str, dict[str, Any]]:
+        window = list(self._outcome_window or [self._now()] * 2)
+        body = {"fix": fix, "attempts": counts[0], "successes": counts[1], "window": window}
+        return ("fix.outcome", body)
+
     async def flush(self) -> int:
-        """Write what is batched now; return the number of ops written."""
+        """Write what is batched now, and what an earlier flush could not; return the
+        number of ops written.
+
+        A body the write refuses as invalid is dropped (logged, counted in
+        ``dropped``): writing it again would fail again. Any other failure (the
+        store) keeps that body and the ones after it for the next flush and
+        raises. Bounded: at most ``MAX_UNWRITTEN`` bodies wait; beyond that the
+        oldest are dropped and counted.
+        """
         now = self._now()
-        written = 0
         for body in self.failures.flush(now):
-            await self._write("pattern.report", body)
-            written += 1
-        outcomes, self.outcomes = self.outcomes, {}
-        window, self._outcome_window = self._outcome_window or [now, now], []
-        for fix, (attempts, successes) in sorted(outcomes.items()):
-            body = {"fix": fix, "attempts": attempts, "successes": successes, "window": window}
-            await self._write("fix.outcome", body)
-            written += 1
+            self._ready.append(("pattern.report", body))
+        for fix, counts in sorted(self.outcomes.items()):
+            self._ready.append(self._outcome_body(fix, counts))
+        self.outcomes, self._outcome_window = {}, []
+        written = 0
+        while self._ready:
+            kind, body = self._ready[0]
+            try:
+                await self._write(kind, body)
+                written += 1
+            except (SchemaError, InvalidOp) as exc:
+                self.dropped += 1
+                log.warning("dropped a %s that was refused: %s", kind, exc)
+            self._ready.popleft()  # written or refused; on other errors it stays
         return written
 
     async def run(self) -> None:
@@ -78,4 +122,4 @@ class Reporter:
             try:
                 await self.flush()
             except GossipmindError as exc:
-                log.warning("could not write reports: %s", exc)
+                log.warning("could not write reports (kept for the next window): %s", exc)

@@ -1,0 +1,95 @@
+"""The reporter's batches survive a failed write, and outcome sums stay within an op's
+bounds: nothing the agent reported is lost to one bad window."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+
+from gossipmind.core.errors import InvalidOp, StoreError
+from gossipmind.core.schema import MAX_COUNTER, check_body
+from gossipmind.learn.patterns import Failure
+from gossipmind.node import reporter as reporter_mod
+from gossipmind.node.reporter import Reporter
+
+
+class Store:
+    """A write that checks bodies like the node does, and fails on demand."""
+
+    def __init__(self) -> None:
+        self.ops: list[tuple[str, dict[str, Any]]] = []
+        self.fail: list[BaseException] = []
+
+    async def write(self, kind: str, body: dict[str, Any]) -> None:
+        await trio.lowlevel.checkpoint()
+        if self.fail:
+            raise self.fail.pop(0)
+        check_body(kind, body)
+        self.ops.append((kind, body))
+
+
+def failures(r: Reporter, n: int) -> None:
+    for i in range(n):
+        r.failure(Failure("search", "query", "TimeoutError", f"timed out after {i} ms"))
+
+
+async def test_a_failed_write_keeps_the_batch_for_the_next_window() -> None:
+    store, t = Store(), [0]
+    r = Reporter(store.write, lambda: t[0], window_ms=10)
+    failures(r, 5)
+    r.outcome(b"\x02" * 32, 3, 2)
+    t[0] = 20
+    store.fail.append(StoreError("database is locked"))
+    with pytest.raises(StoreError):
+        await r.flush()
+    assert store.ops == []
+    t[0] = 40
+    assert await r.flush() == 2
+    kinds = [k for k, _ in store.ops]
+    assert kinds == ["pattern.report", "fix.outcome"]
+    assert store.ops[0][1]["count"] == 5 and store.ops[1][1]["attempts"] == 3
+
+
+async def test_a_refused_body_is_dropped_and_the_others_are_written() -> None:
+    store, t = Store(), [0]
+    r = Reporter(store.write, lambda: t[0], window_ms=10)
+    failures(r, 2)
+    r.outcome(b"\x02" * 32, 1, 1)
+    t[0] = 20
+    store.fail.append(InvalidOp("unauthorized", "not a member"))  # the report is refused
+    assert await r.flush() == 1
+    assert [k for k, _ in store.ops] == ["fix.outcome"] and r.dropped == 1
+    assert await r.flush() == 0  # nothing left to retry
+
+
+async def test_outcome_sums_beyond_an_op_s_bound_are_split_not_lost() -> None:
+    store, t = Store(), [0]
+    r = Reporter(store.write, lambda: t[0], window_ms=10)
+    for _ in range(1001):
+        r.outcome(b"\x01" * 32, 1_000_000, 999_999)
+    r.outcome(b"\x03" * 32, 1, 1)
+    t[0] = 20
+    assert await r.flush() == 3
+    one = [b for k, b in store.ops if b["fix"] == b"\x01" * 32]
+    assert len(one) == 2 and all(b["attempts"] <= MAX_COUNTER for b in one)
+    assert sum(b["attempts"] for b in one) == 1001 * 1_000_000
+    assert sum(b["successes"] for b in one) == 1001 * 999_999
+    assert [b["attempts"] for k, b in store.ops if b["fix"] == b"\x03" * 32] == [1]
+    assert r.dropped == 0
+
+
+async def test_unwritten_bodies_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    store, t = Store(), [0]
+    monkeypatch.setattr(reporter_mod, "MAX_UNWRITTEN", 3)
+    r = Reporter(store.write, lambda: t[0], window_ms=10)
+    for i in range(5):
+        r.outcome(bytes([i]) * 32, 1, 1)
+    t[0] = 20
+    store.fail.append(StoreError("disk full"))
+    with pytest.raises(StoreError):
+        await r.flush()
+    assert r.dropped == 2
+    assert await r.flush() == 3
+    assert [b["fix"][0] for _, b in store.ops] == [2, 3, 4]  # the newest were kept
