@@ -39,6 +39,10 @@ def test_settings_are_read(tmp_path: Path) -> None:
         ("bogus = 1\n", "unknown setting 'bogus'"),
         ('synchronous = "OFF"\n', "synchronous must be FULL or NORMAL"),
         ("sync_interval = [\n", "node.toml"),
+        ("node = 1\n", "node must be a table"),
+        ("[node]\nsync_interval = 1.0\n[nodes]\nverifier = true\n", "outside the [node] table"),
+        ('verifier = "yes"\n[node]\nsync_interval = 1.0\n', "outside the [node] table"),
+        ("[node]\nsync_interval = 0.0001\n", "sync_interval = 0.0001 is out of range"),
     ],
 )
 def test_bad_settings_are_clear_errors(tmp_path: Path, text: str, message: str) -> None:
@@ -57,3 +61,11 @@ def test_gossipmind_node_reports_a_bad_config_in_one_line(tmp_path: Path) -> Non
     write(tmp_path, "cpu_budget = 5\n")
     result = CliRunner().invoke(cli, ["--data-dir", str(tmp_path), "node"])
     assert result.exit_code == 4 and "cpu_budget = 5 is out of range" in result.output
+
+
+def test_a_config_file_that_is_not_utf8_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "node.toml").write_bytes(b'listen = "\xff\xfe"\n')
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(tmp_path)
+    result = CliRunner().invoke(cli, ["--data-dir", str(tmp_path), "node"])
+    assert result.exit_code == 4 and "not UTF-8" in result.output

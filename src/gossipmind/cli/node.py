@@ -66,6 +66,37 @@ def check_port_free(port: int, where: str) -> None:
             ) from None
 
 
+def listen_endpoint(addr: str) -> tuple[socket.AddressFamily, str, int]:
+    """(family, host, port) of a checked /ip4|ip6/<host>/tcp/<port> listen address."""
+    from multiaddr import Multiaddr
+
+    maddr = Multiaddr(addr)
+    names = [p.name for p in maddr.protocols()]
+    family = socket.AF_INET6 if names[0] == "ip6" else socket.AF_INET
+    return family, maddr.value_for_protocol(names[0]), int(maddr.value_for_protocol("tcp"))
+
+
+def check_listen_free(addr: str, where: str) -> None:
+    """Fail now, naming the address, if libp2p could not have ``addr`` to itself.
+
+    py-libp2p listens with SO_REUSEPORT, so a second node on the same port would
+    start without an error and share the first one's inbound connections. A
+    probe without SO_REUSEPORT fails while anything listens there.
+    """
+    family, host, port = listen_endpoint(addr)
+    if port == 0:
+        return
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {addr} ({where}): {exc.strerror}; another process "
+                "(another node?) may listen there: choose another port, or 0 for any free one"
+            ) from None
+
+
 @click.command("node")
 @click.option(
     "--listen",
@@ -149,6 +180,16 @@ def node(
     """
     from gossipmind.node.daemon import Service, configure_logging, run
 
+    if extra and api_port is not None:
+        raise click.UsageError(
+            "--api-port names one port; with --extra-data-dir every node's API takes a free "
+            "port (see each node's api.json)"
+        )
+    if extra and listen is not None and listen_endpoint(listen)[2] != 0:
+        raise click.UsageError(
+            "--listen with a fixed port would put every node of --extra-data-dir on it: "
+            "use port 0, or set listen in each data dir's node.toml"
+        )
     configure_logging(log_level)
     passphrase = ctx.passphrase()
     configs = []
@@ -167,6 +208,16 @@ def node(
             if (why := bootstrap_problem(addr)) is not None:
                 raise ConfigError(f"bootstrap address in {cfg.data_dir}'s config: {why}")
         configs.append((data_dir.name, cfg))
+    taken: dict[tuple[str, int], Path] = {}
+    for _, cfg in configs:
+        where = "--listen" if listen is not None else f"listen in {cfg.data_dir}'s config"
+        if (why := _multiaddr_problem(cfg.listen, p2p=False)) is not None:
+            raise ConfigError(f"{where}: {why}")
+        check_listen_free(cfg.listen, where)
+        _, host, port = listen_endpoint(cfg.listen)
+        if port and (host, port) in taken:
+            raise ConfigError(f"{cfg.data_dir} and {taken[host, port]} both listen on {cfg.listen}")
+        taken[host, port] = cfg.data_dir
     services: dict[str, Service] = {}
     if not no_api:
         from gossipmind.api.server import serve_api

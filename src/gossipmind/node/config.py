@@ -98,12 +98,25 @@ def load_config(data_dir: Path, path: Path | None = None) -> NodeConfig:
             raise ConfigError(f"no config file at {path}")
         return cfg
     try:
-        doc = tomllib.loads(file.read_text())
+        doc = tomllib.loads(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{file}: {exc}") from exc
     known = {f.name for f in fields(NodeConfig)}
     values: dict[str, Any] = {}
-    for key, value in doc.get("node", doc).items():
+    settings = doc
+    if "node" in doc:  # the settings may sit in a [node] table; then nothing else may
+        settings = doc["node"]
+        if not isinstance(settings, dict):
+            raise ConfigError(f"{file}: node must be a table ([node]), not a value")
+        others = sorted(set(doc) - {"node"})
+        if others:
+            raise ConfigError(
+                f"{file}: settings outside the [node] table: {', '.join(others)} "
+                "(put every setting in [node], or use no table)"
+            )
+    for key, value in settings.items():
         if key not in known or key not in _TYPES:
             raise ConfigError(f"{file}: unknown setting {key!r}")
         expected = _TYPES[key]
