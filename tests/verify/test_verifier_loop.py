@@ -13,6 +13,7 @@ from gossipmind.core.schema import fix_id
 from gossipmind.core.snapshot import fix_row, pattern_row
 from gossipmind.learn.simulator import FaultModel
 from gossipmind.learn.synth import propose_body, synthesize
+from gossipmind.node import learner as learner_mod
 from gossipmind.node import verifier as verifier_mod
 from gossipmind.node.learner import Learner
 from gossipmind.node.verifier import Verifier
@@ -144,3 +145,19 @@ async def test_a_learner_whose_proposal_failed_tries_the_pattern_again() -> None
     assert await learner.round() == 0 and learner.due()  # not marked done
     assert await learner.round() >= 1 and proposals[0] == "fix.propose"
     assert not learner.due()
+
+
+async def test_the_learner_lists_only_its_latest_proposals(monkeypatch: pytest.MonkeyPatch) -> None:
+    kb = network()
+    for op in ("lookup", "index", "suggest"):
+        for who in ("a1", "a2"):
+            kb.report(who, operation=op, error_class="timeout", latency_ms=3000)
+    kb.sync("a2", "a1")
+    monkeypatch.setattr(learner_mod, "MAX_LISTED", 2)
+
+    async def lwrite(kind: str, body: dict[str, Any]) -> None:
+        kb.write("a1", kind, body)
+
+    learner = Learner(kb.replica("a1"), lwrite, idle_s=0, cpu_budget=1.0)
+    assert await learner.round() >= 4
+    assert learner.stats.proposed >= 4 and len(learner.stats.proposals) == 2

@@ -28,6 +28,7 @@ from gossipmind.learn.synth import Synthesizer, is_non_idempotent, propose_body,
 log = logging.getLogger("gossipmind.node.learner")
 
 Write = Callable[[str, dict[str, Any]], Awaitable[object]]
+MAX_LISTED = 64  # proposals listed in the learner's stats (the count is `proposed`)
 
 
 @dataclass
@@ -40,7 +41,7 @@ class LearnerStats:
     skipped_worse: int = 0
     busy_s: float = 0.0
     last_error: str = ""
-    proposals: list[str] = field(default_factory=list)
+    proposals: list[str] = field(default_factory=list)  # the latest MAX_LISTED fix ids
 
 
 class Learner:
@@ -138,6 +139,7 @@ class Learner:
                     continue
                 self.stats.proposed += 1
                 self.stats.proposals.append(fid.hex())
+                del self.stats.proposals[:-MAX_LISTED]  # status stays small
                 proposed += 1
                 log.info(
                     "proposed fix %s for pattern %s (drill %d bp vs %d bp)",
