@@ -39,6 +39,7 @@ from gossipmind.core.errors import GossipmindError, NetworkError
 from gossipmind.net.interface import (
     MAX_FRAME_SIZE,
     MAX_GOSSIP_MESSAGE,
+    BufferBytes,
     FrameTooLarge,
     Stream,
     StreamEOF,
@@ -159,12 +160,14 @@ class FakeNetwork:
         max_message_size: int = MAX_GOSSIP_MESSAGE,
         message_buffer: int = 1024,
         max_connections: int = 12,
+        message_buffer_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.seed = seed
         self.stats = FakeStats()
         self.max_frame_size = max_frame_size
         self.max_message_size = max_message_size
         self.message_buffer = message_buffer
+        self.message_buffer_bytes = message_buffer_bytes
         self.max_connections = max_connections
         self._drop = 0.0
         self._delay = (0.0, 0.0)
@@ -333,6 +336,7 @@ class FakeTransport:
         self._msg_send, self._msg_recv = trio.open_memory_channel[tuple[str, bytes]](
             network.message_buffer
         )
+        self._held = BufferBytes(network.message_buffer_bytes)
         self._conn_send, self._conn_recv = trio.open_memory_channel[str](1024)
 
     @property
@@ -470,8 +474,12 @@ class FakeTransport:
             stats.rejected += 1
             return
         try:
-            self._msg_send.send_nowait((msg.origin, msg.data))
-            stats.delivered += 1
+            if self._held.admit(self._msg_send, len(msg.data)):
+                self._msg_send.send_nowait((msg.origin, msg.data))
+                self._held.sent(len(msg.data))
+                stats.delivered += 1
+            else:
+                stats.overflowed += 1
         except trio.WouldBlock:
             stats.overflowed += 1
         except (trio.BrokenResourceError, trio.ClosedResourceError):

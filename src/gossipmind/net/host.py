@@ -495,6 +495,7 @@ class _Stack:
                                 self_id,
                                 self._messages,
                                 self._transport.stats,
+                                self._transport.config.message_buffer_bytes,
                             )
                             try:
                                 scope.shield = True

@@ -37,9 +37,10 @@ Semantics both honour:
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 
@@ -180,6 +181,8 @@ class TransportConfig:
     """Give up waiting on a peer whose queue stays deep this long (it will drop)."""
     message_buffer: int = 1024
     """Validated messages buffered for the node before gossip drops new ones."""
+    message_buffer_bytes: int = 64 * 1024 * 1024
+    """... and the bytes they may hold (1024 full-size messages would be 256 MiB)."""
 
     def __post_init__(self) -> None:
         if len(self.seed) != 32:
@@ -188,7 +191,7 @@ class TransportConfig:
             raise ValueError("TransportConfig.topic must not be empty")
         if not 0 < self.degree_low <= self.degree <= self.degree_high:
             raise ValueError("need 0 < degree_low <= degree <= degree_high")
-        if self.max_frame_size < 1 or self.max_message_size < 1:
+        if self.max_frame_size < 1 or self.max_message_size < 1 or self.message_buffer_bytes < 1:
             raise ValueError("size limits must be positive")
         if self.connection_limit < 1:
             raise ValueError("max_connections must be at least 1")
@@ -204,3 +207,29 @@ def split_p2p(maddr: str) -> tuple[str, str]:
     if not sep or not peer or "/" in peer:
         raise NetworkError(f"address must end in /p2p/<peer-id>: {maddr!r}")
     return head, peer
+
+
+class BufferBytes:
+    """Bounds the bytes a FIFO memory channel buffers, from the sending side alone.
+
+    The buffer holds exactly the last ``current_buffer_used`` messages sent (the
+    consumer takes them oldest first), so the sizes of recent sends are enough
+    to know what it holds. One message is always admitted into an empty buffer.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._sizes: deque[int] = deque()
+        self._held = 0
+
+    def admit(self, send: trio.MemorySendChannel[Any], size: int) -> bool:
+        """Whether a message of ``size`` bytes fits beside what ``send`` buffers now."""
+        buffered = send.statistics().current_buffer_used
+        while len(self._sizes) > buffered:
+            self._held -= self._sizes.popleft()
+        return buffered == 0 or self._held + size <= self.limit
+
+    def sent(self, size: int) -> None:
+        """Note a message sent (buffered, or handed to a waiting consumer)."""
+        self._sizes.append(size)
+        self._held += size

@@ -43,7 +43,7 @@ from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
 
 from gossipmind.core.errors import GossipmindError
-from gossipmind.net.interface import TransportConfig, Validator
+from gossipmind.net.interface import BufferBytes, TransportConfig, Validator
 from gossipmind.net.streams import LIBP2P_IO_ERRORS
 
 log = logging.getLogger(__name__)
@@ -173,16 +173,25 @@ async def pump_subscription(
     self_id: bytes,
     send: trio.MemorySendChannel[tuple[str, bytes]],
     stats: GossipStats,
+    limit_bytes: int = 64 * 1024 * 1024,
 ) -> None:
-    """Move validated messages from py-libp2p's 32-slot channel to ours, promptly."""
+    """Move validated messages from py-libp2p's 32-slot channel to ours, promptly.
+
+    Ours is bounded in messages and in bytes (``limit_bytes``); past either, new
+    messages are dropped and counted (anti-entropy fetches their ops later)."""
     broken = False
+    held = BufferBytes(limit_bytes)
     while True:
         msg = await subscription.get()
         origin = bytes(msg.from_id)
         if origin == self_id or broken:
             continue
+        data = bytes(msg.data)
+        if not held.admit(send, len(data)):
+            stats.dropped_buffer_full += 1
+            continue
         try:
-            send.send_nowait((ID(origin).to_base58(), bytes(msg.data)))
+            send.send_nowait((ID(origin).to_base58(), data))
         except trio.WouldBlock:
             stats.dropped_buffer_full += 1
             continue
@@ -191,4 +200,5 @@ async def pump_subscription(
             # not log a warning per message, but deliver nothing.
             broken = True
             continue
+        held.sent(len(data))
         stats.delivered += 1
