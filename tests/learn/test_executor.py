@@ -497,3 +497,67 @@ def test_headers_that_are_not_a_mapping_are_left_alone() -> None:
     steps = (retry(3, on=["connection"]), {"type": "idempotency_key", "header": "K"})
     rec = ex.run_sync(recipe(*steps), post, idempotent=False, headers=[("A", "1")])
     assert rec.attempts == 1 and {s.step for s in rec.skipped} == {"idempotency_key", "retry"}
+
+
+def test_a_retry_after_that_is_not_a_number_is_ignored() -> None:
+    errors = [HTTPError(503, headers={"Retry-After": v}) for v in ("inf", "1e999", "Infinity")]
+    ex, svc, _ = make([(0, e) for e in errors])
+    steps = (retry(5), {"type": "respect_retry_after", "max_wait_ms": 5000})
+    rec = ex.run_sync(recipe(*steps), svc, idempotent=True)
+    assert rec.outcome == "success" and rec.errors == ["server_error"] * 3
+    assert svc.started == [0, 100, 300, 700]  # plain backoff: the hints counted as absent
+
+
+def test_a_hint_that_cannot_be_read_never_replaces_the_calls_error() -> None:
+    class Broken(dict[str, str]):
+        def get(self, *_: Any) -> Any:
+            raise RuntimeError("broken headers object")
+
+    final = HTTPError(503, headers=Broken())
+    ex, svc, _ = make([(0, E503), (0, final)])
+    steps = (retry(2), {"type": "respect_retry_after", "max_wait_ms": 5000})
+    rec = ex.run_sync(recipe(*steps), svc, idempotent=True)
+    assert rec.error is final and rec.errors == ["server_error"] * 2 and rec.attempts == 2
+
+
+@pytest.mark.parametrize("spelling", ["Idem-Key", "idem-key", "IDEM-KEY"])
+def test_a_key_already_in_the_callers_headers_wins_in_any_case(spelling: str) -> None:
+    seen: list[dict[str, str]] = []
+
+    def post(url: str, headers: dict[str, str] | None = None) -> str:
+        seen.append(dict(headers or {}))
+        if len(seen) < 3:
+            raise ConnectionResetError("reset")
+        return "done"
+
+    ex, _, _ = make([])
+    steps = (retry(5, on=["connection"]), {"type": "idempotency_key", "header": "Idem-Key"})
+    hdrs = {"A": "1", spelling: "order-42"}
+    rec = ex.run_sync(recipe(*steps), post, "/charge", idempotent=False, headers=hdrs)
+    assert rec.outcome == "success" and rec.idempotency_key == "order-42"
+    assert seen == [hdrs] * 3  # the caller's name and value, no second spelling
+    # an empty value is no key: a fresh one goes under the caller's spelling
+    seen.clear()
+    rec = ex.run_sync(recipe(*steps), post, "/c", idempotent=False, headers={spelling: ""})
+    assert seen == [{spelling: rec.idempotency_key}] * 3 and rec.idempotency_key == "key-0"
+
+
+@pytest.mark.parametrize("header", ["Authorization", "Cookie", "X-Api-Key", "Host"])
+def test_a_recipe_never_sets_a_header_that_is_not_an_idempotency_key(header: str) -> None:
+    """The op schema lets a recipe name any header; one naming Authorization would
+    replace the agent's credentials with a random key. The step is skipped."""
+    seen: list[dict[str, str]] = []
+
+    def post(url: str, headers: dict[str, str] | None = None) -> str:
+        seen.append(dict(headers or {}))
+        return "done"
+
+    ex, _, _ = make([])
+    steps = ({"type": "idempotency_key", "header": header},)
+    hdrs = {"Authorization": "Bearer AGENT-SECRET"}
+    rec = ex.run_sync(recipe(*steps), post, "/charge", idempotent=False, headers=hdrs)
+    assert rec.outcome == "success" and seen == [hdrs]
+    assert rec.idempotency_key is None
+    assert [(s.step, "idempotency key" in s.reason) for s in rec.skipped] == [
+        ("idempotency_key", True)
+    ]

@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gossipmind.api.transport import Http, Outbox, backoff_delays, discover, env_data_dir
+from gossipmind.api.transport import (
+    Http,
+    NodeNotFound,
+    Outbox,
+    backoff_delays,
+    discover,
+    env_data_dir,
+)
 from gossipmind.core.errors import GossipmindError, NetworkError
 from gossipmind.learn.breaker import retry_after_ms, status_of
 from gossipmind.learn.executor import Execution, Executor, LocalRegistry
@@ -90,7 +97,8 @@ class Client:
 
     ``Client()`` finds the node through ``$GOSSIPMIND_HOME`` (or ``data_dir``);
     ``url``/``token`` may be given directly. Nothing here raises because the node
-    is down: reports queue (at most ``queue_max``) and fixes come from the cache.
+    is down or not started yet: reports queue (at most ``queue_max``) and fixes
+    come from the cache.
     """
 
     def __init__(
@@ -158,16 +166,26 @@ class Client:
             if self._url and self._token:
                 url, token = self._url, self._token
             else:
-                url, token = discover(self.data_dir)
+                try:
+                    url, token = discover(self.data_dir)
+                except NodeNotFound as exc:  # not started yet: unreachable, like a dead node
+                    raise NetworkError(f"node API unreachable: {exc}") from exc
             self._http = Http(url, token, self.timeout)
         return self._http
 
     def _call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         try:
             return self._api().request(method, path, body)
-        except GossipmindError:
+        except GossipmindError as exc:
             self._drop_http()  # rediscover next time (the node may have restarted)
+            if not isinstance(exc, NetworkError):  # e.g. a corrupt api.json: say so
+                log.warning("gossipmind: cannot reach the node: %s", exc)
+                self._note_error(f"{path}: {exc}")
             raise
+
+    def _note_error(self, text: str) -> None:
+        self.stats.errors.append(text)
+        del self.stats.errors[:-20]
 
     def _drop_http(self) -> None:
         http, self._http = self._http, None
@@ -360,15 +378,14 @@ class Client:
         if status >= 500:
             raise NetworkError(f"node error {status}")
         if status >= 400:  # our request is wrong: keeping it would not help
-            self.stats.errors.append(f"{path}: {status} {doc}")
-            del self.stats.errors[:-20]
+            self._note_error(f"{path}: {status} {doc}")
 
     def _send(self, path: str, body: dict[str, Any]) -> None:
         self.outbox.drain(self._post)
         try:
             self._post(path, body)
             self.stats.reports_sent += 1
-        except NetworkError:
+        except GossipmindError:  # node down, not started, or misconfigured (noted): queue it
             self.outbox.put(path, body)
             self.stats.reports_queued += 1
 

@@ -9,7 +9,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from gossipmind.core.errors import GossipmindError
+import sniffio
+
 from gossipmind.learn.executor import Execution
 
 if TYPE_CHECKING:
@@ -69,31 +70,36 @@ class Resilient:
         )
 
     def _report(self, exc: BaseException, started: float) -> Fix | None:
+        """Report the failure, then look up a fix: blocking (HTTP to the node), never raising."""
         latency = int((time.monotonic() - started) * 1000)
         c = self.client
-        try:
-            c.report_failure(
-                exc, service=self.service, operation=self.operation, latency_ms=latency
-            )
-            return c.get_fix(exc, service=self.service, operation=self.operation)
-        except GossipmindError as sdk_error:  # the SDK never breaks the agent's call path
-            log.debug("gossipmind SDK error ignored: %s", sdk_error)
-            return None
+        _quietly(
+            c.report_failure,
+            exc,
+            service=self.service,
+            operation=self.operation,
+            latency_ms=latency,
+        )
+        return _quietly(c.get_fix, exc, service=self.service, operation=self.operation)
 
     def _preventive(self) -> Fix | None:
-        return None if self.idempotent else self.client.preventive_fix(self.service, self.operation)
+        if self.idempotent:
+            return None
+        return _quietly(self.client.preventive_fix, self.service, self.operation)
 
-    def _conclude(self, execution: Execution[Any], started: float, *, reported: bool) -> Any:
+    def _report_outcome(self, execution: Execution[Any], started: float, reported: bool) -> None:
+        """Report how the fix went (and the failure, if not yet): blocking, never raising."""
         assert self.fix is not None
-        self.client.report_outcome(self.fix, execution.ok)
+        _quietly(self.client.report_outcome, self.fix, execution.ok)
+        if not execution.ok and not reported:
+            self._report(_final_error(execution), started)
+
+    def _conclude(self, execution: Execution[Any]) -> Any:
         if execution.ok:
             if execution.attempts > 1:
                 self.client.stats.recoveries += 1
             return execution.value
-        error = execution.error or RuntimeError("the fix did not produce a result")
-        if not reported:
-            self._report(error, started)
-        return self._give_up(error)
+        return self._give_up(_final_error(execution))
 
     def _give_up(self, exc: BaseException) -> Any:
         self.error = exc
@@ -106,7 +112,8 @@ class Resilient:
         self.fix = self._preventive()
         if self.fix is not None:
             execution = self.client.apply_fix(self.fix, fn, *args, idempotent=False, **kwargs)
-            return self._conclude(execution, started, reported=False)  # type: ignore[no-any-return]
+            self._report_outcome(execution, started, reported=False)
+            return self._conclude(execution)  # type: ignore[no-any-return]
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - the agent's error: report, fix, decide
@@ -116,26 +123,30 @@ class Resilient:
             execution = self.client.apply_fix(
                 self.fix, fn, *args, idempotent=self.idempotent, prior_error=exc, **kwargs
             )
-            return self._conclude(execution, started, reported=True)  # type: ignore[no-any-return]
+            self._report_outcome(execution, started, reported=True)
+            return self._conclude(execution)  # type: ignore[no-any-return]
 
     async def acall(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        """:meth:`call` for coroutine functions; talking to the node never blocks the loop."""
         started = time.monotonic()
         self.fix = self._preventive()
         if self.fix is not None:
             execution = await self.client.apply_fix_async(
                 self.fix, fn, *args, idempotent=False, **kwargs
             )
-            return self._conclude(execution, started, reported=False)  # type: ignore[no-any-return]
+            await _off_loop(self._report_outcome, execution, started, False)
+            return self._conclude(execution)  # type: ignore[no-any-return]
         try:
             return await fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - the agent's error: report, fix, decide
-            self.fix = self._report(exc, started)
+            self.fix = await _off_loop(self._report, exc, started)
             if self.fix is None:
                 return self._give_up(exc)  # type: ignore[no-any-return]
             execution = await self.client.apply_fix_async(
                 self.fix, fn, *args, idempotent=self.idempotent, prior_error=exc, **kwargs
             )
-            return self._conclude(execution, started, reported=True)  # type: ignore[no-any-return]
+            await _off_loop(self._report_outcome, execution, started, True)
+            return self._conclude(execution)  # type: ignore[no-any-return]
 
     def __call__(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         if inspect.iscoroutinefunction(fn):
@@ -171,4 +182,43 @@ class Resilient:
     async def __aexit__(
         self, et: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> bool:
-        return self.__exit__(et, exc, tb)
+        if exc is None or not isinstance(exc, Exception):
+            return False
+        self.error = exc
+        self.fix = await _off_loop(self._report, exc, self._t0)
+        return self.on_failure == "degrade"
+
+
+def _final_error(execution: Execution[Any]) -> BaseException:
+    return execution.error or RuntimeError("the fix did not produce a result")
+
+
+def _quietly(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+    """``fn(...)``, or ``None`` if it fails: the SDK never breaks the agent's call path."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as sdk_error:  # noqa: BLE001 - never replaces the agent's value or error
+        log.debug("gossipmind SDK error ignored: %r", sdk_error)
+        return None
+
+
+async def _off_loop(fn: Callable[..., T], *args: Any) -> T:
+    """Run blocking SDK work (HTTP to the node) in a worker thread, off the event loop.
+
+    trio or asyncio, found with sniffio; under another loop it runs inline.
+    """
+    try:
+        library = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        library = ""
+    if library == "trio":
+        import trio
+
+        call = functools.partial(fn, *args)
+        # (trio-stubs predate abandon_on_cancel)
+        return await trio.to_thread.run_sync(call, abandon_on_cancel=True)  # type: ignore[call-arg]
+    if library == "asyncio":
+        import asyncio
+
+        return await asyncio.to_thread(fn, *args)
+    return fn(*args)

@@ -15,16 +15,26 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from gossipmind.core.errors import ConfigError, NetworkError
+from gossipmind.core.errors import ConfigError, GossipmindError, NetworkError
 
 log = logging.getLogger("gossipmind.sdk")
 
 
+class NodeNotFound(ConfigError):
+    """The data dir holds no ``api.json``/``api.token``: its node is not running (yet)."""
+
+
 def discover(data_dir: Path) -> tuple[str, str]:
-    """The node's API URL and token from its data dir (``api.json``, ``api.token``)."""
+    """The node's API URL and token from its data dir (``api.json``, ``api.token``).
+
+    :class:`NodeNotFound` if they are missing (the node is not running), else
+    :class:`ConfigError` if they cannot be read.
+    """
     try:
         url = json.loads((data_dir / "api.json").read_text())["url"]
         token = (data_dir / "api.token").read_text().strip()
+    except FileNotFoundError as exc:
+        raise NodeNotFound(f"no running node API found in {data_dir}: {exc}") from exc
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"no running node API found in {data_dir}: {exc}") from exc
     return str(url), token
@@ -156,7 +166,7 @@ class Outbox:
                 path, body = self.items[0]
             try:
                 send(path, body)
-            except NetworkError:
+            except GossipmindError:  # unreachable or misconfigured: keep it for later
                 return sent
             with self._lock:
                 if self.items and self.items[0] == (path, body):

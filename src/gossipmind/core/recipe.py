@@ -71,23 +71,22 @@ STEP_FIELDS: dict[str, tuple[dict[str, c.Checker], dict[str, c.Checker]]] = {
 # agent's own request: one naming Authorization or Cookie would replace the
 # agent's credentials. Verifiers reject, and executors skip, any other name.
 _KEY_HEADER = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
-_KEY_HEADER_WORDS = ("idempotency", "idempotent", "request-id")
+_KEY_HEADER_WORDS = ("idem", "request-id")
 
 
 def key_header_problem(name: object) -> str | None:
     """Why ``name`` may not be the header of an ``idempotency_key`` step, or None.
 
     Allowed: an HTTP token of letters, digits and dashes (at most 64) that says
-    what it is: it contains ``idempotency``, ``idempotent`` or ``request-id``
-    (any case), e.g. ``Idempotency-Key``, ``X-Idempotency-Key``,
-    ``PayPal-Request-Id``.
+    what it is: it contains ``idem`` or ``request-id`` (any case), e.g.
+    ``Idempotency-Key``, ``X-Idempotent-Key``, ``Idem-Key``, ``PayPal-Request-Id``.
     """
     if not isinstance(name, str) or not _KEY_HEADER.fullmatch(name):
         return f"header {name!r} is not a plain header name (letters, digits, dashes)"
     if not any(w in name.lower() for w in _KEY_HEADER_WORDS):
         return (
             f"header {name!r} does not name an idempotency key (it must contain "
-            "'idempotency', 'idempotent' or 'request-id')"
+            "'idem' or 'request-id')"
         )
     return None
 

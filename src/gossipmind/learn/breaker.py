@@ -30,6 +30,7 @@ exception type and HTTP status (the SDK may pass a richer classifier), and
 from __future__ import annotations
 
 import contextvars
+import math
 import threading
 import time
 from collections.abc import Awaitable, Callable, Hashable, Mapping
@@ -48,6 +49,7 @@ TRIPPING_CLASSES = frozenset({"connection", "rate_limited", "server_error", "tim
 CLOSED = "closed"
 OPEN = "open"
 HALF_OPEN = "half_open"
+MAX_RETRY_AFTER_MS = 2**31 - 1  # the bound the node's API puts on a failure's retry_after_ms
 
 
 class AttemptTimeout(RecipeError, TimeoutError):
@@ -214,13 +216,23 @@ def _header(headers: Any, name: str) -> Any:
     return v
 
 
+def _clamp_ms(seconds: float) -> int | None:
+    """``seconds`` as ms in ``[0, MAX_RETRY_AFTER_MS]``; ``None`` for nan and infinities."""
+    if not math.isfinite(seconds):
+        return None
+    return round(min(max(seconds * 1000.0, 0.0), float(MAX_RETRY_AFTER_MS)))
+
+
 def retry_after_ms(exc: BaseException, wall_now: Callable[[], float] = time.time) -> int | None:
     """The wait ``exc`` asks for, in ms: ``retry_after_ms``, ``retry_after`` (seconds) or a
     ``Retry-After`` header (delta-seconds or HTTP-date) on ``exc.headers``/``exc.response.headers``.
+
+    A hint that is not a finite number (``inf``, ``nan``, ``1e999``) counts as absent; a
+    huge one is clamped to ``MAX_RETRY_AFTER_MS``.
     """
     v = getattr(exc, "retry_after_ms", None)
     if isinstance(v, int) and not isinstance(v, bool):
-        return max(0, v)
+        return min(max(0, v), MAX_RETRY_AFTER_MS)
     raw = getattr(exc, "retry_after", None)
     if raw is None:
         for obj in (exc, getattr(exc, "response", None)):
@@ -229,18 +241,19 @@ def retry_after_ms(exc: BaseException, wall_now: Callable[[], float] = time.time
                 break
     if raw is None or isinstance(raw, bool):
         return None
-    if isinstance(raw, int | float):
-        return max(0, round(raw * 1000))
+    if isinstance(raw, int):
+        return min(max(0, raw * 1000), MAX_RETRY_AFTER_MS)
+    if isinstance(raw, float):
+        return _clamp_ms(raw)
     text = str(raw).strip()
     try:
-        return max(0, round(float(text) * 1000))
+        return _clamp_ms(float(text))
     except ValueError:
         pass
     try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
+        return _clamp_ms(parsedate_to_datetime(text).timestamp() - wall_now())
+    except (TypeError, ValueError, OverflowError, OSError):
         return None
-    return max(0, round((when.timestamp() - wall_now()) * 1000))
 
 
 # ------------------------------------------------------------------------- breakers

@@ -14,9 +14,10 @@ attempt is cut at its deadline; the local fallback/escalation run after it);
 a non-idempotent call is retried only if an idempotency key reaches it.
 
 Idempotency key: one per logical call, the same on every attempt (a caller's
-own ``idempotency_key=`` wins), passed as ``idempotency_key=`` if the function
-declares it, else as ``headers[step.header]`` if the caller passed
-``headers=`` or the function declares ``headers``; else the step is skipped.
+own ``idempotency_key=``, or ``step.header`` in any case in ``headers=``, wins),
+passed as ``idempotency_key=`` if the function declares it, else as
+``headers[step.header]`` if the caller passed ``headers=`` or the function
+declares ``headers``; else the step is skipped.
 
 Sync attempts with a time limit run in a worker thread and are abandoned, not
 killed, when it passes (``breaker.SystemClock``); ``sync_timeouts=False`` keeps
@@ -38,7 +39,12 @@ from typing import Any, Generic, TypeVar, cast
 from tenacity import AsyncRetrying, RetryCallState, Retrying
 
 from gossipmind.core.errors import RecipeError
-from gossipmind.core.recipe import ERROR_CLASSES, check_recipe, steps_by_type
+from gossipmind.core.recipe import (
+    ERROR_CLASSES,
+    check_recipe,
+    key_header_problem,
+    steps_by_type,
+)
 from gossipmind.learn.breaker import (
     AsyncClock,
     AttemptTimeout,
@@ -51,6 +57,7 @@ from gossipmind.learn.breaker import (
     default_classifier,
     retry_after_ms,
 )
+from gossipmind.learn.headers import param_kind, with_key
 
 T = TypeVar("T")
 Scalar = int | str | bool
@@ -131,20 +138,6 @@ class Execution(Generic[T]):
 
 
 # ------------------------------------------------------------------------ the plan
-
-
-def _param_kind(fn: Callable[..., Any], name: str) -> str:
-    """``"named"`` if ``fn`` declares keyword ``name``, ``"varkw"`` if it takes ``**kw``."""
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return "unknown"
-    p = params.get(name)
-    if p is not None and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
-        return "named"
-    if any(q.kind is q.VAR_KEYWORD for q in params.values()):
-        return "varkw"
-    return "none"
 
 
 @dataclass
@@ -340,7 +333,10 @@ class Executor:
         return cls if cls in ERROR_CLASSES else "unknown"
 
     def retry_after(self, exc: BaseException) -> int | None:
-        return retry_after_ms(exc, self.wall_clock)
+        try:
+            return retry_after_ms(exc, self.wall_clock)
+        except Exception:  # noqa: BLE001 - a malformed hint must not replace the call's error
+            return None
 
     def _plan(
         self,
@@ -370,27 +366,30 @@ class Executor:
                 skip("set_param", f"{name!r} is not on the local allow-list")
             elif check is not None and not check(value):
                 skip("set_param", f"value for {name!r} refused locally")
-            elif _param_kind(fn, name) not in ("named", "varkw"):
+            elif param_kind(fn, name) not in ("named", "varkw"):
                 skip("set_param", f"the function takes no {name!r}")
             else:
                 plan.kwargs[name] = value
                 applied.append("set_param")
-        key_in_effect = False
+        key_in_effect, why = False, None
         if (s := steps.get("idempotency_key")) is not None:
-            key = kwargs.get("idempotency_key")
-            key = key if isinstance(key, str) and key else self.key_factory()
-            if _param_kind(fn, "idempotency_key") == "named":
-                plan.kwargs["idempotency_key"] = key
+            new_key: Callable[[], str] = self.key_factory
+            if isinstance(own := kwargs.get("idempotency_key"), str) and own:
+                new_key = functools.partial(str, own)  # the caller's own key wins
+            if param_kind(fn, "idempotency_key") == "named":
+                plan.kwargs["idempotency_key"] = key = new_key()
                 key_in_effect = True
+            elif (why := key_header_problem(s["header"])) is not None:
+                skip("idempotency_key", why)  # never set Authorization, Cookie, ...
             elif isinstance(hdrs := kwargs.get("headers"), Mapping) or (
-                hdrs is None and _param_kind(fn, "headers") == "named"
-            ):
-                plan.kwargs["headers"] = {**(hdrs or {}), s["header"]: key}
+                hdrs is None and param_kind(fn, "headers") == "named"
+            ):  # a key already in the caller's headers (any spelling) wins
+                plan.kwargs["headers"], key = with_key(hdrs or {}, s["header"], new_key)
                 key_in_effect = True
             if key_in_effect:
                 record.idempotency_key = key
                 applied.append("idempotency_key")
-            else:
+            elif why is None:
                 skip("idempotency_key", "the function takes neither idempotency_key= nor headers=")
         if (s := steps.get("retry")) is not None:
             plan.max_attempts = s["max_attempts"]

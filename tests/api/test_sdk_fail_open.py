@@ -1,0 +1,220 @@
+"""The SDK never gets in the agent's way: node not started, misconfigured or hung, odd errors."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from gossipmind.api.client import Client, Fix
+from gossipmind.core.errors import ConfigError, NetworkError
+
+DOWN = {"url": "http://127.0.0.1:9", "token": "x" * 20, "stream": False}
+KEYED = {
+    "scope": "payments",
+    "steps": [
+        {"type": "idempotency_key", "header": "Idempotency-Key"},
+        {
+            "type": "retry",
+            "max_attempts": 3,
+            "base_ms": 1,
+            "cap_ms": 5,
+            "jitter": "none",
+            "on": ["timeout"],
+        },
+    ],
+    "budget_ms": 5000,
+}
+
+
+class Upstream(Exception):
+    """The agent's own error: an HTTP 503 whose headers come from a remote server."""
+
+    def __init__(self, headers: Any) -> None:
+        super().__init__("upstream unavailable")
+        self.response = type("R", (), {"status_code": 503, "headers": headers})
+
+
+class BrokenHeaders(dict[str, str]):
+    def get(self, *_: Any) -> Any:
+        raise RuntimeError("a headers object that cannot be read")
+
+
+@pytest.mark.parametrize(
+    "headers", [{"Retry-After": "inf"}, {"Retry-After": "1e999"}, BrokenHeaders()]
+)
+def test_an_odd_error_never_turns_into_an_sdk_error(headers: Any) -> None:
+    client = Client(**DOWN)  # type: ignore[arg-type]
+
+    def call() -> str:
+        raise Upstream(headers)
+
+    with pytest.raises(Upstream):
+        client.resilient(service="search", operation="query")(call)()
+    degrade = client.resilient(
+        service="search", operation="query", on_failure="degrade", default="cached"
+    )
+    assert degrade(call)() == "cached"
+
+    async def acall() -> str:
+        raise Upstream(headers)
+
+    with pytest.raises(Upstream):
+        asyncio.run(client.resilient(service="search", operation="query")(acall)())
+    with client.resilient(service="search", operation="query", on_failure="degrade") as r:
+        call()
+    assert isinstance(r.error, Upstream)
+    client.close()
+
+
+def test_reports_queue_while_the_node_has_not_started(tmp_path: Path) -> None:
+    client = Client(tmp_path, stream=False)  # no api.json yet: the node is not running
+    reduced = client.report_failure(TimeoutError("t"), service="search", operation="query")
+    assert reduced.pattern
+    client.report_outcome(b"\x01" * 32, True)
+    assert len(client.outbox.items) == 2 and client.stats.reports_queued == 2
+    assert client.flush() == 0
+    with pytest.raises(NetworkError):
+        client.count_failures(reduced.pattern)
+    assert client.resilient(service="search", operation="query")(lambda x: x + 1)(1) == 2
+    client.close()
+
+
+def keyed_client(tmp_path: Path) -> Client:
+    """A client whose cache holds an accepted keyed fix for payments/charge."""
+    client = Client(tmp_path, stream=False)
+    fix = Fix(b"\x01" * 32, b"\x02" * 32, KEYED, "", "low", 3, 3, "payments", "charge")
+    client._cache[fix.pattern] = {fix.id: fix}
+    return client
+
+
+def flaky_charge() -> Callable[..., dict[str, Any]]:
+    calls: list[str | None] = []
+
+    def charge(amount: int, idempotency_key: str | None = None) -> dict[str, Any]:
+        calls.append(idempotency_key)
+        if len(calls) == 1:
+            raise TimeoutError("charge timed out")
+        return {"amount": amount, "keys": list(calls)}
+
+    return charge
+
+
+@pytest.mark.parametrize("api_json", [None, "{not json", '{"url": "http://10.0.0.1:80"}'])
+def test_a_successful_call_is_never_replaced_by_an_sdk_error(
+    tmp_path: Path, api_json: str | None
+) -> None:
+    if api_json is not None:  # a misconfigured data dir, not just a node that is down
+        (tmp_path / "api.json").write_text(api_json)
+        (tmp_path / "api.token").write_text("x" * 20)
+    client = keyed_client(tmp_path)
+    pay = client.resilient(service="payments", operation="charge", idempotent=False)
+    receipt = pay(flaky_charge())(4999)
+    assert receipt["amount"] == 4999 and len(set(receipt["keys"])) == 1
+    assert client.stats.recoveries == 1 and len(client.outbox.items) >= 1
+    if api_json is not None:  # the configuration problem is told, not swallowed
+        assert client.stats.errors
+        with pytest.raises(ConfigError):
+            client.count_failures(b"\x02" * 32)
+
+    async def main() -> dict[str, Any]:
+        charge = flaky_charge()
+
+        @client.resilient(service="payments", operation="charge", idempotent=False)
+        async def apay(amount: int, idempotency_key: str | None = None) -> dict[str, Any]:
+            return charge(amount, idempotency_key=idempotency_key)
+
+        return await apay(10)
+
+    assert asyncio.run(main())["amount"] == 10
+    client.close()
+
+
+# ------------------------------------------------------------ a hung node, async agents
+
+
+@pytest.fixture
+def hung_client() -> Iterator[Client]:
+    """A client of a node that accepts connections and never answers."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    url = f"http://127.0.0.1:{srv.getsockname()[1]}"
+    client = Client(url=url, token="x" * 20, stream=False, timeout=0.25)
+    yield client
+    srv.close()
+    client.close()
+
+
+def failing_calls(client: Client) -> list[Callable[[], Awaitable[Any]]]:
+    decorated = client.resilient(
+        service="search", operation="query", on_failure="degrade", default="fallback"
+    )
+
+    @decorated
+    async def query() -> str:
+        raise TimeoutError("upstream timed out")
+
+    async def block() -> Any:
+        async with client.resilient(service="search", operation="query", on_failure="degrade"):
+            raise TimeoutError("upstream timed out")
+
+    return [query, block]
+
+
+def test_asyncio_event_loop_never_waits_for_a_hung_node(hung_client: Client) -> None:
+    async def main() -> tuple[float, float]:
+        ticks: list[float] = []
+
+        async def ticker() -> None:
+            while True:
+                ticks.append(time.monotonic())
+                await asyncio.sleep(0.01)
+
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0.05)
+        t0 = time.monotonic()
+        for call in failing_calls(hung_client):
+            await call()
+        took = time.monotonic() - t0
+        await asyncio.sleep(0.05)  # a last tick shows a stall that ended just now
+        task.cancel()
+        return took, max(b - a for a, b in itertools.pairwise(ticks))
+
+    took, stall = asyncio.run(main())
+    assert took >= 0.5  # the SDK did wait for the node: each request timed out...
+    assert stall < 0.2  # ...but in a worker thread, not on the agent's event loop
+    assert hung_client.stats.reports_queued == 2
+
+
+def test_trio_event_loop_never_waits_for_a_hung_node(hung_client: Client) -> None:
+    async def main() -> tuple[float, float]:
+        ticks: list[float] = []
+
+        async def ticker() -> None:
+            while True:
+                ticks.append(time.monotonic())
+                await trio.sleep(0.01)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ticker)
+            await trio.sleep(0.05)
+            t0 = time.monotonic()
+            for call in failing_calls(hung_client):
+                await call()
+            took = time.monotonic() - t0
+            await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+        return took, max(b - a for a, b in itertools.pairwise(ticks))
+
+    took, stall = trio.run(main)
+    assert took >= 0.5
+    assert stall < 0.2
+    assert hung_client.stats.reports_queued == 2
