@@ -5,17 +5,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tnkit import same_process_runs
+from tnkit import same_process_runs, stopped_testnet
 
 from gossipmind.core.errors import ConfigError, NotFound
-from gossipmind.testnet import Testnet, peer_id_of, prepare
+from gossipmind.testnet import Testnet, peer_id_of
 from gossipmind.testnet.procs import free_ports, is_ours, read_events, starttime
-from gossipmind.testnet.state import NodeEntry, ProcEntry, State, save_state
+from gossipmind.testnet.state import ProcEntry, save_state
 
 
 def test_peer_id_matches_libp2p() -> None:
@@ -25,19 +23,6 @@ def test_peer_id_matches_libp2p() -> None:
     for _ in range(5):
         seed = os.urandom(32)
         assert peer_id_of(Identity(seed).public) == peer_id_from_seed(seed)
-
-
-@pytest.fixture
-def sleeper(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A process whose command line names ``tmp_path/run/`` and ``node``, like ours."""
-    marker = str(tmp_path / "run") + os.sep
-    code = "import time; time.sleep(120)"
-    proc = subprocess.Popen([sys.executable, "-c", code, marker + "node-0", "node"])
-    try:
-        yield proc
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 def test_is_ours_checks_command_line_and_start_time(
@@ -53,32 +38,10 @@ def test_is_ours_checks_command_line_and_start_time(
     assert not is_ours(None, None, marker)
 
 
-def _stopped_testnet(root: Path, nodes: int = 4, spares: int = 1) -> Testnet:
-    """A testnet as `up` records it, but with no process ever started."""
-    run = root / "run"
-    specs = prepare(run, nodes, 1, spares=spares)
-    ports = free_ports(len(specs))
-    state = State(run_dir=str(run), network="00" * 32, per_process=2, status_every=1.0)
-    for spec, port in zip(specs, ports, strict=True):
-        state.nodes.append(
-            NodeEntry(
-                spec.name,
-                str(spec.dir),
-                spec.key.hex(),
-                peer_id_of(spec.key),
-                spec.role,
-                port,
-                spare=spec.spare,
-            )
-        )
-    save_state(run, state)
-    return Testnet(run)
-
-
 def test_down_never_signals_a_process_it_did_not_start(
     tmp_path: Path, sleeper: subprocess.Popen[bytes]
 ) -> None:
-    tn = _stopped_testnet(tmp_path)
+    tn = stopped_testnet(tmp_path)
     st = tn.state()
     # a recorded pid that now belongs to someone else (reused): same command line,
     # another start time
@@ -97,7 +60,7 @@ def test_down_never_signals_a_process_it_did_not_start(
 
 
 def test_status_of_a_stopped_testnet_reads_the_stores(tmp_path: Path) -> None:
-    tn = _stopped_testnet(tmp_path)
+    tn = stopped_testnet(tmp_path)
     rows = {r["name"]: r for r in tn.status()}
     assert [r["state"] for r in rows.values()] == ["not started"] * 4 + ["spare"]
     assert all(r["ops"] == 5 and r["converged"] for r in rows.values())  # genesis + 4 grants
@@ -107,7 +70,7 @@ def test_status_of_a_stopped_testnet_reads_the_stores(tmp_path: Path) -> None:
 
 
 def test_partition_blocks_the_other_groups_and_heal_clears(tmp_path: Path) -> None:
-    tn = _stopped_testnet(tmp_path)
+    tn = stopped_testnet(tmp_path)
     st = tn.state()
     blocks = tn.partition([["0", "node-1"], ["2"]])  # node-3 and spare node-4 form a third
     assert blocks["node-0"] == ["node-2", "node-3", "node-4"]
@@ -135,7 +98,7 @@ def test_partition_blocks_the_other_groups_and_heal_clears(tmp_path: Path) -> No
 def test_bad_partitions_are_refused(
     tmp_path: Path, groups: list[list[str]], error: type[Exception], match: str
 ) -> None:
-    tn = _stopped_testnet(tmp_path)
+    tn = stopped_testnet(tmp_path)
     with pytest.raises(error, match=match):
         tn.partition(groups)
 
@@ -148,13 +111,13 @@ def test_up_refuses_bad_input_before_touching_the_run_dir(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match="--verifiers"):
         tn.up(2, 2)
     assert not run.exists() or not any(p.name != ".lock" for p in run.iterdir())
-    stopped = _stopped_testnet(tmp_path / "other")
+    stopped = stopped_testnet(tmp_path / "other")
     with pytest.raises(ConfigError, match="holds a stopped testnet"):
         stopped.up(2, 0)
 
 
 def test_node_refs_by_name_or_index(tmp_path: Path) -> None:
-    tn = _stopped_testnet(tmp_path)
+    tn = stopped_testnet(tmp_path)
     assert tn.node("3").name == tn.node("node-3").name == "node-3"
     with pytest.raises(NotFound, match="nodes: node-0, node-1"):
         tn.node("node-12")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -12,8 +13,31 @@ import trio
 from gossipmind.node.config import NodeConfig
 from gossipmind.node.node import Node
 from gossipmind.testing import sample_report
-from gossipmind.testnet import Testnet
-from gossipmind.testnet.procs import starttime
+from gossipmind.testnet import Testnet, peer_id_of, prepare
+from gossipmind.testnet.procs import free_ports, starttime
+from gossipmind.testnet.state import NodeEntry, State, save_state
+
+
+def stopped_testnet(root: Path, nodes: int = 4, spares: int = 1) -> Testnet:
+    """A testnet under ``root/run`` as `up` records it, but with no process ever started."""
+    run = root / "run"
+    specs = prepare(run, nodes, 1, spares=spares)
+    ports = free_ports(len(specs))
+    state = State(run_dir=str(run), network="00" * 32, per_process=2, status_every=1.0)
+    for spec, port in zip(specs, ports, strict=True):
+        state.nodes.append(
+            NodeEntry(
+                spec.name,
+                str(spec.dir),
+                spec.key.hex(),
+                peer_id_of(spec.key),
+                spec.role,
+                port,
+                spare=spec.spare,
+            )
+        )
+    save_state(run, state)
+    return Testnet(run)
 
 
 def recorded(tn: Testnet) -> dict[int, int | None]:

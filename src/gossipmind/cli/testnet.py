@@ -47,7 +47,7 @@ def _show(rows: list[dict[str, Any]], as_json: bool, title: str) -> None:
             [
                 r["name"],
                 r["role"],
-                r["state"],
+                styled(r["state"], "yellow") if r["state"] == "unresponsive" else r["state"],
                 r["pid"] or "-",
                 "-" if r["peers"] is None else r["peers"],
                 "-" if r["ops"] is None else r["ops"],
@@ -138,8 +138,13 @@ def up(
     run_dir: Path,
     as_json: bool,
 ) -> None:
-    """Create a testnet and start its nodes; wait until all are connected."""
+    """Create a testnet and start its nodes; wait until all are connected.
+
+    If that fails, or `up` is interrupted (Ctrl-C, SIGTERM, SIGHUP), it stops
+    the processes it started.
+    """
     from gossipmind.core.policy import Policy
+    from gossipmind.testnet.interrupt import Terminated
 
     if verifiers >= nodes:
         raise click.BadParameter("must be smaller than --nodes", param_hint="--verifiers")
@@ -151,16 +156,20 @@ def up(
             f"[dim]starting {nodes} nodes in {procs} processes under {esc(tn.run_dir)}…[/]"
         )
     settings = {"sync_interval": sync_interval} if sync_interval is not None else None
-    rows = tn.up(
-        nodes,
-        verifiers,
-        per_process=per_process,
-        spares=spares,
-        status_every=status_every,
-        settings=settings,
-        policy=Policy(open_membership=open_membership),
-        timeout=timeout,
-    )
+    try:
+        rows = tn.up(
+            nodes,
+            verifiers,
+            per_process=per_process,
+            spares=spares,
+            status_every=status_every,
+            settings=settings,
+            policy=Policy(open_membership=open_membership),
+            timeout=timeout,
+        )
+    except Terminated as exc:
+        click.echo(f"error: {exc}: stopped the processes it had started", err=True)
+        raise click.exceptions.Exit(exc.exit_code) from None
     _show(rows, as_json, f"testnet up: {tn.run_dir}")
     if not as_json:
         console.print(
@@ -177,6 +186,8 @@ def status(run_dir: Path, as_json: bool) -> None:
     """Per node: role, state, peers, ops, state root, converged (same root as the majority).
 
     Ops and roots come from each node's SQLite file, so stopped nodes show too.
+    A node whose process runs but has logged no status line for a few status
+    intervals (e.g. frozen by SIGSTOP) is "unresponsive": peers "-", not converged.
     """
     tn = _testnet(run_dir)
     _show(tn.status(), as_json, f"testnet: {tn.run_dir}")
@@ -217,6 +228,15 @@ def _siblings_note(result: dict[str, Any], verb: str) -> None:
     if result["siblings"]:
         line += f"; it also hosts {', '.join(result['siblings'])}, {verb} too"
     console.print(esc(line))
+    lonely = result.get("unconnected")
+    if lonely:
+        err_console.print(
+            esc(
+                f"warning: {', '.join(lonely)} running but without a peer yet (no peer in time); "
+                "it keeps dialing: see `gossipmind testnet status`"
+            ),
+            style="yellow",
+        )
 
 
 @testnet.command("kill")
@@ -250,7 +270,12 @@ def stop(node: str, run_dir: Path) -> None:
 @run_dir_option
 @errors
 def restart(node: str, timeout: float | None, run_dir: Path) -> None:
-    """Restart NODE's process with the same data dirs; it catches up by sync."""
+    """Restart NODE's process with the same data dirs; it catches up by sync.
+
+    If the process is not ready within --timeout, it is stopped again and the
+    exit code is 1. If it is ready but has no peer in time, it keeps running
+    (it goes on dialing): a warning, exit code 0.
+    """
     _siblings_note(_testnet(run_dir).restart(node, timeout=timeout), "restarted")
 
 
@@ -260,7 +285,12 @@ def restart(node: str, timeout: float | None, run_dir: Path) -> None:
 @run_dir_option
 @errors
 def start(node: str, timeout: float | None, run_dir: Path) -> None:
-    """Start a stopped node (its whole process) or a spare (a late joiner)."""
+    """Start a stopped node (its whole process) or a spare (a late joiner).
+
+    If the process is not ready within --timeout, it is stopped again and the
+    exit code is 1. If it is ready but has no peer in time, it keeps running
+    (it goes on dialing): a warning, exit code 0.
+    """
     _siblings_note(_testnet(run_dir).start(node, timeout=timeout), "started")
 
 
@@ -271,7 +301,8 @@ def start(node: str, timeout: float | None, run_dir: Path) -> None:
 def partition(groups: tuple[str, ...], run_dir: Path) -> None:
     """Split the testnet: each GROUP is comma-separated nodes (names or indices).
 
-    Nodes in no group form one more group. Example: `partition 0,1 2,3,4`.
+    Nodes in no group form one more group. Example: `partition 0,1 2,3,4`
+    (no spaces inside a group, no empty items).
     Application-level: each node refuses the peers of the other groups.
     """
     blocks = _testnet(run_dir).partition([g.split(",") for g in groups])

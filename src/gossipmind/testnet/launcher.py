@@ -26,7 +26,6 @@ import os
 import shutil
 import signal
 import time
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from gossipmind.node.config import NodeConfig, load_config
 from gossipmind.store.datadir import DataDir
 from gossipmind.store.queries import Reader
 from gossipmind.testnet import nodefiles, procs
+from gossipmind.testnet.interrupt import terminating
 from gossipmind.testnet.setup import prepare
 from gossipmind.testnet.state import (
     NodeEntry,
@@ -49,6 +49,7 @@ from gossipmind.testnet.state import (
     state_path,
     write_json_atomic,
 )
+from gossipmind.testnet.statusrows import status_rows
 
 DEFAULT_RUN_DIR = Path("testnet") / ".run"
 CONTROL_FILE = "control.json"
@@ -141,44 +142,9 @@ class Testnet:
         return out
 
     def status(self) -> list[dict[str, Any]]:
-        """One row per node: role, state, pid, peers, ops, root, converged…"""
-        st = self.state()
-        rows: list[dict[str, Any]] = []
-        for n in st.nodes:
-            proc = st.proc_of(n)
-            up = self.alive(proc)
-            if up:
-                state = "running"
-            elif proc is None:
-                state = "spare" if n.spare else "not started"
-            else:
-                state = proc.ended or "exited"
-            line = self.latest(n.name, st=st) if up else None
-            info = self.store_info(n.name)
-            rows.append(
-                {
-                    "name": n.name,
-                    "role": n.role,
-                    "spare": n.spare,
-                    "state": state,
-                    "pid": proc.pid if up and proc else None,
-                    "process": proc.id if proc else None,
-                    "siblings": [x for x in proc.nodes if x != n.name] if proc else [],
-                    "addr": n.addr,
-                    "peers": line.get("peers") if line and line["event"] == "status" else None,
-                    "gossip_rejected": line.get("gossip_rejected") if line else None,
-                    "ops": info[0] if info else None,
-                    "root": info[1] if info else None,
-                    "group": _group_of(n.name, st.partition),
-                    "api": nodefiles.api_url(Path(n.dir), proc.pid if up and proc else None),
-                }
-            )
-        counted = [r["root"] for r in rows if r["root"] and (not r["spare"] or r["process"])]
-        top = Counter(counted).most_common(1)
-        majority = top[0][0] if top and top[0][1] * 2 > len(counted) else None
-        for r in rows:
-            r["converged"] = r["root"] is not None and r["root"] == majority
-        return rows
+        """One row per node: role, state, pid, peers, ops, root, converged… (see
+        :func:`~gossipmind.testnet.statusrows.status_rows`)."""
+        return status_rows(self)
 
     # -- up and down ----------------------------------------------------------
 
@@ -206,7 +172,8 @@ class Testnet:
             raise ConfigError("--per-process must be ≥ 1, --spares ≥ 0, status interval > 0")
         nodefiles.check_settings(settings or {})
         self.check_free()
-        with locked(self.run_dir):
+        # SIGTERM/SIGHUP clean up like Ctrl-C: they stop what `up` started
+        with terminating(), locked(self.run_dir, create=True):
             self.check_free()
             try:
                 specs = prepare(self.run_dir, nodes, verifiers, policy=policy, spares=spares)
@@ -242,9 +209,9 @@ class Testnet:
                     st.node(name).proc = f"p{i // per_process}"
             save_state(self.run_dir, st)
             try:
-                self._launch(st, list(st.procs), timeout)
-            except BaseException:
-                self._stop(st, list(st.procs), STOP_TIMEOUT)
+                _connected(self._launch(st, list(st.procs), timeout))
+            except BaseException:  # `up` promises a connected testnet: stop it all
+                self._stop(st, list(st.procs), STOP_TIMEOUT, spawned=True)
                 save_state(self.run_dir, st)
                 raise
         return self.status()
@@ -327,11 +294,19 @@ class Testnet:
             }
 
     def restart(self, ref: str, *, timeout: float | None = None) -> dict[str, Any]:
-        """Stop (if running) and start again the process hosting ``ref``, same data dirs."""
+        """Stop (if running) and start again the process hosting ``ref``, same data dirs.
+
+        If the process does not get ready in time (or exits), it is stopped and
+        NetworkError raised. If it is ready but finds no peer in time, it keeps
+        running (it goes on dialing): the result's ``unconnected`` names those nodes.
+        """
         return self._start(ref, timeout, restart=True)
 
     def start(self, ref: str, *, timeout: float | None = None) -> dict[str, Any]:
-        """Start a stopped node (its whole process) or a spare (in a process of its own)."""
+        """Start a stopped node (its whole process) or a spare (in a process of its own).
+
+        Failures as for :meth:`restart`.
+        """
         return self._start(ref, timeout, restart=False)
 
     def _start(self, ref: str, timeout: float | None, *, restart: bool) -> dict[str, Any]:
@@ -348,7 +323,7 @@ class Testnet:
                     raise ConfigError(f"{n.name} is already running (pid {proc.pid})")
                 self._stop(st, [proc.id], STOP_TIMEOUT)
             try:
-                self._launch(st, [proc.id], timeout)
+                lonely = self._launch(st, [proc.id], timeout)
             finally:
                 save_state(self.run_dir, st)
             return {
@@ -356,6 +331,7 @@ class Testnet:
                 "process": proc.id,
                 "pid": proc.pid,
                 "siblings": [x for x in proc.nodes if x != n.name],
+                "unconnected": lonely,
             }
 
     # -- partitions -------------------------------------------------------------
@@ -372,9 +348,16 @@ class Testnet:
             named: list[list[str]] = []
             seen: set[str] = set()
             for group in groups:
-                names = [st.node(r).name for r in group if r.strip()]
-                if not names:
+                refs = [r.strip() for r in group]
+                if not any(refs):
                     raise ConfigError("an empty partition group")
+                if not all(refs):
+                    raise ConfigError(
+                        f"partition group {','.join(group)!r} has an empty item (a stray comma?): "
+                        "separate groups by spaces and the nodes of a group by commas only, "
+                        "e.g. `partition 0,1 2,3`"
+                    )
+                names = [st.node(r).name for r in refs]
                 for name in names:
                     if name in seen:
                         raise ConfigError(f"{name} is in two partition groups")
@@ -429,29 +412,46 @@ class Testnet:
 
     # -- process management -----------------------------------------------------
 
-    def _launch(self, st: State, proc_ids: list[str], timeout: float | None) -> None:
-        """Spawn these processes; wait until their nodes are ready and connected."""
+    def _launch(self, st: State, proc_ids: list[str], timeout: float | None) -> list[str]:
+        """Spawn these processes; wait until their nodes are ready and connected.
+
+        Returns the nodes that are ready but found no peer in time (they keep
+        running). If any process fails to get ready in time, or anything else
+        goes wrong (Ctrl-C included), every process spawned here is stopped,
+        recognised by its pid and start time alone, and the error re-raised.
+        """
         started_at = time.time()
         logs = self.run_dir / "logs"
-        for pid_key in proc_ids:
-            proc = st.procs[pid_key]
-            dirs = [Path(st.node(x).dir) for x in proc.nodes]
-            out, err = logs / f"{proc.id}.out", logs / f"{proc.id}.err"
-            cmd = procs.node_command(dirs, st.status_every, st.log_level)
-            pid, offset = procs.spawn(cmd, out, err)
-            proc.pid, proc.offset, proc.ended = pid, offset, None
-            proc.starttime = procs.starttime(pid)
-            proc.stdout, proc.stderr, proc.started_at = str(out), str(err), started_at
-        save_state(self.run_dir, st)
-        limit = timeout if timeout is not None else _startup_timeout(len(proc_ids))
-        deadline = time.monotonic() + limit
-        self._wait_ready(st, proc_ids, deadline)
+        spawned: list[str] = []
+        try:
+            for pid_key in proc_ids:
+                proc = st.procs[pid_key]
+                dirs = [Path(st.node(x).dir) for x in proc.nodes]
+                out, err = logs / f"{proc.id}.out", logs / f"{proc.id}.err"
+                cmd = procs.node_command(dirs, st.status_every, st.log_level)
+                pid, offset = procs.spawn(cmd, out, err)
+                proc.pid, proc.offset, proc.ended = pid, offset, None
+                proc.starttime = procs.starttime(pid)
+                proc.stdout, proc.stderr, proc.started_at = str(out), str(err), started_at
+                spawned.append(pid_key)
+            save_state(self.run_dir, st)
+            limit = timeout if timeout is not None else _startup_timeout(len(proc_ids))
+            deadline = time.monotonic() + limit
+            self._wait_ready(st, proc_ids, deadline)
+        except BaseException:
+            self._stop(st, spawned, STOP_TIMEOUT, spawned=True)
+            raise
         others_up = (
             any(self.alive(p) for k, p in st.procs.items() if k not in proc_ids)
             or sum(len(st.procs[k].nodes) for k in proc_ids) > 1
         )
-        if others_up:
-            self._wait_connected(st, proc_ids, started_at, deadline)
+        if not others_up:
+            return []
+        try:
+            return self._wait_connected(st, proc_ids, started_at, deadline)
+        except BaseException:
+            self._stop(st, spawned, STOP_TIMEOUT, spawned=True)
+            raise
 
     def _wait_ready(self, st: State, proc_ids: list[str], deadline: float) -> None:
         waiting = {k: set(st.procs[k].nodes) for k in proc_ids}
@@ -485,26 +485,34 @@ class Testnet:
 
     def _wait_connected(
         self, st: State, proc_ids: list[str], since: float, deadline: float
-    ) -> None:
+    ) -> list[str]:
+        """Wait until every node of these processes has a peer; return those that have
+        none by ``deadline``."""
         names = {n for k in proc_ids for n in st.procs[k].nodes}
         while names:
             for name in list(names):
                 ev = self.latest(name, st=st)
                 if ev and ev["event"] == "status" and ev["ts"] >= since and ev["peers"] >= 1:
                     names.discard(name)
-            if not names:
-                return
-            if time.monotonic() >= deadline:
-                raise NetworkError(f"no peers in time: {', '.join(sorted(names))}")
+            if not names or time.monotonic() >= deadline:
+                break
             time.sleep(0.1)
+        return sorted(names)
 
-    def _stop(self, st: State, proc_ids: list[str], timeout: float) -> list[dict[str, Any]]:
-        """SIGTERM our live processes among ``proc_ids``, SIGKILL what outlives ``timeout``."""
+    def _stop(
+        self, st: State, proc_ids: list[str], timeout: float, *, spawned: bool = False
+    ) -> list[dict[str, Any]]:
+        """SIGTERM our live processes among ``proc_ids``, SIGKILL what outlives ``timeout``.
+
+        ``spawned``: this invocation just spawned them, so the recorded pid and
+        start time identify them, whatever their command line says.
+        """
+        marker = None if spawned else self.marker
         report: list[dict[str, Any]] = []
         live: dict[int, int | None] = {}
         for key in proc_ids:
             proc = st.procs[key]
-            if proc.pid is not None and self.alive(proc):
+            if proc.pid is not None and procs.is_ours(proc.pid, proc.starttime, marker):
                 procs.signal_pid(proc.pid, signal.SIGTERM)
                 live[proc.pid] = proc.starttime
                 report.append(
@@ -520,10 +528,10 @@ class Testnet:
                         "how": f"already {proc.ended or 'gone'}",
                     }
                 )
-        survivors = procs.wait_gone(live, self.marker, timeout)
+        survivors = procs.wait_gone(live, marker, timeout)
         for pid in survivors:
             procs.signal_pid(pid, signal.SIGKILL)
-        still = procs.wait_gone({p: live[p] for p in survivors}, self.marker, timeout)
+        still = procs.wait_gone({p: live[p] for p in survivors}, marker, timeout)
         for entry in report:
             pid = entry["pid"]
             if pid not in live:
@@ -540,6 +548,11 @@ class Testnet:
         return report
 
 
+def _connected(lonely: list[str]) -> None:
+    if lonely:
+        raise NetworkError(f"no peers in time: {', '.join(lonely)}")
+
+
 def _control(data_dir: Path, **changes: Any) -> None:
     """Update a node's control.json, keeping the keys not changed."""
     path = data_dir / CONTROL_FILE
@@ -551,9 +564,3 @@ def _control(data_dir: Path, **changes: Any) -> None:
         doc = {}
     doc.update(changes)
     write_json_atomic(path, doc)
-
-
-def _group_of(name: str, groups: list[list[str]] | None) -> int | None:
-    if groups is None:
-        return None
-    return next((i for i, g in enumerate(groups) if name in g), None)

@@ -121,8 +121,13 @@ def _cmdline(pid: int) -> str:
     return out.stdout
 
 
-def is_ours(pid: int | None, started: int | None, marker: str) -> bool:
-    """True if ``pid`` is alive and is the node process we started (see module doc)."""
+def is_ours(pid: int | None, started: int | None, marker: str | None) -> bool:
+    """True if ``pid`` is alive and is the node process we started (see module doc).
+
+    ``marker=None`` skips the command-line check, for a process this very
+    invocation just spawned (whatever its command line says, it is ours): then
+    the pid and its recorded start time alone identify it.
+    """
     if pid is None or pid <= 0:
         return False
     reap(pid)
@@ -131,11 +136,15 @@ def is_ours(pid: int | None, started: int | None, marker: str) -> bool:
         now = starttime(pid)
         if now is None or (started is not None and now != started):
             return False
+        if marker is None:
+            return started is not None
     else:
         try:
             os.kill(pid, 0)
         except OSError:
             return False
+        if marker is None:
+            return True
     cmd = _cmdline(pid)
     if not cmd and procfs and started is not None:
         # just spawned, exec still in progress (/proc shows no command line yet):
@@ -160,7 +169,7 @@ def signal_pid(pid: int, sig: signal.Signals) -> bool:
     return True
 
 
-def wait_gone(pids: dict[int, int | None], marker: str, timeout: float) -> set[int]:
+def wait_gone(pids: dict[int, int | None], marker: str | None, timeout: float) -> set[int]:
     """Wait until none of ``pids`` (pid → start time) is ours any more; return survivors."""
     deadline = time.monotonic() + timeout
     alive = set(pids)

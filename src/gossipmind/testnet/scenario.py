@@ -102,9 +102,13 @@ def load(path: Path | str) -> Scenario:
     if not p.exists() and (SCENARIO_DIR / f"{path}.toml").exists():
         p = SCENARIO_DIR / f"{path}.toml"
     try:
-        doc = tomllib.loads(p.read_text())
+        doc = tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ConfigError(f"no scenario at {path} (nor in {SCENARIO_DIR})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"cannot read scenario {p}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{p}: {exc}") from exc
     svc = _get(doc, "service", dict)

@@ -128,9 +128,18 @@ def load_state(run_dir: Path) -> State:
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{path} is unreadable: {exc}") from exc
     try:
-        return State.from_json(doc)
+        st = State.from_json(doc)
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"{path} is not a testnet state file: {exc}") from exc
+    if Path(st.run_dir).resolve() != run_dir.resolve():
+        # a copied or moved run dir: its state names the original's data dirs, logs
+        # and processes, so acting on it would act on the original
+        raise ConfigError(
+            f"{path} belongs to the testnet in {st.run_dir}, not to {run_dir} "
+            f"(a copied or moved run dir cannot be used): use --run-dir {st.run_dir}, "
+            "or start a new testnet with `gossipmind testnet up`"
+        )
+    return st
 
 
 def save_state(run_dir: Path, state: State) -> None:
@@ -147,9 +156,17 @@ def write_json_atomic(path: Path, doc: Any) -> None:
 
 
 @contextmanager
-def locked(run_dir: Path) -> Iterator[None]:
-    """Hold the run dir's lock (blocks while another testnet command holds it)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+def locked(run_dir: Path, *, create: bool = False) -> Iterator[None]:
+    """Hold the run dir's lock (blocks while another testnet command holds it).
+
+    Only ``create`` (``up``) makes the run dir; otherwise a run dir without a
+    state file is refused before anything is created in it (a mistyped
+    ``--run-dir`` leaves no trace).
+    """
+    if create:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    elif not state_path(run_dir).is_file():
+        raise ConfigError(f"no testnet in {run_dir} (start one with `gossipmind testnet up`)")
     fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

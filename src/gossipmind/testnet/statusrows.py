@@ -1,0 +1,94 @@
+"""``testnet status``: one row per node, from the state file, the stores and the logs.
+
+A node's state is ``running``, ``unresponsive`` (its process lives but its
+latest status line is older than a few status intervals: SIGSTOPped, or its
+event loop stuck), ``spare``, ``not started``, or how its process ended
+(``stopped``, ``killed``, ``exited``). Ops and the state root come from the
+node's SQLite file, so stopped nodes show too; peers come from its latest
+status line, and are unknown (None) for an unresponsive node. A node is
+converged if it has the same root as the majority and is not unresponsive.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gossipmind.testnet import nodefiles
+
+if TYPE_CHECKING:
+    from gossipmind.testnet.launcher import Testnet
+
+STALE_INTERVALS = 5  # status lines missed before a running node is "unresponsive"
+STALE_FLOOR_S = 3.0
+
+
+def stale_after_s(status_every: float) -> float:
+    """How old a running node's latest status line may be before it is "unresponsive"."""
+    return max(STALE_INTERVALS * status_every, STALE_FLOOR_S)
+
+
+def status_rows(tn: Testnet) -> list[dict[str, Any]]:
+    """One row per node: role, state, pid, peers, ops, root, converged…"""
+    st = tn.state()
+    rows: list[dict[str, Any]] = []
+    stale_after = stale_after_s(st.status_every)
+    now = time.time()
+    for n in st.nodes:
+        proc = st.proc_of(n)
+        up = tn.alive(proc)
+        line = tn.latest(n.name, st=st) if up else None
+        age = _line_age(line, now)
+        if up:
+            state = "unresponsive" if age is not None and age > stale_after else "running"
+        elif proc is None:
+            state = "spare" if n.spare else "not started"
+        else:
+            state = proc.ended or "exited"
+        if state == "unresponsive":
+            line = None  # what it last said about its peers is stale
+        info = tn.store_info(n.name)
+        rows.append(
+            {
+                "name": n.name,
+                "role": n.role,
+                "spare": n.spare,
+                "state": state,
+                "pid": proc.pid if up and proc else None,
+                "process": proc.id if proc else None,
+                "siblings": [x for x in proc.nodes if x != n.name] if proc else [],
+                "addr": n.addr,
+                "peers": line.get("peers") if line and line["event"] == "status" else None,
+                "gossip_rejected": line.get("gossip_rejected") if line else None,
+                "ops": info[0] if info else None,
+                "root": info[1] if info else None,
+                "group": _group_of(n.name, st.partition),
+                "api": nodefiles.api_url(Path(n.dir), proc.pid if up and proc else None),
+                "responsive": state == "running" if up else None,
+                "status_age_s": None if age is None else round(age, 1),
+            }
+        )
+    counted = [r["root"] for r in rows if r["root"] and (not r["spare"] or r["process"])]
+    top = Counter(counted).most_common(1)
+    majority = top[0][0] if top and top[0][1] * 2 > len(counted) else None
+    for r in rows:
+        r["converged"] = (
+            r["root"] is not None and r["root"] == majority and r["state"] != "unresponsive"
+        )
+    return rows
+
+
+def _line_age(line: dict[str, Any] | None, now: float) -> float | None:
+    """Seconds since the node logged ``line`` (None without a usable timestamp)."""
+    ts = line.get("ts") if line else None
+    if isinstance(ts, bool) or not isinstance(ts, int | float):
+        return None
+    return max(0.0, now - ts)
+
+
+def _group_of(name: str, groups: list[list[str]] | None) -> int | None:
+    if groups is None:
+        return None
+    return next((i for i, g in enumerate(groups) if name in g), None)
