@@ -154,7 +154,10 @@ def test_bench_contract() -> None:
     for key in ("name", "value", "unit", "baseline", "ratio", "target", "passed"):
         assert key in out
     assert out["name"] == "fingerprint"
-    assert out["passed"] is True
+    # quality is asserted; the hostile-redaction timing is reported, and only
+    # decides `passed` in the bench (tests never assert wall-clock figures)
+    assert out["redact_hostile_worst_ms"] > 0 and out["redact_plain_8k_ms"] > 0
+    assert out["passed"] is (out["redact_hostile_ratio"] <= out["target_hostile_ratio"])
     assert out["precision"] >= 0.95 and out["recall"] >= 0.95
     assert out["value"] > out["baseline"]
     json.dumps(out)

@@ -9,7 +9,10 @@ message, hashed. It passes when precision and recall both reach 0.95 (and the
 templated fingerprint beats the baseline).
 
 Also reported: the reduction cost per failure (redact, template, shape,
-classify, hash), the median over the corpus.
+classify, hash), the median over the corpus; and redaction of hostile 8 KiB
+messages (runs of ``@``, digits, key/value pairs...: inputs that once took
+regex engines quadratic time), the worst of them beside plain text of the same
+length measured in the same run (target ratio <= ``TARGET_HOSTILE_RATIO``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,45 @@ from gossipmind.learn.taxonomy import classify
 
 TARGET_PRECISION = 0.95
 TARGET_RECALL = 0.95
+TARGET_HOSTILE_RATIO = 5.0
+
+# ~8 KiB each: what an agent's error message could hold if an attacker chose it.
+HOSTILE = (
+    "@" * 8192,
+    "\uff20" * 4096,
+    "=@" * 4096,
+    "a@" * 4096,
+    "@a." * 2730,
+    "x=y&" * 2048,
+    "a" * 8000 + "@",
+    "1 " * 4096,
+    "1" * 8192,
+    "a:" * 4096,
+    "/a" * 4096,
+    "1-" * 4096,
+    "+1 " * 2730,
+    "eyJ" + "a." * 4095,
+    "?" * 8192,
+    "%" * 8192,
+    "name=" + "John Smith " * 744,
+)
+PLAIN = ("upstream request timed out after 3000 ms while calling charge; " * 130)[:8192]
+
+
+def _best_of(text: str, repeat: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        redact(text)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def hostile_redaction() -> tuple[float, float, int]:
+    """(worst hostile seconds, plain-text seconds, index of the worst input)."""
+    times = [_best_of(text) for text in HOSTILE]
+    worst = max(range(len(times)), key=times.__getitem__)
+    return times[worst], _best_of(PLAIN), worst
 
 
 def naive_fingerprint(f: Failure) -> bytes:
@@ -46,6 +88,8 @@ def run(seed: int = 0, per_event: int = 6) -> dict[str, Any]:
         reduce(ex.failure)
         costs.append(time.perf_counter() - t0)
     precision, recall = ours["precision"], ours["recall"]
+    hostile_s, plain_s, worst = hostile_redaction()
+    hostile_ratio = hostile_s / plain_s
     out = result(
         "fingerprint",
         ours["f1"],
@@ -65,13 +109,22 @@ def run(seed: int = 0, per_event: int = 6) -> dict[str, Any]:
         baseline_recall=round(naive["recall"], 4),
         baseline_fingerprints=naive["fingerprints"],
         reduce_us_p50=round(statistics.median(costs) * 1e6, 1),
+        redact_hostile_worst_ms=round(hostile_s * 1e3, 2),
+        redact_hostile_worst_input=worst,
+        redact_plain_8k_ms=round(plain_s * 1e3, 2),
+        redact_hostile_ratio=round(hostile_ratio, 2),
+        target_hostile_ratio=TARGET_HOSTILE_RATIO,
         seed=seed,
         machine=machine(),
     )
     out["target"] = (
-        f"precision >= {TARGET_PRECISION}, recall >= {TARGET_RECALL}, f1 {out['target']}"
+        f"precision >= {TARGET_PRECISION}, recall >= {TARGET_RECALL}, f1 {out['target']}, "
+        f"hostile redaction <= {TARGET_HOSTILE_RATIO}x plain"
     )
     out["passed"] = bool(
-        out["passed"] and precision >= TARGET_PRECISION and recall >= TARGET_RECALL
+        out["passed"]
+        and precision >= TARGET_PRECISION
+        and recall >= TARGET_RECALL
+        and hostile_ratio <= TARGET_HOSTILE_RATIO
     )
     return out

@@ -4,7 +4,9 @@
 rules by a typed placeholder such as ``<email>`` or ``<card>``. The rules are
 ordered from the most specific to the most generic (a JWT is recognised before
 it could be mistaken for a generic high-entropy token; a Luhn-valid card number
-before it could be mistaken for a phone number or a long number).
+before it could be mistaken for a phone number or a long number). The values
+of ``key=value`` / ``key: value`` pairs with a secret or personal key come last,
+once everything inside them is a placeholder.
 
 Guarantees:
 
@@ -12,7 +14,13 @@ Guarantees:
 * never raises on any ``str`` (including lone surrogates and control
   characters) and stays fast on hostile input: matches can only start at the
   beginning of a run (look-behinds), repetitions are bounded where a run could
-  restart, and input is bounded (tests cover pathological strings);
+  restart, no look-ahead rescans a token at each position, input is bounded
+  (tests cover pathological strings): linear in the input;
+* the value of a secret or personal key is redacted up to the next delimiter
+  (``,;&}]``, and ``)`` for a personal value, a quote for a secret), the end of
+  the line or the next ``word:`` / ``word=`` key: ``name=John Smith`` -> ``name=<pii>``,
+  ``Password: correct horse battery staple`` -> ``Password: <secret>``;
+* ``user@host`` with a bare host label (``bob@localhost``) is an email;
 * input longer than :data:`MAX_INPUT` is cut at the last whitespace before the
   limit (so a truncated secret is dropped whole, never half-kept) and
   :data:`TRUNCATED` is appended;
@@ -156,12 +164,19 @@ def looks_random(run: str) -> bool:
 
 _Repl = str | Callable[[re.Match[str]], str]
 
-_URL = re.compile(
-    r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,30}://[^\s\"'<>\\`]+"
-    # Scheme-less paths, unless the token holds an email (the email rule takes it whole).
-    r"|(?<![\w./:~\-])(?![^\s\"'<>\\`]*@(?:[A-Za-z0-9\-]+\.)+[A-Za-z])"
-    r"(?:/|[A-Za-z0-9_.:\-]+/)[^\s\"'<>\\`]+"
-)
+_TOKEN_CHARS = r"[^\s\"'<>\\`]"
+# A URL with a scheme; the credentials, host, path, query and fragment are redacted apart.
+_SCHEME_URL = r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,30}://" + _TOKEN_CHARS + "+"
+# A scheme-less path. Both kinds run to the end of the token, and a start is the beginning
+# of a run (look-behinds, possessive prefix): each character is looked at a bounded number
+# of times, however hostile the text.
+_BARE_PATH = r"(?<![\w./:~\-])(?:/|[A-Za-z0-9_.:\-]++/)" + _TOKEN_CHARS + "+"
+_URL = re.compile(f"(?P<scheme>{_SCHEME_URL})|{_BARE_PATH}")
+_SCHEME_URL_RE = re.compile(_SCHEME_URL)
+_BARE_PATH_RE = re.compile(_BARE_PATH)
+# "@" then a dotted domain: a token holding one is left to the email rule, which takes it
+# whole. Searched once per token, never by a look-ahead at every position (quadratic).
+_EMAIL_AT = re.compile(r"@(?:[A-Za-z0-9\-]+\.)+[A-Za-z]")
 _QUERY_PAIR = re.compile(r"([?&;][A-Za-z0-9_.\-\[\]%]{1,64}=)[^&;#\s\"']+")
 
 
@@ -196,8 +211,7 @@ def _redact_query(query: str) -> str:
     return "".join(parts)
 
 
-def _url(m: re.Match[str]) -> str:
-    s = m.group(0)
+def _url_text(s: str) -> str:
     head = ""
     if "://" in s:
         scheme, rest = s.split("://", 1)
@@ -220,17 +234,59 @@ def _url(m: re.Match[str]) -> str:
     return head + _redact_path(s) + query + frag
 
 
-def _card(m: re.Match[str]) -> str:
+def _url(m: re.Match[str]) -> str:
     s = m.group(0)
-    groups = re.split(r"[ \-]", s)
-    # The whole candidate, or any run of whole groups, that is a Luhn-valid 13-19 digit number.
-    for i in range(len(groups)):
-        digits = ""
-        for g in groups[i:]:
-            digits += g
-            if len(digits) > 19:
-                break
-            if len(digits) >= 13 and luhn_ok(digits):
+    if m.group("scheme") is None:
+        ats = [e.start() for e in _EMAIL_AT.finditer(s)]
+        if ats:
+            # A path may only start after the token's last email (the email rule takes
+            # the rest whole); a URL with a scheme may start anywhere after this start.
+            cands = [
+                c
+                for c in (_SCHEME_URL_RE.search(s, 1), _BARE_PATH_RE.search(s, ats[-1] + 1))
+                if c is not None
+            ]
+            if not cands:
+                return s
+            first = min(cands, key=lambda c: c.start())
+            return s[: first.start()] + _url_text(first.group(0))
+    return _url_text(s)
+
+
+_DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
+
+
+def _card(m: re.Match[str]) -> str:
+    """A Luhn-valid 13-19 digit number made of whole groups of the candidate, if any.
+
+    One pass over the candidate, then a constant-time check per pair of group boundaries
+    (a candidate has at most 23 digits): ``sums[c][k]`` is the Luhn sum (mod 10) of the
+    digits before ``k`` for a number ending at an index of parity ``c`` (a digit is doubled
+    when its index has the parity of the end), so the digits ``a..e`` pass when
+    ``sums[c][a] == sums[c][e]``. Non-ASCII digits (``\\d`` matches them) are never part
+    of a card.
+    """
+    s = m.group(0)
+    sums: tuple[list[int], list[int]] = ([0], [0])
+    bad = [0]  # non-ASCII digits before k
+    bounds = [0]
+    acc = [0, 0]
+    for ch in s:
+        if ch in " -":
+            bounds.append(len(bad) - 1)
+            continue
+        k = len(bad) - 1
+        d = ord(ch) - 48 if "0" <= ch <= "9" else 0
+        acc[k & 1] += _DOUBLED[d]
+        acc[1 - (k & 1)] += d
+        sums[0].append(acc[0] % 10)
+        sums[1].append(acc[1] % 10)
+        bad.append(bad[-1] + (not "0" <= ch <= "9"))
+    bounds.append(len(bad) - 1)
+    for j, e in enumerate(bounds):
+        key = sums[e & 1]
+        for a in bounds[:j]:
+            if 13 <= e - a <= 19 and key[a] == key[e] and bad[a] == bad[e]:
                 return placeholder("card")
     return s
 
@@ -309,6 +365,32 @@ _PII_KEYS = (
     r"|phone|phone[_-]?number|mobile|tel|ip|ip[_-]?address|client[_-]?ip"
 )
 
+# The value of a ``key: value`` or ``key=value`` pair: a quoted string, or words up to a
+# delimiter, the end of the line or the next ``word:`` / ``word=`` key, so that
+# ``name=John Smith`` and ``Password: correct horse battery staple`` are redacted whole.
+# A value is a run of words of one class (quoted or not), so that a second pass reads the
+# same extent: a secret's words also stop at quotes and run over ")" (a password may hold
+# one); a PII value's words stop at ")".
+_NEXT_KEY = r"(?![A-Za-z_<][A-Za-z0-9_.<>\-]*+(?::(?!\S)|=))"
+_SECRET_CHARS = r"[^\s\"',;&}\]]"
+_PII_CHARS = r"[^\s,;&)}\]]"
+
+
+def _kv_rule(keys: str, chars: str) -> re.Pattern[str]:
+    # Every alternative starts with a letter: a look-ahead on the set of first letters (a
+    # superset) lets the engine skip most positions without trying every key.
+    alternatives = keys.split("|")
+    if not all(alt[:1].isalpha() for alt in alternatives):
+        raise ValueError("every key alternative must start with a letter")
+    initials = "".join(sorted({alt[0] for alt in alternatives}))
+    return re.compile(
+        r"(?i)((?=[" + initials + r"])(?<![A-Za-z0-9_\-])(?:" + keys + r")[\"']?\s*[:=]\s*)"
+        # a quoted value ends the value only where a word would end
+        r"(?:(?:\"[^\"\n]{0,256}\"|'[^'\n]{0,256}')(?!" + chars + r")|[\"']?" + chars + "+)"
+        r"(?:[ \t]++" + _NEXT_KEY + chars + "+)*"
+    )
+
+
 _RULES: tuple[tuple[re.Pattern[str], _Repl], ...] = (
     (_URL, _url),
     (_QUERY_PAIR, r"\1<val>"),
@@ -340,24 +422,12 @@ _RULES: tuple[tuple[re.Pattern[str], _Repl], ...] = (
     ),
     (
         re.compile(
-            r"(?i)((?<![A-Za-z0-9_\-])[\"']?(?:" + _SECRET_KEYS + r")[\"']?\s*[:=]\s*[\"']?)"
-            r"[^\s\"',;&}\]]+"
-        ),
-        _keep_key("secret"),
-    ),
-    (
-        re.compile(
-            r"(?i)((?<![A-Za-z0-9_\-])[\"']?(?:" + _PII_KEYS + r")[\"']?\s*[:=]\s*)"
-            r"(?:\"[^\"\n]{0,256}\"|'[^'\n]{0,256}'|[^\s,;&)}\]]+)"
-        ),
-        _keep_key("pii"),
-    ),
-    (
-        re.compile(
             r"(?<![A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-])[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-]"
             r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]{0,63}@"
-            r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}[A-Za-z0-9])?\.)+"
-            r"(?:[A-Za-z]{2,24}|[Xx][Nn]--[A-Za-z0-9\-]{1,59})(?![A-Za-z0-9\-])"
+            r"(?:(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}[A-Za-z0-9])?\.)+"
+            r"(?:[A-Za-z]{2,24}|[Xx][Nn]--[A-Za-z0-9\-]{1,59})"
+            # or a bare host label: bob@localhost, alice@bastion
+            r"|[A-Za-z][A-Za-z0-9\-]{0,62})(?![A-Za-z0-9\-])"
         ),
         "<email>",
     ),
@@ -410,6 +480,10 @@ _RULES: tuple[tuple[re.Pattern[str], _Repl], ...] = (
     (re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{24,}={0,2}(?![A-Za-z0-9+/=])"), _b64_token),
     (re.compile(r"(?<![A-Za-z0-9])[A-Za-z0-9]{16,}(?![A-Za-z0-9])"), _alnum_token),
     (re.compile(r"\d{5,}"), "<num>"),
+    # Key/value pairs last: the value is what remains once every other rule has run
+    # (a second pass sees the same text, so the extent of a value is stable).
+    (_kv_rule(_SECRET_KEYS, _SECRET_CHARS), _keep_key("secret")),
+    (_kv_rule(_PII_KEYS, _PII_CHARS), _keep_key("pii")),
 )
 
 
