@@ -272,3 +272,36 @@ def test_status_codes_are_ascii_digits(kb: KB) -> None:
     r = fresh(kb)
     result = r.ingest(kb.forge("agent", "pattern.report", body))
     assert result.rejected[0][1] == "schema" and "3-digit" in result.rejected[0][2]
+
+
+def signed_raw(kb: KB, name: str, **changes: object) -> bytes:
+    """A correctly signed op of ``name`` on ``fresh``'s state with changed envelope
+    fields: what a hostile member's own code could send (``create`` refuses it)."""
+    r, ident = fresh(kb), kb.identity(name)
+    fields: dict[str, object] = {
+        "v": 1,
+        "net": r.net,
+        "kind": "pattern.report",
+        "author": ident.public,
+        "seq": r.last_seq.get(ident.public, 0) + 1,
+        "lamport": 1 + max(r.meta[h].lamport for h in r.heads),
+        "deps": sorted(r.heads),
+        "ts": 1,
+        "body": sample_report(),
+    }
+    fields.update(changes)
+    envelope = list(fields.values())
+    sig = kb.identity(name).sign(opsmod.SIGNATURE_DOMAIN + encoding.encode(envelope))
+    return encoding.encode([*envelope, sig])
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("ts", 2**63), ("ts", opsmod.MAX_TS + 1), ("ts", 2**64 - 1), ("lamport", 2**63)],
+)
+def test_envelope_integers_past_their_range_are_refused(kb: KB, field: str, value: int) -> None:
+    """A ts SQLite cannot hold (>= 2**63) was applied, then crashed the store's write
+    on every node that received it, again after every restart; one past year 9999
+    crashed the CLI's tables. Every replica now refuses both, the same way."""
+    assert_rejected(kb, signed_raw(kb, "agent", **{field: value}), "envelope")
+    assert fresh(kb).ingest_raw(signed_raw(kb, "agent", ts=opsmod.MAX_TS)).applied

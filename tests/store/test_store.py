@@ -203,3 +203,31 @@ def test_ops_asked_for_by_id_come_in_causal_order_and_are_read_lazily(tmp_path: 
         finally:
             tracemalloc.stop()
         assert peak < total / 4  # never all of them at once
+
+
+def test_a_write_that_fails_outside_sqlite_breaks_the_store_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any failure inside a write (not only sqlite3.Error) leaves the store marked
+    unusable with a StoreError: the replica applied ops the file does not hold."""
+    kb = KB(seed=4)
+    kb.grant("admin", "agent", "member")
+    kb.sync("admin", "agent")
+    path = tmp_path / "kb.sqlite3"
+    store = Store.create(path, kb.genesis)
+    store.ingest(kb.ops[1:2])
+
+    def overflow(*_args: object) -> None:
+        raise OverflowError("Python int too large to convert to SQLite INTEGER")
+
+    monkeypatch.setattr(Store, "_write", overflow)
+    with pytest.raises(StoreError, match="OverflowError"):
+        store.ingest([kb.report("agent")])
+    assert store.broken is not None and "OverflowError" in store.broken
+    with pytest.raises(StoreError, match="unusable"):
+        store.ingest([kb.report("agent")])
+    monkeypatch.undo()
+    store.close()
+    reopened = Store.open(path)  # nothing half-written: the file is as before
+    assert len(reopened.replica.meta) == 2
+    reopened.close()

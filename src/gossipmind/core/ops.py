@@ -16,6 +16,8 @@ from gossipmind.core.identity import Identity, verify
 VERSION = 1
 MAX_OP_SIZE = 64 * 1024
 MAX_DEPS = 64
+MAX_INT = 2**63 - 1  # seq and lamport: what SQLite's INTEGER holds
+MAX_TS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z in ms: every datetime can show it
 ID_SIZE = 32
 GENESIS_NET = b"\x00" * 32
 SIGNATURE_DOMAIN = b"gossipmind/op/1\x00"
@@ -176,10 +178,10 @@ def _checked(doc: Any, raw: bytes) -> Op:
         raise InvalidOp("unknown_kind", f"unknown kind {kind!r}")
     if type(author) is not bytes or len(author) != 32:
         raise InvalidOp("envelope", "author must be 32 bytes")
-    if type(seq) is not int or seq < 1:
-        raise InvalidOp("envelope", "seq must be an integer >= 1")
-    if type(lamport) is not int or lamport < 1:
-        raise InvalidOp("envelope", "lamport must be an integer >= 1")
+    if type(seq) is not int or not 1 <= seq <= MAX_INT:
+        raise InvalidOp("envelope", f"seq must be an integer in 1..{MAX_INT}")
+    if type(lamport) is not int or not 1 <= lamport <= MAX_INT:
+        raise InvalidOp("envelope", f"lamport must be an integer in 1..{MAX_INT}")
     if type(deps) is not list:
         raise InvalidOp("envelope", "deps must be an array")
     if len(deps) > MAX_DEPS:
@@ -191,8 +193,8 @@ def _checked(doc: Any, raw: bytes) -> Op:
         if d <= prev:
             raise InvalidOp("envelope", "deps must be sorted and unique")
         prev = d
-    if type(ts) is not int or ts < 0:
-        raise InvalidOp("envelope", "ts must be a non-negative integer")
+    if type(ts) is not int or not 0 <= ts <= MAX_TS:
+        raise InvalidOp("envelope", f"ts must be an integer in 0..{MAX_TS} (ms, up to 9999-12-31)")
     if type(body) is not dict:
         raise InvalidOp("envelope", "body must be a map")
     if type(sig) is not bytes or len(sig) != 64:
