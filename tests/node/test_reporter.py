@@ -93,3 +93,55 @@ async def test_unwritten_bodies_are_bounded(monkeypatch: pytest.MonkeyPatch) -> 
     assert r.dropped == 2
     assert await r.flush() == 3
     assert [b["fix"][0] for _, b in store.ops] == [2, 3, 4]  # the newest were kept
+
+
+def names(n: int) -> list[str]:
+    """``n`` distinct service names (letters only: names are normalised)."""
+    out = []
+    for i in range(n):
+        s = ""
+        while True:
+            s += "abcdefghijklmnopqrstuvwxyz"[i % 26]
+            i //= 26
+            if not i:
+                break
+        out.append("svc" + s)
+    return out
+
+
+async def test_a_full_window_is_closed_early_not_dropped() -> None:
+    store, t = Store(), [0]
+    r = Reporter(store.write, lambda: t[0], window_ms=10)
+    services = names(r.failures.max_patterns + 30)
+    for s in services:
+        r.failure(Failure(s, "query", "TimeoutError", "timed out"))
+    assert r.dropped == 0
+    t[0] = 20
+    assert await r.flush() == len(services)
+    assert {b["service"] for _, b in store.ops} == set(services)
+
+
+async def test_unsent_counts_go_when_the_reports_are_written() -> None:
+    store, t = Store(), [0]
+    r = Reporter(store.write, lambda: t[0], window_ms=10)
+    failures(r, 3)
+    assert sum(r.local_counts.values()) == 3
+    t[0] = 20
+    await r.flush()
+    assert r.local_counts == {}  # it grew by one entry per pattern, forever
+
+
+def test_flush_into_writes_everything_synchronously() -> None:
+    t = [0]
+    r = Reporter(Store().write, lambda: t[0], window_ms=10)
+    failures(r, 2)
+    r.outcome(b"\x02" * 32, 1, 1)
+    got: list[tuple[str, dict[str, Any], int]] = []
+
+    def commit(requests: Any) -> list[object]:
+        got.extend(requests)
+        return [object() for _ in requests]
+
+    assert r.flush_into(commit) == 2
+    assert [k for k, _, _ in got] == ["pattern.report", "fix.outcome"]
+    assert r.flush_into(commit) == 0 and r.local_counts == {}

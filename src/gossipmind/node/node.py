@@ -28,6 +28,7 @@ from gossipmind.net.interface import SYNC_PROTOCOL, Stream, Transport, Transport
 from gossipmind.node.addrbook import AddressBook
 from gossipmind.node.config import NodeConfig
 from gossipmind.node.fixes import FixIndex, Transition
+from gossipmind.node.groups import unwrapped
 from gossipmind.node.learner import Learner
 from gossipmind.node.pacer import Pacer
 from gossipmind.node.reporter import Reporter
@@ -128,11 +129,14 @@ class Node:
         store restored from an old backup would otherwise sign a seq its key
         already used — an equivocation that voids the whole key.
         """
-        if not self._gate_done and (self.config.bootstrap or self.transport.peers()):
+        if not self._gate_done and self._has_peers_to_ask():
             with trio.move_on_after(WRITE_GATE_S):
                 await self.synced.wait()
             self._gate_done = True  # waited once: later writes never wait again
         return await self.writes.submit((kind, body, now_ms() if ts is None else ts))
+
+    def _has_peers_to_ask(self) -> bool:
+        return bool(self.config.bootstrap or self.transport.peers())
 
     def _commit_writes(self, requests: Sequence[Request]) -> list[Op | InvalidOp]:
         """Author and persist a group of concurrent writes (see node/writes.py)."""
@@ -508,14 +512,19 @@ def _open_store(config: NodeConfig) -> Store:
     d = DataDir(config.data_dir)
     if d.store.exists():
         store = Store.open(d.store, synchronous=config.synchronous)
-        if config.genesis_file is not None:
-            genesis = load_genesis(config.genesis_file)
-            if genesis.id != store.replica.net:
-                store.close()
-                raise ConfigError(
-                    f"{d.store} belongs to network {store.replica.net.hex()[:12]}, "
-                    f"not to {genesis.id.hex()[:12]} from {config.genesis_file}"
-                )
+        # the data dir's own genesis.json too: a backup restored into the wrong dir
+        file = config.genesis_file or (d.genesis if d.genesis.exists() else None)
+        try:
+            net = load_genesis(file).id if file is not None else store.replica.net
+        except BaseException:
+            store.close()
+            raise
+        if net != store.replica.net:
+            store.close()
+            raise ConfigError(
+                f"{d.store} belongs to network {store.replica.net.hex()[:12]}, "
+                f"not to {net.hex()[:12]} from {file}"
+            )
         return store
     if config.genesis_file is None:
         raise ConfigError(f"{d.root} has no network: pass a genesis file to join one")
@@ -524,25 +533,6 @@ def _open_store(config: NodeConfig) -> Store:
     store = Store.create(d.store, genesis, synchronous=config.synchronous)
     d.genesis.write_text(dump_genesis(genesis))
     return store
-
-
-@asynccontextmanager
-async def unwrapped() -> AsyncIterator[None]:
-    """Hand a lone exception out of the nested task groups unwrapped.
-
-    A failure in the block under a node (a test's assertion, an agent's error)
-    would otherwise come out wrapped in one group per nursery it crossed — with
-    several nodes, deeper than a traceback shows.
-    """
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        leaf: BaseException = group
-        while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
-            leaf = leaf.exceptions[0]
-        if isinstance(leaf, BaseExceptionGroup):
-            raise
-        raise leaf from None
 
 
 @asynccontextmanager
@@ -589,7 +579,9 @@ async def open_node(
                 nursery.start_soon(node.verifier.run)
             try:
                 yield node
-            finally:
+            finally:  # reports the agent was told were accepted are written, past the gate
+                if node._gate_done or node.synced.is_set() or not node._has_peers_to_ask():
+                    node.reporter.flush_into(node._commit_writes)
                 nursery.cancel_scope.cancel()
     finally:
         store.close()

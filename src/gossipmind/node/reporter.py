@@ -18,6 +18,7 @@ from gossipmind.core.schema import MAX_COUNTER
 from gossipmind.learn.batcher import ReportBatcher
 from gossipmind.learn.patterns import Failure, Reduced, reduce
 from gossipmind.learn.taxonomy import Rule
+from gossipmind.node.writes import Commit
 
 log = logging.getLogger("gossipmind.node.reporter")
 
@@ -63,7 +64,12 @@ class Reporter:
 
     def failure(self, failure: Failure) -> Reduced:
         reduced = reduce(failure, self.rules)
-        self.failures.add(reduced, self._now())
+        if not self.failures.add(reduced, self._now()):
+            # the window holds its cap of distinct patterns: close it now (its
+            # bodies wait to be written) rather than drop an acknowledged report
+            self._close_failures()
+            self.failures.add(reduced, self._now())
+            self._wake.set()
         self.local_counts[reduced.pattern] = self.local_counts.get(reduced.pattern, 0) + 1
         return reduced
 
@@ -87,6 +93,26 @@ class Reporter:
         body = {"fix": fix, "attempts": counts[0], "successes": counts[1], "window": window}
         return ("fix.outcome", body)
 
+    def _close_failures(self) -> None:
+        for body in self.failures.flush(self._now()):
+            self._ready.append(("pattern.report", body))
+
+    def _close_window(self) -> None:
+        """Move everything batched into the queue of bodies to write."""
+        self._close_failures()
+        for fix, counts in sorted(self.outcomes.items()):
+            self._ready.append(self._outcome_body(fix, counts))
+        self.outcomes, self._outcome_window = {}, []
+
+    def _done(self, kind: str, body: dict[str, Any]) -> None:
+        """A body left the queue (written or dropped): its failures are no longer unsent."""
+        if kind == "pattern.report":
+            left = self.local_counts.get(body["pattern"], 0) - int(body["count"])
+            if left > 0:
+                self.local_counts[body["pattern"]] = left
+            else:
+                self.local_counts.pop(body["pattern"], None)
+
     async def flush(self) -> int:
         """Write what is batched now, and what an earlier flush could not; return the
         number of ops written.
@@ -97,12 +123,7 @@ class Reporter:
         raises. Bounded: at most ``MAX_UNWRITTEN`` bodies wait; beyond that the
         oldest are dropped and counted.
         """
-        now = self._now()
-        for body in self.failures.flush(now):
-            self._ready.append(("pattern.report", body))
-        for fix, counts in sorted(self.outcomes.items()):
-            self._ready.append(self._outcome_body(fix, counts))
-        self.outcomes, self._outcome_window = {}, []
+        self._close_window()
         written = 0
         while self._ready:
             kind, body = self._ready[0]
@@ -113,12 +134,38 @@ class Reporter:
                 self.dropped += 1
                 log.warning("dropped a %s that was refused: %s", kind, exc)
             self._ready.popleft()  # written or refused; on other errors it stays
+            self._done(kind, body)
+        return written
+
+    def flush_into(self, commit: Commit) -> int:
+        """Write everything batched with ``commit``, synchronously: for a node that
+        is stopping (its tasks may already be cancelled), so that reports the agent
+        was told were accepted are not lost. Returns the number of ops written."""
+        self._close_window()
+        bodies = list(self._ready)
+        self._ready.clear()
+        if not bodies:
+            return 0
+        now = self._now()
+        try:
+            results = commit([(kind, body, now) for kind, body in bodies])
+        except GossipmindError as exc:
+            self.dropped += len(bodies)
+            log.warning("could not write %d reports while stopping: %s", len(bodies), exc)
+            return 0
+        written = sum(1 for r in results if not isinstance(r, GossipmindError))
+        self.dropped += len(bodies) - written
+        for kind, body in bodies:
+            self._done(kind, body)
         return written
 
     async def run(self) -> None:
-        """Flush every window, forever (a failed write is logged and retried next window)."""
+        """Flush every window, or at once when a window fills up, forever (a failed
+        write is logged and retried next window)."""
         while True:
-            await trio.sleep(self.window_ms / 1000)
+            with trio.move_on_after(self.window_ms / 1000):
+                await self._wake.wait()
+            self._wake = trio.Event()
             try:
                 await self.flush()
             except GossipmindError as exc:

@@ -14,7 +14,8 @@ from gossipmind.api.server import serve_api
 from gossipmind.core.policy import Policy
 from gossipmind.net.fake import FakeNetwork
 from gossipmind.node.config import NodeConfig
-from gossipmind.node.node import Node, open_node, unwrapped
+from gossipmind.node.groups import unwrapped
+from gossipmind.node.node import Node, open_node
 from gossipmind.testnet.setup import NodeSpec, prepare
 
 FAST = {
