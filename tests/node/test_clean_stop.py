@@ -45,9 +45,7 @@ def test_reports_accepted_just_before_sigterm_are_written(tmp_path: Path) -> Non
                 proc.kill()
                 proc.wait(timeout=10)
     with Store.open(spec.dir / "kb.sqlite3") as store:
-        reports = [
-            m for m in store.replica.meta.values() if m.kind == "pattern.report"
-        ]
+        reports = [m for m in store.replica.meta.values() if m.kind == "pattern.report"]
         assert len(reports) == 1  # one window, one pattern
         patterns = list(store.replica.fold.patterns.values())
         assert [p.count for p in patterns if p.service == "durab"] == [5]
