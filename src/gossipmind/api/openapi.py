@@ -6,7 +6,7 @@ from typing import Any
 
 from gossipmind.core.snapshot import FIX_STATUSES
 
-_HEX = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+_HEX = {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}
 _ERR = {
     "description": "error",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import secrets
+import socket
 import stat
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
@@ -22,6 +23,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -95,7 +97,8 @@ class Api:
             Route("/v1/events", self.guard(self.events), methods=["GET"]),
             Route("/v1/ops", self.guard(self.write_op), methods=["POST"]),
         ]
-        self.app = Starlette(routes=routes)
+        handlers = {404: _http_error, 405: _http_error}  # unknown route, wrong method
+        self.app = Starlette(routes=routes, exception_handlers=handlers)
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -291,23 +294,139 @@ def error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status)
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors (no such route, method not allowed) as JSON, like ours."""
+    if not isinstance(exc, HTTPException):  # pragma: no cover - registered for HTTP codes
+        raise exc
+    message = f"{exc.detail}: {request.method} {request.url.path}"[:300]
+    return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+
+
+API_FILE = "api.json"
+STOP_GRACE = 1.0  # s a stopping API waits for responses in flight before dropping them
+
+
+def write_api_file(data_dir: Path, url: str) -> None:
+    """Write ``api.json`` (the URL and this process's pid) atomically, mode 0600."""
+    path = data_dir / API_FILE
+    tmp = path.with_name(f".{API_FILE}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps({"url": url, "pid": os.getpid()}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def remove_api_file(data_dir: Path, url: str | None = None) -> None:
+    """Remove ``api.json``: any (a stale one) if ``url`` is None, else only ours."""
+    path = data_dir / API_FILE
+    if url is not None:
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        if doc != {"url": url, "pid": os.getpid()}:
+            return  # another API's (this dir is served by someone else now)
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("cannot remove %s: %s", path, exc)
+
+
+def drop_connections(port: int) -> int:
+    """Shut down this process's accepted connections on 127.0.0.1:``port``; how many.
+
+    Hypercorn sends a response in a shielded cancel scope: a client that stops
+    reading holds a stopping server for as long as it likes. Shutting the socket
+    down wakes that send (it fails), so the server can finish.
+    """
+    fd_dir = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+    try:
+        fds = [int(fd) for fd in os.listdir(fd_dir)]
+    except OSError:
+        return 0
+    dropped = 0
+    for fd in fds:
+        try:
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                continue
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            continue
+        try:
+            if sock.type != socket.SOCK_STREAM or sock.family != socket.AF_INET:
+                continue
+            if sock.getsockname() != ("127.0.0.1", port):
+                continue
+            sock.getpeername()  # raises for the listening socket
+            sock.shutdown(socket.SHUT_RDWR)
+            dropped += 1
+        except OSError:
+            continue
+        finally:
+            sock.detach()  # the fd stays the server's: it closes it
+    return dropped
+
+
 async def serve_api(
     node: Node, port: int = 0, *, task_status: TaskStatus[str] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Serve the API on 127.0.0.1:``port``; ``task_status.started(url)``. Writes
-    ``api.json`` (the URL) and ``api.token`` (0600) into the node's data dir."""
+    ``api.json`` (the URL and pid, 0600) and ``api.token`` (0600) into the node's
+    data dir, and removes ``api.json`` when it stops, however it stops.
+
+    Stopping (cancelled) takes at most about :data:`STOP_GRACE` seconds per
+    round: connections still open then (e.g. a client that does not read its
+    responses) are shut down."""
     if type(port) is not int or not 0 <= port <= 65535:  # nothing but a port reaches the bind
         raise ConfigError(f"the API port must be an integer 0-65535, not {port!r}")
     data_dir = node.config.data_dir
+    remove_api_file(data_dir)  # a previous process's: it names a server that is gone
     api = Api(node, ensure_token(data_dir / "api.token"))
     config = Config()
     config.bind = [f"127.0.0.1:{port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("gossipmind.api.http")
-    config.graceful_timeout = 1.0
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(serve, api.app, config)
-        url = str(binds[0])
-        (data_dir / "api.json").write_text(json.dumps({"url": url, "pid": os.getpid()}) + "\n")
-        log.info("API listening on %s", url)
-        task_status.started(url)
+    config.graceful_timeout = STOP_GRACE
+    done = trio.Event()
+
+    async def run_server(*, task_status: TaskStatus[list[str]]) -> None:
+        try:
+            app: Any = api.app  # Starlette is an ASGI app; hypercorn's types say otherwise
+            await serve(app, config, task_status=task_status)
+        finally:
+            done.set()
+
+    url: str | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            binds: list[str] = await nursery.start(run_server)
+            url = str(binds[0])
+            bound = int(url.rsplit(":", 1)[1])
+            try:
+                write_api_file(data_dir, url)
+                log.info("API listening on %s", url)
+                task_status.started(url)
+                await done.wait()  # hypercorn does not stop by itself: only on error
+            finally:
+                remove_api_file(data_dir, url)  # first: no client may find us while stopping
+                with trio.CancelScope(shield=True):
+                    await _stop_server(done, bound)
+    finally:
+        if url is not None:
+            remove_api_file(data_dir, url)
+
+
+async def _stop_server(done: trio.Event, port: int) -> None:
+    """Wait for the (cancelled) server to finish; drop connections that hold it up."""
+    while not done.is_set():
+        with trio.move_on_after(STOP_GRACE):
+            await done.wait()
+        if not done.is_set() and (n := drop_connections(port)):
+            log.warning("API stopping: shut down %d connection(s) that held it up", n)

@@ -21,23 +21,53 @@ log = logging.getLogger("gossipmind.sdk")
 
 
 class NodeNotFound(ConfigError):
-    """The data dir holds no ``api.json``/``api.token``: its node is not running (yet)."""
+    """The data dir holds no ``api.json``/``api.token``, or an ``api.json`` left by a
+    process that is gone: its node is not running (yet), or serves no API."""
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (signal 0 checks without sending anything)."""
+    if os.name != "posix":  # os.kill(pid, 0) would not be a mere check
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. EPERM: it exists, as another user
+        return True
+    return True
 
 
 def discover(data_dir: Path) -> tuple[str, str]:
     """The node's API URL and token from its data dir (``api.json``, ``api.token``).
 
-    :class:`NodeNotFound` if they are missing (the node is not running), else
-    :class:`ConfigError` if they cannot be read.
+    :class:`NodeNotFound` if they are missing or ``api.json`` names a process that
+    is not running (a stale file: whatever listens on its port now must not get the
+    token), else :class:`ConfigError` if they cannot be read.
     """
     try:
-        url = json.loads((data_dir / "api.json").read_text())["url"]
+        url, pid = _api_file((data_dir / "api.json").read_text())
         token = (data_dir / "api.token").read_text().strip()
     except FileNotFoundError as exc:
         raise NodeNotFound(f"no running node API found in {data_dir}: {exc}") from exc
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError) as exc:
         raise ConfigError(f"no running node API found in {data_dir}: {exc}") from exc
-    return str(url), token
+    if not pid_alive(pid):
+        raise NodeNotFound(
+            f"no running node API found in {data_dir}: api.json is stale "
+            f"(process {pid}, which wrote it, is gone)"
+        )
+    return url, token
+
+
+def _api_file(text: str) -> tuple[str, int]:
+    """The URL and pid ``api.json`` holds (ValueError if it does not hold them)."""
+    doc = json.loads(text)
+    url = doc.get("url") if isinstance(doc, dict) else None
+    pid = doc.get("pid") if isinstance(doc, dict) else None
+    if not isinstance(url, str) or type(pid) is not int or pid <= 0:
+        raise ValueError(f"api.json holds no url and pid: {text[:200]!r}")
+    return url, pid
 
 
 class Http:

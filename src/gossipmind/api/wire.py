@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from gossipmind.core.errors import SchemaError
@@ -21,12 +22,11 @@ def jsonable(value: Any) -> Any:
 
 
 def hex_id(value: Any, field: str) -> bytes:
-    if not isinstance(value, str) or len(value) != 64:
+    """A 32-byte id as 64 hex digits, either case (like the CLI), nothing else: no
+    whitespace or separators (which ``bytes.fromhex`` would skip)."""
+    if not isinstance(value, str) or not re.fullmatch("[0-9a-fA-F]{64}", value):
         raise SchemaError(field, "must be a 64-character hex id")
-    try:
-        return bytes.fromhex(value)
-    except ValueError:
-        raise SchemaError(field, "must be a 64-character hex id") from None
+    return bytes.fromhex(value)
 
 
 def _text(doc: dict[str, Any], key: str, *, required: bool, max_len: int = 256) -> str | None:

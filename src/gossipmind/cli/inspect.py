@@ -12,10 +12,18 @@ from gossipmind.core.ops import KINDS
 from gossipmind.core.snapshot import FIX_STATUSES
 
 
-def _when(ts_ms: int) -> str:
+def _when(ts_ms: object) -> str:
+    """An op's signed timestamp (ms, UTC) as a date; ``?`` for one no date can show
+    (an author's clock, or a forger, can sign any 64-bit value)."""
     if not ts_ms:
         return "-"
-    return dt.datetime.fromtimestamp(ts_ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    if not isinstance(ts_ms, int | float):
+        return "?"
+    try:
+        when = dt.datetime.fromtimestamp(ts_ms / 1000, dt.UTC)
+    except (OverflowError, ValueError, OSError):
+        return "?"
+    return when.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def recipe_summary(recipe: dict[str, object]) -> str:

@@ -65,9 +65,15 @@ def _write(ctx: Ctx, kind: str, body: dict[str, Any], check: Check | None = None
 
 
 def _write_via_node(ctx: Ctx, kind: str, body: dict[str, Any], check: Check | None) -> bytes:
-    from gossipmind.api.transport import Http, discover
+    from gossipmind.api.transport import Http, NodeNotFound, discover
 
-    url, token = discover(ctx.dir.root)
+    try:
+        url, token = discover(ctx.dir.root)  # refuses a stale api.json: never leak the token
+    except NodeNotFound as exc:
+        raise StoreLocked(
+            f"{ctx.dir.store} is held by a running node that serves no local API "
+            f"(started with --no-api?), so nothing was written; stop it or serve the API ({exc})"
+        ) from None
     http = Http(url, token, timeout=10)
     try:
         if check is not None:

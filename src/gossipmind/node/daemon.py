@@ -123,6 +123,21 @@ Service = Callable[..., Awaitable[Any]]
 EXIT_SECOND_SIGNAL = 130  # a second SIGINT/SIGTERM while stopping
 
 
+# What a previous run's services wrote and remove when they stop: after a crash
+# (or SIGKILL) they stay, naming a process that is gone. Holding the store, this
+# node owns the data dir: clear them before the services start (the API writes
+# api.json again, if it is served at all — `--no-api` must not leave the old one).
+STALE_FILES = ("api.json",)
+
+
+def _clear_stale(data_dir: Path) -> None:
+    for name in STALE_FILES:
+        try:
+            (data_dir / name).unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("cannot remove stale %s: %s", data_dir / name, exc)
+
+
 async def _run_one(
     config: NodeConfig,
     name: str,
@@ -132,6 +147,7 @@ async def _run_one(
     task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     async with open_node(config) as node, trio.open_nursery() as nursery:
+        _clear_stale(config.data_dir)
         nursery.start_soon(_watch_control, node, config.data_dir / "control.json")
         if status_every > 0:
             nursery.start_soon(_report, node, name, status_every)

@@ -40,26 +40,43 @@ class Reader:
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is corrupt: {exc}") from exc
 
-    def _doc(self, table: str, key: bytes | str, data: bytes) -> Any:
+    def _damaged(self, table: str, key: object, why: object) -> StoreError:
+        if isinstance(key, bytes):
+            row = key.hex()
+        elif isinstance(key, str):
+            row = key
+        else:
+            row = f"<{type(key).__name__}>"
+        return StoreError(
+            f"{self.path}: row {row} of table {table} is damaged ({why}); run `gossipmind doctor`"
+        )
+
+    def _blob(self, table: str, value: object) -> bytes:
+        """A stored id (BLOB) as bytes; a damaged one (NULL, text, a number: what a
+        flipped bit in a record header makes of it) is the same StoreError as a
+        damaged doc."""
+        if isinstance(value, bytes):
+            return value
+        raise self._damaged(table, value, f"an id is {type(value).__name__}, not bytes")
+
+    def _doc(self, table: str, key: object, data: object) -> Any:
         """Decode a stored doc (or, for ``ops``, an op); a damaged one is a StoreError
         naming the store, the table and the row."""
         try:
+            if not isinstance(data, bytes):
+                raise StoreError(f"a {type(data).__name__}, not bytes")
             if table == "ops":
                 return opsmod.decode(data)
-            doc = encoding.decode(bytes(data))
+            doc = encoding.decode(data)
             if not isinstance(doc, dict):
                 raise StoreError(f"a {type(doc).__name__}, not a map")
             return doc
-        except (GossipmindError, TypeError) as exc:
-            row = key.hex() if isinstance(key, bytes) else key
-            raise StoreError(
-                f"{self.path}: row {row} of table {table} is damaged ({exc}); "
-                "run `gossipmind doctor`"
-            ) from exc
+        except (GossipmindError, TypeError, ValueError) as exc:
+            raise self._damaged(table, key, exc) from exc
 
     def _docs(self, table: str, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
         """Decode the (key, doc) rows ``sql`` selects from ``table``."""
-        return [self._doc(table, bytes(k), d) for k, d in self._q(sql, args)]
+        return [self._doc(table, self._blob(table, k), d) for k, d in self._q(sql, args)]
 
     def _count(self, table: str) -> int:
         return int(self._q(f"SELECT COUNT(*) FROM {table}")[0][0])
@@ -76,7 +93,7 @@ class Reader:
             "name": genesis.body["name"],
             "ops": self._count("ops"),
             "ops_by_kind": by_kind,
-            "heads": sorted(bytes(h) for (h,) in self._q("SELECT id FROM heads")),
+            "heads": sorted(self._blob("heads", h) for (h,) in self._q("SELECT id FROM heads")),
             "pending": self._count("pending"),
             "rejected": self._count("rejected"),
             "members": self._count("members"),
@@ -94,7 +111,8 @@ class Reader:
             with self.conn:
                 self.conn.execute("BEGIN")  # one snapshot for the count and the ids
                 count = self._count("ops")
-                ids = (bytes(i) for (i,) in self.conn.execute("SELECT id FROM ops ORDER BY id"))
+                rows = self.conn.execute("SELECT id FROM ops ORDER BY id")
+                ids = (self._blob("ops", i) for (i,) in rows)
                 return state_root(ids, count)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is corrupt: {exc}") from exc
@@ -135,11 +153,11 @@ class Reader:
             args.append(kind)
         sql += " ORDER BY ord DESC LIMIT ?"
         rows = self._q(sql, (*args, limit))
-        return [op_doc(self._doc("ops", bytes(i), raw)) for i, raw in rows]
+        return [op_doc(self._doc("ops", self._blob("ops", i), raw)) for i, raw in rows]
 
     def rejected(self, *, limit: int = 50) -> list[dict[str, Any]]:
         rows = self._q("SELECT id, code, detail FROM rejected ORDER BY ord DESC LIMIT ?", (limit,))
-        return [{"id": bytes(i), "code": c, "detail": d} for i, c, d in rows]
+        return [{"id": self._blob("rejected", i), "code": c, "detail": d} for i, c, d in rows]
 
     def show(self, prefix: str) -> dict[str, Any]:
         """Find an op, pattern, fix, goal or member by a hex prefix (≥ 4 chars)."""
