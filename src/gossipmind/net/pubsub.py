@@ -106,6 +106,19 @@ class _Pubsub(Pubsub):
                     log.debug("reset after a malformed RPC: %r", reset_exc)
             self._handle_dead_peer(peer_id)
 
+    async def push_msg(self, msg_forwarder: Any, msg: Any) -> None:
+        """py-libp2p's, which runs as a service task per received message: an
+        exception from it (its signature validator re-raises when a message's
+        ``key`` field cannot be read) took the whole host down, so one RPC from
+        anyone who can connect stopped the node. A peer's message that cannot be
+        handled is dropped; our own publishing still raises."""
+        try:
+            await super().push_msg(msg_forwarder, msg)
+        except Exception as exc:
+            if msg_forwarder == self.my_id:
+                raise
+            log.info("dropped a pubsub message from %s: %r", msg_forwarder, exc)
+
     async def write_msg(self, stream: Any, rpc_msg: Any) -> bool:
         lock = self._write_locks.get(stream)
         if lock is None:
