@@ -12,7 +12,7 @@ from gossipmind.node.syncer import PENALIZED, SyncCounters, SyncGuard, drive
 from gossipmind.sync import messages
 from gossipmind.sync.messages import Hello, Ops
 from gossipmind.sync.session import Session
-from gossipmind.testing import KB
+from gossipmind.testing import KB, sample_report
 from gossipmind.testing.memory import MemoryKB
 
 
@@ -220,3 +220,43 @@ def test_a_declined_session_neither_clears_nor_adds_a_penalty() -> None:
     assert guard.record("p", "declined", 31) == 0  # the peer said busy: no evidence either way
     assert guard.record("p", "timeout", 32) == 60  # the count went on
     assert "declined" not in PENALIZED
+
+
+def forged_and_unauthorized() -> tuple[bytes, bytes]:
+    """A badly signed op, and a well-signed one its author may not write (no grant)."""
+    kb = KB(seed=5)  # the same genesis as `responder`
+    op = kb.grant("admin", "x", "member")
+    forged = op.raw[:-1] + bytes([op.raw[-1] ^ 1])
+    stranger = kb.forge("stranger", "pattern.report", sample_report())
+    return forged, stranger.raw
+
+
+@pytest.mark.parametrize("kind", ["forged", "short"])
+async def test_ops_no_honest_replica_holds_end_the_session_as_a_protocol_failure(
+    kind: str,
+) -> None:
+    """An honest peer serves only ops it applied. A frame of badly signed ops (or of
+    entries too short to be ops: a 1 MiB frame of 6-byte junk held the event loop
+    for seconds, unpenalized) is a protocol failure, so the peer waits."""
+    ours, theirs = pipe()
+    session, kb = responder()
+    counters = SyncCounters()
+    forged, _ = forged_and_unauthorized()
+    junk = [forged] if kind == "forged" else [b"junk!!"] * 1000
+    await theirs.send(hello(kb))
+    await theirs.send(messages.encode(Ops(junk)))
+    why = await drive(ours, session, kb.ingest_raw, counters, timeout=30)
+    assert why == "protocol" and "protocol" in PENALIZED and ours.was_reset
+    assert len(kb.replica.meta) == 1  # nothing applied
+
+
+async def test_ops_merely_invalid_by_the_fold_do_not_end_the_session() -> None:
+    ours, theirs = pipe()
+    session, kb = responder()
+    counters = SyncCounters()
+    _, unauthorized = forged_and_unauthorized()
+    await theirs.send(hello(kb))
+    await theirs.send(messages.encode(Ops([unauthorized])))
+    await theirs.send(messages.encode(messages.Bye("done")))
+    why = await drive(ours, session, kb.ingest_raw, counters, timeout=30)
+    assert why != "protocol" and counters.failed_by_reason.get("protocol") is None

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import trio
 
 from gossipmind.core.errors import GossipmindError, NetworkError, SyncError
+from gossipmind.core.replica import IngestResult
 from gossipmind.net.interface import FrameTooLarge, Stream, StreamEOF, TruncatedFrame
 from gossipmind.sync import messages
 from gossipmind.sync.session import Session
@@ -20,6 +21,8 @@ log = logging.getLogger("gossipmind.node.sync")
 # Why a session failed -> whether the peer is made to wait before its next one.
 # Stalling, overrunning and breaking the protocol are what a hostile peer does to
 # hold a node's one session slot; a closed stream or a broken link is ordinary.
+# Rejection codes of ops that no honest replica ever holds or serves.
+FORGED = frozenset({"encoding", "signature", "wrong_network", "oversized"})
 PENALIZED = frozenset({"timeout", "deadline", "protocol", "frame_too_large", "truncated"})
 SESSION_LIMIT = 4  # a whole session may last this many sync timeouts
 PENALTY_CAP = 16  # the longest wait, in sync timeouts
@@ -144,7 +147,7 @@ async def drive(
                 step = session.receive(messages.decode(frame))
                 if step.ops:
                     counters.ops_received += len(step.ops)
-                    ingest(step.ops)
+                    _no_forgeries(ingest(step.ops))
                     await trio.lowlevel.checkpoint()
                 await send_all(step.send)
         except StreamEOF:
@@ -185,6 +188,18 @@ async def drive(
         return "declined"
     counters.completed += 1
     return ""
+
+
+def _no_forgeries(result: object) -> None:
+    """End the session (a protocol failure: penalized) if the peer sent an op no
+    honest replica could hold: one that does not decode, is badly signed, is of
+    another network or oversized. Honest peers serve only ops they applied. Ops
+    invalid by the fold's rules (e.g. of a revoked member) are not forgeries:
+    replicas may differ on them for a while, and they are only rejected."""
+    if isinstance(result, IngestResult):
+        forged = [code for _, code, _ in result.rejected if code in FORGED]
+        if forged:
+            raise SyncError(f"the peer sent {len(forged)} op(s) no replica holds ({forged[0]})")
 
 
 async def _end(stream: Stream, *, reset: bool) -> None:

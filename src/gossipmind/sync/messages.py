@@ -16,6 +16,10 @@ PROTOCOL = "/gossipmind/sync/1.0.0"
 VERSION = 1
 MAX_FRAME = 1024 * 1024
 MAX_OPS_FRAME = 512 * 1024  # op bytes per `ops` frame
+# The smallest op: a 10-array with a 32-byte net and author, a kind, empty deps and
+# body, and a 64-byte signature encodes to over 140 bytes. Shorter entries are junk,
+# refused with the frame (so a 1 MiB frame holds at most 8 192 entries to check).
+MIN_OP_BYTES = 128
 MAX_AUTHORS = 20_000
 MAX_IDS = 1024
 MAX_PEERS = 16
@@ -137,6 +141,8 @@ def decode(frame: bytes) -> Message:
         ops = doc["ops"]
         if not isinstance(ops, list) or not all(isinstance(o, bytes) for o in ops):
             raise SyncError("ops must be a list of op byte strings")
+        if any(len(o) < MIN_OP_BYTES for o in ops):  # nothing shorter is an op: junk
+            raise SyncError(f"an op is at least {MIN_OP_BYTES} bytes")
         return Ops(ops)
     if t == "sent":
         _fields(doc)

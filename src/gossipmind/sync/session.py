@@ -74,6 +74,7 @@ class Session:
         self.stats = Stats()
         self._peer_sent = False
         self._asked: set[bytes] = set()  # ids we asked for in this session
+        self._served: set[bytes] = set()  # ids the peer asked us for (served once)
         self._moved = True  # ops went either way since we last asked (see _want)
         self.declined = ""  # why the session ended before both hellos ("" if it did not)
 
@@ -177,7 +178,11 @@ class Session:
     def _on_end(self, msg: End) -> Step:
         self.rounds += 1
         self.stats.rounds = self.rounds
-        give = frames(iter(self.source.get_raw(msg.want))) if msg.want else iter(())
+        # each id at most once per session: duplicates in a want, or asking again
+        # for what was served, would make a small frame cost many large ones
+        ids = [i for i in dict.fromkeys(msg.want) if i not in self._served]
+        self._served.update(ids)
+        give = frames(iter(self.source.get_raw(ids))) if ids else iter(())
         want = self._want()
         if (not want and not msg.want) or self.rounds >= MAX_ROUNDS:
             self.done = True

@@ -74,13 +74,16 @@ async def _push_once(h: Hostile, raws: list[bytes], did: Did) -> bool:
                 break
         for frame in frames(iter(raws)):
             await _send(stream, frame, did)
-        await _send(stream, End([]), did)
-        for _ in range(MAX_ROUNDS + 2):  # it may want deps we do not have: want nothing
-            msg = messages.decode(await stream.receive())
-            if isinstance(msg, Bye):
-                break
-            if isinstance(msg, End):
-                await _send(stream, End([]), did)
+        try:
+            await _send(stream, End([]), did)
+            for _ in range(MAX_ROUNDS + 2):  # it may want deps we do not have: want nothing
+                msg = messages.decode(await stream.receive())
+                if isinstance(msg, Bye):
+                    break
+                if isinstance(msg, End):
+                    await _send(stream, End([]), did)
+        except (NetworkError, SyncError, StreamEOF):
+            pass  # it took the ops, then ended the session: forgeries are a protocol failure
         return True
     finally:
         await stream.close()
