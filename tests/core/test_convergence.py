@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from gossipmind.core.ops import Op
 from gossipmind.core.replica import Replica
 from gossipmind.core.snapshot import snapshot
-from gossipmind.testing import History
+from gossipmind.testing import KB, History, sample_report
 
 PROPERTY = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -89,3 +89,23 @@ def test_pending_ops_wait_for_their_deps() -> None:
     r.ingest(ops[-1])
     assert not r.pending
     assert r.root() == reference.root()
+
+
+def test_a_report_at_ts_0_gives_the_same_pattern_times_in_any_order() -> None:
+    """ts 0 is a valid time; it was taken for "unset", so a pattern's first_ts
+    depended on the order its reports arrived in (roots agreed, snapshots not)."""
+    kb = KB(seed=1)
+    for name in ("a", "b"):
+        kb.grant("admin", name, "member")
+        kb.sync("admin", name)
+    op0 = kb.replica("a").create(kb.identity("a"), "pattern.report", sample_report(), ts=0)
+    op5 = kb.replica("b").create(kb.identity("b"), "pattern.report", sample_report(), ts=5)
+    replicas = []
+    for order in ([op0, op5], [op5, op0]):
+        r = Replica(kb.genesis)
+        for op in [*kb.ops[1:], *order]:
+            r.ingest(op)
+        replicas.append(r)
+    a, b = (snapshot(r) for r in replicas)
+    assert a == b
+    assert (a["patterns"][0]["first_ts"], a["patterns"][0]["last_ts"]) == (0, 5)

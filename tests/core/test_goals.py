@@ -257,3 +257,24 @@ def test_equal_priorities_drop_both_only_in_the_overlap() -> None:
     assert violations(charge, [a, b], res) == []  # both bounds dropped: a person decides
     refund = sample_recipe("payments.refund", attempts=3, idempotent=True)
     assert [g for g, _ in violations(refund, [a, b], res)] == [a.id]
+
+
+def test_a_review_counts_only_for_the_goal_it_names() -> None:
+    """protocol.md §6.6: a review is filed under its `goal` field; one naming another
+    goal than the version's counts for neither (the spec said otherwise until the
+    fold was compared with it)."""
+    from gossipmind.core.snapshot import goal_rows
+
+    kb = KB(seed=4)
+    kb.grant("admin", "m", "member")
+    kb.sync("admin", "m")
+    body = {"title": "t", "scope": "search", "priority": 1, "retired": False}
+    body["constraints"] = [{"op": "forbid_step", "step": "fallback"}]
+    g = kb.write("m", "goal.set", body)
+    kb.sync("m", "admin")
+    review = {"goal": g.id, "version": g.id, "verdict": "approve", "comment": ""}
+    kb.write("admin", "goal.review", review)
+    assert goal_rows(kb.replica("admin"))[0]["active"]
+    kb.write("admin", "goal.review", {**review, "goal": b"\x00" * 32, "verdict": "reject"})
+    rows = goal_rows(kb.replica("admin"))
+    assert [r["active"] for r in rows if r["goal"] == g.id] == [True]

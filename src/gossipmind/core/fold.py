@@ -303,6 +303,7 @@ class Fold:
     def _count_report(self, meta: Meta, body: dict[str, Any]) -> None:
         p = self.patterns[body["pattern"]]
         stats = body["stats"]
+        first = not p.per_author  # the pattern's first counted report (ts 0 is a time too)
         v = p.per_author.setdefault(meta.author, [0, 0, 0, 0, 0])
         v[0] += min(body["count"], self.policy.report_cap)
         v[1] += stats["latency_ms_sum"]
@@ -311,7 +312,7 @@ class Fold:
         v[4] += stats["retry_after_n"]
         for code, n in stats["status"].items():
             p.status[code] = p.status.get(code, 0) + n
-        p.first_ts = min(p.first_ts, meta.ts) if p.first_ts else meta.ts
+        p.first_ts = meta.ts if first else min(p.first_ts, meta.ts)
         p.last_ts = max(p.last_ts, meta.ts)
         self.dirty_patterns.add(p.pattern)
 
