@@ -221,3 +221,32 @@ def test_batcher_refuses_oversized_op() -> None:
 
     with pytest.raises(NetworkError):
         GossipBatcher(nop).put_nowait(b"x" * (64 * 1024 + 1))
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        (msgpack.packb([{}] * 65_536)[:262_144], "too_many_ops"),
+        (
+            msgpack.packb([[[{} for _ in range(60)] for _ in range(60)] for _ in range(60)]),
+            "envelope",
+        ),
+        (b"\x91" * 262_144, "encoding"),
+        (msgpack.packb([b"x" * 300, {}]), "envelope"),
+        (msgpack.packb([b"x" * 300])[:-1], "encoding"),
+    ],
+)
+def test_a_message_not_shaped_as_an_array_of_bins_is_never_fully_decoded(
+    message: bytes, reason: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shape is read from the headers first: fully decoding (and re-encoding)
+    256 KiB of nested containers cost the event loop ~0.3 s per message."""
+    from gossipmind.core import encoding
+
+    def no(*_a: object, **_k: object) -> None:
+        raise AssertionError("decoded a message whose shape was already wrong")
+
+    monkeypatch.setattr(encoding, "decode", no)
+    v = make_validator(NET_ID)
+    assert not v(message)
+    assert v.stats.rejected == {reason: 1}
