@@ -46,6 +46,7 @@ from gossipmind.sync.session import Session
 log = logging.getLogger("gossipmind.node")
 MAX_OPS_PER_INGEST = 2000
 WRITE_GATE_S = 10.0  # how long a first write waits for the first sync
+BUSY_RETRIES = 5  # a session refused as busy before the first completed one is retried
 GAP_GRACE = 0.5  # seconds gossip gets to fill a causal gap before we sync for it
 SYNC_BACKOFF = 4  # while gossip brings new ops, a periodic round runs every 4th interval
 
@@ -438,18 +439,24 @@ class Node:
         self._syncing.add(peer)
         self._nursery.start_soon(self._sync_out, peer)
 
-    async def _sync_out(self, peer: str) -> None:
+    async def _sync_out(self, peer: str, retry: int = BUSY_RETRIES) -> None:
+        busy = False
         try:
             async with self._session_lock:
                 if not self.guard.allowed(peer, trio.current_time()):
                     return
                 with trio.fail_after(self.config.sync_timeout):
                     stream = await self.transport.open_stream(peer, SYNC_PROTOCOL)
-                await self._session(stream, initiator=True)
+                busy = await self._session(stream, initiator=True) == "busy"
         except (NetworkError, trio.TooSlowError) as exc:
             log.debug("sync with %s not started: %s", peer, exc)
         finally:
             self._syncing.discard(peer)
+        if busy and retry and not self.synced.is_set():  # the write gate waits: try again soon
+            await trio.sleep(0.1 + 0.4 * self._rng.random())
+            if peer not in self._syncing:
+                self._syncing.add(peer)
+                await self._sync_out(peer, retry - 1)
 
     async def _sync_in(self, stream: Stream) -> None:
         if stream.remote_peer in self.blocked:
@@ -483,7 +490,8 @@ class Node:
             if peer in self.blocked:
                 await self.transport.disconnect(peer)
 
-    async def _session(self, stream: Stream, *, initiator: bool) -> None:
+    async def _session(self, stream: Stream, *, initiator: bool) -> str | None:
+        """Run one session; the reason the peer declined it (``busy``...), if it did."""
         session = Session(self.source, initiator=initiator, peers=self._share_addrs())
         timeout = self.config.sync_timeout
         try:
@@ -499,13 +507,14 @@ class Node:
             if self.store.broken is None:
                 raise
             self._stop_if_broken(exc)
-            return
+            return None
         self.guard.record(stream.remote_peer, why, trio.current_time())
         if not why:
             self.synced.set()
             assert session.peer is not None  # a completed session exchanged hellos
             for addr in session.peer.peers:  # only from peers that completed a session
                 self.addrbook.remember(addr.rsplit("/p2p/", 1)[-1], addr)
+        return session.declined
 
 
 def _open_store(config: NodeConfig) -> Store:
