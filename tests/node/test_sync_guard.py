@@ -260,3 +260,26 @@ async def test_ops_merely_invalid_by_the_fold_do_not_end_the_session() -> None:
     await theirs.send(messages.encode(messages.Bye("done")))
     why = await drive(ours, session, kb.ingest_raw, counters, timeout=30)
     assert why != "protocol" and counters.failed_by_reason.get("protocol") is None
+
+
+async def test_a_peer_that_holds_the_slot_then_hangs_up_is_penalized(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Closing just before the deadline used to be an ordinary `eof`: one peer id
+    could hold the node's one session slot again and again, unpenalized."""
+    ours, theirs = pipe()
+    session, kb = responder()
+    counters = SyncCounters()
+
+    async def hold() -> None:
+        await theirs.send(hello(kb))
+        for _ in range(5):  # a frame before every timeout, then hang up
+            await trio.sleep(20)
+            await theirs.send(messages.encode(Ops([])))
+        await theirs.close()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hold)
+        why = await drive(ours, session, kb.ingest_raw, counters, timeout=30, limit=120)
+    assert why == "held" and "held" in PENALIZED
+    assert counters.failed_by_reason == {"held": 1}

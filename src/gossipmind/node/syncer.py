@@ -23,7 +23,7 @@ log = logging.getLogger("gossipmind.node.sync")
 # hold a node's one session slot; a closed stream or a broken link is ordinary.
 # Rejection codes of ops that no honest replica ever holds or serves.
 FORGED = frozenset({"encoding", "signature", "wrong_network", "oversized"})
-PENALIZED = frozenset({"timeout", "deadline", "protocol", "frame_too_large", "truncated"})
+PENALIZED = frozenset({"timeout", "deadline", "held", "protocol", "frame_too_large", "truncated"})
 SESSION_LIMIT = 4  # a whole session may last this many sync timeouts
 PENALTY_CAP = 16  # the longest wait, in sync timeouts
 _MAX_STRIKES = 16
@@ -122,8 +122,9 @@ async def drive(
     session alive with a frame now and then is dropped too: ops already applied
     stay, the next session goes on from there). Failure reasons, counted in
     ``counters.failed_by_reason``: ``eof`` (the peer closed early or the link
-    dropped), ``timeout``, ``deadline``, ``frame_too_large``, ``truncated``,
-    ``protocol`` (a malformed or unexpected message), ``network``.
+    dropped), ``held`` (the same after a timeout or more: penalized),
+    ``timeout``, ``deadline``, ``frame_too_large``, ``truncated``, ``protocol``
+    (a malformed or unexpected message), ``network``.
     """
     counters.sessions += 1
 
@@ -136,6 +137,7 @@ async def drive(
 
     reason = ""
     detail: object = None
+    started = trio.current_time()
     with trio.move_on_after(limit) as overall:
         try:
             await send_all(session.start())
@@ -151,7 +153,10 @@ async def drive(
                     await trio.lowlevel.checkpoint()
                 await send_all(step.send)
         except StreamEOF:
-            reason = "eof"
+            # A link that drops is ordinary; a peer that held the node's one
+            # session slot for a timeout or more and then hung up, before its
+            # penalty could come, is holding it on purpose: "held" is penalized.
+            reason = "held" if trio.current_time() - started >= timeout else "eof"
         except trio.TooSlowError:
             reason, detail = "timeout", f"no frame for {timeout:.0f} s"
         except FrameTooLarge as exc:
