@@ -64,6 +64,7 @@ def test_merge_is_commutative_associative_and_idempotent(seed: int, split: int) 
 def test_histories_exercise_the_interesting_cases() -> None:
     """Guard against a generator that silently stops producing hard cases."""
     seen = {"revoked": 0, "equivocation": 0, "rejected": 0, "accepted": 0, "goals": 0}
+    seen["revoke failed the admin check"] = 0  # a derived admin's, once its grant is void
     for seed in range(30):
         r = deliver(History(seed, steps=70).kb.genesis, History(seed, steps=70).kb.ops[1:])
         snap = snapshot(r)
@@ -72,6 +73,14 @@ def test_histories_exercise_the_interesting_cases() -> None:
         seen["rejected"] += len(r.rejected)
         seen["accepted"] += sum(1 for f in snap["fixes"] if f["status"] == "accepted")
         seen["goals"] += len(snap["goals"])
+        m = r.membership
+        seen["revoke failed the admin check"] += sum(
+            1
+            for rv in m.revokes.values()
+            if rv.op_id not in m.effective_revokes
+            and not m.voided(rv.author, rv.seq)
+            and not m.admin_at(rv, r.msets)
+        )
     assert all(n > 0 for n in seen.values()), seen
 
 

@@ -6,11 +6,13 @@ import hashlib
 import os
 import sqlite3
 import tracemalloc
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from gossipmind.core.errors import IdentityError, StoreError
+from gossipmind.core.replica import FOLD_VERSION
 from gossipmind.core.snapshot import snapshot
 from gossipmind.store.keyfile import new_identity, read_key, write_key
 from gossipmind.store.queries import Reader
@@ -65,6 +67,40 @@ def test_materialised_tables_match_the_fold_for_random_histories(tmp_path: Path)
             assert r.members() == snap["members"]
             assert r.goals() == snap["goals"]
             assert r.status()["root"] == snap["root"]
+
+
+def test_rows_written_by_older_fold_rules_are_rewritten_at_open(tmp_path: Path) -> None:
+    """A store from before FOLD_VERSION (no `fold` key in meta) holds rows the
+    new rules compute differently; opening it rewrites them, ops untouched."""
+    h = History(4, steps=80)
+    path = tmp_path / "kb.sqlite3"
+    with Store.create(path, h.kb.genesis) as store:
+        store.ingest(h.kb.ops[1:])
+        snap = snapshot(store.replica)
+    with sqlite3.connect(path) as c:  # what an older release left: stale rows, no version
+        assert c.execute("SELECT value FROM meta WHERE key = 'fold'").fetchone() == (
+            str(FOLD_VERSION).encode(),
+        )
+        c.execute("DELETE FROM meta WHERE key = 'fold'")
+        c.execute("UPDATE members SET doc = (SELECT doc FROM members LIMIT 1)")
+        c.execute("DELETE FROM fixes")
+        c.execute("UPDATE patterns SET count = count + 1")
+        ops_before = c.execute("SELECT id, raw FROM ops ORDER BY ord").fetchall()
+    c.close()
+    with Reader(path) as r:
+        assert r.members() != snap["members"]  # the stale rows are what a reader sees
+    with Store.open(path) as store:
+        assert snapshot(store.replica) == snap
+    with Reader(path) as r:
+        assert r.members() == snap["members"] and r.fixes() == snap["fixes"]
+        assert sorted(p["count"] for p in r.patterns(limit=10_000)) == sorted(
+            p["count"] for p in snap["patterns"]
+        )
+    with closing(sqlite3.connect(path)) as c:
+        assert c.execute("SELECT id, raw FROM ops ORDER BY ord").fetchall() == ops_before
+        assert c.execute("SELECT value FROM meta WHERE key = 'fold'").fetchone() == (
+            str(FOLD_VERSION).encode(),
+        )
 
 
 def test_rejected_and_pending_survive_a_reopen(tmp_path: Path) -> None:

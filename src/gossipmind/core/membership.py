@@ -12,6 +12,8 @@ Two views of membership exist:
 Voiding is a per-author seq threshold: an author's op with ``seq >
 void_after[author]`` is void. A retroactive revoke or equivocation sets it to
 0; a plain revoke R sets it to the highest seq of the author in R's causal past.
+A revoke counts only while its author is an admin in the effective view of its
+own past (the admin check), found by a fixed point in :meth:`Membership.recompute`.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class Revoke:
     retroactive: bool
     reason: str
     past_seq: int  # highest seq of `member` in this revoke's causal past
+    mset: int  # index of this revoke's membership past (as Grant.mset)
 
 
 @dataclass(slots=True)
@@ -184,15 +187,46 @@ class Membership:
     def recompute(self, pasts: Sequence[frozenset[bytes]], genesis_id: bytes) -> None:
         """Whole-set fold of revocations and grant effectiveness (protocol §6.2-6.3).
 
-        ``pasts`` maps each grant's ``mset`` to the membership ops in its past.
-        Revokes are taken in (lamport, id) order; one whose author is already
-        void is skipped. A revoke found effective whose author a *later* revoke
-        by another key voids is void too (a compromised admin's revokes stop
-        counting once it is revoked): it is dropped and the pass rerun, until
-        there is none. (A key's revoke of itself stands.) Grants are then
-        re-evaluated in (lamport, id) order.
+        ``pasts`` maps each grant's and revoke's ``mset`` to the membership ops
+        in its past. :meth:`_settle` folds a set of candidate revokes; then every
+        effective revoke must pass the admin check: its author has ``admin`` in
+        the effective view of its own past (as a grant must). The revokes that
+        fail are dropped *tentatively* and the rest settled again; of them, only
+        those that still fail are dropped for good (an honest revoke whose
+        author's grant a hostile revoke voided passes once the hostile one is
+        out). If every one of them passes then, the greatest in (lamport, id)
+        order is dropped, so the earlier of two revokes that disable each other
+        stands. Each round drops at least one revoke for good: at most
+        ``len(revokes)`` rounds. Deterministic on the set of ops.
         """
-        candidates = sorted(self.revokes.values(), key=lambda r: (r.lamport, r.op_id))
+        order = sorted(self.revokes.values(), key=lambda r: (r.lamport, r.op_id))
+        dropped: set[bytes] = set()
+        while True:
+            self._settle([rv for rv in order if rv.op_id not in dropped], pasts, genesis_id)
+            failing = [rv for rv in order if rv.op_id in self.effective_revokes]
+            failing = [rv for rv in failing if not self.admin_at(rv, pasts)]
+            if not failing:
+                return
+            out = dropped | {rv.op_id for rv in failing}
+            self._settle([rv for rv in order if rv.op_id not in out], pasts, genesis_id)
+            still = {rv.op_id for rv in failing if not self.admin_at(rv, pasts)}
+            dropped |= still or {failing[-1].op_id}
+
+    def admin_at(self, rv: Revoke, pasts: Sequence[frozenset[bytes]]) -> bool:
+        """Whether ``rv``'s author is an admin in the effective view of its past."""
+        return "admin" in roles_of(self.select(pasts[rv.mset], effective=True), rv.author).roles
+
+    def _settle(
+        self, candidates: list[Revoke], pasts: Sequence[frozenset[bytes]], genesis_id: bytes
+    ) -> None:
+        """The voiding pass over ``candidates`` (in (lamport, id) order), then grants.
+
+        A revoke whose author is already void is skipped. A revoke found
+        effective whose author a *later* revoke by another key voids is void too
+        (a compromised admin's revokes stop counting once it is revoked): it is
+        dropped and the pass rerun, until there is none. (A key's revoke of
+        itself stands.) Grants are then re-evaluated in (lamport, id) order.
+        """
         while True:
             self.void_after = dict.fromkeys(self.equivocators, 0)
             effective: list[Revoke] = []

@@ -32,6 +32,10 @@ from gossipmind.core.schema import check_body
 
 MEMBERSHIP_KINDS = frozenset({"net.genesis", "member.grant", "member.revoke"})
 ROOT_DOMAIN = b"gossipmind/root/1\x00"
+# The fold's rules, as a number: stores rewrite their materialised rows when it
+# changes (2: the admin check on revokes, protocol.md §6.2). The state root does
+# not depend on it: it covers the valid ops, not the fold.
+FOLD_VERSION = 2
 DEFAULT_MAX_REJECTED = 100_000  # as many as the store keeps (store.sqlite.MAX_REJECTED_ROWS)
 
 
@@ -270,6 +274,7 @@ class Replica:
                 b["retroactive"],
                 b["reason"],
                 self._past_seq(op, b["member"]),
+                meta.mset,
             )
             return
         genesis = op.kind == "net.genesis"

@@ -25,7 +25,7 @@ from gossipmind.core import ops as opsmod
 from gossipmind.core.errors import InvalidOp, StoreError
 from gossipmind.core.identity import Identity
 from gossipmind.core.ops import Op
-from gossipmind.core.replica import IngestResult, Replica
+from gossipmind.core.replica import FOLD_VERSION, IngestResult, Replica
 from gossipmind.store import schema
 from gossipmind.store.verifier import Verification
 
@@ -177,6 +177,22 @@ class Store:
         if applied.applied:  # pending ops whose deps were stored after them (crash window)
             self._persist(applied)
         r.fold.drain_dirty()
+        self._refresh_rows()
+
+    def _refresh_rows(self) -> None:
+        """Rewrite every materialised row if they were written by other fold rules.
+
+        A store written before :data:`FOLD_VERSION` (or by none: a new store)
+        holds rows a code upgrade may compute differently; ops are untouched.
+        """
+        fold = str(FOLD_VERSION).encode()
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'fold'").fetchone()
+        if row is not None and bytes(row[0]) == fold:
+            return
+        self.replica.fold.all_dirty = True
+        with _transaction(self.conn):
+            self._write_state(True)
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('fold', ?)", (fold,))
 
     # -- writing ------------------------------------------------------------------
 

@@ -207,10 +207,13 @@ class History:
         for name in self.AUTHORS:
             kb.grant("admin", name, "member")
         kb.grant("admin", "sub", "admin")
+        kb.sync("admin", "sub")
+        kb.grant("sub", "sub2", "admin")  # a derived admin (protocol.md §6.2)
         for i, name in enumerate(self.VERIFIERS):
             kb.grant("admin", name, "verifier", tier=i + 1, scopes=("search",) if i else ("*",))
-        for name in (*self.AUTHORS, *self.VERIFIERS, "sub"):
+        for name in (*self.AUTHORS, *self.VERIFIERS, "sub", "sub2"):
             kb.sync("admin", name)
+        kb.sync("sub", "sub2")
         self.fixes: list[tuple[bytes, str]] = []
         self.goals: list[bytes] = []
         for _ in range(steps):
@@ -218,7 +221,7 @@ class History:
 
     def step(self) -> None:
         kb, rng = self.kb, self.rng
-        everyone = [*self.AUTHORS, *self.VERIFIERS, "admin", "sub"]
+        everyone = [*self.AUTHORS, *self.VERIFIERS, "admin", "sub", "sub2"]
         roll = rng.random()
         who = rng.choice(everyone)
         try:
@@ -255,13 +258,15 @@ class History:
                     {"fix": fix, "attempts": 4, "successes": rng.randint(0, 4), "window": [0, 1]},
                 )
             elif roll < 0.76:
-                target = rng.choice([*self.AUTHORS, *self.VERIFIERS, "sub"])
-                kb.revoke(rng.choice(["admin", "sub"]), target, retroactive=rng.random() < 0.3)
+                target = rng.choice([*self.AUTHORS, *self.VERIFIERS, "sub", "sub2", "admin"])
+                by = rng.choice(["admin", "sub", "sub2"])
+                kb.revoke(by, target, retroactive=rng.random() < 0.3)
             elif roll < 0.80:
                 target = rng.choice([*self.AUTHORS, "v1", "v2"])
                 role = rng.choice(["member", "verifier"])
                 tier = rng.randint(1, 3) if role == "verifier" else 1
-                kb.grant(rng.choice(["admin", "sub"]), target, role, tier=tier, scopes=("search",))
+                by = rng.choice(["admin", "sub", "sub2"])
+                kb.grant(by, target, role, tier=tier, scopes=("search",))
             elif roll < 0.86:
                 body = {
                     "title": "g",
