@@ -9,6 +9,11 @@ Two views of membership exist:
   found *effective* count. Grants by voided authors (revoked, equivocating)
   are not effective, and neither is anything those grants authorized.
 
+A set of membership ops (an op's membership past) is a bit mask: each
+membership op has a bit, given in the order ops are committed. Roles of a key
+in a set are read from the grants and revokes that target that key, so no
+whole view is ever built (cost per lookup: the key's own grants and revokes).
+
 Voiding is a per-author seq threshold: an author's op with ``seq >
 void_after[author]`` is void. A retroactive revoke or equivocation sets it to
 0; a plain revoke R sets it to the highest seq of the author in R's causal past.
@@ -39,7 +44,8 @@ class Grant:
     tier: int
     scopes: tuple[str, ...]
     name: str
-    mset: int
+    mset: int  # index of this grant's membership past (Replica.msets)
+    bit: int  # this grant's bit in membership-past masks
 
 
 @dataclass(slots=True)
@@ -53,6 +59,7 @@ class Revoke:
     reason: str
     past_seq: int  # highest seq of `member` in this revoke's causal past
     mset: int  # index of this revoke's membership past (as Grant.mset)
+    bit: int  # this revoke's bit in membership-past masks
 
 
 @dataclass(slots=True)
@@ -72,28 +79,11 @@ class Roles:
         return not self.revoked and (bool(self.roles) or policy.open_membership)
 
 
-View = dict[bytes, Roles]
 _NOBODY = Roles()
 
 
-def roles_of(view: View, author: bytes) -> Roles:
-    return view.get(author, _NOBODY)
-
-
-def build_view(grants: list[Grant], revokes: list[Revoke]) -> View:
-    """Roles per key from the given grants, minus keys revoked by the given revokes."""
-    view: View = {}
-    for g in grants:
-        r = view.setdefault(g.member, Roles())
-        r.roles.add(g.role)
-        if g.role == "verifier":
-            r.verifier.extend((g.tier, s) for s in g.scopes)
-    for rv in revokes:
-        r = view.setdefault(rv.member, Roles())
-        r.revoked = True
-        r.roles.clear()
-        r.verifier.clear()
-    return view
+def has_bit(mask: int, bit: int) -> bool:
+    return (mask >> bit) & 1 == 1
 
 
 def authorize(kind: str, body: dict[str, Any], roles: Roles, policy: Policy) -> None:
@@ -139,6 +129,8 @@ class Membership:
     def __init__(self) -> None:
         self.grants: dict[bytes, Grant] = {}
         self.revokes: dict[bytes, Revoke] = {}
+        self.grants_to: dict[bytes, list[Grant]] = {}  # member -> grants naming it
+        self.revokes_to: dict[bytes, list[Revoke]] = {}  # member -> revokes naming it
         self.equivocators: set[bytes] = set()
         self.void_after: dict[bytes, int] = {}
         self.effective_grants: set[bytes] = set()
@@ -147,24 +139,40 @@ class Membership:
     def voided(self, author: bytes, seq: int) -> bool:
         return seq > self.void_after.get(author, NEVER)
 
-    def select(self, ids: frozenset[bytes], *, effective: bool) -> View:
-        grants = [self.grants[i] for i in ids if i in self.grants]
-        revokes = [self.revokes[i] for i in ids if i in self.revokes]
-        if effective:
-            grants = [g for g in grants if g.op_id in self.effective_grants]
-            revokes = [r for r in revokes if r.op_id in self.effective_revokes]
-        return build_view(grants, revokes)
+    def roles(self, mask: int, key: bytes, *, effective: bool) -> Roles:
+        """Roles of ``key`` in the set ``mask``: its grants there, unless a revoke
+        there targets it (then none, and revoked). ``effective``: only the
+        effective grants and revokes count."""
+        for rv in self.revokes_to.get(key, ()):
+            if has_bit(mask, rv.bit) and (not effective or rv.op_id in self.effective_revokes):
+                return Roles(revoked=True)
+        grants = self.grants_to.get(key)
+        if not grants:
+            return _NOBODY
+        out = Roles()
+        for g in grants:
+            if has_bit(mask, g.bit) and (not effective or g.op_id in self.effective_grants):
+                out.roles.add(g.role)
+                if g.role == "verifier":
+                    out.verifier.extend((g.tier, s) for s in g.scopes)
+        return out
 
-    def add_grant(self, g: Grant, past: frozenset[bytes], genesis: bool = False) -> None:
+    def add_grant(self, g: Grant, past: int, genesis: bool = False) -> None:
         """Record a valid grant; its effectiveness depends only on its past."""
         self.grants[g.op_id] = g
+        self.grants_to.setdefault(g.member, []).append(g)
         if genesis or self._grant_effective(g, past):
             self.effective_grants.add(g.op_id)
 
-    def _grant_effective(self, g: Grant, past: frozenset[bytes]) -> bool:
+    def add_revoke(self, rv: Revoke) -> None:
+        """Record a valid revoke (the caller then recomputes)."""
+        self.revokes[rv.op_id] = rv
+        self.revokes_to.setdefault(rv.member, []).append(rv)
+
+    def _grant_effective(self, g: Grant, past: int) -> bool:
         if self.voided(g.author, g.seq):
             return False
-        return "admin" in roles_of(self.select(past, effective=True), g.author).roles
+        return "admin" in self.roles(past, g.author, effective=True).roles
 
     def _voided_by_others(self, effective: list[Revoke]) -> set[bytes]:
         """The effective revokes whose author *another* effective revoke (or
@@ -184,11 +192,11 @@ class Membership:
                 late.add(rv.op_id)
         return late
 
-    def recompute(self, pasts: Sequence[frozenset[bytes]], genesis_id: bytes) -> None:
+    def recompute(self, pasts: Sequence[int], genesis_id: bytes) -> None:
         """Whole-set fold of revocations and grant effectiveness (protocol §6.2-6.3).
 
-        ``pasts`` maps each grant's and revoke's ``mset`` to the membership ops
-        in its past. :meth:`_settle` folds a set of candidate revokes; then every
+        ``pasts`` maps each grant's and revoke's ``mset`` to the mask of the
+        membership ops in its past. :meth:`_settle` folds a set of candidate revokes; then every
         effective revoke must pass the admin check: its author has ``admin`` in
         the effective view of its own past (as a grant must). The revokes that
         fail are dropped *tentatively* and the rest settled again; of them, only
@@ -212,13 +220,11 @@ class Membership:
             still = {rv.op_id for rv in failing if not self.admin_at(rv, pasts)}
             dropped |= still or {failing[-1].op_id}
 
-    def admin_at(self, rv: Revoke, pasts: Sequence[frozenset[bytes]]) -> bool:
+    def admin_at(self, rv: Revoke, pasts: Sequence[int]) -> bool:
         """Whether ``rv``'s author is an admin in the effective view of its past."""
-        return "admin" in roles_of(self.select(pasts[rv.mset], effective=True), rv.author).roles
+        return "admin" in self.roles(pasts[rv.mset], rv.author, effective=True).roles
 
-    def _settle(
-        self, candidates: list[Revoke], pasts: Sequence[frozenset[bytes]], genesis_id: bytes
-    ) -> None:
+    def _settle(self, candidates: list[Revoke], pasts: Sequence[int], genesis_id: bytes) -> None:
         """The voiding pass over ``candidates`` (in (lamport, id) order), then grants.
 
         A revoke whose author is already void is skipped. A revoke found

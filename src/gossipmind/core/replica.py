@@ -22,9 +22,7 @@ from gossipmind.core.membership import (
     Membership,
     Revoke,
     Roles,
-    View,
     authorize,
-    roles_of,
 )
 from gossipmind.core.ops import GENESIS_NET, MAX_DEPS, Op
 from gossipmind.core.policy import Policy
@@ -36,6 +34,7 @@ ROOT_DOMAIN = b"gossipmind/root/1\x00"
 # changes (2: the admin check on revokes, protocol.md §6.2). The state root does
 # not depend on it: it covers the valid ops, not the fold.
 FOLD_VERSION = 2
+ROLES_CACHE = 65_536  # (membership past, key) -> roles entries kept per cache
 DEFAULT_MAX_REJECTED = 100_000  # as many as the store keeps (store.sqlite.MAX_REJECTED_ROWS)
 
 
@@ -114,17 +113,19 @@ class Replica:
         self.by_seq: dict[tuple[bytes, int], list[bytes]] = {}
         self.last_seq: dict[bytes, int] = {}
         self.membership = Membership()
-        self.msets: list[frozenset[bytes]] = []
-        self._mset_index: dict[frozenset[bytes], int] = {}
+        # membership pasts as bit masks over membership ops (membership.py), interned
+        self.msets: list[int] = []
+        self._mset_index: dict[int, int] = {}
         self._closed: dict[bytes, int] = {}  # membership op -> mset of past + itself
-        self._valid_views: dict[int, View] = {}
-        self._eff_views: dict[int, View] = {}
+        self._bits = 0  # membership ops committed: the next one's bit
+        self._valid_roles: dict[tuple[int, bytes], Roles] = {}  # never stale
+        self._eff_roles: dict[tuple[int, bytes], Roles] = {}  # until membership changes
         self.fold = Fold(self.policy)
         self.pending = Pending(max_pending, max_pending_bytes)
         self._root: bytes | None = None
         self.equivocations: dict[tuple[bytes, int], list[bytes]] = {}
         self.members_dirty = True  # set when membership or equivocations change
-        self._commit(genesis, self._intern(frozenset()))
+        self._commit(genesis, self._intern(0))
 
     # -- ingest ---------------------------------------------------------------
 
@@ -227,9 +228,11 @@ class Replica:
         if op.seq == 1 and any(d.author == op.author for d in deps):
             raise InvalidOp("seq_gap", "seq 1 cannot depend on the author's own ops")
         mset = self._union(deps)
-        view = self._view(mset, effective=False)
-        authorize(op.kind, op.body, roles_of(view, op.author), self.policy)
-        if op.kind == "member.grant" and roles_of(view, op.body["member"]).revoked:
+        authorize(op.kind, op.body, self._roles(mset, op.author, effective=False), self.policy)
+        if (
+            op.kind == "member.grant"
+            and self._roles(mset, op.body["member"], effective=False).revoked
+        ):
             raise InvalidOp("revoked_member", "that key was revoked; grant a new key")
         return mset
 
@@ -251,8 +254,9 @@ class Replica:
             self.membership.equivocators.add(op.author)
         if op.kind in MEMBERSHIP_KINDS:
             self.members_dirty = True
-            self._closed[op.id] = self._intern(self.msets[mset] | {op.id})
-            self._commit_membership(op, meta)
+            bit, self._bits = self._bits, self._bits + 1
+            self._closed[op.id] = self._intern(self.msets[mset] | (1 << bit))
+            self._commit_membership(op, meta, bit)
             if op.kind == "member.revoke" or new_equivocator:
                 self._recompute()
             return
@@ -261,11 +265,11 @@ class Replica:
         meta.effective, roles = self._effective(meta, op.body)
         self.fold.add(meta, op.body, roles)
 
-    def _commit_membership(self, op: Op, meta: Meta) -> None:
+    def _commit_membership(self, op: Op, meta: Meta, bit: int) -> None:
         b = op.body
         past = self.msets[meta.mset]
         if op.kind == "member.revoke":
-            self.membership.revokes[op.id] = Revoke(
+            rv = Revoke(
                 op.id,
                 op.author,
                 op.seq,
@@ -275,7 +279,9 @@ class Replica:
                 b["reason"],
                 self._past_seq(op, b["member"]),
                 meta.mset,
+                bit,
             )
+            self.membership.add_revoke(rv)
             return
         genesis = op.kind == "net.genesis"
         grant = Grant(
@@ -289,10 +295,11 @@ class Replica:
             tuple(b.get("scopes", ())),
             "" if genesis else b.get("name", ""),
             meta.mset,
+            bit,
         )
         self.membership.add_grant(grant, past, genesis=genesis)
         meta.effective = op.id in self.membership.effective_grants
-        self._eff_views.clear()
+        self._eff_roles.clear()
 
     def _past_seq(self, op: Op, member: bytes) -> int:
         """Highest seq of ``member`` among the ops in ``op``'s causal past."""
@@ -314,11 +321,11 @@ class Replica:
             m.effective = (
                 oid in self.membership.effective_grants or oid in self.membership.effective_revokes
             )
-        self._eff_views.clear()
+        self._eff_roles.clear()
         self.fold.rebuild(self._effective)
 
     def _effective(self, meta: Meta, body: dict[str, Any]) -> tuple[bool, Roles]:
-        roles = roles_of(self._view(meta.mset, effective=True), meta.author)
+        roles = self._roles(meta.mset, meta.author, effective=True)
         if self.membership.voided(meta.author, meta.seq):
             return False, roles
         try:
@@ -329,28 +336,32 @@ class Replica:
 
     # -- membership sets --------------------------------------------------------
 
-    def _intern(self, s: frozenset[bytes]) -> int:
-        idx = self._mset_index.get(s)
+    def _intern(self, mask: int) -> int:
+        idx = self._mset_index.get(mask)
         if idx is None:
             idx = len(self.msets)
-            self.msets.append(s)
-            self._mset_index[s] = idx
+            self.msets.append(mask)
+            self._mset_index[mask] = idx
         return idx
 
     def _union(self, deps: list[Meta]) -> int:
         ids = {self._closed.get(d.id, d.mset) for d in deps}
         if len(ids) == 1:
             return ids.pop()
-        merged: frozenset[bytes] = frozenset().union(*(self.msets[i] for i in ids))
+        merged = 0
+        for i in ids:
+            merged |= self.msets[i]
         return self._intern(merged)
 
-    def _view(self, mset: int, *, effective: bool) -> View:
-        cache = self._eff_views if effective else self._valid_views
-        view = cache.get(mset)
-        if view is None:
-            view = self.membership.select(self.msets[mset], effective=effective)
-            cache[mset] = view
-        return view
+    def _roles(self, mset: int, key: bytes, *, effective: bool) -> Roles:
+        cache = self._eff_roles if effective else self._valid_roles
+        roles = cache.get((mset, key))
+        if roles is None:
+            roles = self.membership.roles(self.msets[mset], key, effective=effective)
+            if len(cache) >= ROLES_CACHE:  # derived data: start afresh rather than grow
+                cache.clear()
+            cache[(mset, key)] = roles
+        return roles
 
     # -- authoring --------------------------------------------------------------
 
@@ -403,9 +414,7 @@ class Replica:
 
     def roles(self, author: bytes) -> Roles:
         """Effective roles of ``author`` given everything this replica holds."""
-        everything = frozenset(self.membership.grants) | frozenset(self.membership.revokes)
-        view = self.membership.select(everything, effective=True)
-        return roles_of(view, author)
+        return self.membership.roles((1 << self._bits) - 1, author, effective=True)
 
     def version_vector(self) -> dict[bytes, int]:
         return dict(self.last_seq)
