@@ -24,6 +24,9 @@ log = logging.getLogger("gossipmind.node.sync")
 # Rejection codes of ops that no honest replica ever holds or serves.
 FORGED = frozenset({"encoding", "signature", "wrong_network", "oversized"})
 PENALIZED = frozenset({"timeout", "deadline", "held", "protocol", "frame_too_large", "truncated"})
+# A session the peer closed or reset, or whose link broke: ordinary, unless the
+# peer left the slot idle in it (see Outcome and SyncGuard).
+LINK_LOST = frozenset({"eof", "network"})
 SESSION_LIMIT = 4  # a whole session may last this many sync timeouts
 PENALTY_CAP = 16  # the longest wait, in sync timeouts
 _MAX_STRIKES = 16
@@ -50,6 +53,19 @@ class SyncCounters:
     failed_by_reason: dict[str, int] = field(default_factory=dict)
 
 
+class Outcome(str):
+    """How a session ended (``""``: completed; else as returned by :func:`drive`),
+    with ``idle``: the seconds it spent waiting on the peer while the peer made no
+    progress. A str, so callers compare and count it as the bare reason."""
+
+    idle: float
+
+    def __new__(cls, reason: str = "", idle: float = 0.0) -> Outcome:
+        self = super().__new__(cls, reason)
+        self.idle = idle
+        return self
+
+
 class SyncGuard:
     """Makes peers whose sessions stalled, overran or broke the protocol wait.
 
@@ -64,12 +80,25 @@ class SyncGuard:
     clear the record, a peer could stall, wait, complete one honest session and
     stall again, and never wait more than ``base``.) Bounded: at most
     ``max_peers`` records, expired ones dropped first.
+
+    Sessions that end with a lost link (``eof``, ``network``) are judged by their
+    idle time (:class:`Outcome`), not by how long they lasted: links drop, and a
+    session that kept making progress is never penalized for it. But a peer that
+    opens a session, sends nothing useful for just under a timeout and hangs up,
+    again and again, holds the slot nearly all the time. So the idle time of such
+    sessions adds up per peer, leaking ``base`` seconds each ``cap`` seconds (a
+    leaky bucket: one timeout of idle slot time in any 16 timeouts); when it
+    reaches ``base`` it is a ``held`` offence, as if it were one session. At most
+    ``max_peers`` peers' idle time is kept, the emptiest dropped first.
     """
 
     def __init__(self, base: float, cap: float, max_peers: int = 4096) -> None:
         self._base, self._cap, self._max = base, cap, max_peers
+        self._leak = base / cap if cap > 0 else 0.0
         # peer -> (wait until, strikes, time of the last offence)
         self._records: dict[str, tuple[float, int, float]] = {}
+        # peer -> (idle seconds on record, as of when)
+        self._idle: dict[str, tuple[float, float]] = {}
 
     def allowed(self, peer: str, now: float) -> bool:
         record = self._records.get(peer)
@@ -83,8 +112,30 @@ class SyncGuard:
         forgiven = int(max(0.0, now - record[2]) // self._cap) if self._cap > 0 else record[1]
         return max(0, record[1] - forgiven)
 
+    def idle(self, peer: str, now: float) -> float:
+        """The idle slot time on record for ``peer`` at ``now``, less what leaked."""
+        level, at = self._idle.get(peer, (0.0, now))
+        return max(0.0, level - max(0.0, now - at) * self._leak)
+
+    def _held(self, peer: str, idle: float, now: float) -> bool:
+        """Add a dropped session's idle time; True if it adds up to an offence."""
+        level = self.idle(peer, now) + idle
+        held = level >= self._base
+        if held:
+            level -= self._base
+        self._idle[peer] = (level, now)
+        if len(self._idle) > self._max:
+            levels = {p: self.idle(p, now) for p in self._idle}
+            for p in sorted(levels, key=levels.__getitem__)[: len(levels) - self._max]:
+                del self._idle[p]
+        return held
+
     def record(self, peer: str, reason: str, now: float) -> float:
         """Note how a session with ``peer`` ended (``""``: completed); the wait imposed."""
+        idle = reason.idle if isinstance(reason, Outcome) else 0.0
+        if reason in LINK_LOST and idle > 0 and self._held(peer, idle, now):
+            log.info("sync peer %s left the session slot idle for a timeout: held", peer)
+            reason = "held"
         strikes = self.strikes(peer, now)
         if reason not in PENALIZED:  # completed, declined or an ordinary failure
             if peer in self._records and strikes == 0 and self.allowed(peer, now):
@@ -108,7 +159,7 @@ async def drive(
     *,
     timeout: float,
     limit: float = math.inf,
-) -> str:
+) -> Outcome:
     """Run ``session`` to its end over ``stream``; ``""`` if it completed, else why not.
 
     A session ended before both sides said hello (the peer refused: ``busy``,
@@ -122,41 +173,66 @@ async def drive(
     session alive with a frame now and then is dropped too: ops already applied
     stay, the next session goes on from there). Failure reasons, counted in
     ``counters.failed_by_reason``: ``eof`` (the peer closed early or the link
-    dropped), ``held`` (the same after a timeout or more: penalized),
-    ``timeout``, ``deadline``, ``frame_too_large``, ``truncated``, ``protocol``
-    (a malformed or unexpected message), ``network``.
+    dropped), ``held`` (the same, or ``network``, after the session was idle for
+    a timeout or more: penalized), ``timeout``, ``deadline``,
+    ``frame_too_large``, ``truncated``, ``protocol`` (a malformed or unexpected
+    message), ``network``.
+
+    The session is *idle* while it waits on the peer and the peer makes no
+    progress: every receive that brought no op new to us (a hello, ``sent``,
+    ``end``, ``bye``, an empty frame, ops we hold), every send of a frame
+    without ops (those block only if the peer does not read), and the wait the
+    link was lost in. Receiving new ops and sending ops is progress; our own work
+    (ingest, reading the store) counts neither way. The result carries it
+    (:class:`Outcome`) for :class:`SyncGuard`.
     """
     counters.sessions += 1
+    idle = 0.0
+    since: float | None = None  # when the send or receive in progress began
+
+    def waited(progress: bool) -> None:
+        nonlocal idle, since
+        if since is not None and not progress:
+            idle += trio.current_time() - since
+        since = None
 
     async def send_all(msgs: object) -> None:
+        nonlocal since
         for msg in msgs:  # type: ignore[attr-defined]
             frame = messages.encode(msg)
             counters.frames_sent += 1
             counters.bytes_sent += len(frame)
+            since = trio.current_time()
             await stream.send(frame)
+            waited(isinstance(msg, messages.Ops) and bool(msg.ops))
 
     reason = ""
     detail: object = None
-    started = trio.current_time()
     with trio.move_on_after(limit) as overall:
         try:
             await send_all(session.start())
             while not session.done:
+                since = trio.current_time()
                 with trio.fail_after(timeout):
                     frame = await stream.receive()
+                wait, since = trio.current_time() - since, None
                 counters.frames_received += 1
                 counters.bytes_received += len(frame)
                 step = session.receive(messages.decode(frame))
                 if step.ops:
                     counters.ops_received += len(step.ops)
-                    _no_forgeries(ingest(step.ops))
+                    result = ingest(step.ops)
+                    _no_forgeries(result)
+                    wait = 0.0 if _new_ops(result) else wait
                     await trio.lowlevel.checkpoint()
+                idle += wait
                 await send_all(step.send)
         except StreamEOF:
             # A link that drops is ordinary; a peer that held the node's one
-            # session slot for a timeout or more and then hung up, before its
-            # penalty could come, is holding it on purpose: "held" is penalized.
-            reason = "held" if trio.current_time() - started >= timeout else "eof"
+            # session slot idle for a timeout or more and then hung up, before
+            # its penalty could come, is holding it on purpose: "held".
+            waited(False)
+            reason = "held" if idle >= timeout else "eof"
         except trio.TooSlowError:
             reason, detail = "timeout", f"no frame for {timeout:.0f} s"
         except FrameTooLarge as exc:
@@ -165,8 +241,9 @@ async def drive(
             reason, detail = "truncated", exc
         except SyncError as exc:
             reason, detail = "protocol", exc
-        except NetworkError as exc:
-            reason, detail = "network", exc
+        except NetworkError as exc:  # a reset, or a link broken
+            waited(False)
+            reason, detail = ("held" if idle >= timeout else "network"), exc
         except GossipmindError as exc:  # e.g. a store failure while ingesting: stop the session
             _failed(counters, "store")
             log.warning("sync with %s aborted: %s", stream.remote_peer, exc)
@@ -184,15 +261,20 @@ async def drive(
         else:
             log.info("sync with %s failed (%s): %s", stream.remote_peer, reason, detail)
             await _end(stream, reset=True)
-        return reason
+        return Outcome(reason, idle)
     await _end(stream, reset=False)
     if not session.completed:
         why = session.declined or "bye"
         counters.declined_by_reason[why] = counters.declined_by_reason.get(why, 0) + 1
         log.debug("sync with %s declined: %s", stream.remote_peer, why)
-        return "declined"
+        return Outcome("declined", idle)
     counters.completed += 1
-    return ""
+    return Outcome("", idle)
+
+
+def _new_ops(result: object) -> bool:
+    """Whether ingesting a frame applied an op (any op, if ``ingest`` does not say)."""
+    return bool(result.applied) if isinstance(result, IngestResult) else True
 
 
 def _no_forgeries(result: object) -> None:

@@ -24,6 +24,11 @@ MAX_AUTHORS = 20_000
 MAX_IDS = 1024
 MAX_PEERS = 16
 MAX_ADDR_LEN = 256  # characters of one shared multiaddr
+# msgpack objects in one frame: the largest honest frame is a hello with
+# MAX_AUTHORS [author, seq] pairs (3 objects each) and MAX_IDS heads. A frame of
+# more is refused from its headers, before anything is decoded: 1 MiB of
+# one-byte objects would otherwise cost ~0.4 s of decoding and checking.
+MAX_OBJECTS = 3 * MAX_AUTHORS + MAX_IDS + MAX_PEERS + 64
 
 
 @dataclass
@@ -98,8 +103,57 @@ def _fields(doc: dict[str, Any], *names: str) -> None:
         )
 
 
+# msgpack header byte -> (bytes of a length field, or of fixed data; container kind)
+_FIXED = {0xC0: 0, 0xC2: 0, 0xC3: 0, 0xCA: 4, 0xCB: 8, 0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
+_FIXED.update({0xD0: 1, 0xD1: 2, 0xD2: 4, 0xD3: 8, 0xD4: 2, 0xD5: 3, 0xD6: 5, 0xD7: 9, 0xD8: 17})
+_SIZED = {0xC4: 1, 0xC5: 2, 0xC6: 4, 0xD9: 1, 0xDA: 2, 0xDB: 4}  # bin and str: length bytes
+_EXT = {0xC7: 1, 0xC8: 2, 0xC9: 4}  # length bytes, then a type byte
+_CONTAINERS = {0xDC: (2, 1), 0xDD: (4, 1), 0xDE: (2, 2), 0xDF: (4, 2)}  # (len bytes, per item)
+
+
+def too_many_objects(data: bytes, limit: int = MAX_OBJECTS) -> bool:
+    """Whether ``data`` holds more than ``limit`` msgpack objects, read from its
+    headers alone (strings and bins are skipped, nothing is decoded). Stops at
+    ``limit`` objects, so it costs at most that many steps; malformed input
+    gives False (the decoder then names what is wrong)."""
+    pos, n, pending = 0, len(data), 1  # objects still to read
+    seen = 0
+    while pending and pos < n:
+        pending -= 1
+        seen += 1
+        if seen > limit:
+            return True
+        tag = data[pos]
+        pos += 1
+        if tag <= 0x7F or tag >= 0xE0:  # fixint
+            continue
+        if tag <= 0x8F:  # fixmap
+            pending += 2 * (tag & 0x0F)
+        elif tag <= 0x9F:  # fixarray
+            pending += tag & 0x0F
+        elif tag <= 0xBF:  # fixstr
+            pos += tag & 0x1F
+        elif tag in _FIXED:
+            pos += _FIXED[tag]
+        elif tag in _SIZED:
+            w = _SIZED[tag]
+            pos += w + int.from_bytes(data[pos : pos + w], "big")
+        elif tag in _EXT:
+            w = _EXT[tag]
+            pos += w + 1 + int.from_bytes(data[pos : pos + w], "big")
+        elif tag in _CONTAINERS:
+            w, per = _CONTAINERS[tag]
+            pending += per * int.from_bytes(data[pos : pos + w], "big")
+            pos += w
+        else:  # 0xC1: never used
+            return False
+    return False
+
+
 def decode(frame: bytes) -> Message:
     """Strictly decode one frame; raise SyncError naming what is wrong."""
+    if too_many_objects(frame):
+        raise SyncError(f"a sync frame holds at most {MAX_OBJECTS} msgpack objects")
     try:
         doc = encoding.decode(frame, max_size=MAX_FRAME)
     except EncodingError as exc:
