@@ -1,7 +1,8 @@
 """api.json: how a client finds its node's API. It must never name a server that
 is gone: whatever listens on that port now would get the bearer token (and could
-fake the node's answers). Written atomically and private, with the pid; removed
-when the API stops, however it stops; refused by clients when its pid is gone."""
+fake the node's answers). Written atomically and private, with the pid and the
+process's start time; removed when the API stops, however it stops; refused by
+clients when its pid is gone or now belongs to a process that started later."""
 
 from __future__ import annotations
 
@@ -10,12 +11,17 @@ import os
 import stat
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 from conftest import fleet
 
+from gossipmind.api import process
 from gossipmind.api.client import Client
 from gossipmind.api.server import ensure_token, serve_api
 from gossipmind.api.transport import NodeNotFound, discover
@@ -34,7 +40,10 @@ async def test_api_json_is_private_names_the_pid_and_goes_when_the_api_stops(
 ) -> None:
     async with fleet(tmp_path, 1, 0) as (r,):
         path = r.spec.dir / "api.json"
-        assert json.loads(path.read_text()) == {"url": r.url, "pid": os.getpid()}
+        expected: dict[str, Any] = {"url": r.url, "pid": os.getpid()}
+        if process.has_procfs():  # and the start time, so a reused pid is not taken for it
+            expected["starttime"] = process.start_time(os.getpid())
+        assert json.loads(path.read_text()) == expected
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         assert discover(r.spec.dir)[0] == r.url
         assert [p.name for p in r.spec.dir.iterdir() if p.name.endswith(".tmp")] == []
@@ -75,3 +84,80 @@ def test_an_api_json_of_a_process_that_is_gone_is_refused(tmp_path: Path) -> Non
         assert not isinstance(info.value, NodeNotFound)
     api.write_text(json.dumps({"url": "http://127.0.0.1:9", "pid": os.getpid()}))
     assert discover(tmp_path) == ("http://127.0.0.1:9", "t" * 40)
+
+
+class Stranger(BaseHTTPRequestHandler):
+    """Whatever listens on the dead node's port now: it collects bearer tokens."""
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.server.seen.append(self.headers.get("Authorization"))  # type: ignore[attr-defined]
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(202)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+
+@pytest.fixture
+def stranger() -> Iterator[tuple[str, list[str]]]:
+    srv = HTTPServer(("127.0.0.1", 0), Stranger)
+    srv.seen = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{srv.server_port}", srv.seen  # type: ignore[attr-defined]
+    srv.shutdown()
+    srv.server_close()
+    thread.join(10)
+
+
+@pytest.mark.skipif(not process.has_procfs(), reason="start times come from /proc")
+def test_an_api_json_whose_pid_was_reused_is_refused_and_gets_no_token(
+    tmp_path: Path, stranger: tuple[str, list[str]]
+) -> None:
+    """After a SIGKILL the node's pid went to another live process (this one stands
+    for it): its start time is not the one api.json recorded."""
+    url, seen = stranger
+    (tmp_path / "api.token").write_text("secret-token-of-the-node\n")
+    api = tmp_path / "api.json"
+    started = process.start_time(os.getpid())
+    assert started is not None
+    api.write_text(json.dumps({"url": url, "pid": os.getpid(), "starttime": started - 1}))
+    with pytest.raises(NodeNotFound, match="stale"):
+        discover(tmp_path)
+    client = Client(tmp_path, stream=False)
+    try:
+        client.report_failure(TimeoutError("t"), service="s", operation="o")
+        assert client.stats.reports_queued == 1 and client.stats.errors == []
+    finally:
+        client.close()
+    assert seen == []  # the token never left the agent
+    api.write_text(json.dumps({"url": url, "pid": os.getpid(), "starttime": started}))
+    assert discover(tmp_path) == (url, "secret-token-of-the-node")  # the very process
+
+
+def test_an_api_json_without_a_start_time_or_without_proc_checks_the_pid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An older node's api.json (no starttime), or a system without /proc: the pid alone."""
+    (tmp_path / "api.token").write_text("t" * 40 + "\n")
+    api = tmp_path / "api.json"
+    api.write_text(json.dumps({"url": "http://127.0.0.1:9", "pid": os.getpid()}))
+    assert discover(tmp_path) == ("http://127.0.0.1:9", "t" * 40)
+    api.write_text(json.dumps({"url": "http://127.0.0.1:9", "pid": gone_pid()}))
+    with pytest.raises(NodeNotFound, match="stale"):
+        discover(tmp_path)
+    monkeypatch.setattr(process, "has_procfs", lambda: False)
+    doc = {"url": "http://127.0.0.1:9", "pid": os.getpid(), "starttime": 1}
+    api.write_text(json.dumps(doc))
+    assert discover(tmp_path) == ("http://127.0.0.1:9", "t" * 40)
+    api.write_text(json.dumps({**doc, "pid": gone_pid()}))
+    with pytest.raises(NodeNotFound, match="stale"):
+        discover(tmp_path)
+    for bad in ("1", -1, 1.5):  # a start time that is not one: a broken file
+        api.write_text(json.dumps({**doc, "starttime": bad}))
+        with pytest.raises(ConfigError, match="starttime") as info:
+            discover(tmp_path)
+        assert not isinstance(info.value, NodeNotFound)

@@ -390,8 +390,10 @@ class Client:
             self.stats.reports_queued += 1
 
     def flush(self) -> int:
-        """Send queued reports now (if the node is up); return how many went."""
-        return self.outbox.drain(self._post)
+        """Send queued reports now (if the node is up); return how many went.
+
+        If another thread is sending them, waits for it, then sends what is left."""
+        return self.outbox.drain(self._post, wait=True)
 
     # -- the fix cache, fed by the event stream -------------------------------------
 

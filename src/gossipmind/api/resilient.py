@@ -9,8 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import sniffio
-
+from gossipmind.api.offload import off_loop
 from gossipmind.learn.executor import Execution
 
 if TYPE_CHECKING:
@@ -127,25 +126,29 @@ class Resilient:
             return self._conclude(execution)  # type: ignore[no-any-return]
 
     async def acall(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
-        """:meth:`call` for coroutine functions; talking to the node never blocks the loop."""
+        """:meth:`call` for coroutine functions; talking to the node never blocks the loop.
+
+        The node calls run in the SDK's own threads (:func:`off_loop`), never in the
+        agent's executor, and a hand-off that fails counts as "no fix".
+        """
         started = time.monotonic()
         self.fix = self._preventive()
         if self.fix is not None:
             execution = await self.client.apply_fix_async(
                 self.fix, fn, *args, idempotent=False, **kwargs
             )
-            await _off_loop(self._report_outcome, execution, started, False)
+            await off_loop(self._report_outcome, execution, started, False)
             return self._conclude(execution)  # type: ignore[no-any-return]
         try:
             return await fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - the agent's error: report, fix, decide
-            self.fix = await _off_loop(self._report, exc, started)
+            self.fix = await off_loop(self._report, exc, started)
             if self.fix is None:
                 return self._give_up(exc)  # type: ignore[no-any-return]
             execution = await self.client.apply_fix_async(
                 self.fix, fn, *args, idempotent=self.idempotent, prior_error=exc, **kwargs
             )
-            await _off_loop(self._report_outcome, execution, started, True)
+            await off_loop(self._report_outcome, execution, started, True)
             return self._conclude(execution)  # type: ignore[no-any-return]
 
     def __call__(self, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -185,7 +188,7 @@ class Resilient:
         if exc is None or not isinstance(exc, Exception):
             return False
         self.error = exc
-        self.fix = await _off_loop(self._report, exc, self._t0)
+        self.fix = await off_loop(self._report, exc, self._t0)
         return self.on_failure == "degrade"
 
 
@@ -200,25 +203,3 @@ def _quietly(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
     except Exception as sdk_error:  # noqa: BLE001 - never replaces the agent's value or error
         log.debug("gossipmind SDK error ignored: %r", sdk_error)
         return None
-
-
-async def _off_loop(fn: Callable[..., T], *args: Any) -> T:
-    """Run blocking SDK work (HTTP to the node) in a worker thread, off the event loop.
-
-    trio or asyncio, found with sniffio; under another loop it runs inline.
-    """
-    try:
-        library = sniffio.current_async_library()
-    except sniffio.AsyncLibraryNotFoundError:
-        library = ""
-    if library == "trio":
-        import trio
-
-        call = functools.partial(fn, *args)
-        # (trio-stubs predate abandon_on_cancel)
-        return await trio.to_thread.run_sync(call, abandon_on_cancel=True)  # type: ignore[call-arg]
-    if library == "asyncio":
-        import asyncio
-
-        return await asyncio.to_thread(fn, *args)
-    return fn(*args)

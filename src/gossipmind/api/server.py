@@ -29,6 +29,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from gossipmind.api.openapi import OPENAPI
+from gossipmind.api.process import own_start_time
 from gossipmind.api.wire import (
     MAX_BODY,
     failure_from_json,
@@ -306,15 +307,26 @@ API_FILE = "api.json"
 STOP_GRACE = 1.0  # s a stopping API waits for responses in flight before dropping them
 
 
+def api_doc(url: str) -> dict[str, Any]:
+    """What ``api.json`` holds: the URL, this process's pid and (where there is procfs)
+    its start time, so a process that reuses the pid after a SIGKILL is not taken
+    for this one."""
+    doc: dict[str, Any] = {"url": url, "pid": os.getpid()}
+    started = own_start_time()
+    if started is not None:
+        doc["starttime"] = started
+    return doc
+
+
 def write_api_file(data_dir: Path, url: str) -> None:
-    """Write ``api.json`` (the URL and this process's pid) atomically, mode 0600."""
+    """Write ``api.json`` (:func:`api_doc`) atomically, mode 0600."""
     path = data_dir / API_FILE
     tmp = path.with_name(f".{API_FILE}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w") as f:
-            f.write(json.dumps({"url": url, "pid": os.getpid()}) + "\n")
+            f.write(json.dumps(api_doc(url)) + "\n")
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -331,7 +343,7 @@ def remove_api_file(data_dir: Path, url: str | None = None) -> None:
             doc = json.loads(path.read_text())
         except (OSError, ValueError):
             return
-        if doc != {"url": url, "pid": os.getpid()}:
+        if doc != api_doc(url):
             return  # another API's (this dir is served by someone else now)
     try:
         path.unlink(missing_ok=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from gossipmind.api.process import still_running
 from gossipmind.core.errors import ConfigError, GossipmindError, NetworkError
 
 log = logging.getLogger("gossipmind.sdk")
@@ -25,34 +26,23 @@ class NodeNotFound(ConfigError):
     process that is gone: its node is not running (yet), or serves no API."""
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (signal 0 checks without sending anything)."""
-    if os.name != "posix":  # os.kill(pid, 0) would not be a mere check
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. EPERM: it exists, as another user
-        return True
-    return True
-
-
 def discover(data_dir: Path) -> tuple[str, str]:
     """The node's API URL and token from its data dir (``api.json``, ``api.token``).
 
     :class:`NodeNotFound` if they are missing or ``api.json`` names a process that
     is not running (a stale file: whatever listens on its port now must not get the
-    token), else :class:`ConfigError` if they cannot be read.
+    token), else :class:`ConfigError` if they cannot be read. The process is the
+    one that wrote the file only if it started when the file says (``starttime``,
+    where there is procfs): after a SIGKILL, another process may reuse the pid.
     """
     try:
-        url, pid = _api_file((data_dir / "api.json").read_text())
+        url, pid, started = _api_file((data_dir / "api.json").read_text())
         token = (data_dir / "api.token").read_text().strip()
     except FileNotFoundError as exc:
         raise NodeNotFound(f"no running node API found in {data_dir}: {exc}") from exc
     except (OSError, ValueError) as exc:
         raise ConfigError(f"no running node API found in {data_dir}: {exc}") from exc
-    if not pid_alive(pid):
+    if not still_running(pid, started):
         raise NodeNotFound(
             f"no running node API found in {data_dir}: api.json is stale "
             f"(process {pid}, which wrote it, is gone)"
@@ -60,14 +50,18 @@ def discover(data_dir: Path) -> tuple[str, str]:
     return url, token
 
 
-def _api_file(text: str) -> tuple[str, int]:
-    """The URL and pid ``api.json`` holds (ValueError if it does not hold them)."""
+def _api_file(text: str) -> tuple[str, int, int | None]:
+    """The URL, pid and (if recorded: older nodes did not) start time ``api.json``
+    holds (ValueError if it does not hold them)."""
     doc = json.loads(text)
-    url = doc.get("url") if isinstance(doc, dict) else None
-    pid = doc.get("pid") if isinstance(doc, dict) else None
+    if not isinstance(doc, dict):
+        doc = {}
+    url, pid, started = doc.get("url"), doc.get("pid"), doc.get("starttime")
     if not isinstance(url, str) or type(pid) is not int or pid <= 0:
         raise ValueError(f"api.json holds no url and pid: {text[:200]!r}")
-    return url, pid
+    if started is not None and (type(started) is not int or started < 0):
+        raise ValueError(f"api.json holds a bad starttime: {text[:200]!r}")
+    return url, pid, started
 
 
 class Http:
@@ -179,6 +173,7 @@ class Outbox:
         self.items: deque[tuple[str, dict[str, Any]]] = deque(maxlen=maxlen)
         self.dropped = 0
         self._lock = threading.Lock()
+        self._draining = threading.Lock()  # one drainer at a time: nothing is sent twice
 
     def put(self, path: str, body: dict[str, Any]) -> None:
         with self._lock:
@@ -186,22 +181,32 @@ class Outbox:
                 self.dropped += 1
             self.items.append((path, body))
 
-    def drain(self, send: Callable[[str, dict[str, Any]], None]) -> int:
-        """Send queued items in order until one fails; return how many went."""
-        sent = 0
-        while True:
-            with self._lock:
-                if not self.items:
+    def drain(self, send: Callable[[str, dict[str, Any]], None], *, wait: bool = False) -> int:
+        """Send queued items in order until one fails; return how many went.
+
+        One thread drains at a time: while another does, this returns 0 at once
+        (``wait=True``: waits for it, then sends what is left). An item leaves the
+        queue only after it was sent, so a failed send loses nothing.
+        """
+        if not self._draining.acquire(blocking=wait):
+            return 0
+        try:
+            sent = 0
+            while True:
+                with self._lock:
+                    if not self.items:
+                        return sent
+                    item = self.items[0]
+                try:
+                    send(*item)
+                except GossipmindError:  # unreachable or misconfigured: keep it for later
                     return sent
-                path, body = self.items[0]
-            try:
-                send(path, body)
-            except GossipmindError:  # unreachable or misconfigured: keep it for later
-                return sent
-            with self._lock:
-                if self.items and self.items[0] == (path, body):
-                    self.items.popleft()
-            sent += 1
+                with self._lock:
+                    if self.items and self.items[0] is item:  # (not dropped meanwhile)
+                        self.items.popleft()
+                sent += 1
+        finally:
+            self._draining.release()
 
 
 def backoff_delays(first: float = 0.2, cap: float = 5.0) -> Iterator[float]:
