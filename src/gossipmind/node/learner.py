@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from gossipmind.core.errors import GossipmindError
+from gossipmind.core.errors import GossipmindError, StoreError
 from gossipmind.core.replica import Replica
 from gossipmind.core.schema import fix_id
 from gossipmind.core.snapshot import fix_row, pattern_row
@@ -39,6 +39,7 @@ class LearnerStats:
     drilled: int = 0
     proposed: int = 0
     skipped_worse: int = 0
+    refused: int = 0  # proposals refused for good (invalid, or this key may not propose)
     busy_s: float = 0.0
     last_error: str = ""
     proposals: list[str] = field(default_factory=list)  # the latest MAX_LISTED fix ids
@@ -132,10 +133,15 @@ class Learner:
                 summary = {**result.to_body(), "model": model.to_body()}
                 try:
                     await self._write("fix.propose", propose_body(cand, row["pattern"], summary))
-                except GossipmindError as exc:
+                except StoreError as exc:  # transient: try the pattern again next round
                     self.stats.last_error = str(exc)
-                    log.warning("could not propose a fix: %s", exc)
-                    failed = True  # try the pattern again next round
+                    log.warning("could not propose a fix (trying again later): %s", exc)
+                    failed = True
+                    continue
+                except GossipmindError as exc:  # refused (InvalidOp, SchemaError): for good
+                    self.stats.last_error = str(exc)
+                    self.stats.refused += 1
+                    log.warning("a fix proposal was refused (not retried): %s", exc)
                     continue
                 self.stats.proposed += 1
                 self.stats.proposals.append(fid.hex())

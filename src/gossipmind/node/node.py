@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from gossipmind.core.errors import ConfigError, InvalidOp, NetworkError, StoreError
+from gossipmind.core.errors import InvalidOp, NetworkError, StoreError
 from gossipmind.core.identity import Identity
 from gossipmind.core.ops import Op
 from gossipmind.core.replica import IngestResult
@@ -30,12 +30,13 @@ from gossipmind.node.config import NodeConfig
 from gossipmind.node.fixes import FixIndex, Transition
 from gossipmind.node.groups import unwrapped
 from gossipmind.node.learner import Learner
+from gossipmind.node.opening import open_store
 from gossipmind.node.pacer import Pacer
 from gossipmind.node.reporter import Reporter
 from gossipmind.node.syncer import PENALTY_CAP, SESSION_LIMIT, SyncCounters, SyncGuard, drive
 from gossipmind.node.verifier import Verifier
 from gossipmind.node.writes import GroupCommit, Request
-from gossipmind.store.datadir import DataDir, dump_genesis, load_genesis
+from gossipmind.store.datadir import DataDir
 from gossipmind.store.keyfile import read_key
 from gossipmind.store.source import StoreSource
 from gossipmind.store.sqlite import Store
@@ -106,7 +107,7 @@ class Node:
         self._changed = trio.Event()
         self._listeners: list[trio.MemorySendChannel[Op]] = []
         self._rng = random.Random()
-        self.reporter = Reporter(self.write, now_ms, window_ms=config.report_window_ms)
+        self.reporter = Reporter(self._write_report, now_ms, window_ms=config.report_window_ms)
         self.learner = Learner(
             store.replica, self.write, idle_s=config.idle_s, cpu_budget=config.cpu_budget
         )
@@ -130,14 +131,26 @@ class Node:
         store restored from an old backup would otherwise sign a seq its key
         already used — an equivocation that voids the whole key.
         """
+        await self._write_gate()
+        return await self.writes.submit((kind, body, now_ms() if ts is None else ts))
+
+    async def _write_report(self, kind: str, body: dict[str, Any]) -> Op:
+        """The reporter's writes: it is told the moment its op is durable, before
+        gossip takes it (see ``Reporter.durable``)."""
+        await self._write_gate()
+        return await self.writes.submit((kind, body, now_ms()), self.reporter.durable)
+
+    async def _write_gate(self) -> None:
         if not self._gate_done and self._has_peers_to_ask():
             with trio.move_on_after(WRITE_GATE_S):
                 await self.synced.wait()
             self._gate_done = True  # waited once: later writes never wait again
-        return await self.writes.submit((kind, body, now_ms() if ts is None else ts))
 
     def _has_peers_to_ask(self) -> bool:
         return bool(self.config.bootstrap or self.transport.peers())
+
+    def _past_gate(self) -> bool:
+        return self._gate_done or self.synced.is_set() or not self._has_peers_to_ask()
 
     def _commit_writes(self, requests: Sequence[Request]) -> list[Op | InvalidOp]:
         """Author and persist a group of concurrent writes (see node/writes.py)."""
@@ -147,6 +160,15 @@ class Node:
         except StoreError as exc:
             self._stop_if_broken(exc)
             raise
+
+    def _write_unsent(self) -> None:
+        """Write what the reporter holds, synchronously, once the node's tasks have
+        stopped (no flush has a body in flight). A write that breaks the store raises."""
+        broken = self.store.broken
+        self._stopping = True  # there is no node left to stop
+        self.reporter.flush_into(self._commit_writes)
+        if broken is None and self.store.broken is not None:
+            raise StoreError(f"the store failed a write while stopping: {self.store.broken}")
 
     def _stop_if_broken(self, exc: StoreError) -> None:
         """A write to the store failed: stop the node, with that error.
@@ -517,40 +539,13 @@ class Node:
         return session.declined
 
 
-def _open_store(config: NodeConfig) -> Store:
-    d = DataDir(config.data_dir)
-    if d.store.exists():
-        store = Store.open(d.store, synchronous=config.synchronous)
-        # the data dir's own genesis.json too: a backup restored into the wrong dir
-        file = config.genesis_file or (d.genesis if d.genesis.exists() else None)
-        try:
-            net = load_genesis(file).id if file is not None else store.replica.net
-        except BaseException:
-            store.close()
-            raise
-        if net != store.replica.net:
-            store.close()
-            raise ConfigError(
-                f"{d.store} belongs to network {store.replica.net.hex()[:12]}, "
-                f"not to {net.hex()[:12]} from {file}"
-            )
-        return store
-    if config.genesis_file is None:
-        raise ConfigError(f"{d.root} has no network: pass a genesis file to join one")
-    genesis = load_genesis(config.genesis_file)
-    d.ensure()
-    store = Store.create(d.store, genesis, synchronous=config.synchronous)
-    d.genesis.write_text(dump_genesis(genesis))
-    return store
-
-
 @asynccontextmanager
 async def open_node(
     config: NodeConfig, *, fake: FakeNetwork | None = None, identity: Identity | None = None
 ) -> AsyncIterator[Node]:
     """Run a node for the duration of the block (``fake``: on an in-memory network)."""
     ident = identity or read_key(DataDir(config.data_dir).key, config.passphrase)
-    store = _open_store(config)
+    store = open_store(config)
     try:
         validator = make_validator(store.replica.net)
         topic = f"gossipmind/{store.replica.net.hex()}/ops/1"
@@ -571,26 +566,32 @@ async def open_node(
         # The node's tasks live inside the transport, and only they are cancelled
         # when the block ends: a transport torn down inside a cancelled scope loses
         # the exception (or return) crossing it to a Cancelled from its teardown.
-        async with unwrapped(), cm as transport, trio.open_nursery() as nursery:
-            node = Node(config, store, ident, transport, validator, nursery)
-            transport.set_stream_handler(SYNC_PROTOCOL, node._sync_in)
-            await nursery.start(node.batcher.run)
-            await nursery.start(node.writes.run)
-            nursery.start_soon(node._gossip_in)
-            nursery.start_soon(node._on_connections)
-            nursery.start_soon(node._periodic_sync)
-            nursery.start_soon(node._maintain_peers)
-            nursery.start_soon(node._track_fixes)
-            nursery.start_soon(node.reporter.run)
-            if config.learn:
-                nursery.start_soon(node.learner.run)
-            if config.verifier:
-                nursery.start_soon(node.verifier.run)
+        node: Node | None = None
+        past_gate = False
+        async with unwrapped(), cm as transport:
             try:
-                yield node
-            finally:  # reports the agent was told were accepted are written, past the gate
-                if node._gate_done or node.synced.is_set() or not node._has_peers_to_ask():
-                    node.reporter.flush_into(node._commit_writes)
-                nursery.cancel_scope.cancel()
+                async with trio.open_nursery() as nursery:
+                    node = Node(config, store, ident, transport, validator, nursery)
+                    transport.set_stream_handler(SYNC_PROTOCOL, node._sync_in)
+                    await nursery.start(node.batcher.run)
+                    await nursery.start(node.writes.run)
+                    nursery.start_soon(node._gossip_in)
+                    nursery.start_soon(node._on_connections)
+                    nursery.start_soon(node._periodic_sync)
+                    nursery.start_soon(node._maintain_peers)
+                    nursery.start_soon(node._track_fixes)
+                    nursery.start_soon(node.reporter.run)
+                    if config.learn:
+                        nursery.start_soon(node.learner.run)
+                    if config.verifier:
+                        nursery.start_soon(node.verifier.run)
+                    try:
+                        yield node
+                    finally:
+                        past_gate = node._past_gate()
+                        nursery.cancel_scope.cancel()
+            finally:  # past the gate, reports the agent was told were accepted are written
+                if node is not None and past_gate:  # (no task writes any more)
+                    node._write_unsent()
     finally:
         store.close()

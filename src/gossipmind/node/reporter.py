@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -23,21 +24,34 @@ from gossipmind.node.writes import Commit
 log = logging.getLogger("gossipmind.node.reporter")
 
 Write = Callable[[str, dict[str, Any]], Awaitable[object]]
+Body = tuple[str, dict[str, Any]]  # kind, body
 MAX_UNWRITTEN = 10_000
+FULL = "MAX_UNWRITTEN reports wait to be written already (the oldest is dropped)"
 
 
-class _Bounded(deque[tuple[str, dict[str, Any]]]):
-    """A queue of unwritten bodies that drops (and counts) its oldest when full."""
+class _Bounded(deque[Body]):
+    """A queue of unwritten bodies that drops its oldest when full.
+
+    The body being written is not in it (see ``Reporter.flush``), so it is never
+    the one dropped; a dropped body leaves through ``Reporter._dropped``.
+    """
 
     def __init__(self, limit: int, owner: Reporter) -> None:
         super().__init__()
         self._limit, self._owner = limit, owner
 
-    def append(self, item: tuple[str, dict[str, Any]]) -> None:
-        if len(self) >= self._limit:
-            self.popleft()
-            self._owner.dropped += 1
+    def append(self, item: Body) -> None:
+        if self and len(self) >= self._limit:
+            self._owner._dropped(*self.popleft(), FULL)
         super().append(item)
+
+
+@dataclass(eq=False)
+class _InFlight:
+    """The body ``flush`` is writing, out of the queue until the write ends."""
+
+    body: Body
+    durable: bool = False  # its op is committed (the write may not have returned yet)
 
 
 class Reporter:
@@ -59,8 +73,11 @@ class Reporter:
         self.local_counts: dict[bytes, int] = {}
         self._wake = trio.Event()
         # bodies batched but not written yet, oldest first (see flush)
-        self._ready: deque[tuple[str, dict[str, Any]]] = _Bounded(MAX_UNWRITTEN, self)
-        self.dropped = 0  # bodies dropped: refused as invalid, or beyond MAX_UNWRITTEN
+        self._ready: deque[Body] = _Bounded(MAX_UNWRITTEN, self)
+        self._inflight: _InFlight | None = None
+        self._flushing = trio.Lock()  # one flush at a time: one body in flight
+        self.dropped = 0  # bodies not written: refused as invalid, or beyond MAX_UNWRITTEN
+        self._warned_full = False  # since the last write that succeeded
 
     def failure(self, failure: Failure) -> Reduced:
         reduced = reduce(failure, self.rules)
@@ -88,7 +105,7 @@ class Reporter:
             self._outcome_window = [now, now]
         self._outcome_window[1] = now
 
-    def _outcome_body(self, fix: bytes, counts: list[int]) -> tuple[str, dict[str, Any]]:
+    def _outcome_body(self, fix: bytes, counts: list[int]) -> Body:
         window = list(self._outcome_window or [self._now()] * 2)
         body = {"fix": fix, "attempts": counts[0], "successes": counts[1], "window": window}
         return ("fix.outcome", body)
@@ -113,34 +130,66 @@ class Reporter:
             else:
                 self.local_counts.pop(body["pattern"], None)
 
+    def _dropped(self, kind: str, body: dict[str, Any], why: str) -> None:
+        """A body that will never be written: count it, and its failures are no
+        longer unsent. Logged (once per overflow, not once per body)."""
+        self.dropped += 1
+        self._done(kind, body)
+        if why != FULL or not self._warned_full:
+            log.warning("dropped an unwritten %s: %s", kind, why)
+        self._warned_full = self._warned_full or why == FULL
+
+    def durable(self) -> None:
+        """The body in flight is committed: its write may still wait (for gossip),
+        but it must not be written again (``flush_into``, or a flush after a
+        cancelled one). The node's write calls this (``GroupCommit`` ``durable``)."""
+        if self._inflight is not None:
+            self._inflight.durable = True
+
     async def flush(self) -> int:
         """Write what is batched now, and what an earlier flush could not; return the
         number of ops written.
 
         A body the write refuses as invalid is dropped (logged, counted in
         ``dropped``): writing it again would fail again. Any other failure (the
-        store) keeps that body and the ones after it for the next flush and
-        raises. Bounded: at most ``MAX_UNWRITTEN`` bodies wait; beyond that the
-        oldest are dropped and counted.
+        store, or a cancelled flush) keeps that body, unless its op was committed
+        (see :meth:`durable`), and the ones after it for the next flush and
+        raises. Bounded: at most ``MAX_UNWRITTEN`` bodies wait besides the one
+        being written; beyond that the oldest are dropped and counted.
         """
         self._close_window()
         written = 0
-        while self._ready:
-            kind, body = self._ready[0]
-            try:
-                await self._write(kind, body)
-                written += 1
-            except (SchemaError, InvalidOp) as exc:
-                self.dropped += 1
-                log.warning("dropped a %s that was refused: %s", kind, exc)
-            self._ready.popleft()  # written or refused; on other errors it stays
-            self._done(kind, body)
+        async with self._flushing:
+            while self._ready:
+                flight = self._inflight = _InFlight(self._ready.popleft())
+                kind, body = flight.body
+                try:
+                    await self._write(kind, body)
+                    written += 1
+                except (SchemaError, InvalidOp) as exc:
+                    self._dropped(kind, body, f"refused: {exc}")
+                    continue
+                except BaseException:
+                    if flight.durable:  # committed, then cancelled or failed on the way out
+                        self._done(kind, body)
+                    else:  # not written: it is the oldest again
+                        self._ready.appendleft(flight.body)
+                    raise
+                finally:
+                    self._inflight = None
+                self._warned_full = False
+                self._done(kind, body)
         return written
 
     def flush_into(self, commit: Commit) -> int:
         """Write everything batched with ``commit``, synchronously: for a node that
-        is stopping (its tasks may already be cancelled), so that reports the agent
-        was told were accepted are not lost. Returns the number of ops written."""
+        is stopping, so that reports the agent was told were accepted are not lost.
+        Returns the number of ops written.
+
+        A body a flush is writing right now is not written again: if that write
+        does not commit (it is cancelled), the flush puts the body back, for the
+        next ``flush_into``. A node calls this once its tasks have stopped.
+        """
         self._close_window()
         bodies = list(self._ready)
         self._ready.clear()
@@ -150,12 +199,14 @@ class Reporter:
         try:
             results = commit([(kind, body, now) for kind, body in bodies])
         except GossipmindError as exc:
-            self.dropped += len(bodies)
             log.warning("could not write %d reports while stopping: %s", len(bodies), exc)
-            return 0
-        written = sum(1 for r in results if not isinstance(r, GossipmindError))
-        self.dropped += len(bodies) - written
-        for kind, body in bodies:
+            results = [exc] * len(bodies)
+        written = 0
+        for (kind, body), result in zip(bodies, results, strict=True):
+            if isinstance(result, GossipmindError):
+                self.dropped += 1
+            else:
+                written += 1
             self._done(kind, body)
         return written
 

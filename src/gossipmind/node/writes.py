@@ -41,6 +41,7 @@ After = Callable[[list[Op]], Awaitable[None]]
 @dataclass(eq=False)
 class _Slot:
     request: Request
+    durable: Callable[[], None] | None = None  # called once its op is committed
     done: trio.Event = field(default_factory=trio.Event)
     result: Op | GossipmindError | None = None
 
@@ -78,11 +79,13 @@ class GroupCommit:
         self._last_submit = -math.inf
         self.stats = GroupStats()
 
-    async def submit(self, request: Request) -> Op:
+    async def submit(self, request: Request, durable: Callable[[], None] | None = None) -> Op:
+        """Write ``request``; ``durable`` is called the moment its op is committed,
+        before ``after`` (which may wait) and before this returns."""
         if self._stopped or not self._running:
             raise StoreError("the node is not running: nothing was written")
         await trio.lowlevel.checkpoint_if_cancelled()  # a cancelled caller writes nothing
-        slot = _Slot(request)
+        slot = _Slot(request, durable)
         now = trio.current_time()
         burst = now - self._last_submit < BURST_S
         self._last_submit = now
@@ -133,6 +136,9 @@ class GroupCommit:
             except GossipmindError as exc:  # the store failed: nothing of the group is durable
                 results = [_copy(exc) for _ in group]
             ops = [r for r in results if isinstance(r, Op)]
+            for slot, result in zip(group, results, strict=True):
+                if slot.durable is not None and isinstance(result, Op):
+                    slot.durable()
             self.stats.groups += 1
             self.stats.ops += len(ops)
             self.stats.largest = max(self.stats.largest, len(group))

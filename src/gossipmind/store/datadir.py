@@ -51,6 +51,32 @@ class DataDir:
             raise ConfigError(f"cannot create data dir {self.root}: {exc.strerror}") from exc
 
 
+def write_atomic(path: Path, text: str, mode: int = 0o666) -> None:
+    """Replace ``path`` with ``text`` atomically: a temp file in the same dir,
+    fsynced, renamed over ``path``, then the dir fsynced. A crash leaves the old
+    file or the new one, never a part of one. ``mode`` is filtered by the umask."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:
+        dfd = os.open(path.parent, os.O_RDONLY)
+    except OSError:  # pragma: no cover - a platform that cannot open a directory
+        return
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
 def dump_genesis(op: Op) -> str:
     """The shareable genesis file: JSON with the op as hex and its id."""
     doc = {

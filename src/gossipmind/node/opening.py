@@ -1,0 +1,87 @@
+"""Opening a node's store, and keeping the data dir's ``genesis.json`` in step with it.
+
+``genesis.json`` is a redundant, shareable copy of the genesis the store holds.
+A readable one that names another network than the store means a backup was
+restored into the wrong data dir: the node refuses to start. A missing,
+unreadable or damaged one (a crash while it was written, a truncated copy) is
+only a warning: the store knows its genesis, so the file is written again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from gossipmind.core.errors import ConfigError
+from gossipmind.node.config import NodeConfig
+from gossipmind.store.datadir import DataDir, dump_genesis, load_genesis, write_atomic
+from gossipmind.store.sqlite import Store
+
+log = logging.getLogger("gossipmind.node")
+
+
+def open_store(config: NodeConfig) -> Store:
+    """Open the data dir's store (creating it from ``config.genesis_file`` if there
+    is none yet); raise ConfigError if a genesis names another network."""
+    d = DataDir(config.data_dir)
+    if not d.store.exists():
+        if config.genesis_file is None:
+            raise ConfigError(f"{d.root} has no network: pass a genesis file to join one")
+        genesis = load_genesis(config.genesis_file)
+        d.ensure()
+        store = Store.create(d.store, genesis, synchronous=config.synchronous)
+        write_atomic(d.genesis, dump_genesis(genesis))
+        return store
+    store = Store.open(d.store, synchronous=config.synchronous)
+    try:
+        given = config.genesis_file
+        if given is not None and not _same_file(given, d.genesis):
+            _refuse_other(store, load_genesis(given).id.hex(), given)
+        check_genesis_file(d, store)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def check_genesis_file(d: DataDir, store: Store) -> None:
+    """Refuse a data dir whose ``genesis.json`` names another network than its store;
+    write it again from the store if it is missing or damaged."""
+    try:
+        named: str | None = load_genesis(d.genesis).id.hex()
+    except ConfigError as exc:
+        if not d.genesis.exists():
+            log.warning("%s is missing: writing it again from the store", d.genesis)
+        else:  # damaged: refused all the same if it still names another network
+            _refuse_other(store, _named_network(d.genesis), d.genesis)
+            log.warning("%s; writing it again from the store", exc)
+    else:
+        _refuse_other(store, named, d.genesis)
+        return
+    try:
+        write_atomic(d.genesis, dump_genesis(store.replica.genesis))
+    except OSError as exc:
+        log.warning("could not write %s: %s", d.genesis, exc)
+
+
+def _refuse_other(store: Store, network: str | None, file: Path) -> None:
+    if network is not None and network != store.replica.net.hex():
+        raise ConfigError(
+            f"{store.path} belongs to network {store.replica.net.hex()[:12]}, "
+            f"not to {network[:12]} from {file}"
+        )
+
+
+def _named_network(path: Path) -> str | None:
+    """The network a damaged genesis file still names, if any."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    network = doc.get("network") if isinstance(doc, dict) else None
+    return network if isinstance(network, str) else None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
