@@ -67,3 +67,70 @@ def test_options_for_one_node_are_refused_with_extra_data_dirs(
     out = run("--data-dir", str(net.root / "admin"), "node", *flags, "--extra-data-dir", str(extra))
     assert out.returncode == 2, out.stderr
     assert message in out.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "refused"),
+    [
+        ("/ip4/127.0.0.1/tcp/{p}", "/ip6/::ffff:127.0.0.1/tcp/{p}", True),
+        ("/ip6/::ffff:127.0.0.1/tcp/{p}", "/ip4/127.0.0.1/tcp/{p}", True),
+        ("/ip4/127.0.0.1/tcp/{p}", "/ip4/127.0.0.1/tcp/{q}", False),
+        ("/ip4/127.0.0.1/tcp/0", "/ip6/::ffff:127.0.0.1/tcp/0", False),
+    ],
+)
+def test_extra_data_dirs_on_one_port_under_two_spellings_are_refused(
+    net: Dirs,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    first: str,
+    second: str,
+    refused: bool,
+) -> None:
+    import gossipmind.node.daemon as daemon
+
+    started: list[list[str]] = []  # what the node would run: no node is started here
+    monkeypatch.setattr(
+        daemon, "run", lambda cfgs, **_: started.append([c.listen for _, c in cfgs])
+    )
+    monkeypatch.setattr(daemon, "configure_logging", lambda *_: None)
+    p, q = free_port(), free_port()
+    main, extra = net.root / "admin", net.root / "agent"
+    (main / "node.toml").write_text(f'listen = "{first.format(p=p, q=q)}"\n')
+    (extra / "node.toml").write_text(f'listen = "{second.format(p=p, q=q)}"\n')
+    out = net.run("admin", "node", "--no-api", "--extra-data-dir", str(extra), ok=False)
+    if refused:
+        assert out.exit_code == 4, out.output
+        assert f"would share TCP port {p}" in out.output and str(extra) in out.output
+        assert started == []
+    else:
+        assert out.exit_code == 0, out.output
+        assert len(started) == 1 and len(started[0]) == 2
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "overlap"),
+    [
+        (("127.0.0.1", 4001), ("::ffff:127.0.0.1", 4001), True),
+        (("0.0.0.0", 4001), ("127.0.0.1", 4001), True),
+        (("::", 4001), ("10.1.2.3", 4001), True),
+        (("::", 4001), ("::1", 4001), True),
+        (("::ffff:0.0.0.0", 4001), ("192.168.1.5", 4001), True),
+        (("::1", 4001), ("::0:1", 4001), True),
+        (("127.0.0.1", 4001), ("127.0.0.2", 4001), False),
+        (("0.0.0.0", 4001), ("0.0.0.0", 4002), False),
+        (("0.0.0.0", 0), ("0.0.0.0", 0), False),
+        (("127.0.0.1", 0), ("::ffff:127.0.0.1", 0), False),
+    ],
+)
+def test_listen_endpoints_overlap_by_port_and_normalized_host(
+    a: tuple[str, int], b: tuple[str, int], overlap: bool
+) -> None:
+    from gossipmind.cli.node import listen_key, listens_overlap
+
+    ka, kb = listen_key(*a), listen_key(*b)
+    assert listens_overlap(ka, kb) is overlap and listens_overlap(kb, ka) is overlap

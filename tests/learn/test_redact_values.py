@@ -157,3 +157,74 @@ def test_a_full_run_of_at_signs_is_kept() -> None:
     assert (
         redact("@/" * (MAX_INPUT // 2 - 4) + "x@a.bc") == "@/" * (MAX_INPUT // 2 - 5) + "@<email>"
     )
+
+
+# --- quoted values, "=" inside a secret, cookies (a second review) ---------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a word ending in "=" is no key
+        ("password: correct horse battery staple=", "password: <secret>"),
+        ("password=correct horse staple=", "password=<secret>"),
+        ("token=abc def== retrying", "token=<secret>"),
+        # after a secret's "key:", "word=" is part of the value; after "key=" it is a key
+        ("Password: hunter2 is=the secret", "Password: <secret>"),
+        ("password=hunter2 user=bob", "password=<secret> user=bob"),
+        ("password: hunter2 user: bob", "password: <secret> user: bob"),
+        # a quoted value runs to its closing quote, whatever it holds
+        ("connect(user='bob', password='p,w')", "connect(user='bob', password=<secret>)"),
+        ('login(password="abc,def") failed', "login(password=<secret>) failed"),
+        ('{"password": "ab\\"cd,ef", "user": "bob"}', '{"password": <secret>, "user": "bob"}'),
+        ("{'api_key': 'a;b&c}d]e', 'x': 1}", "{'api_key': <secret>, 'x': 1}"),
+        ('name="Smith, John" rejected', "name=<pii>"),
+        # every pair of a cookie header
+        ("cookie: a=b; c=d", "cookie: <secret>"),
+        ("Cookie: sid=abc; theme=dark\nretrying", "Cookie: <secret>\nretrying"),
+        (
+            "Set-Cookie: sid=abc123xyz; Path=/; Expires=Wed, 21 Oct 2015 07:28:00 GMT; HttpOnly",
+            "Set-Cookie: <secret>",
+        ),
+        ("{'Cookie': 'a=b; c=d', 'Host': 'x'}", "{'Cookie': <secret>, 'Host': 'x'}"),
+        ('cookie="a=b; c=d" rejected', "cookie=<secret>"),
+    ],
+)
+def test_quoted_values_equals_signs_and_cookies_are_redacted_whole(
+    text: str, expected: str
+) -> None:
+    out = redact(text)
+    assert out == expected
+    assert redact(out) == out
+
+
+# Anything but a bare quote or a lone backslash: quotes and backslashes come escaped.
+# Anything but a bare quote or a lone backslash: quotes and backslashes come escaped.
+_QUOTED_PIECES = st.sampled_from(
+    [*"abcXYZ019 ,;&}]):=.-/#?!", "\\'", '\\"', "\\\\", "user=bob", "c=d", "word: x"]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["password", "api_key", "token", "cookie", "name", "address"]),
+    st.sampled_from(["=", ": ", ":", " = "]),
+    st.sampled_from(["'", '"']),
+    st.lists(_QUOTED_PIECES, min_size=1, max_size=24).map("".join),
+)
+def test_a_quoted_value_never_leaks_whatever_it_holds(
+    key: str, sep: str, quote: str, body: str
+) -> None:
+    text = f"call({key}{sep}{quote}{body}{quote}) failed"
+    kind = "pii" if key in ("name", "address") else "secret"
+    out = redact(text)
+    assert out == f"call({key}{sep}<{kind}>) failed", (text, out)
+    assert redact(out) == out
+
+
+def test_a_cookie_key_before_a_long_run_of_spaces_is_redacted_correctly() -> None:
+    # the cookie value runs to the line's end: a run of blanks must not be rescanned
+    spaces = " \t" * (MAX_INPUT // 4)
+    assert redact("cookie:" + spaces) == "cookie:" + spaces
+    assert redact("cookie:" + spaces + "a=b; c=d ") == "cookie:" + spaces + "<secret> "
+    assert redact("Set-Cookie: a=b" + spaces + "\nok") == "Set-Cookie: <secret>" + spaces + "\nok"

@@ -1,5 +1,6 @@
 """The launcher when things go wrong: copied or mistyped run dirs, stray commas,
-launches that fail half-way, signals during `up`, frozen nodes, unreadable files.
+launches that fail half-way, signals during `up`, `start` and `restart`, frozen or
+silent nodes, unreadable files.
 
 Node processes here are ``fake_node.py`` (no libp2p: ready in ~50 ms), put in
 place of ``gossipmind node`` by patching :func:`procs.node_command`; a driver
@@ -233,6 +234,59 @@ def test_a_signal_to_up_stops_the_nodes_it_started(
             driver.communicate()
 
 
+START_DRIVER = """
+import sys
+from gossipmind.cli.main import main
+from gossipmind.testnet import procs
+real = procs.node_command
+procs.node_command = lambda *a, **k: [sys.executable, {fake!r}, "silent", *real(*a, **k)[1:]]
+sys.argv = ["gossipmind", "testnet", {how!r}, "2", "--timeout", "60", "--run-dir", {run!r}]
+main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("how", "sig"),
+    [("start", signal.SIGTERM), ("restart", signal.SIGTERM), ("start", signal.SIGHUP)],
+)
+def test_a_signal_to_start_or_restart_stops_the_process_it_started(
+    run_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    reaper: list[Path],
+    how: str,
+    sig: signal.Signals,
+) -> None:
+    tn = stopped_testnet(tmp_path)
+    reaper.append(run_dir)
+    if how == "restart":  # a running node-2 first: restart stops it, then starts anew
+        fake_nodes(monkeypatch, "lonely")
+        tn.start("2", timeout=30)
+    before = recorded_pids(run_dir)
+    code = START_DRIVER.format(fake=str(FAKE), how=how, run=str(run_dir))
+    driver = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while set(recorded_pids(run_dir)) <= set(before):  # spawned, now waits for ready
+            assert driver.poll() is None, driver.communicate()
+            assert time.monotonic() < deadline, f"{how} did not start its process"
+            time.sleep(0.05)
+        new = {p: t for p, t in recorded_pids(run_dir).items() if p not in before}
+        assert all(same_process_runs(p, t) for p, t in new.items())
+        driver.send_signal(sig)
+        _, err = driver.communicate(timeout=30)
+        assert driver.returncode == 128 + sig, (driver.returncode, err)
+        assert f"interrupted by {sig.name}: stopped the process" in err, err
+        assert all(gone_soon(p, t) for p, t in {**before, **new}.items()), f"{how} left it"
+        assert {r["name"]: r["state"] for r in tn.status()}["node-2"] in ("stopped", "killed")
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.communicate()
+
+
 # -- 5. a frozen node -------------------------------------------------------------------
 
 
@@ -274,6 +328,39 @@ def test_a_node_that_stopped_logging_status_is_unresponsive(
     cli_rows = {r["name"]: r for r in json.loads(out.stdout)}
     assert cli_rows["node-0"]["state"] == "unresponsive"
     assert cli_rows["node-0"]["responsive"] is False and not cli_rows["node-0"]["converged"]
+
+
+@pytest.mark.parametrize(("started_s_ago", "state"), [(0.5, "starting"), (60, "unresponsive")])
+def test_a_node_that_never_logged_since_its_start_is_starting_then_unresponsive(
+    tmp_path: Path, sleeper: subprocess.Popen[bytes], started_s_ago: float, state: str
+) -> None:
+    tn = stopped_testnet(tmp_path)
+    st = tn.state()
+    log = tn.run_dir / "logs" / "p0.out"
+    log.parent.mkdir()
+    old = {"event": "status", "name": "node-0", "ts": time.time() - 100, "peers": 3}
+    log.write_text(json.dumps(old) + "\n")  # the previous incarnation's line
+    st.procs["p0"] = ProcEntry(
+        id="p0",
+        nodes=["node-0", "node-1"],
+        pid=sleeper.pid,
+        starttime=procs.starttime(sleeper.pid),
+        started_at=time.time() - started_s_ago,
+        stdout=str(log),
+        offset=log.stat().st_size,  # this process has logged nothing yet
+    )
+    st.node("node-0").proc = st.node("node-1").proc = "p0"
+    save_state(tn.run_dir, st)
+    rows = {r["name"]: r for r in tn.status()}
+    for name in ("node-0", "node-1"):
+        row = rows[name]
+        assert row["state"] == state and row["pid"] == sleeper.pid, row
+        assert row["peers"] is None and not row["converged"], row
+    assert rows["node-2"]["state"] == "not started"
+    out = invoke("status", "--json", "--run-dir", str(tn.run_dir))
+    assert out.exit_code == 0, out.output
+    cli_row = {r["name"]: r for r in json.loads(out.stdout)}["node-0"]
+    assert cli_row["state"] == state and not cli_row["converged"]
 
 
 # -- 6. a mistyped run dir --------------------------------------------------------------

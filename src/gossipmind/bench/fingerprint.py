@@ -51,6 +51,9 @@ HOSTILE = (
     "?" * 8192,
     "%" * 8192,
     "name=" + "John Smith " * 744,
+    "cookie:" + " " * 8185,
+    "password: '" + "\\'" * 4090,
+    "Password: " + "a=" * 4091,
 )
 PLAIN = ("upstream request timed out after 3000 ms while calling charge; " * 130)[:8192]
 

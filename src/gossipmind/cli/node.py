@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
 import socket
 from pathlib import Path
 
@@ -74,6 +75,27 @@ def listen_endpoint(addr: str) -> tuple[socket.AddressFamily, str, int]:
     names = [p.name for p in maddr.protocols()]
     family = socket.AF_INET6 if names[0] == "ip6" else socket.AF_INET
     return family, maddr.value_for_protocol(names[0]), int(maddr.value_for_protocol("tcp"))
+
+
+def listen_key(host: str, port: int) -> tuple[int, str]:
+    """(port, host) with the host normalized: an IPv4-mapped IPv6 address as IPv4,
+    any wildcard (0.0.0.0, ::) as ``"*"``."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return port, host
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return port, "*" if ip.is_unspecified else str(ip)
+
+
+def listens_overlap(a: tuple[int, str], b: tuple[int, str]) -> bool:
+    """Whether two :func:`listen_key` endpoints would share a port (SO_REUSEPORT lets
+    both bind): the same fixed port, on the same host or with a wildcard on either
+    side. Port 0 (any free port) never does."""
+    if a[0] == 0 or a[0] != b[0]:
+        return False
+    return a[1] == b[1] or "*" in (a[1], b[1])
 
 
 def check_listen_free(addr: str, where: str) -> None:
@@ -208,16 +230,21 @@ def node(
             if (why := bootstrap_problem(addr)) is not None:
                 raise ConfigError(f"bootstrap address in {cfg.data_dir}'s config: {why}")
         configs.append((data_dir.name, cfg))
-    taken: dict[tuple[str, int], Path] = {}
+    taken: list[tuple[tuple[int, str], Path, str]] = []
     for _, cfg in configs:
         where = "--listen" if listen is not None else f"listen in {cfg.data_dir}'s config"
         if (why := _multiaddr_problem(cfg.listen, p2p=False)) is not None:
             raise ConfigError(f"{where}: {why}")
         check_listen_free(cfg.listen, where)
         _, host, port = listen_endpoint(cfg.listen)
-        if port and (host, port) in taken:
-            raise ConfigError(f"{cfg.data_dir} and {taken[host, port]} both listen on {cfg.listen}")
-        taken[host, port] = cfg.data_dir
+        mine = listen_key(host, port)
+        for other, other_dir, other_addr in taken:
+            if listens_overlap(mine, other):
+                raise ConfigError(
+                    f"{cfg.data_dir} ({cfg.listen}) and {other_dir} ({other_addr}) would "
+                    f"share TCP port {port}: give each node its own port, or port 0"
+                )
+        taken.append((mine, cfg.data_dir, cfg.listen))
     services: dict[str, Service] = {}
     if not no_api:
         from gossipmind.api.server import serve_api

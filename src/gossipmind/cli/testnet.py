@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -34,6 +35,19 @@ def _testnet(run_dir: Path) -> Any:
     from gossipmind.testnet.launcher import Testnet
 
     return Testnet(run_dir)
+
+
+@contextmanager
+def _exit_on_signal(cleaned: str) -> Iterator[None]:
+    """SIGTERM/SIGHUP inside (turned into Terminated by the launcher, which then
+    cleans up): one line on stderr, exit 128 + the signal number."""
+    from gossipmind.testnet.interrupt import Terminated
+
+    try:
+        yield
+    except Terminated as exc:
+        click.echo(f"error: {exc}: stopped {cleaned}", err=True)
+        raise click.exceptions.Exit(exc.exit_code) from None
 
 
 def _show(rows: list[dict[str, Any]], as_json: bool, title: str) -> None:
@@ -144,7 +158,6 @@ def up(
     the processes it started.
     """
     from gossipmind.core.policy import Policy
-    from gossipmind.testnet.interrupt import Terminated
 
     if verifiers >= nodes:
         raise click.BadParameter("must be smaller than --nodes", param_hint="--verifiers")
@@ -156,7 +169,7 @@ def up(
             f"[dim]starting {nodes} nodes in {procs} processes under {esc(tn.run_dir)}…[/]"
         )
     settings = {"sync_interval": sync_interval} if sync_interval is not None else None
-    try:
+    with _exit_on_signal("the processes it had started"):
         rows = tn.up(
             nodes,
             verifiers,
@@ -167,9 +180,6 @@ def up(
             policy=Policy(open_membership=open_membership),
             timeout=timeout,
         )
-    except Terminated as exc:
-        click.echo(f"error: {exc}: stopped the processes it had started", err=True)
-        raise click.exceptions.Exit(exc.exit_code) from None
     _show(rows, as_json, f"testnet up: {tn.run_dir}")
     if not as_json:
         console.print(
@@ -188,6 +198,8 @@ def status(run_dir: Path, as_json: bool) -> None:
     Ops and roots come from each node's SQLite file, so stopped nodes show too.
     A node whose process runs but has logged no status line for a few status
     intervals (e.g. frozen by SIGSTOP) is "unresponsive": peers "-", not converged.
+    One whose process has logged nothing yet since it started is "starting"
+    (not converged), and "unresponsive" once that lasts a few status intervals.
     """
     tn = _testnet(run_dir)
     _show(tn.status(), as_json, f"testnet: {tn.run_dir}")
@@ -274,9 +286,12 @@ def restart(node: str, timeout: float | None, run_dir: Path) -> None:
 
     If the process is not ready within --timeout, it is stopped again and the
     exit code is 1. If it is ready but has no peer in time, it keeps running
-    (it goes on dialing): a warning, exit code 0.
+    (it goes on dialing): a warning, exit code 0. Interrupted (Ctrl-C, SIGTERM,
+    SIGHUP), it stops the process it started.
     """
-    _siblings_note(_testnet(run_dir).restart(node, timeout=timeout), "restarted")
+    with _exit_on_signal("the process it had started"):
+        result = _testnet(run_dir).restart(node, timeout=timeout)
+    _siblings_note(result, "restarted")
 
 
 @testnet.command("start")
@@ -289,9 +304,12 @@ def start(node: str, timeout: float | None, run_dir: Path) -> None:
 
     If the process is not ready within --timeout, it is stopped again and the
     exit code is 1. If it is ready but has no peer in time, it keeps running
-    (it goes on dialing): a warning, exit code 0.
+    (it goes on dialing): a warning, exit code 0. Interrupted (Ctrl-C, SIGTERM,
+    SIGHUP), it stops the process it started.
     """
-    _siblings_note(_testnet(run_dir).start(node, timeout=timeout), "started")
+    with _exit_on_signal("the process it had started"):
+        result = _testnet(run_dir).start(node, timeout=timeout)
+    _siblings_note(result, "started")
 
 
 @testnet.command("partition")

@@ -19,7 +19,13 @@ Guarantees:
 * the value of a secret or personal key is redacted up to the next delimiter
   (``,;&}]``, and ``)`` for a personal value, a quote for a secret), the end of
   the line or the next ``word:`` / ``word=`` key: ``name=John Smith`` -> ``name=<pii>``,
-  ``Password: correct horse battery staple`` -> ``Password: <secret>``;
+  ``Password: correct horse battery staple`` -> ``Password: <secret>``. A word
+  ending in ``=`` is no key, and after a secret's ``key:`` no ``word=`` is
+  (``Password: hunter2 is=the secret`` -> ``Password: <secret>``);
+* a quoted value is redacted up to its closing quote, whatever it holds (a
+  backslash escapes a quote): ``password='p,w')`` -> ``password=<secret>)``;
+* every pair of a ``Cookie`` / ``Set-Cookie`` value is redacted, to the end of
+  the line (or of a quoted value): ``cookie: a=b; c=d`` -> ``cookie: <secret>``;
 * ``user@host`` with a bare host label (``bob@localhost``) is an email;
 * input longer than :data:`MAX_INPUT` is cut at the last whitespace before the
   limit (so a truncated secret is dropped whole, never half-kept) and
@@ -177,7 +183,10 @@ _BARE_PATH_RE = re.compile(_BARE_PATH)
 # "@" then a dotted domain: a token holding one is left to the email rule, which takes it
 # whole. Searched once per token, never by a look-ahead at every position (quadratic).
 _EMAIL_AT = re.compile(r"@(?:[A-Za-z0-9\-]+\.)+[A-Za-z]")
-_QUERY_PAIR = re.compile(r"([?&;][A-Za-z0-9_.\-\[\]%]{1,64}=)[^&;#\s\"']+")
+# A backslash and the character it escapes go together, here and in key/value pairs: a
+# value taken up to an escaped quote must not leave the quote bare (it would then close a
+# quoted value early).
+_QUERY_PAIR = re.compile(r"([?&;][A-Za-z0-9_.\-\[\]%]{1,64}=)(?:[^&;#\s\"'\\]|\\.)+")
 
 
 def _redact_path(path: str) -> str:
@@ -370,25 +379,54 @@ _PII_KEYS = (
 # ``name=John Smith`` and ``Password: correct horse battery staple`` are redacted whole.
 # A value is a run of words of one class (quoted or not), so that a second pass reads the
 # same extent: a secret's words also stop at quotes and run over ")" (a password may hold
-# one); a PII value's words stop at ")".
-_NEXT_KEY = r"(?![A-Za-z_<][A-Za-z0-9_.<>\-]*+(?::(?!\S)|=))"
-_SECRET_CHARS = r"[^\s\"',;&}\]]"
-_PII_CHARS = r"[^\s,;&)}\]]"
+# one); a PII value's words stop at ")". A word ending in "=" (``staple=``, ``abc==``) is
+# no key; after a secret's ``key:`` (not ``key=``), no ``word=`` is a key either: the
+# value is not in key=value form, so ``Password: hunter2 is=the secret`` is one value.
+_NEXT_KEY = r"(?![A-Za-z_<][A-Za-z0-9_.<>\-]*+(?::(?!\S)|=(?=[^\s=])))"
+_NEXT_COLON_KEY = r"(?![A-Za-z_<][A-Za-z0-9_.<>\-]*+:(?!\S))"
+_SECRET_CHARS = r"(?:[^\s\"',;&}\]\\]|\\.)"
+_PII_CHARS = r"(?:[^\s,;&)}\]\\]|\\.)"
+# A quoted value runs to its closing quote, whatever it holds (a backslash escapes one);
+# possessive, and its alternatives start with different characters: linear.
+_QUOTED = r"(?:\"(?:[^\"\\\n]|\\.)*+\"|'(?:[^'\\\n]|\\.)*+')"
+_COOKIE_KEYS = r"cookie|set-cookie"
 
 
-def _kv_rule(keys: str, chars: str) -> re.Pattern[str]:
+def _kv_key(keys: str) -> str:
     # Every alternative starts with a letter: a look-ahead on the set of first letters (a
     # superset) lets the engine skip most positions without trying every key.
     alternatives = keys.split("|")
     if not all(alt[:1].isalpha() for alt in alternatives):
         raise ValueError("every key alternative must start with a letter")
     initials = "".join(sorted({alt[0] for alt in alternatives}))
-    return re.compile(
-        r"(?i)((?=[" + initials + r"])(?<![A-Za-z0-9_\-])(?:" + keys + r")[\"']?\s*[:=]\s*)"
-        # a quoted value ends the value only where a word would end
-        r"(?:(?:\"[^\"\n]{0,256}\"|'[^'\n]{0,256}')(?!" + chars + r")|[\"']?" + chars + "+)"
-        r"(?:[ \t]++" + _NEXT_KEY + chars + "+)*"
+    # group 1: the key and its separator, kept; group 2 is set by "=" (not ":")
+    return (
+        r"(?i)((?=[" + initials + r"])(?<![A-Za-z0-9_\-])(?:" + keys + r")[\"']?\s*(?:(=)|:)\s*+)"
     )
+
+
+def _kv_rule(keys: str, chars: str, kind: str, *, colon_words: bool = False) -> re.Pattern[str]:
+    """Key and value; with ``colon_words``, after ``key:`` only ``word:`` is a next key."""
+    more = _NEXT_COLON_KEY if colon_words else _NEXT_KEY
+    next_key = f"(?(2){_NEXT_KEY}|{more})"
+    return re.compile(
+        _kv_key(keys)
+        # a quoted value, and what sticks to its closing quote (not a ")": the quote
+        # may close a call's argument); a placeholder this rule left before a ")" (its
+        # second pass); or words of the value's class
+        + rf"(?:{_QUOTED}(?:(?!\)){chars}+)?|<{kind}>(?=\))|[\"']?{chars}+)"
+        + rf"(?:[ \t]++{next_key}{chars}+)*"
+    )
+
+
+# A cookie or set-cookie header: every pair of it (``a=b; c=d``, ``Path=/; Expires=Wed,
+# 21 Oct 2015``) up to the end of the line, or a quoted value that ends the field (as in
+# JSON or a dict: ``{"Cookie": "a=b; c=d", "Host": …}``); so does this rule's placeholder
+# on a second pass.
+_COOKIE = re.compile(
+    _kv_key(_COOKIE_KEYS)
+    + rf"(?:(?:{_QUOTED}|<secret>)(?=[ \t]*+(?:[,}}\])\r\n]|$))|\S(?:[^\r\n]*(?<=\S))?)"
+)
 
 
 _RULES: tuple[tuple[re.Pattern[str], _Repl], ...] = (
@@ -482,8 +520,9 @@ _RULES: tuple[tuple[re.Pattern[str], _Repl], ...] = (
     (re.compile(r"\d{5,}"), "<num>"),
     # Key/value pairs last: the value is what remains once every other rule has run
     # (a second pass sees the same text, so the extent of a value is stable).
-    (_kv_rule(_SECRET_KEYS, _SECRET_CHARS), _keep_key("secret")),
-    (_kv_rule(_PII_KEYS, _PII_CHARS), _keep_key("pii")),
+    (_COOKIE, _keep_key("secret")),
+    (_kv_rule(_SECRET_KEYS, _SECRET_CHARS, "secret", colon_words=True), _keep_key("secret")),
+    (_kv_rule(_PII_KEYS, _PII_CHARS, "pii"), _keep_key("pii")),
 )
 
 

@@ -310,7 +310,8 @@ class Testnet:
         return self._start(ref, timeout, restart=False)
 
     def _start(self, ref: str, timeout: float | None, *, restart: bool) -> dict[str, Any]:
-        with locked(self.run_dir):
+        # SIGTERM/SIGHUP clean up like Ctrl-C: _launch stops the process it spawned
+        with terminating(), locked(self.run_dir):
             st = self.state()
             n = st.node(ref)
             proc = st.proc_of(n)
@@ -318,11 +319,11 @@ class Testnet:
                 pid = f"s-{n.name}"
                 proc = st.procs[pid] = ProcEntry(id=pid, nodes=[n.name])
                 n.proc = pid
-            elif self.alive(proc):
-                if not restart:
-                    raise ConfigError(f"{n.name} is already running (pid {proc.pid})")
-                self._stop(st, [proc.id], STOP_TIMEOUT)
+            elif self.alive(proc) and not restart:
+                raise ConfigError(f"{n.name} is already running (pid {proc.pid})")
             try:
+                if self.alive(proc):
+                    self._stop(st, [proc.id], STOP_TIMEOUT)
                 lonely = self._launch(st, [proc.id], timeout)
             finally:
                 save_state(self.run_dir, st)

@@ -1,12 +1,15 @@
 """``testnet status``: one row per node, from the state file, the stores and the logs.
 
-A node's state is ``running``, ``unresponsive`` (its process lives but its
-latest status line is older than a few status intervals: SIGSTOPped, or its
-event loop stuck), ``spare``, ``not started``, or how its process ended
-(``stopped``, ``killed``, ``exited``). Ops and the state root come from the
-node's SQLite file, so stopped nodes show too; peers come from its latest
-status line, and are unknown (None) for an unresponsive node. A node is
-converged if it has the same root as the majority and is not unresponsive.
+A node's state is ``running``, ``starting`` (its process lives but the node
+has logged no ready or status line since the process started, for at most a
+few status intervals), ``unresponsive`` (its process lives but its latest line
+is older than a few status intervals, or it has logged none for that long
+since its start: SIGSTOPped, hung, or its event loop stuck), ``spare``,
+``not started``, or how its process ended (``stopped``, ``killed``,
+``exited``). Ops and the state root come from the node's SQLite file, so
+stopped nodes show too; peers come from its latest status line, and are
+unknown (None) for a starting or unresponsive node. A node is converged if it
+has the same root as the majority and is neither starting nor unresponsive.
 """
 
 from __future__ import annotations
@@ -41,7 +44,10 @@ def status_rows(tn: Testnet) -> list[dict[str, Any]]:
         up = tn.alive(proc)
         line = tn.latest(n.name, st=st) if up else None
         age = _line_age(line, now)
-        if up:
+        if up and line is None:  # nothing logged since this process started
+            since = now - proc.started_at if proc and proc.started_at > 0 else 0.0
+            state = "unresponsive" if since > stale_after else "starting"
+        elif up:
             state = "unresponsive" if age is not None and age > stale_after else "running"
         elif proc is None:
             state = "spare" if n.spare else "not started"
@@ -66,7 +72,7 @@ def status_rows(tn: Testnet) -> list[dict[str, Any]]:
                 "root": info[1] if info else None,
                 "group": _group_of(n.name, st.partition),
                 "api": nodefiles.api_url(Path(n.dir), proc.pid if up and proc else None),
-                "responsive": state == "running" if up else None,
+                "responsive": None if not up or state == "starting" else state == "running",
                 "status_age_s": None if age is None else round(age, 1),
             }
         )
@@ -75,7 +81,9 @@ def status_rows(tn: Testnet) -> list[dict[str, Any]]:
     majority = top[0][0] if top and top[0][1] * 2 > len(counted) else None
     for r in rows:
         r["converged"] = (
-            r["root"] is not None and r["root"] == majority and r["state"] != "unresponsive"
+            r["root"] is not None
+            and r["root"] == majority
+            and r["state"] not in ("starting", "unresponsive")
         )
     return rows
 
