@@ -276,3 +276,30 @@ def test_the_owner_updates_or_retires_a_goal_naming_only_what_changes(net: Dirs)
     missing = d.run("human", "goals", "set", "--goal", "ffffffff", "--retire", ok=False)
     assert missing.exit_code != 0 and "Traceback" not in missing.output
     assert [g["goal"] for g in d.json("human", "goals", "list")] == [goal]
+
+
+def test_network_create_and_join_write_genesis_json_atomically(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash while genesis.json is written leaves the old file or the new one
+    (store.datadir.write_atomic), as the node's own rewrite does."""
+    import gossipmind.cli.write as write_cmds
+    from gossipmind.store.datadir import write_atomic
+
+    written: list[Path] = []
+
+    def spy(path: Path, text: str, mode: int = 0o666) -> None:
+        written.append(path)
+        write_atomic(path, text, mode)
+
+    monkeypatch.setattr(write_cmds, "write_atomic", spy)
+    d = Dirs(tmp_path)
+    d.run("admin", "init")
+    d.run("agent", "init")
+    d.run("admin", "network", "create", "--name", "atomic", "--out", str(tmp_path / "g.json"))
+    d.run("agent", "network", "join", str(tmp_path / "g.json"))
+    assert tmp_path / "admin" / "genesis.json" in written
+    assert tmp_path / "agent" / "genesis.json" in written
+    g = (tmp_path / "g.json").read_text()
+    assert (tmp_path / "admin" / "genesis.json").read_text() == g
+    assert (tmp_path / "agent" / "genesis.json").read_text() == g

@@ -29,7 +29,7 @@ from gossipmind.core.recipe import RISKS, STEP_TYPES, check_recipe
 from gossipmind.core.replica import create_genesis
 from gossipmind.core.schema import MAX_COUNTER, ROLES, fix_id
 from gossipmind.learn.patterns import MAX_MS
-from gossipmind.store.datadir import dump_genesis, load_genesis
+from gossipmind.store.datadir import dump_genesis, load_genesis, write_atomic
 from gossipmind.store.keyfile import new_identity, write_key
 from gossipmind.store.sqlite import Store, StoreLocked
 
@@ -180,7 +180,7 @@ def network_create(
     genesis = create_genesis(identity, name, policy, os.urandom(16), now_ms())
     Store.create(ctx.dir.store, genesis).close()
     text = dump_genesis(genesis)
-    ctx.dir.genesis.write_text(text)
+    write_atomic(ctx.dir.genesis, text)
     if out:
         Path(out).write_text(text)
     if as_json:
@@ -202,7 +202,7 @@ def network_join(ctx: Ctx, genesis_file: str, as_json: bool) -> None:
     if ctx.dir.store.exists():
         raise StoreError(f"{ctx.dir.store} already exists: this data dir has a network")
     Store.create(ctx.dir.store, genesis).close()
-    ctx.dir.genesis.write_text(dump_genesis(genesis))
+    write_atomic(ctx.dir.genesis, dump_genesis(genesis))
     if as_json:
         print_json({"network": genesis.id})
     else:
