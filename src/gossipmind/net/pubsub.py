@@ -9,6 +9,11 @@ Workarounds for py-libp2p 0.8.1 (LIBP2P_NOTES §3, §4, §11), all in one place:
 * eclipse protection off: it wants >= 3 distinct IPs in the mesh, which a testnet
   on 127.0.0.1 never has;
 * ``allowed_topics`` = our one topic, so peers cannot make us track others;
+* inbound RPCs are trimmed before py-libp2p handles them, and an exception of
+  its read loop ends the peer's stream instead of the host
+  (:mod:`~gossipmind.net.rpcguard`);
+* validation results are cached for less time than seen message ids, so a
+  reused message id cannot skip the validator;
 * **back-pressure**: ``Pubsub.publish`` pushes onto per-peer outbound queues
   (``Pubsub.peer_queues``, 32 RPCs each) and silently drops when one is full. We
   wait, before each publish, until every queue is below a high-water mark. A peer
@@ -37,18 +42,23 @@ from dataclasses import dataclass
 from typing import Any
 
 import trio
-from google.protobuf.message import DecodeError
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
 
 from gossipmind.core.errors import GossipmindError
 from gossipmind.net.interface import BufferBytes, TransportConfig, Validator
+from gossipmind.net.rpcguard import TrimmedStream
 from gossipmind.net.streams import LIBP2P_IO_ERRORS
 
 log = logging.getLogger(__name__)
 
 _POLL = 0.002
+# py-libp2p caches validation results by message id (sender + seqno), 300 s by
+# default, but forgets seen ids after SEEN_TTL (120 s): a sender could then reuse
+# an id with other data and skip the validator. Keep results for less than that.
+SEEN_TTL = 120
+VALIDATION_CACHE_TTL = 60
 
 
 @dataclass(slots=True)
@@ -78,32 +88,47 @@ def new_pubsub(host: Any, config: TransportConfig) -> tuple[Any, Any]:
         host,
         router,
         strict_signing=True,
+        seen_ttl=SEEN_TTL,
         max_inbound_rpc_size=config.max_message_size + 64 * 1024,
         allowed_topics={config.topic},
+        validation_cache_ttl=VALIDATION_CACHE_TTL,
     )
     return router, pubsub
 
 
 class _Pubsub(Pubsub):
-    """py-libp2p's Pubsub whose RPC writes to one stream never interleave."""
+    """py-libp2p's Pubsub, hardened: RPC writes to one stream never interleave, and
+    no peer's RPC can stop the host or make it hold state for foreign topics."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._write_locks: weakref.WeakKeyDictionary[Any, trio.Lock] = weakref.WeakKeyDictionary()
 
+    async def continuously_read_stream(self, stream: Any) -> None:
+        """py-libp2p's read loop, fed RPCs trimmed to what it can safely handle
+        (:mod:`~gossipmind.net.rpcguard`: foreign topics, huge or repeated id
+        lists, peer exchange, odd seqnos, too many messages per RPC)."""
+        topics = self.allowed_topics if self.allowed_topics is not None else self.topic_ids
+        trimmed: Any = TrimmedStream(stream, topics, self.max_inbound_rpc_size)
+        await super().continuously_read_stream(trimmed)
+
     async def stream_handler(self, stream: Any) -> None:
-        """py-libp2p's handler, which lets a malformed RPC (protobuf DecodeError)
-        escape and take the host down: any peer could crash us with one frame."""
+        """py-libp2p's handler lets any exception of its read loop escape, and the
+        host dies with it: a malformed RPC (protobuf ``DecodeError``), a GRAFT for
+        a topic that is not UTF-8 (``UnicodeDecodeError`` from the router's PRUNE
+        reply)... One frame from any peer stopped the node. Whatever a peer's RPC
+        makes the loop raise now ends that stream and drops the peer's pubsub
+        state; cancellation still propagates."""
         try:
             await super().stream_handler(stream)
-        except DecodeError as exc:
+        except Exception as exc:  # noqa: BLE001 - any peer-driven failure ends its stream only
             peer_id = stream.muxed_conn.peer_id
-            log.info("malformed pubsub RPC from %s: %s", peer_id, exc)
+            log.info("pubsub RPC from %s failed: %r", peer_id, exc)
             with trio.CancelScope(shield=True, deadline=trio.current_time() + 2):
                 try:
                     await stream.reset()
                 except LIBP2P_IO_ERRORS as reset_exc:
-                    log.debug("reset after a malformed RPC: %r", reset_exc)
+                    log.debug("reset after a failed RPC: %r", reset_exc)
             self._handle_dead_peer(peer_id)
 
     async def push_msg(self, msg_forwarder: Any, msg: Any) -> None:
