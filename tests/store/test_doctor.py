@@ -341,3 +341,26 @@ def test_many_problems_are_counted_but_not_all_listed(damaged: tuple[Sample, Dat
     lines = only(diag, "op.columns")
     assert len(lines) == 21 and lines[-1] == "more op.columns problems (not listed)"
     assert diag.error_count == diag.stats["ops"] - 1 == diag.to_doc()["problems"]["op.columns"]
+
+
+@pytest.mark.parametrize("content", ["", '{"network": "ab', "\x00\x01 not json"])
+def test_a_damaged_genesis_file_is_a_warning_the_node_repairs(
+    damaged: tuple[Sample, DataDir], content: str
+) -> None:
+    """The node rewrites a damaged genesis.json from its store (node/opening.py),
+    so doctor warns and still calls the data dir healthy."""
+    _, d = damaged
+    d.genesis.write_text(content)
+    diag = checked(d)
+    assert diag.healthy and diag.exit_code == 0, diag.findings
+    assert [(f.severity, f.check) for f in diag.findings] == [("warning", "genesis.file")]
+
+
+def test_a_damaged_genesis_file_naming_another_network_is_an_error(
+    damaged: tuple[Sample, DataDir],
+) -> None:
+    _, d = damaged
+    other = KB(seed=99).genesis.id.hex()
+    d.genesis.write_text('{"network": "' + other + '", "op": "not hex"}')
+    diag = checked(d)
+    assert checks(diag) == {"genesis.file"} and "another network" in diag.errors[0].message

@@ -9,13 +9,18 @@ only a warning: the store knows its genesis, so the file is written again.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from gossipmind.core.errors import ConfigError
 from gossipmind.node.config import NodeConfig
-from gossipmind.store.datadir import DataDir, dump_genesis, load_genesis, write_atomic
+from gossipmind.store.datadir import (
+    DataDir,
+    dump_genesis,
+    load_genesis,
+    named_network,
+    write_atomic,
+)
 from gossipmind.store.sqlite import Store
 
 log = logging.getLogger("gossipmind.node")
@@ -54,7 +59,7 @@ def check_genesis_file(d: DataDir, store: Store) -> None:
         if not d.genesis.exists():
             log.warning("%s is missing: writing it again from the store", d.genesis)
         else:  # damaged: refused all the same if it still names another network
-            _refuse_other(store, _named_network(d.genesis), d.genesis)
+            _refuse_other(store, named_network(d.genesis), d.genesis)
             log.warning("%s; writing it again from the store", exc)
     else:
         _refuse_other(store, named, d.genesis)
@@ -71,16 +76,6 @@ def _refuse_other(store: Store, network: str | None, file: Path) -> None:
             f"{store.path} belongs to network {store.replica.net.hex()[:12]}, "
             f"not to {network[:12]} from {file}"
         )
-
-
-def _named_network(path: Path) -> str | None:
-    """The network a damaged genesis file still names, if any."""
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    network = doc.get("network") if isinstance(doc, dict) else None
-    return network if isinstance(network, str) else None
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -51,6 +51,17 @@ class DataDir:
             raise ConfigError(f"cannot create data dir {self.root}: {exc.strerror}") from exc
 
 
+def named_network(path: Path) -> str | None:
+    """The network id (hex) a genesis file names in its ``network`` field, read
+    even from a file too damaged to load; None if it names none."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    network = doc.get("network") if isinstance(doc, dict) else None
+    return network if isinstance(network, str) else None
+
+
 def write_atomic(path: Path, text: str, mode: int = 0o666) -> None:
     """Replace ``path`` with ``text`` atomically: a temp file in the same dir,
     fsynced, renamed over ``path``, then the dir fsynced. A crash leaves the old

@@ -36,7 +36,7 @@ from gossipmind.core.errors import ConfigError, EncodingError, InvalidOp
 from gossipmind.core.ops import Op
 from gossipmind.core.replica import Replica, state_root
 from gossipmind.store import schema
-from gossipmind.store.datadir import DataDir, load_genesis
+from gossipmind.store.datadir import DataDir, load_genesis, named_network
 from gossipmind.store.verifier import verify_all
 
 ERROR, WARNING, INFO = "error", "warning", "info"
@@ -132,7 +132,11 @@ def diagnose(data_dir: DataDir | Path, *, signatures: bool = True) -> Diagnosis:
         try:
             genesis = load_genesis(d.genesis)
         except ConfigError as exc:
-            diag.error("genesis.file", str(exc))
+            named = named_network(d.genesis)
+            if named is not None and named != net.hex():  # the node refuses to start
+                diag.error("genesis.file", f"{d.genesis} is for another network ({exc})")
+            else:  # the node writes it again from the store at its next start
+                diag.add(WARNING, "genesis.file", f"{exc}; a node rewrites it from the store")
         else:
             if genesis.id != net:
                 diag.error("genesis.file", f"{d.genesis} is for another network", genesis.id)
