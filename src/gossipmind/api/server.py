@@ -52,6 +52,7 @@ from gossipmind.core.schema import check_body
 from gossipmind.core.snapshot import FIX_STATUSES, pattern_row
 from gossipmind.learn.patterns import Failure
 from gossipmind.node.node import Node
+from gossipmind.store.datadir import write_atomic
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -320,19 +321,7 @@ def api_doc(url: str) -> dict[str, Any]:
 
 def write_api_file(data_dir: Path, url: str) -> None:
     """Write ``api.json`` (:func:`api_doc`) atomically, mode 0600."""
-    path = data_dir / API_FILE
-    tmp = path.with_name(f".{API_FILE}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(api_doc(url)) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(data_dir / API_FILE, json.dumps(api_doc(url)) + "\n", 0o600)
 
 
 def remove_api_file(data_dir: Path, url: str | None = None) -> None:
