@@ -172,12 +172,11 @@ def test_of_two_revokes_that_disable_each_other_the_earlier_stands() -> None:
         assert roles(r, kb, loser) == []
 
 
-def test_revoking_one_s_own_grantor_retroactively_never_wins() -> None:
+def test_an_admin_never_wins_a_revoke_race_against_the_genesis_key() -> None:
     """A (granted by the genesis admin) revokes the admin while the admin
-    revokes A, A's revoke sorting first. Retroactively, A voids its own grant
-    and fails the admin check: the admin's revoke stands. Plainly, A's grant
-    stays and the earlier revoke wins (security.md, known limitations)."""
-    for retroactive, winner in ((True, "admin"), (False, "a")):
+    revokes A, A's revoke sorting first in (lamport, id) order. The genesis key
+    is the more senior admin, so its revoke stands, plain or retroactive."""
+    for retroactive in (True, False):
         kb = KB()
         kb.grant("admin", "a", "admin")
         kb.sync("admin", "a")
@@ -186,6 +185,31 @@ def test_revoking_one_s_own_grantor_retroactively_never_wins() -> None:
         by_admin = kb.revoke("admin", "a", retroactive=True)
         by_a = kb.revoke("a", "admin", retroactive=retroactive)
         assert (by_a.lamport, by_a.id) < (by_admin.lamport, by_admin.id)
-        expected = {by_admin.id} if winner == "admin" else {by_a.id}
         for order in orders(kb.ops[1:], seed=7):
-            assert deliver(kb, order).membership.effective_revokes == expected
+            r = deliver(kb, order)
+            assert r.membership.effective_revokes == {by_admin.id}
+            assert roles(r, kb, "x") == ["member"]
+
+
+def test_the_more_senior_admin_wins_whatever_the_lamport_times() -> None:
+    """A and C are admins the genesis key granted (depth 1); C granted D (depth
+    2). D and A revoke each other plainly, D's sorting first: A's stands. The
+    admin check alone would not decide it: D's grant is not void."""
+    kb = KB()
+    for name in ("a", "c"):
+        kb.grant("admin", name, "admin")
+        kb.sync("admin", name)
+    kb.grant("c", "d", "admin")
+    kb.sync("c", "d")
+    kb.grant("admin", "x", "member")
+    kb.grant("admin", "y", "member")
+    kb.sync("admin", "a")
+    by_a = kb.revoke("a", "d")
+    by_d = kb.revoke("d", "a")
+    assert (by_d.lamport, by_d.id) < (by_a.lamport, by_a.id)
+    for order in orders(kb.ops[1:], seed=8):
+        r = deliver(kb, order)
+        assert r.membership.effective_revokes == {by_a.id}
+        assert roles(r, kb, "a") == ["admin"] and roles(r, kb, "d") == []
+        depth = r.membership.admin_depths(kb.key("admin"))
+        assert [depth[kb.key(n)] for n in ("admin", "a", "c", "d")] == [0, 1, 1, 2]

@@ -202,12 +202,23 @@ class Membership:
         fail are dropped *tentatively* and the rest settled again; of them, only
         those that still fail are dropped for good (an honest revoke whose
         author's grant a hostile revoke voided passes once the hostile one is
-        out). If every one of them passes then, the greatest in (lamport, id)
-        order is dropped, so the earlier of two revokes that disable each other
-        stands. Each round drops at least one revoke for good: at most
-        ``len(revokes)`` rounds. Deterministic on the set of ops.
+        out). If every one of them passes then, the last in the order below is
+        dropped, so of two revokes that disable each other the first stands.
+        Each round drops at least one revoke for good: at most ``len(revokes)``
+        rounds. Deterministic on the set of ops.
+
+        Revokes are taken by seniority first: the author's admin depth (the
+        genesis key 0, an admin it granted 1, ...; :meth:`admin_depths`), then
+        (lamport, id). So of two admins that revoke each other, the one nearer
+        the genesis key wins whatever the lamport times (an author picks its
+        deps, so it could sort first by citing few); between equals, the earlier.
         """
-        order = sorted(self.revokes.values(), key=lambda r: (r.lamport, r.op_id))
+        depth = self.admin_depths(self.grants[genesis_id].author)
+        unranked = len(depth) + 1  # no valid admin chain: cannot happen for a valid revoke
+        order = sorted(
+            self.revokes.values(),
+            key=lambda r: (depth.get(r.author, unranked), r.lamport, r.op_id),
+        )
         dropped: set[bytes] = set()
         while True:
             self._settle([rv for rv in order if rv.op_id not in dropped], pasts, genesis_id)
@@ -220,12 +231,32 @@ class Membership:
             still = {rv.op_id for rv in failing if not self.admin_at(rv, pasts)}
             dropped |= still or {failing[-1].op_id}
 
+    def admin_depths(self, root: bytes) -> dict[bytes, int]:
+        """Each admin's depth: the fewest valid admin grants from ``root`` (the
+        genesis key, depth 0) to it, over every valid grant (effective or not, so
+        it depends on the set of ops alone)."""
+        granted: dict[bytes, list[bytes]] = {}
+        for g in self.grants.values():
+            if g.role == "admin" and g.member != g.author:
+                granted.setdefault(g.author, []).append(g.member)
+        depth = {root: 0}
+        level = [root]
+        while level:
+            nxt = []
+            for key in level:
+                for member in granted.get(key, ()):
+                    if member not in depth:
+                        depth[member] = depth[key] + 1
+                        nxt.append(member)
+            level = nxt
+        return depth
+
     def admin_at(self, rv: Revoke, pasts: Sequence[int]) -> bool:
         """Whether ``rv``'s author is an admin in the effective view of its past."""
         return "admin" in self.roles(pasts[rv.mset], rv.author, effective=True).roles
 
     def _settle(self, candidates: list[Revoke], pasts: Sequence[int], genesis_id: bytes) -> None:
-        """The voiding pass over ``candidates`` (in (lamport, id) order), then grants.
+        """The voiding pass over ``candidates`` (in the order given), then grants.
 
         A revoke whose author is already void is skipped. A revoke found
         effective whose author a *later* revoke by another key voids is void too
