@@ -213,3 +213,39 @@ def test_the_more_senior_admin_wins_whatever_the_lamport_times() -> None:
         assert roles(r, kb, "a") == ["admin"] and roles(r, kb, "d") == []
         depth = r.membership.admin_depths(kb.key("admin"))
         assert [depth[kb.key(n)] for n in ("admin", "a", "c", "d")] == [0, 1, 1, 2]
+
+
+def test_a_self_defeating_revoke_cannot_take_honest_revokes_with_it() -> None:
+    """A (compromised) retroactively revokes the genesis key, which voids A's own
+    grant: the revoke defeats itself. B's honest revoke of a spammer, sorting
+    after it, fails the admin check only while A's counts. A's is dropped,
+    B's stands, in every order."""
+    kb = KB()
+    kb.grant("admin", "a", "admin")
+    kb.grant("admin", "b", "admin")
+    kb.grant("admin", "spam", "member")
+    for name in ("a", "b", "spam"):
+        kb.sync("admin", name)
+    kb.report("b")  # b's revoke sorts after a's
+    honest = kb.revoke("b", "spam", retroactive=True)
+    hostile = kb.revoke("a", "admin", retroactive=True)
+    assert (hostile.lamport, hostile.id) < (honest.lamport, honest.id)
+    for order in orders(kb.ops[1:], seed=9):
+        r = deliver(kb, order)
+        assert r.membership.effective_revokes == {honest.id}
+        assert roles(r, kb, "spam") == [] and roles(r, kb, "b") == ["admin"]
+
+
+def test_an_admin_that_saw_a_self_defeating_revoke_can_revoke_its_author() -> None:
+    kb = KB()
+    kb.grant("admin", "a", "admin")
+    kb.grant("admin", "b", "admin")
+    for name in ("a", "b"):
+        kb.sync("admin", name)
+    kb.revoke("a", "admin", retroactive=True)
+    kb.sync("a", "b")
+    by_b = kb.revoke("b", "a")  # plain: a's ops so far stay, its authority goes
+    for order in orders(kb.ops[1:], seed=10):
+        r = deliver(kb, order)
+        assert r.membership.effective_revokes == {by_b.id}
+        assert roles(r, kb, "a") == [] and roles(r, kb, "b") == ["admin"]

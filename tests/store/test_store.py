@@ -77,10 +77,10 @@ def test_rows_written_by_older_fold_rules_are_rewritten_at_open(tmp_path: Path) 
     with Store.create(path, h.kb.genesis) as store:
         store.ingest(h.kb.ops[1:])
         snap = snapshot(store.replica)
+        snap_ops = list(store.replica.meta)
     with sqlite3.connect(path) as c:  # what an older release left: stale rows, no version
-        assert c.execute("SELECT value FROM meta WHERE key = 'fold'").fetchone() == (
-            str(FOLD_VERSION).encode(),
-        )
+        stamp = c.execute("SELECT value FROM meta WHERE key = 'fold'").fetchone()[0]
+        assert stamp == f"{FOLD_VERSION}:{len(snap_ops)}".encode()
         c.execute("DELETE FROM meta WHERE key = 'fold'")
         c.execute("UPDATE members SET doc = (SELECT doc FROM members LIMIT 1)")
         c.execute("DELETE FROM fixes")
@@ -98,9 +98,33 @@ def test_rows_written_by_older_fold_rules_are_rewritten_at_open(tmp_path: Path) 
         )
     with closing(sqlite3.connect(path)) as c:
         assert c.execute("SELECT id, raw FROM ops ORDER BY ord").fetchall() == ops_before
-        assert c.execute("SELECT value FROM meta WHERE key = 'fold'").fetchone() == (
-            str(FOLD_VERSION).encode(),
-        )
+        assert c.execute("SELECT value FROM meta WHERE key = 'fold'").fetchone() == (stamp,)
+
+
+def test_rows_are_rewritten_when_an_older_release_added_ops_after_the_stamp(
+    tmp_path: Path,
+) -> None:
+    """A rollback: an older release (no stamp of its own) applies more ops and
+    writes rows by its rules; the stamp then counts fewer ops than the store
+    holds, and the next open rewrites the rows."""
+    h = History(5, steps=80)
+    ops = h.kb.ops[1:]
+    path = tmp_path / "kb.sqlite3"
+    with Store.create(path, h.kb.genesis) as store:
+        store.ingest(ops[: len(ops) // 2])
+    with closing(sqlite3.connect(path)) as c:
+        old_stamp = c.execute("SELECT value FROM meta WHERE key = 'fold'").fetchone()[0]
+    with Store.open(path) as store:  # stands in for the older release's writes
+        store.ingest(ops[len(ops) // 2 :])
+        snap = snapshot(store.replica)
+    with closing(sqlite3.connect(path)) as c:
+        c.execute("UPDATE meta SET value = ? WHERE key = 'fold'", (old_stamp,))
+        c.execute("UPDATE members SET doc = (SELECT doc FROM members LIMIT 1)")
+        c.commit()
+    with Store.open(path):
+        pass
+    with Reader(path) as r:
+        assert r.members() == snap["members"]
 
 
 def test_rejected_and_pending_survive_a_reopen(tmp_path: Path) -> None:

@@ -202,10 +202,13 @@ class Membership:
         fail are dropped *tentatively* and the rest settled again; of them, only
         those that still fail are dropped for good (an honest revoke whose
         author's grant a hostile revoke voided passes once the hostile one is
-        out). If every one of them passes then, the last in the order below is
-        dropped, so of two revokes that disable each other the first stands.
-        Each round drops at least one revoke for good: at most ``len(revokes)``
-        rounds. Deterministic on the set of ops.
+        out). If every one of them passes then, the first of them that
+        *defeats itself* is dropped: one that passes once it alone is out (its
+        own effect unmakes its author's authority, e.g. an admin revoking its
+        own grantor); else the last in the order below, so of two revokes that
+        disable each other the first stands. Each round drops at least one
+        revoke for good: at most ``len(revokes)`` rounds. Deterministic on the
+        set of ops.
 
         Revokes are taken by seniority first: the author's admin depth (the
         genesis key 0, an admin it granted 1, ...; :meth:`admin_depths`), then
@@ -229,7 +232,34 @@ class Membership:
             out = dropped | {rv.op_id for rv in failing}
             self._settle([rv for rv in order if rv.op_id not in out], pasts, genesis_id)
             still = {rv.op_id for rv in failing if not self.admin_at(rv, pasts)}
+            if not still:
+                admins = [rv for rv in failing if rv.member in depth]
+                first = self._self_defeating(order, dropped, admins, pasts, genesis_id)
+                still = {first} if first is not None else set()
             dropped |= still or {failing[-1].op_id}
+
+    def _self_defeating(
+        self,
+        order: list[Revoke],
+        dropped: set[bytes],
+        failing: list[Revoke],
+        pasts: Sequence[int],
+        genesis_id: bytes,
+    ) -> bytes | None:
+        """The first of ``failing`` that passes the admin check once it alone is
+        out of the input, if any. Only revokes of admins are tried: a revoke can
+        unmake its own author's authority only by voiding an admin on the
+        author's chain of grants (a key no admin grant names grants nothing and
+        revokes nothing), so this finds the first in revoke order all the same."""
+        for rv in failing:
+            self._settle(
+                [x for x in order if x.op_id not in dropped and x.op_id != rv.op_id],
+                pasts,
+                genesis_id,
+            )
+            if self.admin_at(rv, pasts):
+                return rv.op_id
+        return None
 
     def admin_depths(self, root: bytes) -> dict[bytes, int]:
         """Each admin's depth: the fewest valid admin grants from ``root`` (the

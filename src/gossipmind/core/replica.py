@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,9 +32,11 @@ from gossipmind.core.schema import check_body
 MEMBERSHIP_KINDS = frozenset({"net.genesis", "member.grant", "member.revoke"})
 ROOT_DOMAIN = b"gossipmind/root/1\x00"
 # The fold's rules, as a number: stores rewrite their materialised rows when it
-# changes (2: the admin check on revokes, protocol.md §6.2). The state root does
-# not depend on it: it covers the valid ops, not the fold.
-FOLD_VERSION = 2
+# changes (2: the admin check on revokes; 3: revokes by seniority and
+# self-defeating revokes, protocol.md §6.2). The state root does not depend on
+# it: it covers the valid ops, not the fold. tests/core/test_fold_version.py
+# fails when the fold's output changes and this does not.
+FOLD_VERSION = 3
 ROLES_CACHE = 65_536  # (membership past, key) -> roles entries kept per cache
 DEFAULT_MAX_REJECTED = 100_000  # as many as the store keeps (store.sqlite.MAX_REJECTED_ROWS)
 
@@ -125,6 +128,7 @@ class Replica:
         self._root: bytes | None = None
         self.equivocations: dict[tuple[bytes, int], list[bytes]] = {}
         self.members_dirty = True  # set when membership or equivocations change
+        self._deferred: bool | None = None  # in a batch(): whether a recompute is due
         self._commit(genesis, self._intern(0))
 
     # -- ingest ---------------------------------------------------------------
@@ -258,10 +262,10 @@ class Replica:
             self._closed[op.id] = self._intern(self.msets[mset] | (1 << bit))
             self._commit_membership(op, meta, bit)
             if op.kind == "member.revoke" or new_equivocator:
-                self._recompute()
+                self._recompute_now_or_later()
             return
         if new_equivocator:
-            self._recompute()
+            self._recompute_now_or_later()
         meta.effective, roles = self._effective(meta, op.body)
         self.fold.add(meta, op.body, roles)
 
@@ -313,6 +317,30 @@ class Replica:
                     seen.add(d)
                     stack.append(d)
         return best
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Apply a batch of ops with one recomputation at the end instead of one
+        per revoke or new equivocator. Validity never depends on it (it uses
+        validity views), and the recomputation rebuilds every op's
+        effectiveness and every aggregate, so the state after the batch is the
+        same; ops applied within it may count by stale membership until then."""
+        if self._deferred is not None:  # nested: the outer batch recomputes
+            yield
+            return
+        self._deferred = False
+        try:
+            yield
+        finally:
+            due, self._deferred = self._deferred, None
+            if due:
+                self._recompute()
+
+    def _recompute_now_or_later(self) -> None:
+        if self._deferred is None:
+            self._recompute()
+        else:
+            self._deferred = True
 
     def _recompute(self) -> None:
         self.membership.recompute(self.msets, self.net)

@@ -159,14 +159,15 @@ class Store:
     def _replay(self) -> None:
         r = self.replica
         cur = self.conn.execute("SELECT raw FROM ops ORDER BY ord")
-        for (raw,) in cur:
-            op = opsmod.decode(raw)
-            if op.id == r.net:
-                continue
-            result = r.ingest(op, verified=True)
-            if not result.applied or result.applied[0].id != op.id:
-                code = result.rejected[0][1] if result.rejected else "not applied"
-                raise InvalidOp("replay", f"op {op.short()} did not re-apply: {code}")
+        with r.batch():  # one membership recomputation for the whole replay
+            for (raw,) in cur:
+                op = opsmod.decode(raw)
+                if op.id == r.net:
+                    continue
+                result = r.ingest(op, verified=True)
+                if not result.applied or result.applied[0].id != op.id:
+                    code = result.rejected[0][1] if result.rejected else "not applied"
+                    raise InvalidOp("replay", f"op {op.short()} did not re-apply: {code}")
         for id_, code, detail in self.conn.execute("SELECT id, code, detail FROM rejected"):
             r.rejected[bytes(id_)] = (code, detail)
         pending = [opsmod.decode(raw) for (raw,) in self.conn.execute("SELECT raw FROM pending")]
@@ -180,19 +181,19 @@ class Store:
         self._refresh_rows()
 
     def _refresh_rows(self) -> None:
-        """Rewrite every materialised row if they were written by other fold rules.
+        """Rewrite every materialised row unless this code's rules wrote them over
+        the ops the store holds (:meth:`_fold_stamp`).
 
-        A store written before :data:`FOLD_VERSION` (or by none: a new store)
-        holds rows a code upgrade may compute differently; ops are untouched.
+        A store written before :data:`FOLD_VERSION` (or by none: a new store), or
+        to which an older release added ops after a rollback, holds rows these
+        rules may compute differently; ops are untouched.
         """
-        fold = str(FOLD_VERSION).encode()
         row = self.conn.execute("SELECT value FROM meta WHERE key = 'fold'").fetchone()
-        if row is not None and bytes(row[0]) == fold:
+        if row is not None and bytes(row[0]) == self._fold_stamp():
             return
         self.replica.fold.all_dirty = True
         with _transaction(self.conn):
-            self._write_state(True)
-            self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('fold', ?)", (fold,))
+            self._write_state(True)  # stamps the rows
 
     # -- writing ------------------------------------------------------------------
 
@@ -264,11 +265,12 @@ class Store:
         for oid, code, detail in result.rejected:
             r.rejected.setdefault(oid, (code, detail))
         good = check.result() if check is not None else [True] * len(fresh)
-        for op, ok in zip(fresh, good, strict=True):
-            if ok:
-                result.extend(r.ingest(op, verified=True))
-            else:
-                result.extend(r.reject(op, "signature", "the signature does not verify"))
+        with r.batch():  # one membership recomputation per batch, not per revoke
+            for op, ok in zip(fresh, good, strict=True):
+                if ok:
+                    result.extend(r.ingest(op, verified=True))
+                else:
+                    result.extend(r.reject(op, "signature", "the signature does not verify"))
         self._persist(result)
         return result
 
@@ -408,6 +410,12 @@ class Store:
                 "INSERT INTO equivocations VALUES (?, ?, ?)",
                 [(a, s, enc(ids)) for (a, s), ids in r.equivocations.items()],
             )
+        c.execute("INSERT OR REPLACE INTO meta VALUES ('fold', ?)", (self._fold_stamp(),))
+
+    def _fold_stamp(self) -> bytes:
+        """Which rules wrote the rows, and over how many valid ops: written with
+        the rows, so ops a release without the stamp adds (a rollback) show."""
+        return f"{FOLD_VERSION}:{len(self.replica.meta)}".encode()
 
     # -- reading (for sync and the node) -----------------------------------------
 

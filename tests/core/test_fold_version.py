@@ -1,0 +1,37 @@
+"""FOLD_VERSION must change when the fold's output does.
+
+Stores keep rows the fold computed and rewrite them only when FOLD_VERSION (or
+the number of ops) differs from their stamp (store/sqlite.py, `_refresh_rows`).
+So a change to the fold's rules that leaves FOLD_VERSION alone would leave old
+rows in every upgraded store. This digest of the fold's output over fixed
+histories pins it: if it changes, bump FOLD_VERSION in core/replica.py and
+record the new digest under it. (A change to the History generator changes it
+too: then record the new digest under the same version.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from gossipmind.core.replica import FOLD_VERSION, Replica
+from gossipmind.core.snapshot import snapshot
+from gossipmind.testing import History
+
+DIGESTS = {3: "3187980c212d46676ba1361ff81f8cd75cdfc5d72d7d2cbd9f7a980a2099fce2"}
+
+
+def test_the_fold_output_is_the_one_recorded_for_this_fold_version() -> None:
+    h = hashlib.sha256()
+    for seed in range(8):
+        history = History(seed, steps=120)
+        r = Replica(history.kb.genesis)
+        for op in history.kb.ops[1:]:
+            r.ingest(op)
+        state = snapshot(r)
+        state.pop("root", None)
+        h.update(repr(state).encode())
+    assert FOLD_VERSION in DIGESTS, f"record the digest of FOLD_VERSION {FOLD_VERSION}"
+    assert h.hexdigest() == DIGESTS[FOLD_VERSION], (
+        "the fold's output changed: bump FOLD_VERSION (core/replica.py) and record "
+        f"{h.hexdigest()} under it"
+    )
