@@ -15,12 +15,13 @@ from libp2p.peer.envelope import seal_record
 from libp2p.peer.id import ID
 from libp2p.peer.peer_record import PeerRecord
 from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.utils import safe_bytes_from_hex
 from libp2p.pubsub.validators import PUBSUB_SIGNING_PREFIX
 from libp2p.utils.varint import encode_uvarint
 
 from gossipmind.net.host import Libp2pTransport, open_libp2p_transport
 from gossipmind.net.interface import Stream, TransportConfig
-from gossipmind.net.rpcguard import MAX_MESSAGES_PER_RPC
+from gossipmind.net.rpcguard import MAX_MESSAGES_PER_RPC, trim_rpc
 
 TOPIC = "gossipmind/" + "ab" * 32 + "/ops/1"
 
@@ -129,26 +130,90 @@ async def test_many_messages_in_one_rpc_are_not_all_spawned() -> None:
         await still_serves(a, b, b"after the flood")
 
 
+async def cached_and_spied(
+    a: Libp2pTransport, b: Libp2pTransport, x: Libp2pTransport
+) -> tuple[bytes, list[int]]:
+    """b publishes a 100 KB message; once a caches it, returns its id and a list
+    that gets the number of messages of each RPC a sends x."""
+    await b.publish(b"z" * 100_000)
+    mid: bytes = host(b).get_id().to_bytes() + pubsub(b).counter.to_bytes(8, "big")
+    router = pubsub(a).router
+    while router.mcache.get(mid) is None:
+        await trio.sleep(0.01)
+    replied: list[int] = []
+    send_rpc = router.send_rpc
+
+    def spy(peer_id: Any, rpc: Any, priority: bool = False) -> None:
+        if peer_id == host(x).get_id():
+            replied.append(len(rpc.publish))
+        send_rpc(peer_id, rpc, priority)
+
+    router.send_rpc = spy
+    return mid, replied
+
+
+def hex_spellings(mid: bytes, n: int) -> list[bytes]:
+    """n distinct ASCII-hex spellings of ``mid`` (case, spaces between bytes),
+    each of which py-libp2p's IWANT handler reads as ``mid``."""
+    pairs = [mid[j : j + 1].hex() for j in range(len(mid))]
+    out = []
+    for i in range(n):
+        text = "".join(
+            (" " if j and (i >> (j % 10)) & 1 else "")
+            + (p.upper() if (i >> (10 + j % 10)) & 1 else p)
+            for j, p in enumerate(pairs)
+        )
+        out.append(text.encode())
+    assert len(set(out)) == n and all(bytes.fromhex(v.decode()) == mid for v in out)
+    return out
+
+
 async def test_an_iwant_repeating_one_id_is_answered_once() -> None:
     """IWANT with 2 000 copies of a cached 100 KB message's id built a 200 MB reply."""
     async with victim_honest_attacker() as (a, b, x, stream):
-        await b.publish(b"z" * 100_000)
-        mid = host(b).get_id().to_bytes() + pubsub(b).counter.to_bytes(8, "big")
-        router = pubsub(a).router
-        while router.mcache.get(mid) is None:
-            await trio.sleep(0.01)
-        replied: list[int] = []
-        send_rpc = router.send_rpc
-
-        def spy(peer_id: Any, rpc: Any, priority: bool = False) -> None:
-            if peer_id == host(x).get_id():
-                replied.append(len(rpc.publish))
-            send_rpc(peer_id, rpc, priority)
-
-        router.send_rpc = spy
+        mid, replied = await cached_and_spied(a, b, x)
         await stream.send(control(iwant=[rpc_pb2.ControlIWant(messageIDs=[mid] * 2000)]))
         await processed(a, x, stream)
         assert sum(replied) == 1
+
+
+async def test_an_iwant_spelling_one_id_in_hex_many_ways_is_answered_once() -> None:
+    """py-libp2p reads an ASCII-hex IWANT id as hex (any case, spaces between
+    bytes): 2 000 spellings of one cached 100 KB message's id, distinct as bytes,
+    built a 191 MiB reply (max RSS 91 -> 987 MiB)."""
+    async with victim_honest_attacker() as (a, b, x, stream):
+        mid, replied = await cached_and_spied(a, b, x)
+        ids = [mid, *hex_spellings(mid, 20)]
+        await stream.send(control(iwant=[rpc_pb2.ControlIWant(messageIDs=ids)]))
+        await processed(a, x, stream)
+        assert sum(replied) == 1
+        await still_serves(a, b, b"after the spellings")
+
+
+def test_ihave_and_iwant_ids_are_forwarded_as_py_libp2p_reads_them() -> None:
+    """Spellings of one id collapse to the id itself; ids py-libp2p cannot read
+    (hex digits of odd length) are dropped; an id that reads as itself passes."""
+    mid = bytes([0x00, 0x24, 0x08, 0x01]) + os.urandom(36)
+    ids = [*hex_spellings(mid, 50), mid, b"abc", b"ABCDEF0", b"opaque id"]
+    rpc = rpc_pb2.RPC(
+        control=rpc_pb2.ControlMessage(
+            ihave=[rpc_pb2.ControlIHave(topicID=TOPIC, messageIDs=ids)],
+            iwant=[rpc_pb2.ControlIWant(messageIDs=ids)],
+        )
+    )
+    trim_rpc(rpc, {TOPIC})
+    assert [list(e.messageIDs) for e in rpc.control.ihave] == [[mid, b"opaque id"]]
+    assert [list(e.messageIDs) for e in rpc.control.iwant] == [[mid, b"opaque id"]]
+
+
+def test_an_id_that_reads_as_other_bytes_is_forwarded_so_it_reads_the_same() -> None:
+    """b"3030" reads as b"00", which py-libp2p would read again as b"\\x00": what
+    is forwarded must read as what the peer's id read as."""
+    rpc = rpc_pb2.RPC(
+        control=rpc_pb2.ControlMessage(iwant=[rpc_pb2.ControlIWant(messageIDs=[b"3030", b"30 30"])])
+    )
+    trim_rpc(rpc, {TOPIC})
+    assert [safe_bytes_from_hex(m) for m in rpc.control.iwant[0].messageIDs] == [b"00"]
 
 
 async def test_control_for_foreign_topics_leaves_no_state() -> None:

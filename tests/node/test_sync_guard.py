@@ -3,17 +3,26 @@ names why a session failed, and `SyncGuard` makes such peers wait."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 import trio
 import trio.testing
 
-from gossipmind.net.interface import StreamEOF
+from gossipmind.core import encoding
+from gossipmind.core.errors import NetworkError
+from gossipmind.net.fake import FakeNetwork
+from gossipmind.net.interface import SYNC_PROTOCOL, StreamEOF
+from gossipmind.node.config import NodeConfig
+from gossipmind.node.node import open_node
 from gossipmind.node.syncer import PENALIZED, SyncCounters, SyncGuard, drive
 from gossipmind.sync import messages
 from gossipmind.sync.messages import Hello, Ops
 from gossipmind.sync.session import Session
 from gossipmind.testing import KB, sample_report
 from gossipmind.testing.memory import MemoryKB
+from gossipmind.testnet.setup import prepare
 
 
 class End:
@@ -190,6 +199,79 @@ async def test_a_refusal_before_hello_is_declined_not_completed(reason: str) -> 
     assert counters.completed == 0 and counters.failed == 0
     assert counters.declined_by_reason == {reason: 1}
     assert messages.decode(await theirs.receive()) == session.hello()  # it did ask
+
+
+async def declined_as(reason: str) -> SyncCounters:
+    ours, theirs = pipe()
+    session, kb = initiator()
+    counters = SyncCounters()
+    await theirs.send(messages.encode(messages.Bye(reason)))
+    assert await drive(ours, session, kb.ingest_raw, counters, timeout=30) == "declined"
+    return counters
+
+
+async def test_declined_sessions_are_counted_under_a_fixed_set_of_reasons() -> None:
+    """Counted by the peer's words, a peer sending a new reason each time grew
+    declined_by_reason (kept for good, and all of it in status()) without bound."""
+    for reason in ("busy", "later", "wrong network"):  # what our nodes send
+        assert (await declined_as(reason)).declined_by_reason == {reason: 1}
+    assert (await declined_as("")).declined_by_reason == {"bye": 1}
+    for reason in ("in sync", "Busy", "x" * 200):
+        assert (await declined_as(reason)).declined_by_reason == {"other": 1}
+
+
+async def test_an_oversized_bye_reason_is_a_penalized_protocol_failure() -> None:
+    ours, theirs = pipe()
+    session, kb = initiator()
+    counters = SyncCounters()
+    await theirs.send(encoding.encode({"t": "bye", "reason": "x" * 256 * 1024}))
+    why = await drive(ours, session, kb.ingest_raw, counters, timeout=30)
+    assert why == "protocol" and why in PENALIZED
+    assert counters.declined_by_reason == {} and counters.failed_by_reason == {"protocol": 1}
+
+
+async def test_a_peer_saying_bye_with_new_reasons_grows_no_counters(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A peer opened sessions and said bye before hello, with a unique 256 KiB
+    reason each time: 200 sessions held 50 MiB in the node's counters, all of it
+    in status(), unpenalized."""
+    net = FakeNetwork(seed=4)
+    spec = prepare(tmp_path, 1, 0)[0]
+    cfg = NodeConfig(data_dir=spec.dir, synchronous="NORMAL", learn=False)
+
+    async def until(done: Callable[[], bool]) -> None:
+        with trio.fail_after(60):
+            while not done():
+                await trio.sleep(0.01)
+
+    async def bye(reason: str) -> None:
+        """Open a session and say bye at once; again if the node's slot was busy."""
+        ended = sum(node.sync.declined_by_reason.values()) + node.sync.failed
+        frames = [messages.encode(messages.Bye("busy"))]
+        while messages.encode(messages.Bye("busy")) in frames:
+            stream = await evil.open_stream(node.transport.peer_id, SYNC_PROTOCOL)
+            await stream.send(encoding.encode({"t": "bye", "reason": reason}))
+            frames = []
+            with trio.fail_after(60):
+                try:
+                    while True:  # until the node ends the session
+                        frames.append(await stream.receive())
+                except (StreamEOF, NetworkError):
+                    pass
+        # the node counts the session once it has closed the stream
+        await until(lambda: sum(node.sync.declined_by_reason.values()) + node.sync.failed > ended)
+
+    async with open_node(cfg, fake=net) as node, net.open_transport(peer_id="evil") as evil:
+        await evil.connect(node.transport.addrs()[0])
+        for i in range(100):
+            await bye(f"{i:08d}" + "x" * 192)  # 200 characters: a valid bye
+        assert node.sync.declined_by_reason == {"other": 100}
+        assert node.status()["sync"]["declined_by_reason"] == {"other": 100}
+        await bye("x" * 256 * 1024)  # over 200 characters: refused, and penalized
+        assert node.sync.failed_by_reason == {"protocol": 1}
+        assert node.sync.declined_by_reason == {"other": 100}
+        await until(lambda: not node.guard.allowed("evil", trio.current_time()))
 
 
 async def test_a_peer_of_another_network_is_declined() -> None:

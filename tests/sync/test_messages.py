@@ -45,3 +45,16 @@ def test_a_hello_never_carries_an_address_its_receiver_would_refuse() -> None:
     sent = messages.Hello(b"n" * 32, {}, [], b"r" * 32, 1, [long, short])
     got = messages.decode(messages.encode(sent))
     assert isinstance(got, messages.Hello) and got.peers == [short]
+
+
+def test_a_bye_reason_of_over_200_characters_is_refused() -> None:
+    """Only the encoder cut a reason to 200 characters: a peer's own encoder sent
+    256 KiB reasons, each kept whole by the receiving node (see tests/node)."""
+    ok = encoding.encode({"t": "bye", "reason": "x" * 200})
+    assert messages.decode(ok) == messages.Bye("x" * 200)
+    with pytest.raises(SyncError, match="200"):
+        messages.decode(encoding.encode({"t": "bye", "reason": "x" * 201}))
+    with pytest.raises(SyncError, match="200"):
+        messages.decode(encoding.encode({"t": "bye", "reason": "x" * 512 * 1024}))
+    ours = messages.encode(messages.Bye("y" * 1000))  # we never send what we refuse
+    assert messages.decode(ours) == messages.Bye("y" * 200)

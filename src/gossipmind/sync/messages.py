@@ -24,6 +24,7 @@ MAX_AUTHORS = 20_000
 MAX_IDS = 1024
 MAX_PEERS = 16
 MAX_ADDR_LEN = 256  # characters of one shared multiaddr
+MAX_REASON_LEN = 200  # characters of a bye reason (ours are a few words)
 # msgpack objects in one frame: the largest honest frame is a hello with
 # MAX_AUTHORS [author, seq] pairs (3 objects each) and MAX_IDS heads. A frame of
 # more is refused from its headers, before anything is decoded: 1 MiB of
@@ -84,7 +85,7 @@ def encode(msg: Message) -> bytes:
     elif isinstance(msg, End):
         doc = {"t": "end", "want": sorted(msg.want)[:MAX_IDS]}
     else:
-        doc = {"t": "bye", "reason": msg.reason[:200]}
+        doc = {"t": "bye", "reason": msg.reason[:MAX_REASON_LEN]}
     return encoding.encode(doc)
 
 
@@ -206,7 +207,7 @@ def decode(frame: bytes) -> Message:
         return End(_ids(doc["want"], "want"))
     if t == "bye":
         _fields(doc, "reason")
-        if not isinstance(doc["reason"], str):
-            raise SyncError("bye reason must be a string")
+        if not isinstance(doc["reason"], str) or len(doc["reason"]) > MAX_REASON_LEN:
+            raise SyncError(f"bye reason must be a string of at most {MAX_REASON_LEN} characters")
         return Bye(doc["reason"])
     raise SyncError(f"unknown sync message type {t!r}")
