@@ -186,7 +186,10 @@ def test_errors_are_one_line_with_specific_exit_codes(net: Dirs) -> None:
         (("agent", "grant", "00" * 32, "--role", "admin"), 4, "admin role"),
         (("agent", "grant", "zz", "--role", "member"), 2, "KEY must be hex"),
         (("agent", "show", "abcdef"), 3, "nothing with id prefix"),
-        (("agent", "show", "xyz"), 3, "not a hex id prefix"),
+        (("agent", "show", "xyz"), 4, "not a hex id prefix"),  # bad input, not "not found"
+        (("agent", "show", "zzzz"), 4, "'zzzz' is not a hex id prefix of 4 to 64 characters"),
+        (("agent", "show", "ab" * 33), 4, "not a hex id prefix"),
+        (("agent", "show", "ffffffffff"), 3, "nothing with id prefix"),
         (("nobody", "status"), 5, "no store"),
         (("nobody", "whoami"), 6, "no key file"),
         (("agent", "propose", "--pattern", "00" * 32, "--recipe", '{"scope": "x"}'), 4, "steps"),

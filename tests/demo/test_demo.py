@@ -9,10 +9,11 @@ import pytest
 from click.testing import CliRunner
 
 from gossipmind.cli.main import cli
+from gossipmind.testnet.scenario import SCENARIO_DIR
 
 
 def run(tmp_path: Path, scenario: str) -> tuple[dict, str]:
-    report = tmp_path / f"{scenario}.html"
+    report = tmp_path / f"{Path(scenario).stem}.html"
     result = CliRunner().invoke(
         cli,
         [
@@ -66,3 +67,22 @@ def test_no_fix_is_learned_for_what_no_fix_can_help(tmp_path: Path, scenario: st
 def test_unknown_scenario_is_a_clear_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["demo", "--scenario", str(tmp_path / "nope.toml")])
     assert result.exit_code == 4 and "no scenario at" in result.output
+
+
+def test_demo_says_which_expectation_failed(tmp_path: Path) -> None:
+    """A run that misses its scenario's `expect` exits 1 with one line saying so."""
+    doc = (SCENARIO_DIR / "rate-limited-search-api.toml").read_text(encoding="utf-8")
+    wrong = tmp_path / "expects-no-fix.toml"
+    wrong.write_text(
+        doc.replace('name = "rate-limited-search-api"', 'name = "expects-no-fix"').replace(
+            'expect = "fix"', 'expect = "no_fix"'
+        ),
+        encoding="utf-8",
+    )
+    s, out = run(tmp_path, str(wrong))
+    assert s["accepted_fixes"], out
+    assert "exit 1:" in out, out
+    failed = [line for line in out.splitlines() if line.startswith("expectation not met: ")]
+    assert len(failed) == 1, out
+    assert 'expect = "no_fix"' in failed[0] and s["accepted_fixes"][0][:8] in failed[0], out
+    assert_no_process_left(s, out)

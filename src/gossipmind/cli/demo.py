@@ -48,9 +48,14 @@ def demo(
     network reduces their failures to patterns, synthesizes and drills a fix in
     sleep time, verifiers attest it, and every agent applies it. Ends with a
     summary, an HTML report with the learning curve, and stops every process.
+
+    The testnet gets the scenario's [network] and [policy]. Exits 1, with one line
+    on stderr, if the run does not meet the scenario's `expect` ("fix": a fix for
+    its pattern is accepted; "no_fix": none is) or the nodes do not converge.
     """
     from gossipmind.testnet import scenario as scenarios
     from gossipmind.testnet.demo import run_demo
+    from gossipmind.testnet.report import unmet
 
     check_output_path(report, "--report")
     check_output_path(report.with_suffix(".json"), "--report")
@@ -61,8 +66,9 @@ def demo(
         sc, console=console, run_dir=run_dir, report=report, per_process=per_process, keep=keep
     )
     s = outcome.summary
-    ok = s["converged"] and (
-        bool(s["accepted_fixes"]) if sc.expect == "fix" else not s["accepted_fixes"]
-    )
-    if not ok:
+    failed = unmet(s)
+    if failed is None and not s["converged"]:
+        failed = f"{sc.name}: the nodes did not converge on one state root"
+    if failed is not None:
+        click.secho(f"expectation not met: {failed}", err=True, fg="red")  # never wrapped
         raise click.exceptions.Exit(1)

@@ -8,8 +8,11 @@ import click
 
 from gossipmind.cli.common import Ctx, errors, json_option, pass_ctx
 from gossipmind.cli.output import console, esc, jsonable, print_json, short, table
+from gossipmind.core.errors import ConfigError
 from gossipmind.core.ops import KINDS
 from gossipmind.core.snapshot import FIX_STATUSES
+
+HEX = frozenset("0123456789abcdef")
 
 
 def _when(ts_ms: object) -> str:
@@ -143,9 +146,16 @@ def fixes(ctx: Ctx, status_: str | None, as_json: bool) -> None:
 @pass_ctx
 @errors
 def show(ctx: Ctx, id_prefix: str, as_json: bool) -> None:
-    """Show one op, pattern, fix, goal or member by id (a unique hex prefix)."""
+    """Show one op, pattern, fix, goal or member by id (a unique hex prefix).
+
+    Exit 3 if nothing (or more than one thing) has that prefix; 4 if ID_PREFIX is
+    not 4 to 64 hex characters.
+    """
+    prefix = id_prefix.lower()
+    if not (4 <= len(prefix) <= 64 and all(c in HEX for c in prefix)):
+        raise ConfigError(f"{id_prefix!r} is not a hex id prefix of 4 to 64 characters")
     with ctx.reader() as r:
-        doc = r.show(id_prefix.lower())
+        doc = r.show(prefix)
     if as_json:
         print_json(doc)
         return

@@ -356,11 +356,19 @@ def scenario(
     service through the SDK, and the timeline of what the network learned is shown.
 
     The testnet keeps running. Its genesis policy is the one it was started with
-    (the scenario's [policy] and [network] apply only to `gossipmind demo`).
+    (the scenario's [policy] and [network] apply only to `gossipmind demo`): under
+    the default policy a payments fix is medium risk and needs a tier-2 verifier,
+    which `testnet up` does not make, so flaky-payments learns nothing there.
+    Only the scenario's own pattern and its fixes are followed; what the testnet
+    held before the run (an earlier run's fixes) is shown as known, not as news.
+
+    Exits 1, with one line on stderr, if the run does not meet the scenario's
+    `expect`: "fix" (a fix for its pattern is accepted by the end) or "no_fix"
+    (none is).
     """
     from gossipmind.testnet import scenario as scenarios
     from gossipmind.testnet.demo import show_summary
-    from gossipmind.testnet.report import html_report, summary
+    from gossipmind.testnet.report import html_report, summary, unmet
     from gossipmind.testnet.run import Runner
 
     if report is not None:
@@ -387,6 +395,10 @@ def scenario(
         print_json(s)
     else:
         show_summary(console, s, result)
+    failed = unmet(s)
+    if failed is not None:
+        click.secho(f"expectation not met: {failed}", err=True, fg="red")  # never wrapped
+        raise click.exceptions.Exit(1)
 
 
 @testnet.command("chaos")

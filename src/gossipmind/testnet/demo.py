@@ -37,6 +37,7 @@ STYLE = {
     "rejected": "red",
     "blocked": "red",
     "revoked": "red",
+    "known": "dim",
 }
 
 
@@ -88,7 +89,13 @@ def show_summary(console: Console, s: dict[str, Any], result: RunResult) -> None
         f"pattern over threshold at {_t(f['threshold'])} · first proposal {_t(f['proposed'])} · "
         f"accepted {_t(f['accepted'])} · first autonomous recovery {_t(f['recovery'])}"
     )
-    if s["expect"] == "fix":
+    if s["expect"] == "fix" and s["learned_at_s"] is None and s["known_before"]:
+        console.print(
+            f"[bold]a fix for this pattern was accepted before this run "
+            f"({escape(', '.join(f[:8] for f in s['known_before']))}): fleet error rate "
+            f"{_pct(s['fleet_error_before'])} over the run[/]"
+        )
+    elif s["expect"] == "fix":
         console.print(
             f"[bold]fleet error rate {_pct(s['fleet_error_before'])} before the fleet learned → "
             f"{_pct(s['fleet_error_after'])} after[/]"

@@ -75,6 +75,10 @@ def summary(result: RunResult) -> dict[str, Any]:
         "learned_at_s": learned,
         "first": first,
         "accepted_fixes": [f["fix"] for f in result.accepted],
+        "known_before": list(result.known_before),
+        "fixes": [
+            {"fix": f["fix"], "status": f["status"], "risk": f["risk"]} for f in result.fixes
+        ],
         "poison_fix": result.poison_fix,
         "poison_status": next(
             (f["status"] for f in result.fixes if f["fix"] == result.poison_fix), None
@@ -207,6 +211,24 @@ def _pct(v: float | None) -> str:
     return "-" if v is None else f"{v * 100:.1f}%"
 
 
+def unmet(s: dict[str, Any]) -> str | None:
+    """One line saying how the run missed its scenario's ``expect``; None if it met it."""
+    accepted = s["accepted_fixes"]
+    if s["expect"] == "fix" and not accepted:
+        pending = ", ".join(f"{f['fix'][:8]} {f['status']} (risk {f['risk']})" for f in s["fixes"])
+        return (
+            f'{s["scenario"]}: expect = "fix", but no fix for its pattern was accepted '
+            f"by the end of the run ({'fixes: ' + pending if pending else 'none proposed'})"
+        )
+    if s["expect"] == "no_fix" and accepted:
+        ids = ", ".join(f[:8] for f in accepted)
+        return (
+            f'{s["scenario"]}: expect = "no_fix", but {len(accepted)} fix(es) for its pattern '
+            f"were accepted: {ids}"
+        )
+    return None
+
+
 def _verdict(s: dict[str, Any]) -> str:
     if s["expect"] == "no_fix":
         ok = not s["accepted_fixes"]
@@ -214,6 +236,11 @@ def _verdict(s: dict[str, Any]) -> str:
             "No fix was accepted for this pattern, as it must be."
             if ok
             else "A fix was accepted although none should be!"
+        )
+    if s["fleet_error_after"] is None and s.get("known_before"):
+        return (
+            f"A fix for this pattern was accepted before this run; fleet error rate "
+            f"{s['fleet_error_before'] * 100:.1f}% over the run."
         )
     if s["fleet_error_after"] is None:
         return "The fleet did not learn a fix in time."

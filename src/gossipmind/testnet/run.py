@@ -7,6 +7,11 @@ API and turns what changes into a timeline: the pattern crossing the threshold,
 proposals with their drill results, attestations, acceptance. Late agents start
 calling only once the fleet has learned — they meet the failure for the first
 time with the fix already in their cache.
+
+A testnet may already hold what earlier runs left: the monitor follows only the
+patterns of the scenario's own service and operation and the fixes for them, and
+what node-0 held before the run (fixes, their statuses and attestations, a
+pattern already over the threshold) is reported once as known, never as news.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ class Call:
 @dataclass
 class Event:
     t: float
-    kind: str  # threshold, proposed, attested, accepted, rejected, blocked, late, recovery…
+    kind: str  # threshold, proposed, attested, accepted, rejected, blocked, late, recovery, known…
     text: str
 
 
@@ -65,6 +70,7 @@ class RunResult:
     learned_at: float | None = None
     duration: float = 0.0
     poison_fix: str | None = None
+    known_before: list[str] = field(default_factory=list)  # fixes accepted before the run
 
     def first(self, kind: str) -> Event | None:
         return next((e for e in self.events if e.kind == kind), None)
@@ -84,7 +90,17 @@ class RunResult:
 
     @property
     def accepted(self) -> list[dict[str, Any]]:
+        """The accepted fixes for the scenario's pattern (``fixes`` holds only those)."""
         return [f for f in self.fixes if f["status"] == "accepted"]
+
+
+@dataclass
+class Before:
+    """What node-0 held when the run started: none of it is news of this run."""
+
+    statuses: dict[str, str] = field(default_factory=dict)  # fix id → status
+    attested: set[tuple[str, str]] = field(default_factory=set)  # (fix id, verifier)
+    over_threshold: set[str] = field(default_factory=set)  # the scenario's patterns
 
 
 def customer(agent: str, i: int) -> str:
@@ -118,6 +134,7 @@ class Runner:
             self.result.agents[name] = AgentInfo(name, n.name, late=i >= sc.agents)
         self._dirs = {n.name: Path(n.dir) for n in nodes}
         self._names = {n.key: n.name for n in nodes}
+        self.before = Before()
 
     def now(self) -> float:
         return round(time.monotonic() - self.t0, 2)
@@ -175,12 +192,59 @@ class Runner:
 
     # -- the monitor --------------------------------------------------------------------
 
-    def _monitor(self) -> None:
+    def _node0(self) -> Http:
         url, token = discover(self._dirs["node-0"])
-        http = Http(url, token, timeout=5)
-        seen_patterns: set[str] = set()
-        seen_fixes: dict[str, str] = {}
-        seen_attest: set[tuple[str, str]] = set()
+        return Http(url, token, timeout=5)
+
+    def _mine(self, p: dict[str, Any]) -> bool:
+        """A pattern of the scenario's own service and operation."""
+        return bool(p["service"] == self.sc.service and p["operation"] == self.sc.operation)
+
+    def _snapshot(self, timeout: float = 15.0) -> None:
+        """Remember what node-0 holds before the run (and say what of it concerns this
+        scenario): an earlier run's fixes and patterns are not this run's news."""
+        http = self._node0()
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    _, patterns = http.request("GET", "/v1/patterns")
+                    _, fixes = http.request("GET", "/v1/fixes")
+                    break
+                except GossipmindError as exc:
+                    if time.monotonic() >= deadline:
+                        raise GossipmindError(f"node-0's API did not answer: {exc}") from exc
+                    time.sleep(self.poll_s)
+        finally:
+            http.close()
+        threshold = self.sc.network_policy().synthesis_threshold
+        mine = {p["pattern"]: p for p in patterns if self._mine(p)}
+        for p in mine.values():
+            if p["reporters"] >= threshold:
+                self.before.over_threshold.add(p["pattern"])
+                self.emit(
+                    "known",
+                    f"pattern {p['pattern'][:8]} “{p['template'][:70]}” was over the threshold "
+                    f"before this run: {p['count']} failures from {p['reporters']} agents",
+                )
+        for f in fixes:
+            self.before.statuses[f["fix"]] = f["status"]
+            self.before.attested.update((f["fix"], a["verifier"]) for a in f["attestations"])
+            if f["pattern"] in mine and f["status"] == "accepted":
+                self.result.known_before.append(f["fix"])
+                self.emit(
+                    "known",
+                    f"fix {f['fix'][:8]} for this pattern was ACCEPTED before this run "
+                    f"(risk {f['risk']}): agents apply it from their first failure",
+                )
+        if self.result.known_before:
+            threading.Timer(1.0, self._learned.set).start()  # late agents need not wait
+
+    def _monitor(self) -> None:
+        http = self._node0()
+        seen_patterns = set(self.before.over_threshold)
+        seen_fixes = dict(self.before.statuses)
+        seen_attest = set(self.before.attested)
         threshold = self.sc.network_policy().synthesis_threshold
         try:
             while not self._done.is_set():
@@ -190,8 +254,9 @@ class Runner:
                 except GossipmindError:
                     time.sleep(self.poll_s)
                     continue
-                for p in patterns:
-                    if p["service"] != self.sc.service or p["pattern"] in seen_patterns:
+                mine = [p for p in patterns if self._mine(p)]
+                for p in mine:
+                    if p["pattern"] in seen_patterns:
                         continue
                     if p["reporters"] >= threshold:
                         seen_patterns.add(p["pattern"])
@@ -201,11 +266,13 @@ class Runner:
                             f"the threshold: {p['count']} failures from "
                             f"{p['reporters']} agents",
                         )
-                for f in fixes:
+                ids = {p["pattern"] for p in mine}
+                ours = [f for f in fixes if f["pattern"] in ids]
+                for f in ours:
                     self._fix_events(f, seen_fixes, seen_attest)
                 with self._lock:
-                    self.result.patterns = [p for p in patterns if p["service"] == self.sc.service]
-                    self.result.fixes = fixes
+                    self.result.patterns = mine
+                    self.result.fixes = ours
                 time.sleep(self.poll_s)
         finally:
             http.close()
@@ -213,6 +280,8 @@ class Runner:
     def _fix_events(
         self, f: dict[str, Any], seen: dict[str, str], attested: set[tuple[str, str]]
     ) -> None:
+        """Events for one fix for the scenario's pattern: its proposal (unless node-0
+        held it before the run), new attestations, and status changes."""
         fid = f["fix"]
         steps = " → ".join(s["type"] for s in f["recipe"]["steps"])
         if fid not in seen:
@@ -292,6 +361,7 @@ class Runner:
     # -- the run --------------------------------------------------------------------------
 
     def run(self, *, converge_timeout: float = 30.0) -> RunResult:
+        self._snapshot()
         if self.sc.poison is not None:
             self._poison()
         monitor = threading.Thread(target=self._monitor, daemon=True, name="gm-monitor")
