@@ -58,11 +58,12 @@ def test_a_full_id_is_checked_like_a_prefix(net: Dirs) -> None:
     assert wrong.exit_code == 3 and "is an op, not a pattern" in wrong.output
     missing = d.run("admin", "outcome", "ab" * 32, "--attempts", "1", "--successes", "1", ok=False)
     assert missing.exit_code == 3 and f"no fix {'ab' * 32}" in missing.output
-    # `show` refuses a malformed prefix as bad input (4); `outcome` resolves it through
-    # cli.common.resolve_prefix, which still says "not found" (3)
-    for command, code in ((("outcome", "--attempts", "1", "--successes", "1"), 3), (("show",), 4)):
-        long = d.run("admin", command[0], genesis + "00", *command[1:], ok=False)
-        assert long.exit_code == code and "4 to 64 characters" in long.output, long.output
+    # a malformed prefix is bad input (4) for `show` and for every command that
+    # resolves one (cli.common.resolve_prefix), too long or not hex alike
+    for command in (("outcome", "--attempts", "1", "--successes", "1"), ("show",)):
+        for bad in (genesis + "00", "zzzz"):
+            long = d.run("admin", command[0], bad, *command[1:], ok=False)
+            assert long.exit_code == 4 and "4 to 64 characters" in long.output, long.output
     assert d.json("admin", "status") == before
 
     pattern = d.json("admin", "report", "--service", "payments", "--operation", "charge")["pattern"]

@@ -201,12 +201,25 @@ def parse_hex(value: str, what: str, size: int = 32) -> bytes:
     return raw
 
 
+HEX_DIGITS = frozenset("0123456789abcdef")
+
+
+def id_prefix(value: str) -> str:
+    """``value`` lowercased, if it is 4 to 64 hex digits; else bad input (exit 4)."""
+    prefix = value.lower()
+    if not (4 <= len(prefix) <= 64 and all(c in HEX_DIGITS for c in prefix)):
+        raise ConfigError(f"{value!r} is not a hex id prefix of 4 to 64 characters")
+    return prefix
+
+
 def resolve_prefix(ctx: Ctx, value: str, kind: str) -> bytes:
     """The id of the fix/pattern/goal/member named by ``value``: a full hex id or a
-    unique prefix. Either way it must exist here and be of that kind."""
+    unique prefix (malformed: exit 4). Either way it must exist here and be of
+    that kind (else exit 3)."""
+    prefix = id_prefix(value)
     with ctx.reader() as r:
         try:
-            found = r.show(value.lower())
+            found = r.show(prefix)
         except NotFound:
             if len(value) == 64:
                 raise NotFound(f"no {kind} {value} here") from None

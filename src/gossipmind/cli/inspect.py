@@ -7,8 +7,8 @@ import datetime as dt
 import click
 
 from gossipmind.cli.common import Ctx, errors, json_option, pass_ctx
+from gossipmind.cli.common import id_prefix as checked_prefix
 from gossipmind.cli.output import console, esc, jsonable, print_json, short, table
-from gossipmind.core.errors import ConfigError
 from gossipmind.core.ops import KINDS
 from gossipmind.core.snapshot import FIX_STATUSES
 
@@ -151,9 +151,7 @@ def show(ctx: Ctx, id_prefix: str, as_json: bool) -> None:
     Exit 3 if nothing (or more than one thing) has that prefix; 4 if ID_PREFIX is
     not 4 to 64 hex characters.
     """
-    prefix = id_prefix.lower()
-    if not (4 <= len(prefix) <= 64 and all(c in HEX for c in prefix)):
-        raise ConfigError(f"{id_prefix!r} is not a hex id prefix of 4 to 64 characters")
+    prefix = checked_prefix(id_prefix)
     with ctx.reader() as r:
         doc = r.show(prefix)
     if as_json:
