@@ -12,8 +12,6 @@ from gossipmind.cli.output import console, esc, jsonable, print_json, short, tab
 from gossipmind.core.ops import KINDS
 from gossipmind.core.snapshot import FIX_STATUSES
 
-HEX = frozenset("0123456789abcdef")
-
 
 def _when(ts_ms: object) -> str:
     """An op's signed timestamp (ms, UTC) as a date; ``?`` for one no date can show
