@@ -12,14 +12,16 @@ import trio
 import trio.testing
 
 from gossipmind.bench.catchup import build_history
-from gossipmind.core.errors import InvalidOp, StoreError
+from gossipmind.core.errors import EncodingError, GossipmindError, InvalidOp, StoreError
 from gossipmind.core.ops import Op
 from gossipmind.net.fake import FakeNetwork
 from gossipmind.node.config import NodeConfig
 from gossipmind.node.node import Node, open_node
 from gossipmind.node.writes import GroupCommit, Request
+from gossipmind.store.datadir import DataDir
 from gossipmind.store.sqlite import Store
 from gossipmind.testing import KB, sample_report
+from gossipmind.testnet.setup import prepare
 
 
 @pytest.fixture
@@ -278,3 +280,128 @@ async def test_a_node_commits_concurrent_writes_in_groups_and_gossips_them(tmp_p
             while not all(b.store.replica.known(op.id) for op in written):
                 await trio.sleep(0.01)
         assert b.store.replica.root() == a.store.replica.root()
+
+
+def _unencodable(template: str) -> dict[str, object]:
+    body = sample_report(template=template)
+    body["count"] = 1.5  # floats are not canonical data: EncodingError at signing
+    return body
+
+
+async def test_an_unencodable_write_fails_alone_and_the_store_reopens(
+    kb: KB, store: Store, tmp_path: Path
+) -> None:
+    """An EncodingError (not an InvalidOp) used to fail the whole group after the
+    writes before it were applied in memory: the next write then depended on ops
+    never written, and the store could not be reopened."""
+    gate = trio.Event()
+    groups: list[list[Op]] = []
+
+    async def gated_after(ops: list[Op]) -> None:  # the first write holds the committer
+        groups.append(ops)
+        await gate.wait()
+
+    ident = kb.identity("agent")
+    group = GroupCommit(lambda reqs: store.create_ops(ident, reqs), gated_after)
+    bad: Request = ("pattern.report", _unencodable("bad <*>"), 5)  # type: ignore[assignment]
+    out: dict[str, Op | Exception] = {}
+
+    async def one(name: str, req: Request) -> None:
+        try:
+            out[name] = await group.submit(req)
+        except EncodingError as exc:
+            out[name] = exc
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(group.run)
+        nursery.start_soon(one, "first", report(0))
+        while not groups:
+            await trio.sleep(0)
+        async with trio.open_nursery() as writers:  # these four queue behind it
+            writers.start_soon(one, "a", report(1))
+            writers.start_soon(one, "b", report(2))
+            writers.start_soon(one, "bad", bad)
+            writers.start_soon(one, "c", report(3))
+            await trio.testing.wait_all_tasks_blocked()
+            gate.set()
+        out["after"] = await group.submit(report(4))
+        nursery.cancel_scope.cancel()
+    assert group.stats.largest == 4  # the four: one group
+    assert isinstance(out["bad"], EncodingError)
+    good = [out[k] for k in ("first", "a", "b", "c", "after")]
+    assert all(isinstance(op, Op) for op in good)
+    assert sorted(op.seq for op in good if isinstance(op, Op)) == [1, 2, 3, 4, 5]
+    assert store.broken is None
+    root = store.replica.root()
+    store.close()
+    with Store.open(tmp_path / "kb.sqlite3") as again:
+        assert again.replica.root() == root
+
+
+async def test_a_node_answers_an_unencodable_write_alone_among_concurrent_ones(
+    tmp_path: Path,
+) -> None:
+    spec = prepare(tmp_path, 1, 0)[0]
+    cfg = NodeConfig(data_dir=spec.dir, synchronous="NORMAL", learn=False)
+    out: dict[str, Op | Exception] = {}
+    async with open_node(cfg, fake=FakeNetwork(seed=4)) as node:
+
+        async def one(name: str, body: dict[str, object]) -> None:
+            try:
+                out[name] = await node.write("pattern.report", body)
+            except GossipmindError as exc:
+                out[name] = exc
+
+        async with trio.open_nursery() as writers:
+            for i in range(3):
+                writers.start_soon(one, f"good{i}", sample_report(template=f"good {i} <*>"))
+                await trio.sleep(0)
+            writers.start_soon(one, "bad", _unencodable("bad <*>"))
+            await trio.sleep(0)
+            for i in range(3, 6):
+                writers.start_soon(one, f"good{i}", sample_report(template=f"good {i} <*>"))
+                await trio.sleep(0)
+        out["after"] = await node.write("pattern.report", sample_report(template="after <*>"))
+        assert node.store.broken is None
+        root = node.store.replica.root()
+    assert isinstance(out["bad"], EncodingError)
+    good = [v for k, v in out.items() if k != "bad"]
+    assert len(good) == 7 and all(isinstance(op, Op) for op in good)
+    with Store.open(DataDir(spec.dir).store) as again:
+        assert again.replica.root() == root
+        assert all(again.raw(op.id) == op.raw for op in good if isinstance(op, Op))
+
+
+async def test_an_unexpected_commit_error_fails_its_group_not_the_committer(
+    kb: KB, store: Store
+) -> None:
+    ident = kb.identity("agent")
+    fail = [True]
+
+    def commit(reqs: Sequence[Request]) -> list[Op | GossipmindError]:
+        if fail[0]:
+            fail[0] = False
+            raise RuntimeError("a bug before anything was applied")
+        return store.create_ops(ident, reqs)
+
+    async def after(ops: list[Op]) -> None:
+        await trio.lowlevel.checkpoint()
+
+    group = GroupCommit(commit, after)
+    errors: list[StoreError] = []
+
+    async def one(i: int) -> None:
+        try:
+            await group.submit(report(i))
+        except StoreError as exc:
+            errors.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(group.run)
+        async with trio.open_nursery() as writers:
+            for i in range(3):
+                writers.start_soon(one, i)
+        op = await group.submit(report(9))  # the committer still runs
+        nursery.cancel_scope.cancel()
+    assert errors and all("RuntimeError" in str(e) for e in errors)
+    assert op.seq == 4 - len(errors)  # the failed writes took no seq

@@ -8,6 +8,7 @@ reporting fix transitions, and end a slow subscriber's channel cleanly.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -18,6 +19,7 @@ from gossipmind.core.policy import Policy
 from gossipmind.core.schema import fix_id
 from gossipmind.net.fake import FakeNetwork
 from gossipmind.node.config import NodeConfig
+from gossipmind.node.listeners import MAX_LISTENERS, Listeners, TooManyListeners
 from gossipmind.node.node import open_node
 from gossipmind.store.datadir import DataDir
 from gossipmind.store.sqlite import Store
@@ -79,3 +81,49 @@ async def test_a_burst_larger_than_every_buffer_drops_slow_listeners_not_the_nod
         op = await node.write("pattern.report", sample_report(template="after the flood <*>"))
         assert op.id in node.store.replica.meta
         assert node.fixes.best(sample_report()["pattern"]) is not None  # type: ignore[arg-type]
+
+
+async def test_listeners_whose_reader_is_gone_are_pruned_when_one_is_added(
+    tmp_path: Path,
+) -> None:
+    """Each GET /v1/events used to leave its channel behind until the next fix
+    transition: a client that came and went 2000 times left 2000 channels."""
+    spec = prepare(tmp_path, 1, 0)[0]
+    cfg = NodeConfig(data_dir=spec.dir, synchronous="NORMAL", learn=False)
+    async with open_node(cfg, fake=FakeNetwork(seed=2)) as node:
+        for _ in range(2 * MAX_LISTENERS):  # more than the cap: none is refused
+            node.fix_events().close()
+            node.subscribe().close()
+            node.fix_events()  # dropped unclosed: garbage, pruned as well
+            node.subscribe()
+        assert len(node._fix_listeners) <= 1 and len(node._listeners) <= 1
+        kept = node.subscribe(buffer=10)
+        op = await node.write("pattern.report", sample_report(template="pruned <*>"))
+        assert (await kept.receive()).id == op.id  # the live one still gets ops
+        assert len(node._listeners) == 1
+
+
+async def test_listeners_beyond_the_cap_are_refused_until_one_closes(tmp_path: Path) -> None:
+    spec = prepare(tmp_path, 1, 0)[0]
+    cfg = NodeConfig(data_dir=spec.dir, synchronous="NORMAL", learn=False)
+    async with open_node(cfg, fake=FakeNetwork(seed=3)) as node:
+        for listen in (node.fix_events, node.subscribe):
+            held: list[trio.MemoryReceiveChannel[Any]] = [listen(1) for _ in range(MAX_LISTENERS)]
+            with pytest.raises(TooManyListeners, match="close one"):
+                listen(1)
+            held.pop().close()
+            held.append(listen(1))  # a slot came free
+            for chan in held:
+                chan.close()
+
+
+def test_a_listener_set_delivers_to_live_readers_and_drops_slow_and_gone_ones() -> None:
+    listeners = Listeners[int]("test listener", limit=3)
+    live, slow, gone = listeners.add(10), listeners.add(1), listeners.add(10)
+    gone.close()
+    listeners.send([1, 2])
+    assert len(listeners) == 1
+    assert [live.receive_nowait(), live.receive_nowait()] == [1, 2]
+    assert slow.receive_nowait() == 1
+    with pytest.raises(trio.EndOfChannel):  # dropped when it fell behind: its channel ends
+        slow.receive_nowait()

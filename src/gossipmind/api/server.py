@@ -51,6 +51,7 @@ from gossipmind.core.ops import KINDS, MAX_OP_SIZE
 from gossipmind.core.schema import check_body
 from gossipmind.core.snapshot import FIX_STATUSES, pattern_row
 from gossipmind.learn.patterns import Failure
+from gossipmind.node.listeners import TooManyListeners
 from gossipmind.node.node import Node
 from gossipmind.store.datadir import write_atomic
 
@@ -252,15 +253,25 @@ class Api:
         return JSONResponse(jsonable(rows[: _limit(request)]))
 
     async def events(self, request: Request) -> Response:
-        """Server-sent events: every accepted fix now, then each status transition."""
-        transitions = self.node.fix_events()
-        snapshot = self.node.fixes.rows(status="accepted")
+        """Server-sent events: every accepted fix now, then each status transition.
+
+        The listener is closed when the stream ends, however it ends (the node
+        prunes closed ones); 503 when the node serves its most listeners."""
+        try:
+            transitions = self.node.fix_events()
+        except TooManyListeners as exc:
+            return error(503, str(exc))
+        try:
+            snapshot = self.node.fixes.rows(status="accepted")
+        except BaseException:
+            transitions.close()
+            raise
 
         async def stream() -> AsyncIterator[str]:
-            for row in snapshot:
-                yield sse("fix", self.summary(row))
-            yield sse("ready", {"accepted": len(snapshot)})
-            with transitions:
+            with transitions:  # closed on disconnect (the generator is closed) or error
+                for row in snapshot:
+                    yield sse("fix", self.summary(row))
+                yield sse("ready", {"accepted": len(snapshot)})
                 while True:
                     try:
                         with trio.fail_after(15):

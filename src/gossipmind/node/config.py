@@ -64,7 +64,26 @@ def check(cfg: NodeConfig, where: str = "node setting") -> NodeConfig:
         raise ConfigError(
             f"{where}: min_peers ({cfg.min_peers}) exceeds max_peers ({cfg.max_peers})"
         )
+    for addr in cfg.announce:
+        if (why := tcp_address_problem(addr)) is not None:
+            raise ConfigError(f"{where}: announce: {why}")
     return cfg
+
+
+def tcp_address_problem(addr: str) -> str | None:
+    """Why ``addr`` is not a /ip4|ip6/<host>/tcp/<port> address; None if it is one
+    (the check ``listen`` gets at start, so a bad ``announce`` is a ConfigError too,
+    not a failure of the transport once the node is starting)."""
+    from multiaddr import Multiaddr
+    from multiaddr.exceptions import Error as MultiaddrError
+
+    try:
+        maddr = Multiaddr(addr)
+    except (ValueError, MultiaddrError) as exc:
+        return str(exc)  # names the address
+    if [p.name for p in maddr.protocols()] not in (["ip4", "tcp"], ["ip6", "tcp"]):
+        return f"{addr!r} must have the form /ip4|ip6/<host>/tcp/<port>"
+    return None
 
 
 _TYPES: dict[str, type | tuple[type, ...]] = {

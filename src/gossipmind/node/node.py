@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from gossipmind.core.errors import InvalidOp, NetworkError, StoreError
+from gossipmind.core.errors import GossipmindError, InvalidOp, NetworkError, StoreError
 from gossipmind.core.identity import Identity
 from gossipmind.core.ops import Op
 from gossipmind.core.replica import IngestResult
@@ -30,6 +30,7 @@ from gossipmind.node.config import NodeConfig
 from gossipmind.node.fixes import FixIndex, Transition
 from gossipmind.node.groups import unwrapped
 from gossipmind.node.learner import Learner
+from gossipmind.node.listeners import Listeners
 from gossipmind.node.opening import open_store
 from gossipmind.node.pacer import Pacer
 from gossipmind.node.reporter import Reporter
@@ -105,7 +106,7 @@ class Node:
         self.link_faults: tuple[float, float] | None = None  # (drop probability, max delay s)
         self._nursery = nursery
         self._changed = trio.Event()
-        self._listeners: list[trio.MemorySendChannel[Op]] = []
+        self._listeners = Listeners[Op]("op listener")
         self._rng = random.Random()
         self.reporter = Reporter(self._write_report, now_ms, window_ms=config.report_window_ms)
         self.learner = Learner(
@@ -113,7 +114,7 @@ class Node:
         )
         self.fixes = FixIndex(store.replica)
         self.verifier = Verifier(store.replica, identity.public, self.write)
-        self._fix_listeners: list[trio.MemorySendChannel[Transition]] = []
+        self._fix_listeners = Listeners[Transition]("fix-event listener")
         self._fixes_dirty = trio.Event()
         self._gate_done = False  # the first write's wait for a sync is over
         self._stopping = False  # a store write failed: the node is stopping
@@ -152,7 +153,7 @@ class Node:
     def _past_gate(self) -> bool:
         return self._gate_done or self.synced.is_set() or not self._has_peers_to_ask()
 
-    def _commit_writes(self, requests: Sequence[Request]) -> list[Op | InvalidOp]:
+    def _commit_writes(self, requests: Sequence[Request]) -> list[Op | GossipmindError]:
         """Author and persist a group of concurrent writes (see node/writes.py)."""
         self._check_own_seq()
         try:
@@ -243,18 +244,7 @@ class Node:
         self.fixes.note(ops)
         if self.fixes.dirty:
             self._fixes_dirty.set()
-        for chan in list(self._listeners):
-            for op in ops:
-                try:
-                    chan.send_nowait(op)
-                except trio.WouldBlock:
-                    log.warning("an op listener is too slow; dropping it")
-                    self._listeners.remove(chan)
-                    chan.close()
-                    break
-                except trio.BrokenResourceError:
-                    self._listeners.remove(chan)
-                    break
+        self._listeners.send(ops)
 
     # -- the agent's side -------------------------------------------------------
 
@@ -272,36 +262,29 @@ class Node:
         self.reporter.outcome(fix, attempts, successes)
 
     def fix_events(self, buffer: int = 1000) -> trio.MemoryReceiveChannel[Transition]:
-        """A channel of fix status transitions (accepted, revoked, …) from now on."""
-        send, recv = trio.open_memory_channel[Transition](buffer)
-        self._fix_listeners.append(send)
-        return recv
+        """A channel of fix status transitions (accepted, revoked, …) from now on;
+        close it when done. Raises TooManyListeners when MAX_LISTENERS are open."""
+        return self._fix_listeners.add(buffer)
 
     async def _track_fixes(self) -> None:
         """Report fix status transitions (log, :meth:`fix_events`) as ops apply."""
         while True:
             await self._fixes_dirty.wait()
             self._fixes_dirty = trio.Event()
-            for t in self.fixes.drain():
+            transitions = self.fixes.drain()
+            for t in transitions:
                 log.info("fix %s: %s -> %s", t.fix.hex()[:12], t.old, t.new)
-                for chan in list(self._fix_listeners):
-                    try:
-                        chan.send_nowait(t)
-                    except (trio.WouldBlock, trio.BrokenResourceError):
-                        log.warning("a fix-event listener is too slow or gone; dropping it")
-                        self._fix_listeners.remove(chan)
-                        chan.close()
+            self._fix_listeners.send(transitions)
 
     def subscribe(self, buffer: int = 10_000) -> trio.MemoryReceiveChannel[Op]:
         """A channel of every op applied from now on (writes, gossip and sync).
 
         A subscriber that falls ``buffer`` ops behind is dropped: its channel
         ends (``EndOfChannel``) rather than the node blocking or buffering
-        without bound.
+        without bound. Close it when done; raises TooManyListeners when
+        MAX_LISTENERS are open.
         """
-        send, recv = trio.open_memory_channel[Op](buffer)
-        self._listeners.append(send)
-        return recv
+        return self._listeners.add(buffer)
 
     async def wait_changed(self) -> None:
         await self._changed.wait()

@@ -10,14 +10,16 @@ grew by ~8 ms), so only writes in a burst pay it: a write that comes more than
 :data:`BURST_S` after the previous one, with nobody writing, is committed at once
 in its caller's task. No write ever waits for a timer.
 
-Each request succeeds or fails alone: an invalid op is refused (changing
-nothing) without failing the others of its group. A caller cancelled before its
+Each request succeeds or fails alone: an invalid op, or a body that cannot be
+encoded, is refused (changing nothing) without failing the others of its group.
+Only a failure of the store itself fails a whole group. A caller cancelled before its
 request was taken loses nothing and writes nothing; one cancelled after may
 still have its op applied, like a client that gave up on an answer in flight.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ from gossipmind.core.ops import Op
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
+log = logging.getLogger("gossipmind.node")
 MAX_GROUP = 256  # ops per transaction
 BURST_S = 0.002  # a write this soon after the previous one waits to join a group
 Request = tuple[str, dict[str, Any], int]  # kind, body, ts
@@ -135,6 +138,11 @@ class GroupCommit:
                 results = list(self._commit([s.request for s in group]))
             except GossipmindError as exc:  # the store failed: nothing of the group is durable
                 results = [_copy(exc) for _ in group]
+            except Exception as exc:  # a bug, before anything was applied (else the
+                # store raised StoreError and is broken): fail the group, keep the node
+                log.exception("a group of %d writes failed", len(group))
+                why = f"the write failed ({type(exc).__name__}: {exc}): nothing was written"
+                results = [_copy(StoreError(why)) for _ in group]
             ops = [r for r in results if isinstance(r, Op)]
             for slot, result in zip(group, results, strict=True):
                 if slot.durable is not None and isinstance(result, Op):

@@ -18,11 +18,11 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from gossipmind.core import encoding, snapshot
 from gossipmind.core import ops as opsmod
-from gossipmind.core.errors import InvalidOp, StoreError
+from gossipmind.core.errors import GossipmindError, InvalidOp, StoreError
 from gossipmind.core.identity import Identity
 from gossipmind.core.ops import Op
 from gossipmind.core.replica import FOLD_VERSION, IngestResult, Replica
@@ -275,33 +275,50 @@ class Store:
         return result
 
     def create_op(self, identity: Identity, kind: str, body: dict[str, Any], ts: int) -> Op:
-        """Author, apply and persist one op; raise InvalidOp (changing nothing) if invalid."""
+        """Author, apply and persist one op; raise the error (changing nothing) if refused."""
         (out,) = self.create_ops(identity, [(kind, body, ts)])
-        if isinstance(out, InvalidOp):
+        if isinstance(out, GossipmindError):
             raise out
         return out
 
     def create_ops(
         self, identity: Identity, requests: Sequence[tuple[str, dict[str, Any], int]]
-    ) -> list[Op | InvalidOp]:
+    ) -> list[Op | GossipmindError]:
         """Author and apply ops in order, then persist them in one transaction (a
         group commit: one commit, not one per op).
 
-        Each ``(kind, body, ts)`` gives its Op, or the InvalidOp that refused it —
-        an invalid request changes nothing and does not affect the others. When
-        this returns, every Op in the result is durable.
+        Each ``(kind, body, ts)`` gives its Op, or the error that refused it (an
+        InvalidOp, or e.g. an EncodingError for a body that cannot be encoded) —
+        a refused request changes nothing and does not affect the others. When
+        this returns, every Op in the result is durable. Anything else that
+        escapes once the replica has changed marks the store broken (the replica
+        would hold ops the file does not) and raises StoreError.
         """
         self._check_usable()
-        out: list[Op | InvalidOp] = []
+        out: list[Op | GossipmindError] = []
+        meta = self.replica.meta
+        start = len(meta)
         for kind, body, ts in requests:
+            before = len(meta)
             try:
                 out.append(self.replica.create(identity, kind, body, ts))
-            except InvalidOp as exc:
-                out.append(exc)
+            except GossipmindError as exc:
+                if len(meta) != before:  # applied, then failed: memory is not trustworthy
+                    self._fail_group(exc)
+                out.append(exc)  # refused before anything was applied: this request alone
+            except Exception as exc:
+                if len(meta) == start:  # nothing applied: nothing diverged
+                    raise
+                self._fail_group(exc)
         applied = [op for op in out if isinstance(op, Op)]
         if applied:
             self._persist(IngestResult(applied=applied))
         return out
+
+    def _fail_group(self, exc: BaseException) -> NoReturn:
+        """A write failed after ops were applied in memory: the store is unusable."""
+        self._broken = f"{type(exc).__name__}: {exc}"
+        raise StoreError(f"write to {self.path} failed: {self._broken}") from exc
 
     @property
     def broken(self) -> str | None:
