@@ -9,6 +9,7 @@ a timeout or more was penalized as `held`."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from gossipmind.node.config import NodeConfig
 from gossipmind.node.node import open_node
 from gossipmind.node.syncer import Outcome, SyncCounters, SyncGuard, drive
 from gossipmind.sync import messages
-from gossipmind.sync.messages import Hello, Ops, Sent
+from gossipmind.sync.messages import Bye, Hello, Ops, Sent
 from gossipmind.sync.session import Session
 from gossipmind.testing import KB
 from gossipmind.testing.memory import MemoryKB
@@ -68,13 +69,18 @@ def test_idle_time_leaks_one_timeout_per_sixteen() -> None:
     assert g.strikes("p", 1200 * TIMEOUT) == 0
 
 
-def test_completed_and_declined_sessions_neither_clear_nor_add_idle_time() -> None:
+def test_completed_and_declined_sessions_add_their_idle_time_too() -> None:
+    """A peer that ends each session with a bye (completed, or declined before
+    its hello) instead of hanging up held the slot as much: their idle time adds
+    up as well. Honest sessions idle a few round trips, which the leak absorbs."""
     g = guard()
     assert g.record("p", Outcome("eof", 20.0), 0) == 0
-    assert g.record("p", Outcome("", 25.0), 1) == 0  # completed: no evidence of holding
-    assert g.record("p", Outcome("declined", 25.0), 2) == 0  # busy: none either way
-    assert g.idle("p", 2) == pytest.approx(20 - 2 / 16)  # only the leak
-    assert g.record("p", Outcome("eof", 11.0), 3) == 30  # 20 + 11 (less the leak): held
+    assert g.record("p", Outcome("", 5.0), 1) == 0  # completed: its idle time counts
+    assert g.idle("p", 1) == pytest.approx(25 - 1 / 16)
+    assert g.record("p", Outcome("declined", 6.0), 2) == 30  # 31 (less the leak): held
+    assert g.strikes("p", 2) == 1 and not g.allowed("p", 3)
+    assert g.record("q", Outcome("", 0.05), 0) == 0  # an honest session: no record
+    assert g.idle("q", 16) == 0
 
 
 def test_a_lost_link_without_idle_time_is_not_penalized() -> None:
@@ -295,9 +301,12 @@ async def test_a_peer_that_stops_reading_and_resets_is_held(
 # -- a node under the attack ------------------------------------------------------
 
 
-async def slot_hold(root: Path) -> dict[str, object]:
+async def slot_hold(root: Path, ending: str = "close") -> dict[str, object]:
     """A victim node (timeout 2 s) and an honest node; a third peer opens a session
-    to the victim, says hello, hangs up after 1.9 s and starts over, for 60 s."""
+    to the victim, says hello (unless ``ending`` is ``bye-first``), waits 1.9 s,
+    ends it (``close``: hangs up; ``bye``: a bye after its hello, so the session
+    completes; ``bye-first``: a bye instead of a hello, so it is declined) and
+    starts over, for 60 s."""
     run = 60.0
     net = FakeNetwork(seed=3)
     specs = prepare(root, 2, 0)
@@ -315,8 +324,13 @@ async def slot_hold(root: Path) -> dict[str, object]:
                 hello = Hello(victim.net, {}, [], b"\1" * 32, 0, [])
                 while True:
                     stream = await hog.open_stream(victim.transport.peer_id, SYNC_PROTOCOL)
-                    await stream.send(messages.encode(hello))
+                    if ending != "bye-first":
+                        await stream.send(messages.encode(hello))
                     await trio.sleep(1.9)
+                    if ending != "close":
+                        reason = "busy" if ending == "bye-first" else "satisfied"
+                        with contextlib.suppress(Exception):
+                            await stream.send(messages.encode(Bye(reason)))
                     await stream.close()
                     await trio.sleep(0.001)
 
@@ -340,12 +354,14 @@ async def slot_hold(root: Path) -> dict[str, object]:
         }
 
 
+@pytest.mark.parametrize("ending", ["close", "bye", "bye-first"])
 async def test_a_peer_cannot_hold_the_slot_with_hang_ups_under_a_timeout(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, ending: str
 ) -> None:
     """It held the victim's slot 100% of the time, unpenalized; honest sessions
-    to the victim were refused `busy` 30-40 times in 60 s."""
-    r = await slot_hold(tmp_path)
+    to the victim were refused `busy` 30-40 times in 60 s. Ending each session
+    with a bye (completed, or declined) instead of hanging up did as much."""
+    r = await slot_hold(tmp_path, ending)
     print(f"\n{r}")
     assert r["strikes"] >= 3 and r["refused_later"] > 0  # type: ignore[operator]
     assert r["busy"] < 0.35  # type: ignore[operator]

@@ -24,9 +24,6 @@ log = logging.getLogger("gossipmind.node.sync")
 # Rejection codes of ops that no honest replica ever holds or serves.
 FORGED = frozenset({"encoding", "signature", "wrong_network", "oversized"})
 PENALIZED = frozenset({"timeout", "deadline", "held", "protocol", "frame_too_large", "truncated"})
-# A session the peer closed or reset, or whose link broke: ordinary, unless the
-# peer left the slot idle in it (see Outcome and SyncGuard).
-LINK_LOST = frozenset({"eof", "network"})
 # What a declined session is counted under (counters.declined_by_reason): the
 # reasons our nodes refuse with before hello ("bye": an empty reason); any other
 # reason a peer sends counts as "other". The keys are a fixed set: counted by the
@@ -92,10 +89,12 @@ class SyncGuard:
     idle time (:class:`Outcome`), not by how long they lasted: links drop, and a
     session that kept making progress is never penalized for it. But a peer that
     opens a session, sends nothing useful for just under a timeout and hangs up,
-    again and again, holds the slot nearly all the time. So the idle time of such
-    sessions adds up per peer, leaking ``base`` seconds each ``cap`` seconds (a
-    leaky bucket: one timeout of idle slot time in any 16 timeouts); when it
-    reaches ``base`` it is a ``held`` offence, as if it were one session. At most
+    again and again, holds the slot nearly all the time (and so does one that
+    ends each with a ``bye`` instead: completed, or declined). So the idle time
+    of every session that is not penalized anyway adds up per peer, leaking
+    ``base`` seconds each ``cap`` seconds (a leaky bucket: one timeout of idle
+    slot time in any 16 timeouts); when it reaches ``base`` it is a ``held``
+    offence, as if it were one session. At most
     ``max_peers`` peers' idle time is kept, the emptiest dropped first.
     """
 
@@ -140,7 +139,9 @@ class SyncGuard:
     def record(self, peer: str, reason: str, now: float) -> float:
         """Note how a session with ``peer`` ended (``""``: completed); the wait imposed."""
         idle = reason.idle if isinstance(reason, Outcome) else 0.0
-        if reason in LINK_LOST and idle > 0 and self._held(peer, idle, now):
+        # every session that is not penalized anyway adds its idle time: a peer
+        # can end one with a bye (completed, or declined) as well as hang up
+        if reason not in PENALIZED and idle > 0 and self._held(peer, idle, now):
             log.info("sync peer %s left the session slot idle for a timeout: held", peer)
             reason = "held"
         strikes = self.strikes(peer, now)
