@@ -27,10 +27,16 @@ def damaged(text: str) -> dict[str, bytes]:
         "truncated": text.encode()[: len(text) // 2],
         "not utf-8": b"\xff\xfe\x00garbage",
         "wrong op": json.dumps({**json.loads(text), "op": "00"}).encode(),
+        "deep": b"[" * 100_000,  # json.loads raised RecursionError: the node crashed
+        "deep network": b'{"network": ' + b"[" * 100_000,
+        "huge": b" " * (datadir.MAX_GENESIS_FILE + 1),
     }
 
 
-@pytest.mark.parametrize("damage", ["empty", "truncated", "not utf-8", "wrong op", "missing"])
+DAMAGES = ["empty", "truncated", "not utf-8", "wrong op", "deep", "deep network", "huge"]
+
+
+@pytest.mark.parametrize("damage", [*DAMAGES, "missing"])
 async def test_a_damaged_genesis_json_is_a_warning_and_is_written_again(
     tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
 ) -> None:

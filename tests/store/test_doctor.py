@@ -343,7 +343,7 @@ def test_many_problems_are_counted_but_not_all_listed(damaged: tuple[Sample, Dat
     assert diag.error_count == diag.stats["ops"] - 1 == diag.to_doc()["problems"]["op.columns"]
 
 
-@pytest.mark.parametrize("content", ["", '{"network": "ab', "\x00\x01 not json"])
+@pytest.mark.parametrize("content", ["", '{"network": "ab', "\x00\x01 not json", "[" * 100_000])
 def test_a_damaged_genesis_file_is_a_warning_the_node_repairs(
     damaged: tuple[Sample, DataDir], content: str
 ) -> None:

@@ -129,6 +129,7 @@ class Replica:
         self.equivocations: dict[tuple[bytes, int], list[bytes]] = {}
         self.members_dirty = True  # set when membership or equivocations change
         self._deferred: bool | None = None  # in a batch(): whether a recompute is due
+        self.recomputes = 0  # whole-set recomputations so far (revokes, equivocators)
         self._commit(genesis, self._intern(0))
 
     # -- ingest ---------------------------------------------------------------
@@ -343,6 +344,7 @@ class Replica:
             self._deferred = True
 
     def _recompute(self) -> None:
+        self.recomputes += 1  # any op's effectiveness may have changed (node/fixes.py)
         self.membership.recompute(self.msets, self.net)
         for oid in self.membership.grants.keys() | self.membership.revokes.keys():
             m = self.meta[oid]

@@ -32,6 +32,7 @@ class FixIndex:
         self.status: dict[bytes, str] = {}
         self._dirty: set[bytes] = set()  # fixes whose status may have changed
         self._all_dirty = False
+        self._recomputes = replica.recomputes  # as of the last note()
         for fid in replica.fold.fixes:
             row = self.row(fid)
             if row is not None:
@@ -77,8 +78,14 @@ class FixIndex:
         """Remember which fixes ``ops`` may have changed; :meth:`drain` reports them.
 
         Cheap and bounded (a set of fix ids, at most every fix in the replica), so
-        it runs inline as ops apply; no burst of ops can overflow it.
+        it runs inline as ops apply; no burst of ops can overflow it. A
+        whole-set recomputation since the last call (a revoke, or an op of any
+        kind that made its author an equivocator) may have changed any fix.
         """
+        if self.replica.recomputes != self._recomputes:
+            self._recomputes = self.replica.recomputes
+            self._all_dirty = True
+            self._dirty.clear()
         if self._all_dirty:
             return
         for op in ops:

@@ -6,6 +6,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gossipmind.core import ops as opsmod
 from gossipmind.core.errors import ConfigError, InvalidOp
@@ -51,12 +52,28 @@ class DataDir:
             raise ConfigError(f"cannot create data dir {self.root}: {exc.strerror}") from exc
 
 
+MAX_GENESIS_FILE = 1024 * 1024  # a genesis op is at most 64 KiB: 128 KiB of hex
+
+
+def _genesis_json(path: Path) -> Any:
+    """The JSON in a genesis file; ValueError for one too large or too deep to
+    read (a damaged or hostile file must not crash what reads it)."""
+    with path.open("rb") as f:
+        data = f.read(MAX_GENESIS_FILE + 1)
+    if len(data) > MAX_GENESIS_FILE:
+        raise ValueError(f"larger than {MAX_GENESIS_FILE} bytes")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def named_network(path: Path) -> str | None:
     """The network id (hex) a genesis file names in its ``network`` field, read
     even from a file too damaged to load; None if it names none."""
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
+        doc = _genesis_json(path)
+    except (OSError, ValueError):  # UnicodeDecodeError and JSONDecodeError included
         return None
     network = doc.get("network") if isinstance(doc, dict) else None
     return network if isinstance(network, str) else None
@@ -102,10 +119,10 @@ def dump_genesis(op: Op) -> str:
 def load_genesis(path: Path) -> Op:
     """Read and fully check a genesis file; raise ConfigError with the reason."""
     try:
-        doc = json.loads(path.read_text())
+        doc = _genesis_json(path)
     except FileNotFoundError as exc:
         raise ConfigError(f"no genesis file at {path}") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError included
         raise ConfigError(f"{path} is not a genesis file: {exc}") from exc
     if not isinstance(doc, dict) or doc.get("gossipmind_genesis") != 1:
         raise ConfigError(f"{path} is not a gossipmind genesis file")

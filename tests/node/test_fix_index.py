@@ -1,0 +1,49 @@
+"""FixIndex: which fixes' status changes are reported (fix_events, the log)."""
+
+from __future__ import annotations
+
+from gossipmind.core.ops import Op
+from gossipmind.core.replica import Replica
+from gossipmind.node.fixes import FixIndex
+from gossipmind.testing import KB, sample_recipe, sample_report
+
+
+def accepted_fix(kb: KB) -> tuple[Replica, bytes]:
+    kb.grant("admin", "agent", "member")
+    kb.grant("admin", "v1", "verifier", tier=1, scopes=("search",))
+    for name in ("agent", "v1"):
+        kb.sync("admin", name)
+    pattern = sample_report(service="search")["pattern"]
+    fix = kb.propose("agent", pattern, sample_recipe("search"), "low")
+    kb.sync("agent", "v1")
+    kb.write("v1", "fix.attest", kb.attest_body(fix, "search"))
+    r = Replica(kb.genesis)
+    for op in kb.ops[1:]:
+        r.ingest(op)
+    return r, fix
+
+
+def test_an_equivocation_by_a_verifier_reports_its_fix_falling_back() -> None:
+    """v1 signs two reports with one seq: it is an equivocator, all its ops are
+    void, its accept with them: the fix goes back to `proposed`. No fix or
+    membership op says so; the index used to miss it."""
+    kb = KB()
+    r, fix = accepted_fix(kb)
+    index = FixIndex(r)
+    assert index.status[fix] == "accepted"
+    forks: list[Op] = [kb.forge("v1", "pattern.report", sample_report(count=n)) for n in (1, 2)]
+    assert forks[0].seq == forks[1].seq
+    applied = [op for fork in forks for op in r.ingest(fork).applied]
+    assert len(applied) == 2 and r.membership.equivocators
+    index.note(applied)
+    assert index.dirty
+    assert [(t.fix, t.old, t.new) for t in index.drain()] == [(fix, "accepted", "proposed")]
+
+
+def test_a_report_changes_no_fix_and_is_not_looked_at_again() -> None:
+    kb = KB()
+    r, _ = accepted_fix(kb)
+    index = FixIndex(r)
+    report = kb.write("agent", "pattern.report", sample_report(count=3))
+    index.note(r.ingest(report).applied)
+    assert not index.dirty and index.drain() == []
