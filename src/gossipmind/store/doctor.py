@@ -132,8 +132,7 @@ def diagnose(data_dir: DataDir | Path, *, signatures: bool = True) -> Diagnosis:
         try:
             genesis = load_genesis(d.genesis)
         except ConfigError as exc:
-            named = named_network(d.genesis)
-            if named is not None and named != net.hex():  # the node refuses to start
+            if named_network(d.genesis) not in (None, net.hex()):  # the node refuses to start
                 diag.error("genesis.file", f"{d.genesis} is for another network ({exc})")
             else:  # the node writes it again from the store at its next start
                 diag.add(WARNING, "genesis.file", f"{exc}; a node rewrites it from the store")
