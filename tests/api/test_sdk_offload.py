@@ -304,3 +304,42 @@ def test_the_sdks_threads_are_a_bounded_few_daemons_started_as_needed() -> None:
         gate.set()
         workers.close(BOUND)
     assert not any(t.is_alive() for t in threads)
+
+
+def test_a_process_forked_mid_drain_neither_hangs_nor_sends_the_parents_reports(
+    node: tuple[type[Node], str],
+) -> None:
+    """A fork while an SDK thread drains (multiprocessing's default start method,
+    gunicorn preload...): the child inherited the held drain lock, so its flush()
+    and close() hung forever. Now the child starts with fresh locks and an empty
+    queue (the queued reports are the parent's to send: once)."""
+    import os
+    import signal
+
+    handler, url = node
+    handler.up.set()
+    client = Client(url=url, token="t" * 20, stream=False, timeout=5)
+    for i in range(5):
+        client.outbox.put("/v1/failures", {"service": f"s{i}"})
+    flusher = threading.Thread(target=client.flush, daemon=True)
+    flusher.start()
+    deadline = threading.Event()
+    while not client.outbox._draining.locked() and not deadline.wait(0.001):
+        pass  # until the SDK thread holds the drain lock (the moment of the fork)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what flush() did, then leave at once
+        try:
+            signal.alarm(10)
+            sent = client.flush()
+            os.write(write, json.dumps([sent, len(client.outbox.items)]).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        child = f.read()
+    _, status = os.waitpid(pid, 0)
+    flusher.join(BOUND)
+    assert os.WIFEXITED(status), "the child's flush() hung (killed by its alarm)"
+    assert json.loads(child) == [0, 0]
+    assert sorted(s for _, s in handler.received) == [f"s{i}" for i in range(5)]

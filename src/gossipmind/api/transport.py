@@ -9,6 +9,7 @@ import os
 import socket
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -64,6 +65,18 @@ def _api_file(text: str) -> tuple[str, int, int | None]:
     return url, pid, started
 
 
+_FORK_SAFE: weakref.WeakSet[Http | Outbox] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for obj in list(_FORK_SAFE):
+        obj._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Http:
     def __init__(self, url: str, token: str, timeout: float) -> None:
         parts = urlsplit(url)
@@ -77,6 +90,13 @@ class Http:
         self._stream: http.client.HTTPConnection | None = None
         self._lock = threading.Lock()
         self._closed = False
+        _FORK_SAFE.add(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: the parent's connections are not ours to share, and a
+        lock a parent thread held would never be released."""
+        self._lock = threading.Lock()
+        self._idle, self._stream = [], None
 
     def close(self) -> None:
         """Close every connection, including a live event stream (which then ends)."""
@@ -174,6 +194,15 @@ class Outbox:
         self.dropped = 0
         self._lock = threading.Lock()
         self._draining = threading.Lock()  # one drainer at a time: nothing is sent twice
+        _FORK_SAFE.add(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child no thread drains: a lock held in the parent at the fork
+        would never be released (flush() would hang). The queued requests are the
+        parent's to send: the child's copy is dropped, or both would send them."""
+        self._lock = threading.Lock()
+        self._draining = threading.Lock()
+        self.items.clear()
 
     def put(self, path: str, body: dict[str, Any]) -> None:
         with self._lock:

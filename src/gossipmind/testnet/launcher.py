@@ -430,11 +430,12 @@ class Testnet:
                 dirs = [Path(st.node(x).dir) for x in proc.nodes]
                 out, err = logs / f"{proc.id}.out", logs / f"{proc.id}.err"
                 cmd = procs.node_command(dirs, st.status_every, st.log_level)
-                pid, offset = procs.spawn(cmd, out, err)
-                proc.pid, proc.offset, proc.ended = pid, offset, None
-                proc.starttime = procs.starttime(pid)
-                proc.stdout, proc.stderr, proc.started_at = str(out), str(err), started_at
-                spawned.append(pid_key)
+                with procs.signals_held():  # spawned and recorded, or neither
+                    pid, offset = procs.spawn(cmd, out, err)
+                    proc.pid, proc.offset, proc.ended = pid, offset, None
+                    proc.starttime = procs.starttime(pid)
+                    proc.stdout, proc.stderr, proc.started_at = str(out), str(err), started_at
+                    spawned.append(pid_key)
             save_state(self.run_dir, st)
             limit = timeout if timeout is not None else _startup_timeout(len(proc_ids))
             deadline = time.monotonic() + limit

@@ -44,6 +44,22 @@ def node_command(
     return cmd
 
 
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGINT, SIGTERM and SIGHUP until the block ends (then they arrive): so
+    that a process is spawned *and* recorded, or neither, whenever a signal comes.
+    A signal raised between the two would leave a process nobody knows of."""
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - not POSIX
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def spawn(cmd: list[str], stdout: Path, stderr: Path) -> tuple[int, int]:
     """Start ``cmd`` in a session of its own, appending to the log files.
 
@@ -65,9 +81,14 @@ def spawn(cmd: list[str], stdout: Path, stderr: Path) -> tuple[int, int]:
         ]
         try:
             # its own session: Ctrl-C in the shell that ran `up` leaves the nodes alone
-            pid = os.posix_spawn(cmd[0], cmd, os.environ, file_actions=actions, setsid=True)
+            # (setsigmask: not the mask of `signals_held`, which may block signals here)
+            pid = os.posix_spawn(
+                cmd[0], cmd, os.environ, file_actions=actions, setsid=True, setsigmask=()
+            )
         except NotImplementedError:  # no POSIX_SPAWN_SETSID: a process group of its own
-            pid = os.posix_spawn(cmd[0], cmd, os.environ, file_actions=actions, setpgroup=0)
+            pid = os.posix_spawn(
+                cmd[0], cmd, os.environ, file_actions=actions, setpgroup=0, setsigmask=()
+            )
         except OSError as exc:
             raise NetworkError(f"cannot start {cmd[0]}: {exc}") from exc
     return pid, offset
