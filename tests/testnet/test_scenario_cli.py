@@ -117,3 +117,17 @@ def test_scenario_exits_1_with_one_line_when_its_expect_is_not_met(
     assert len(lines) == 1, out.stderr
     assert lines[0].startswith("expectation not met: expects-no-fix: "), out.stderr
     assert 'expect = "no_fix"' in lines[0] and s["accepted_fixes"][0][:8] in lines[0]
+
+
+@pytest.mark.slow
+def test_a_scenario_waits_for_its_fix_on_a_testnet_with_no_room_for_a_late_agent(
+    run_dir: Path,
+) -> None:
+    """Three nodes, one a verifier: two hosts, so no late agent, and nothing waited
+    for the fix the run then judged: it ended after ~2 s with "expectation not
+    met" (exit 1), the fix accepted a moment later."""
+    up(run_dir, ["up", "--nodes", "3", "--verifiers", "1"])
+    out, s = scenario(run_dir, "rate-limited-search-api", "--short")
+    assert not [a for a in s["agents"] if a["late"]], out.stdout
+    assert out.returncode == 0, (out.returncode, out.stdout, out.stderr)
+    assert s["accepted_fixes"] and s["learned_at_s"] is not None, out.stdout

@@ -379,6 +379,9 @@ class Runner:
             t.start()
         for t in threads:
             t.join(self.learn_timeout + 120)
+        if self.sc.expect == "fix":  # judged below: give the learning its time (bounded
+            # by `giveup`) even when no late agent waited for it (too few hosts)
+            self._learned.wait(self.learn_timeout + 10)
         deadline = time.monotonic() + converge_timeout
         while time.monotonic() < deadline:
             self.result.roots = self.tn.roots()
