@@ -181,6 +181,10 @@ def test_a_full_run_of_at_signs_is_kept() -> None:
         ('name="Smith, John" rejected', "name=<pii>"),
         # every pair of a cookie header
         ("cookie: a=b; c=d", "cookie: <secret>"),
+        # a second quoted word after a quoted secret was kept (a review found it)
+        ("password: 'correct' 'horse' 'battery'", "password: <secret>"),
+        ('secret="abc" "def"', "secret=<secret>"),
+        ("token: 'a b' next: 1", "token: <secret> next: 1"),
         ("Cookie: sid=abc; theme=dark\nretrying", "Cookie: <secret>\nretrying"),
         (
             "Set-Cookie: sid=abc123xyz; Path=/; Expires=Wed, 21 Oct 2015 07:28:00 GMT; HttpOnly",

@@ -54,6 +54,7 @@ HOSTILE = (
     "cookie:" + " " * 8185,
     "password: '" + "\\'" * 4090,
     "Password: " + "a=" * 4091,
+    "password: " + "'a " * 2727,
 )
 PLAIN = ("upstream request timed out after 3000 ms while calling charge; " * 130)[:8192]
 

@@ -415,7 +415,8 @@ def _kv_rule(keys: str, chars: str, kind: str, *, colon_words: bool = False) -> 
         # may close a call's argument); a placeholder this rule left before a ")" (its
         # second pass); or words of the value's class
         + rf"(?:{_QUOTED}(?:(?!\)){chars}+)?|<{kind}>(?=\))|[\"']?{chars}+)"
-        + rf"(?:[ \t]++{next_key}{chars}+)*"
+        # then more words of the value, quoted ones whole
+        + rf"(?:[ \t]++{next_key}(?:{_QUOTED}|{chars}+))*"
     )
 
 
