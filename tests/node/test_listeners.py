@@ -127,3 +127,20 @@ def test_a_listener_set_delivers_to_live_readers_and_drops_slow_and_gone_ones() 
     assert slow.receive_nowait() == 1
     with pytest.raises(trio.EndOfChannel):  # dropped when it fell behind: its channel ends
         slow.receive_nowait()
+
+
+def test_a_clone_read_after_the_original_is_collected_keeps_its_events() -> None:
+    """Sharing a channel among readers with clone() is usual in trio: once the
+    original was garbage-collected (unclosed), its listener was pruned as gone
+    and the clone's reader got EndOfChannel (a review found it)."""
+    import gc
+
+    listeners = Listeners[int]("test listener")
+    clone = listeners.add(10).clone()
+    gc.collect()
+    listeners.send([1])
+    assert len(listeners) == 1 and clone.receive_nowait() == 1
+    clone.close()
+    gc.collect()
+    listeners.send([2])
+    assert len(listeners) == 0  # every reader gone: pruned

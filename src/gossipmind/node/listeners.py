@@ -56,10 +56,13 @@ class Listeners(Generic[T]):
         return recv
 
     def prune(self) -> None:
-        """Drop the channels nobody reads any more."""
+        """Drop the channels nobody reads any more: every receiver closed, or the
+        one handed out garbage-collected unclosed (which still counts as open)
+        with no clone of it open besides."""
         keep = []
         for send, recv in self._chans:
-            if recv() is None or send.statistics().open_receive_channels == 0:
+            readers = send.statistics().open_receive_channels
+            if readers == 0 or (recv() is None and readers <= 1):
                 send.close()
             else:
                 keep.append((send, recv))
