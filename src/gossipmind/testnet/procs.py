@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from gossipmind.api.process import start_time
 from gossipmind.core.errors import NetworkError
 
 ENTRY_POINT = "gossipmind"
@@ -103,12 +104,7 @@ def _stat(pid: int) -> list[str] | None:
     return stat[stat.rfind(")") + 2 :].split()
 
 
-def starttime(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot; None if gone (or a zombie)."""
-    fields = _stat(pid)
-    if fields is None or fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
+starttime = start_time  # of a pid, in clock ticks since boot; None if gone or a zombie
 
 
 def cpu_seconds(pid: int) -> float:
