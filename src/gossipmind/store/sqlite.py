@@ -336,10 +336,8 @@ class Store:
         except sqlite3.Error as exc:
             self._broken = str(exc)
             raise StoreError(f"write to {self.path} failed: {exc}") from exc
-        except Exception as exc:  # a value SQLite cannot hold, or a bug: the replica
-            # applied ops the file does not have, so the store is just as unusable
-            self._broken = f"{type(exc).__name__}: {exc}"
-            raise StoreError(f"write to {self.path} failed: {self._broken}") from exc
+        except Exception as exc:  # noqa: BLE001 - a value SQLite cannot hold, or a bug: the replica
+            self._fail_group(exc)  # applied ops the file does not have
 
     def _write(self, result: IngestResult, full: bool) -> None:
         c = self.conn
