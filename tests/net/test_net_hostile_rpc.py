@@ -21,6 +21,7 @@ from libp2p.utils.varint import encode_uvarint
 
 from gossipmind.net.host import Libp2pTransport, open_libp2p_transport
 from gossipmind.net.interface import Stream, TransportConfig
+from gossipmind.net.pubsub import split_publish
 from gossipmind.net.rpcguard import MAX_MESSAGES_PER_RPC, trim_rpc
 
 TOPIC = "gossipmind/" + "ab" * 32 + "/ops/1"
@@ -310,3 +311,47 @@ async def test_a_reused_message_id_does_not_skip_the_validator() -> None:
         )
         await processed(a, x, stream)
         assert b"evil" not in await still_serves(a, b, b"after the reused id")
+
+
+async def test_an_iwant_for_many_messages_is_answered_in_rpcs_our_guard_keeps_whole() -> None:
+    """py-libp2p answers an IWANT with one RPC holding every message asked for, and
+    a peer's inbound guard keeps only the first 128 of an RPC: an honest IWANT of
+    300 cached messages lost 172 of them. The reply now comes in parts of <= 128."""
+    async with victim_honest_attacker() as (a, b, x, stream):
+        router = pubsub(a).router
+        msgs = [signed(b, b"m%d" % i, (10**6 + i).to_bytes(8, "big"), [TOPIC]) for i in range(300)]
+        for msg in msgs:
+            router.mcache.put(msg)
+        queue = pubsub(a).peer_queues[host(x).get_id()]
+        pushed: list[list[bytes]] = []
+        push = queue.push
+
+        def spy(rpc: Any, priority: bool = False) -> bool:
+            pushed.append([m.seqno for m in rpc.publish])
+            return bool(push(rpc, priority))
+
+        queue.push = spy
+        ids = [m.from_id + m.seqno for m in msgs]
+        await stream.send(control(iwant=[rpc_pb2.ControlIWant(messageIDs=ids)]))
+        await processed(a, x, stream)
+        sizes = [len(p) for p in pushed if p]
+        assert sizes and max(sizes) <= MAX_MESSAGES_PER_RPC
+        got = [s for p in pushed for s in p]
+        assert set(got) >= {m.seqno for m in msgs}
+        for part in pushed:  # and x's guard keeps each part whole
+            rpc = rpc_pb2.RPC(publish=[m for m in msgs if m.seqno in set(part)])
+            trim_rpc(rpc, {TOPIC})
+            assert len(rpc.publish) == len(set(part))
+
+
+def test_split_publish_keeps_order_control_and_sender_record() -> None:
+    msgs = [rpc_pb2.Message(topicIDs=[TOPIC], seqno=i.to_bytes(8, "big")) for i in range(300)]
+    graft = rpc_pb2.ControlMessage(graft=[rpc_pb2.ControlGraft(topicID=TOPIC)])
+    rpc = rpc_pb2.RPC(publish=msgs, control=graft, senderRecord=b"record")
+    parts = split_publish(rpc, MAX_MESSAGES_PER_RPC)
+    assert [len(p.publish) for p in parts] == [128, 128, 44]
+    assert [m for p in parts for m in p.publish] == msgs
+    assert parts[0].control == graft and not any(p.HasField("control") for p in parts[1:])
+    assert all(p.senderRecord == b"record" for p in parts)
+    small = rpc_pb2.RPC(publish=msgs[:3])
+    assert split_publish(small, MAX_MESSAGES_PER_RPC) == [small]

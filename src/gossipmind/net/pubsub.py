@@ -24,6 +24,11 @@ Workarounds for py-libp2p 0.8.1 (LIBP2P_NOTES §3, §4, §11), all in one place:
   skips our own messages (pubsub delivers them back to the publisher);
 * the default message id (sender + seqno) is kept: the message cache keys on it
   anyway; ops are deduplicated by op id above this layer;
+* **outbound RPCs carry at most** :data:`~gossipmind.net.rpcguard.MAX_MESSAGES_PER_RPC`
+  **messages**: py-libp2p answers an IWANT with one RPC holding every message
+  asked for (split by size only), and our peers' inbound guard keeps only the
+  first 128 of an RPC, so a larger reply would lose the rest. :class:`_GossipSub`
+  splits it;
 * **one writer per stream**: py-libp2p writes RPCs to a peer's stream from its
   per-peer sending loop *and* from gossipsub's flush and recent-message paths.
   Yamux splits an RPC larger than the send window into several frames and
@@ -44,11 +49,12 @@ from typing import Any
 import trio
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
+from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 
 from gossipmind.core.errors import GossipmindError
 from gossipmind.net.interface import BufferBytes, TransportConfig, Validator
-from gossipmind.net.rpcguard import TrimmedStream
+from gossipmind.net.rpcguard import MAX_MESSAGES_PER_RPC, TrimmedStream
 from gossipmind.net.streams import LIBP2P_IO_ERRORS
 
 log = logging.getLogger(__name__)
@@ -74,7 +80,7 @@ class GossipStats:
 
 def new_pubsub(host: Any, config: TransportConfig) -> tuple[Any, Any]:
     """Build (router, pubsub) with our settings; run both as services, router last."""
-    router = GossipSub(
+    router = _GossipSub(
         protocols=[PROTOCOL_ID_V11, PROTOCOL_ID],
         degree=config.degree,
         degree_low=config.degree_low,
@@ -94,6 +100,34 @@ def new_pubsub(host: Any, config: TransportConfig) -> tuple[Any, Any]:
         validation_cache_ttl=VALIDATION_CACHE_TTL,
     )
     return router, pubsub
+
+
+class _GossipSub(GossipSub):
+    """py-libp2p's router, whose RPCs to a peer never hold more messages than that
+    peer's inbound guard keeps (see the module docstring)."""
+
+    def send_rpc(self, peer_id: ID, rpc: rpc_pb2.RPC, priority: bool = False) -> None:
+        for part in split_publish(rpc, MAX_MESSAGES_PER_RPC):
+            super().send_rpc(peer_id, part, priority)
+
+
+def split_publish(rpc: rpc_pb2.RPC, limit: int) -> list[rpc_pb2.RPC]:
+    """``rpc`` as RPCs of at most ``limit`` published messages each, in order: the
+    first keeps everything else of ``rpc`` (control, subscriptions), every one keeps
+    its sender record."""
+    if len(rpc.publish) <= limit:
+        return [rpc]
+    messages = list(rpc.publish)
+    first = rpc_pb2.RPC()
+    first.CopyFrom(rpc)
+    del first.publish[limit:]
+    parts = [first]
+    for start in range(limit, len(messages), limit):
+        part = rpc_pb2.RPC(publish=messages[start : start + limit])
+        if rpc.HasField("senderRecord"):
+            part.senderRecord = rpc.senderRecord
+        parts.append(part)
+    return parts
 
 
 class _Pubsub(Pubsub):
