@@ -154,8 +154,12 @@ class Cluster:
 
 def node_config(data_dir: Path, **overrides: object) -> NodeConfig:
     """A benchmark node: loopback, NORMAL durability (N nodes share one disk), no
-    sleep-time learning (it would write fix proposals of its own mid-measurement)."""
-    base = NodeConfig(data_dir=data_dir, synchronous="NORMAL", learn=False)
+    sleep-time learning (it would write fix proposals of its own mid-measurement),
+    no exploration (the topology is the bench's: convergence compares against raw
+    gossipsub on the same edges)."""
+    base = NodeConfig(
+        data_dir=data_dir, synchronous="NORMAL", learn=False, explore_interval=86_400.0
+    )
     return base.with_overrides(**overrides)
 
 

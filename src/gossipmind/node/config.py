@@ -25,6 +25,7 @@ class NodeConfig:
     sync_timeout: float = 30.0  # a sync session that makes no progress for this long is dropped
     max_peers: int = 12  # gossipsub degree_high: peers outside the mesh starve
     min_peers: int = 4  # below this, dial addresses learned by peer exchange
+    explore_interval: float = 30.0  # below max_peers, dial one random known peer this often
     verifier: bool = False
     learn: bool = True  # run sleep-time synthesis
     idle_s: float = 5.0  # the agent must be idle this long before learning runs
@@ -47,6 +48,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "sync_timeout": (1, 3600),
     "max_peers": (1, 1000),
     "min_peers": (0, 1000),
+    "explore_interval": (1, 86_400),
     "idle_s": (0, 86_400),
     "cpu_budget": (0.01, 1),
     "report_window_ms": (1, 3_600_000),
@@ -97,6 +99,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "sync_timeout": (int, float),
     "max_peers": int,
     "min_peers": int,
+    "explore_interval": (int, float),
     "verifier": bool,
     "learn": bool,
     "idle_s": (int, float),

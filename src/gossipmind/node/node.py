@@ -33,6 +33,7 @@ from gossipmind.node.learner import Learner
 from gossipmind.node.listeners import Listeners
 from gossipmind.node.opening import open_store
 from gossipmind.node.pacer import Pacer
+from gossipmind.node.peering import Peering
 from gossipmind.node.reporter import Reporter
 from gossipmind.node.syncer import PENALTY_CAP, SESSION_LIMIT, SyncCounters, SyncGuard, drive
 from gossipmind.node.verifier import Verifier
@@ -108,6 +109,7 @@ class Node:
         self._changed = trio.Event()
         self._listeners = Listeners[Op]("op listener")
         self._rng = random.Random()
+        self.peering = Peering(self)
         self.reporter = Reporter(self._write_report, now_ms, window_ms=config.report_window_ms)
         self.learner = Learner(
             store.replica, self.write, idle_s=config.idle_s, cpu_budget=config.cpu_budget
@@ -299,6 +301,8 @@ class Node:
             "peer_id": self.transport.peer_id,
             "addrs": self.transport.addrs(),
             "peers": sorted(self.transport.peers()),
+            "known_peers": len(self.addrbook),
+            "explored": self.peering.explored,
             "ops": len(r.meta),
             "heads": len(r.heads),
             "pending": len(r.pending),
@@ -402,37 +406,6 @@ class Node:
             if peers:
                 self.start_sync(self._rng.choice(peers))
 
-    async def _maintain_peers(self) -> None:
-        backoff = 0.2
-        while True:
-            peers = set(self.transport.peers())
-            if len(peers) < self.config.min_peers:
-                for addr in self._candidates(peers):
-                    try:
-                        with trio.fail_after(5):
-                            await self.transport.connect(addr)
-                    except (NetworkError, trio.TooSlowError) as exc:
-                        log.debug("dial %s failed: %s", addr, exc)
-                        self.addrbook.forget(addr)
-                    if len(self.transport.peers()) >= self.config.min_peers:
-                        break
-            connected = bool(self.transport.peers())
-            backoff = 1.0 if connected else min(backoff * 2, 5.0)
-            await trio.sleep(backoff)
-
-    def _candidates(self, connected: set[str]) -> list[str]:
-        skip = connected | self.blocked
-        out = [a for a in self.config.bootstrap if a.rsplit("/p2p/", 1)[-1] not in skip]
-        out.extend(self.addrbook.candidates(skip))
-        self._rng.shuffle(out)
-        return out[: self.config.max_peers]
-
-    def _share_addrs(self) -> list[str]:
-        out: list[str] = []
-        for peer in self.transport.peers():
-            out.extend(self.transport.peer_addrs(peer)[:1])
-        return out[:16]
-
     # -- sync -----------------------------------------------------------------
 
     def start_sync(self, peer: str) -> None:
@@ -490,14 +463,17 @@ class Node:
 
     async def block(self, peers: set[str]) -> None:
         """Partition: refuse and drop these peers (an empty set heals)."""
+        lifted = self.blocked - set(peers)
         self.blocked = set(peers)
+        if lifted:  # the cut healed: dial across it now, not at the next exploration
+            self.peering.wake()
         for peer in self.transport.peers():
             if peer in self.blocked:
                 await self.transport.disconnect(peer)
 
     async def _session(self, stream: Stream, *, initiator: bool) -> str | None:
         """Run one session; the reason the peer declined it (``busy``...), if it did."""
-        session = Session(self.source, initiator=initiator, peers=self._share_addrs())
+        session = Session(self.source, initiator=initiator, peers=self.peering.share_addrs())
         timeout = self.config.sync_timeout
         try:
             why = await drive(
@@ -561,7 +537,8 @@ async def open_node(
                     nursery.start_soon(node._gossip_in)
                     nursery.start_soon(node._on_connections)
                     nursery.start_soon(node._periodic_sync)
-                    nursery.start_soon(node._maintain_peers)
+                    nursery.start_soon(node.peering.maintain)
+                    nursery.start_soon(node.peering.explore)
                     nursery.start_soon(node._track_fixes)
                     nursery.start_soon(node.reporter.run)
                     if config.learn:

@@ -1,0 +1,102 @@
+"""Keeping a node connected (docs/sync.md §4).
+
+* **Maintain**: below ``min_peers`` connections, dial bootstrap addresses and
+  addresses learned by peer exchange, every second (backing off to 5 s while
+  the node has no peer at all).
+* **Explore**: every ``explore_interval`` (jittered ±50 %), a node with fewer
+  than ``max_peers`` connections dials one known address it is not connected
+  to, at random, and syncs with that peer. Without it a node that had
+  ``min_peers`` connections never dialled again, so two groups that each kept
+  that many inside (a partition of a 10 + 10 testnet, a real network cut)
+  stayed apart for good after the cut healed. A node's partition list being
+  lifted (``Node.block``) explores at once.
+* **Share**: the addresses a node tells its sync peers (``hello.peers``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import trio
+
+from gossipmind.core.errors import NetworkError
+
+if TYPE_CHECKING:
+    from gossipmind.node.node import Node
+
+log = logging.getLogger("gossipmind.node")
+DIAL_TIMEOUT = 5.0
+SHARED_ADDRS = 16
+
+
+def peer_of(addr: str) -> str:
+    return addr.rsplit("/p2p/", 1)[-1]
+
+
+class Peering:
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self._wake = trio.Event()
+        self.explored = 0  # exploration dials that connected
+
+    def wake(self) -> None:
+        """Explore now (a partition was lifted)."""
+        self._wake.set()
+
+    async def maintain(self) -> None:
+        node, backoff = self._node, 0.2
+        while True:
+            peers = set(node.transport.peers())
+            if len(peers) < node.config.min_peers:
+                for addr in self.candidates(peers):
+                    await self._dial(addr)
+                    if len(node.transport.peers()) >= node.config.min_peers:
+                        break
+            connected = bool(node.transport.peers())
+            backoff = 1.0 if connected else min(backoff * 2, 5.0)
+            await trio.sleep(backoff)
+
+    async def explore(self) -> None:
+        node = self._node
+        while True:
+            with trio.move_on_after(node.config.explore_interval * (0.5 + node._rng.random())):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            peers = set(node.transport.peers())
+            if len(peers) >= node.config.max_peers:
+                continue
+            for addr in self.candidates(peers)[:1]:
+                if await self._dial(addr):
+                    self.explored += 1
+                    node.start_sync(peer_of(addr))
+
+    async def _dial(self, addr: str) -> bool:
+        node = self._node
+        try:
+            with trio.fail_after(DIAL_TIMEOUT):
+                await node.transport.connect(addr)
+        except (NetworkError, trio.TooSlowError) as exc:
+            log.debug("dial %s failed: %s", addr, exc)
+            node.addrbook.failed(addr, trio.current_time())
+            return False
+        node.addrbook.succeeded(addr)
+        return True
+
+    def candidates(self, connected: set[str]) -> list[str]:
+        """Addresses to dial, shuffled: bootstrap peers and peers learned by peer
+        exchange that are neither connected nor blocked (partition)."""
+        node = self._node
+        skip = connected | node.blocked
+        out = [a for a in node.config.bootstrap if peer_of(a) not in skip]
+        out.extend(node.addrbook.candidates(skip, trio.current_time()))
+        node._rng.shuffle(out)
+        return out[: node.config.max_peers]
+
+    def share_addrs(self) -> list[str]:
+        """One address of each connected peer, at most ``SHARED_ADDRS``."""
+        transport = self._node.transport
+        out: list[str] = []
+        for peer in transport.peers():
+            out.extend(transport.peer_addrs(peer)[:1])
+        return out[:SHARED_ADDRS]

@@ -1,0 +1,130 @@
+"""A node keeps dialling across a cut once it heals (node.peering, docs/sync.md §4).
+
+A node dialled only while it had fewer than ``min_peers`` connections, so two
+groups that each kept that many inside stayed apart after a partition healed:
+ops acknowledged on one side never reached the other.
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pytest
+import trio
+
+from gossipmind.net.fake import FakeNetwork
+from gossipmind.node import addrbook
+from gossipmind.node.config import NodeConfig
+from gossipmind.node.node import Node, open_node
+from gossipmind.testing import sample_report
+from gossipmind.testnet.setup import prepare
+
+
+async def start(
+    stack: AsyncExitStack, root: Path, n: int, net: FakeNetwork | None, **settings: object
+) -> list[Node]:
+    """n nodes (real libp2p on 127.0.0.1 unless ``net``), all connected to all."""
+    nodes = []
+    for spec in prepare(root, n, 0):
+        cfg = NodeConfig(
+            data_dir=spec.dir, sync_interval=0.5, synchronous="NORMAL", learn=False
+        ).with_overrides(**settings)
+        nodes.append(await stack.enter_async_context(open_node(cfg, fake=net)))
+    for a in nodes:
+        for b in nodes:
+            if a is not b and b.transport.peer_id not in a.transport.peers():
+                await a.transport.connect(b.transport.addrs()[0])
+    return nodes
+
+
+def ids(nodes: list[Node]) -> set[str]:
+    return {n.transport.peer_id for n in nodes}
+
+
+async def knows_everyone(nodes: list[Node]) -> None:
+    """Every node can dial every peer it is to dial (the smaller id dials)."""
+    with trio.fail_after(30):
+        while not all(len(n.addrbook) == len(nodes) - 1 for n in nodes):
+            await trio.sleep(0.05)
+
+
+async def applied_everywhere(nodes: list[Node], op_id: bytes, timeout: float) -> None:
+    with trio.fail_after(timeout):
+        while not all(op_id in n.store.replica.meta for n in nodes):
+            await trio.sleep(0.05)
+
+
+def crossing(nodes: list[Node], left: list[Node]) -> int:
+    """Connections between ``left`` and the rest."""
+    return sum(len(set(n.transport.peers()) - ids(left)) for n in left)
+
+
+async def test_heal_over_libp2p_reconnects_halves_that_kept_min_peers_inside(
+    tmp_path: Path,
+) -> None:
+    """testnet partition/heal (Node.block) of four nodes, min_peers=1: each half
+    keeps its one in-half peer; exploration is 1 h away, so only lifting the
+    block can bring the halves together."""
+    async with AsyncExitStack() as stack:
+        nodes = await start(stack, tmp_path, 4, None, min_peers=1, explore_interval=3600)
+        await knows_everyone(nodes)
+        left, right = nodes[:2], nodes[2:]
+        for half, other in ((left, right), (right, left)):
+            for n in half:
+                await n.block(ids(other))
+        with trio.fail_after(10):
+            while crossing(nodes, left):
+                await trio.sleep(0.05)
+        for n in nodes:
+            await n.block(set())
+        op = await nodes[0].write("pattern.report", sample_report(template="after heal <*>"))
+        await applied_everywhere(nodes, op.id, 30)
+        assert crossing(nodes, left) >= 1
+        assert sum(n.peering.explored for n in nodes) >= 1
+
+
+async def test_a_real_cut_heals_by_exploration_and_addresses_survive_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cut of the network itself (links dropped, dials failing meanwhile), healed
+    without restoring a link: exploration dials across it again. Dials that failed
+    during the cut back off; they no longer forget the address."""
+    monkeypatch.setattr(addrbook, "DIAL_BACKOFF_FIRST", 0.2)
+    monkeypatch.setattr(addrbook, "DIAL_BACKOFF_CAP", 0.5)
+    net = FakeNetwork(seed=21)
+    async with AsyncExitStack() as stack:
+        nodes = await start(stack, tmp_path, 6, net, min_peers=2, explore_interval=1)
+        await knows_everyone(nodes)
+        left, right = nodes[:3], nodes[3:]
+        net.partition(ids(left), ids(right))
+        op = await nodes[0].write("pattern.report", sample_report(template="during cut <*>"))
+        await trio.sleep(4)  # explorations across the cut fail meanwhile
+        assert crossing(nodes, left) == 0
+        assert not any(op.id in n.store.replica.meta for n in right)
+        assert all(len(n.addrbook) == 5 for n in nodes)  # failed dials forgot nothing
+        net.heal(reconnect=False)
+        await applied_everywhere(nodes, op.id, 30)
+        assert crossing(nodes, left) >= 1
+
+
+def test_a_failing_address_backs_off_then_is_forgotten() -> None:
+    book = addrbook.AddressBook("a")
+    addr = "/ip4/127.0.0.1/tcp/1/p2p/b"
+    book.remember("b", addr)
+    assert book.candidates(set(), now=0.0) == [addr]
+    book.failed(addr, now=0.0)
+    assert book.candidates(set(), now=4.9) == []
+    assert book.candidates(set(), now=5.0) == [addr]
+    book.failed(addr, now=5.0)  # second failure in a row: twice as long
+    assert book.candidates(set(), now=14.9) == [] and book.candidates(set(), now=15.0) == [addr]
+    book.succeeded(addr)  # forgiven
+    assert book.candidates(set(), now=5.0) == [addr]
+    now = 0.0
+    for _ in range(addrbook.MAX_DIAL_FAILURES):
+        book.failed(addr, now)
+        now += addrbook.DIAL_BACKOFF_CAP
+    assert "b" not in book  # ten failures in a row: forgotten
+    book.failed(addr, now)  # not in the book (or a bootstrap address): ignored
+    book.remember("b", addr)  # a peer shares it again: back, with a clean slate
+    assert book.candidates(set(), now=now) == [addr]
