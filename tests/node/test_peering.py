@@ -7,6 +7,7 @@ ops acknowledged on one side never reached the other.
 
 from __future__ import annotations
 
+import random
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from gossipmind.net.fake import FakeNetwork
 from gossipmind.node import addrbook
 from gossipmind.node.config import NodeConfig
 from gossipmind.node.node import Node, open_node
+from gossipmind.node.peering import Peering
 from gossipmind.testing import sample_report
 from gossipmind.testnet.setup import prepare
 
@@ -128,3 +130,57 @@ def test_a_failing_address_backs_off_then_is_forgotten() -> None:
     book.failed(addr, now)  # not in the book (or a bootstrap address): ignored
     book.remember("b", addr)  # a peer shares it again: back, with a clean slate
     assert book.candidates(set(), now=now) == [addr]
+
+
+class _Transport:
+    def __init__(self, addrs: dict[str, list[str]]) -> None:
+        self._addrs = addrs
+
+    def peers(self) -> list[str]:
+        return list(self._addrs)
+
+    def peer_addrs(self, peer: str) -> list[str]:
+        return self._addrs[peer]
+
+
+class _Node:
+    """What Peering reads of a node (its dial and share rules, without a network)."""
+
+    def __init__(self, bootstrap: tuple[str, ...], addrs: dict[str, list[str]]) -> None:
+        self.config = NodeConfig(data_dir=Path("."), bootstrap=bootstrap, max_peers=12)
+        self.addrbook = addrbook.AddressBook("a")
+        self.blocked: set[str] = set()
+        self.transport = _Transport(addrs)
+        self._rng = random.Random(5)
+
+
+async def test_bootstrap_addresses_lead_every_round_whatever_peers_told_us() -> None:
+    """One peer's hellos filled the book and the bootstrap peer was among the 12
+    addresses dialled in ~1 % of rounds (operations.md: dialled whenever below
+    min_peers)."""
+    boot = ("/ip4/127.0.0.1/tcp/7000/p2p/zboot",)
+    node = _Node(boot, {})
+    for i in range(16):
+        for t in range(64):
+            node.addrbook.remember(
+                f"p{t}-{i}", f"/ip4/127.0.0.1/tcp/{1 + t * 16 + i}/p2p/p{t}-{i}", f"t{t}"
+            )
+    peering = Peering(node)  # type: ignore[arg-type]
+    assert len(node.addrbook) == 1024
+    for _ in range(100):
+        round_ = peering.candidates(set())
+        assert round_[0] == boot[0] and len(round_) == 12
+
+
+def test_a_peer_is_shared_by_an_address_others_can_reach() -> None:
+    """A node listening on 0.0.0.0 shared a loopback address for about half its
+    peers (the peerstore's order varies), which no other host can dial."""
+    node = _Node(
+        (),
+        {
+            "b": ["/ip4/127.0.0.1/tcp/4001/p2p/b", "/ip4/10.1.2.3/tcp/4001/p2p/b"],
+            "c": ["/ip4/127.0.0.1/tcp/4002/p2p/c"],  # a testnet: loopback is all it has
+        },
+    )
+    shared = Peering(node).share_addrs()  # type: ignore[arg-type]
+    assert shared == ["/ip4/10.1.2.3/tcp/4001/p2p/b", "/ip4/127.0.0.1/tcp/4002/p2p/c"]

@@ -33,7 +33,7 @@ from gossipmind.node.learner import Learner
 from gossipmind.node.listeners import Listeners
 from gossipmind.node.opening import open_store
 from gossipmind.node.pacer import Pacer
-from gossipmind.node.peering import Peering
+from gossipmind.node.peering import Peering, peer_of
 from gossipmind.node.reporter import Reporter
 from gossipmind.node.syncer import PENALTY_CAP, SESSION_LIMIT, SyncCounters, SyncGuard, drive
 from gossipmind.node.verifier import Verifier
@@ -494,7 +494,7 @@ class Node:
             self.synced.set()
             assert session.peer is not None  # a completed session exchanged hellos
             for addr in session.peer.peers:  # only from peers that completed a session
-                self.addrbook.remember(addr.rsplit("/p2p/", 1)[-1], addr)
+                self.addrbook.remember(peer_of(addr), addr, teacher=stream.remote_peer)
         return session.declined
 
 

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from typing import TYPE_CHECKING
 
@@ -84,19 +85,37 @@ class Peering:
         return True
 
     def candidates(self, connected: set[str]) -> list[str]:
-        """Addresses to dial, shuffled: bootstrap peers and peers learned by peer
-        exchange that are neither connected nor blocked (partition)."""
+        """Addresses to dial, bootstrap peers first (each list shuffled), then peers
+        learned by peer exchange, none connected or blocked (partition): what peers
+        tell us can never push the operator's bootstrap list out of a round."""
         node = self._node
         skip = connected | node.blocked
-        out = [a for a in node.config.bootstrap if peer_of(a) not in skip]
-        out.extend(node.addrbook.candidates(skip, trio.current_time()))
-        node._rng.shuffle(out)
-        return out[: node.config.max_peers]
+        boot = [a for a in node.config.bootstrap if peer_of(a) not in skip]
+        learned = node.addrbook.candidates(skip, trio.current_time())
+        node._rng.shuffle(boot)
+        node._rng.shuffle(learned)
+        return (boot + learned)[: node.config.max_peers]
 
     def share_addrs(self) -> list[str]:
-        """One address of each connected peer, at most ``SHARED_ADDRS``."""
+        """An address of each connected peer (at most ``SHARED_ADDRS``), one that
+        others can reach: a peer's loopback address is shared only when it has
+        no other (every node of a testnet on 127.0.0.1)."""
         transport = self._node.transport
         out: list[str] = []
         for peer in transport.peers():
-            out.extend(transport.peer_addrs(peer)[:1])
+            addrs = transport.peer_addrs(peer)
+            routable = [a for a in addrs if not _local(a)]
+            out.extend((routable or addrs)[:1])
         return out[:SHARED_ADDRS]
+
+
+def _local(addr: str) -> bool:
+    """A loopback or unspecified address: reachable from this host only, if at all."""
+    parts = addr.split("/")
+    if len(parts) < 3 or parts[1] not in ("ip4", "ip6"):
+        return False
+    try:
+        ip = ipaddress.ip_address(parts[2])
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_unspecified
