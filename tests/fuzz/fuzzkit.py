@@ -20,6 +20,9 @@ import msgpack
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
+from gossipmind.core import ops as opsmod
+from gossipmind.core.errors import InvalidOp
+from gossipmind.core.identity import Identity
 from gossipmind.core.schema import pattern_id
 from gossipmind.sync import messages as sm
 from gossipmind.testing import KB, sample_recipe
@@ -187,6 +190,64 @@ def mutate(draw: st.DrawFn, raw: bytes, others: tuple[bytes, ...] = ()) -> bytes
         elif kind == "structural":
             data = bytearray(draw(_structural(bytes(data))))
     return bytes(data)
+
+
+# -- a container where a str is expected, signed again -------------------------------------
+
+_STRANGER = Identity(bytes(range(32)))  # a key no seed network granted
+# body maps whose values are any canonical values (protocol.md §4): a container is valid there
+_ANY_VALUES = (("evidence",), ("drill", "model"), ("policy",))
+
+
+def _str_paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    names = tuple(p for p in path if isinstance(p, str))
+    if any(names[: len(a)] == a for a in _ANY_VALUES):
+        return []
+    if isinstance(value, str):
+        return [path]
+    if not isinstance(value, dict | list):
+        return []
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    return [p for k, v in items for p in _str_paths(v, (*path, k))]
+
+
+def _replaced(value: Any, path: tuple[Any, ...], new: Any) -> Any:
+    if not path:
+        return new
+    if isinstance(value, dict):
+        return {k: _replaced(v, path[1:], new) if k == path[0] else v for k, v in value.items()}
+    return [_replaced(v, path[1:], new) if i == path[0] else v for i, v in enumerate(value)]
+
+
+_containers = (
+    st.sampled_from([[], {}, [[]], {"type": []}])
+    | st.lists(st.text(max_size=8), min_size=1, max_size=3)
+    | st.dictionaries(st.text(max_size=8), st.text(max_size=8), min_size=1, max_size=3)
+)
+
+
+def _signed_with(op: opsmod.Op, path: tuple[Any, ...], new: Any) -> bytes:
+    body = _replaced(op.body, path, new)
+    fields = {"seq": op.seq, "lamport": op.lamport, "deps": op.deps, "ts": op.ts}
+    return opsmod.create(_STRANGER, net=op.net, kind=op.kind, body=body, **fields).raw
+
+
+def containers_for_strs(seeds: tuple[bytes, ...]) -> st.SearchStrategy[bytes]:
+    """Seed ops with an array or a map where the body holds a str (a recipe step's
+    ``type``, a risk, a name, ...; every such place equally likely), signed again
+    by a key nobody granted. The schema is checked before the signature, so a byte
+    mutation reaches it too, but only a signed op gets past the store's parallel
+    signature check to it."""
+    places = []
+    for raw in seeds:
+        try:
+            op = opsmod.decode(raw)
+        except InvalidOp:
+            continue
+        places += [(op, path) for path in _str_paths(op.body)]
+    return st.sampled_from(places).flatmap(
+        lambda place: st.builds(_signed_with, st.just(place[0]), st.just(place[1]), _containers)
+    )
 
 
 def mutants(seeds: tuple[bytes, ...]) -> st.SearchStrategy[bytes]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import reprlib
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +14,15 @@ Checker = Callable[[Any, str], Any]
 
 def fail(path: str, message: str) -> SchemaError:
     return SchemaError(path, message)
+
+
+_SHOW = reprlib.Repr()
+_SHOW.maxstring = _SHOW.maxother = 80
+
+
+def show(x: object) -> str:
+    """``repr(x)`` shortened (a value from an op can be 64 KiB): for messages."""
+    return _SHOW.repr(x)
 
 
 def is_int(x: object) -> bool:
@@ -75,8 +85,8 @@ def boolean(x: Any, path: str) -> bool:
 
 def one_of(*choices: str) -> Checker:
     def check(x: Any, path: str) -> str:
-        if x not in choices:
-            raise fail(path, f"must be one of {', '.join(choices)}; got {x!r}")
+        if type(x) is not str or x not in choices:
+            raise fail(path, f"must be one of {', '.join(choices)}; got {show(x)}")
         return str(x)
 
     return check

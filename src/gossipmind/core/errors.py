@@ -7,6 +7,21 @@ edge with ``raise ... from``.
 
 from __future__ import annotations
 
+# The longest InvalidOp.detail kept: details are recorded with every rejected op
+# (Replica.rejected, the store's rejected table; 100 000 of each), and a detail
+# quoting a 60 000-character value would make that bounded record ~6 GiB.
+MAX_DETAIL = 200
+
+
+def cap_detail(detail: str) -> str:
+    """``detail`` in ASCII (other characters escaped as ``\\uXXXX``), cut to
+    :data:`MAX_DETAIL` characters, the last three then ``...``. ASCII keeps it
+    at one byte a character in memory (one non-ASCII character would make every
+    character take two or four)."""
+    if not detail.isascii():
+        detail = detail.encode("ascii", "backslashreplace").decode("ascii")
+    return detail if len(detail) <= MAX_DETAIL else detail[: MAX_DETAIL - 3] + "..."
+
 
 class GossipmindError(Exception):
     """Root of every error gossipmind raises on purpose."""
@@ -26,11 +41,12 @@ class SchemaError(GossipmindError):
 
 
 class InvalidOp(GossipmindError):
-    """An op failed validation. ``code`` is a stable machine-readable reason."""
+    """An op failed validation. ``code`` is a stable machine-readable reason;
+    ``detail`` says why in words, at most :data:`MAX_DETAIL` characters."""
 
     def __init__(self, code: str, detail: str) -> None:
         self.code = code
-        self.detail = detail
+        self.detail = detail = cap_detail(detail)
         super().__init__(f"{code}: {detail}")
 
 

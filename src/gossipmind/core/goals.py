@@ -78,11 +78,14 @@ def overlap(a: str, b: str) -> str | None:
 
 
 def _value(recipe: Mapping[str, Any], fieldname: str) -> Any:
+    """The value ``fieldname`` names in ``recipe``, or None if absent (protocol.md
+    §6.6). A step's ``type`` is not one of its parameters (§4.11: ``type`` plus
+    exactly its fields), so ``retry.type`` names nothing."""
     if fieldname == "budget_ms":
         return recipe.get("budget_ms")
     step, _, param = fieldname.partition(".")
     s = steps_by_type(dict(recipe)).get(step)
-    return None if s is None else s.get(param)
+    return None if s is None or param == "type" else s.get(param)
 
 
 def violation(recipe: Mapping[str, Any], c: Mapping[str, Any]) -> str | None:

@@ -281,6 +281,19 @@ class Membership:
             level = nxt
         return depth
 
+    def lowers_depth(self, author: bytes, member: bytes, root: bytes) -> bool:
+        """Whether a new ``admin`` grant by ``author`` to ``member`` changes some
+        key's admin depth (and so the revoke order, §6.2). Depths are shortest
+        paths over admin grants: a new edge author -> member shortens some path
+        iff it shortens the one to ``member`` (every path using it goes through
+        ``member``), i.e. ``member`` had no depth or one above ``author``'s + 1."""
+        if member == author:  # a grant to oneself is no edge (admin_depths)
+            return False
+        depth = self.admin_depths(root)
+        if author not in depth:  # cannot happen for a valid grant: it adds no path
+            return False
+        return member not in depth or depth[member] > depth[author] + 1
+
     def admin_at(self, rv: Revoke, pasts: Sequence[int]) -> bool:
         """Whether ``rv``'s author is an admin in the effective view of its past."""
         return "admin" in self.roles(pasts[rv.mset], rv.author, effective=True).roles

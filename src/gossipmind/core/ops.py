@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gossipmind.core import encoding
+from gossipmind.core.checks import show
 from gossipmind.core.errors import EncodingError, InvalidOp
 from gossipmind.core.identity import Identity, verify
 
@@ -169,13 +170,13 @@ def _checked(doc: Any, raw: bytes) -> Op:
         raise InvalidOp("envelope", "an op is an array of 10 fields")
     v, net, kind, author, seq, lamport, deps, ts, body, sig = doc
     if v != VERSION or type(v) is not int:
-        raise InvalidOp("version", f"unsupported op version {v!r}")
+        raise InvalidOp("version", f"unsupported op version {show(v)}")
     if type(net) is not bytes or len(net) != ID_SIZE:
         raise InvalidOp("envelope", "net must be 32 bytes")
     if type(kind) is not str:
         raise InvalidOp("envelope", "kind must be a string")
     if kind not in _KINDS:
-        raise InvalidOp("unknown_kind", f"unknown kind {kind!r}")
+        raise InvalidOp("unknown_kind", f"unknown kind {show(kind)}")
     if type(author) is not bytes or len(author) != 32:
         raise InvalidOp("envelope", "author must be 32 bytes")
     if type(seq) is not int or not 1 <= seq <= MAX_INT:

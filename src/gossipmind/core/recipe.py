@@ -82,10 +82,10 @@ def key_header_problem(name: object) -> str | None:
     ``Idempotency-Key``, ``X-Idempotent-Key``, ``Idem-Key``, ``PayPal-Request-Id``.
     """
     if not isinstance(name, str) or not _KEY_HEADER.fullmatch(name):
-        return f"header {name!r} is not a plain header name (letters, digits, dashes)"
+        return f"header {c.show(name)} is not a plain header name (letters, digits, dashes)"
     if not any(w in name.lower() for w in _KEY_HEADER_WORDS):
         return (
-            f"header {name!r} does not name an idempotency key (it must contain "
+            f"header {c.show(name)} does not name an idempotency key (it must contain "
             "'idem' or 'request-id')"
         )
     return None
@@ -95,8 +95,8 @@ def check_step(step: Any, path: str) -> dict[str, Any]:
     if not isinstance(step, dict):
         raise SchemaError(path, f"a step is a map, got {type(step).__name__}")
     kind = step.get("type")
-    if kind not in STEP_FIELDS:
-        raise SchemaError(f"{path}.type", f"unknown step type {kind!r}; one of {STEP_TYPES}")
+    if type(kind) is not str or kind not in STEP_FIELDS:  # a list or map is unhashable
+        raise SchemaError(f"{path}.type", f"unknown step type {c.show(kind)}; one of {STEP_TYPES}")
     required, optional = STEP_FIELDS[kind]
     out = c.record(step, path, {"type": c.one_of(kind), **required}, optional)
     if kind == "retry" and out["cap_ms"] < out["base_ms"]:

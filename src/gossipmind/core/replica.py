@@ -15,7 +15,7 @@ from typing import Any
 
 from gossipmind.core import ops as opsmod
 from gossipmind.core.dag import DEFAULT_MAX_BYTES, DEFAULT_MAX_OPS, Pending
-from gossipmind.core.errors import InvalidOp, SchemaError
+from gossipmind.core.errors import InvalidOp, SchemaError, cap_detail
 from gossipmind.core.fold import Fold, Meta
 from gossipmind.core.identity import Identity
 from gossipmind.core.membership import (
@@ -33,10 +33,13 @@ MEMBERSHIP_KINDS = frozenset({"net.genesis", "member.grant", "member.revoke"})
 ROOT_DOMAIN = b"gossipmind/root/1\x00"
 # The fold's rules, as a number: stores rewrite their materialised rows when it
 # changes (2: the admin check on revokes; 3: revokes by seniority and
-# self-defeating revokes, protocol.md §6.2). The state root does not depend on
-# it: it covers the valid ops, not the fold. tests/core/test_fold_version.py
-# fails when the fold's output changes and this does not.
-FOLD_VERSION = 3
+# self-defeating revokes, protocol.md §6.2; 4: an admin grant arriving after
+# revokes reorders them, row integers saturate, evidence too deep for a row is
+# held encoded, a step's `type` is no constraint field). The state root does not
+# depend on it: it covers the valid ops, not the fold.
+# tests/core/test_fold_version.py fails when the fold's output changes and this
+# does not.
+FOLD_VERSION = 4
 ROLES_CACHE = 65_536  # (membership past, key) -> roles entries kept per cache
 DEFAULT_MAX_REJECTED = 100_000  # as many as the store keeps (store.sqlite.MAX_REJECTED_ROWS)
 
@@ -71,7 +74,8 @@ class Rejected(OrderedDict[bytes, tuple[str, str]]):
         self.limit = limit
 
     def __setitem__(self, key: bytes, value: tuple[str, str]) -> None:
-        super().__setitem__(key, value)
+        code, detail = value  # a detail read back from an older store may be long
+        super().__setitem__(key, (code, cap_detail(detail)))
         while len(self) > self.limit:
             self.popitem(last=False)
 
@@ -261,14 +265,28 @@ class Replica:
             self.members_dirty = True
             bit, self._bits = self._bits, self._bits + 1
             self._closed[op.id] = self._intern(self.msets[mset] | (1 << bit))
+            reorders = self._reorders_revokes(op)
             self._commit_membership(op, meta, bit)
-            if op.kind == "member.revoke" or new_equivocator:
+            if op.kind == "member.revoke" or new_equivocator or reorders:
                 self._recompute_now_or_later()
             return
         if new_equivocator:
             self._recompute_now_or_later()
         meta.effective, roles = self._effective(meta, op.body)
         self.fold.add(meta, op.body, roles)
+
+    def _reorders_revokes(self, op: Op) -> bool:
+        """Whether ``op``, an admin grant, changes the revoke order: revokes are
+        taken by their author's admin depth over *every* admin grant (§6.2), so
+        one arriving after them can change which revokes count. Nothing else a
+        new grant changes needs a recomputation: no op already applied has it
+        in its causal past, and its own effectiveness :meth:`Membership.add_grant`
+        decides from its past alone."""
+        if op.kind != "member.grant" or op.body["role"] != "admin":
+            return False
+        if not self.membership.revokes:  # no order to change
+            return False
+        return self.membership.lowers_depth(op.author, op.body["member"], self.genesis.author)
 
     def _commit_membership(self, op: Op, meta: Meta, bit: int) -> None:
         b = op.body

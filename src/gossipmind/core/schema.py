@@ -105,7 +105,7 @@ def _report(b: dict[str, Any]) -> None:
     stats = c.record(doc["stats"], "stats", _STATS)
     for code, n in stats["status"].items():
         if not (len(code) == 3 and code.isascii() and code.isdigit()):
-            raise SchemaError("stats.status", f"{code!r} is not a 3-digit status code")
+            raise SchemaError("stats.status", f"{c.show(code)} is not a 3-digit status code")
         _status_count(n, "stats.status")
     if stats["latency_n"] > doc["count"] or stats["retry_after_n"] > doc["count"]:
         raise SchemaError("stats", "sample counts cannot exceed count")
@@ -238,8 +238,21 @@ _CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
 
 
 def check_body(kind: str, body: dict[str, Any]) -> None:
+    """Raise SchemaError unless ``body`` is a valid body of ``kind``, and nothing else.
+
+    A body comes from anyone (it is checked before the signature): any other
+    exception a body makes a check raise (a bug in a check, e.g. an unhashable
+    value where a str is expected) is a SchemaError too, so that no body can
+    make ingest raise. Running out of memory is not a property of the body."""
     try:
         check = _CHECKS[kind]
-    except KeyError:
-        raise SchemaError("kind", f"unknown kind {kind!r}") from None
-    check(body)
+    except (KeyError, TypeError):
+        raise SchemaError("kind", f"unknown kind {c.show(kind)}") from None
+    try:
+        check(body)
+    except (SchemaError, MemoryError):
+        raise
+    except Exception as exc:  # any other: see the docstring
+        raise SchemaError(
+            "", f"{kind} body cannot be checked: {type(exc).__name__}: {exc}"
+        ) from exc

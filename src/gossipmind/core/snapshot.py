@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from gossipmind.core import encoding
 from gossipmind.core.fold import FixAgg, PatternAgg, fix_status, goal_status
 
 if TYPE_CHECKING:
@@ -16,6 +17,34 @@ if TYPE_CHECKING:
 # Every status a fix row can have (docs/protocol.md §6.5): blocked = breaks an
 # active goal; unproposed = attested or reported on, but no proposal known yet.
 FIX_STATUSES = ("proposed", "accepted", "rejected", "blocked", "revoked", "unproposed")
+# The largest integer a row holds (SQLite's INTEGER; protocol.md §6.4): sums over
+# any number of ops, and figures derived from them, saturate there rather than
+# overflow the encoding (2^64 - 1) or a column when the row is written.
+ROW_INT_MAX = 2**63 - 1
+# A row holds an attestation's evidence map one level deeper than its op did
+# (row > attestations > attestation > evidence, against op > body > evidence):
+# evidence nesting this many levels (itself included) or fewer fits as it is.
+EVIDENCE_DEPTH = encoding.MAX_DEPTH - 3
+
+
+def sat(n: int) -> int:
+    """``n``, or :data:`ROW_INT_MAX` if it is larger."""
+    return n if n <= ROW_INT_MAX else ROW_INT_MAX
+
+
+def depth(value: Any) -> int:
+    """Nesting levels of ``value`` as protocol.md §2 counts them (containers only)."""
+    if type(value) is dict:
+        return 1 + max(map(depth, value.values()), default=0)
+    if type(value) is list:
+        return 1 + max(map(depth, value), default=0)
+    return 0
+
+
+def row_evidence(evidence: dict[str, Any]) -> dict[str, Any] | bytes:
+    """An attestation's evidence as its fix row holds it: the map itself, or its
+    canonical encoding (bin) when it nests too deep for the row (protocol.md §6.5)."""
+    return evidence if depth(evidence) <= EVIDENCE_DEPTH else encoding.encode(evidence)
 
 
 def member_rows(r: Replica) -> list[dict[str, Any]]:
@@ -68,14 +97,14 @@ def pattern_row(p: PatternAgg, threshold: int) -> dict[str, Any]:
         "error_class": p.error_class,
         "template": p.template,
         "shape": p.shape,
-        "count": count,
+        "count": sat(count),
         "reporters": reporters,
         "over_threshold": reporters >= threshold,
-        "latency_ms_avg": lat_sum // lat_n if lat_n else 0,
-        "latency_n": lat_n,
+        "latency_ms_avg": sat(lat_sum // lat_n) if lat_n else 0,
+        "latency_n": sat(lat_n),
         "retry_after_ms_max": ra_max,
-        "retry_after_n": ra_n,
-        "status": dict(sorted(p.status.items())),
+        "retry_after_n": sat(ra_n),
+        "status": {code: sat(n) for code, n in sorted(p.status.items())},
         "first_ts": p.first_ts,
         "last_ts": p.last_ts,
     }
@@ -112,7 +141,7 @@ def fix_row(r: Replica, f: FixAgg) -> dict[str, Any] | None:
                 "verdict": x.verdict,
                 "tier": x.tier,
                 "reasons": x.reasons,
-                "evidence": x.evidence,
+                "evidence": row_evidence(x.evidence),
                 "op": x.op_id,
             }
             for a, x in sorted(v.attestations.items())
@@ -127,10 +156,10 @@ def fix_row(r: Replica, f: FixAgg) -> dict[str, Any] | None:
             {"by": x["author"], "reason": x["reason"]}
             for _, x in sorted(v.revokes.items(), key=lambda kv: (kv[1]["lamport"], kv[0]))
         ],
-        "attempts": attempts,
-        "successes": successes,
+        "attempts": sat(attempts),
+        "successes": sat(successes),
         "outcome_reporters": sum(1 for o in v.outcomes.values() if o[0] > 0),
-        "outcomes": [[a, o[0], o[1]] for a, o in sorted(v.outcomes.items())],
+        "outcomes": [[a, sat(o[0]), sat(o[1])] for a, o in sorted(v.outcomes.items())],
     }
 
 
