@@ -18,7 +18,8 @@ not an outage.
 and drills run in simulated time (``gossipmind.learn.simulator.SimClock``):
 :class:`SystemClock` for sync calls (monotonic time; an attempt with a time
 limit runs in a daemon worker thread and, when the limit passes, is abandoned,
-not killed: it runs on and its result is discarded) and
+not killed: it runs on and its result is discarded; the executor sets such a
+limit only under a ``timeout`` step) and
 :class:`NativeAsyncClock` for coroutines (trio or asyncio, found with sniffio;
 limits are a cancel scope / ``asyncio.timeout``, which do stop the attempt).
 
@@ -36,7 +37,7 @@ import time
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, ClassVar, Protocol, TypeVar, cast
 
 import sniffio
 
@@ -80,7 +81,14 @@ class AsyncClock(Protocol):
 
 
 class SystemClock:
-    """``time.monotonic``, ``time.sleep``, and a worker thread per bounded attempt."""
+    """``time.monotonic``, ``time.sleep``, and a worker thread per bounded attempt.
+
+    ``bounds_in_thread``: a limit moves the attempt onto another thread, so the
+    executor sets one only when the recipe has a ``timeout`` step (a clock
+    without this attribute, like ``SimClock``, is taken to bound in place).
+    """
+
+    bounds_in_thread: ClassVar[bool] = True
 
     def now_ms(self) -> float:
         return time.monotonic() * 1000.0

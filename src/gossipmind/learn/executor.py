@@ -8,10 +8,11 @@ order in the recipe, steps compose as: ``circuit_breaker`` guards each attempt,
 ``retry`` (tenacity) with ``respect_retry_after`` decides whether and when to
 try again; after the final failure ``fallback``, else ``escalate``.
 
-Bounds: at most ``max_attempts`` attempts (1 without ``retry``); attempts and
-waits fit in ``budget_ms`` (a wait that would reach it ends the call, an
-attempt is cut at its deadline; the local fallback/escalation run after it);
-a non-idempotent call is retried only if an idempotency key reaches it.
+Bounds: at most ``max_attempts`` attempts (1 without ``retry``); no attempt
+starts once ``budget_ms`` has run out, and a wait that would reach it ends the
+call (either way with the last attempt's own error); an attempt is cut at the
+budget's deadline (but see threads, below); the local fallback/escalation run
+after it. A non-idempotent call is retried only if an idempotency key reaches it.
 
 Idempotency key: one per logical call, the same on every attempt (a caller's
 own ``idempotency_key=``, or ``step.header`` in any case in ``headers=``, wins),
@@ -19,10 +20,15 @@ passed as ``idempotency_key=`` if the function declares it, else as
 ``headers[step.header]`` if the caller passed ``headers=`` or the function
 declares ``headers``; else the step is skipped.
 
-Sync attempts with a time limit run in a worker thread and are abandoned, not
-killed, when it passes (``breaker.SystemClock``); ``sync_timeouts=False`` keeps
-them on the caller's thread (``timeout`` skipped, budget checked between
-attempts). Time is injected (``Clock``/``AsyncClock``) for tests and drills.
+Threads: the real sync clock (``breaker.SystemClock``, ``bounds_in_thread``)
+can bound an attempt only by running it in a worker thread, abandoned, not
+killed, when the limit passes. So a sync attempt leaves the caller's thread
+only under a ``timeout`` step (it is then cut at that timeout or the budget's
+deadline, whichever comes first); without one it runs on the caller's thread
+and the budget is checked between attempts, as with ``sync_timeouts=False``
+(which also skips ``timeout``). Time is injected (``Clock``/``AsyncClock``)
+for tests and drills; a clock that needs no thread (``SimClock``) cuts every
+attempt at the budget's deadline, as the async clocks do.
 """
 
 from __future__ import annotations
@@ -33,18 +39,12 @@ import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, Retrying
 
 from gossipmind.core.errors import RecipeError
-from gossipmind.core.recipe import (
-    ERROR_CLASSES,
-    check_recipe,
-    key_header_problem,
-    steps_by_type,
-)
+from gossipmind.core.recipe import ERROR_CLASSES
 from gossipmind.learn.breaker import (
     AsyncClock,
     AttemptTimeout,
@@ -57,114 +57,17 @@ from gossipmind.learn.breaker import (
     default_classifier,
     retry_after_ms,
 )
-from gossipmind.learn.headers import param_kind, with_key
+from gossipmind.learn.plan import Execution, LocalRegistry, Plan, Skipped, build_plan
+
+__all__ = ["Execution", "Executor", "LocalRegistry", "Skipped"]
 
 T = TypeVar("T")
-Scalar = int | str | bool
-
-
-# ------------------------------------------------------------------------- registry
-
-
-class LocalRegistry:
-    """What the agent allows recipes to use: fallbacks, escalation handlers, parameters."""
-
-    def __init__(self) -> None:
-        self.fallbacks: dict[str, Callable[..., Any]] = {}
-        self.escalations: dict[str, Callable[[dict[str, Any]], Any]] = {}
-        self.params: dict[str, Callable[[Scalar], bool] | None] = {}
-
-    def add_fallback(self, name: str, fn: Callable[..., Any]) -> None:
-        """``fn`` is called with the original arguments when the recipe falls back to ``name``."""
-        self.fallbacks[name] = fn
-
-    def add_escalation(self, name: str, handler: Callable[[dict[str, Any]], Any]) -> None:
-        """``handler(summary)`` gets a redacted summary (no messages, no arguments)."""
-        self.escalations[name] = handler
-
-    def allow_param(self, name: str, check: Callable[[Scalar], bool] | None = None) -> None:
-        """Let ``set_param`` set keyword ``name``; ``check(value)`` may veto a value."""
-        self.params[name] = check
-
-
-# ------------------------------------------------------------------------ the record
-
-
-@dataclass(frozen=True)
-class Skipped:
-    step: str
-    reason: str
-
-
-@dataclass
-class Execution(Generic[T]):
-    """What happened to one logical call under a recipe."""
-
-    scope: str
-    outcome: str = "failed"  # "success" | "fallback" | "failed"
-    value: T | None = None
-    error: BaseException | None = None
-    attempts: int = 0  # attempts of the primary call, including a ``prior_error``
-    waited_ms: int = 0  # backoff / Retry-After waits
-    elapsed_ms: int = 0  # attempts and waits (not the fallback or escalation)
-    errors: list[str] = field(default_factory=list)  # error class of each failed attempt
-    applied: list[str] = field(default_factory=list)
-    skipped: list[Skipped] = field(default_factory=list)
-    stop: str = ""  # why the attempts ended
-    idempotency_key: str | None = None
-    fallback: str | None = None  # the fallback that produced the value
-    escalated: str | None = None
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome in ("success", "fallback")
-
-    def unwrap(self) -> T:
-        """The value, or re-raise the call's final error."""
-        if self.error is not None and not self.ok:
-            raise self.error
-        return cast(T, self.value)
-
-    def summary(self) -> dict[str, Any]:
-        """A redacted, JSON-safe account: classes and counts only, never messages or arguments."""
-        keys = ("scope", "outcome", "attempts", "waited_ms", "elapsed_ms", "stop")
-        out: dict[str, Any] = {k: getattr(self, k) for k in keys}
-        out["errors"], out["applied"] = list(self.errors), list(self.applied)
-        out["error_type"] = type(self.error).__name__ if self.error is not None else None
-        out["skipped"] = [[s.step, s.reason] for s in self.skipped]
-        out["fallback"], out["escalated"] = self.fallback, self.escalated
-        return out
-
-
-# ------------------------------------------------------------------------ the plan
-
-
-@dataclass
-class _Plan:
-    record: Execution[Any]
-    scope: str
-    max_attempts: int = 1
-    on: frozenset[str] = frozenset()
-    base_ms: int = 0
-    cap_ms: int = 0
-    jitter: str = "none"
-    max_wait_ms: int | None = None
-    timeout_ms: int | None = None
-    budget_ms: int | None = None
-    deadlines: bool = True  # may attempts be cut at a deadline?
-    retries_allowed: bool = False
-    breaker: tuple[int, int] | None = None  # (failure_threshold, reset_ms)
-    fallback: tuple[str, Callable[..., Any]] | None = None
-    escalate: tuple[str, Callable[[dict[str, Any]], Any]] | None = None
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    prior: BaseException | None = None
 
 
 class _Run(Generic[T]):
     """One logical call's state; its methods are tenacity's retry/wait/stop strategies."""
 
-    def __init__(self, ex: Executor, plan: _Plan, now: Callable[[], float], key: Hashable) -> None:
+    def __init__(self, ex: Executor, plan: Plan, now: Callable[[], float], key: Hashable) -> None:
         self.ex, self.plan, self.now, self.key = ex, plan, now, key
         self.record: Execution[T] = plan.record
         self.prior = plan.prior
@@ -172,26 +75,37 @@ class _Run(Generic[T]):
         self.deadline = None if plan.budget_ms is None else self.start + plan.budget_ms
         self.last_class = ""
         self.last_hint: int | None = None
+        self.last_exc: BaseException | None = None  # the latest error of an attempt made
+        self.out_of_budget = False
+        self.planned: tuple[int, int, bool] | None = None  # (attempt_number, wait ms, too long)
         self.next_wait = 0
-        self.hint_too_long = False
 
     # -- attempts
     def begin_attempt(self) -> float | None:
-        """Count an attempt; return its time limit in ms (None: unbounded)."""
+        """Count an attempt; return its time limit in ms (None: unbounded).
+
+        The budget is checked before the breaker: a half-open breaker's trial slot,
+        once claimed here, is always given back by ``failed``/``succeeded``/``aborted``.
+        """
         if self.prior is not None:
             prior, self.prior = self.prior, None
             self.record.attempts += 1
             self.failed(prior)
             raise prior
         p = self.plan
+        limit: float | None = p.timeout_ms
+        if self.deadline is not None:
+            left = self.deadline - self.now()
+            if left <= 0:  # a real sleep overshot the budget: end with the last real error
+                self.out_of_budget = True
+                self.record.stop = "budget"
+                if self.last_exc is not None:
+                    raise self.last_exc
+                raise AttemptTimeout("the budget ran out before the attempt")
+            if p.deadlines:
+                limit = left if limit is None else min(limit, left)
         if p.breaker is not None and not self.ex.breakers.allow(self.key, p.breaker[1]):
             raise CircuitOpen(f"circuit open for {self.key!r}")
-        limit: float | None = p.timeout_ms if p.deadlines else None
-        if self.deadline is not None and p.deadlines:
-            left = self.deadline - self.now()
-            if left <= 0:  # a real sleep overshot the budget: do not start the attempt
-                raise AttemptTimeout("the budget ran out before the attempt")
-            limit = left if limit is None else min(limit, left)
         self.record.attempts += 1
         return limit
 
@@ -202,6 +116,7 @@ class _Run(Generic[T]):
         return kw
 
     def failed(self, exc: BaseException) -> None:
+        self.last_exc = exc
         cls = self.ex.classify(exc)
         self.last_class = cls
         self.last_hint = self.ex.retry_after(exc) if self.plan.max_wait_ms is not None else None
@@ -224,6 +139,7 @@ class _Run(Generic[T]):
         if not isinstance(exc, Exception):
             return False  # a success; or cancellation, KeyboardInterrupt...: never retried
         for refused, reason in (
+            (self.out_of_budget, "budget"),
             (isinstance(exc, CircuitOpen), "circuit_open"),
             (p.max_attempts <= 1, "no_retry"),
             (not p.retries_allowed, "non_idempotent"),
@@ -234,9 +150,17 @@ class _Run(Generic[T]):
                 return False
         return True
 
-    def wait(self, rs: RetryCallState) -> float:
+    def planned_wait(self, rs: RetryCallState) -> tuple[int, bool]:
+        """The wait after attempt ``rs.attempt_number`` (ms) and whether its hint is too long.
+
+        Computed once per attempt, whichever of ``wait``/``stop`` tenacity asks first
+        (8.3 and later ask ``wait`` first, 8.2 ``stop``): the RNG is drawn once.
+        """
+        n = rs.attempt_number
+        if self.planned is not None and self.planned[0] == n:
+            return self.planned[1], self.planned[2]
         p = self.plan
-        exp = min(p.cap_ms, p.base_ms * 2 ** min(rs.attempt_number - 1, 30))
+        exp = min(p.cap_ms, p.base_ms * 2 ** min(n - 1, 30))
         rng = self.ex.rng
         if p.jitter == "full":
             wait = rng.randint(0, exp)
@@ -244,16 +168,22 @@ class _Run(Generic[T]):
             wait = exp // 2 + rng.randint(0, exp - exp // 2)
         else:
             wait = exp
+        too_long = False
         if self.last_hint is not None and p.max_wait_ms is not None:
-            self.hint_too_long = self.last_hint > p.max_wait_ms
+            too_long = self.last_hint > p.max_wait_ms
             wait = max(wait, self.last_hint)
+        self.planned = (n, wait, too_long)
         self.next_wait = wait
-        return wait / 1000.0
+        return wait, too_long
+
+    def wait(self, rs: RetryCallState) -> float:
+        return self.planned_wait(rs)[0] / 1000.0
 
     def stop(self, rs: RetryCallState) -> bool:
         reason = ""
-        resume = self.now() + self.next_wait
-        if self.hint_too_long:
+        wait, too_long = self.planned_wait(rs)
+        resume = self.now() + wait
+        if too_long:
             reason = "retry_after_exceeds_max_wait"
         elif rs.attempt_number >= self.plan.max_attempts:
             reason = "max_attempts"
@@ -346,91 +276,10 @@ class Executor:
         idempotent: bool,
         prior: BaseException | None,
         deadlines: bool,
-    ) -> _Plan:
-        check_recipe(recipe)
-        steps = steps_by_type(recipe)
-        record: Execution[Any] = Execution(scope=recipe["scope"])
-        plan = _Plan(
-            record, recipe["scope"], budget_ms=recipe.get("budget_ms"), deadlines=deadlines
+    ) -> Plan:
+        return build_plan(
+            self.registry, self.key_factory, recipe, fn, kwargs, idempotent, prior, deadlines
         )
-        plan.kwargs, plan.prior = dict(kwargs), prior
-        applied = record.applied
-
-        def skip(step: str, reason: str) -> None:
-            record.skipped.append(Skipped(step, reason))
-
-        if (s := steps.get("set_param")) is not None:
-            name, value = s["name"], s["value"]
-            check = self.registry.params.get(name)
-            if name not in self.registry.params:
-                skip("set_param", f"{name!r} is not on the local allow-list")
-            elif check is not None and not check(value):
-                skip("set_param", f"value for {name!r} refused locally")
-            elif param_kind(fn, name) not in ("named", "varkw"):
-                skip("set_param", f"the function takes no {name!r}")
-            else:
-                plan.kwargs[name] = value
-                applied.append("set_param")
-        key_in_effect, why = False, None
-        if (s := steps.get("idempotency_key")) is not None:
-            new_key: Callable[[], str] = self.key_factory
-            if isinstance(own := kwargs.get("idempotency_key"), str) and own:
-                new_key = functools.partial(str, own)  # the caller's own key wins
-            if param_kind(fn, "idempotency_key") == "named":
-                plan.kwargs["idempotency_key"] = key = new_key()
-                key_in_effect = True
-            elif (why := key_header_problem(s["header"])) is not None:
-                skip("idempotency_key", why)  # never set Authorization, Cookie, ...
-            elif isinstance(hdrs := kwargs.get("headers"), Mapping) or (
-                hdrs is None and param_kind(fn, "headers") == "named"
-            ):  # a key already in the caller's headers (any spelling) wins
-                plan.kwargs["headers"], key = with_key(hdrs or {}, s["header"], new_key)
-                key_in_effect = True
-            if key_in_effect:
-                record.idempotency_key = key
-                applied.append("idempotency_key")
-            elif why is None:
-                skip("idempotency_key", "the function takes neither idempotency_key= nor headers=")
-        if (s := steps.get("retry")) is not None:
-            plan.max_attempts = s["max_attempts"]
-            plan.on = frozenset(s["on"])
-            plan.base_ms, plan.cap_ms, plan.jitter = s["base_ms"], s["cap_ms"], s["jitter"]
-            if idempotent or key_in_effect:
-                plan.retries_allowed = prior is None or idempotent
-            if plan.retries_allowed:
-                applied.append("retry")
-            elif prior is not None and key_in_effect:
-                skip("retry", "non-idempotent: the failed call had no key")
-            else:
-                skip("retry", "non-idempotent call without an idempotency key")
-        if (s := steps.get("respect_retry_after")) is not None:
-            if plan.retries_allowed:
-                plan.max_wait_ms = s["max_wait_ms"]
-                applied.append("respect_retry_after")
-            else:
-                skip("respect_retry_after", "the call is not retried")
-        if (s := steps.get("timeout")) is not None:
-            if deadlines:
-                plan.timeout_ms = s["ms"]
-                applied.append("timeout")
-            else:
-                skip("timeout", "sync timeouts are disabled in this executor")
-        if (s := steps.get("circuit_breaker")) is not None:
-            plan.breaker = (s["failure_threshold"], s["reset_ms"])
-            applied.append("circuit_breaker")
-        if (s := steps.get("fallback")) is not None:
-            if (fb := self.registry.fallbacks.get(s["target"])) is None:
-                skip("fallback", f"no local fallback named {s['target']!r}")
-            else:
-                plan.fallback = (s["target"], fb)
-                applied.append("fallback")
-        if (s := steps.get("escalate")) is not None:
-            if (handler := self.registry.escalations.get(s["to"])) is None:
-                skip("escalate", f"no local escalation named {s['to']!r}")
-            else:
-                plan.escalate = (s["to"], handler)
-                applied.append("escalate")
-        return plan
 
     # -- sync
     def run_sync(
@@ -452,12 +301,14 @@ class Executor:
         """
         clock = self.clock
         plan = self._plan(recipe, fn, kwargs, idempotent, prior_error, self.sync_timeouts)
+        if plan.timeout_ms is None and getattr(clock, "bounds_in_thread", False):
+            plan.deadlines = False  # no timeout step: no worker thread, budget between attempts
         key = breaker_key if breaker_key is not None else (plan.scope, _qualname(fn))
         run: _Run[T] = _Run(self, plan, clock.now_ms, key)
 
         def attempt() -> T:
-            limit = run.begin_attempt()
             call = functools.partial(fn, *args, **run.call_kwargs())
+            limit = run.begin_attempt()  # may claim a breaker trial: the try gives it back
             try:
                 result = call() if limit is None else clock.call_with_timeout(call, limit)
             except Exception as exc:
@@ -510,8 +361,8 @@ class Executor:
         run: _Run[T] = _Run(self, plan, clock.now_ms, key)
 
         async def attempt() -> T:
-            limit = run.begin_attempt()
             call = functools.partial(fn, *args, **run.call_kwargs())
+            limit = run.begin_attempt()  # may claim a breaker trial: the try gives it back
             try:
                 if limit is None:
                     result = await call()
