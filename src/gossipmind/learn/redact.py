@@ -22,11 +22,18 @@ Guarantees:
   ``Password: correct horse battery staple`` -> ``Password: <secret>``. A word
   ending in ``=`` is no key, and after a secret's ``key:`` no ``word=`` is
   (``Password: hunter2 is=the secret`` -> ``Password: <secret>``);
+* a key is also the last part of a compound name, after ``_``, ``-`` or a
+  case change (``db_password``, ``X-Auth-Token``, ``dbPassword``,
+  ``shipping_name``), and the strongest secret keys also with nothing between
+  (``PGPASSWORD``, ``GITHUBTOKEN``); the whole name is kept;
 * a quoted value is redacted up to its closing quote, whatever it holds (a
   backslash escapes a quote): ``password='p,w')`` -> ``password=<secret>)``;
 * every pair of a ``Cookie`` / ``Set-Cookie`` value is redacted, to the end of
   the line (or of a quoted value): ``cookie: a=b; c=d`` -> ``cookie: <secret>``;
-* ``user@host`` with a bare host label (``bob@localhost``) is an email;
+* ``user@host`` with a bare host label (``bob@localhost``) is an email, and so is
+  an internationalised address (``josé@exämple.com``, ``田中@例え.jp``);
+* URL credentials are redacted whole, even when the password holds ``/``, ``?``
+  or ``#`` (``postgres://admin:pa/ss@db/app`` -> ``postgres://<cred>@db/app``);
 * input longer than :data:`MAX_INPUT` is cut at the last whitespace before the
   limit (so a truncated secret is dropped whole, never half-kept) and
   :data:`TRUNCATED` is appended;
@@ -48,6 +55,18 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Callable
+
+from gossipmind.learn.redact_keys import (
+    COOKIE_KEYS,
+    GLUED_SECRET_KEYS,
+    HOST_SUFFIXES,
+    NAME_CHARS_NON_ASCII,
+    PERSONAL_SEGMENTS,
+    PII_KEYS,
+    ROUTE_SEGMENTS,
+    SECRET_KEYS,
+    final_letters,
+)
 
 __all__ = [
     "MAX_INPUT",
@@ -84,40 +103,6 @@ PLACEHOLDERS = (
 )
 TRUNCATED = "<trunc>"
 
-# Path segments after which the next segment names a person or an account.
-_PERSONAL = frozenset(
-    [
-        "u",
-        "user",
-        "users",
-        "customer",
-        "customers",
-        "person",
-        "people",
-        "profile",
-        "profiles",
-        "member",
-        "members",
-        "account",
-        "accounts",
-        "employee",
-        "employees",
-        "patient",
-        "patients",
-        "contact",
-        "contacts",
-        "client",
-        "clients",
-        "owner",
-        "owners",
-        "author",
-        "authors",
-        "student",
-        "students",
-    ]
-)
-# Segments after a personal keyword that are routes, not names.
-_ROUTES = frozenset(["me", "self", "current", "new", "search", "list", "all", "count"])
 _PH_RE = re.compile(r"<(?:" + "|".join(PLACEHOLDERS) + r"|trunc)>")
 
 
@@ -170,19 +155,25 @@ def looks_random(run: str) -> bool:
 
 _Repl = str | Callable[[re.Match[str]], str]
 
+# The characters of an email's local part and of a domain label, non-ASCII ones included
+# (josé@exämple.com, 田中@例え.jp): internationalised addresses are emails too, and their
+# hosts start paths (exämple.com/users/bob).
+_NA = NAME_CHARS_NON_ASCII
+_LOCAL = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~\-" + _NA
+_LABEL = "A-Za-z0-9" + _NA
 _TOKEN_CHARS = r"[^\s\"'<>\\`]"
 # A URL with a scheme; the credentials, host, path, query and fragment are redacted apart.
 _SCHEME_URL = r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,30}://" + _TOKEN_CHARS + "+"
 # A scheme-less path. Both kinds run to the end of the token, and a start is the beginning
 # of a run (look-behinds, possessive prefix): each character is looked at a bounded number
 # of times, however hostile the text.
-_BARE_PATH = r"(?<![\w./:~\-])(?:/|[A-Za-z0-9_.:\-]++/)" + _TOKEN_CHARS + "+"
+_BARE_PATH = rf"(?<![\w./:~\-{_NA}])(?:/|[{_LABEL}_.:\-]++/)" + _TOKEN_CHARS + "+"
 _URL = re.compile(f"(?P<scheme>{_SCHEME_URL})|{_BARE_PATH}")
 _SCHEME_URL_RE = re.compile(_SCHEME_URL)
 _BARE_PATH_RE = re.compile(_BARE_PATH)
 # "@" then a dotted domain: a token holding one is left to the email rule, which takes it
 # whole. Searched once per token, never by a look-ahead at every position (quadratic).
-_EMAIL_AT = re.compile(r"@(?:[A-Za-z0-9\-]+\.)+[A-Za-z]")
+_EMAIL_AT = re.compile(rf"@(?:[{_LABEL}\-]+\.)+[A-Za-z{_NA}]")
 # A backslash and the character it escapes go together, here and in key/value pairs: a
 # value taken up to an escaped quote must not leave the quote bare (it would then close a
 # quoted value early).
@@ -195,7 +186,12 @@ def _redact_path(path: str) -> str:
     prev = ""
     for seg in segments:
         low = seg.lower()
-        if seg and prev in _PERSONAL and low not in _ROUTES and not _PH_RE.fullmatch(seg):
+        if (
+            seg
+            and prev in PERSONAL_SEGMENTS
+            and low not in ROUTE_SEGMENTS
+            and not _PH_RE.fullmatch(seg)
+        ):
             out.append(placeholder("name"))
         elif len(seg) > 1 and seg[0] in "~@":
             out.append(seg[0] + placeholder("name"))
@@ -220,6 +216,29 @@ def _redact_query(query: str) -> str:
     return "".join(parts)
 
 
+def _userinfo_end(rest: str, cut: int) -> int:
+    """Where the credentials end when the password holds "/", "?" or "#" (-1: they don't).
+
+    A raw connection string (``postgres://admin:pa/ss@db/app``) breaks the URL grammar:
+    the authority ends at the first "/", "?" or "#", but the credentials run to the last
+    "@". They do when the text before the cut is ``user:password`` with no "@", and the
+    password is not a port (``host:8080/p?email=a@b.com``). A port-like password
+    (``admin:1234/5@db``) still counts when only one path segment, with no "/", "?", "#",
+    "=" or "&", lies between the cut and the "@". Greedy: ``http://h:80/p@y`` loses its
+    host and path (a false positive costs a little precision, a false negative leaks).
+    """
+    at = rest.rfind("@")
+    if not 0 <= cut < at or "@" in rest[:cut]:
+        return -1
+    _, colon, password = rest[:cut].partition(":")
+    if not colon:
+        return -1
+    port_like = not password or (password.isascii() and password.isdigit())
+    if not port_like:
+        return at
+    return -1 if any(ch in "/?#=&" for ch in rest[cut + 1 : at]) else at
+
+
 def _url_text(s: str) -> str:
     head = ""
     if "://" in s:
@@ -227,6 +246,9 @@ def _url_text(s: str) -> str:
         cut = min(
             (i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=-1
         )
+        at = _userinfo_end(rest, cut)
+        if at >= 0:  # the credentials first: "/", "?" or "#" in the password
+            cut = min((i for i in (rest.find(c, at) for c in "/?#") if i >= 0), default=-1)
         authority, rest = (rest, "") if cut < 0 else (rest[:cut], rest[cut:])
         if "@" in authority:
             authority = placeholder("cred") + "@" + authority.rsplit("@", 1)[1]
@@ -355,24 +377,7 @@ def _keep_key(kind: str) -> Callable[[re.Match[str]], str]:
     return repl
 
 
-# Host names are parameters (which replica, which tenant) and may name a person or a
-# customer ("acme-corp.myshopify.com"); recognised by a common top-level or internal suffix.
-_TLDS = (
-    r"com|net|org|io|dev|ai|co|app|cloud|info|biz|uk|de|fr|nl|eu|jp|cn|br|ru|ca|au|ch|se"
-    r"|es|pl|internal|local|localhost|lan|corp|home|svc|cluster|intra|test|example|invalid"
-)
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
-_SECRET_KEYS = (
-    r"password|passwd|pwd|passphrase|secret|client[_-]?secret|api[_-]?key|apikey|x-api-key"
-    r"|access[_-]?token|refresh[_-]?token|id[_-]?token|auth[_-]?token|session[_-]?(?:id|token)"
-    r"|token|private[_-]?key|signature|cookie|set-cookie|authorization|otp|pin|cvv|cvc"
-)
-_PII_KEYS = (
-    r"e-?mail|name|first[_-]?name|last[_-]?name|full[_-]?name|user[_-]?name|login"
-    r"|customer[_-]?name|card[_-]?holder|holder|address|street|city|zip|zip[_-]?code"
-    r"|post[_-]?code|postal[_-]?code|dob|birth[_-]?date|date[_-]?of[_-]?birth|ssn|iban"
-    r"|phone|phone[_-]?number|mobile|tel|ip|ip[_-]?address|client[_-]?ip"
-)
 
 # The value of a ``key: value`` or ``key=value`` pair: a quoted string, or words up to a
 # delimiter, the end of the line or the next ``word:`` / ``word=`` key, so that
@@ -389,28 +394,41 @@ _PII_CHARS = r"(?:[^\s,;&)}\]\\]|\\.)"
 # A quoted value runs to its closing quote, whatever it holds (a backslash escapes one);
 # possessive, and its alternatives start with different characters: linear.
 _QUOTED = r"(?:\"(?:[^\"\\\n]|\\.)*+\"|'(?:[^'\\\n]|\\.)*+')"
-_COOKIE_KEYS = r"cookie|set-cookie"
 
 
-def _kv_key(keys: str) -> str:
-    # Every alternative starts with a letter: a look-ahead on the set of first letters (a
-    # superset) lets the engine skip most positions without trying every key.
-    alternatives = keys.split("|")
-    if not all(alt[:1].isalpha() for alt in alternatives):
-        raise ValueError("every key alternative must start with a letter")
-    initials = "".join(sorted({alt[0] for alt in alternatives}))
-    # group 1: the key and its separator, kept; group 2 is set by "=" (not ":")
+# A key is also the last part of a compound name: after a prefix of name characters that
+# ends in "_" or "-" (db_password, X-Auth-Token, --password, _token) or in a lower-case
+# letter or digit before a capital (dbPassword, shippingName). The prefix is kept with the key.
+_KEY_PREFIX = r"(?:[A-Za-z0-9_\-]*(?:[_\-]|(?-i:[a-z0-9](?=[A-Z]))))?"
+
+
+def _kv_key(keys: str, glued: str | None = None) -> str:
+    """Group 1: a whole name ending in one of ``keys`` (or in ``glued``, even with no
+    separator before it), its closing quote and its separator; group 2 is set by ``=``.
+
+    A match starts only at the start of a name (look-behind), and only where the name ends
+    in a key's last letter and is followed by its separator: a possessive look-ahead reads
+    the name once, so a word that is no key costs one pass over it. Past that, each
+    alternative reads the name a bounded number of times (one backtracking scan each; the
+    key alternatives are tried only where the prefix can end): linear in the name.
+    """
+    finals = final_letters(f"{keys}|{glued}" if glued else keys)
+    tail = rf"|[A-Za-z0-9_\-]*(?:{glued})" if glued else ""
     return (
-        r"(?i)((?=[" + initials + r"])(?<![A-Za-z0-9_\-])(?:" + keys + r")[\"']?\s*(?:(=)|:)\s*+)"
+        rf"(?i)((?<![A-Za-z0-9_\-])(?=[A-Za-z0-9_\-]++(?<=[{finals}])[\"']?\s*+[=:])"
+        + rf"(?:{_KEY_PREFIX}(?:{keys}){tail})"
+        + r"[\"']?\s*(?:(=)|:)\s*+)"
     )
 
 
-def _kv_rule(keys: str, chars: str, kind: str, *, colon_words: bool = False) -> re.Pattern[str]:
+def _kv_rule(
+    keys: str, chars: str, kind: str, *, colon_words: bool = False, glued: str | None = None
+) -> re.Pattern[str]:
     """Key and value; with ``colon_words``, after ``key:`` only ``word:`` is a next key."""
     more = _NEXT_COLON_KEY if colon_words else _NEXT_KEY
     next_key = f"(?(2){_NEXT_KEY}|{more})"
     return re.compile(
-        _kv_key(keys)
+        _kv_key(keys, glued)
         # a quoted value, and what sticks to its closing quote (not a ")": the quote
         # may close a call's argument); a placeholder this rule left before a ")" (its
         # second pass); or words of the value's class
@@ -425,7 +443,7 @@ def _kv_rule(keys: str, chars: str, kind: str, *, colon_words: bool = False) -> 
 # JSON or a dict: ``{"Cookie": "a=b; c=d", "Host": …}``); so does this rule's placeholder
 # on a second pass.
 _COOKIE = re.compile(
-    _kv_key(_COOKIE_KEYS)
+    _kv_key(COOKIE_KEYS)
     + rf"(?:(?:{_QUOTED}|<secret>)(?=[ \t]*+(?:[,}}\])\r\n]|$))|\S(?:[^\r\n]*(?<=\S))?)"
 )
 
@@ -461,19 +479,19 @@ _RULES: tuple[tuple[re.Pattern[str], _Repl], ...] = (
     ),
     (
         re.compile(
-            r"(?<![A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-])[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-]"
-            r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]{0,63}@"
-            r"(?:(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}[A-Za-z0-9])?\.)+"
-            r"(?:[A-Za-z]{2,24}|[Xx][Nn]--[A-Za-z0-9\-]{1,59})"
+            # the local part: the whole run before "@" (possessive: read once)
+            rf"(?<![{_LOCAL}.])[{_LOCAL}][{_LOCAL}.]*+@"
+            rf"(?:(?:[{_LABEL}](?:[{_LABEL}\-]{{0,62}}[{_LABEL}])?\.)+"
+            rf"(?:[A-Za-z{_NA}]{{2,24}}|[Xx][Nn]--[A-Za-z0-9\-]{{1,59}})"
             # or a bare host label: bob@localhost, alice@bastion
-            r"|[A-Za-z][A-Za-z0-9\-]{0,62})(?![A-Za-z0-9\-])"
+            rf"|[A-Za-z{_NA}][{_LABEL}\-]{{0,62}})(?![{_LABEL}\-])"
         ),
         "<email>",
     ),
     (
         re.compile(
             r"(?<![\w.\-])(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}[A-Za-z0-9])?\.)+"
-            r"(?i:" + _TLDS + r")(?![\w\-]|\.[A-Za-z0-9])"
+            r"(?i:" + HOST_SUFFIXES + r")(?![\w\-]|\.[A-Za-z0-9])"
         ),
         "<host>",
     ),
@@ -522,8 +540,11 @@ _RULES: tuple[tuple[re.Pattern[str], _Repl], ...] = (
     # Key/value pairs last: the value is what remains once every other rule has run
     # (a second pass sees the same text, so the extent of a value is stable).
     (_COOKIE, _keep_key("secret")),
-    (_kv_rule(_SECRET_KEYS, _SECRET_CHARS, "secret", colon_words=True), _keep_key("secret")),
-    (_kv_rule(_PII_KEYS, _PII_CHARS, "pii"), _keep_key("pii")),
+    (
+        _kv_rule(SECRET_KEYS, _SECRET_CHARS, "secret", colon_words=True, glued=GLUED_SECRET_KEYS),
+        _keep_key("secret"),
+    ),
+    (_kv_rule(PII_KEYS, _PII_CHARS, "pii"), _keep_key("pii")),
 )
 
 
