@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -133,3 +135,15 @@ def test_drain_limits() -> None:
         Drain(depth=2)
     with pytest.raises(ConfigError):
         Drain(similarity=1.5)
+
+
+def test_canonical_is_idempotent_on_every_short_string_of_signs_digits_and_separators() -> None:
+    """Hypothesis found "--0" → "-<*>" → "<*>": the sign rule dropped only the
+    last of a run of signs. Every string of up to 5 of these characters now gives
+    a template that canonical() leaves as it is."""
+    for n in range(1, 6):
+        for chars in itertools.product("-+0a >_.:", repeat=n):
+            once = canonical("".join(chars))
+            assert canonical(once) == once, ("".join(chars), once)
+    assert canonical("--0") == canonical("-0") == "<*>"
+    assert canonical("a--0") == "a-<*>"

@@ -67,7 +67,9 @@ _WORD = re.compile(r"[^\W_]+")
 _PREFIXED_ID = re.compile(
     r"(?<![A-Za-z0-9])([a-z]{1,8}[_-])(?=[A-Za-z]*[A-Z])(?=[A-Za-z]*[a-z])[A-Za-z]{10,}(?![A-Za-z0-9])"
 )
-_SIGN = re.compile(r"(?<![\w>])[-+](?=<\*>)")
+# A run of signs goes whole ("--5" → "<*>"): dropping only the last one left
+# "-<*>", which a second pass turned into "<*>" (canonical() not idempotent).
+_SIGN = re.compile(r"(?<![\w>])[-+]+(?=<\*>)")
 _CURRENCY = re.compile(
     r"[$€£¥₹](?=<\*>)"
     r"|(?<=<\*>) ?(?:USD|EUR|GBP|JPY|CHF|CAD|AUD|INR|BRL|CNY|SEK|NOK|DKK|MXN)\b"
