@@ -13,6 +13,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 
+from gossipmind.cli.output import visible
 from gossipmind.core.errors import (
     ConfigError,
     GossipmindError,
@@ -131,6 +132,51 @@ class FloatRange(click.FloatRange):
         return float(number)
 
 
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` came from UTF-8 bytes: Python hands an argument or path that is
+    not UTF-8 over with lone surrogates in it (``surrogateescape``), which no op,
+    query or SQLite URI can encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def with_raw_bytes(text: str) -> str:
+    """``text`` to show, its bytes that are not UTF-8 written ``\\xff``."""
+    raw = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return visible(raw)
+
+
+class Utf8Text(click.types.StringParamType):
+    """Text that must be UTF-8 (every plain text argument and option: see
+    :func:`require_utf8`); other bytes are a usage error naming the parameter."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = super().convert(value, param, ctx)
+        if not is_utf8(text):
+            self.fail(f"'{with_raw_bytes(text)}' is not UTF-8 text", param, ctx)
+        return text
+
+
+UTF8_TEXT = Utf8Text()
+
+
+def require_utf8(command: click.Command, *, except_params: frozenset[str]) -> None:
+    """Make every plain text parameter of ``command`` and its subcommands refuse bytes
+    that are not UTF-8 (:class:`Utf8Text`), before the command runs: such text would
+    otherwise reach an op or a query and fail there. Paths (``click.Path``), choices
+    and the parameters named in ``except_params`` (text that may be a file name)
+    keep their type."""
+    for param in command.params:
+        if type(param.type) is click.types.StringParamType and param.name not in except_params:
+            param.type = UTF8_TEXT
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            require_utf8(sub, except_params=except_params)
+
+
 def max_length(limit: int) -> Callable[[click.Context, click.Parameter, str], str]:
     """A callback refusing a text option longer than ``limit`` characters (the schema's
     limit: it would otherwise be refused, or cut, later)."""
@@ -187,7 +233,7 @@ def os_error_text(exc: OSError) -> str:
 
 
 def _fail(message: str, code: int) -> int:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {visible(message, lines=True)}", err=True)  # it may quote a peer's text
     return code
 
 

@@ -6,10 +6,9 @@ import functools
 from pathlib import Path
 
 import click
-from rich.markup import escape
 
-from gossipmind.cli.common import Ctx, errors, json_option, pass_ctx
-from gossipmind.cli.output import console, print_json
+from gossipmind.cli.common import Ctx, errors, is_utf8, json_option, pass_ctx, with_raw_bytes
+from gossipmind.cli.output import console, esc, print_json
 from gossipmind.store.doctor import ERROR, WARNING, Diagnosis, diagnose
 
 _STYLE = {ERROR: "bold red", WARNING: "yellow"}
@@ -35,6 +34,12 @@ def doctor(ctx: Ctx, path: Path | None, skip_signatures: bool, as_json: bool) ->
     file permissions.
     """
     target = path.expanduser().resolve() if path is not None else ctx.dir.root
+    if not is_utf8(str(target)):
+        raise click.BadParameter(
+            f"'{with_raw_bytes(str(target))}' is not a UTF-8 path: doctor cannot check it "
+            "(rename it)",
+            param_hint="'PATH'" if path is not None else "'--data-dir'",
+        )
     diag = diagnose(target, signatures=not skip_signatures)
     if as_json:
         print_json(diag.to_doc())
@@ -47,25 +52,24 @@ def doctor(ctx: Ctx, path: Path | None, skip_signatures: bool, as_json: bool) ->
 def _print(diag: Diagnosis) -> None:
     st = diag.stats
     out = functools.partial(console.print, soft_wrap=True)
-    out(f"[bold]data dir[/]  {escape(str(diag.data_dir))}")
+    out(f"[bold]data dir[/]  {esc(diag.data_dir)}")
     if "network" in st:
         out(
             f"[bold]store[/]     {st['store_bytes']} bytes (wal {st['wal_bytes']}), "
-            f"schema {st['schema_version']}, integrity {escape(str(st.get('integrity', '-')))}"
+            f"schema {st['schema_version']}, integrity {esc(st.get('integrity', '-'))}"
         )
         out(f"[bold]network[/]   {st['network'].hex()}")
     if "ops" in st:
         kinds = ", ".join(f"{k} {n}" for k, n in st["ops_by_kind"].items())
         out(
-            f"[bold]ops[/]       {st['ops']} ({escape(kinds)}); "
+            f"[bold]ops[/]       {st['ops']} ({esc(kinds)}); "
             f"signatures verified {st['signatures_verified']}"
         )
     if "pending" in st:
         reasons = ", ".join(f"{k} {n}" for k, n in st.get("rejected_by_code", {}).items())
         out(
             f"[bold]pending[/]   {st['pending']} ({st['pending_bytes']} bytes)   "
-            f"[bold]rejected[/] {st.get('rejected', 0)}"
-            + (f" ({escape(reasons)})" if reasons else "")
+            f"[bold]rejected[/] {st.get('rejected', 0)}" + (f" ({esc(reasons)})" if reasons else "")
         )
     if "root" in st:
         out(f"[bold]root[/]      {st['root'].hex()} (recomputed from the ops)")
@@ -78,7 +82,7 @@ def _print(diag: Diagnosis) -> None:
         )
     for f in diag.findings:
         style = _STYLE.get(f.severity, "dim")
-        out(f"[{style}]{f.severity.upper():7}[/] {f.check:18} {escape(f.message)}")
+        out(f"[{style}]{f.severity.upper():7}[/] {f.check:18} {esc(f.message)}")
     n = diag.error_count
     if n:
         out(f"[bold red]{n} problem{'s' if n != 1 else ''} found[/]")

@@ -9,6 +9,8 @@ import click
 from gossipmind.cli.common import Ctx, errors, json_option, pass_ctx
 from gossipmind.cli.common import id_prefix as checked_prefix
 from gossipmind.cli.output import console, esc, jsonable, print_json, short, table
+from gossipmind.core.checks import name as schema_name
+from gossipmind.core.errors import SchemaError
 from gossipmind.core.ops import KINDS
 from gossipmind.core.snapshot import FIX_STATUSES
 
@@ -65,8 +67,23 @@ def status(ctx: Ctx, as_json: bool) -> None:
         console.print(f"[red]equivocations {st['equivocations']}[/]")
 
 
+def _service_name(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """A service is a schema name (a report's service is reduced to one): refuse
+    anything else now, rather than match nothing."""
+    if value is None:
+        return None
+    try:
+        schema_name(64)(value, "--service")
+    except SchemaError:
+        raise click.BadParameter(
+            f"{value!r} is not a service name: lowercase [a-z0-9][a-z0-9._/-]*, "
+            "at most 64 characters"
+        ) from None
+    return value
+
+
 @click.command()
-@click.option("--service", help="Only patterns of this service.")
+@click.option("--service", callback=_service_name, help="Only patterns of this service.")
 @click.option(
     "--limit",
     default=100,

@@ -9,7 +9,8 @@ import click
 
 from gossipmind import __version__
 from gossipmind.cli import bench, demo, doctor, goals, inspect, node, review, testnet, write
-from gossipmind.cli.common import Ctx
+from gossipmind.cli.common import Ctx, require_utf8
+from gossipmind.cli.output import visible
 
 
 def _non_empty(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -65,6 +66,8 @@ for command in (
     testnet.testnet,
 ):
     cli.add_command(command)
+    if command not in (bench.bench, demo.demo, node.node, testnet.testnet):  # they reach no store
+        require_utf8(command, except_params=frozenset({"recipe_src"}))  # JSON or a file name
 
 
 def main() -> None:
@@ -75,7 +78,8 @@ def main() -> None:
         if os.environ.get("GOSSIPMIND_DEBUG"):
             raise
         click.echo(
-            f"internal error (a bug in gossipmind): {type(exc).__name__}: {exc}\n"
+            f"internal error (a bug in gossipmind): {type(exc).__name__}: "
+            f"{visible(str(exc), lines=True)}\n"
             "rerun with GOSSIPMIND_DEBUG=1 for the traceback",
             err=True,
         )

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import ipaddress
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from gossipmind.cli.common import Ctx, FloatRange, errors, pass_ctx, passphrase_option
 from gossipmind.core.errors import ConfigError
 from gossipmind.node.config import load_config
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus  # the trio stubs libp2p installs shadow trio's own
+
+    from gossipmind.node.daemon import Service
+    from gossipmind.node.node import Node
 
 
 def _multiaddr_problem(addr: str, p2p: bool) -> str | None:
@@ -103,20 +111,67 @@ def check_listen_free(addr: str, where: str) -> None:
 
     py-libp2p listens with SO_REUSEPORT, so a second node on the same port would
     start without an error and share the first one's inbound connections. A
-    probe without SO_REUSEPORT fails while anything listens there.
+    probe without SO_REUSEPORT fails while anything listens there. Port 0 is
+    probed too: binding it fails if the host is not an address of this machine.
     """
     family, host, port = listen_endpoint(addr)
-    if port == 0:
-        return
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
-        try:
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:  # no IPv6 here: refused too
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
             probe.bind((host, port))
-        except OSError as exc:
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {addr} ({where}): {_bind_problem(exc)}") from None
+
+
+def _bind_problem(exc: OSError) -> str:
+    """Why a bind failed, with the advice that fits the reason."""
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"{exc.strerror}; another process (another node?) may listen there: "
+            "choose another port, or 0 for any free one"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{exc.strerror}: not an address of this machine"
+    return exc.strerror or str(exc)
+
+
+def check_api_apart(api_port: int, listens: list[str], where: str) -> None:
+    """Fail now if the API (127.0.0.1:``api_port``) would take a TCP port a node's
+    libp2p listen address takes: on 127.0.0.1 or a wildcard, libp2p binds it first
+    and the API could not start."""
+    if api_port == 0:
+        return
+    for addr in listens:
+        _, host, port = listen_endpoint(addr)
+        if listens_overlap(listen_key("127.0.0.1", api_port), listen_key(host, port)):
             raise ConfigError(
-                f"cannot listen on {addr} ({where}): {exc.strerror}; another process "
-                "(another node?) may listen there: choose another port, or 0 for any free one"
-            ) from None
+                f"the API port {api_port} ({where}) is the TCP port of the listen address "
+                f"{addr}: give the API another port, or 0 for any free one"
+            )
+
+
+def api_service(port: int, where: str) -> Service:
+    """The local API on 127.0.0.1:``port`` as a node service. A port taken between the
+    checks and the bind (or any bind error) is a ConfigError naming the port (exit 4)."""
+    import trio
+
+    from gossipmind.api.server import serve_api
+
+    async def serve(node: Node, *, task_status: TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            try:
+                url = await nursery.start(functools.partial(serve_api, node, port=port))
+            except* OSError as group:
+                leaf: BaseException = group
+                while isinstance(leaf, BaseExceptionGroup):
+                    leaf = leaf.exceptions[0]
+                assert isinstance(leaf, OSError)
+                raise ConfigError(
+                    f"cannot serve the API on 127.0.0.1:{port} ({where}): {_bind_problem(leaf)}"
+                ) from None
+            task_status.started(url)
+
+    return serve
 
 
 @click.command("node")
@@ -195,12 +250,12 @@ def node(
     no_api: bool,
     extra: tuple[Path, ...],
 ) -> None:
-    """Run the node in the foreground until Ctrl-C / SIGTERM.
+    """Run the node in the foreground until Ctrl-C, SIGTERM or SIGHUP (a clean stop).
 
     Prints one JSON line per node when it is ready (its multiaddrs), then JSON
     logs on stderr. Joining a network = --genesis FILE + one --bootstrap address.
     """
-    from gossipmind.node.daemon import Service, configure_logging, run
+    from gossipmind.node.daemon import configure_logging, run
 
     if extra and api_port is not None:
         raise click.UsageError(
@@ -212,10 +267,16 @@ def node(
             "--listen with a fixed port would put every node of --extra-data-dir on it: "
             "use port 0, or set listen in each data dir's node.toml"
         )
+    data_dirs = [ctx.dir.root, *(p.resolve() for p in extra)]
+    if twice := next((d for i, d in enumerate(data_dirs) if d in data_dirs[:i]), None):
+        raise click.UsageError(
+            f"--extra-data-dir: {twice} is named twice (the main data dir counts): "
+            "each node of a process needs its own data dir"
+        )
     configure_logging(log_level)
     passphrase = ctx.passphrase()
     configs = []
-    for data_dir in (ctx.dir.root, *(p.resolve() for p in extra)):
+    for data_dir in data_dirs:
         cfg = load_config(data_dir, config_file if data_dir == ctx.dir.root else None)
         cfg = cfg.with_overrides(
             listen=listen,
@@ -247,10 +308,10 @@ def node(
         taken.append((mine, cfg.data_dir, cfg.listen))
     services: dict[str, Service] = {}
     if not no_api:
-        from gossipmind.api.server import serve_api
-
         port = api_port if api_port is not None else (configs[0][1].api_port or 0)
         port = port if not extra else 0
-        check_port_free(port, "--api-port" if api_port is not None else "api_port in node.toml")
-        services["api"] = functools.partial(serve_api, port=port)
+        where = "--api-port" if api_port is not None else "api_port in node.toml"
+        check_api_apart(port, [cfg.listen for _, cfg in configs], where)
+        check_port_free(port, where)
+        services["api"] = api_service(port, where)
     run(configs, status_every=status_every, services=services)

@@ -1,14 +1,19 @@
 """Output helpers: JSON (bytes as hex) and rich tables.
 
 Every piece of data (names, templates, reasons, paths, anything a user or a peer
-wrote) must reach rich either escaped (:func:`esc`) or as a :class:`rich.text.Text`:
-a ``[`` in it would otherwise be read as markup, crash the command or vanish.
+wrote) must reach rich either escaped (:func:`esc`) or through :func:`table` /
+:func:`styled`: a ``[`` in it would otherwise be read as markup, crash the command
+or vanish. All three also pass it through :func:`visible`: any member can sign free
+text (a pattern template, a member name, a rationale), and a control character in
+it (ESC, C1, a bidi override) would otherwise reach the operator's terminal and
+act on it (clear the screen, retitle the window, hide or reorder text).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -50,14 +55,35 @@ console = _Console(highlight=False)
 err_console = _Console(stderr=True, highlight=False)
 
 
+_TERMINAL_CONTROLS = r"\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069"
+_INLINE = re.compile(rf"[\t\n{_TERMINAL_CONTROLS}]")
+_MULTILINE = re.compile(rf"[{_TERMINAL_CONTROLS}]")
+_SHORT = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _shown(match: re.Match[str]) -> str:
+    char = match[0]
+    code = ord(char)
+    return _SHORT.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def visible(text: str, *, lines: bool = False) -> str:
+    """``text`` with every character that could act on a terminal written as a
+    visible escape (``\\x1b``, ``\\x9b``, ``\\u202e``, ``\\n``): C0 controls, DEL, C1
+    controls and the bidi overrides and isolates (U+202A-U+202E, U+2066-U+2069).
+    With ``lines`` a newline and a tab are kept (a table cell, an error message);
+    otherwise they are escaped too, so one value cannot forge another line."""
+    return (_MULTILINE if lines else _INLINE).sub(_shown, text)
+
+
 def esc(value: object) -> str:
-    """``str(value)`` made safe to embed in rich markup."""
-    return escape(str(value))
+    """``str(value)`` made safe to embed in rich markup, on one line (:func:`visible`)."""
+    return escape(visible(str(value)))
 
 
 def styled(text: str, style: str) -> Text:
     """A table cell with a style (plain cells are never parsed as markup)."""
-    return Text(text, style=style)
+    return Text(visible(text, lines=True), style=style)
 
 
 def jsonable(value: Any) -> Any:
@@ -83,11 +109,12 @@ def short(value: bytes | str, n: int = 12) -> str:
 
 
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """A table whose cells are data: a str cell is shown verbatim, never as markup;
-    pass a :class:`Text` (see :func:`styled`) for a styled cell."""
-    t = Table(title=escape(title), title_justify="left", show_lines=False)
+    """A table whose cells are data: a str cell is shown verbatim (control characters
+    made :func:`visible`), never as markup; pass a :class:`Text` (see :func:`styled`)
+    for a styled cell."""
+    t = Table(title=esc(title), title_justify="left", show_lines=False)
     for col in columns:
-        t.add_column(escape(col), overflow="fold")
+        t.add_column(esc(col), overflow="fold")
     for row in rows:
-        t.add_row(*[c if isinstance(c, Text) else Text(str(c)) for c in row])
+        t.add_row(*[c if isinstance(c, Text) else Text(visible(str(c), lines=True)) for c in row])
     console.print(t)

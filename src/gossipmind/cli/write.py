@@ -44,11 +44,16 @@ def _done(op_id: bytes, what: str, as_json: bool, **extra: Any) -> None:
 
 
 Check = Callable[[bytes], None]
+LOCK_WAIT_S = 5.0  # how long a writing command waits for another one to let go of the store
 
 
 def _write(ctx: Ctx, kind: str, body: dict[str, Any], check: Check | None = None) -> bytes:
     """Sign an op with the local identity: directly in the store, or — when a running
     node holds the store — through that node's local API (the node signs it).
+
+    When another process holds the store and no node API is found, it is taken to
+    be another writing command (agents run them in parallel): this one waits up to
+    :data:`LOCK_WAIT_S` for the store before it gives up.
 
     ``check``, if given, is called with the signer's public key before anything is
     written, to refuse an op that would be valid but pointless (e.g. reviewing
@@ -56,7 +61,10 @@ def _write(ctx: Ctx, kind: str, body: dict[str, Any], check: Check | None = None
     try:
         store = ctx.store()
     except StoreLocked:
-        return _write_via_node(ctx, kind, body, check)
+        waited = _wait_for_store(ctx)
+        if waited is None:
+            return _write_via_node(ctx, kind, body, check)
+        store = waited
     with store:
         identity = ctx.identity()
         if check is not None:
@@ -64,16 +72,37 @@ def _write(ctx: Ctx, kind: str, body: dict[str, Any], check: Check | None = None
         return store.create_op(identity, kind, body, now_ms()).id
 
 
+def _held(ctx: Ctx, why: object, *, waited: bool = True) -> StoreLocked:
+    longer = f" for more than {LOCK_WAIT_S:g} s" if waited else ""
+    return StoreLocked(
+        f"{ctx.dir.store} is held{longer} by another process that serves no local API "
+        "(another gossipmind command, or a node started with --no-api), so nothing was "
+        f"written; try again, or stop that node or serve its API ({why})"
+    )
+
+
+def _wait_for_store(ctx: Ctx) -> Store | None:
+    """The store once another process lets go of it (at most LOCK_WAIT_S), or None
+    if a running node serves an API: write through it."""
+    from gossipmind.api.transport import NodeNotFound, discover
+
+    try:
+        discover(ctx.dir.root)
+    except NodeNotFound as exc:
+        try:
+            return Store.open(ctx.dir.store, wait=LOCK_WAIT_S)
+        except StoreLocked:
+            raise _held(ctx, exc) from None
+    return None
+
+
 def _write_via_node(ctx: Ctx, kind: str, body: dict[str, Any], check: Check | None) -> bytes:
     from gossipmind.api.transport import Http, NodeNotFound, discover
 
     try:
         url, token = discover(ctx.dir.root)  # refuses a stale api.json: never leak the token
-    except NodeNotFound as exc:
-        raise StoreLocked(
-            f"{ctx.dir.store} is held by a running node that serves no local API "
-            f"(started with --no-api?), so nothing was written; stop it or serve the API ({exc})"
-        ) from None
+    except NodeNotFound as exc:  # the node stopped meanwhile
+        raise _held(ctx, exc, waited=False) from None
     http = Http(url, token, timeout=10)
     try:
         if check is not None:

@@ -1,4 +1,5 @@
-"""`gossipmind node`: run one or more nodes in the foreground until SIGINT/SIGTERM.
+"""`gossipmind node`: run one or more nodes in the foreground until SIGINT, SIGTERM
+or SIGHUP (a closed terminal or ssh session).
 
 On start each node prints one JSON line to stdout::
 
@@ -18,6 +19,7 @@ import json
 import logging
 import os
 import signal
+import stat
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -60,15 +62,62 @@ def configure_logging(level: str = "info") -> None:
 
 
 def emit(event: str, **fields: Any) -> None:
-    sys.stdout.write(json.dumps({"event": event, "ts": round(time.time(), 3), **fields}) + "\n")
-    sys.stdout.flush()
+    """One JSON line on stdout. If stdout is gone (the terminal closed: EIO; the
+    reader of a pipe exited: EPIPE) nobody can read it: the node carries on, and
+    stdout is pointed at /dev/null so that no later write or the final flush fails."""
+    try:
+        sys.stdout.write(json.dumps({"event": event, "ts": round(time.time(), 3), **fields}) + "\n")
+        sys.stdout.flush()
+    except OSError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+MAX_CONTROL_FILE = 1024 * 1024
+"""Bytes of ``control.json`` read at most: a block list of every peer a node could
+know fits many times over; a larger file is refused, not read."""
+
+
+def _number(doc: dict[str, Any], key: str) -> float:
+    value = doc.get(key, 0.0)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{key} must be a number, not {json.dumps(value)[:40]}")
+    try:
+        return float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        raise ValueError(f"{key} is out of range") from None
 
 
 def _link_faults(doc: dict[str, Any]) -> tuple[float, float] | None:
-    drop, delay = float(doc.get("drop", 0.0)), float(doc.get("delay_s", 0.0))
+    drop, delay = _number(doc, "drop"), _number(doc, "delay_s")
     if not (0 <= drop < 1 and 0 <= delay <= 10):
         raise ValueError("drop must be in [0, 1) and delay_s in [0, 10]")
     return (drop, delay) if drop or delay else None
+
+
+def read_control(path: Path) -> tuple[set[str], tuple[float, float] | None]:
+    """The peers to block and the link faults a ``control.json`` asks for. OSError if
+    it cannot be read; ValueError if it is not a regular file, too large, not UTF-8
+    JSON, nested too deeply or holds a value out of range; TypeError if it is not an
+    object or holds a value of the wrong type."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the node
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
+        data = f.read(MAX_CONTROL_FILE + 1)
+    if len(data) > MAX_CONTROL_FILE:
+        raise ValueError(f"larger than {MAX_CONTROL_FILE} bytes")
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if not isinstance(doc, dict):
+        raise TypeError("it must hold a JSON object")
+    block = doc.get("block", [])
+    if not isinstance(block, list) or not all(isinstance(p, str) for p in block):
+        raise TypeError("block must be a list of peer ids (strings)")
+    return set(block), _link_faults(doc)
 
 
 async def _watch_control(node: Node, path: Path) -> None:
@@ -84,11 +133,11 @@ async def _watch_control(node: Node, path: Path) -> None:
             faults: tuple[float, float] | None = None
             if st is not None:
                 try:
-                    doc = json.loads(path.read_text())
-                    block = {str(p) for p in doc.get("block", [])}
-                    faults = _link_faults(doc)
-                except (OSError, ValueError, TypeError, AttributeError) as exc:
-                    log.warning("ignoring unreadable %s: %s", path, exc)
+                    block, faults = read_control(path)
+                except (OSError, ValueError, TypeError) as exc:  # JSONDecodeError too
+                    log.warning(
+                        "ignoring unreadable %s (keeping the previous settings): %s", path, exc
+                    )
                     block, faults = node.blocked, node.link_faults
             if faults != node.link_faults:
                 node.link_faults = faults
@@ -120,7 +169,11 @@ async def _report(node: Node, name: str, every: float) -> None:
 # A service runs beside a node (e.g. the HTTP API); ``task_status.started(info)``
 # hands back what the ready line should tell (e.g. the API URL).
 Service = Callable[..., Awaitable[Any]]
-EXIT_SECOND_SIGNAL = 130  # a second SIGINT/SIGTERM while stopping
+EXIT_SECOND_SIGNAL = 130  # a second signal while stopping
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""Each stops the nodes cleanly. SIGHUP is what a node run in a terminal, an ssh
+session or a tmux pane gets when that closes: Python's default would end the process
+at once and lose what the node acknowledged but had not written yet."""
 
 
 # What a previous run's services wrote and remove when they stop: after a crash
@@ -174,13 +227,13 @@ async def serve(
     status_every: float = 0.0,
     services: dict[str, Service] | None = None,
 ) -> None:
-    """Run every node in one process until SIGINT or SIGTERM; then stop cleanly.
+    """Run every node in one process until SIGINT, SIGTERM or SIGHUP; then stop cleanly.
 
     A second signal while stopping exits at once (status 130 + nothing else):
     what the nodes acknowledged is already durable, and the next start
     recovers like after a crash.
     """
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async with trio.open_nursery() as outer:
             nodes = trio.CancelScope()
 

@@ -38,7 +38,9 @@ def open_store(config: NodeConfig) -> Store:
         store = Store.create(d.store, genesis, synchronous=config.synchronous)
         write_atomic(d.genesis, dump_genesis(genesis))
         return store
-    store = Store.open(d.store, synchronous=config.synchronous)
+    # wait=0: a second node on this data dir is refused at once (writing commands
+    # wait a little for each other, never for a node)
+    store = Store.open(d.store, synchronous=config.synchronous, wait=0.0)
     try:
         given = config.genesis_file
         if given is not None and not _same_file(given, d.genesis):

@@ -2,27 +2,71 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 from gossipmind.core.errors import IdentityError
 from gossipmind.core.identity import Identity, dump_key, is_encrypted, load_key
+from gossipmind.store.sqlfile import NO_HARD_LINKS
 
 
 def write_key(path: Path, identity: Identity, passphrase: str | None = None) -> None:
-    """Create ``path`` with mode 0600; never overwrite an existing key."""
+    """Create ``path`` with mode 0600; never overwrite an existing key.
+
+    The key is written whole into a temporary file of the same directory,
+    fsynced, and then linked to ``path`` (``os.link`` refuses an existing file):
+    a failed write (a full disk) or a kill leaves no key file, never an empty or
+    partial one."""
     data = dump_key(identity, passphrase, os.urandom(16), os.urandom(12))
+    if os.path.lexists(path):
+        raise IdentityError(f"{path} already exists; refusing to overwrite a key")
+    tmp: str | None = None
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:  # mkstemp: mode 0600
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except OSError as exc:
+            if exc.errno not in NO_HARD_LINKS:
+                raise
+            _write_new(path, data)  # a filesystem without hard links
+        _fsync_dir(path.parent)
     except FileExistsError as exc:
         raise IdentityError(f"{path} already exists; refusing to overwrite a key") from exc
     except OSError as exc:
-        raise IdentityError(f"cannot create {path}: {exc.strerror}") from exc
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+        raise IdentityError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Create ``path`` (never over an existing file) holding ``data``; remove it if
+    the write fails: the file is ours, ``O_EXCL`` created it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def check_private(path: Path) -> None:
@@ -40,14 +84,24 @@ def check_private(path: Path) -> None:
         )
 
 
-def read_key(path: Path, passphrase: str | None = None) -> Identity:
+def _key_bytes(path: Path) -> bytes:
     check_private(path)
-    return load_key(path.read_bytes(), passphrase)
+    data = path.read_bytes()
+    if not data:
+        raise IdentityError(
+            f"{path} is empty: it holds no key (a `gossipmind init` that failed, e.g. on a "
+            "full disk, or a truncated copy). Delete it and run `gossipmind init` for a new "
+            "identity, or put back the key from your backup"
+        )
+    return data
+
+
+def read_key(path: Path, passphrase: str | None = None) -> Identity:
+    return load_key(_key_bytes(path), passphrase)
 
 
 def key_is_encrypted(path: Path) -> bool:
-    check_private(path)
-    return is_encrypted(path.read_bytes())
+    return is_encrypted(_key_bytes(path))
 
 
 def new_identity() -> Identity:

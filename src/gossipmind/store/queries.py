@@ -1,11 +1,15 @@
 """Read-only queries over a store file: what the inspection CLI shows.
 
 These work while a node is running (WAL readers never block the writer) and
-while it is stopped; they never rebuild the replica and never write.
+while it is stopped; they never rebuild the replica and never write. A stopped
+store is read without creating a ``-wal`` or ``-shm`` file beside it
+(:class:`~gossipmind.store.sqlfile.ReadOnly`), so that reading works on a
+read-only filesystem or a full disk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -14,19 +18,28 @@ from gossipmind.core import encoding
 from gossipmind.core import ops as opsmod
 from gossipmind.core.errors import GossipmindError, NotFound, StoreError
 from gossipmind.core.replica import state_root
-from gossipmind.store.sqlite import _connect, check_file
+from gossipmind.store.sqlfile import ReadOnly, read_header
 
 
 class Reader:
     """A read-only view of a store file."""
 
     def __init__(self, path: Path) -> None:
-        _, self.net = check_file(path)
         self.path = path
-        self.conn = _connect(path, readonly=True)
+        self._db = ReadOnly(path)
+        try:
+            _, self.net = self._db.run(lambda conn: read_header(conn, path))
+        except BaseException:
+            self._db.close()
+            raise
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The read-only connection (for a query of one's own)."""
+        return self._db.conn
 
     def close(self) -> None:
-        self.conn.close()
+        self._db.close()
 
     def __enter__(self) -> Reader:
         return self
@@ -35,10 +48,7 @@ class Reader:
         self.close()
 
     def _q(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
-        try:
-            return self.conn.execute(sql, args).fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path} is corrupt: {exc}") from exc
+        return self._db.run(lambda conn: conn.execute(sql, args).fetchall())
 
     def _damaged(self, table: str, key: object, why: object) -> StoreError:
         if isinstance(key, bytes):
@@ -107,15 +117,19 @@ class Reader:
 
     def root(self) -> bytes:
         """The state root, computed from the ops table (same rule as the replica)."""
-        try:
-            with self.conn:
-                self.conn.execute("BEGIN")  # one snapshot for the count and the ids
-                count = self._count("ops")
-                rows = self.conn.execute("SELECT id FROM ops ORDER BY id")
-                ids = (self._blob("ops", i) for (i,) in rows)
-                return state_root(ids, count)
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path} is corrupt: {exc}") from exc
+
+        def read(conn: sqlite3.Connection) -> bytes:
+            conn.execute("BEGIN")  # one snapshot for the count and the ids
+            try:
+                (count,) = conn.execute("SELECT COUNT(*) FROM ops").fetchone()
+                rows = conn.execute("SELECT id FROM ops ORDER BY id")
+                return state_root((self._blob("ops", i) for (i,) in rows), int(count))
+            finally:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):  # a read: nothing to lose
+                        conn.execute("COMMIT")
+
+        return self._db.run(read)
 
     def patterns(self, *, service: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         sql = "SELECT pattern, doc FROM patterns"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
+from gossipmind.core.errors import StoreError
+
 APPLICATION_ID = 0x676D6E64  # "gmnd"
 SCHEMA_VERSION = 1
 
@@ -64,7 +66,14 @@ def stamp(conn: sqlite3.Connection) -> None:
 
 
 def migrate(conn: sqlite3.Connection, from_version: int) -> None:
-    """Run every migration after ``from_version`` in one transaction."""
+    """Run every migration after ``from_version`` in one transaction (StoreError for
+    a version no gossipmind wrote: there is no migration from it)."""
+    missing = [v for v in range(from_version + 1, SCHEMA_VERSION + 1) if v not in MIGRATIONS]
+    if from_version < 1 or missing:
+        raise StoreError(
+            f"schema version {from_version} was not written by gossipmind (no migration "
+            "from it); run `gossipmind doctor`"
+        )
     for version in range(from_version + 1, SCHEMA_VERSION + 1):
         MIGRATIONS[version](conn)
         conn.execute(f"PRAGMA user_version = {version}")

@@ -12,7 +12,6 @@ are corrupt are refused with a :class:`StoreError` and never modified.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -26,53 +25,14 @@ from gossipmind.core.errors import GossipmindError, InvalidOp, StoreError
 from gossipmind.core.identity import Identity
 from gossipmind.core.ops import Op
 from gossipmind.core.replica import FOLD_VERSION, IngestResult, Replica
-from gossipmind.store import schema
+from gossipmind.store import schema, sqlfile
+from gossipmind.store.sqlfile import StoreLocked, check_file
 from gossipmind.store.verifier import Verification
 
 MAX_REJECTED_ROWS = 100_000
+CREATE_WAIT_S = 0.0  # a creator never waits: whoever holds the lock is creating or writing
 
-
-class StoreLocked(StoreError):
-    """Another process (normally a running node) holds the store for writing."""
-
-
-def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
-    mode = "ro" if readonly else "rw"
-    try:
-        conn = sqlite3.connect(
-            f"file:{path}?mode={mode}", uri=True, isolation_level=None, check_same_thread=False
-        )
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot open {path}: {exc}") from exc
-    return conn
-
-
-def check_file(path: Path) -> tuple[int, bytes]:
-    """Open ``path`` read-only and check it is a gossipmind store we can read.
-
-    Returns (schema version, network id). Never modifies the file.
-    """
-    if not path.exists():
-        raise StoreError(f"no store at {path}; run `gossipmind network create` or `join` first")
-    conn = _connect(path, readonly=True)
-    try:
-        app = conn.execute("PRAGMA application_id").fetchone()[0]
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if app != schema.APPLICATION_ID:
-            raise StoreError(f"{path} is not a gossipmind store (application id {app:#x})")
-        if version > schema.SCHEMA_VERSION:
-            raise StoreError(
-                f"{path} has schema version {version}, newer than this gossipmind "
-                f"supports ({schema.SCHEMA_VERSION}); upgrade gossipmind"
-            )
-        row = conn.execute("SELECT value FROM meta WHERE key = 'net'").fetchone()
-        if row is None:
-            raise StoreError(f"{path} has no network id: not a complete gossipmind store")
-        return version, bytes(row[0])
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"{path} is corrupt or not an SQLite database: {exc}") from exc
-    finally:
-        conn.close()
+__all__ = ["MAX_REJECTED_ROWS", "Store", "StoreLocked", "check_file"]
 
 
 class Store:
@@ -92,56 +52,81 @@ class Store:
 
     @classmethod
     def create(cls, path: Path, genesis: Op, *, synchronous: str = "FULL") -> Store:
-        """Create a new store for the network whose genesis is ``genesis``."""
+        """Create a new store for the network whose genesis is ``genesis``.
+
+        The store's lock is taken first. A complete store (schema, metadata, the
+        genesis op and the rows it gives) is built under a unique temporary name
+        and then linked into place: of two concurrent creators one succeeds and
+        the other is refused, and a kill at any step leaves no store or a
+        complete one (:mod:`gossipmind.store.sqlfile`).
+        """
         Replica(genesis)  # validates the genesis before anything touches the disk
-        if path.exists():
-            raise StoreError(f"{path} already exists")
-        tmp = path.with_name(path.name + ".creating")
-        tmp.unlink(missing_ok=True)
         try:
-            conn = sqlite3.connect(tmp, isolation_level=None)
+            lock_fd = sqlfile.lock(path, wait=CREATE_WAIT_S)
+        except StoreLocked:
+            raise StoreLocked(
+                f"{path.parent} is in use: another process holds the lock of {path.name} "
+                "(it is creating or writing the store); nothing was created"
+            ) from None
+        try:
+            sqlfile.check_new(path)
+            sqlfile.remove_leftovers(path)
             try:
-                conn.executescript("BEGIN;\n" + schema.DDL + "\nCOMMIT;")
-                schema.stamp(conn)
-                conn.execute("INSERT INTO meta VALUES ('net', ?)", (genesis.id,))
-                conn.execute("INSERT INTO meta VALUES ('genesis', ?)", (genesis.raw,))
-                conn.execute("INSERT INTO meta VALUES ('app', 'gossipmind')")
-            finally:
-                conn.close()
-            tmp.replace(path)
-        except (sqlite3.Error, OSError) as exc:
-            tmp.unlink(missing_ok=True)
-            raise StoreError(f"cannot create {path}: {exc}") from exc
-        store = cls.open(path, synchronous=synchronous)
-        store._persist(IngestResult(applied=[genesis]), full=True)
+                tmp = sqlfile.new_file(path, lambda conn: _first_rows(conn, genesis))
+                try:
+                    cls._open(tmp, -1, synchronous).close()  # writes the materialised rows
+                    sqlfile.publish(tmp, path)
+                finally:
+                    sqlfile.discard(tmp)
+            except StoreError as exc:
+                raise StoreError(f"cannot create {path}: {exc}") from exc
+            except (sqlite3.Error, OSError) as exc:
+                raise sqlfile.create_error(path, exc) from exc
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        return cls._open(path, lock_fd, synchronous)
+
+    @classmethod
+    def open(cls, path: Path, *, synchronous: str = "FULL", wait: float = 0.0) -> Store:
+        """Open an existing store read-write and rebuild its replica.
+
+        ``wait``: how many seconds to wait for another process's lock (a writing
+        command waits for another one; the node does not wait)."""
+        check_file(path)  # a file that is not a store we can read is refused first
+        lock_fd = sqlfile.lock(path, wait=wait)
+        store = cls._open(path, lock_fd, synchronous)
+        sqlfile.remove_leftovers(path)  # of a creation killed after it published
         return store
 
     @classmethod
-    def open(cls, path: Path, *, synchronous: str = "FULL") -> Store:
-        """Open an existing store read-write and rebuild its replica."""
-        version, _ = check_file(path)
-        lock_fd = _lock(path)
-        conn = _connect(path, readonly=False)
+    def _open(cls, path: Path, lock_fd: int, synchronous: str) -> Store:
+        """Open ``path`` read-write; ``lock_fd`` (its lock, or -1) is closed on failure."""
+        conn: sqlite3.Connection | None = None
         try:
+            conn = sqlfile.connect(path, readonly=False)
+            version, _ = sqlfile.read_header(conn, path)
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {synchronous}")
             if version < schema.SCHEMA_VERSION:
                 with _transaction(conn):
                     schema.migrate(conn, version)
-            genesis = opsmod.decode(_meta(conn, "genesis"))
-            replica = Replica(genesis)
-            store = cls(path, conn, replica, lock_fd)
+            genesis = opsmod.decode(_meta(conn, "genesis", path))
+            store = cls(path, conn, Replica(genesis), lock_fd)
             store._replay()
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            os.close(lock_fd)
-            raise StoreError(f"{path} is corrupt: {exc}") from exc
-        except InvalidOp as exc:
-            conn.close()
-            os.close(lock_fd)
-            raise StoreError(
-                f"{path} holds an invalid op ({exc}); run `gossipmind doctor`"
-            ) from exc
+            store._restore_genesis()
+        except BaseException as exc:
+            if conn is not None:
+                conn.close()
+            if lock_fd >= 0:
+                os.close(lock_fd)
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise sqlfile.store_error(path, exc, "open") from exc
+            if isinstance(exc, InvalidOp):
+                raise StoreError(
+                    f"{path} holds an invalid op ({exc}); run `gossipmind doctor`"
+                ) from exc
+            raise
         return store
 
     def close(self) -> None:
@@ -161,7 +146,7 @@ class Store:
         cur = self.conn.execute("SELECT raw FROM ops ORDER BY ord")
         with r.batch():  # one membership recomputation for the whole replay
             for (raw,) in cur:
-                op = opsmod.decode(raw)
+                op = opsmod.decode(self._blob(raw, "an op in table ops"))
                 if op.id == r.net:
                     continue
                 result = r.ingest(op, verified=True)
@@ -170,7 +155,10 @@ class Store:
                     raise InvalidOp("replay", f"op {op.short()} did not re-apply: {code}")
         for id_, code, detail in self.conn.execute("SELECT id, code, detail FROM rejected"):
             r.rejected[bytes(id_)] = (code, detail)
-        pending = [opsmod.decode(raw) for (raw,) in self.conn.execute("SELECT raw FROM pending")]
+        pending = [
+            opsmod.decode(self._blob(raw, "an op in table pending"))
+            for (raw,) in self.conn.execute("SELECT raw FROM pending")
+        ]
         self._pending_rows = {op.id for op in pending}
         applied = IngestResult()
         for op in pending:
@@ -189,11 +177,42 @@ class Store:
         rules may compute differently; ops are untouched.
         """
         row = self.conn.execute("SELECT value FROM meta WHERE key = 'fold'").fetchone()
-        if row is not None and bytes(row[0]) == self._fold_stamp():
-            return
+        if row is not None and row[0] == self._fold_stamp():  # a damaged (non-bytes) stamp
+            return  # is a mismatch: the rows are written again
         self.replica.fold.all_dirty = True
         with _transaction(self.conn):
             self._write_state(True)  # stamps the rows
+
+    def _blob(self, value: object, what: str) -> bytes:
+        """A stored BLOB; anything else (what a flipped bit in a record header makes
+        of one) is a StoreError that sends the user to doctor."""
+        if isinstance(value, bytes):
+            return value
+        raise StoreError(
+            f"{self.path}: {what} is damaged (a {type(value).__name__}, not bytes); "
+            "run `gossipmind doctor`"
+        )
+
+    def _restore_genesis(self) -> None:
+        """Write the genesis op's row if the ops table lacks it: a store that a
+        release before the crash-safe :meth:`create` published and was killed
+        before it wrote the genesis. The genesis goes first (``ord`` 1), before
+        any op stored since, and the heads are written again."""
+        g = self.replica.genesis
+        if self.conn.execute("SELECT 1 FROM ops WHERE id = ?", (g.id,)).fetchone():
+            return
+        with _transaction(self.conn):
+            self.conn.execute("UPDATE ops SET ord = -ord")  # two steps: ord is unique
+            self.conn.execute("UPDATE ops SET ord = 1 - ord")
+            self.conn.execute(
+                "INSERT INTO ops (ord, id, raw, author, seq, lamport, kind, ts) "
+                "VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
+                (g.id, g.raw, g.author, g.seq, g.lamport, g.kind, g.ts),
+            )
+            self.conn.execute("DELETE FROM heads")
+            self.conn.executemany(
+                "INSERT INTO heads VALUES (?)", [(h,) for h in self.replica.heads]
+            )
 
     # -- writing ------------------------------------------------------------------
 
@@ -471,26 +490,30 @@ class Store:
             yield o, bytes(raw)
 
 
-def _lock(path: Path) -> int:
-    """Take the single-writer lock of a store (released when the process exits)."""
-    lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise StoreLocked(
-            f"{path} is open for writing by another process (a running node?); "
-            "stop it, or write through its API"
-        ) from None
-    return fd
+def _first_rows(conn: sqlite3.Connection, genesis: Op) -> None:
+    """The metadata and the genesis op of a new store (its other rows are written
+    at its first open, which finds no fold stamp)."""
+    conn.execute("INSERT INTO meta VALUES ('net', ?)", (genesis.id,))
+    conn.execute("INSERT INTO meta VALUES ('genesis', ?)", (genesis.raw,))
+    conn.execute("INSERT INTO meta VALUES ('app', 'gossipmind')")
+    g = genesis
+    conn.execute(
+        "INSERT INTO ops (id, raw, author, seq, lamport, kind, ts) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (g.id, g.raw, g.author, g.seq, g.lamport, g.kind, g.ts),
+    )
+    conn.execute("INSERT INTO heads VALUES (?)", (g.id,))
 
 
-def _meta(conn: sqlite3.Connection, key: str) -> bytes:
+def _meta(conn: sqlite3.Connection, key: str, path: Path) -> bytes:
     row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
     if row is None:
-        raise StoreError(f"store metadata {key!r} is missing")
-    return bytes(row[0])
+        raise StoreError(f"{path}: store metadata {key!r} is missing; run `gossipmind doctor`")
+    if not isinstance(row[0], bytes):
+        raise StoreError(
+            f"{path}: store metadata {key!r} is damaged (a {type(row[0]).__name__}, "
+            "not bytes); run `gossipmind doctor`"
+        )
+    return row[0]
 
 
 @contextmanager

@@ -1,0 +1,143 @@
+"""Writing commands that meet each other at the store's lock, and the key file that
+`gossipmind init` writes (real processes, real files):
+
+* writing commands run in parallel (an agent's ``xargs -P``) with no node all
+  succeed: a command that finds the store held waits for it, bounded;
+* one held longer than that fails with an error that names the real cause;
+* `init` on a full disk leaves no key file behind (a full tmpfs: root only), and
+  an empty key file says how to recover.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gossipmind.store.datadir import DataDir
+from gossipmind.store.queries import Reader
+from gossipmind.store.sqlite import Store
+
+CLI = [sys.executable, "-c", "from gossipmind.cli.main import main; main()"]
+
+
+def gm(d: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, "--data-dir", str(d), *args],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def report_cmd(d: Path, i: int) -> list[str]:
+    return [*CLI, "--data-dir", str(d), "report", "--service", "s", "--operation", f"op{i}"]
+
+
+@pytest.fixture
+def admin(tmp_path: Path) -> Path:
+    d = tmp_path / "admin"
+    assert gm(d, "init").returncode == 0
+    made = gm(d, "network", "create", "--name", "locks")
+    assert made.returncode == 0, made.stderr
+    return d
+
+
+def ops(d: Path) -> int:
+    with Reader(DataDir(d).store) as r:
+        return int(r.status()["ops"])
+
+
+def test_parallel_writing_commands_without_a_node_all_succeed(admin: Path) -> None:
+    """Before: of four `report`s started together, those that lost the lock race
+    failed at once (exit 5, "held by a running node that serves no local API")
+    and their reports were lost (ops 6 -> 8, not 10)."""
+    before = ops(admin)
+    for _ in range(2):  # two rounds of six at once
+        procs = [
+            subprocess.Popen(report_cmd(admin, i), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for i in range(6)
+        ]
+        outs = [p.communicate(timeout=120) for p in procs]
+        assert [p.returncode for p in procs] == [0] * 6, [err.decode() for _, err in outs]
+    assert ops(admin) == before + 12
+
+
+def test_a_writing_command_waits_for_another_that_holds_the_store(admin: Path) -> None:
+    """The store is held (here by this test, as by another command) when the
+    command starts and let go of 2 s later: the command waits for it instead of
+    failing at once."""
+    before = ops(admin)
+    with Store.open(DataDir(admin).store):
+        proc = subprocess.Popen(report_cmd(admin, 99), stderr=subprocess.PIPE, text=True)
+        time.sleep(2.0)  # held for 2 s after the command started; it waits up to 5 s
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert ops(admin) == before + 1
+
+
+def test_a_store_held_too_long_names_the_real_cause(admin: Path) -> None:
+    """Held for longer than a command waits, with no node API in the data dir: the
+    error says another process (another command, or a node without an API)
+    holds it and that nothing was written; it no longer blames a running node."""
+    before = ops(admin)
+    with Store.open(DataDir(admin).store):
+        out = gm(admin, "report", "--service", "s", "--operation", "late")
+    assert out.returncode == 5, out.stderr
+    assert "another gossipmind command, or a node started with --no-api" in out.stderr
+    assert "for more than 5 s" in out.stderr and "nothing was written" in out.stderr
+    assert ops(admin) == before
+
+
+@pytest.fixture
+def full_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)]
+    done = subprocess.run(mount, capture_output=True, check=False)
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        (mnt / "dd").mkdir(mode=0o700)
+        fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            for _ in range(256):  # at most 1 MiB: bounded
+                try:
+                    os.write(fd, b"\0" * 4096)
+                except OSError:
+                    break
+        finally:
+            os.close(fd)
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True, check=False)
+
+
+def test_init_on_a_full_disk_leaves_no_key_file(full_tmpfs: Path) -> None:
+    """Before: `init` failed with a bare "No space left on device" and left an
+    empty identity.key; the next `init` refused to overwrite it and every command
+    said "key file is not a gossipmind key: empty input"."""
+    d = full_tmpfs / "dd"
+    out = gm(d, "init")
+    assert out.returncode == 6, out.stderr
+    assert f"cannot write {d / 'identity.key'}" in out.stderr, out.stderr
+    assert "No space left on device" in out.stderr
+    assert sorted(p.name for p in d.iterdir()) == []  # no key, no temporary file
+    (full_tmpfs / "filler").unlink()
+    again = gm(d, "init")
+    assert again.returncode == 0, again.stderr
+    assert gm(d, "whoami").returncode == 0
+
+
+def test_an_empty_key_file_says_how_to_recover(tmp_path: Path) -> None:
+    d = tmp_path / "dd"
+    d.mkdir(mode=0o700)
+    key = d / "identity.key"
+    key.touch(mode=0o600)
+    out = gm(d, "whoami")
+    assert out.returncode == 6, out.stderr
+    assert f"{key} is empty: it holds no key" in out.stderr
+    assert "run `gossipmind init`" in out.stderr
