@@ -101,7 +101,7 @@ def test_doctor_and_every_command_refuse_a_damaged_network_id(data_dir: DataDir)
         assert "network id is damaged" in out.stderr and "gossipmind doctor" in out.stderr
 
 
-@pytest.mark.parametrize("cell", ["ops.raw", "pending.raw", "meta.genesis"])
+@pytest.mark.parametrize("cell", ["ops.raw", "pending.raw", "meta.genesis", "rejected.id"])
 def test_opening_a_store_with_a_damaged_cell_is_a_store_error(data_dir: DataDir, cell: str) -> None:
     sql(data_dir, CELLS[cell])
     with pytest.raises(StoreError, match="run `gossipmind doctor`"):

@@ -30,8 +30,9 @@ def doctor(ctx: Ctx, path: Path | None, skip_signatures: bool, as_json: bool) ->
     state, pending and rejected ops, and key file permissions.
 
     PATH is a data dir or a store file (default: the data dir). Exit status: 0
-    healthy (warnings allowed), 5 damaged or inconsistent store, 6 only unsafe
-    file permissions.
+    healthy (warnings allowed), 1 the store could not be read (disk full,
+    permissions, a read-only directory: not damage), 5 damaged or inconsistent
+    store, 6 only unsafe file permissions.
     """
     target = path.expanduser().resolve() if path is not None else ctx.dir.root
     if not is_utf8(str(target)):

@@ -154,7 +154,7 @@ class Store:
                     code = result.rejected[0][1] if result.rejected else "not applied"
                     raise InvalidOp("replay", f"op {op.short()} did not re-apply: {code}")
         for id_, code, detail in self.conn.execute("SELECT id, code, detail FROM rejected"):
-            r.rejected[bytes(id_)] = (code, detail)
+            r.rejected[self._blob(id_, "an id in table rejected")] = (str(code), str(detail))
         pending = [
             opsmod.decode(self._blob(raw, "an op in table pending"))
             for (raw,) in self.conn.execute("SELECT raw FROM pending")
