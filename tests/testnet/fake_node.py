@@ -5,7 +5,8 @@
 * ``silent``: never gets ready; sleeps until signalled;
 * ``lonely``: logs a ``ready`` line per data dir (with the peer id the run dir's
   state.json expects), then a ``status`` line per node every status interval,
-  always with no peer.
+  always with no peer;
+* ``peered``: as ``lonely``, but with one peer (a launch finds it connected).
 
 SIGTERM ends it (exit 0), like a node.
 """
@@ -37,10 +38,11 @@ def main() -> None:
     peer_ids = {n["name"]: n["peer_id"] for n in state["nodes"]}
     for d in dirs:
         emit("ready", name=d.name, peer_id=peer_ids[d.name])
+    peers = 1 if mode == "peered" else 0
     while True:
         time.sleep(every)
         for d in dirs:
-            emit("status", name=d.name, peers=0, ops=0, gossip_rejected={})
+            emit("status", name=d.name, peers=peers, ops=0, gossip_rejected={})
 
 
 if __name__ == "__main__":

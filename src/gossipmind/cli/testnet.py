@@ -56,7 +56,7 @@ def _show(rows: list[dict[str, Any]], as_json: bool, title: str) -> None:
         return
     table(
         title,
-        ["node", "role", "state", "pid", "peers", "ops", "root", "conv", "group"],
+        ["node", "role", "state", "pid", "peers", "ops", "root", "conv", "group", "link"],
         [
             [
                 r["name"],
@@ -68,10 +68,18 @@ def _show(rows: list[dict[str, Any]], as_json: bool, title: str) -> None:
                 short(r["root"], 10) if r["root"] else "-",
                 styled("✓", "green") if r["converged"] else styled("✗", "red"),
                 "-" if r["group"] is None else r["group"],
+                _link(r["link_faults"]),
             ]
             for r in rows
         ],
     )
+
+
+def _link(faults: dict[str, float] | None) -> Any:
+    """A lossy/slow link in the status table: ``drop 0.47 ≤0.04s``, or ``-``."""
+    if not faults:
+        return "-"
+    return styled(f"drop {faults['drop']:g} ≤{faults['delay_s']:g}s", "yellow")
 
 
 @click.group()
@@ -196,13 +204,19 @@ def status(run_dir: Path, as_json: bool) -> None:
     """Per node: role, state, peers, ops, state root, converged (same root as the majority).
 
     Ops and roots come from each node's SQLite file, so stopped nodes show too.
-    A node whose process runs but has logged no status line for a few status
-    intervals (e.g. frozen by SIGSTOP) is "unresponsive": peers "-", not converged.
-    One whose process has logged nothing yet since it started is "starting"
-    (not converged), and "unresponsive" once that lasts a few status intervals.
+    The majority is that of the running nodes (stopped stores do not vote, unless
+    no node runs). A node whose process runs but has logged no status line for a
+    few status intervals (e.g. frozen by SIGSTOP) is "unresponsive": peers "-",
+    not converged. One whose process has logged nothing yet since it started is
+    "starting" (not converged), and "unresponsive" once that lasts a few status
+    intervals. "link": a lossy/slow link (`chaos` sets it, `heal` clears it).
     """
     tn = _testnet(run_dir)
-    _show(tn.status(), as_json, f"testnet: {tn.run_dir}")
+    rows = tn.status()
+    _show(rows, as_json, f"testnet: {tn.run_dir}")
+    if not rows and not as_json:
+        msg = "no nodes: `up` ended before it created them; `testnet down --purge` deletes it"
+        err_console.print(msg, style="yellow")
 
 
 @testnet.command("down")
@@ -265,15 +279,34 @@ def kill(node: str, run_dir: Path) -> None:
 
 @testnet.command("stop")
 @click.argument("node")
+@click.option(
+    "--timeout",
+    default=10.0,
+    show_default=True,
+    type=FloatRange(0.1, 600),
+    help="Seconds to wait after SIGTERM before SIGKILL.",
+)
 @run_dir_option
 @errors
-def stop(node: str, run_dir: Path) -> None:
+def stop(node: str, timeout: float, run_dir: Path) -> None:
     """Stop the process hosting NODE cleanly (SIGTERM); `start NODE` brings it back.
 
     While stopped, its data dir is free for offline commands, e.g. the admin's
     `gossipmind --data-dir RUN/node-0 grant KEY --role member`.
+    A process that does not exit within --timeout of SIGTERM is SIGKILLed: the
+    command then says "killed" (exit code 0), or exits 1 if it survives SIGKILL.
     """
-    _siblings_note(_testnet(run_dir).stop(node), "stopped")
+    result = _testnet(run_dir).stop(node, timeout=timeout)
+    how = result["how"]
+    if how == "SURVIVED SIGKILL":
+        who = f"{result['node']}'s process {result['process']} (pid {result['pid']})"
+        click.echo(f"error: {who} survived SIGTERM and SIGKILL: it still runs", err=True)
+        raise click.exceptions.Exit(1)
+    killed = how.startswith("killed")  # else "stopped" (or "already …": it ended by itself)
+    _siblings_note(result, "killed" if killed else "stopped")
+    if how != "stopped":
+        late = f"no exit within {timeout:g} s of SIGTERM, so SIGKILLed: not a clean stop"
+        err_console.print(esc(f"warning: {late if killed else how}"), style="yellow")
 
 
 @testnet.command("restart")
@@ -332,7 +365,8 @@ def partition(groups: tuple[str, ...], run_dir: Path) -> None:
 @run_dir_option
 @errors
 def heal(run_dir: Path) -> None:
-    """End the partition: every node accepts every peer again (they reconnect and sync)."""
+    """End the partition and clear every lossy/slow link (`testnet chaos` sets them):
+    every node accepts every peer again, at full speed (they reconnect and sync)."""
     _testnet(run_dir).heal()
     console.print("healed")
 
@@ -424,6 +458,11 @@ def chaos(duration: float, seed: int, writers: int, run_dir: Path, as_json: bool
     """Run a seeded schedule of SIGKILL/restart, partition/heal and lossy/slow links
     against the running testnet while writers write; then check that every state
     root is equal and every acknowledged op is on every node. Exit 1 if not.
+
+    It acts on the nodes running at its start. A SIGKILL takes the victim's whole
+    process (--per-process > 1: its siblings too). However it ends (an error,
+    Ctrl-C, SIGTERM, SIGHUP included), it first heals, clears every lossy link
+    and restarts the processes it killed.
     """
     from gossipmind.testnet.chaos import Chaos
 
@@ -435,7 +474,9 @@ def chaos(duration: float, seed: int, writers: int, run_dir: Path, as_json: bool
         if not as_json:
             console.print(f"{t:6.1f}s  {esc(what)}")
 
-    res = Chaos(tn, duration=duration, seed=seed, writers=writers, on_action=show).run()
+    run = Chaos(tn, duration=duration, seed=seed, writers=writers, on_action=show)
+    with _exit_on_signal("the run after lifting its faults (see above)"):
+        res = run.run()
     s = res.summary()
     if as_json:
         print_json(s)
@@ -450,6 +491,8 @@ def chaos(duration: float, seed: int, writers: int, run_dir: Path, as_json: bool
         console.print(
             f"converged in {s['converge_s']}s: {roots}; acknowledged ops missing: {missing}"
         )
+        for what in s["unlifted"]:
+            err_console.print(esc(f"not lifted: {what}"), style="red")
     if not res.ok:
         raise click.exceptions.Exit(1)
 

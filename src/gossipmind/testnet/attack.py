@@ -354,9 +354,13 @@ async def attack(
     honest = honest_nodes(tn)
     if len(honest) < 2:
         raise ConfigError("attacks need a running testnet of at least two nodes")
-    target = target or (honest[1] if honest[0] == "node-0" else honest[0])
+    # a name or an index (`--target 2`), as every other testnet command takes
+    target = tn.node(target).name if target else (honest[1] if honest[0] == "node-0" else honest[0])
     if target not in honest:
-        raise ConfigError(f"target {target} is not a running node of this testnet")
+        raise ConfigError(
+            f"target {target} is not a running node of this testnet (spares are not "
+            f"targets; running: {', '.join(honest)})"
+        )
     writer = next(x for x in reversed(honest) if x != target)
     start = time.monotonic()
     async with open_hostile(tn, [target]) as h:

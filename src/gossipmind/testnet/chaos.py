@@ -7,6 +7,16 @@ partitions the testnet and heals it, and makes links lossy and slow. Then every
 fault is lifted and the run checks that every state root is equal and every
 acknowledged op is present on every node.
 
+The run acts on the nodes that are running when it starts (a stopped node is
+left out, and left stopped). A SIGKILL takes down the victim's whole process
+(``--per-process`` > 1: its siblings too); victims are picked among nodes whose
+process runs, and the process is restarted as one. However the run ends (its
+time is up, an error, Ctrl-C, SIGTERM or SIGHUP), it lifts every fault it may
+have applied before it returns or raises: it heals the partition and clears
+every node's link faults (``Testnet.heal``), and restarts every process that
+ran at its start and is down; signals that arrive meanwhile are delivered once
+that is done. What it could not lift is in ``ChaosResult.unlifted``.
+
 Faults are application-level (partitions: each node refuses the other side's
 peers; lossy/slow links: incoming gossip dropped/delayed in the node). Real link
 faults need ``tc netem``, which this kernel does not offer (see docs/reliability.md).
@@ -15,6 +25,7 @@ faults need ``tc netem``, which this kernel does not offer (see docs/reliability
 from __future__ import annotations
 
 import random
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -24,8 +35,9 @@ from typing import Any
 
 from gossipmind.api.transport import Http, discover
 from gossipmind.core.encoding import encode
-from gossipmind.core.errors import GossipmindError, NetworkError
+from gossipmind.core.errors import ConfigError, GossipmindError
 from gossipmind.testing.kb import sample_report
+from gossipmind.testnet.interrupt import deferred, terminating
 from gossipmind.testnet.launcher import Testnet
 
 MODE = "application-level partitions and lossy/slow links (tc netem is not available here)"
@@ -46,10 +58,12 @@ class ChaosResult:
     missing: dict[str, int] = field(default_factory=dict)  # node -> acked ops it lacks
     converged: bool = False
     converge_s: float = 0.0
+    left_out: list[str] = field(default_factory=list)  # not running at the start
+    unlifted: list[str] = field(default_factory=list)  # faults the run could not undo
 
     @property
     def ok(self) -> bool:
-        return self.converged and not any(self.missing.values())
+        return self.converged and not any(self.missing.values()) and not self.unlifted
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -65,6 +79,8 @@ class ChaosResult:
             "converge_s": round(self.converge_s, 1),
             "missing": self.missing,
             "roots": self.roots,
+            "left_out": self.left_out,
+            "unlifted": self.unlifted,
             "ok": self.ok,
             "actions": [f"{t:.1f}s {a}" for t, a in self.actions],
         }
@@ -88,8 +104,20 @@ class Chaos:
         self.writers = writers
         self.write_interval = write_interval
         self.on_action = on_action or (lambda t, a: None)
-        self.names = [n.name for n in tn.state().nodes if not n.spare]
-        self.dirs = {n.name: Path(n.dir) for n in tn.state().nodes}
+        st = tn.state()
+        regular = [n for n in st.nodes if not n.spare]
+        up = [n for n in regular if tn.alive(st.proc_of(n))]
+        if len(up) < 2:
+            down = ", ".join(n.name for n in regular if n not in up) or "none"
+            raise ConfigError(
+                f"chaos needs at least two running nodes; {len(up)} of {len(regular)} run "
+                f"(not running: {down}): `gossipmind testnet start NODE` first"
+            )
+        self.names = [n.name for n in up]
+        self.result.left_out = [n.name for n in regular if n not in up]
+        # the processes running at the start: whatever ends the run, they run again after it
+        self.procs = sorted({n.proc for n in up if n.proc})
+        self.dirs = {n.name: Path(n.dir) for n in st.nodes}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.t0 = time.monotonic()
@@ -105,6 +133,8 @@ class Chaos:
     # -- writers ------------------------------------------------------------------------
 
     def _writer(self, k: int) -> None:
+        # signals go to the main thread, where the schedule runs and cleans up
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
         rng = random.Random(self.result.seed * 1000 + k)
         i = 0
         while not self._stop.is_set():
@@ -132,32 +162,30 @@ class Chaos:
     # -- the schedule -------------------------------------------------------------------
 
     def _schedule(self) -> None:
-        down: dict[str, float] = {}  # node -> when to restart
+        down: dict[str, tuple[float, list[str]]] = {}  # process -> (when to restart, nodes)
         faulty: dict[str, float] = {}  # node -> when to clear link faults
         healed_at: float | None = None
         while self.now() < self.duration:
             now = self.now()
-            for name, when in list(down.items()):
+            for proc, (when, nodes) in list(down.items()):
                 if now >= when:
-                    del down[name]
-                    self._restart(name)
+                    del down[proc]
+                    self._restart(nodes[0])
             for name, when in list(faulty.items()):
                 if now >= when:
                     self.tn.link_faults([name])
                     del faulty[name]
                     self.act(f"clear link faults on {name}")
             if healed_at is not None and now >= healed_at:
-                self.tn.heal()
+                self.tn.heal(links=False)  # the lossy links end on their own schedule
                 healed_at = None
                 self.act("heal")
             roll = self.rng.random()
-            alive = [n for n in self.names if n not in down]
-            if roll < 0.35 and len(down) < len(self.names) // 3 and len(alive) > 2:
+            downed = [n for _, nodes in down.values() for n in nodes]
+            alive = self._alive()
+            if roll < 0.35 and len(downed) < len(self.names) // 3 and len(alive) > 2:
                 victim = self.rng.choice(alive)
-                self.tn.kill(victim)
-                down[victim] = now + self.rng.uniform(3, 8)
-                self.result.kills += 1
-                self.act(f"SIGKILL {victim}")
+                self._kill(victim, down, now + self.rng.uniform(3, 8))
             elif roll < 0.6 and healed_at is None:
                 shuffled = list(self.names)
                 self.rng.shuffle(shuffled)
@@ -177,33 +205,85 @@ class Chaos:
                 self.result.link_faults += 1
                 self.act(f"lossy link on {name}: drop {drop}, delay ≤ {delay}s")
             time.sleep(self.rng.uniform(2, 5))
-        # lift everything
-        self.tn.heal()
-        self.tn.link_faults(self.names)
-        for name in down:
-            self._restart(name)
-        self.act("all faults lifted")
+
+    def _alive(self) -> list[str]:
+        """The run's nodes whose process runs now (a killed node's siblings do not)."""
+        st = self.tn.state()
+        return [n for n in self.names if self.tn.alive(st.proc_of(st.node(n)))]
+
+    def _kill(self, victim: str, down: dict[str, tuple[float, list[str]]], when: float) -> None:
+        try:
+            info = self.tn.kill(victim)
+        except GossipmindError as exc:  # it died meanwhile, or survived SIGKILL: skip
+            self.act(f"SIGKILL {victim} skipped: {exc}")
+            return
+        siblings = list(info["siblings"])
+        down[str(info["process"])] = (when, [victim, *siblings])
+        self.result.kills += 1
+        also = f" (its process also hosts {', '.join(siblings)}: down too)" if siblings else ""
+        self.act(f"SIGKILL {victim}{also}")
 
     def _restart(self, name: str) -> None:
         try:
-            self.tn.start(name, timeout=15)
-            self.act(f"restart {name}")
-        except NetworkError:  # started, but partitioned from every peer: it joins at heal
-            self.act(f"restart {name} (no reachable peer yet)")
+            info = self.tn.start(name, timeout=15)
+        except GossipmindError as exc:  # not ready in time, or started meanwhile
+            self.act(f"restart {name} failed: {exc}")
+            return
+        also = f" (with {', '.join(info['siblings'])})" if info["siblings"] else ""
+        if info["unconnected"]:  # partitioned from every peer: it joins at heal
+            self.act(f"restart {name}{also} (no reachable peer yet)")
+        else:
+            self.act(f"restart {name}{also}")
+
+    def _lift(self) -> None:
+        """Undo every fault the run may have applied, whatever ended it: heal (which
+        clears every node's link faults too), then restart every process that ran at
+        the start and is down. A step that fails is recorded and the next one runs."""
+        try:
+            self.tn.heal()
+        except Exception as exc:  # noqa: BLE001 - recorded; the restarts must still run
+            self.result.unlifted.append(f"partition and link faults: {exc}")
+        st = self.tn.state()
+        for key in self.procs:
+            proc = st.procs.get(key)
+            if proc is None or self.tn.alive(proc):
+                continue
+            try:
+                self.tn.start(proc.nodes[0], timeout=15)
+                self.act(f"restart {', '.join(proc.nodes)}")
+            except Exception as exc:  # noqa: BLE001 - recorded; the other processes next
+                self.result.unlifted.append(f"{', '.join(proc.nodes)} still down: {exc}")
+        if self.result.unlifted:
+            self.act("NOT every fault lifted: " + "; ".join(self.result.unlifted))
+        else:
+            self.act("all faults lifted")
 
     def run(self, *, converge_timeout: float = 90.0) -> ChaosResult:
+        """The schedule, then the check. Every fault is lifted on any exit (SIGTERM and
+        SIGHUP raise :class:`~gossipmind.testnet.interrupt.Terminated`, after the lift)."""
+        if self.result.left_out:
+            self.act(f"not running, left out of this run: {', '.join(self.result.left_out)}")
         threads = [
             threading.Thread(target=self._writer, args=(k,), daemon=True)
             for k in range(self.writers)
         ]
-        for t in threads:
-            t.start()
-        try:
-            self._schedule()
-        finally:
-            self._stop.set()
+        with terminating():
             for t in threads:
-                t.join(10)
+                t.start()
+            try:
+                self._schedule()
+            finally:
+                try:
+                    with deferred():  # Ctrl-C and SIGTERM wait until every fault is lifted
+                        self._lift()
+                finally:
+                    self._stop.set()
+                    for t in threads:
+                        t.join(10)
+            return self._check(converge_timeout)
+
+    def _check(self, converge_timeout: float) -> ChaosResult:
+        """Wait until every state root is equal and every acknowledged op is everywhere."""
         t0 = time.monotonic()
         acked = {bytes.fromhex(h) for h in self.result.acked}
         while True:

@@ -5,6 +5,10 @@ stopped half-way, it must stop what it started. Ctrl-C raises
 KeyboardInterrupt, which the cleanup sees; SIGTERM (``kill``, a CI runner
 cancelling a job) and SIGHUP (a closed terminal) would end the process without
 any cleanup. Inside :func:`terminating` they raise :class:`Terminated` instead.
+
+Cleanup that must run to its end (``testnet chaos`` lifting its faults) runs
+inside :func:`deferred`: a signal that arrives meanwhile is raised only once the
+block is over.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from contextlib import contextmanager
 from types import FrameType
 
 SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+_DEFERRING = threading.Event()  # inside deferred(): terminating() leaves the handlers alone
 
 
 class Terminated(KeyboardInterrupt):
@@ -43,7 +48,7 @@ def terminating() -> Iterator[None]:
     interrupt the cleanup the first one started. Outside the main thread
     (where handlers cannot be set) this does nothing.
     """
-    if threading.current_thread() is not threading.main_thread():
+    if _DEFERRING.is_set() or threading.current_thread() is not threading.main_thread():
         yield
         return
     fired = False
@@ -60,3 +65,41 @@ def terminating() -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old if old is not None else signal.SIG_DFL)
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """Hold off SIGINT, SIGTERM and SIGHUP while inside, so that the block runs to
+    its end; the first of them that arrived is delivered when it ends, to the
+    handler that was there before (KeyboardInterrupt for Ctrl-C, :class:`Terminated`
+    inside :func:`terminating`); later ones are dropped. An ignored signal stays
+    ignored.
+
+    :func:`terminating` inside does nothing. Outside the main thread (where
+    handlers cannot be set) this does nothing either.
+    """
+    if _DEFERRING.is_set() or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[signal.Signals] = []
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        caught.append(signal.Signals(signum))
+
+    previous = {}
+    for sig in (signal.SIGINT, *SIGNALS):
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            previous[sig] = signal.signal(sig, handler)
+    _DEFERRING.set()
+    try:
+        yield
+    finally:
+        _DEFERRING.clear()
+        for sig, old in previous.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
+    if caught:
+        first = previous[caught[0]]
+        if callable(first):
+            first(caught[0], None)
+        else:  # the default action (SIG_DFL): end the process as the signal would have
+            signal.raise_signal(caught[0])

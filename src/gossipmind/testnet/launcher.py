@@ -52,7 +52,7 @@ from gossipmind.testnet.state import (
 from gossipmind.testnet.statusrows import status_rows
 
 DEFAULT_RUN_DIR = Path("testnet") / ".run"
-CONTROL_FILE = "control.json"
+CONTROL_FILE = nodefiles.CONTROL_FILE
 STOP_TIMEOUT = 10.0
 
 
@@ -175,18 +175,23 @@ class Testnet:
         # SIGTERM/SIGHUP clean up like Ctrl-C: they stop what `up` started
         with terminating(), locked(self.run_dir, create=True):
             self.check_free()
+            st = State(
+                run_dir=str(self.run_dir),
+                network="",  # known once the genesis exists
+                per_process=per_process,
+                status_every=status_every,
+                log_level=log_level,
+            )
+            # a testnet without nodes, recorded before anything else is created: however
+            # `up` ends from here on (an error, a signal, even SIGKILL), the run dir holds
+            # a stopped testnet, which `down --purge` deletes
+            save_state(self.run_dir, st)
             try:
                 specs = prepare(self.run_dir, nodes, verifiers, policy=policy, spares=spares)
             except (ValueError, FileExistsError) as exc:
                 raise ConfigError(str(exc)) from exc
             ports = procs.free_ports(len(specs))
-            st = State(
-                run_dir=str(self.run_dir),
-                network=json.loads((self.run_dir / "genesis.json").read_text())["network"],
-                per_process=per_process,
-                status_every=status_every,
-                log_level=log_level,
-            )
+            st.network = json.loads((self.run_dir / "genesis.json").read_text())["network"]
             for spec, port in zip(specs, ports, strict=True):
                 st.nodes.append(
                     NodeEntry(
@@ -379,24 +384,31 @@ class Testnet:
             save_state(self.run_dir, st)
             return blocks
 
-    def heal(self) -> None:
-        """Lift the partition: every node accepts every peer again."""
+    def heal(self, *, links: bool = True) -> None:
+        """Lift the partition: every node accepts every peer again. With ``links``
+        (the default) also clear every node's link faults (see :meth:`link_faults`):
+        ``control.json`` is then ``{"block": []}`` in every data dir."""
         with locked(self.run_dir):
             st = self.state()
             st.partition = None
             for n in st.nodes:
-                _control(Path(n.dir), block=[])
+                if links:
+                    write_json_atomic(Path(n.dir) / CONTROL_FILE, {"block": []})
+                else:
+                    _control(Path(n.dir), block=[])
             save_state(self.run_dir, st)
 
     def link_faults(self, refs: Iterable[str], drop: float = 0.0, delay_s: float = 0.0) -> None:
         """Make these nodes' incoming gossip lossy (``drop``) and slow (``delay_s``);
-        ``0, 0`` clears it. Application-level: the daemons apply it within ~0.2 s."""
+        ``0, 0`` clears it (so does :meth:`heal`). Application-level: the daemons apply
+        it within ~0.2 s; ``status`` shows it (``link_faults``)."""
         if not (0 <= drop < 1 and 0 <= delay_s <= 10):
             raise ConfigError("drop must be in [0, 1) and delay_s in [0, 10]")
         with locked(self.run_dir):
             st = self.state()
-            for ref in refs:
-                _control(Path(st.node(ref).dir), drop=drop, delay_s=delay_s)
+            dirs = [Path(st.node(ref).dir) for ref in refs]  # every ref known, or no change
+            for d in dirs:
+                _control(d, drop=drop, delay_s=delay_s)
 
     def blocked_peers(self, ref: str) -> set[str]:
         """Peer ids ``ref`` must refuse under the current partition (for in-process nodes)."""

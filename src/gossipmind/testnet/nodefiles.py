@@ -1,7 +1,8 @@
 """Files the launcher writes into a node's data dir, and the one it reads back.
 
 ``node.toml`` fixes the node's listen port and bootstrap peers (and any extra
-settings); ``api.json`` is written by a running node that serves the HTTP API.
+settings); ``api.json`` is written by a running node that serves the HTTP API;
+``control.json`` holds the faults the node applies (partition, lossy/slow link).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 from gossipmind.core.errors import ConfigError
 from gossipmind.node.config import load_config
 from gossipmind.testnet.state import NodeEntry, State
+
+CONTROL_FILE = "control.json"
 
 
 def api_url(data_dir: Path, pid: int | None) -> str | None:

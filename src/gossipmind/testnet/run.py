@@ -26,7 +26,7 @@ from typing import Any
 from gossipmind.api.client import Client
 from gossipmind.api.transport import Http, discover
 from gossipmind.core.encoding import encode
-from gossipmind.core.errors import GossipmindError
+from gossipmind.core.errors import ConfigError, GossipmindError
 from gossipmind.testnet.launcher import Testnet
 from gossipmind.testnet.scenario import FaultService, Scenario
 
@@ -42,7 +42,7 @@ class Call:
 @dataclass
 class Event:
     t: float
-    kind: str  # threshold, proposed, attested, accepted, rejected, blocked, late, recovery, known…
+    kind: str  # threshold, proposed, attested, accepted, …, late, recovery, known, stopped
     text: str
 
 
@@ -127,13 +127,31 @@ class Runner:
         self._learned = threading.Event()
         self._done = threading.Event()
         self.t0 = time.monotonic()
-        nodes = [n for n in tn.state().nodes if not n.spare]
+        st = tn.state()
+        nodes = [n for n in st.nodes if not n.spare]
+        up = {n.name for n in nodes if tn.alive(st.proc_of(n))}
+        if "node-0" not in up:
+            raise ConfigError(
+                "node-0 is not running (the run follows the network through its API): "
+                "`gossipmind testnet start node-0` first"
+            )
         hosts = [n for n in nodes if n.role != "verifier"]
-        for i, n in enumerate(hosts[: sc.agents + sc.late_agents]):
+        wanted = min(len(hosts), sc.agents + sc.late_agents)
+        hosts = [n for n in hosts if n.name in up]
+        if len(hosts) < wanted:  # an agent on a stopped node learns nothing and tells nothing
+            stopped = ", ".join(n.name for n in nodes if n.role != "verifier" and n.name not in up)
+            raise ConfigError(
+                f"{sc.name} needs {wanted} running non-verifier nodes for its agents, but "
+                f"{stopped} {'are' if ',' in stopped else 'is'} not running: "
+                "`gossipmind testnet start NODE` first"
+            )
+        for i, n in enumerate(hosts[:wanted]):
             name = f"agent-{i + 1}"
             self.result.agents[name] = AgentInfo(name, n.name, late=i >= sc.agents)
         self._dirs = {n.name: Path(n.dir) for n in nodes}
         self._names = {n.key: n.name for n in nodes}
+        self._running = [n.name for n in nodes if n.name in up]  # the roots to compare
+        self._stopped = [n.name for n in nodes if n.name not in up]
         self.before = Before()
 
     def now(self) -> float:
@@ -361,6 +379,12 @@ class Runner:
     # -- the run --------------------------------------------------------------------------
 
     def run(self, *, converge_timeout: float = 30.0) -> RunResult:
+        if self._stopped:
+            self.emit(
+                "stopped",
+                f"{', '.join(self._stopped)} not running: no agent there, no attestation "
+                "from there, and its state root is not compared",
+            )
         self._snapshot()
         if self.sc.poison is not None:
             self._poison()
@@ -384,7 +408,7 @@ class Runner:
             self._learned.wait(self.learn_timeout + 10)
         deadline = time.monotonic() + converge_timeout
         while time.monotonic() < deadline:
-            self.result.roots = self.tn.roots()
+            self.result.roots = self.tn.roots(self._running)
             if self.result.converged:
                 break
             time.sleep(0.5)

@@ -8,12 +8,18 @@ since its start: SIGSTOPped, hung, or its event loop stuck), ``spare``,
 ``not started``, or how its process ended (``stopped``, ``killed``,
 ``exited``). Ops and the state root come from the node's SQLite file, so
 stopped nodes show too; peers come from its latest status line, and are
-unknown (None) for a starting or unresponsive node. A node is converged if it
-has the same root as the majority and is neither starting nor unresponsive.
+unknown (None) for a starting or unresponsive node. The majority root is the
+one more than half of the running nodes hold (of every started or non-spare
+node's store when none runs): stopped stores do not vote. A node is converged if
+it has that root and is neither starting nor unresponsive; a stopped node with
+that root is up to date with the running ones. ``link_faults`` is what the
+node's ``control.json`` sets (``{"drop": …, "delay_s": …}``, None when none):
+``heal`` clears it.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -74,9 +80,12 @@ def status_rows(tn: Testnet) -> list[dict[str, Any]]:
                 "api": nodefiles.api_url(Path(n.dir), proc.pid if up and proc else None),
                 "responsive": None if not up or state == "starting" else state == "running",
                 "status_age_s": None if age is None else round(age, 1),
+                "link_faults": link_faults(Path(n.dir)),
             }
         )
-    counted = [r["root"] for r in rows if r["root"] and (not r["spare"] or r["process"])]
+    voters = [r for r in rows if r["root"] and (not r["spare"] or r["process"])]
+    running = [r for r in voters if r["state"] == "running"]
+    counted = [r["root"] for r in (running or voters)]
     top = Counter(counted).most_common(1)
     majority = top[0][0] if top and top[0][1] * 2 > len(counted) else None
     for r in rows:
@@ -86,6 +95,16 @@ def status_rows(tn: Testnet) -> list[dict[str, Any]]:
             and r["state"] not in ("starting", "unresponsive")
         )
     return rows
+
+
+def link_faults(data_dir: Path) -> dict[str, float] | None:
+    """The lossy/slow link the node's ``control.json`` sets; None if none (or unreadable)."""
+    try:
+        doc = json.loads((data_dir / nodefiles.CONTROL_FILE).read_text())
+        drop, delay = float(doc.get("drop", 0.0)), float(doc.get("delay_s", 0.0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+    return {"drop": drop, "delay_s": delay} if drop or delay else None
 
 
 def _line_age(line: dict[str, Any] | None, now: float) -> float | None:
