@@ -11,19 +11,25 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from gossipmind.api.transport import (
+    MAX_OUTCOME_ATTEMPTS,
     Http,
+    MaybeSent,
     NodeNotFound,
     Outbox,
+    Sender,
     backoff_delays,
     discover,
     env_data_dir,
 )
+from gossipmind.api.wire import sendable_failure
 from gossipmind.core.errors import GossipmindError, NetworkError
 from gossipmind.learn.breaker import retry_after_ms, status_of
 from gossipmind.learn.executor import Execution, Executor, LocalRegistry
@@ -75,8 +81,10 @@ class Fix:
 
 @dataclass
 class ClientStats:
-    reports_sent: int = 0
-    reports_queued: int = 0
+    reports_sent: int = 0  # taken by the node at the call
+    reports_queued: int = 0  # put in the queue (the outbox thread sends them)
+    reports_refused: int = 0  # refused by the node (4xx, kept in errors): never sent again
+    reports_unconfirmed: int = 0  # sent, but no answer came (the node may have them)
     fixes_applied: int = 0
     recoveries: int = 0
     cache_hits: int = 0
@@ -122,9 +130,12 @@ class Client:
         self.registry = registry or LocalRegistry()
         self.executor = Executor(self.registry, classifier=self.classify)
         self.outbox = Outbox(queue_max)
+        self._sender = Sender(self.outbox, _weak_send(self))
+        weakref.finalize(self, self._sender.close)  # a client dropped unclosed: its thread ends
         self.stats = ClientStats()
-        self._http: Http | None = None
+        self._live: dict[str, Http] = {}  # "http": the node's, once known (set, taken atomically)
         self._closed = False
+        self._config_checked = -1.0  # (monotonic) when _check_config last read the data dir
         self._cache: dict[bytes, dict[bytes, Fix]] = {}
         self._ready = threading.Event()
         self._stop = threading.Event()
@@ -140,12 +151,14 @@ class Client:
     def close(self) -> None:
         """Stop following events, send what is queued (if possible), close connections."""
         self._stop.set()
+        self._sender.close()
         self.flush()
         http = self._http
         if http is not None:
             http.close()  # also ends the event stream the thread is reading
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self._sender.close(timeout=self.timeout + 1)
         self._closed = True
         self._drop_http()
 
@@ -159,10 +172,15 @@ class Client:
         """Wait until the fix cache holds the node's accepted fixes (True) or give up."""
         return self._ready.wait(timeout)
 
+    @property
+    def _http(self) -> Http | None:
+        return self._live.get("http")
+
     def _api(self) -> Http:
         if self._closed:
             raise NetworkError("the client is closed")
-        if self._http is None:
+        http = self._live.get("http")
+        if http is None:
             if self._url and self._token:
                 url, token = self._url, self._token
             else:
@@ -170,8 +188,11 @@ class Client:
                     url, token = discover(self.data_dir)
                 except NodeNotFound as exc:  # not started yet: unreachable, like a dead node
                     raise NetworkError(f"node API unreachable: {exc}") from exc
-            self._http = Http(url, token, self.timeout)
-        return self._http
+            new = Http(url, token, self.timeout)
+            http = self._live.setdefault("http", new)  # another thread's, if it was first
+            if http is not new:
+                new.close()
+        return http
 
     def _call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         try:
@@ -187,8 +208,26 @@ class Client:
         self.stats.errors.append(text)
         del self.stats.errors[:-20]
 
+    def _check_config(self) -> None:
+        """Read the node's settings now if not yet (files, no network; at most once a
+        second), so a data dir that cannot be used is told at the call, not only
+        once the outbox thread tries to send."""
+        if self._http is not None or self._closed:
+            return
+        now = time.monotonic()
+        if now - self._config_checked < 1.0:
+            return
+        self._config_checked = now
+        try:
+            self._api()
+        except NetworkError:
+            pass  # not started yet: the queue waits for it
+        except GossipmindError as exc:
+            log.warning("gossipmind: cannot reach the node: %s", exc)
+            self._note_error(f"config: {exc}")
+
     def _drop_http(self) -> None:
-        http, self._http = self._http, None
+        http = self._live.pop("http", None)
         if http is not None:
             http.close()
 
@@ -201,20 +240,25 @@ class Client:
     def _failure(
         self, exc: BaseException | None, service: str, operation: str, **kw: Any
     ) -> Failure:
+        """The failure as the node will get it: within the API's limits, its context
+        as JSON of the same shape (:func:`~gossipmind.api.wire.sendable_failure`).
+        The pattern computed locally is then the node's."""
         name, message, status, retry_after = (
             describe(exc) if exc is not None else ("Exception", "", None, None)
         )
         return Failure(
-            service=service,
-            operation=operation,
-            exc_type=kw.get("exc_type") or name,
-            message=str(kw["message"]) if kw.get("message") is not None else message,
-            status=kw.get("status") if kw.get("status") is not None else status,
-            context=kw.get("context"),
-            latency_ms=kw.get("latency_ms"),
-            retry_after_ms=kw.get("retry_after_ms")
-            if kw.get("retry_after_ms") is not None
-            else retry_after,
+            **sendable_failure(
+                service=service,
+                operation=operation,
+                exc_type=kw.get("exc_type") or name,
+                message=str(kw["message"]) if kw.get("message") is not None else message,
+                status=kw.get("status") if kw.get("status") is not None else status,
+                context=kw.get("context"),
+                latency_ms=kw.get("latency_ms"),
+                retry_after_ms=kw.get("retry_after_ms")
+                if kw.get("retry_after_ms") is not None
+                else retry_after,
+            )
         )
 
     def pattern_of(
@@ -229,14 +273,34 @@ class Client:
         """Report a failure to the node (queued if it is down). Returns its pattern.
 
         Keyword arguments override what is read from ``exc``: ``message``,
-        ``exc_type``, ``status``, ``context`` (only its shape leaves the node),
-        ``latency_ms``, ``retry_after_ms``.
+        ``exc_type``, ``status``, ``context`` (only its shape reaches the node:
+        see :func:`~gossipmind.api.wire.sendable_failure`), ``latency_ms``,
+        ``retry_after_ms``.
         """
         failure = self._failure(exc, service, operation, **kw)
         reduced = reduce(failure, self.rules)
-        body = {k: v for k, v in vars(failure).items() if v is not None}
-        self._send("/v1/failures", body)
+        self._send("/v1/failures", _body(failure))
         return reduced
+
+    def _queue_failure(
+        self, exc: BaseException, *, service: str, operation: str, latency_ms: int
+    ) -> Reduced:
+        """:meth:`report_failure` for the decorator: queued, never waiting for the node."""
+        failure = self._failure(exc, service, operation, latency_ms=latency_ms)
+        reduced = reduce(failure, self.rules)
+        self._enqueue("/v1/failures", _body(failure))
+        return reduced
+
+    def _lookup(self, pattern: bytes) -> Fix | None:
+        """The decorator's fix lookup: from the cache when the event stream keeps it
+        (never waiting for the node); else (``stream=False``, canary) :meth:`fix_for`."""
+        if self.lookup_waits():
+            return self.fix_for(pattern)
+        return self._cached(pattern)
+
+    def lookup_waits(self) -> bool:
+        """Whether the decorator's fix lookup asks the node (one request)."""
+        return self._thread is None or self.canary
 
     def get_fix(
         self, exc: BaseException | None = None, *, service: str, operation: str, **kw: Any
@@ -245,7 +309,7 @@ class Client:
         pattern = self.pattern_of(exc, service=service, operation=operation, **kw).pattern
         return self.fix_for(pattern)
 
-    def fix_for(self, pattern: bytes) -> Fix | None:
+    def _cached(self, pattern: bytes) -> Fix | None:
         fixes = self._cache.get(pattern)
         if fixes:
             self.stats.cache_hits += 1
@@ -257,6 +321,12 @@ class Client:
             )
             return fixes[bytes(best[0]["fix"])]
         self.stats.cache_misses += 1
+        return None
+
+    def fix_for(self, pattern: bytes) -> Fix | None:
+        fix = self._cached(pattern)
+        if fix is not None:
+            return fix
         if self._ready.is_set() and not self.canary:
             return None  # the stream is live: no accepted fix exists
         try:
@@ -352,10 +422,24 @@ class Client:
         attempts: int = 1,
         successes: int | None = None,
     ) -> None:
-        """Report how applying a fix went (queued if the node is down)."""
+        """Report how applying a fix went: queued, sent by the SDK's outbox thread
+        (outcomes of one fix waiting there add up into one request).
+
+        ``ValueError`` (nothing queued) for a fix id that is not 32 bytes or
+        counts the node would refuse."""
         fid = fix.id if isinstance(fix, Fix) else fix
         ok = successes if successes is not None else int(bool(success)) * attempts
-        self._send("/v1/outcomes", {"fix": fid.hex(), "attempts": attempts, "successes": ok})
+        if not isinstance(fid, bytes | bytearray) or len(fid) != 32:
+            raise ValueError(f"a fix id is 32 bytes, not {fid!r}")
+        for name, n in (("attempts", attempts), ("successes", ok)):
+            if type(n) is not int or not 0 <= n <= MAX_OUTCOME_ATTEMPTS:
+                raise ValueError(f"{name} must be an integer 0-{MAX_OUTCOME_ATTEMPTS}, not {n!r}")
+        if attempts < 1 or ok > attempts:
+            raise ValueError(f"need 1 <= attempts and successes <= attempts, not {attempts}, {ok}")
+        self.outbox.put_outcome(fid.hex(), attempts, ok)
+        self.stats.reports_queued += 1
+        self._check_config()
+        self._sender.wake()
 
     def resilient(
         self,
@@ -373,21 +457,43 @@ class Client:
 
     # -- sending ---------------------------------------------------------------------------
 
-    def _post(self, path: str, body: dict[str, Any]) -> None:
-        status, doc = self._call("POST", path, body)
+    def _post(self, path: str, body: dict[str, Any]) -> bool:
+        """POST a report: True if the node took it, False if it refused it (4xx,
+        noted: sending it again would not help). NetworkError: it did not get it;
+        :class:`MaybeSent` (counted, noted): it may have it."""
+        try:
+            status, doc = self._call("POST", path, body)
+        except MaybeSent as exc:
+            self.stats.reports_unconfirmed += 1
+            self._note_error(f"{path}: {exc}")
+            raise
         if status >= 500:
             raise NetworkError(f"node error {status}")
-        if status >= 400:  # our request is wrong: keeping it would not help
+        if status >= 400:
+            self.stats.reports_refused += 1
+            log.warning("gossipmind: the node refused a report: %s %s", status, doc)
             self._note_error(f"{path}: {status} {doc}")
+            return False
+        return True
 
     def _send(self, path: str, body: dict[str, Any]) -> None:
-        self.outbox.drain(self._post)
+        """Send one report now; queue it if the node did not get it."""
         try:
-            self._post(path, body)
-            self.stats.reports_sent += 1
+            if self._post(path, body):
+                self.stats.reports_sent += 1
+                if self.outbox.pending():
+                    self._sender.wake(now=True)  # the node is up: send the queue too
+        except MaybeSent:
+            pass  # the node may have it: sending it again could count it twice
         except GossipmindError:  # node down, not started, or misconfigured (noted): queue it
-            self.outbox.put(path, body)
-            self.stats.reports_queued += 1
+            self._enqueue(path, body, tried=True)
+
+    def _enqueue(self, path: str, body: dict[str, Any], *, tried: bool = False) -> None:
+        self.outbox.put(path, body)
+        self.stats.reports_queued += 1
+        if not tried:  # (a send that failed told what was wrong)
+            self._check_config()
+        self._sender.wake()
 
     def flush(self) -> int:
         """Send queued reports now (if the node is up); return how many went.
@@ -428,14 +534,35 @@ class Client:
                         self._cache = fresh
                         self.stats.stream_connected = True
                         delays = backoff_delays()
-                        self.outbox.drain(self._post)
+                        self._sender.wake(now=True)  # the node is (back) up
                     self._apply_event(event, doc)
             except GossipmindError as exc:
                 log.debug("event stream: %s", exc)
                 self._drop_http()
+            except Exception as exc:  # noqa: BLE001 - a bug: say so, but keep following
+                log.warning("gossipmind: event stream failed: %r", exc)
+                self._note_error(f"/v1/events: {exc!r}")
+                self._drop_http()
             self._ready.clear()
             self.stats.stream_connected = False
             self._stop.wait(next(delays))
+
+
+def _weak_send(client: Client) -> Callable[[str, dict[str, Any]], bool]:
+    """``client._post`` for the outbox thread, which must not keep the client alive."""
+    post = weakref.WeakMethod(client._post)
+
+    def send(path: str, body: dict[str, Any]) -> bool:
+        method = post()
+        if method is None:
+            raise NetworkError("the client is gone")
+        return method(path, body)
+
+    return send
+
+
+def _body(failure: Failure) -> dict[str, Any]:
+    return {k: v for k, v in vars(failure).items() if v is not None}
 
 
 from gossipmind.api.resilient import Resilient  # noqa: E402 - re-export

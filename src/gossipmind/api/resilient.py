@@ -33,10 +33,18 @@ class Resilient:
     cache holds an accepted fix for this service and operation that carries an
     idempotency key, the call runs under it from its first attempt.
 
+    The call never waits for the node: the failure and the outcome are queued
+    (sent by the SDK's outbox thread) and the fix comes from the cache the event
+    stream keeps. Only a client without a stream (``stream=False``) or a canary
+    asks the node for the fix when a call fails (one request, at most its
+    ``timeout``; off the event loop for coroutine functions).
+
     As a context manager it reports a failure raised in the block and re-raises
     it (or suppresses it with ``on_failure="degrade"``; ``.error`` and ``.fix``
-    tell what happened). A block cannot be re-run: to apply fixes, decorate a
-    function or use :meth:`call` / :meth:`acall`.
+    tell what happened in the latest block: each ``with`` starts them at
+    ``None``). A block cannot be re-run: to apply fixes, decorate a function or
+    use :meth:`call` / :meth:`acall`. One instance used as a context manager
+    holds one block's result: do not share it between threads or tasks.
     """
 
     def __init__(
@@ -68,18 +76,28 @@ class Resilient:
             self.default,
         )
 
-    def _report(self, exc: BaseException, started: float) -> Fix | None:
-        """Report the failure, then look up a fix: blocking (HTTP to the node), never raising."""
-        latency = int((time.monotonic() - started) * 1000)
-        c = self.client
-        _quietly(
-            c.report_failure,
+    def _queue(self, exc: BaseException, started: float) -> bytes | None:
+        """Queue the failure's report (never waiting, never raising); its pattern."""
+        reduced = _quietly(
+            self.client._queue_failure,
             exc,
             service=self.service,
             operation=self.operation,
-            latency_ms=latency,
+            latency_ms=int((time.monotonic() - started) * 1000),
         )
-        return _quietly(c.get_fix, exc, service=self.service, operation=self.operation)
+        return reduced.pattern if reduced is not None else None
+
+    def _report(self, exc: BaseException, started: float) -> Fix | None:
+        """Queue the failure's report, then look up a fix; never raising. It waits for
+        the node only if the client asks it for fixes (:meth:`Client.lookup_waits`)."""
+        pattern = self._queue(exc, started)
+        return _quietly(self.client._lookup, pattern) if pattern is not None else None
+
+    async def _areport(self, exc: BaseException, started: float) -> Fix | None:
+        """:meth:`_report` for coroutine functions: off the event loop if it may wait."""
+        if self.client.lookup_waits():
+            return await off_loop(self._report, exc, started)
+        return self._report(exc, started)
 
     def _preventive(self) -> Fix | None:
         if self.idempotent:
@@ -87,11 +105,11 @@ class Resilient:
         return _quietly(self.client.preventive_fix, self.service, self.operation)
 
     def _report_outcome(self, execution: Execution[Any], started: float, reported: bool) -> None:
-        """Report how the fix went (and the failure, if not yet): blocking, never raising."""
+        """Queue how the fix went (and the failure, if not yet): never waiting, never raising."""
         assert self.fix is not None
         _quietly(self.client.report_outcome, self.fix, execution.ok)
         if not execution.ok and not reported:
-            self._report(_final_error(execution), started)
+            self._queue(_final_error(execution), started)
 
     def _conclude(self, execution: Execution[Any]) -> Any:
         if execution.ok:
@@ -137,18 +155,18 @@ class Resilient:
             execution = await self.client.apply_fix_async(
                 self.fix, fn, *args, idempotent=False, **kwargs
             )
-            await off_loop(self._report_outcome, execution, started, False)
+            self._report_outcome(execution, started, reported=False)
             return self._conclude(execution)  # type: ignore[no-any-return]
         try:
             return await fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - the agent's error: report, fix, decide
-            self.fix = await off_loop(self._report, exc, started)
+            self.fix = await self._areport(exc, started)
             if self.fix is None:
                 return self._give_up(exc)  # type: ignore[no-any-return]
             execution = await self.client.apply_fix_async(
                 self.fix, fn, *args, idempotent=self.idempotent, prior_error=exc, **kwargs
             )
-            await off_loop(self._report_outcome, execution, started, True)
+            self._report_outcome(execution, started, reported=True)
             return self._conclude(execution)  # type: ignore[no-any-return]
 
     def __call__(self, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -167,6 +185,7 @@ class Resilient:
         return wrapper
 
     def __enter__(self) -> Resilient:
+        self.error, self.fix = None, None  # this block's, not an earlier one's
         self._t0 = time.monotonic()
         return self
 
@@ -188,7 +207,7 @@ class Resilient:
         if exc is None or not isinstance(exc, Exception):
             return False
         self.error = exc
-        self.fix = await off_loop(self._report, exc, self._t0)
+        self.fix = await self._areport(exc, self._t0)
         return self.on_failure == "degrade"
 
 

@@ -256,7 +256,11 @@ class Api:
         """Server-sent events: every accepted fix now, then each status transition.
 
         The listener is closed when the stream ends, however it ends (the node
-        prunes closed ones); 503 when the node serves its most listeners."""
+        prunes closed ones); 503 when the node serves its most listeners. A HEAD
+        (Starlette answers it on every GET route) gets the headers and no
+        listener: its stream would never end."""
+        if request.method == "HEAD":
+            return Response(media_type="text/event-stream")
         try:
             transitions = self.node.fix_events()
         except TooManyListeners as exc:

@@ -6,6 +6,7 @@ import http.client
 import json
 import logging
 import os
+import select
 import socket
 import threading
 import time
@@ -65,7 +66,7 @@ def _api_file(text: str) -> tuple[str, int, int | None]:
     return url, pid, started
 
 
-_FORK_SAFE: weakref.WeakSet[Http | Outbox] = weakref.WeakSet()
+_FORK_SAFE: weakref.WeakSet[Http | Outbox | Sender] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
@@ -77,16 +78,52 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+class MaybeSent(NetworkError):
+    """The request went out but no answer came back (a read timeout, a connection
+    dropped mid-answer): the node may have processed it. Never sent again."""
+
+
+REUSE_IDLE_S = 2.0  # s a keep-alive connection may idle and be reused (the node keeps it 5 s)
+
+
+def parse_url(url: str) -> tuple[str, int]:
+    """The host and port of a node API URL: ``http://`` on loopback with an explicit
+    port, else :class:`ConfigError` (it comes from ``api.json`` or the agent's code)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"bad node API url {url!r}: {exc}") from None
+    if parts.scheme != "http":
+        raise ConfigError(f"bad node API url {url!r}: the scheme must be http")
+    if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise ConfigError(f"the node API must be on loopback, not {parts.hostname}")
+    if not port:
+        raise ConfigError(f"bad node API url {url!r}: it names no port")
+    return parts.hostname, port
+
+
+def _stale(sock: socket.socket | None) -> bool:
+    """An idle keep-alive connection the node closed (readable: EOF, or bytes no
+    request asked for). A request written on it would be lost."""
+    if sock is None:
+        return True
+    try:
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return bool(poller.poll(0))
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
 class Http:
     def __init__(self, url: str, token: str, timeout: float) -> None:
-        parts = urlsplit(url)
-        if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
-            raise ConfigError(f"the node API must be on loopback, not {parts.hostname}")
-        self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or 80
+        self.host, self.port = parse_url(url)
         self.token = token
         self.timeout = timeout
-        self._idle: list[http.client.HTTPConnection] = []  # keep-alive connections
+        self._idle: list[tuple[http.client.HTTPConnection, float]] = []  # keep-alive, since
         self._stream: http.client.HTTPConnection | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -104,7 +141,7 @@ class Http:
             self._closed = True
             idle, self._idle = self._idle, []
             stream = self._stream
-        for conn in idle:
+        for conn, _ in idle:
             conn.close()
         if stream is not None and stream.sock is not None:
             try:
@@ -112,16 +149,22 @@ class Http:
             except OSError:
                 log.debug("event stream socket already closed")
 
-    def _borrow(self) -> http.client.HTTPConnection:
-        with self._lock:
-            if self._idle:
-                return self._idle.pop()
-        return self._conn()
+    def _borrow(self) -> tuple[http.client.HTTPConnection, bool]:
+        """A connection, and whether it is a kept-alive one (reused) rather than new."""
+        now = time.monotonic()
+        while True:
+            with self._lock:
+                if not self._idle:
+                    return self._conn(), False
+                conn, since = self._idle.pop()
+            if now - since < REUSE_IDLE_S and not _stale(conn.sock):
+                return conn, True
+            conn.close()
 
     def _give_back(self, conn: http.client.HTTPConnection) -> None:
         with self._lock:
-            if not self._closed and len(self._idle) < 4:
-                self._idle.append(conn)
+            if not self._closed and len(self._idle) < 4 and conn.sock is not None:
+                self._idle.append((conn, time.monotonic()))
                 return
         conn.close()
 
@@ -129,23 +172,47 @@ class Http:
         return http.client.HTTPConnection(self.host, self.port, timeout=timeout or self.timeout)
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        """One JSON request; NetworkError when the node cannot be reached."""
+        """One JSON request; NetworkError when the node cannot be reached.
+
+        A request is sent again only when it certainly was not processed: it could
+        not be written whole on a kept-alive connection the node had closed (or,
+        for a GET, which changes nothing, the answer broke off on one). Never after
+        a timeout. A POST written whole whose answer did not come raises
+        :class:`MaybeSent`: the node may have it.
+        """
         headers = {"Authorization": f"Bearer {self.token}"}
         data = None
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        for attempt in range(2):  # one retry on a stale keep-alive connection
-            conn = self._borrow() if attempt == 0 else self._conn()
+        for attempt in range(2):
+            conn, reused = self._borrow()
+            retry = reused and attempt == 0
+            try:
+                if conn.sock is None:
+                    conn.connect()
+            except OSError as exc:  # nothing was written
+                conn.close()
+                raise NetworkError(f"node API unreachable: {exc}") from exc
             try:
                 conn.request(method, path, body=data, headers=headers)
+            except (OSError, http.client.HTTPException) as exc:  # not written whole
+                conn.close()
+                if retry and not isinstance(exc, TimeoutError):
+                    continue  # a keep-alive connection the node closed: never processed
+                raise NetworkError(f"node API unreachable: {exc}") from exc
+            try:
                 resp = conn.getresponse()
                 raw = resp.read()
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
-                if attempt:
-                    raise NetworkError(f"node API unreachable: {exc}") from exc
-                continue
+                if method != "GET":
+                    raise MaybeSent(
+                        f"node API did not answer {method} {path} (it may have it): {exc}"
+                    ) from exc
+                if retry and not isinstance(exc, TimeoutError):
+                    continue
+                raise NetworkError(f"node API unreachable: {exc}") from exc
             self._give_back(conn)
             try:
                 return resp.status, json.loads(raw) if raw else None
@@ -186,12 +253,23 @@ class Http:
             conn.close()
 
 
+OUTCOMES = "/v1/outcomes"
+MAX_OUTCOME_ATTEMPTS = 1_000_000  # what one POST /v1/outcomes may carry
+
+
 class Outbox:
-    """Bounded queue of requests the node could not take yet (fail open, send later)."""
+    """Bounded queue of reports on their way to the node (fail open, send later).
+
+    Outcomes of one fix waiting in the queue add up into one request
+    (:meth:`put_outcome`); the request being sent is never changed.
+    """
 
     def __init__(self, maxlen: int) -> None:
         self.items: deque[tuple[str, dict[str, Any]]] = deque(maxlen=maxlen)
-        self.dropped = 0
+        self.dropped = 0  # the oldest, when the queue was full
+        self.poisoned = 0  # could not be sent at all (a bug): dropped, logged
+        self._outcomes: dict[str, tuple[str, dict[str, Any]]] = {}  # fix -> its queued item
+        self._in_flight: tuple[str, dict[str, Any]] | None = None
         self._lock = threading.Lock()
         self._draining = threading.Lock()  # one drainer at a time: nothing is sent twice
         _FORK_SAFE.add(self)
@@ -203,19 +281,62 @@ class Outbox:
         self._lock = threading.Lock()
         self._draining = threading.Lock()
         self.items.clear()
+        self._outcomes.clear()
+        self._in_flight = None
+
+    def pending(self) -> bool:
+        return bool(self.items)
 
     def put(self, path: str, body: dict[str, Any]) -> None:
         with self._lock:
-            if len(self.items) == self.items.maxlen:
-                self.dropped += 1
-            self.items.append((path, body))
+            self._append((path, body))
 
-    def drain(self, send: Callable[[str, dict[str, Any]], None], *, wait: bool = False) -> int:
+    def put_outcome(self, fix: str, attempts: int, successes: int) -> None:
+        """Queue an outcome of ``fix`` (hex), adding it to one of the same fix that
+        waits in the queue (not being sent) when the sum stays within one request."""
+        with self._lock:
+            item = self._outcomes.get(fix)
+            if item is not None and item is not self._in_flight:
+                body = item[1]
+                if body["attempts"] + attempts <= MAX_OUTCOME_ATTEMPTS:
+                    body["attempts"] += attempts
+                    body["successes"] += successes
+                    return
+            item = (OUTCOMES, {"fix": fix, "attempts": attempts, "successes": successes})
+            self._append(item)
+            if self.items and self.items[-1] is item:  # (a queue of 0 keeps nothing)
+                self._outcomes[fix] = item
+
+    def _append(self, item: tuple[str, dict[str, Any]]) -> None:
+        if len(self.items) == self.items.maxlen:
+            self.dropped += 1
+            if self.items:
+                self._forget(self.items[0])  # the deque drops the oldest
+        self.items.append(item)
+
+    def _forget(self, item: tuple[str, dict[str, Any]]) -> None:
+        """Stop adding outcomes to ``item`` (it leaves the queue)."""
+        fix = item[1].get("fix") if item[0] == OUTCOMES else None
+        if isinstance(fix, str) and self._outcomes.get(fix) is item:
+            del self._outcomes[fix]
+
+    def _done(self, item: tuple[str, dict[str, Any]]) -> None:
+        with self._lock:
+            self._in_flight = None
+            if self.items and self.items[0] is item:  # (not dropped meanwhile)
+                self.items.popleft()
+                self._forget(item)
+
+    def drain(self, send: Callable[[str, dict[str, Any]], object], *, wait: bool = False) -> int:
         """Send queued items in order until one fails; return how many went.
 
         One thread drains at a time: while another does, this returns 0 at once
         (``wait=True``: waits for it, then sends what is left). An item leaves the
-        queue only after it was sent, so a failed send loses nothing.
+        queue only after it was sent, so a failed send loses nothing; one that may
+        have reached the node (:class:`MaybeSent`) leaves it too, so it is never
+        sent twice; one that cannot be sent at all (not a :class:`GossipmindError`:
+        say it cannot be encoded) is dropped, counted in ``poisoned`` and logged,
+        so it never blocks the queue.
         """
         if not self._draining.acquire(blocking=wait):
             return 0
@@ -226,16 +347,113 @@ class Outbox:
                     if not self.items:
                         return sent
                     item = self.items[0]
+                    self._in_flight = item
                 try:
                     send(*item)
-                except GossipmindError:  # unreachable or misconfigured: keep it for later
+                except MaybeSent:  # the node may have it: never again; it is slow, stop
+                    self._done(item)
                     return sent
-                with self._lock:
-                    if self.items and self.items[0] is item:  # (not dropped meanwhile)
-                        self.items.popleft()
+                except GossipmindError:  # unreachable or misconfigured: keep it for later
+                    with self._lock:
+                        self._in_flight = None
+                    return sent
+                except Exception as exc:  # noqa: BLE001 - one bad item never blocks the queue
+                    self._done(item)
+                    self.poisoned += 1
+                    log.warning("gossipmind: dropped a queued %s that cannot be sent: %r",
+                                item[0], exc)  # fmt: skip
+                    continue
+                self._done(item)
                 sent += 1
         finally:
             self._draining.release()
+
+
+class Sender:
+    """One daemon thread of the SDK's own (``gossipmind-sdk-outbox``) that sends what
+    the :class:`Outbox` holds, so an agent's call never waits for the node.
+
+    Started on the first :meth:`wake`, again in a forked child. While the node
+    does not take the queue, it retries after 0.2 s, doubling up to 5 s (a
+    ``wake(now=True)``, say the node's event stream is back, retries at once).
+    A thread that cannot be started leaves the queue to ``flush()``/``close()``.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        send: Callable[[str, dict[str, Any]], object],
+        name: str = "gossipmind-sdk-outbox",
+    ) -> None:
+        self.outbox = outbox
+        self.send = send
+        self.name = name
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._backing_off = False
+        self._closed = False
+        _FORK_SAFE.add(self)
+
+    def _after_fork(self) -> None:
+        """The child has none of the parent's threads: its first wake starts one."""
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = None
+        self._backing_off = False
+
+    def wake(self, *, now: bool = False) -> None:
+        """Have the thread send the queue: at once if it is idle (or ``now``),
+        else when its back-off ends. Never raises."""
+        if self._closed:
+            return
+        if (now or not self._backing_off) and not self._wake.is_set():
+            self._wake.set()
+        if self._thread is None:
+            self._start()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None or self._closed:
+                return
+            thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+            try:
+                thread.start()
+            except RuntimeError as exc:  # "can't start new thread": flush() sends them
+                log.debug("gossipmind: no outbox thread: %r", exc)
+                return
+            self._thread = thread
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop the thread once it has sent what it was sending (waits ``timeout``)."""
+        self._closed = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and timeout is not None:
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        delays = backoff_delays()
+        wait: float | None = None
+        try:
+            while True:
+                self._wake.wait(wait)
+                self._wake.clear()
+                if self._closed:
+                    return
+                self.outbox.drain(self.send)
+                if self.outbox.pending():  # down, slow, or another thread is sending
+                    self._backing_off = True
+                    wait = next(delays)
+                else:
+                    self._backing_off = False
+                    delays, wait = backoff_delays(), None
+        except Exception:  # a bug: say so; the next wake starts a new thread
+            log.exception("gossipmind: the outbox thread failed")
+        finally:
+            with self._lock:
+                if self._thread is threading.current_thread():
+                    self._thread = None
 
 
 def backoff_delays(first: float = 0.2, cap: float = 5.0) -> Iterator[float]:
