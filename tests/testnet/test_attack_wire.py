@@ -92,13 +92,24 @@ async def pair(
 
 
 async def test_the_probe_tells_refusals_from_drops() -> None:
+    """A refusal reads as one; a stream the target ends without a bye reads as a
+    drop. Sending a frame larger than the stream window races the target's bye
+    with the end of the stream (py-libp2p discards a bye still buffered when the
+    reset arrives, as ``_malformed_stream`` explains): on a loaded machine the
+    bye was sometimes not seen, so each refusal gets up to 5 tries — every one
+    a refusal or a drop, and at least one a refusal."""
     handlers = {PROTOCOL: refuse, PROTOCOL + "/read": read_one}
     with trio.fail_after(60):
         async with pair("probe", handlers) as (hostile, target):
             for data, framed in ((BIG, True), (uvarint(1 << 30) + b"\x00" * 64, False)):
-                stream = await hostile.open_stream(target.peer_id, PROTOCOL)
-                outcome = await stream_outcome(stream, data, framed=framed, close=False)
-                assert outcome == "refused (busy)", (len(data), outcome)
+                outcomes = []
+                for _ in range(5):
+                    stream = await hostile.open_stream(target.peer_id, PROTOCOL)
+                    outcomes.append(await stream_outcome(stream, data, framed=framed, close=False))
+                    if outcomes[-1] == "refused (busy)":
+                        break
+                assert outcomes[-1] == "refused (busy)", (len(data), outcomes)
+                assert set(outcomes) <= {"refused (busy)", "dropped"}, (len(data), outcomes)
             stream = await hostile.open_stream(target.peer_id, PROTOCOL + "/read")
             assert await stream_outcome(stream, BIG, framed=True, close=False) == "dropped"
 

@@ -57,6 +57,7 @@ from gossipmind.learn.breaker import (
     default_classifier,
     retry_after_ms,
 )
+from gossipmind.learn.headers import as_keywords
 from gossipmind.learn.plan import Execution, LocalRegistry, Plan, Skipped, build_plan
 
 __all__ = ["Execution", "Executor", "LocalRegistry", "Skipped"]
@@ -300,6 +301,8 @@ class Executor:
         non-idempotent call is then never retried (its first try had no key).
         """
         clock = self.clock
+        given = args, kwargs  # the fallback gets the call as the agent made it
+        args, kwargs = as_keywords(fn, args, kwargs)
         plan = self._plan(recipe, fn, kwargs, idempotent, prior_error, self.sync_timeouts)
         if plan.timeout_ms is None and getattr(clock, "bounds_in_thread", False):
             plan.deadlines = False  # no timeout step: no worker thread, budget between attempts
@@ -331,7 +334,7 @@ class Executor:
             value = retrying(attempt)
         except Exception as exc:  # noqa: BLE001 - the call's final error: recorded, then endgame
             run.finish(None, exc)
-            _drive(self._endgame(run, args, kwargs, awaits=False))
+            _drive(self._endgame(run, *given, awaits=False))
         else:
             run.finish(value, None)
         return run.record
@@ -356,6 +359,8 @@ class Executor:
     ) -> Execution[T]:
         """Async :meth:`run_sync` for coroutine functions, under asyncio or trio."""
         clock = self.async_clock
+        given = args, kwargs
+        args, kwargs = as_keywords(fn, args, kwargs)
         plan = self._plan(recipe, fn, kwargs, idempotent, prior_error, True)
         key = breaker_key if breaker_key is not None else (plan.scope, _qualname(fn))
         run: _Run[T] = _Run(self, plan, clock.now_ms, key)
@@ -387,7 +392,7 @@ class Executor:
             value: T = await retrying(attempt)
         except Exception as exc:  # noqa: BLE001 - the call's final error: recorded, then endgame
             run.finish(None, exc)
-            await self._endgame(run, args, kwargs, awaits=True)
+            await self._endgame(run, *given, awaits=True)
         else:
             run.finish(value, None)
         return run.record

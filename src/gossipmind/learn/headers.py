@@ -60,3 +60,36 @@ def with_key(
 
 def _text(value: str | bytes) -> str:
     return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+def as_keywords(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """``fn(*args, **kwargs)`` as the same call with every argument that can go by
+    keyword going by keyword: a recipe's steps then see (and never pass twice) an
+    ``idempotency_key``, ``headers`` or ``set_param`` argument the caller passed
+    by position. ``pay("jane", 4999, "order-17")`` raised ``TypeError`` (multiple
+    values for 'idempotency_key') once a keyed fix applied. Unchanged when the
+    signature cannot be read, the arguments do not bind (the call's own error
+    will say so), or values fill a ``*args`` (keywords cannot precede them)."""
+    if not args:
+        return args, kwargs
+    try:
+        sig = inspect.signature(fn)
+        bound = sig.bind_partial(*args, **kwargs)
+    except (TypeError, ValueError):
+        return args, kwargs
+    positional: list[Any] = []
+    keywords: dict[str, Any] = {}
+    for name, value in bound.arguments.items():
+        kind = sig.parameters[name].kind
+        if kind is inspect.Parameter.POSITIONAL_ONLY:
+            positional.append(value)
+        elif kind is inspect.Parameter.VAR_POSITIONAL:
+            if value:
+                return args, kwargs
+        elif kind is inspect.Parameter.VAR_KEYWORD:
+            keywords.update(value)
+        else:
+            keywords[name] = value
+    return tuple(positional), keywords
