@@ -18,6 +18,7 @@ import pytest
 from livenode import BOUND, SLOW, LiveNode, point_at, until
 
 from gossipmind.api.client import Client
+from gossipmind.api.process import pid_alive
 from gossipmind.core.errors import ConfigError
 
 
@@ -239,3 +240,40 @@ def test_a_reused_context_manager_tells_each_blocks_own_error(node: LiveNode) ->
         ]
         * 2
     )
+
+
+# --------------------------------- an api.json whose pid or start time no process has
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"pid": 2**31},  # past pid_t: os.kill raised OverflowError
+        {"pid": 2**64},
+        {"pid": 1, "starttime": 2**64},
+    ],
+)
+def test_an_api_json_with_an_impossible_pid_is_a_config_error_and_the_client_recovers(
+    node: LiveNode, tmp_path: Path, doc: dict[str, int]
+) -> None:
+    """OverflowError went into report_failure (the report neither sent nor queued)
+    and count_failures, the event thread died for good, and `gossipmind report`
+    on such a data dir exited 70 (internal error)."""
+    (tmp_path / "api.json").write_text(json.dumps({"url": node.url, **doc}))
+    (tmp_path / "api.token").write_text(node.token + "\n")
+    client = Client(tmp_path, timeout=SLOW)
+    try:
+        reduced = client.report_failure(TimeoutError("t"), service="badpid", operation="q")
+        assert len(client.outbox.items) == 1 and client.stats.reports_queued == 1
+        with pytest.raises(ConfigError):
+            client.count_failures(reduced)  # what report_failure returned will do
+        assert client._thread is not None and client._thread.is_alive()
+        before = node.received(reduced.pattern)
+        point_at(tmp_path, node)
+        assert client.wait_ready(BOUND)
+        until(lambda: not client.outbox.items, "the queued report to be sent")
+        assert node.received(reduced.pattern) == before + 1
+        assert client.count_failures(reduced)["pattern"] == reduced.pattern.hex()
+    finally:
+        client.close()
+    assert not pid_alive(2**31) and not pid_alive(2**64)

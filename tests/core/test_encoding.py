@@ -85,3 +85,13 @@ def test_size_limit_is_enforced_before_parsing() -> None:
 def test_encode_refuses_what_cannot_be_canonical(bad: object) -> None:
     with pytest.raises(EncodingError):
         encoding.encode(bad)
+
+
+def test_an_integer_keeps_its_sign_family_even_where_the_other_is_as_short() -> None:
+    """protocol.md §2 rule 2: an implementation that broke the tie toward int16 for
+    256..32767 (as short as uint16) rejected every op of the doc's vectors."""
+    assert encoding.encode(300) == bytes.fromhex("cd012c") and encoding.encode(-1) == b"\xff"
+    assert encoding.encode(-33) == bytes.fromhex("d0df")
+    for signed in ("d1012c", "d0ff", "d200010000", "d100ff"):  # int16 300, int8 -1, ...
+        with pytest.raises(EncodingError):
+            encoding.decode(bytes.fromhex(signed))

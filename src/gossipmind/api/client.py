@@ -407,9 +407,11 @@ class Client:
             **kwargs,
         )
 
-    def count_failures(self, pattern: bytes) -> dict[str, Any]:
-        """Fleet-wide count and reporters of a pattern (NetworkError if the node is down)."""
-        status, doc = self._call("GET", f"/v1/failures/count?pattern={pattern.hex()}")
+    def count_failures(self, pattern: bytes | Reduced) -> dict[str, Any]:
+        """Fleet-wide count and reporters of a pattern — its id, or what
+        :meth:`report_failure` returned (NetworkError if the node is down)."""
+        pid = pattern.pattern if isinstance(pattern, Reduced) else pattern
+        status, doc = self._call("GET", f"/v1/failures/count?pattern={pid.hex()}")
         if status != 200:
             raise NetworkError(f"count failed: HTTP {status}: {doc}")
         return dict(doc)

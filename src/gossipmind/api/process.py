@@ -42,7 +42,7 @@ def pid_alive(pid: int) -> bool:
         return True
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # (no pid_t is that large)
         return False
     except OSError:  # e.g. EPERM: it exists, as another user
         return True

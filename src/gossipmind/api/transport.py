@@ -52,6 +52,9 @@ def discover(data_dir: Path) -> tuple[str, str]:
     return url, token
 
 
+MAX_PID = 2**31 - 1  # a pid_t; os.kill raises OverflowError past it
+
+
 def _api_file(text: str) -> tuple[str, int, int | None]:
     """The URL, pid and (if recorded: older nodes did not) start time ``api.json``
     holds (ValueError if it does not hold them)."""
@@ -59,9 +62,9 @@ def _api_file(text: str) -> tuple[str, int, int | None]:
     if not isinstance(doc, dict):
         doc = {}
     url, pid, started = doc.get("url"), doc.get("pid"), doc.get("starttime")
-    if not isinstance(url, str) or type(pid) is not int or pid <= 0:
+    if not isinstance(url, str) or type(pid) is not int or not 0 < pid <= MAX_PID:
         raise ValueError(f"api.json holds no url and pid: {text[:200]!r}")
-    if started is not None and (type(started) is not int or started < 0):
+    if started is not None and (type(started) is not int or not 0 <= started < 2**63):
         raise ValueError(f"api.json holds a bad starttime: {text[:200]!r}")
     return url, pid, started
 
