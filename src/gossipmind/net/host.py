@@ -11,6 +11,10 @@ Everything py-libp2p 0.8.1 needs to behave (LIBP2P_NOTES.md) is applied here or 
 * ``ConnectionConfig(max_connections_per_peer=1)`` (§1: otherwise every dial waits
   ~250 ms) and ``max_connections`` = ``degree_high`` (§5): the swarm refuses
   connections past the cap in both directions;
+* **inbound handshakes** are bounded (:mod:`~gossipmind.net.inbound`): 256 at
+  once, 64 from one remote IP, 5 s each; when all are taken, a new connection
+  closes the oldest of the IP with the most, so idle connects cannot lock
+  peers out;
 * py-libp2p's **auto-connector** is stopped: it redials every peer in the
   peerstore when below its watermark, which would undo :meth:`disconnect` and
   partitions; connection policy belongs to the node (peer exchange);
@@ -60,7 +64,12 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.tools.anyio_service import background_trio_service
 
 from gossipmind.core.errors import GossipmindError, NetworkError
-from gossipmind.net.inbound import end_inbound_tasks_on_close
+from gossipmind.net.inbound import (
+    INBOUND_UPGRADE_TIMEOUT,
+    HandshakeGuard,
+    end_inbound_tasks_on_close,
+    guard_handshakes,
+)
 from gossipmind.net.interface import (
     Stream,
     StreamHandler,
@@ -93,11 +102,10 @@ _LOG_FUNCTIONS = frozenset(("debug", "info", "warning", "warn", "error", "except
 # --- identity -------------------------------------------------------------------
 
 
-# Inbound connections being set up or up at once. py-libp2p holds a slot from
-# accept until the connection ends (net/inbound.py makes it end with its socket);
-# live connections are bounded by max_connections, so the slots mostly bound
-# handshakes in flight: without a bound, idle TCP connects (each held up to the
-# 30 s multistream timeout) could exhaust the process's file descriptors.
+# Inbound connections in their handshake at once (net/inbound.py: at most
+# HANDSHAKES_PER_IP from one IP; when all are taken, a new one closes the oldest
+# of the IP with the most). Without a bound, idle TCP connects (each held up to
+# the upgrade timeout) could exhaust the process's file descriptors.
 INBOUND_SLOTS = 256
 
 
@@ -253,6 +261,7 @@ def _new_host(config: TransportConfig, listen: Any) -> Any:
         low_watermark=0,
         high_watermark=limit,
         dial_timeout=config.dial_timeout,
+        inbound_upgrade_timeout=INBOUND_UPGRADE_TIMEOUT,
     )
     return new_host(
         key_pair=key_pair,
@@ -300,6 +309,7 @@ class Libp2pTransport:
         self._connections = connections
         self._peer_id = str(host.get_id().to_base58())
         self.stats = GossipStats()
+        self.handshakes: HandshakeGuard | None = None  # inbound ones, once the host runs
         self._backpressure = Backpressure(
             pubsub, config.publish_queue_high, config.publish_stall_timeout, self.stats
         )
@@ -467,10 +477,15 @@ class _Stack:
         # py-libp2p 0.8.1 takes an "inbound slot" per inbound connection and holds it
         # until the *swarm* stops, not the connection: a node would accept only 12
         # inbound connections in its life. With the tasks ending with their sockets
-        # (below), the slots bound connections being set up; max_connections bounds
-        # live ones. (Replaced before the swarm runs: no slot is held yet.)
-        host.get_network()._inbound_limiter = trio.CapacityLimiter(INBOUND_SLOTS)
-        end_inbound_tasks_on_close(host.get_network())  # their tasks outlived them
+        # (below), the slots hold connections in their handshake (INBOUND_SLOTS at
+        # most: the guard makes room first), as many again closed to make room and
+        # still unwinding, and live ones (connection_limit at most). (Replaced
+        # before the swarm runs: no slot is held yet.)
+        swarm = host.get_network()
+        slots = 2 * INBOUND_SLOTS + config.connection_limit
+        swarm._inbound_limiter = trio.CapacityLimiter(slots)
+        end_inbound_tasks_on_close(swarm)  # their tasks outlived them
+        self._transport.handshakes = guard_handshakes(swarm, INBOUND_SLOTS)
         with trio.CancelScope() as scope:
             async with host.run(listen_addrs=[listen]):
                 try:
