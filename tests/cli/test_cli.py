@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from gossipmind.cli.main import cli
 
 RECIPE = {
-    "scope": "payments",
+    "scope": "payments.charge",  # the pattern's service.operation
     "steps": [
         {"type": "idempotency_key", "header": "Idempotency-Key"},
         {

@@ -68,7 +68,9 @@ def test_an_active_goal_on_retry_type_blocks_no_fix(tmp_path: Path) -> None:
     kb.sync("a", "v")
     review = {"goal": goal.id, "version": goal.id, "verdict": "approve", "comment": ""}
     kb.write("v", "goal.review", review)
-    fid = kb.propose("a", pattern_id("search", "query", "timeout", "t"), sample_recipe("search"))
+    pattern = kb.report("a", template="t").body["pattern"]  # a fix needs its pattern's scope
+    assert pattern == pattern_id("search", "query", "timeout", "t")
+    fid = kb.propose("a", pattern, sample_recipe("search.query"))
     kb.sync("a", "v")
     kb.write("v", "fix.attest", kb.attest_body(fid, "search"))
     path = tmp_path / "kb.sqlite3"

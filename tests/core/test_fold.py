@@ -25,10 +25,12 @@ def fix_state(r: Replica, fix: bytes) -> dict[str, object]:
 
 
 def setup_fix(kb: KB, scope: str = "search", risk: str = "low", **recipe_kw: object) -> bytes:
+    """A fix for the `scope`.query pattern, reported: a fix has its pattern's scope."""
     kb.grant("admin", "agent", "member")
     kb.sync("admin", "agent")
-    pattern = sample_report(service=scope)["pattern"]
-    fix = kb.propose("agent", pattern, sample_recipe(scope, **recipe_kw), risk)  # type: ignore[arg-type]
+    pattern = kb.report("agent", service=scope).body["pattern"]
+    recipe = sample_recipe(f"{scope}.query", **recipe_kw)  # type: ignore[arg-type]
+    fix = kb.propose("agent", pattern, recipe, risk)
     return fix
 
 
@@ -126,7 +128,7 @@ def test_identical_proposals_merge_by_fix_id() -> None:
     kb.grant("admin", "agent2", "member")
     kb.sync("admin", "agent2")
     pattern = sample_report()["pattern"]
-    assert kb.propose("agent2", pattern, sample_recipe("search"), "low") == fix
+    assert kb.propose("agent2", pattern, sample_recipe("search.query"), "low") == fix
     r = deliver(kb)
     rows = [f for f in snapshot(r)["fixes"]]
     assert len(rows) == 1
@@ -174,8 +176,8 @@ def test_retroactive_revoke_of_an_admin_voids_its_grants() -> None:
     kb.grant("sub", "mallory", "verifier", tier=1, scopes=("search",))
     kb.grant("admin", "agent", "member")
     kb.sync("admin", "agent")
-    pattern = sample_report()["pattern"]
-    fix = kb.propose("agent", pattern, sample_recipe(), "low")
+    pattern = kb.report("agent").body["pattern"]
+    fix = kb.propose("agent", pattern, sample_recipe("search.query"), "low")
     kb.sync("sub", "mallory")
     kb.sync("agent", "mallory")
     attest(kb, "mallory", fix)

@@ -22,6 +22,11 @@ DIGESTS = {
     # 4 changed the output only for shapes these histories do not hold (a late admin
     # grant, integers past 2^63 - 1, evidence nesting 30 levels, `<step>.type` fields)
     4: "3187980c212d46676ba1361ff81f8cd75cdfc5d72d7d2cbd9f7a980a2099fce2",
+    # 5: every fix row shows `pattern_scope` ("" here: these histories propose for
+    # patterns no report names), and one fix that was `accepted` is `proposed`: a
+    # fix whose pattern no report names is never accepted. No author's outcomes
+    # reach OUTCOME_CAP here, so the cap changes nothing.
+    5: "23fec9cf23a65e2db9eb710458b7a03f7961fe4d78f7d0412c4810a495433ffe",
 }
 
 

@@ -170,9 +170,9 @@ def test_equal_priority_conflict_raises_the_quorum_to_a_person() -> None:
         10,
     )
     goal(kb, "finance", FINANCE, 10)
-    pattern = sample_report(service="payments")["pattern"]
+    pattern = kb.report("agent", service="payments").body["pattern"]  # fixes need its scope
     fix = kb.propose(
-        "agent", pattern, sample_recipe("payments", attempts=2, idempotent=True), "low"
+        "agent", pattern, sample_recipe("payments.query", attempts=2, idempotent=True), "low"
     )
     for v in ("v1", "v2"):
         kb.sync("agent", v)

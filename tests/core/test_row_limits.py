@@ -15,7 +15,7 @@ from typing import Any
 
 from gossipmind.core import encoding
 from gossipmind.core import snapshot as snapshot_module
-from gossipmind.core.fold import PatternAgg
+from gossipmind.core.fold import OUTCOME_CAP, PatternAgg
 from gossipmind.core.schema import pattern_id
 from gossipmind.core.snapshot import fix_row, pattern_row, snapshot
 from gossipmind.store.doctor import diagnose
@@ -84,7 +84,9 @@ def test_every_summed_integer_in_a_row_saturates() -> None:
     r.fold.fixes[fid].outcomes = {b"a" * 32: [huge, huge], b"b" * 32: [huge, 3]}
     got = fix_row(r, r.fold.fixes[fid])
     assert got is not None
-    assert got["attempts"] == got["successes"] == ROW_INT_MAX
+    # the rate weighs each author at most OUTCOME_CAP attempts (protocol.md §6.5): the
+    # weighted sums stay small; the raw per-author counters saturate
+    assert (got["attempts"], got["successes"]) == (2 * OUTCOME_CAP, OUTCOME_CAP)
     assert [o[1:] for o in got["outcomes"]] == [[ROW_INT_MAX, ROW_INT_MAX], [ROW_INT_MAX, 3]]
     encoding.encode(got)
     assert snapshot_module.ROW_INT_MAX == ROW_INT_MAX
@@ -107,7 +109,8 @@ def deep_history() -> tuple[KB, bytes, dict[str, Any], dict[str, Any]]:
     kb.grant("admin", "v", "verifier", tier=1, scopes=("search",))
     kb.sync("admin", "a")
     kb.sync("admin", "v")
-    pat = pattern_id("search", "query", "timeout", "t")
+    pat = kb.report("a", template="t").body["pattern"]  # a fix needs its pattern's scope
+    assert pat == pattern_id("search", "query", "timeout", "t")
     evidence, model = nested(30), nested(29)
     drill = {
         "runs": 10,
@@ -119,7 +122,7 @@ def deep_history() -> tuple[KB, bytes, dict[str, Any], dict[str, Any]]:
     }
     body = {
         "pattern": pat,
-        "recipe": sample_recipe("search"),
+        "recipe": sample_recipe("search.query"),
         "risk": "low",
         "rationale": "deep",
         "origin": "synth",

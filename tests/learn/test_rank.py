@@ -36,10 +36,11 @@ def test_more_evidence_of_the_same_rate_ranks_higher(s: int, extra: int) -> None
 
 
 def test_rank_orders_by_evidence_then_drill_then_id() -> None:
+    verified = {"verdict": "accept", "tier": 1, "evidence": {"drill_success_bp": 9000}}
     fixes = [
         {"fix": b"\x03", "attempts": 10, "successes": 10},  # 100 % of 10
         {"fix": b"\x01", "attempts": 1000, "successes": 950},  # 95 % of 1000
-        {"fix": b"\x02", "attempts": 0, "successes": 0, "drill": {"success_bp": 9000}},
+        {"fix": b"\x02", "attempts": 0, "successes": 0, "attestations": [verified]},
         {"fix": b"\x04", "attempts": 0, "successes": 0},
         {"fix": b"\x00", "attempts": 0, "successes": 0},
     ]

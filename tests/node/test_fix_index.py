@@ -13,8 +13,8 @@ def accepted_fix(kb: KB) -> tuple[Replica, bytes]:
     kb.grant("admin", "v1", "verifier", tier=1, scopes=("search",))
     for name in ("agent", "v1"):
         kb.sync("admin", name)
-    pattern = sample_report(service="search")["pattern"]
-    fix = kb.propose("agent", pattern, sample_recipe("search"), "low")
+    pattern = kb.report("agent", service="search").body["pattern"]  # its scope: search.query
+    fix = kb.propose("agent", pattern, sample_recipe("search.query"), "low")
     kb.sync("agent", "v1")
     kb.write("v1", "fix.attest", kb.attest_body(fix, "search"))
     r = Replica(kb.genesis)

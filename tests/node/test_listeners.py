@@ -38,15 +38,17 @@ def flood(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[bytes], 
     verifier = DataDir(specs[1].dir)
     ident = load_key(verifier.key.read_bytes(), None)
     report = sample_report()
-    fix = fix_id(report["pattern"], sample_recipe())  # type: ignore[arg-type]
+    recipe = sample_recipe("search.query")  # a fix has its pattern's scope
+    fix = fix_id(report["pattern"], recipe)
     with Store.open(verifier.store) as store:
         requests: list[tuple[str, dict[str, object], int]] = [
             ("pattern.report", sample_report(template=f"flood {i} <*>"), 1_000 + i)
             for i in range(FLOOD)
         ]
+        requests.append(("pattern.report", report, 19_999))  # the fix's pattern is known
         propose = {
             "pattern": report["pattern"],
-            "recipe": sample_recipe(),
+            "recipe": recipe,
             "risk": "low",
             "rationale": "test",
             "origin": "synth",

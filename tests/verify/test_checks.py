@@ -15,6 +15,8 @@ from gossipmind.verify.checks import check_fix, fleet_evidence, judge, wilson_up
 
 PATTERN = {
     "pattern": pattern_id("search", "query", "timeout", "t"),
+    "service": "search",
+    "operation": "query",
     "error_class": "timeout",
     "status": {"504": 10},
     "latency_ms_avg": 3000,
@@ -25,7 +27,7 @@ PATTERN = {
     "reporters": 3,
 }
 RETRY = {
-    "scope": "search",
+    "scope": "search.query",  # the pattern's scope: service.operation
     "budget_ms": 20000,
     "steps": [
         {
@@ -134,8 +136,10 @@ def test_retrying_a_validation_error_is_rejected() -> None:
 
 
 def test_non_idempotent_retry_without_key_is_rejected() -> None:
-    recipe = {**RETRY, "scope": "payments"}
-    v = check_fix(row(recipe, publish=False), PATTERN, Policy())
+    charge = {**PATTERN, "service": "payments", "operation": "charge"}
+    charge["pattern"] = pattern_id("payments", "charge", "timeout", "t")
+    recipe = {**RETRY, "scope": "payments.charge"}
+    v = check_fix(row(recipe, publish=False), charge, Policy())
     assert not v.accept and "without an idempotency key" in v.reasons[0]
 
 

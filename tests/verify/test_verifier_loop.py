@@ -120,7 +120,7 @@ async def test_the_loop_survives_a_fix_whose_judging_raises(
         await trio.sleep(0.1)  # many ticks: the failed fix is not retried every tick
         # a second fix proposed later is still judged
         pid = next(iter(kb.replica("a1").fold.patterns))
-        kb.propose("a1", pid, sample_recipe(attempts=4))
+        kb.propose("a1", pid, sample_recipe("search.query", attempts=4))
         kb.sync("a1", "ver")
         with trio.fail_after(5):
             while v.stats.checked == 0:

@@ -54,6 +54,7 @@ class Fix:
     successes: int = 0
     service: str = ""
     operation: str = ""
+    drill_bp: int = 0  # the verifiers' drill success: ties on outcomes break on it
 
     @property
     def retried_classes(self) -> frozenset[str]:
@@ -76,6 +77,7 @@ class Fix:
             int(doc.get("successes", 0)),
             str(doc.get("service", "")),
             str(doc.get("operation", "")),
+            int(doc.get("drill_bp", 0)),
         )
 
 
@@ -315,7 +317,12 @@ class Client:
             self.stats.cache_hits += 1
             best = rank(
                 [
-                    {"fix": f.id, "attempts": f.attempts, "successes": f.successes}
+                    {
+                        "fix": f.id,
+                        "attempts": f.attempts,
+                        "successes": f.successes,
+                        "drill_bp": f.drill_bp,
+                    }
                     for f in fixes.values()
                 ]
             )

@@ -42,6 +42,11 @@ FIX = _obj(
     rationale={"type": "string"},
     attempts={"type": "integer"},
     successes={"type": "integer"},
+    drill_bp={
+        "type": "integer",
+        "description": "lowest drill success (basis points) the accepting verifiers "
+        "measured; ranks fixes whose outcomes tie",
+    },
 )
 FAILURE = {
     "type": "object",

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gossipmind.core.errors import SchemaError
+from gossipmind.learn.rank import drill_bp
 from gossipmind.learn.shape import MAX_DEPTH, MAX_ITEMS, MAX_KEYS, MAX_NODES
 
 MAX_BODY = 64 * 1024
@@ -244,6 +245,7 @@ def fix_summary(row: dict[str, Any]) -> dict[str, Any]:
             "rationale": row["rationale"],
             "attempts": row["attempts"],
             "successes": row["successes"],
+            "drill_bp": drill_bp(row),  # the verifiers' figure: agents rank as nodes do
         }
     )
     return out

@@ -9,7 +9,7 @@ Every derived value is a function of the set, never of arrival order
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,12 +109,49 @@ class GoalAgg:
 
 
 NO_GOALS: tuple[list[Goal], Resolution] = ([], Resolution())
+# The most attempts one author's outcomes weigh in a fix's success rate (protocol.md
+# §6.5): an author's counters count as at most this many calls at its own rate.
+OUTCOME_CAP = 100
+SCOPE_MAX = 64  # the longest scope (a name, protocol.md §2)
+
+
+def pattern_scope(service: str, operation: str) -> str:
+    """The scope a fix for a pattern must have: ``service.operation``, or ``service``
+    when that would be longer than a scope may be (protocol.md §6.5)."""
+    both = f"{service}.{operation}"
+    return both if len(both) <= SCOPE_MAX else service
+
+
+def weighted_outcomes(outcomes: Iterable[Sequence[int]]) -> tuple[int, int]:
+    """(attempts, successes) of a fix with each author's weight capped (protocol.md §6.5).
+
+    ``outcomes`` holds each author's raw (attempts, successes). An author with
+    more than :data:`OUTCOME_CAP` attempts counts as ``OUTCOME_CAP`` attempts
+    at its own success rate, rounded down: one key cannot outweigh the others.
+    """
+    attempts = successes = 0
+    for a, s in outcomes:
+        if a <= 0:
+            continue
+        w = min(a, OUTCOME_CAP)
+        attempts += w
+        successes += s * w // a
+    return attempts, successes
 
 
 def fix_status(
-    f: FixAgg, policy: Policy, goals: tuple[list[Goal], Resolution] = NO_GOALS
+    f: FixAgg,
+    policy: Policy,
+    goals: tuple[list[Goal], Resolution] = NO_GOALS,
+    *,
+    pattern: str | None,
 ) -> dict[str, Any]:
-    """Derived status of a fix: risk, quorum, goals, verdict (protocol §6.5)."""
+    """Derived status of a fix: risk, quorum, goals, verdict (protocol §6.5).
+
+    ``pattern`` is the scope the fix's pattern gives it (:func:`pattern_scope`), or
+    None while no report of the pattern is known: such a fix is never accepted,
+    and one whose recipe names another scope is ``rejected`` whatever the verdicts.
+    """
     if f.recipe is None or not f.proposals:
         return {"status": "unknown", "risk": "low", "accepts": [], "rejects": [], "violations": []}
     declared = [p["risk"] for p in f.proposals.values()]
@@ -130,9 +167,11 @@ def fix_status(
     blocked = any(t >= top for t in rejects.values())
     if f.revokes:
         status = "revoked"
+    elif pattern is not None and pattern != f.recipe["scope"]:
+        status = "rejected"  # the recipe is for another scope than the calls it would fix
     elif broken:
         status = "blocked"
-    elif met and not blocked:
+    elif met and not blocked and pattern is not None:
         status = "accepted"
     elif rejects:
         status = "rejected"
@@ -178,6 +217,7 @@ class Fold:
         self.records: list[tuple[Meta, dict[str, Any], Roles]] = []
         self.patterns: dict[bytes, PatternAgg] = {}
         self.fixes: dict[bytes, FixAgg] = {}
+        self.fixes_of: dict[bytes, set[bytes]] = {}  # pattern -> ids of its proposed fixes
         self.goals: dict[bytes, GoalAgg] = {}
         self.dirty_patterns: set[bytes] = set()
         self.dirty_fixes: set[bytes] = set()
@@ -240,6 +280,8 @@ class Fold:
             if p is not None:
                 info.per_author, info.status = p.per_author, p.status
                 info.first_ts, info.last_ts = p.first_ts, p.last_ts
+            else:  # its fixes' pattern scope is known now (protocol.md §6.5)
+                self.dirty_fixes.update(self.fixes_of.get(info.pattern, ()))
             self.patterns[body["pattern"]] = info
             self.dirty_patterns.add(info.pattern)
 
@@ -249,6 +291,7 @@ class Fold:
         key = (meta.lamport, meta.id)
         if f.first is None or key < f.first:
             f.first, f.pattern, f.recipe = key, body["pattern"], body["recipe"]
+        self.fixes_of.setdefault(f.pattern, set()).add(fid)
         self.dirty_fixes.add(fid)
 
     def _count(self, meta: Meta, body: dict[str, Any], roles: Roles) -> None:
@@ -378,10 +421,19 @@ class Fold:
             self._resolved = (self._goals_version, (active, resolve(active)))
         return self._resolved[1]
 
+    def scope_of_pattern(self, f: FixAgg) -> str | None:
+        """The scope ``f``'s pattern gives it, or None while no report of it is known."""
+        p = self.patterns.get(f.pattern) if f.recipe is not None else None
+        return pattern_scope(p.service, p.operation) if p is not None else None
+
+    def fix_status(self, f: FixAgg) -> dict[str, Any]:
+        """:func:`fix_status` of a fix view, with this fold's policy, goals and patterns."""
+        return fix_status(f, self.policy, self.active_goals(), pattern=self.scope_of_pattern(f))
+
     def iter_fix_status(self) -> Iterator[tuple[FixAgg, dict[str, Any]]]:
         for f in self.fixes.values():
             v = self.fix_view(f)
-            yield v, fix_status(v, self.policy, self.active_goals())
+            yield v, self.fix_status(v)
 
     def drain_dirty(self) -> tuple[set[bytes], set[bytes], set[bytes], bool]:
         out = (self.dirty_patterns, self.dirty_fixes, self.dirty_goals, self.all_dirty)

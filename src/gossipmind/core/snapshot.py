@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from gossipmind.core import encoding
-from gossipmind.core.fold import FixAgg, PatternAgg, fix_status, goal_status
+from gossipmind.core.fold import FixAgg, PatternAgg, goal_status, weighted_outcomes
 
 if TYPE_CHECKING:
     from gossipmind.core.replica import Replica
@@ -119,15 +119,15 @@ def fix_row(r: Replica, f: FixAgg) -> dict[str, Any] | None:
     v = r.fold.fix_view(f)
     if v.recipe is None:
         return None
-    st = fix_status(v, r.policy, r.fold.active_goals())
-    attempts = sum(o[0] for o in v.outcomes.values())
-    successes = sum(o[1] for o in v.outcomes.values())
+    st = r.fold.fix_status(v)
+    attempts, successes = weighted_outcomes(v.outcomes.values())
     proposals = sorted(v.proposals.items(), key=lambda kv: (kv[1]["lamport"], kv[0]))
     first = proposals[0][1] if proposals else {}
     return {
         "fix": v.fix,
         "pattern": v.pattern,
         "scope": v.scope,
+        "pattern_scope": r.fold.scope_of_pattern(v) or "",
         "recipe": v.recipe,
         "status": st["status"] if proposals else "unproposed",
         "risk": st["risk"],

@@ -30,13 +30,14 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gossipmind.core.recipe import check_recipe, steps_by_type
 from gossipmind.learn.breaker import AttemptTimeout
 from gossipmind.learn.executor import Executor, LocalRegistry
 from gossipmind.learn.simulator import (
+    MAX_LATENCY_MS,
     FaultModel,
     SimClock,
     SimulatedFault,
@@ -165,6 +166,27 @@ def drill(
         baseline_latency_ms_avg=b_latency // runs,
         max_attempts_seen=most,
     )
+
+
+def outage_model(
+    model: FaultModel,
+    error_class: str,
+    *,
+    runs: int = DEFAULT_RUNS,
+    interval_ms: int = DEFAULT_INTERVAL_MS,
+) -> FaultModel:
+    """``model`` with the service down for half of a drill: an outage.
+
+    One burst period spans the drill's whole stream of arrivals (``runs`` times
+    ``interval_ms``, at most the longest period a model holds), and every
+    attempt that starts in its first half fails with ``error_class``. Where the
+    half falls depends on the seed, but exactly half of the calls arrive in it
+    (when the stream fits one period), so an outage drill always sees one.
+    This is where a retry storm shows: a recipe that multiplies calls by its
+    attempts when the service is down (``check_fix`` caps the amplification).
+    """
+    period = max(2, min(runs * interval_ms, MAX_LATENCY_MS))
+    return replace(model, burst_period_ms=period, burst_len_ms=period // 2, burst_class=error_class)
 
 
 def drill_pattern(

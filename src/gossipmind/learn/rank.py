@@ -1,10 +1,12 @@
 """Ranking fixes by outcome evidence (DESIGN §6 step 7).
 
 The score of a fix is the Wilson score lower bound of its outcome success
-rate (successes / attempts), in basis points, computed with integers only
-(``math.isqrt``, square root rounded up so the bound never overstates), so
-every node ranks the same fixes the same way. Ties break by drill success,
-then by fix id bytes.
+rate (successes / attempts, as the fold weighs them: each author at most
+``core.fold.OUTCOME_CAP`` attempts), in basis points, computed with integers
+only (``math.isqrt``, square root rounded up so the bound never overstates), so
+every node ranks the same fixes the same way. Ties break by the verifiers' own
+drill success (:func:`drill_bp`; never the proposer's published figure), then
+by fix id bytes.
 """
 
 from __future__ import annotations
@@ -53,16 +55,40 @@ def score_bp(fix: Mapping[str, Any]) -> int:
     return wilson_lower_bound_bp(int(fix.get("successes", 0)), int(fix.get("attempts", 0)))
 
 
-def _drill_bp(fix: Mapping[str, Any]) -> int:
-    drill = fix.get("drill")
-    return int(drill.get("success_bp", 0)) if isinstance(drill, Mapping) else 0
+def _bp(x: Any) -> int | None:
+    return x if type(x) is int and 0 <= x <= 10_000 else None
+
+
+def drill_bp(fix: Mapping[str, Any]) -> int:
+    """The verifiers' own drill success for a fix, in basis points (0 if none).
+
+    The lowest ``drill_success_bp`` in the evidence of the row's accepting
+    attestations that count (tier ≥ 1): what the verifiers measured when they
+    reproduced the drill, never the figure the proposer published (which
+    nobody checks before it would rank). A row without ``attestations`` (a fix
+    summary, as the API serves it) carries this figure as ``drill_bp``.
+    """
+    attestations = fix.get("attestations")
+    if not isinstance(attestations, list):
+        return _bp(fix.get("drill_bp")) or 0
+    figures = []
+    for a in attestations:
+        if not isinstance(a, Mapping) or a.get("verdict") != "accept":
+            continue
+        tier, evidence = a.get("tier"), a.get("evidence")
+        if type(tier) is int and tier >= 1 and isinstance(evidence, Mapping):
+            bp = _bp(evidence.get("drill_success_bp"))
+            if bp is not None:
+                figures.append(bp)
+    return min(figures, default=0)
 
 
 def rank(fixes: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """Fix rows (``core.snapshot.fix_row``) best first: outcome score, drill success, fix id."""
+    """Fix rows (``core.snapshot.fix_row``) or summaries best first: outcome score,
+    the verifiers' drill success (:func:`drill_bp`), fix id."""
 
     def key(f: Mapping[str, Any]) -> tuple[int, int, bytes]:
         fid = f.get("fix", b"")
-        return (-score_bp(f), -_drill_bp(f), fid if isinstance(fid, bytes) else str(fid).encode())
+        return (-score_bp(f), -drill_bp(f), fid if isinstance(fid, bytes) else str(fid).encode())
 
     return sorted(fixes, key=key)

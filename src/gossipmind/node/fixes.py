@@ -33,6 +33,9 @@ class FixIndex:
         self._dirty: set[bytes] = set()  # fixes whose status may have changed
         self._all_dirty = False
         self._recomputes = replica.recomputes  # as of the last note()
+        # patterns with a known report: the first report of a pattern gives its fixes
+        # their pattern scope, which can change their status (protocol.md §6.5)
+        self._patterns: set[bytes] = set(replica.fold.patterns)
         for fid in replica.fold.fixes:
             row = self.row(fid)
             if row is not None:
@@ -58,8 +61,9 @@ class FixIndex:
         """The accepted fix for ``pattern`` with the best outcome evidence.
 
         With ``canary``, if none is accepted yet, a *provisional* one: proposed,
-        accepted by at least one verifier, rejected by none, breaking no goal —
-        what canary agents try so that senior verifiers get fleet evidence.
+        accepted by at least one verifier, rejected by none, breaking no goal, and
+        with its pattern's scope (a report of the pattern is known) — what canary
+        agents try so that senior verifiers get fleet evidence.
         """
         ranked = rank(self.rows(pattern=pattern, status="accepted"))
         if ranked:
@@ -69,7 +73,10 @@ class FixIndex:
         provisional = [
             r
             for r in self.rows(pattern=pattern, status="proposed")
-            if r["accepts"] and not r["rejects"] and not r["violations"]
+            if r["accepts"]
+            and not r["rejects"]
+            and not r["violations"]
+            and r["pattern_scope"] == r["scope"]
         ]
         ranked = rank(provisional)
         return dict(ranked[0]) if ranked else None
@@ -93,7 +100,12 @@ class FixIndex:
                 self._all_dirty = True
                 self._dirty.clear()
                 return
-            if op.kind == "fix.propose":
+            if op.kind == "pattern.report":
+                pid = op.body["pattern"]
+                if pid not in self._patterns and pid in self.replica.fold.patterns:
+                    self._patterns.add(pid)
+                    self._dirty.update(self.replica.fold.fixes_of.get(pid, ()))
+            elif op.kind == "fix.propose":
                 self._dirty.update(
                     f.fix
                     for f in self.replica.fold.fixes.values()

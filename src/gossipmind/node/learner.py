@@ -4,6 +4,15 @@ Work runs only after the agent has made no request for ``idle_s`` seconds,
 stops at once when a request arrives (checked between small steps), and keeps
 its CPU share under ``cpu_budget`` by sleeping in proportion to the time it
 worked.
+
+Finding the due patterns costs what changed, not what the replica holds: the
+learner reads only the ops applied since its last look (``fold.records`` keeps
+them in the order they applied) and looks again at the patterns they touch; it
+looks at every pattern only at start and after a goal op or a whole-set
+recomputation, which can change any fix's status. An idle round with nothing
+new examines no pattern and no fix. A proposal refused because this key is not
+(or no longer) a member leaves its pattern due, and the learner waits, doing
+nothing, until the membership changes.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ from typing import Any
 
 import trio
 
-from gossipmind.core.errors import GossipmindError, StoreError
+from gossipmind.core.errors import GossipmindError, InvalidOp, StoreError
 from gossipmind.core.replica import Replica
 from gossipmind.core.schema import fix_id
 from gossipmind.core.snapshot import fix_row, pattern_row
@@ -29,6 +38,10 @@ log = logging.getLogger("gossipmind.node.learner")
 
 Write = Callable[[str, dict[str, Any]], Awaitable[object]]
 MAX_LISTED = 64  # proposals listed in the learner's stats (the count is `proposed`)
+# Refusals about this key's membership, not about the proposal: tried again once
+# the membership changes (a grant may be on its way: docs/operations.md §6).
+MEMBERSHIP_CODES = frozenset({"not_member", "revoked"})
+GOAL_KINDS = frozenset({"goal.set", "goal.review"})  # can change any fix's status
 
 
 @dataclass
@@ -39,7 +52,8 @@ class LearnerStats:
     drilled: int = 0
     proposed: int = 0
     skipped_worse: int = 0
-    refused: int = 0  # proposals refused for good (invalid, or this key may not propose)
+    refused: int = 0  # proposals refused (invalid, or this key may not propose)
+    waiting_membership: bool = False  # refused not_member/revoked: waits for a membership change
     busy_s: float = 0.0
     last_error: str = ""
     proposals: list[str] = field(default_factory=list)  # the latest MAX_LISTED fix ids
@@ -68,6 +82,13 @@ class Learner:
         self._last_request = trio.current_time() if _in_trio() else 0.0
         self._generation = 0
         self._done: set[bytes] = set()  # patterns whose candidates were all handled
+        # what due() keeps between calls, updated from the ops applied since
+        self._due: set[bytes] = set()  # over the threshold, no accepted fix, not done
+        self._by_pattern: dict[bytes, set[bytes]] = {}  # pattern -> its proposed fixes
+        self._seen = 0  # fold.records already read
+        self._recomputes = -1  # replica.recomputes as of the last look (-1: never looked)
+        self._waiting: tuple[int, int, int] | None = None  # membership when refused
+        self.examined = 0  # patterns and fixes looked at by due(), for tests and tuning
 
     def activity(self) -> None:
         """The agent made a request: learning yields now and waits for idleness again."""
@@ -79,19 +100,71 @@ class Learner:
 
     def due(self) -> list[dict[str, Any]]:
         """Pattern rows over the threshold with no accepted fix, most reporters first."""
-        r = self.replica
-        threshold = r.policy.synthesis_threshold
-        accepted = {
-            f.pattern
-            for f in r.fold.fixes.values()
-            if (row := fix_row(r, f)) is not None and row["status"] in ("accepted",)
-        }
-        rows = [
-            pattern_row(p, threshold)
-            for pid, p in r.fold.patterns.items()
-            if pid not in accepted and pid not in self._done and p.reporters >= threshold
-        ]
+        self._refresh()
+        threshold = self.replica.policy.synthesis_threshold
+        patterns = self.replica.fold.patterns
+        rows = [pattern_row(patterns[pid], threshold) for pid in self._due]
         return sorted(rows, key=lambda x: (-x["reporters"], -x["count"], x["pattern"]))
+
+    def _refresh(self) -> None:
+        """Bring ``_due`` up to date with the ops applied since the last call."""
+        r = self.replica
+        fold = r.fold
+        records = fold.records
+        everything = r.recomputes != self._recomputes or len(records) < self._seen
+        touched: set[bytes] = set()
+        if not everything:
+            for meta, body, _ in records[self._seen :]:
+                kind = meta.kind
+                if kind == "pattern.report":
+                    touched.add(body["pattern"])
+                elif kind == "fix.propose":
+                    pid = body["pattern"]
+                    self._by_pattern.setdefault(pid, set()).add(fix_id(pid, body["recipe"]))
+                    touched.add(pid)
+                elif kind in ("fix.attest", "fix.revoke"):
+                    f = fold.fixes.get(body["fix"])
+                    if f is not None and f.recipe is not None:
+                        touched.add(f.pattern)
+                elif kind in GOAL_KINDS:
+                    everything = True
+                    break
+        self._seen = len(records)
+        if everything:  # at start, after a goal op or a whole-set recomputation
+            self._recomputes = r.recomputes
+            self._by_pattern = {}
+            for fid, f in fold.fixes.items():
+                if f.recipe is not None:
+                    self._by_pattern.setdefault(f.pattern, set()).add(fid)
+            self._due.clear()
+            touched = set(fold.patterns)
+        for pid in touched:
+            self._recheck(pid)
+
+    def _recheck(self, pid: bytes) -> None:
+        self._due.discard(pid)
+        fold = self.replica.fold
+        p = fold.patterns.get(pid)
+        self.examined += 1
+        if p is None or pid in self._done:
+            return
+        if p.reporters < self.replica.policy.synthesis_threshold:
+            return
+        for fid in self._by_pattern.get(pid, ()):
+            self.examined += 1
+            row = fix_row(self.replica, fold.fixes[fid])
+            if row is not None and row["status"] == "accepted":
+                return
+        self._due.add(pid)
+
+    def _membership(self) -> tuple[int, int, int]:
+        """Changes whenever a membership op applies or effectiveness is recomputed."""
+        m = self.replica.membership
+        return len(m.grants), len(m.revokes), self.replica.recomputes
+
+    def _mark_done(self, pid: bytes) -> None:
+        self._done.add(pid)
+        self._due.discard(pid)
 
     async def run(self) -> None:
         while True:
@@ -102,9 +175,17 @@ class Learner:
     async def round(self) -> int:
         """One pass over the due patterns; returns how many fixes were proposed."""
         self.stats.rounds += 1
+        if self._waiting is not None:
+            if self._waiting == self._membership():
+                return 0  # this key may not propose until its membership changes
+            self._waiting = None
+            self.stats.waiting_membership = False
         generation = self._generation
         proposed = 0
-        for row in self.due():
+        rows = await self._step(self.due)
+        if rows is None:
+            return proposed
+        for row in rows:
             failed = False
             synth = functools.partial(synthesize, row, self.replica.policy, self.synthesizers)
             candidates = await self._step(synth)
@@ -131,14 +212,31 @@ class Learner:
                     self.stats.skipped_worse += 1
                     continue
                 summary = {**result.to_body(), "model": model.to_body()}
+                membership = self._membership()  # before the write: a grant may come during it
                 try:
                     await self._write("fix.propose", propose_body(cand, row["pattern"], summary))
+                except InvalidOp as exc:
+                    self.stats.last_error = str(exc)
+                    self.stats.refused += 1
+                    if exc.code not in MEMBERSHIP_CODES:  # the proposal itself: for good
+                        log.warning("a fix proposal was refused (not retried): %s", exc)
+                        continue
+                    # this key's standing, not the proposal: every other one would be
+                    # refused too; the pattern stays due until the membership changes
+                    self._waiting = membership
+                    self.stats.waiting_membership = True
+                    log.warning(
+                        "a fix proposal was refused (tried again once this key's"
+                        " membership changes): %s",
+                        exc,
+                    )
+                    return proposed
                 except StoreError as exc:  # transient: try the pattern again next round
                     self.stats.last_error = str(exc)
                     log.warning("could not propose a fix (trying again later): %s", exc)
                     failed = True
                     continue
-                except GossipmindError as exc:  # refused (InvalidOp, SchemaError): for good
+                except GossipmindError as exc:  # refused (SchemaError): for good
                     self.stats.last_error = str(exc)
                     self.stats.refused += 1
                     log.warning("a fix proposal was refused (not retried): %s", exc)
@@ -155,7 +253,7 @@ class Learner:
                     result.baseline_success_bp,
                 )
             if not failed:
-                self._done.add(row["pattern"])
+                self._mark_done(row["pattern"])
         return proposed
 
     async def _step(self, work: Callable[[], Any]) -> Any:

@@ -43,14 +43,23 @@ class Verifier:
         self.tick_s = tick_s
         self.stats = VerifierStats()
         self._judged: set[bytes] = set()
-        self._waiting: dict[bytes, tuple[int, int]] = {}  # fix -> outcome counters last seen
+        self._waiting: dict[bytes, tuple[int, int, int]] = {}  # fix -> outcomes last seen
+        # Fixes outside my scopes as of the roles in _roles_seen: skipped (and counted
+        # once) until my roles change, e.g. when the grant of a node started before
+        # it arrives, or a grant that widens my scopes.
+        self._out_of_scope: set[bytes] = set()
+        self._roles_seen: object = None
 
     def pending(self) -> list[dict[str, Any]]:
         """Fix rows in my scopes that wait for my verdict."""
         roles = self.replica.roles(self.key)
+        seen = (sorted(roles.roles), sorted(roles.verifier), roles.revoked)
+        if seen != self._roles_seen:
+            self._roles_seen = seen
+            self._out_of_scope.clear()
         out = []
         for f in self.replica.fold.fixes.values():
-            if f.fix in self._judged:
+            if f.fix in self._judged or f.fix in self._out_of_scope:
                 continue
             row = fix_row(self.replica, f)
             if row is None or row["status"] != "proposed":
@@ -61,7 +70,7 @@ class Verifier:
             tier = roles.tier_for(row["scope"])
             if tier < 1 or tier >= 3:  # tier 3 is a person: they sign with `gossipmind review`
                 self.stats.out_of_scope += 1
-                self._judged.add(f.fix)
+                self._out_of_scope.add(f.fix)
                 continue
             out.append(row)
         return out
@@ -73,7 +82,12 @@ class Verifier:
             return "wait"  # the drill needs the pattern's statistics: they come by gossip
         pattern = pattern_row(p, r.policy.synthesis_threshold)
         tier = r.roles(self.key).tier_for(row["scope"])
-        seen = (row["attempts"], row["outcome_reporters"])
+        # the raw counters: the capped ones stop moving once every agent reached the cap
+        seen = (
+            sum(o[1] for o in row["outcomes"]),
+            sum(o[2] for o in row["outcomes"]),
+            row["outcome_reporters"],
+        )
         if self._waiting.get(row["fix"]) == seen:
             return "wait"  # no new evidence since we last looked
         verdict = judge(row, pattern, r.policy, tier)

@@ -237,9 +237,13 @@ class History:
                     count=rng.randint(1, 5),
                 )
             elif roll < 0.50:
-                svc, _ = rng.choice(SERVICES)
-                pat = pattern_id(svc, "charge" if svc == "payments" else "query", "timeout", "t")
-                recipe = sample_recipe(svc, rng.randint(2, 4), idempotent=rng.random() < 0.5)
+                svc, op = rng.choice(SERVICES)
+                # a fix for a pattern the reports above can name, with its scope
+                # (protocol.md §6.5); attestations use the service, which covers it
+                pat = sample_report(service=svc, operation=op)["pattern"]
+                recipe = sample_recipe(
+                    f"{svc}.{op}", rng.randint(2, 4), idempotent=rng.random() < 0.5
+                )
                 self.fixes.append(
                     (kb.propose(who, pat, recipe, rng.choice(["low", "medium"])), svc)
                 )

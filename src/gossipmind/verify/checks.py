@@ -1,12 +1,14 @@
 """What a verifier checks before it signs a verdict on a fix (pure).
 
 A verdict is ``accept``, ``reject`` (with reasons) or ``None`` — wait: not
-enough evidence yet. Checks: the recipe's schema and bounds; step types that
-cannot fix the failure class (a retry never fixes a validation error); retries
-of non-idempotent operations without an idempotency key; a drill (seed = fix
-id, fault model = the pattern's, ``FaultModel.from_pattern``) that must beat
-the baseline and keep call amplification under a cap. The proposer's
-published figures are compared and recorded, never trusted.
+enough evidence yet. Checks: the recipe's schema and bounds; its scope is the
+pattern's (``service.operation``: the calls the fix is applied to); step types
+that cannot fix the failure class (a retry never fixes a validation error);
+retries of non-idempotent operations without an idempotency key; a drill (seed
+= fix id, fault model = the pattern's, ``FaultModel.from_pattern``) that must
+beat the baseline and keep call amplification under a cap, and the same drill
+through an outage (``learn.drill.outage_model``) under the same cap. The
+proposer's published figures are compared and recorded, never trusted.
 """
 
 from __future__ import annotations
@@ -16,15 +18,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gossipmind.core.errors import GossipmindError
+from gossipmind.core.fold import weighted_outcomes
 from gossipmind.core.policy import Policy
-from gossipmind.core.recipe import check_recipe, key_header_problem, steps_by_type
-from gossipmind.learn.drill import DrillResult, drill
+from gossipmind.core.recipe import ERROR_CLASSES, check_recipe, key_header_problem, steps_by_type
+from gossipmind.learn.drill import DrillResult, drill, outage_model
 from gossipmind.learn.rank import wilson_lower_bound_bp
 from gossipmind.learn.simulator import FaultModel
-from gossipmind.learn.synth import is_non_idempotent
+from gossipmind.learn.synth import is_non_idempotent, recipe_scope
 
 NEVER_RETRY = frozenset({"validation", "auth", "not_found"})
 MAX_AMPLIFICATION_PM = 3000  # at most 3 calls per logical call on average
+# Pattern classes drilled without the outage: a rate limit is already a run of
+# refusals in the pattern's own model (every call in a Retry-After window fails),
+# where retries that do not wait as asked amplify and lose to the baseline.
+NO_OUTAGE_DRILL = frozenset({"rate_limited"})
 
 
 @dataclass
@@ -61,6 +68,39 @@ def reproduce(fix: Mapping[str, Any], pattern: Mapping[str, Any], policy: Policy
     model = FaultModel.from_pattern(pattern)
     idempotent = not is_non_idempotent(fix["recipe"]["scope"], policy)
     return drill(fix["recipe"], model, bytes(fix["fix"]), idempotent=idempotent)
+
+
+def reproduce_outage(
+    fix: Mapping[str, Any], pattern: Mapping[str, Any], policy: Policy
+) -> DrillResult:
+    """:func:`reproduce` through an outage: the service down, failing with the
+    pattern's class, for half of the drill (``learn.drill.outage_model``)."""
+    error_class = str(pattern.get("error_class"))
+    model = outage_model(
+        FaultModel.from_pattern(pattern),
+        error_class if error_class in ERROR_CLASSES else "unknown",
+    )
+    idempotent = not is_non_idempotent(fix["recipe"]["scope"], policy)
+    return drill(fix["recipe"], model, bytes(fix["fix"]), idempotent=idempotent)
+
+
+def scope_problem(recipe: Mapping[str, Any], pattern: Mapping[str, Any]) -> str | None:
+    """Why ``recipe`` may not be a fix for ``pattern``'s calls, or None.
+
+    A fix is looked up by pattern and applied to that pattern's calls, while
+    its risk, the goals it must keep and who may verify it follow its recipe's
+    scope: the two must be the same (the fold rejects any other fix too).
+    """
+    service, operation = pattern.get("service"), pattern.get("operation")
+    if not isinstance(service, str) or not isinstance(operation, str):
+        return "the pattern's service and operation are unknown"
+    scope = recipe_scope(pattern)
+    if recipe["scope"] != scope:
+        return (
+            f"recipe scope {recipe['scope']!r} is not the pattern's scope {scope!r}"
+            f" (service.operation): it would be applied to {scope} calls"
+        )
+    return None
 
 
 def _published_figures(fix: Mapping[str, Any], model: FaultModel, mine: DrillResult) -> str:
@@ -105,6 +145,9 @@ def check_fix(
         check_recipe(recipe)
     except GossipmindError as exc:
         return Verdict(False, [f"recipe invalid: {exc}"])
+    problem = scope_problem(recipe, pattern)
+    if problem is not None:
+        reasons.append(problem)
     steps = steps_by_type(recipe)
     if "idempotency_key" in steps:
         problem = key_header_problem(steps["idempotency_key"]["header"])
@@ -141,6 +184,16 @@ def check_fix(
             f"call amplification {result.amplification_pm / 1000:.2f}x exceeds "
             f"{max_amplification_pm / 1000:.2f}x"
         )
+    outage = None if error_class in NO_OUTAGE_DRILL else reproduce_outage(fix, pattern, policy)
+    if outage is not None:
+        evidence["outage_amplification_pm"] = outage.amplification_pm
+        evidence["outage_max_attempts"] = outage.max_attempts_seen
+    if outage is not None and outage.amplification_pm > max_amplification_pm:
+        reasons.append(
+            f"in an outage (the service down for half of the drill) call amplification "
+            f"{outage.amplification_pm / 1000:.2f}x exceeds {max_amplification_pm / 1000:.2f}x:"
+            " a retry storm"
+        )
     accept = not reasons
     if not reasons:
         reasons.append("drill on the pattern's fault model better than baseline")
@@ -156,15 +209,39 @@ def wilson_upper_bp(successes: int, attempts: int) -> int:
     return 10_000 - wilson_lower_bound_bp(attempts - successes, attempts)
 
 
+def _outcome_counts(fix: Mapping[str, Any]) -> list[tuple[int, int]]:
+    """Each author's (attempts, successes), capped (``core.fold.weighted_outcomes``).
+
+    From the row's raw per-author ``outcomes``; a row without them (a summary)
+    counts as one author with its ``attempts`` and ``successes``.
+    """
+    raw = fix.get("outcomes")
+    if not isinstance(raw, list):
+        n = int(fix.get("attempts", 0))
+        return [(n, int(fix.get("successes", 0)))] if n > 0 else []
+    return [weighted_outcomes([(int(o[1]), int(o[2]))]) for o in raw if int(o[1]) > 0]
+
+
 def fleet_evidence(fix: Mapping[str, Any], policy: Policy) -> tuple[str, str, dict[str, Any]]:
     """("wait" | "good" | "bad", why, evidence) from a fix's outcome counters.
 
     Enough evidence means outcomes from at least ``evidence_min_reporters``
-    distinct agents. Good: the Wilson lower bound of the success rate reaches
-    ``evidence_min_success_bp``. Bad: even its upper bound stays below it.
+    distinct agents (the row's ``outcome_reporters``). The rate is the fold's:
+    each agent weighs at most ``OUTCOME_CAP`` attempts. Good: the Wilson lower
+    bound of the success rate reaches ``evidence_min_success_bp``. Bad: even its
+    upper bound stays below it. With outcomes from two agents or more, either
+    verdict must also hold with any single agent's outcomes left out, so one
+    agent's counters can delay a verdict but never decide it.
     """
-    s, n, reporters = int(fix["successes"]), int(fix["attempts"]), int(fix["outcome_reporters"])
+    counts = _outcome_counts(fix)
+    n = sum(a for a, _ in counts)
+    s = sum(x for _, x in counts)
+    reporters = int(fix.get("outcome_reporters", len(counts)))
     lb, ub = wilson_lower_bound_bp(s, n), wilson_upper_bp(s, n)
+    if len(counts) >= 2:
+        for a, x in counts:
+            lb = min(lb, wilson_lower_bound_bp(s - x, n - a))
+            ub = max(ub, wilson_upper_bp(s - x, n - a))
     evidence = {
         "fleet_successes": s,
         "fleet_attempts": n,
