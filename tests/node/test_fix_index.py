@@ -47,3 +47,30 @@ def test_a_report_changes_no_fix_and_is_not_looked_at_again() -> None:
     report = kb.write("agent", "pattern.report", sample_report(count=3))
     index.note(r.ingest(report).applied)
     assert not index.dirty and index.drain() == []
+
+
+class _Counting(dict):  # type: ignore[type-arg]
+    """The fold's fixes, counting full scans."""
+
+    scans = 0
+
+    def values(self):  # type: ignore[no-untyped-def]
+        _Counting.scans += 1
+        return super().values()
+
+
+def test_a_proposal_marks_its_patterns_fixes_without_scanning_every_fix() -> None:
+    """Each fix.propose scanned every fix the replica held, inline as ops applied:
+    a sync frame of 2 000 proposals with 20 000 fixes held cost 1.3 to 2.4 s."""
+    kb = KB()
+    r, fix = accepted_fix(kb)
+    index = FixIndex(r)
+    r.fold.fixes = _Counting(r.fold.fixes)  # type: ignore[assignment]
+    pattern = r.fold.fixes[fix].pattern
+    other = kb.propose("agent", pattern, sample_recipe("search.query", attempts=2), "low")
+    applied = r.ingest(kb.ops[-1]).applied  # the proposal the KB just wrote
+    assert [op.kind for op in applied] == ["fix.propose"]
+    _Counting.scans = 0
+    index.note(applied)
+    assert _Counting.scans == 0
+    assert {fix, other} <= index._dirty

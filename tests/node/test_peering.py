@@ -86,17 +86,22 @@ async def test_heal_over_libp2p_reconnects_halves_that_kept_min_peers_inside(
         assert sum(n.peering.explored for n in nodes) >= 1
 
 
+@pytest.mark.parametrize("boot", [(), ("/memory/dead/p2p/dead",)], ids=["", "dead-bootstrap"])
 async def test_a_real_cut_heals_by_exploration_and_addresses_survive_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, boot: tuple[str, ...]
 ) -> None:
     """A cut of the network itself (links dropped, dials failing meanwhile), healed
     without restoring a link: exploration dials across it again. Dials that failed
-    during the cut back off; they no longer forget the address."""
+    during the cut back off; they no longer forget the address. A bootstrap
+    address that never answers took every exploration (bootstrap came first):
+    the cut never healed."""
     monkeypatch.setattr(addrbook, "DIAL_BACKOFF_FIRST", 0.2)
     monkeypatch.setattr(addrbook, "DIAL_BACKOFF_CAP", 0.5)
     net = FakeNetwork(seed=21)
     async with AsyncExitStack() as stack:
-        nodes = await start(stack, tmp_path, 6, net, min_peers=2, explore_interval=1)
+        nodes = await start(
+            stack, tmp_path, 6, net, min_peers=2, explore_interval=1, bootstrap=boot
+        )
         await knows_everyone(nodes)
         left, right = nodes[:3], nodes[3:]
         net.partition(ids(left), ids(right))
@@ -127,7 +132,8 @@ def test_a_failing_address_backs_off_then_is_forgotten() -> None:
         book.failed(addr, now)
         now += addrbook.DIAL_BACKOFF_CAP
     assert "b" not in book  # ten failures in a row: forgotten
-    book.failed(addr, now)  # not in the book (or a bootstrap address): ignored
+    book.failed(addr, now)  # not in the book now: backs off as a bootstrap address
+    assert not book.ready(addr, now) and book.ready(addr, now + 1.0)
     book.remember("b", addr)  # a peer shares it again: back, with a clean slate
     assert book.candidates(set(), now=now) == [addr]
 
@@ -184,3 +190,53 @@ def test_a_peer_is_shared_by_an_address_others_can_reach() -> None:
     )
     shared = Peering(node).share_addrs()  # type: ignore[arg-type]
     assert shared == ["/ip4/10.1.2.3/tcp/4001/p2p/b", "/ip4/127.0.0.1/tcp/4002/p2p/c"]
+
+
+def test_a_peers_word_about_itself_never_takes_another_peers_endpoint() -> None:
+    """A connected peer announcing an honest peer's host:port as its own (identify)
+    evicted the honest peer's first-hand address for good."""
+    book = addrbook.AddressBook("a")
+    honest, mallory = "/ip4/10.0.0.5/tcp/4001/p2p/h", "/ip4/10.0.0.5/tcp/4001/p2p/m"
+    book.remember("h", honest)
+    book.remember("m", mallory)
+    assert book.addrs("h") == [honest] and "m" not in book
+    book.remember("m", mallory, teacher="x")  # nor through hearsay
+    assert book.addrs("h") == [honest] and "m" not in book
+
+
+async def test_a_full_node_does_not_blame_the_address_it_had_no_room_to_dial() -> None:
+    """max_peers above the transport's cap: dials refused here for lack of room
+    counted as the address failing, and healthy peers were forgotten."""
+    full = {f"p{i:02}": [f"/ip4/127.0.0.1/tcp/{4000 + i}/p2p/p{i:02}"] for i in range(12)}
+    node = _Node((), full)
+    node.config = NodeConfig(data_dir=Path("."), max_peers=1000)
+    node.addrbook.remember("zz", "/ip4/127.0.0.1/tcp/5000/p2p/zz")
+    peering = Peering(node)  # type: ignore[arg-type]
+    assert peering.limit() == 12
+    assert not await peering._dial("/ip4/127.0.0.1/tcp/5000/p2p/zz")
+    assert node.addrbook.ready("/ip4/127.0.0.1/tcp/5000/p2p/zz", trio.current_time())
+
+
+async def test_a_peer_that_dialled_us_is_booked_once_a_session_completes(
+    tmp_path: Path,
+) -> None:
+    """Its address was read when it connected, before it had said (identify) where
+    it listens: only the smaller id may redial, and it had no address."""
+    async with AsyncExitStack() as stack:
+        specs = prepare(tmp_path, 2, 0)
+        nodes = []
+        for spec in specs:
+            cfg = NodeConfig(
+                data_dir=spec.dir,
+                sync_interval=0.5,
+                synchronous="NORMAL",
+                learn=False,
+                explore_interval=3600,
+            )
+            nodes.append(await stack.enter_async_context(open_node(cfg)))
+        small, large = sorted(nodes, key=lambda n: n.transport.peer_id)
+        await large.transport.connect(small.transport.addrs()[0])  # the larger dials
+        with trio.fail_after(30):
+            while large.transport.peer_id not in small.addrbook:
+                await trio.sleep(0.05)
+        assert small.addrbook.addrs(large.transport.peer_id)[-1].startswith("/ip4/127.0.0.1/")

@@ -18,7 +18,9 @@ import pytest
 import trio
 
 from gossipmind.core import encoding
+from gossipmind.core import ops as opsmod
 from gossipmind.core.errors import NetworkError
+from gossipmind.core.identity import Identity
 from gossipmind.net.host import open_libp2p_transport
 from gossipmind.net.interface import SYNC_PROTOCOL, Stream, StreamEOF, TransportConfig
 from gossipmind.node.config import NodeConfig
@@ -32,8 +34,22 @@ FRAMES = 6  # frames of junk the peer tries to send
 OPS_PER_FRAME = 200
 
 
+STRANGER = Identity(os.urandom(32))  # no member: its ops are signed all the same
+SEQ = [0]
+
+
 def junk_op(code: str, net: bytes) -> bytes:
-    """Canonical msgpack of 10 fields that ops.decode refuses with ``code``."""
+    """Canonical msgpack of 10 fields that ops.decode refuses with ``code``; or, for
+    ``no_deps`` and ``genesis``, an op that decodes and is well signed but that no
+    replica can hold (a second root of the DAG, a second genesis)."""
+    if code in ("no_deps", "genesis"):
+        SEQ[0] += 1
+        kind = "net.genesis" if code == "genesis" else "pattern.report"
+        body = {"p": os.urandom(64)}
+        op = opsmod.create(
+            STRANGER, net=net, kind=kind, seq=SEQ[0], lamport=SEQ[0], deps=[], ts=1000, body=body
+        )
+        return op.raw
     v, kind = 1, "pattern.report"
     if code == "envelope":
         net = os.urandom(31)  # net must be 32 bytes
@@ -92,7 +108,10 @@ async def reset_within(stream: Stream, seconds: float) -> bool:
     return False
 
 
-@pytest.mark.parametrize("code", ["envelope", "version", "unknown_kind"])
+CODES = ["envelope", "version", "unknown_kind", "no_deps", "genesis"]
+
+
+@pytest.mark.parametrize("code", CODES)
 def test_every_decode_code_is_forged(code: str) -> None:
     assert code in FORGED
 
@@ -105,7 +124,7 @@ async def test_frames_of_ops_that_do_not_decode_end_the_session_whatever_the_cod
     with trio.fail_after(120):
         async with open_node(cfg) as node:
             topic = f"gossipmind/{node.net.hex()}/ops/1"
-            for code in ("envelope", "version", "unknown_kind"):
+            for code in CODES:
                 tcfg = TransportConfig(seed=os.urandom(32), topic=topic)
                 async with open_libp2p_transport(tcfg, lambda _d: True) as peer:
                     await peer.connect(node.transport.addrs()[0])

@@ -36,6 +36,7 @@ MAX_TAUGHT_PER_PEER = 16  # one hello's worth
 MAX_ADDR_LEN = 256
 DIAL_BACKOFF_FIRST = 5.0  # seconds before an address that failed once is offered again
 DIAL_BACKOFF_CAP = 600.0
+BOOTSTRAP_BACKOFF_CAP = 10.0  # a bootstrap address: 1 s doubling to this, never forgotten
 MAX_DIAL_FAILURES = 10  # consecutive: then the address is forgotten
 
 
@@ -83,6 +84,7 @@ class AddressBook:
         self._taught: dict[str, dict[str, None]] = {}  # teacher -> peers it named, oldest first
         self._endpoints: dict[str, str] = {}  # host:port part -> the peer it is booked under
         self._fails: dict[str, tuple[int, float]] = {}  # addr -> (failures in a row, not before)
+        self._boot: set[str] = set()  # addresses outside the book with failures (bootstrap)
 
     def __len__(self) -> int:
         return len(self._peers)
@@ -112,7 +114,10 @@ class AddressBook:
             if owner is not None and owner != peer:
                 return  # one peer per endpoint among what others tell us
         elif owner is not None and owner != peer:
-            self._drop_addr(owner, f"{_endpoint(addr)}/p2p/{owner}")  # it moved
+            other = self._peers.get(owner)
+            if other is not None and other.first_hand:
+                return  # what a peer says of itself never takes another's endpoint
+            self._drop_addr(owner, f"{_endpoint(addr)}/p2p/{owner}")  # hearsay gives way
         if entry is None:
             entry = _Entry()
         else:
@@ -125,6 +130,9 @@ class AddressBook:
             entry.first_hand = True
         if addr in entry.addrs:
             entry.addrs.remove(addr)
+        else:  # new to the book: a clean slate, whatever it did as a bootstrap address
+            self._fails.pop(addr, None)
+            self._boot.discard(addr)
         entry.addrs.append(addr)
         self._endpoints[_endpoint(addr)] = peer
         for old in entry.addrs[:-MAX_ADDRS_PER_PEER]:
@@ -182,20 +190,32 @@ class AddressBook:
 
     def failed(self, addr: str, now: float) -> None:
         """A dial of ``addr`` failed at ``now``: back off, or forget it after
-        ``MAX_DIAL_FAILURES`` in a row. Addresses not in the book (bootstrap
-        addresses) are not tracked."""
-        if addr not in self.addrs(addr.rsplit("/p2p/", 1)[-1]):
+        ``MAX_DIAL_FAILURES`` in a row. An address not in the book (a bootstrap
+        address: the node dials only those and the book's) backs off too, at most
+        ``BOOTSTRAP_BACKOFF_CAP``, and is never forgotten."""
+        in_book = addr in self.addrs(addr.rsplit("/p2p/", 1)[-1])
+        if not in_book and addr not in self._boot and len(self._boot) >= MAX_PEERS:
             return
         count = self._fails.get(addr, (0, 0.0))[0] + 1
-        if count >= MAX_DIAL_FAILURES:
+        if in_book and count >= MAX_DIAL_FAILURES:
             self.forget(addr)
             return
-        wait = min(DIAL_BACKOFF_FIRST * 2 ** (count - 1), DIAL_BACKOFF_CAP)
+        if in_book:
+            wait = min(DIAL_BACKOFF_FIRST * 2 ** (count - 1), DIAL_BACKOFF_CAP)
+        else:
+            wait = min(2.0 ** (count - 1), BOOTSTRAP_BACKOFF_CAP)
         self._fails[addr] = (count, now + wait)
+        if not in_book:
+            self._boot.add(addr)
+
+    def ready(self, addr: str, now: float) -> bool:
+        """Whether ``addr`` is not backing off at ``now``."""
+        return self._fails.get(addr, (0, 0.0))[1] <= now
 
     def succeeded(self, addr: str) -> None:
         """A dial of ``addr`` succeeded: its failures are forgiven."""
         self._fails.pop(addr, None)
+        self._boot.discard(addr)
 
     def candidates(self, skip: set[str], now: float) -> list[str]:
         """One address per peer to dial at ``now``: the most recently learned one not

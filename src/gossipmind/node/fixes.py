@@ -105,12 +105,9 @@ class FixIndex:
                 if pid not in self._patterns and pid in self.replica.fold.patterns:
                     self._patterns.add(pid)
                     self._dirty.update(self.replica.fold.fixes_of.get(pid, ()))
-            elif op.kind == "fix.propose":
-                self._dirty.update(
-                    f.fix
-                    for f in self.replica.fold.fixes.values()
-                    if f.pattern == op.body["pattern"]
-                )
+            elif op.kind == "fix.propose":  # its pattern's fixes, from the fold's index:
+                # a scan of every fix per proposal cost O(proposals x fixes) inline
+                self._dirty.update(self.replica.fold.fixes_of.get(op.body["pattern"], ()))
             elif op.kind in FIX_KINDS:
                 self._dirty.add(op.body["fix"])
 

@@ -495,6 +495,10 @@ class Node:
             assert session.peer is not None  # a completed session exchanged hellos
             for addr in session.peer.peers:  # only from peers that completed a session
                 self.addrbook.remember(peer_of(addr), addr, teacher=stream.remote_peer)
+            # the peer's own listen addresses: known by now (identify), which they may
+            # not have been when it connected (a peer that dialled us)
+            for addr in self.transport.peer_addrs(stream.remote_peer):
+                self.addrbook.remember(stream.remote_peer, addr)
         return session.declined
 
 

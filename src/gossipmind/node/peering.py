@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gossipmind.node")
 DIAL_TIMEOUT = 5.0
+CONNECTION_CAP = 12  # the transport's hard cap: TransportConfig.degree_high's default (net §5)
 SHARED_ADDRS = 16
 
 
@@ -49,10 +50,10 @@ class Peering:
         node, backoff = self._node, 0.2
         while True:
             peers = set(node.transport.peers())
-            if len(peers) < node.config.min_peers:
+            if len(peers) < min(node.config.min_peers, self.limit()):
                 for addr in self.candidates(peers):
                     await self._dial(addr)
-                    if len(node.transport.peers()) >= node.config.min_peers:
+                    if len(node.transport.peers()) >= min(node.config.min_peers, self.limit()):
                         break
             connected = bool(node.transport.peers())
             backoff = 1.0 if connected else min(backoff * 2, 5.0)
@@ -65,15 +66,24 @@ class Peering:
                 await self._wake.wait()
             self._wake = trio.Event()
             peers = set(node.transport.peers())
-            if len(peers) >= node.config.max_peers:
+            if len(peers) >= self.limit():
                 continue
-            for addr in self.candidates(peers)[:1]:
+            choices = self.candidates(peers)  # any of them, bootstrap or learned: one
+            if choices:  # dead bootstrap address must not take every exploration
+                addr = node._rng.choice(choices)
                 if await self._dial(addr):
                     self.explored += 1
                     node.start_sync(peer_of(addr))
 
+    def limit(self) -> int:
+        """Connections worth dialling for: ``max_peers``, at most the transport's cap
+        (a dial past it fails here, and must not count against the address)."""
+        return min(self._node.config.max_peers, CONNECTION_CAP)
+
     async def _dial(self, addr: str) -> bool:
         node = self._node
+        if len(node.transport.peers()) >= self.limit():
+            return False  # full here: nothing to say about the address
         try:
             with trio.fail_after(DIAL_TIMEOUT):
                 await node.transport.connect(addr)
@@ -90,8 +100,10 @@ class Peering:
         tell us can never push the operator's bootstrap list out of a round."""
         node = self._node
         skip = connected | node.blocked
-        boot = [a for a in node.config.bootstrap if peer_of(a) not in skip]
-        learned = node.addrbook.candidates(skip, trio.current_time())
+        now = trio.current_time()
+        ready = node.addrbook.ready
+        boot = [a for a in node.config.bootstrap if peer_of(a) not in skip and ready(a, now)]
+        learned = node.addrbook.candidates(skip, now)
         node._rng.shuffle(boot)
         node._rng.shuffle(learned)
         return (boot + learned)[: node.config.max_peers]

@@ -24,7 +24,17 @@ log = logging.getLogger("gossipmind.node.sync")
 # frames of canonical msgpack that is not an op (code "envelope", "version" or
 # "unknown_kind") went on unpenalized, ~5 000 rejected rows per 1 MiB frame.
 FORGED = frozenset(
-    {"encoding", "oversized", "envelope", "version", "unknown_kind", "signature", "wrong_network"}
+    {
+        "encoding",
+        "oversized",
+        "envelope",
+        "version",
+        "unknown_kind",
+        "signature",
+        "wrong_network",
+        "no_deps",  # no replica holds a second root of the DAG...
+        "genesis",  # ...nor a second genesis
+    }
 )
 # Why a session failed -> whether the peer is made to wait before its next one.
 # Stalling, overrunning and breaking the protocol are what a hostile peer does to

@@ -49,6 +49,9 @@ class Verifier:
         # it arrives, or a grant that widens my scopes.
         self._out_of_scope: set[bytes] = set()
         self._roles_seen: object = None
+        self._seen: tuple[int, int] | None = None  # (ops held, recomputes) at the last pass
+        self._again = False  # a write failed: pass again even if nothing changed
+        self.passes = 0  # ticks that looked at the fixes
 
     def pending(self) -> list[dict[str, Any]]:
         """Fix rows in my scopes that wait for my verdict."""
@@ -145,13 +148,22 @@ class Verifier:
         return revoked
 
     async def run(self) -> None:
+        """Every ``tick_s``: judge what waits, then watch outcomes — but only when the
+        replica changed since the last pass (or a write failed): an idle tick over
+        20 000 fixes read every row, ~30 % of a core and loop stalls of 1.7 s."""
         while True:
             await trio.sleep(self.tick_s)
+            mark = (len(self.replica.meta), self.replica.recomputes)
+            if mark == self._seen and not self._again:
+                continue
+            self._seen, self._again = mark, False
+            self.passes += 1
             for row in self.pending():
                 try:
                     verdict = await self.judge(row)
                 except GossipmindError as exc:
                     log.warning("could not attest fix %s: %s", row["fix"].hex()[:12], exc)
+                    self._again = True
                     continue
                 except Exception:  # a bug, or data we failed to anticipate: skip the fix
                     # (until restart) rather than let one fix stop the verifier
@@ -166,3 +178,4 @@ class Verifier:
                 await self.watch_outcomes()
             except GossipmindError as exc:
                 log.warning("could not revoke a fix: %s", exc)
+                self._again = True
