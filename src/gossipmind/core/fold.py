@@ -86,6 +86,12 @@ class Attestation:
 
 @dataclass(slots=True)
 class FixAgg:
+    """A fix's aggregates. Its effective proposals are kept as running values, so
+    that reading its status or row costs the same however often one member
+    re-proposes it: ``proposals`` holds one entry per proposer (its proposal with
+    the smallest (lamport, id)), ``first`` the fix's first effective proposal and
+    ``declared`` the highest risk any effective proposal declared."""
+
     fix: bytes
     pattern: bytes = b""
     recipe: dict[str, Any] | None = None
@@ -94,10 +100,41 @@ class FixAgg:
     attestations: dict[bytes, Attestation] = field(default_factory=dict)
     revokes: dict[bytes, dict[str, Any]] = field(default_factory=dict)
     outcomes: dict[bytes, list[int]] = field(default_factory=dict)
+    first_proposal: dict[str, Any] | None = None
+    declared: str = "low"
 
     @property
     def scope(self) -> str:
         return str(self.recipe["scope"]) if self.recipe else ""
+
+    def propose(self, meta: Meta, body: dict[str, Any]) -> None:
+        """Count an effective ``fix.propose`` of this fix (O(1))."""
+        self.declared = max_risk(self.declared, body["risk"])
+        key = (meta.lamport, meta.id)
+        mine = self.proposals.get(meta.author)
+        if mine is not None and mine["key"] <= key:
+            return
+        p = {
+            "key": key,
+            "author": meta.author,
+            "risk": body["risk"],
+            "origin": body["origin"],
+            "rationale": body["rationale"],
+            "drill": body.get("drill"),
+            "synthesizer": body.get("synthesizer", ""),
+            "lamport": meta.lamport,
+            "ts": meta.ts,
+        }
+        self.proposals[meta.author] = p
+        if self.first_proposal is None or key < self.first_proposal["key"]:
+            self.first_proposal = p
+
+    def clear_counts(self) -> None:
+        self.proposals.clear()
+        self.attestations.clear()
+        self.revokes.clear()
+        self.outcomes.clear()
+        self.first_proposal, self.declared = None, "low"
 
 
 @dataclass(slots=True)
@@ -116,10 +153,20 @@ SCOPE_MAX = 64  # the longest scope (a name, protocol.md §2)
 
 
 def pattern_scope(service: str, operation: str) -> str:
-    """The scope a fix for a pattern must have: ``service.operation``, or ``service``
-    when that would be longer than a scope may be (protocol.md §6.5)."""
+    """The scope a fix for a pattern must have: ``service.operation``, or, when that
+    is longer than a scope may be, its longest prefix that ends before a ``.`` and
+    is at most 64 characters long (protocol.md §6.5).
+
+    Every scope that covers ``service.operation`` also covers that prefix, so a
+    goal or risk floor on ``payments.charge`` still holds a fix for
+    ``payments.charge.<a long operation>``. ``service`` is at most 64
+    characters, so the prefix is never shorter than ``service``. A report whose
+    service or operation is the wildcard ``*`` names no calls: ``""`` (undefined).
+    """
+    if "*" in (service, operation):
+        return ""  # a wildcard names no calls: undefined, so no fix for it is accepted
     both = f"{service}.{operation}"
-    return both if len(both) <= SCOPE_MAX else service
+    return both if len(both) <= SCOPE_MAX else both[: SCOPE_MAX + 1].rsplit(".", 1)[0]
 
 
 def weighted_outcomes(outcomes: Iterable[Sequence[int]]) -> tuple[int, int]:
@@ -154,8 +201,7 @@ def fix_status(
     """
     if f.recipe is None or not f.proposals:
         return {"status": "unknown", "risk": "low", "accepts": [], "rejects": [], "violations": []}
-    declared = [p["risk"] for p in f.proposals.values()]
-    risk = max_risk(policy.risk_floor(f.recipe), *declared)
+    risk = max_risk(policy.risk_floor(f.recipe), f.declared)
     quorum = policy.quorum[risk]
     active, resolution = goals
     tier_needed = max(quorum.tier, 3) if resolution.needs_tier3(f.recipe["scope"]) else quorum.tier
@@ -246,10 +292,7 @@ class Fold:
             p.status.clear()
             p.first_ts = p.last_ts = 0
         for f in self.fixes.values():
-            f.proposals.clear()
-            f.attestations.clear()
-            f.revokes.clear()
-            f.outcomes.clear()
+            f.clear_counts()
         for g in self.goals.values():
             g.versions.clear()
             g.reviews.clear()
@@ -300,16 +343,7 @@ class Fold:
             self._count_report(meta, body)
         elif kind == "fix.propose":
             fid = compute_fix_id(body["pattern"], body["recipe"])
-            self.fixes[fid].proposals[meta.id] = {
-                "author": meta.author,
-                "risk": body["risk"],
-                "origin": body["origin"],
-                "rationale": body["rationale"],
-                "drill": body.get("drill"),
-                "synthesizer": body.get("synthesizer", ""),
-                "lamport": meta.lamport,
-                "ts": meta.ts,
-            }
+            self.fixes[fid].propose(meta, body)
             self.dirty_fixes.add(fid)
         elif kind == "fix.attest":
             self._count_attest(meta, body, roles)
@@ -398,6 +432,8 @@ class Fold:
             attestations,
             {k: r for k, r in f.revokes.items() if scope_covers(r["scope"], f.scope)},
             f.outcomes,
+            f.first_proposal,
+            f.declared,
         )
 
     def active_goals(self) -> tuple[list[Goal], Resolution]:

@@ -121,15 +121,14 @@ def fix_row(r: Replica, f: FixAgg) -> dict[str, Any] | None:
         return None
     st = r.fold.fix_status(v)
     attempts, successes = weighted_outcomes(v.outcomes.values())
-    proposals = sorted(v.proposals.items(), key=lambda kv: (kv[1]["lamport"], kv[0]))
-    first = proposals[0][1] if proposals else {}
+    first = v.first_proposal or {}
     return {
         "fix": v.fix,
         "pattern": v.pattern,
         "scope": v.scope,
         "pattern_scope": r.fold.scope_of_pattern(v) or "",
         "recipe": v.recipe,
-        "status": st["status"] if proposals else "unproposed",
+        "status": st["status"] if v.proposals else "unproposed",
         "risk": st["risk"],
         "quorum": st.get("quorum"),
         "accepts": [[a, t] for a, t in st["accepts"]],
@@ -146,7 +145,7 @@ def fix_row(r: Replica, f: FixAgg) -> dict[str, Any] | None:
             }
             for a, x in sorted(v.attestations.items())
         ],
-        "proposers": sorted({p["author"] for _, p in proposals}),
+        "proposers": sorted(v.proposals),
         "rationale": first.get("rationale", ""),
         "origin": first.get("origin", ""),
         "synthesizer": first.get("synthesizer", ""),

@@ -96,8 +96,9 @@ class Synthesis:
 
 
 def recipe_scope(pattern: Mapping[str, Any]) -> str:
-    """``service.operation`` (or ``service`` when that would not fit a 64-char name):
-    the only scope a fix for ``pattern`` may have (``core.fold.pattern_scope``)."""
+    """``service.operation`` (or, when that would not fit a 64-char name, its longest
+    prefix that ends before a ``.`` and fits): the only scope a fix for ``pattern``
+    may have (``core.fold.pattern_scope``)."""
     service, operation = str(pattern["service"]), str(pattern.get("operation", ""))
     return pattern_scope(service, operation) if operation else service
 
