@@ -46,11 +46,13 @@ from gossipmind.core.errors import (
     InvalidOp,
     NotFound,
     SchemaError,
+    StoreError,
 )
 from gossipmind.core.ops import KINDS, MAX_OP_SIZE
 from gossipmind.core.schema import check_body
 from gossipmind.core.snapshot import FIX_STATUSES, pattern_row
 from gossipmind.learn.patterns import Failure
+from gossipmind.node.groups import unwrapped
 from gossipmind.node.listeners import TooManyListeners
 from gossipmind.node.node import Node
 from gossipmind.store.datadir import write_atomic
@@ -421,18 +423,22 @@ async def serve_api(
 
     url: str | None = None
     try:
-        async with trio.open_nursery() as nursery:
+        async with unwrapped(), trio.open_nursery() as nursery:  # (its error, not a group)
             binds: list[str] = await nursery.start(run_server)
             url = str(binds[0])
             bound = int(url.rsplit(":", 1)[1])
             try:
-                write_api_file(data_dir, url)
+                try:
+                    write_api_file(data_dir, url)
+                except OSError as exc:  # (a directory in its place, a full disk...)
+                    raise StoreError(f"cannot write {data_dir / API_FILE}: {exc}") from exc
                 log.info("API listening on %s", url)
                 task_status.started(url)
                 await done.wait()  # hypercorn does not stop by itself: only on error
             finally:
                 remove_api_file(data_dir, url)  # first: no client may find us while stopping
-                with trio.CancelScope(shield=True):
+                nursery.cancel_scope.cancel()  # the server stops only when cancelled: an
+                with trio.CancelScope(shield=True):  # error here used to hang waiting for it
                     await _stop_server(done, bound)
     finally:
         if url is not None:

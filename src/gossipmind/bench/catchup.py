@@ -107,8 +107,10 @@ def ingest_seconds(store_path: Path, raws: list[bytes]) -> float:
 
 
 def _idle(node: Node) -> bool:
+    """Whether every sync session ``node`` started has ended: completed, failed, or
+    declined by the peer (``bye("busy")``, ``bye("later")``: counted in neither)."""
     s = node.sync
-    return s.sessions == s.completed + s.failed
+    return s.sessions == s.completed + s.failed + sum(s.declined_by_reason.values())
 
 
 def _sent(nodes: list[Node]) -> tuple[int, int]:

@@ -251,6 +251,8 @@ async def open_fleet(
                 closed = True
                 nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:  # one failure, not a nursery's group
+            if group.subgroup(KeyboardInterrupt) is not None:
+                raise KeyboardInterrupt from None  # Ctrl-C: the CLI says "Aborted!"
             leaf = first_leaf(group)
             raise (leaf if isinstance(leaf, Exception) else group) from None
     finally:

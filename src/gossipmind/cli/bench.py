@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -17,6 +18,14 @@ from gossipmind.cli.output import err_console, jsonable, print_json, styled, tab
 from gossipmind.core.errors import ConfigError, GossipmindError
 
 Runner = Callable[[], dict[str, Any]]
+
+CHILD_EXIT_GRACE = 20.0  # seconds an interrupted benchmark gets to close its nodes
+
+
+def _json(as_json: bool) -> bool:
+    """A subcommand's ``--json``, or the group's given before the subcommand."""
+    obj = click.get_current_context().obj
+    return as_json or (isinstance(obj, dict) and bool(obj.get("json")))
 
 
 def _progress(as_json: bool, text: str) -> None:
@@ -90,6 +99,7 @@ def bench(ctx: click.Context, as_json: bool) -> None:
     one table."""
     ctx.ensure_object(dict)
     if ctx.invoked_subcommand is not None:
+        ctx.obj["json"] = as_json  # `bench --json <name>`: as `bench <name> --json`
         return
     results = []
     for name in ALL:
@@ -110,7 +120,21 @@ def isolated(name: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="gm-bench-") as tmp:
         path = Path(tmp) / "result.json"  # not stdout: a library may print there
         cmd = [sys.executable, "-m", "gossipmind.cli.bench", name, str(path)]
-        proc = subprocess.run(cmd, stdout=2, check=False)  # its prints: our stderr
+        # The child's temporary dirs (its nodes' data dirs) go under ours: whatever
+        # becomes of the child, they are removed with ours.
+        env = {**os.environ, "TMPDIR": tmp}
+        proc = subprocess.Popen(cmd, stdout=2, env=env)  # its prints: our stderr
+        try:
+            proc.wait()
+        except KeyboardInterrupt:
+            # Ctrl-C reached the child too (one process group): let it close its
+            # nodes and remove its dirs; kill it only if it does not exit in time.
+            try:
+                proc.wait(timeout=CHILD_EXIT_GRACE)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            raise
         try:
             out = json.loads(path.read_text()) if proc.returncode == 0 else None
         except (OSError, json.JSONDecodeError):
@@ -142,6 +166,7 @@ def isolated(name: str) -> dict[str, Any]:
 @errors
 def bench_ingest(n: int, batch: int, as_json: bool) -> None:
     """Ops/s applied by store+fold on a fresh store, beside the raw pipeline limit."""
+    as_json = _json(as_json)
     _progress(as_json, f"ingest: {n} ops into a fresh store, then the raw pipeline")
     _show([_ingest(n, batch)], as_json)
 
@@ -151,6 +176,7 @@ def bench_ingest(n: int, batch: int, as_json: bool) -> None:
 @errors
 def bench_fingerprint(as_json: bool) -> None:
     """Fingerprint precision and recall on the labelled failure corpus."""
+    as_json = _json(as_json)
     _show([_fingerprint()], as_json)
 
 
@@ -166,6 +192,7 @@ def bench_fingerprint(as_json: bool) -> None:
 @errors
 def bench_query(samples: int, as_json: bool) -> None:
     """get_fix latency (SDK cache and HTTP) and @resilient overhead, beside a bare call."""
+    as_json = _json(as_json)
     _progress(as_json, f"query: {samples} timed calls per figure")
     _show([_query(samples)], as_json)
 
@@ -215,6 +242,7 @@ ALL.update({"convergence": _convergence, "catchup": _catchup, "throughput": _thr
 @errors
 def bench_convergence(nodes: int, samples: int, as_json: bool) -> None:
     """p99 time for an op to be applied on all nodes, beside raw gossipsub p99."""
+    as_json = _json(as_json)
     _progress(as_json, f"convergence: {nodes} nodes, {samples} ops and as many raw messages")
     _show([_convergence(nodes, samples)], as_json)
 
@@ -245,6 +273,7 @@ def bench_convergence(nodes: int, samples: int, as_json: bool) -> None:
 @errors
 def bench_catchup(nodes: int, missing: int, base: int, as_json: bool) -> None:
     """Sync bytes to catch up on missed ops / those ops' bytes; time beside K / ingest rate."""
+    as_json = _json(as_json)
     _progress(as_json, f"catchup: {nodes} nodes, a late one missing {missing} of {base + missing}")
     _show([_catchup(nodes, missing, base)], as_json)
 
@@ -283,6 +312,7 @@ def bench_throughput(
     nodes: int, seconds: float, window: int, processes: int | None, as_json: bool
 ) -> None:
     """Sustained ops/s with every node converging, beside cores x verify rate / N."""
+    as_json = _json(as_json)
     from gossipmind.bench.throughput import WARMUP
 
     procs = min(processes or nodes, nodes)
@@ -305,6 +335,7 @@ def bench_throughput(
 @errors
 def bench_learning(sizes: str, as_json: bool) -> None:
     """Failures before recovery: a networked fleet of N against N isolated agents."""
+    as_json = _json(as_json)
     hint = "'--sizes'"
     try:
         ns = tuple(int(x) for x in sizes.split(","))
