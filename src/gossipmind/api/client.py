@@ -14,10 +14,11 @@ import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gossipmind.api.lifecycle import EXIT_FLUSH_S, dropped, track, untrack, weak_send
+from gossipmind.api.records import ClientStats, Fix, describe
 from gossipmind.api.transport import (
     MAX_OUTCOME_ATTEMPTS,
     Http,
@@ -31,7 +32,6 @@ from gossipmind.api.transport import (
 )
 from gossipmind.api.wire import sendable_failure
 from gossipmind.core.errors import GossipmindError, NetworkError
-from gossipmind.learn.breaker import retry_after_ms, status_of
 from gossipmind.learn.executor import Execution, Executor, LocalRegistry
 from gossipmind.learn.patterns import Failure, Reduced, reduce
 from gossipmind.learn.rank import rank
@@ -39,67 +39,7 @@ from gossipmind.learn.taxonomy import Rule, classify
 
 log = logging.getLogger("gossipmind.sdk")
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Fix:
-    """An accepted fix as the agent applies it."""
-
-    id: bytes
-    pattern: bytes
-    recipe: dict[str, Any]
-    rationale: str
-    risk: str
-    attempts: int = 0
-    successes: int = 0
-    service: str = ""
-    operation: str = ""
-    drill_bp: int = 0  # the verifiers' drill success: ties on outcomes break on it
-
-    @property
-    def retried_classes(self) -> frozenset[str]:
-        steps = self.recipe.get("steps", [])
-        return frozenset(c for st in steps if st.get("type") == "retry" for c in st.get("on", []))
-
-    @property
-    def has_idempotency_key(self) -> bool:
-        return any(s.get("type") == "idempotency_key" for s in self.recipe.get("steps", []))
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> Fix:
-        return cls(
-            bytes.fromhex(doc["fix"]),
-            bytes.fromhex(doc["pattern"]),
-            doc["recipe"],
-            doc.get("rationale", ""),
-            doc.get("risk", "low"),
-            int(doc.get("attempts", 0)),
-            int(doc.get("successes", 0)),
-            str(doc.get("service", "")),
-            str(doc.get("operation", "")),
-            int(doc.get("drill_bp", 0)),
-        )
-
-
-@dataclass
-class ClientStats:
-    reports_sent: int = 0  # taken by the node at the call
-    reports_queued: int = 0  # put in the queue (the outbox thread sends them)
-    reports_refused: int = 0  # refused by the node (4xx, kept in errors): never sent again
-    reports_unconfirmed: int = 0  # sent, but no answer came (the node may have them)
-    fixes_applied: int = 0
-    recoveries: int = 0
-    cache_hits: int = 0
-    cache_misses: int = 0
-    stream_connected: bool = False
-    errors: list[str] = field(default_factory=list)
-
-
-def describe(exc: BaseException) -> tuple[str, str, int | None, int | None]:
-    """(exception type name, message, HTTP status, Retry-After ms) of an error."""
-    t = type(exc)
-    name = t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
-    return name, str(exc), status_of(exc), retry_after_ms(exc)
+__all__ = ["Client", "ClientStats", "Fix", "Resilient", "describe"]
 
 
 class Client:
@@ -132,8 +72,9 @@ class Client:
         self.registry = registry or LocalRegistry()
         self.executor = Executor(self.registry, classifier=self.classify)
         self.outbox = Outbox(queue_max)
-        self._sender = Sender(self.outbox, _weak_send(self))
-        weakref.finalize(self, self._sender.close)  # a client dropped unclosed: its thread ends
+        self._sender = Sender(self.outbox, weak_send(self))
+        # a client dropped unclosed: its thread ends (at exit, _at_exit sends the queue instead)
+        weakref.finalize(self, dropped, self.outbox, self._sender).atexit = False
         self.stats = ClientStats()
         self._live: dict[str, Http] = {}  # "http": the node's, once known (set, taken atomically)
         self._closed = False
@@ -141,17 +82,64 @@ class Client:
         self._cache: dict[bytes, dict[bytes, Fix]] = {}
         self._ready = threading.Event()
         self._stop = threading.Event()
+        self._streams = stream  # the cache follows the node's event stream
+        self._starting = threading.Lock()
         self._thread: threading.Thread | None = None
-        if stream:
-            self._thread = threading.Thread(
-                target=self._follow, name="gossipmind-events", daemon=True
-            )
-            self._thread.start()
+        track(self)  # sent at exit, reset after a fork
+        self._follow_events()
 
     # -- lifecycle -------------------------------------------------------------------
 
+    def _follow_events(self) -> None:
+        """Start the thread that keeps the cache (if the client streams and has none)."""
+        with self._starting:
+            if self._thread is not None or not self._streams or self._closed:
+                return
+            thread = threading.Thread(target=self._follow, name="gossipmind-events", daemon=True)
+            thread.start()
+            self._thread = thread
+
+    def _resume(self) -> None:
+        """A forked child's first use of the cache: follow the node again. Without a
+        thread (none can be started), the cache is never ready: fix_for asks the node."""
+        if self._thread is None and self._streams:
+            try:
+                self._follow_events()
+            except RuntimeError as exc:  # "can't start new thread"
+                log.debug("gossipmind: no event thread: %r", exc)
+
+    def _after_fork(self) -> None:
+        """In a forked child: no thread of the parent's follows the node here, so the
+        parent's cache would stay as it was at the fork. Empty it; the next lookup
+        starts a new event thread, and the cache serves again once it is ready."""
+        self._starting = threading.Lock()
+        self._ready, self._stop = threading.Event(), threading.Event()
+        self._cache, self._live, self._thread = {}, {}, None
+        self.stats.stream_connected = False
+
+    def _at_exit(self, deadline: float) -> None:
+        """At interpreter exit, a client never closed: send what is queued until
+        ``deadline`` (monotonic). Its thread would be killed with the queue."""
+        if self._closed:
+            return
+        self._stop.set()
+        self._sender.close()  # it stops after the round it is sending, if any
+        if not self.outbox.pending():
+            return
+        self.timeout = min(self.timeout, EXIT_FLUSH_S)  # for the connections made from now on
+        self._drop_http()
+        self.outbox.drain(self._post, wait=True, deadline=deadline)
+        if left := len(self.outbox.items):
+            log.warning(
+                "gossipmind: %d queued report(s) lost at exit: the node did not take them "
+                "within %g s (down or slow); close() the client to send them earlier",
+                left,
+                EXIT_FLUSH_S,
+            )
+
     def close(self) -> None:
         """Stop following events, send what is queued (if possible), close connections."""
+        untrack(self)
         self._stop.set()
         self._sender.close()
         self.flush()
@@ -172,6 +160,7 @@ class Client:
 
     def wait_ready(self, timeout: float = 5.0) -> bool:
         """Wait until the fix cache holds the node's accepted fixes (True) or give up."""
+        self._resume()
         return self._ready.wait(timeout)
 
     @property
@@ -298,11 +287,12 @@ class Client:
         (never waiting for the node); else (``stream=False``, canary) :meth:`fix_for`."""
         if self.lookup_waits():
             return self.fix_for(pattern)
+        self._resume()
         return self._cached(pattern)
 
     def lookup_waits(self) -> bool:
         """Whether the decorator's fix lookup asks the node (one request)."""
-        return self._thread is None or self.canary
+        return not self._streams or self.canary
 
     def get_fix(
         self, exc: BaseException | None = None, *, service: str, operation: str, **kw: Any
@@ -331,6 +321,7 @@ class Client:
         return None
 
     def fix_for(self, pattern: bytes) -> Fix | None:
+        self._resume()
         fix = self._cached(pattern)
         if fix is not None:
             return fix
@@ -357,6 +348,7 @@ class Client:
         """
         from gossipmind.learn.patterns import normalise_name
 
+        self._resume()
         svc, op = normalise_name(service), normalise_name(operation)
         candidates = [
             f
@@ -555,19 +547,6 @@ class Client:
             self._ready.clear()
             self.stats.stream_connected = False
             self._stop.wait(next(delays))
-
-
-def _weak_send(client: Client) -> Callable[[str, dict[str, Any]], bool]:
-    """``client._post`` for the outbox thread, which must not keep the client alive."""
-    post = weakref.WeakMethod(client._post)
-
-    def send(path: str, body: dict[str, Any]) -> bool:
-        method = post()
-        if method is None:
-            raise NetworkError("the client is gone")
-        return method(path, body)
-
-    return send
 
 
 def _body(failure: Failure) -> dict[str, Any]:

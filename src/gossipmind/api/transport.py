@@ -330,24 +330,32 @@ class Outbox:
                 self.items.popleft()
                 self._forget(item)
 
-    def drain(self, send: Callable[[str, dict[str, Any]], object], *, wait: bool = False) -> int:
+    def drain(
+        self,
+        send: Callable[[str, dict[str, Any]], object],
+        *,
+        wait: bool = False,
+        deadline: float | None = None,
+    ) -> int:
         """Send queued items in order until one fails; return how many went.
 
         One thread drains at a time: while another does, this returns 0 at once
-        (``wait=True``: waits for it, then sends what is left). An item leaves the
-        queue only after it was sent, so a failed send loses nothing; one that may
-        have reached the node (:class:`MaybeSent`) leaves it too, so it is never
-        sent twice; one that cannot be sent at all (not a :class:`GossipmindError`:
-        say it cannot be encoded) is dropped, counted in ``poisoned`` and logged,
-        so it never blocks the queue.
+        (``wait=True``: waits for it, then sends what is left). With a ``deadline``
+        (monotonic), it waits only until then and starts no send after it. An item
+        leaves the queue only after it was sent, so a failed send loses nothing;
+        one that may have reached the node (:class:`MaybeSent`) leaves it too, so
+        it is never sent twice; one that cannot be sent at all (not a
+        :class:`GossipmindError`: say it cannot be encoded) is dropped, counted in
+        ``poisoned`` and logged, so it never blocks the queue.
         """
-        if not self._draining.acquire(blocking=wait):
+        limit = -1.0 if deadline is None or not wait else max(0.0, deadline - time.monotonic())
+        if not self._draining.acquire(wait, limit):
             return 0
         try:
             sent = 0
             while True:
                 with self._lock:
-                    if not self.items:
+                    if not self.items or (deadline is not None and time.monotonic() >= deadline):
                         return sent
                     item = self.items[0]
                     self._in_flight = item

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ def _done(op_id: bytes, what: str, as_json: bool, **extra: Any) -> None:
 
 Check = Callable[[bytes], None]
 LOCK_WAIT_S = 5.0  # how long a writing command waits for another one to let go of the store
+API_POLL_S = 0.25  # while it waits: how often it looks for a node's API (a node starting)
 
 
 def _write(ctx: Ctx, kind: str, body: dict[str, Any], check: Check | None = None) -> bytes:
@@ -52,8 +54,9 @@ def _write(ctx: Ctx, kind: str, body: dict[str, Any], check: Check | None = None
     node holds the store — through that node's local API (the node signs it).
 
     When another process holds the store and no node API is found, it is taken to
-    be another writing command (agents run them in parallel): this one waits up to
-    :data:`LOCK_WAIT_S` for the store before it gives up.
+    be another writing command (agents run them in parallel) or a node starting:
+    this one waits up to :data:`LOCK_WAIT_S` for the store, or for the node's API
+    (then it writes through it), before it gives up.
 
     ``check``, if given, is called with the signer's public key before anything is
     written, to refuse an op that would be valid but pointless (e.g. reviewing
@@ -83,17 +86,28 @@ def _held(ctx: Ctx, why: object, *, waited: bool = True) -> StoreLocked:
 
 def _wait_for_store(ctx: Ctx) -> Store | None:
     """The store once another process lets go of it (at most LOCK_WAIT_S), or None
-    if a running node serves an API: write through it."""
+    as soon as a running node serves an API: write through it.
+
+    The API is looked for again every :data:`API_POLL_S` of the wait: a node
+    starting takes the store's lock well before it writes ``api.json``."""
     from gossipmind.api.transport import NodeNotFound, discover
 
-    try:
-        discover(ctx.dir.root)
-    except NodeNotFound as exc:
+    deadline = time.monotonic() + LOCK_WAIT_S
+    for _ in range(int(LOCK_WAIT_S / API_POLL_S) + 2):  # bounded in count and in time
         try:
-            return Store.open(ctx.dir.store, wait=LOCK_WAIT_S)
+            discover(ctx.dir.root)
+        except NodeNotFound as exc:
+            why = exc
+        else:
+            return None
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        try:
+            return Store.open(ctx.dir.store, wait=min(API_POLL_S, left))
         except StoreLocked:
-            raise _held(ctx, exc) from None
-    return None
+            pass
+    raise _held(ctx, why) from None
 
 
 def _write_via_node(ctx: Ctx, kind: str, body: dict[str, Any], check: Check | None) -> bytes:

@@ -3,24 +3,95 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import stat
 import tempfile
+import time
 from pathlib import Path
 
 from gossipmind.core.errors import IdentityError
 from gossipmind.core.identity import Identity, dump_key, is_encrypted, load_key
 from gossipmind.store.sqlfile import NO_HARD_LINKS
 
+LOCK_WAIT_S = 5.0  # s a key write waits for another one in the same directory
+LOCK_POLL_S = 0.05
+
+
+def temp_files(path: Path) -> list[Path]:
+    """The temporary files of :func:`write_key` for ``path`` in its directory:
+    ``.<name>.<8 random characters>.tmp`` (each holds, or held, a whole key)."""
+    prefix = f".{path.name}."
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return []
+    return sorted(
+        path.parent / n
+        for n in names
+        if n.startswith(prefix) and n.endswith(".tmp") and len(n) > len(prefix) + 4
+    )
+
+
+def _remove_temps(path: Path) -> None:
+    """Remove the temporary files a killed :func:`write_key` left (only while the
+    directory's key lock is held: no write is under way)."""
+    for stray in temp_files(path):
+        with contextlib.suppress(OSError):  # (a directory of that name is left alone)
+            stray.unlink()
+
+
+def _lock_keys(path: Path, *, wait: float) -> int | None:
+    """An fd holding the key lock of ``path``'s directory (``flock`` on the
+    directory itself; released when the fd is closed or the process dies), taken
+    within ``wait`` s; None where there is no such directory or the filesystem
+    has no such locks, or (``wait=0``) while another process holds it."""
+    try:
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None  # no such directory: the write says so
+    deadline = time.monotonic() + wait
+    for _ in range(int(wait / LOCK_POLL_S) + 2):  # bounded in count and in time
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(LOCK_POLL_S)
+        except OSError:
+            break  # no locks here (nothing is removed)
+        else:
+            return fd
+    os.close(fd)
+    if wait > 0 and time.monotonic() >= deadline:
+        raise IdentityError(
+            f"another process has been writing a key in {path.parent} for more than "
+            f"{wait:g} s, so nothing was written; try again"
+        )
+    return None
+
 
 def write_key(path: Path, identity: Identity, passphrase: str | None = None) -> None:
     """Create ``path`` with mode 0600; never overwrite an existing key.
 
-    The key is written whole into a temporary file of the same directory,
-    fsynced, and then linked to ``path`` (``os.link`` refuses an existing file):
-    a failed write (a full disk) or a kill leaves no key file, never an empty or
-    partial one."""
+    The key is written whole into a temporary file of the same directory (mode
+    0600 from its creation, named as :func:`temp_files` says), fsynced, and then
+    linked to ``path`` (``os.link`` refuses an existing file): a failed write (a
+    full disk) or a kill leaves no key file, never an empty or partial one. One
+    key write at a time per directory; each first removes the temporary files
+    that killed writes left there."""
     data = dump_key(identity, passphrase, os.urandom(16), os.urandom(12))
+    fd = _lock_keys(path, wait=LOCK_WAIT_S)
+    try:
+        if fd is not None:
+            _remove_temps(path)
+        _write_key(path, data)
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _write_key(path: Path, data: bytes) -> None:
     if os.path.lexists(path):
         raise IdentityError(f"{path} already exists; refusing to overwrite a key")
     tmp: str | None = None
@@ -97,6 +168,14 @@ def _key_bytes(path: Path) -> bytes:
 
 
 def read_key(path: Path, passphrase: str | None = None) -> Identity:
+    """The identity in ``path``. Removes the temporary files a killed key write
+    left beside it, unless a key write is under way there."""
+    fd = _lock_keys(path, wait=0)
+    if fd is not None:
+        try:
+            _remove_temps(path)
+        finally:
+            os.close(fd)
     return load_key(_key_bytes(path), passphrase)
 
 
