@@ -45,12 +45,25 @@ def test_catchup_ends_when_a_neighbour_declined_a_session(
         async with node._session_lock:  # as while a session with another peer runs
             await trio.sleep(seconds)
 
+    async def provoke(cluster: Cluster, node: Node) -> None:
+        """Once the late node has a neighbour, hold every neighbour's session slot
+        and have the late node start sessions: they are declined "busy" whatever
+        the peer ids (which side starts a session at connection depends on them)."""
+        with trio.fail_after(60):
+            while not node.transport.peers():
+                await trio.sleep(0.01)
+        async with trio.open_nursery() as inner:
+            for other in cluster.nodes:
+                inner.start_soon(busy, other, 1.0)
+            while not all(other._session_lock.locked() for other in cluster.nodes):
+                await trio.sleep(0.005)
+            for peer in node.transport.peers():
+                node.start_sync(peer)
+
     async def busy_join(cluster: Cluster, node: Node, index: int) -> dict[str, Any]:
         late.append(node)
         async with trio.open_nursery() as nursery:
-            for other in cluster.nodes:
-                nursery.start_soon(busy, other, 1.0)
-            await trio.sleep(0)
+            nursery.start_soon(provoke, cluster, node)
             return await join(cluster, node, index)
 
     monkeypatch.setattr(catchup, "_join", busy_join)
