@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import stat
 import tempfile
@@ -12,10 +11,9 @@ from pathlib import Path
 
 from gossipmind.core.errors import IdentityError
 from gossipmind.core.identity import Identity, dump_key, is_encrypted, load_key
-from gossipmind.store.sqlfile import NO_HARD_LINKS
+from gossipmind.store.sqlfile import NO_HARD_LINKS, flock_within
 
 LOCK_WAIT_S = 5.0  # s a key write waits for another one in the same directory
-LOCK_POLL_S = 0.05
 
 
 def temp_files(path: Path) -> list[Path]:
@@ -51,17 +49,11 @@ def _lock_keys(path: Path, *, wait: float) -> int | None:
     except OSError:
         return None  # no such directory: the write says so
     deadline = time.monotonic() + wait
-    for _ in range(int(wait / LOCK_POLL_S) + 2):  # bounded in count and in time
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(LOCK_POLL_S)
-        except OSError:
-            break  # no locks here (nothing is removed)
-        else:
+    try:
+        if flock_within(fd, wait):
             return fd
+    except OSError:
+        pass  # no locks here (nothing is removed)
     os.close(fd)
     if wait > 0 and time.monotonic() >= deadline:
         raise IdentityError(

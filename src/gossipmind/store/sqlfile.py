@@ -226,6 +226,23 @@ def check_file(path: Path) -> tuple[int, bytes]:
 # -- the lock -------------------------------------------------------------------------------
 
 
+def flock_within(fd: int, wait: float) -> bool:
+    """Take an exclusive ``flock`` on ``fd``, trying again every ``LOCK_POLL_S`` for
+    up to ``wait`` s (bounded in count and in time); False if another process
+    still holds it. Other ``OSError`` (a filesystem without locks) propagate."""
+    deadline = time.monotonic() + wait
+    for _ in range(int(wait / LOCK_POLL_S) + 2):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(LOCK_POLL_S)
+        else:
+            return True
+    return False
+
+
 def lock(path: Path, *, wait: float = 0.0) -> int:
     """Take the single-writer lock of the store ``path`` (released when the fd is
     closed or the process exits), trying again every 50 ms for up to ``wait``
@@ -239,16 +256,8 @@ def lock(path: Path, *, wait: float = 0.0) -> int:
         raise StoreError(
             f"cannot lock {path}: {lock_path}: {exc.strerror} ({access_hint(path)})"
         ) from exc
-    deadline = time.monotonic() + wait
-    for _ in range(int(wait / LOCK_POLL_S) + 2):  # bounded in count and in time
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(LOCK_POLL_S)
-        else:
-            return fd
+    if flock_within(fd, wait):
+        return fd
     os.close(fd)
     waited = f" (waited {wait:g} s)" if wait > 0 else ""
     raise StoreLocked(
