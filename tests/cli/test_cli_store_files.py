@@ -141,3 +141,16 @@ def test_an_empty_key_file_says_how_to_recover(tmp_path: Path) -> None:
     assert out.returncode == 6, out.stderr
     assert f"{key} is empty: it holds no key" in out.stderr
     assert "run `gossipmind init`" in out.stderr
+
+
+def test_a_data_dir_whose_path_holds_uri_characters_holds_its_store(tmp_path: Path) -> None:
+    """The SQLite URI was built from the path unquoted: `network create` in a data
+    dir named with `#`, `?` or `%` made a stray database outside it and failed."""
+    d = tmp_path / "a#b?c%d"
+    assert gm(d, "init").returncode == 0
+    made = gm(d, "network", "create", "--name", "t")
+    assert made.returncode == 0, made.stderr
+    assert (d / "kb.sqlite3").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a#b?c%d"]  # nothing stray
+    status = gm(d, "status", "--json")
+    assert status.returncode == 0 and '"ops": 1' in status.stdout, status.stdout
