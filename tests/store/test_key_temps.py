@@ -31,7 +31,7 @@ from gossipmind.store import keyfile
 def kill(*_a):
     os.kill(os.getpid(), signal.SIGKILL)
 
-setattr(keyfile if sys.argv[2].startswith("_") else os, sys.argv[2], kill)
+setattr(os if hasattr(os, sys.argv[2]) else keyfile, sys.argv[2], kill)
 keyfile.write_key(Path(sys.argv[1]), keyfile.new_identity())
 """
 
@@ -68,7 +68,7 @@ def test_a_key_copy_beside_the_key_is_removed_when_the_key_is_read(tmp_path: Pat
     """Killed after the link, before the temporary file was removed: the key is
     there, and so is a second name of it. A node's start reads the key."""
     key = tmp_path / "identity.key"
-    killed_write(key, "_fsync_dir")
+    killed_write(key, "fsync_path")
     assert len(strays(key)) == 1 and key.exists()
     public = read_key(key).public
     assert strays(key) == []
@@ -78,7 +78,7 @@ def test_a_key_copy_beside_the_key_is_removed_when_the_key_is_read(tmp_path: Pat
 
 def test_a_second_init_that_refuses_still_removes_the_copy(tmp_path: Path) -> None:
     key = tmp_path / "identity.key"
-    killed_write(key, "_fsync_dir")
+    killed_write(key, "fsync_path")
     before = key.read_bytes()
     with pytest.raises(IdentityError, match="refusing to overwrite"):
         write_key(key, new_identity())

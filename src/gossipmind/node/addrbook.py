@@ -40,6 +40,18 @@ BOOTSTRAP_BACKOFF_CAP = 10.0  # a bootstrap address: 1 s doubling to this, never
 MAX_DIAL_FAILURES = 10  # consecutive: then the address is forgotten
 
 
+def host_ip(addr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The host of an ``/ip4|ip6/<host>/…`` address (of the family it names), or None."""
+    parts = addr.split("/")
+    if len(parts) < 3 or parts[0] != "" or parts[1] not in ("ip4", "ip6"):
+        return None
+    try:
+        ip = ipaddress.ip_address(parts[2])
+    except ValueError:
+        return None
+    return ip if (ip.version == 4) == (parts[1] == "ip4") else None
+
+
 def dialable(addr: str, peer: str) -> bool:
     """Whether ``addr`` is an address a node may dial to reach ``peer``."""
     if len(addr) > MAX_ADDR_LEN or not peer or "/" in peer:
@@ -54,11 +66,8 @@ def dialable(addr: str, peer: str) -> bool:
     port = parts[4]
     if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
         return False
-    try:
-        ip = ipaddress.ip_address(parts[2])
-    except ValueError:
-        return False
-    if (ip.version == 4) != (parts[1] == "ip4"):
+    ip = host_ip(addr)
+    if ip is None:
         return False
     if ip.is_loopback:
         return True  # (::1 sits in a reserved IPv6 block)

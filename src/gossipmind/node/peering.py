@@ -15,13 +15,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from typing import TYPE_CHECKING
 
 import trio
 
 from gossipmind.core.errors import NetworkError
+from gossipmind.node.addrbook import host_ip
 
 if TYPE_CHECKING:
     from gossipmind.node.node import Node
@@ -123,11 +123,5 @@ class Peering:
 
 def _local(addr: str) -> bool:
     """A loopback or unspecified address: reachable from this host only, if at all."""
-    parts = addr.split("/")
-    if len(parts) < 3 or parts[1] not in ("ip4", "ip6"):
-        return False
-    try:
-        ip = ipaddress.ip_address(parts[2])
-    except ValueError:
-        return False
-    return ip.is_loopback or ip.is_unspecified
+    ip = host_ip(addr)
+    return ip is not None and (ip.is_loopback or ip.is_unspecified)

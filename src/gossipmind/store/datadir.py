@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -95,14 +96,18 @@ def write_atomic(path: Path, text: str, mode: int = 0o666) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    with contextlib.suppress(OSError):  # a platform that cannot open a directory
+        fsync_path(path.parent)
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory by its path (a directory: its entries, so a
+    rename or link into it survives a crash)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-    except OSError:  # pragma: no cover - a platform that cannot open a directory
-        return
-    try:
-        os.fsync(dfd)
+        os.fsync(fd)
     finally:
-        os.close(dfd)
+        os.close(fd)
 
 
 def dump_genesis(op: Op) -> str:

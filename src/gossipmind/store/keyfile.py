@@ -11,6 +11,7 @@ from pathlib import Path
 
 from gossipmind.core.errors import IdentityError
 from gossipmind.core.identity import Identity, dump_key, is_encrypted, load_key
+from gossipmind.store.datadir import fsync_path
 from gossipmind.store.sqlfile import NO_HARD_LINKS, flock_within
 
 LOCK_WAIT_S = 5.0  # s a key write waits for another one in the same directory
@@ -99,7 +100,7 @@ def _write_key(path: Path, data: bytes) -> None:
             if exc.errno not in NO_HARD_LINKS:
                 raise
             _write_new(path, data)  # a filesystem without hard links
-        _fsync_dir(path.parent)
+        fsync_path(path.parent)
     except FileExistsError as exc:
         raise IdentityError(f"{path} already exists; refusing to overwrite a key") from exc
     except OSError as exc:
@@ -122,14 +123,6 @@ def _write_new(path: Path, data: bytes) -> None:
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def check_private(path: Path) -> None:

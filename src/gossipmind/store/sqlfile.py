@@ -38,6 +38,7 @@ from typing import TypeVar
 
 from gossipmind.core.errors import StoreError
 from gossipmind.store import schema
+from gossipmind.store.datadir import fsync_path
 
 T = TypeVar("T")
 LOCK_POLL_S = 0.05  # how often a waiting writer tries the lock again
@@ -326,11 +327,7 @@ def new_file(path: Path, build: Callable[[sqlite3.Connection], None]) -> Path:
 
 def publish(tmp: Path, path: Path) -> None:
     """Give the complete store ``tmp`` the name ``path``: never over an existing file."""
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(tmp)
     try:
         os.link(tmp, path)
     except FileExistsError:
@@ -342,11 +339,7 @@ def publish(tmp: Path, path: Path) -> None:
             raise StoreError(f"{path} already exists") from None  # creators exclusive
         os.rename(tmp, path)
     discard(tmp)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    fsync_path(path.parent)
 
 
 def discard(tmp: Path) -> None:
