@@ -29,6 +29,13 @@ Workarounds for py-libp2p 0.8.1 (LIBP2P_NOTES §3, §4, §11), all in one place:
   asked for (split by size only), and our peers' inbound guard keeps only the
   first 128 of an RPC, so a larger reply would lose the rest. :class:`_GossipSub`
   splits it;
+* **no signed peer records**: py-libp2p attaches one to every RPC it sends,
+  checking first that it is current by listing the host's listen addresses
+  (socket names parsed into multiaddrs: ~2 % of a loaded node's event loop).
+  Nothing of ours reads them (:mod:`~gossipmind.net.rpcguard` drops them
+  inbound), so :class:`_Pubsub` strips them from every RPC but the hello that
+  opens a stream, and sees the host through
+  :class:`_PubsubHost`, which lists the addresses at most once a second;
 * **one writer per stream**: py-libp2p writes RPCs to a peer's stream from its
   per-peer sending loop *and* from gossipsub's flush and recent-message paths.
   Yamux splits an RPC larger than the send window into several frames and
@@ -41,6 +48,8 @@ Workarounds for py-libp2p 0.8.1 (LIBP2P_NOTES §3, §4, §11), all in one place:
 from __future__ import annotations
 
 import logging
+import math
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,7 +100,7 @@ def new_pubsub(host: Any, config: TransportConfig) -> tuple[Any, Any]:
         eclipse_protection_enabled=False,
     )
     pubsub = _Pubsub(
-        host,
+        _PubsubHost(host),
         router,
         strict_signing=True,
         seen_ttl=SEEN_TTL,
@@ -100,6 +109,28 @@ def new_pubsub(host: Any, config: TransportConfig) -> tuple[Any, Any]:
         validation_cache_ttl=VALIDATION_CACHE_TTL,
     )
     return router, pubsub
+
+
+class _PubsubHost:
+    """The host as :class:`_Pubsub` and its router see it: the host itself, but
+    for :meth:`get_addrs`, read at most once per :data:`ADDRS_TTL` seconds (see
+    the module docstring: it only feeds the peer records we never send)."""
+
+    ADDRS_TTL = 1.0
+
+    def __init__(self, host: Any) -> None:
+        self._host = host
+        self._addrs: list[Any] = []
+        self._read_at = -math.inf
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._host, name)
+
+    def get_addrs(self) -> list[Any]:
+        now = time.monotonic()
+        if now - self._read_at >= self.ADDRS_TTL:
+            self._addrs, self._read_at = list(self._host.get_addrs()), now
+        return list(self._addrs)
 
 
 class _GossipSub(GossipSub):
@@ -179,6 +210,8 @@ class _Pubsub(Pubsub):
             log.info("dropped a pubsub message from %s: %r", msg_forwarder, exc)
 
     async def write_msg(self, stream: Any, rpc_msg: Any) -> bool:
+        if rpc_msg.HasField("senderRecord"):  # never sent: see the module docstring
+            rpc_msg.ClearField("senderRecord")
         lock = self._write_locks.get(stream)
         if lock is None:
             lock = self._write_locks[stream] = trio.Lock()

@@ -27,13 +27,18 @@ it far more than they should (each found by an attack on 127.0.0.1):
   peer exchange) belongs to the node, not to any peer that prunes us;
 * the message id is sender + seqno, and the seqno can be of any size: 40
   messages with 200 KB seqnos held 7.6 MB in the seen cache (120 s) and as
-  much in the validation cache (300 s).
+  much in the validation cache (300 s);
+* an RPC's ``senderRecord`` (a signed peer record) is verified by the read
+  loop, and again by the router when the RPC carries control: an Ed25519
+  verify or two per RPC (~2 % of a loaded node's event loop), for a certified
+  address book that nothing of ours reads (addresses are the node's business:
+  peer exchange over sync).
 
 So each inbound RPC is parsed and trimmed before py-libp2p sees it (see
 :func:`trim_rpc`): messages only for our topics, with an 8-byte seqno and a
 peer-id-sized ``from``, at most :data:`MAX_MESSAGES_PER_RPC`; control only for
 our topics, each GRAFT/PRUNE once, PRUNE without PX; IWANT/IHAVE ids read as
-py-libp2p reads them, deduplicated and capped. Whatever it drops an honest
+py-libp2p reads them, deduplicated and capped; no sender record. Whatever it drops an honest
 py-libp2p peer of our network does not send (or is gossip that anti-entropy sync
 repairs).
 """
@@ -111,6 +116,7 @@ def _trim_control(control: Any, topics: Collection[str]) -> None:
 
 def trim_rpc(rpc: Any, topics: Collection[str]) -> None:
     """Trim ``rpc`` (an ``rpc_pb2.RPC``) in place to what py-libp2p can safely handle."""
+    rpc.ClearField("senderRecord")  # never read: see the module docstring
     ok = [m for m in rpc.publish if _message_ok(m, topics)][:MAX_MESSAGES_PER_RPC]
     if len(ok) != len(rpc.publish):
         kept = [rpc_pb2.Message() for _ in ok]
