@@ -186,6 +186,42 @@ def weighted_outcomes(outcomes: Iterable[Sequence[int]]) -> tuple[int, int]:
     return attempts, successes
 
 
+def goal_effect(
+    recipe: dict[str, Any], goals: tuple[list[Goal], Resolution]
+) -> tuple[bool, list[tuple[bytes, str]]]:
+    """All that :func:`fix_status` reads of the goals for a fix with ``recipe``:
+    whether a tier-3 scope covers its scope, and its violations (protocol.md §6.5).
+
+    Two goal states that give a recipe the same effect give its fix the same
+    status and row; :meth:`Fold.fixes_goals_change` relies on it.
+    """
+    active, resolution = goals
+    return resolution.needs_tier3(recipe["scope"]), goal_violations(recipe, active, resolution)
+
+
+def changed_goal_scopes(
+    old: tuple[list[Goal], Resolution], new: tuple[list[Goal], Resolution]
+) -> list[str]:
+    """The scopes (before and after) of the active goals that differ between ``old``
+    and ``new``: the only scopes whose fixes the change can reach.
+
+    A goal covering scope S counts for S's fixes; the constraints dropped for S
+    and the tier-3 scopes covering S come from conflicts, each a function of one
+    pair of goals (:func:`~gossipmind.core.goals.resolve`) placed in the overlap
+    of the two scopes, which both cover. So a pair that changed holds a changed
+    goal D, and what it drops or marks lies within D's scope; scopes nest
+    (covering is transitive), so only a fix whose scope D's covers can see it.
+    """
+    before = {g.id: g for g in old[0]}
+    after = {g.id: g for g in new[0]}
+    out: set[str] = set()
+    for gid in before.keys() | after.keys():
+        a, b = before.get(gid), after.get(gid)
+        if a != b:
+            out.update(g.scope for g in (a, b) if g is not None)
+    return sorted(out)
+
+
 def fix_status(
     f: FixAgg,
     policy: Policy,
@@ -203,9 +239,8 @@ def fix_status(
         return {"status": "unknown", "risk": "low", "accepts": [], "rejects": [], "violations": []}
     risk = max_risk(policy.risk_floor(f.recipe), f.declared)
     quorum = policy.quorum[risk]
-    active, resolution = goals
-    tier_needed = max(quorum.tier, 3) if resolution.needs_tier3(f.recipe["scope"]) else quorum.tier
-    broken = goal_violations(f.recipe, active, resolution)
+    tier3, broken = goal_effect(f.recipe, goals)
+    tier_needed = max(quorum.tier, 3) if tier3 else quorum.tier
     accepts = {a: x.tier for a, x in f.attestations.items() if x.verdict == "accept"}
     rejects = {a: x.tier for a, x in f.attestations.items() if x.verdict == "reject"}
     top = max(accepts.values(), default=0)
@@ -264,6 +299,7 @@ class Fold:
         self.patterns: dict[bytes, PatternAgg] = {}
         self.fixes: dict[bytes, FixAgg] = {}
         self.fixes_of: dict[bytes, set[bytes]] = {}  # pattern -> ids of its proposed fixes
+        self.fixes_in: dict[str, set[bytes]] = {}  # recipe scope -> ids of its proposed fixes
         self.goals: dict[bytes, GoalAgg] = {}
         self.dirty_patterns: set[bytes] = set()
         self.dirty_fixes: set[bytes] = set()
@@ -271,6 +307,8 @@ class Fold:
         self.all_dirty = True
         self._goals_version = 0
         self._resolved: tuple[int, tuple[list[Goal], Resolution]] | None = None
+        # the goal state as of the last drain_dirty: the one the rows were written with
+        self._goals_drained: tuple[list[Goal], Resolution] | None = None
 
     def add(self, meta: Meta, body: dict[str, Any], roles: Roles) -> None:
         """Record a valid non-membership op; count it if ``meta.effective``."""
@@ -281,6 +319,7 @@ class Fold:
         elif meta.kind == "goal.set" and "goal" not in body:
             self.goals.setdefault(meta.id, GoalAgg(meta.id)).owner = meta.author
             self.dirty_goals.add(meta.id)
+            self._goals_version += 1  # the owner is part of the goal's status
         self.records.append((meta, body, roles))
         if meta.effective:
             self._count(meta, body, roles)
@@ -335,6 +374,7 @@ class Fold:
         if f.first is None or key < f.first:
             f.first, f.pattern, f.recipe = key, body["pattern"], body["recipe"]
         self.fixes_of.setdefault(f.pattern, set()).add(fid)
+        self.fixes_in.setdefault(f.scope, set()).add(fid)  # its id fixes its scope
         self.dirty_fixes.add(fid)
 
     def _count(self, meta: Meta, body: dict[str, Any], roles: Roles) -> None:
@@ -471,7 +511,37 @@ class Fold:
             v = self.fix_view(f)
             yield v, self.fix_status(v)
 
+    def fixes_goals_change(
+        self,
+        old: tuple[list[Goal], Resolution] | None,
+        new: tuple[list[Goal], Resolution],
+    ) -> set[bytes]:
+        """The fixes whose status going from goal state ``old`` to ``new`` (two
+        :meth:`active_goals`; None: unknown) changes: those in a scope a changed
+        goal covers (:func:`changed_goal_scopes`) whose :func:`goal_effect`
+        differs. A goal op costs the fixes it reaches, not every fix."""
+        if old is None:
+            return set(self.fixes)
+        out: set[bytes] = set()
+        scopes = changed_goal_scopes(old, new) if old is not new else []
+        if not scopes:
+            return out
+        for scope, fids in self.fixes_in.items():
+            if not any(scope_covers(s, scope) for s in scopes):
+                continue
+            for fid in fids:
+                recipe = self.fixes[fid].recipe
+                if recipe is not None and goal_effect(recipe, old) != goal_effect(recipe, new):
+                    out.add(fid)
+        return out
+
     def drain_dirty(self) -> tuple[set[bytes], set[bytes], set[bytes], bool]:
+        """What changed since the last call: patterns, fixes (including those a goal
+        change reaches), goals, and whether everything did."""
+        if self.dirty_goals and not self.all_dirty:
+            self.dirty_fixes |= self.fixes_goals_change(self._goals_drained, self.active_goals())
+        if self.dirty_goals or self.all_dirty or self._goals_drained is None:
+            self._goals_drained = self.active_goals()
         out = (self.dirty_patterns, self.dirty_fixes, self.dirty_goals, self.all_dirty)
         self.dirty_patterns, self.dirty_fixes, self.dirty_goals = set(), set(), set()
         self.all_dirty = False

@@ -399,14 +399,14 @@ class Store:
 
     def _write_state(self, changed: bool) -> None:
         r = self.replica
+        # fixes: those whose row may have changed, a goal change's among them (only
+        # the fixes in the scopes it reaches whose violations or tier change)
         pats, fixes, goals, everything = r.fold.drain_dirty()
         if not changed and not (pats or fixes or goals or everything):
             return
         c = self.conn
         enc = encoding.encode
         threshold = r.policy.synthesis_threshold
-        if goals:  # a goal change can change any fix's status
-            fixes = set(r.fold.fixes)
         if everything:
             c.execute("DELETE FROM patterns")
             c.execute("DELETE FROM fixes")
