@@ -24,18 +24,82 @@ class Transition:
     row: dict[str, Any]
 
 
-class FixIndex:
+class FixChanges:
+    """Which fixes the ops applied since the last :meth:`take` may have changed:
+    their row (status, attestations, outcomes, pattern scope), or whether they
+    have one. Fed every applied op (:meth:`note`, as ``Node._applied`` does).
+
+    Shared by :class:`FixIndex` (status transitions, for the SDK) and the
+    verifier (which fixes a pass reads: ``node/verifier.py``).
+    """
+
+    def __init__(self, replica: Replica, *, everything: bool = False) -> None:
+        self.replica = replica
+        self._dirty: set[bytes] = set()  # fixes whose row may have changed
+        self._all_dirty = everything
+        self._recomputes = replica.recomputes  # as of the last note()
+        # patterns with a known report: the first report of a pattern gives its fixes
+        # their pattern scope, which can change their status (protocol.md §6.5).
+        # Unused while every fix is marked: take() fills it then.
+        self._patterns: set[bytes] = set() if everything else set(replica.fold.patterns)
+        self.noted = 0  # ops noted since the last take(): see Verifier.due
+
+    def note(self, ops: list[Op]) -> None:
+        """Remember which fixes ``ops`` may have changed; :meth:`take` returns them.
+
+        Cheap and bounded (a set of fix ids, at most every fix in the replica), so
+        it runs inline as ops apply; no burst of ops can overflow it. A
+        whole-set recomputation since the last call (a revoke, or an op of any
+        kind that made its author an equivocator) may have changed any fix.
+        """
+        self.noted += len(ops)
+        if self.replica.recomputes != self._recomputes:
+            self._recomputes = self.replica.recomputes
+            self.everything()
+        if self._all_dirty:
+            return
+        for op in ops:
+            if op.kind in ALL_FIXES_KINDS:
+                self.everything()
+                return
+            if op.kind == "pattern.report":
+                pid = op.body["pattern"]
+                if pid not in self._patterns and pid in self.replica.fold.patterns:
+                    self._patterns.add(pid)
+                    self._dirty.update(self.replica.fold.fixes_of.get(pid, ()))
+            elif op.kind == "fix.propose":  # its pattern's fixes, from the fold's index:
+                # a scan of every fix per proposal cost O(proposals x fixes) inline
+                self._dirty.update(self.replica.fold.fixes_of.get(op.body["pattern"], ()))
+            elif op.kind in FIX_KINDS:
+                self._dirty.add(op.body["fix"])
+
+    def everything(self) -> None:
+        """Mark every fix (a recomputation, a membership or goal op)."""
+        self._all_dirty = True
+        self._dirty.clear()
+
+    @property
+    def dirty(self) -> bool:
+        return self._all_dirty or bool(self._dirty)
+
+    def take(self) -> set[bytes] | None:
+        """The fixes marked since the last take (None: every fix), and start afresh."""
+        fids = None if self._all_dirty else self._dirty
+        if fids is None:  # every fix is read with the patterns known now: a later
+            # report of one of them is no first report (note() skips ops meanwhile)
+            self._patterns = set(self.replica.fold.patterns)
+        self._dirty = set()
+        self._all_dirty = False
+        self.noted = 0
+        return fids
+
+
+class FixIndex(FixChanges):
     """Tracks each fix's status; reports transitions as ops apply."""
 
     def __init__(self, replica: Replica) -> None:
-        self.replica = replica
+        super().__init__(replica)
         self.status: dict[bytes, str] = {}
-        self._dirty: set[bytes] = set()  # fixes whose status may have changed
-        self._all_dirty = False
-        self._recomputes = replica.recomputes  # as of the last note()
-        # patterns with a known report: the first report of a pattern gives its fixes
-        # their pattern scope, which can change their status (protocol.md §6.5)
-        self._patterns: set[bytes] = set(replica.fold.patterns)
         for fid in replica.fold.fixes:
             row = self.row(fid)
             if row is not None:
@@ -81,45 +145,10 @@ class FixIndex:
         ranked = rank(provisional)
         return dict(ranked[0]) if ranked else None
 
-    def note(self, ops: list[Op]) -> None:
-        """Remember which fixes ``ops`` may have changed; :meth:`drain` reports them.
-
-        Cheap and bounded (a set of fix ids, at most every fix in the replica), so
-        it runs inline as ops apply; no burst of ops can overflow it. A
-        whole-set recomputation since the last call (a revoke, or an op of any
-        kind that made its author an equivocator) may have changed any fix.
-        """
-        if self.replica.recomputes != self._recomputes:
-            self._recomputes = self.replica.recomputes
-            self._all_dirty = True
-            self._dirty.clear()
-        if self._all_dirty:
-            return
-        for op in ops:
-            if op.kind in ALL_FIXES_KINDS:
-                self._all_dirty = True
-                self._dirty.clear()
-                return
-            if op.kind == "pattern.report":
-                pid = op.body["pattern"]
-                if pid not in self._patterns and pid in self.replica.fold.patterns:
-                    self._patterns.add(pid)
-                    self._dirty.update(self.replica.fold.fixes_of.get(pid, ()))
-            elif op.kind == "fix.propose":  # its pattern's fixes, from the fold's index:
-                # a scan of every fix per proposal cost O(proposals x fixes) inline
-                self._dirty.update(self.replica.fold.fixes_of.get(op.body["pattern"], ()))
-            elif op.kind in FIX_KINDS:
-                self._dirty.add(op.body["fix"])
-
-    @property
-    def dirty(self) -> bool:
-        return self._all_dirty or bool(self._dirty)
-
     def drain(self) -> list[Transition]:
         """The status changes since the last drain, for the fixes :meth:`note` saw."""
-        fids = set(self.replica.fold.fixes) if self._all_dirty else self._dirty
-        self._dirty = set()
-        self._all_dirty = False
+        taken = self.take()
+        fids = set(self.replica.fold.fixes) if taken is None else taken
         out = []
         for fid in sorted(fids):
             row = self.row(fid)

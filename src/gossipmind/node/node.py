@@ -246,6 +246,7 @@ class Node:
         self.fixes.note(ops)
         if self.fixes.dirty:
             self._fixes_dirty.set()
+        self.verifier.note(ops)  # its next pass reads only the fixes these can change
         self._listeners.send(ops)
 
     # -- the agent's side -------------------------------------------------------
