@@ -74,3 +74,43 @@ def test_a_proposal_marks_its_patterns_fixes_without_scanning_every_fix() -> Non
     index.note(applied)
     assert _Counting.scans == 0
     assert {fix, other} <= index._dirty
+
+
+def _goal(scope: str, **extra: object) -> dict[str, object]:
+    rule = {"op": "<=", "field": "retry.max_attempts", "value": 3}
+    body = {"title": "g", "scope": scope, "priority": 1, "retired": False, "constraints": [rule]}
+    return {**body, **extra}
+
+
+def test_a_goal_op_marks_only_the_fixes_whose_goal_effect_changes() -> None:
+    """A goal op used to mark every fix (the SDK's index re-read every row, the
+    verifier passed over every fix). It marks those in the scopes of the goals
+    that changed whose violations or needed tier differ (Fold.fixes_goals_change)."""
+    kb = KB()
+    for name in ("agent", "owner"):
+        kb.grant("admin", name, "member")
+    kb.grant("admin", "v2", "verifier", tier=2, scopes=("*",))
+    for name in ("agent", "owner", "v2"):
+        kb.sync("admin", name)
+    fixes = {}
+    for service, attempts in (("search", 3), ("search", 5), ("llm", 5)):
+        pattern = kb.report("agent", service=service, operation="query").body["pattern"]
+        recipe = sample_recipe(f"{service}.query", attempts)
+        fixes[service, attempts] = kb.propose("agent", pattern, recipe)
+    r = Replica(kb.genesis)
+    for op in kb.ops[1:]:
+        r.ingest(op)
+    index = FixIndex(r)
+    assert index.take() == set()
+    for who in ("agent", "v2"):
+        kb.sync(who, "owner")
+    goal = kb.write("owner", "goal.set", _goal("search"))
+    index.note(r.ingest(goal).applied)
+    assert index.dirty
+    assert index.take() == set()  # not reviewed: no active goal changed
+    kb.sync("owner", "v2")
+    review = {"goal": goal.id, "version": goal.id, "verdict": "approve", "comment": ""}
+    index.note(r.ingest(kb.write("v2", "goal.review", review)).applied)
+    assert index.take() == {fixes["search", 5]}  # the one it breaks; not llm's, nor 3 attempts
+    statuses = {k: r.fold.fix_status(r.fold.fixes[f])["status"] for k, f in fixes.items()}
+    assert statuses == {("search", 3): "proposed", ("search", 5): "blocked", ("llm", 5): "proposed"}

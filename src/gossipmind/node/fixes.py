@@ -11,9 +11,11 @@ from gossipmind.core.snapshot import fix_row
 from gossipmind.learn.rank import rank
 
 FIX_KINDS = frozenset({"fix.propose", "fix.attest", "fix.revoke", "fix.outcome"})
-# Ops that can change any fix's status: membership (who may attest) and goals
-# (a goal breaks or clears fixes network-wide).
-ALL_FIXES_KINDS = MEMBERSHIP_KINDS | frozenset({"goal.set", "goal.review"})
+# Ops that can change any fix's status: membership (who may attest).
+ALL_FIXES_KINDS = MEMBERSHIP_KINDS
+# Goal ops change the fixes in the scopes of the goals they change, those whose
+# violations or needed tier differ (Fold.fixes_goals_change), found at take().
+GOAL_KINDS = frozenset({"goal.set", "goal.review"})
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,8 @@ class FixChanges:
         # their pattern scope, which can change their status (protocol.md §6.5).
         # Unused while every fix is marked: take() fills it then.
         self._patterns: set[bytes] = set() if everything else set(replica.fold.patterns)
+        self._goals = replica.fold.active_goals()  # as of the last take()
+        self._goal_ops = False  # a goal op since the last take()
         self.noted = 0  # ops noted since the last take(): see Verifier.due
 
     def note(self, ops: list[Op]) -> None:
@@ -62,7 +66,9 @@ class FixChanges:
             if op.kind in ALL_FIXES_KINDS:
                 self.everything()
                 return
-            if op.kind == "pattern.report":
+            if op.kind in GOAL_KINDS:
+                self._goal_ops = True
+            elif op.kind == "pattern.report":
                 pid = op.body["pattern"]
                 if pid not in self._patterns and pid in self.replica.fold.patterns:
                     self._patterns.add(pid)
@@ -74,20 +80,25 @@ class FixChanges:
                 self._dirty.add(op.body["fix"])
 
     def everything(self) -> None:
-        """Mark every fix (a recomputation, a membership or goal op)."""
+        """Mark every fix (a recomputation, a membership op)."""
         self._all_dirty = True
         self._dirty.clear()
 
     @property
     def dirty(self) -> bool:
-        return self._all_dirty or bool(self._dirty)
+        return self._all_dirty or bool(self._dirty) or self._goal_ops
 
     def take(self) -> set[bytes] | None:
         """The fixes marked since the last take (None: every fix), and start afresh."""
+        fold = self.replica.fold
         fids = None if self._all_dirty else self._dirty
+        goals = fold.active_goals()
         if fids is None:  # every fix is read with the patterns known now: a later
             # report of one of them is no first report (note() skips ops meanwhile)
-            self._patterns = set(self.replica.fold.patterns)
+            self._patterns = set(fold.patterns)
+        elif self._goal_ops:  # the fixes whose goal effect changed since the last take
+            fids |= fold.fixes_goals_change(self._goals, goals)
+        self._goals, self._goal_ops = goals, False
         self._dirty = set()
         self._all_dirty = False
         self.noted = 0
