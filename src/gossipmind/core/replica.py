@@ -277,7 +277,7 @@ class Replica:
         if new_equivocator:
             self._recompute_now_or_later()
         meta.effective, roles = self._effective(meta, op.body)
-        self.fold.add(meta, op.body, roles)
+        self.fold.add(meta, op.body, roles, op.raw)
 
     def _reorders_revokes(self, op: Op) -> bool:
         """Whether ``op``, an admin grant, changes the revoke order: revokes are

@@ -27,6 +27,7 @@ from typing import Any
 import trio
 
 from gossipmind.core.errors import GossipmindError, InvalidOp, StoreError
+from gossipmind.core.fold import record_body
 from gossipmind.core.replica import Replica
 from gossipmind.core.schema import fix_id
 from gossipmind.core.snapshot import fix_row, pattern_row
@@ -42,6 +43,7 @@ MAX_LISTED = 64  # proposals listed in the learner's stats (the count is `propos
 # the membership changes (a grant may be on its way: docs/operations.md §6).
 MEMBERSHIP_CODES = frozenset({"not_member", "revoked"})
 GOAL_KINDS = frozenset({"goal.set", "goal.review"})  # can change any fix's status
+_TOUCHING = frozenset({"pattern.report", "fix.propose", "fix.attest", "fix.revoke"})
 
 
 @dataclass
@@ -114,21 +116,24 @@ class Learner:
         everything = r.recomputes != self._recomputes or len(records) < self._seen
         touched: set[bytes] = set()
         if not everything:
-            for meta, body, _ in records[self._seen :]:
+            for meta, raw, _ in records[self._seen :]:
                 kind = meta.kind
+                if kind in GOAL_KINDS:
+                    everything = True
+                    break
+                if kind not in _TOUCHING:
+                    continue
+                body = record_body(raw)
                 if kind == "pattern.report":
                     touched.add(body["pattern"])
                 elif kind == "fix.propose":
                     pid = body["pattern"]
                     self._by_pattern.setdefault(pid, set()).add(fix_id(pid, body["recipe"]))
                     touched.add(pid)
-                elif kind in ("fix.attest", "fix.revoke"):
+                else:  # fix.attest, fix.revoke
                     f = fold.fixes.get(body["fix"])
                     if f is not None and f.recipe is not None:
                         touched.add(f.pattern)
-                elif kind in GOAL_KINDS:
-                    everything = True
-                    break
         self._seen = len(records)
         if everything:  # at start, after a goal op or a whole-set recomputation
             self._recomputes = r.recomputes
