@@ -224,3 +224,25 @@ def test_a_wanted_op_is_served_at_most_once_per_session() -> None:
         if step.done:
             break
     assert served == [kb.ops[1].raw]
+
+
+def test_an_initiator_that_moved_after_its_hello_still_ends_a_session_in_sync() -> None:
+    """The responder compares the roots of the two hellos: equal, it answers with
+    its hello alone and waits for the initiator's bye. The initiator compared the
+    responder's root with its *current* one: an op applied in between (gossip, a
+    write) made them differ, and it waited for ops that never came. Both sides held
+    their session slot until the 30 s timeout, refusing every other peer (a node's
+    first write waits for a completed session: seen as an SDK outcome 10 s late)."""
+    kb = reports(5)
+    ops = kb.ops[1:]
+    mine, theirs = kb_with(kb, ops[:-1]), kb_with(kb, ops[:-1])
+    initiator = Session(mine, initiator=True)
+    responder = Session(theirs, initiator=False)
+    (hello,) = initiator.start()
+    mine.ingest_raw([ops[-1].raw])  # gossip brings an op before the answer
+    answer = list(responder.receive(hello).send)
+    assert [type(m).__name__ for m in answer] == ["Hello"]  # equal roots: nothing to send
+    step = initiator.receive(answer[0])
+    sent = list(step.send)
+    assert step.done and [type(m).__name__ for m in sent] == ["Bye"]
+    assert responder.receive(sent[0]).done and responder.completed and initiator.completed

@@ -77,6 +77,7 @@ class Session:
         self._served: set[bytes] = set()  # ids the peer asked us for (served once)
         self._moved = True  # ops went either way since we last asked (see _want)
         self.declined = ""  # why the session ended before both hellos ("" if it did not)
+        self._sent_root: bytes | None = None  # the root in the hello we sent (initiator)
 
     @property
     def completed(self) -> bool:
@@ -89,7 +90,11 @@ class Session:
 
     def start(self) -> Iterator[Message]:
         """Messages the initiator sends first (the responder sends nothing)."""
-        return iter([self.hello()]) if self.initiator else iter(())
+        if not self.initiator:
+            return iter(())
+        hello = self.hello()
+        self._sent_root = hello.root
+        return iter([hello])
 
     def _counted(self, msgs: Iterator[Message]) -> Iterator[Message]:
         for m in msgs:
@@ -166,7 +171,10 @@ class Session:
         # anything, not even the deps its pending ops wait for (only valid ops are
         # served). Nothing to do, whatever the pending buffers hold.
         if self.initiator:
-            if msg.root == self.source.root():
+            # the roots *in the two hellos*, as the responder compared them: ours may
+            # have moved since we said hello (gossip, a write), and comparing the
+            # current one left both sides waiting for the other until the timeout
+            if msg.root == self._sent_root:
                 self.done = True
                 return Step(send=iter([Bye("in sync")]), done=True)
             return Step()
