@@ -3,7 +3,10 @@
 py-libp2p appends the time of every message the router publishes, forwards or
 delivers to ``GossipSub.recent_message_deliveries`` and prunes it only in its
 adaptive-gossip health check, which gossipmind turns off: a float per message
-for the host's life, 32 bytes each (found by a soak test of a testnet).
+for the host's life, 32 bytes each (found by a soak test of a testnet). Its
+equivocation check kept each message whole, up to ~1 000 of them: gossipmind's
+router keeps a bounded set of digests instead, and still rejects a second,
+different message under a known sender and seqno.
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ from contextlib import AsyncExitStack
 
 import trio
 
+from libp2p.pubsub.pb import rpc_pb2
+
 from gossipmind.net.host import Libp2pTransport, open_libp2p_transport
 from gossipmind.net.interface import TransportConfig
 from gossipmind.net.mesh import mesh_peers
+from gossipmind.net.pubsub import EQUIVOCATION_KEYS
 
 TOPIC = "gossipmind/pubsub-history-test/ops/1"
 MESSAGES = 60
@@ -57,3 +63,38 @@ async def test_router_keeps_no_history_of_the_messages_it_handles() -> None:
                 received += 1
             assert b.stats.delivered >= MESSAGES
             assert [history(t) for t in (a, b, c)] == [0, 0, 0]
+            # no message is kept whole for the equivocation check: digests only
+            routers = [t._pubsub.router for t in (a, b, c)]
+            assert [len(r.equivocation_detection) for r in routers] == [0, 0, 0]
+            assert len(routers[1]._seen_digests) == MESSAGES
+            assert {len(d) for d in routers[1]._seen_digests.values()} == {16}
+
+
+def message(sender: bytes, seqno: int, data: bytes, topic: str = TOPIC) -> rpc_pb2.Message:
+    return rpc_pb2.Message(
+        from_id=sender, seqno=seqno.to_bytes(8, "big"), data=data, topicIDs=[topic]
+    )
+
+
+async def test_equivocation_is_still_caught_and_the_digests_are_bounded() -> None:
+    """A second message under a known (sender, seqno) passes only if its data and
+    topics are the same; the oldest keys go first once the bound is reached."""
+    with trio.fail_after(30):
+        async with open_libp2p_transport(
+            TransportConfig(seed=os.urandom(32), topic=TOPIC), lambda _d: True
+        ) as t:
+            router = t._pubsub.router
+            sender = b"\x00\x24" + os.urandom(36)
+            assert router._check_equivocation(message(sender, 1, b"batch"))
+            assert router._check_equivocation(message(sender, 1, b"batch"))  # a copy
+            assert not router._check_equivocation(message(sender, 1, b"other batch"))
+            assert not router._check_equivocation(message(sender, 1, b"batch", "other/topic"))
+            assert router._check_equivocation(message(sender, 2, b"other batch"))
+            assert router.scorer.equivocation_penalties  # the sender was penalised
+            for seqno in range(3, EQUIVOCATION_KEYS + 3):
+                assert router._check_equivocation(message(sender, seqno, b"x"))
+            assert len(router._seen_digests) == EQUIVOCATION_KEYS
+            assert sender + (1).to_bytes(8, "big") not in router._seen_digests
+            # forgotten: a different message under seqno 1 is no longer caught
+            assert router._check_equivocation(message(sender, 1, b"other batch"))
+            assert len(router.equivocation_detection) == 0

@@ -48,15 +48,24 @@ Workarounds for py-libp2p 0.8.1 (LIBP2P_NOTES §3, §4, §11), all in one place:
   prunes that list only in its adaptive-gossip health check, which is off here:
   32 bytes per message for the host's life (~80 MiB a day at the 31 messages/s a
   soak-test node handled under steady writes), whatever the knowledge base holds.
-  Nothing else reads it, so :class:`_GossipSub` keeps none (:class:`_NoHistory`).
+  Nothing else reads it, so :class:`_GossipSub` keeps none (:class:`_NoHistory`);
+* **no message copies for equivocation checks**: py-libp2p remembers each
+  message it forwards, whole, under its sender and seqno, to reject a second,
+  different message under the same key; it trims that map to 500 entries once
+  it exceeds 1 000, at a heartbeat. Up to ~1 000 whole messages (~256 MiB at
+  the largest message size). :class:`_GossipSub` keeps a 16-byte digest of
+  each message's data and topics instead, at most :data:`EQUIVOCATION_KEYS`
+  of them, the oldest dropped first: the same check, in ~130 bytes an entry.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -80,6 +89,9 @@ _POLL = 0.002
 # an id with other data and skip the validator. Keep results for less than that.
 SEEN_TTL = 120
 VALIDATION_CACHE_TTL = 60
+# (sender, seqno) keys whose message digest the router keeps for its equivocation
+# check: more than py-libp2p's 500 to 1 000 whole messages, in ~0.5 MiB
+EQUIVOCATION_KEYS = 4096
 
 
 @dataclass(slots=True)
@@ -155,10 +167,39 @@ class _GossipSub(GossipSub):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.recent_message_deliveries = _NoHistory()
+        self._seen_digests: OrderedDict[bytes, bytes] = OrderedDict()
+
+    def _check_equivocation(self, msg: rpc_pb2.Message) -> bool:
+        """py-libp2p's check (a message under a known sender and seqno must carry
+        the same data and topics) against a digest, not a kept copy."""
+        key = msg.from_id + msg.seqno
+        digest = _message_digest(msg)
+        known = self._seen_digests.get(key)
+        if known is None:
+            self._seen_digests[key] = digest
+            if len(self._seen_digests) > EQUIVOCATION_KEYS:
+                self._seen_digests.popitem(last=False)
+            return True
+        if known == digest:
+            return True
+        log.warning("equivocation: peer %s sent two messages under one seqno", ID(msg.from_id))
+        if self.scorer is not None:
+            self.scorer.penalize_equivocation(ID(msg.from_id), 100.0)
+        return False
 
     def send_rpc(self, peer_id: ID, rpc: rpc_pb2.RPC, priority: bool = False) -> None:
         for part in split_publish(rpc, MAX_MESSAGES_PER_RPC):
             super().send_rpc(peer_id, part, priority)
+
+
+def _message_digest(msg: rpc_pb2.Message) -> bytes:
+    """BLAKE2b-128 of the topics (counted, each length-prefixed) and the data."""
+    h = hashlib.blake2b(len(msg.topicIDs).to_bytes(4, "big"), digest_size=16)
+    for topic in msg.topicIDs:
+        raw = topic.encode()
+        h.update(len(raw).to_bytes(4, "big") + raw)
+    h.update(msg.data)
+    return h.digest()
 
 
 def split_publish(rpc: rpc_pb2.RPC, limit: int) -> list[rpc_pb2.RPC]:
