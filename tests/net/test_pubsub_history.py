@@ -15,7 +15,6 @@ import os
 from contextlib import AsyncExitStack
 
 import trio
-
 from libp2p.pubsub.pb import rpc_pb2
 
 from gossipmind.net.host import Libp2pTransport, open_libp2p_transport
