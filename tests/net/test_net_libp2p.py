@@ -146,6 +146,30 @@ async def test_connect_errors_are_network_errors() -> None:
             assert a.peers() == []
 
 
+async def test_a_peer_back_at_another_address_is_dialled_there() -> None:
+    """A peer restarted on another port (the default listen port is ephemeral):
+    py-libp2p dialled the first address its peerstore held, the dead one, every
+    time, and each failed dial kept it alive. A dial now goes where it was asked,
+    and a dead address tried first does not shadow the live one afterwards."""
+    with trio.fail_after(60):
+        async with hosts(["m1"]) as (a,):
+            async with hosts(["m2"]) as (b,):
+                old = b.addrs()[0]
+                await a.connect(old)
+            await wait_for(lambda: not a.peers())
+            async with hosts(["m2"]) as (b,):
+                new = b.addrs()[0]
+                assert new != old and b.peer_id == peer_of(old)
+                with pytest.raises(NetworkError):
+                    await a.connect(old)  # nobody there now
+                assert await a.connect(new) == b.peer_id
+                assert a.peers() == [b.peer_id]
+
+
+def peer_of(addr: str) -> str:
+    return addr.rsplit("/p2p/", 1)[1]
+
+
 async def test_connections_are_announced_and_addresses_learned() -> None:
     with trio.fail_after(30):
         async with hosts(["e1", "e2"]) as (a, b):

@@ -15,6 +15,12 @@ Everything py-libp2p 0.8.1 needs to behave (LIBP2P_NOTES.md) is applied here or 
   once, 64 from one remote IP, 5 s each; when all are taken, a new connection
   closes the oldest of the IP with the most, so idle connects cannot lock
   peers out;
+* **a dial goes to the address asked for**: py-libp2p dials one TCP address per
+  peer, the first its peerstore holds, whatever address ``connect`` was given,
+  and each dial keeps the old ones alive (a 120 s TTL, renewed). A peer that
+  came back at another address (a restart on an ephemeral port, a new IP)
+  could never be dialled again. :meth:`Libp2pTransport.connect` replaces a
+  peer's addresses with the one given before it dials;
 * py-libp2p's **auto-connector** is stopped: it redials every peer in the
   peerstore when below its watermark, which would undo :meth:`disconnect` and
   partitions; connection policy belongs to the node (peer exchange);
@@ -361,6 +367,8 @@ class Libp2pTransport:
         # "negative cache"): a peer that restarts in 5 s would stay unreachable for a
         # minute. The node paces its own dials, so each explicit dial is a fresh try.
         self._host.get_network().unblock_peer(info.peer_id)
+        if peer not in connected:  # dial this address, not a stale one (module docstring)
+            self._host.get_peerstore().clear_addrs(info.peer_id)
         try:
             with trio.fail_after(self._config.dial_timeout):
                 await self._host.connect(info)
