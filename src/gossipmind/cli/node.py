@@ -13,36 +13,14 @@ import click
 
 from gossipmind.cli.common import Ctx, FloatRange, errors, pass_ctx, passphrase_option
 from gossipmind.core.errors import ConfigError
-from gossipmind.node.config import load_config
+from gossipmind.node.config import load_config, tcp_address_problem
+from gossipmind.node.resolve import bootstrap_problem
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus  # the trio stubs libp2p installs shadow trio's own
 
     from gossipmind.node.daemon import Service
     from gossipmind.node.node import Node
-
-
-def _multiaddr_problem(addr: str, p2p: bool) -> str | None:
-    """Why ``addr`` is not a /ip4|ip6/<host>/tcp/<port> address (ending in /p2p/<peer-id>
-    if ``p2p``); None if it is one."""
-    from multiaddr import Multiaddr
-    from multiaddr.exceptions import Error as MultiaddrError
-
-    try:
-        maddr = Multiaddr(addr)
-    except (ValueError, MultiaddrError) as exc:
-        return str(exc)  # names the address
-    names = [p.name for p in maddr.protocols()]
-    tail = ["p2p"] if p2p else []
-    if names not in (["ip4", "tcp", *tail], ["ip6", "tcp", *tail]):
-        form = "/ip4|ip6/<host>/tcp/<port>" + ("/p2p/<peer-id>" if p2p else "")
-        return f"{addr!r} must have the form {form}"
-    return None
-
-
-def bootstrap_problem(addr: str) -> str | None:
-    """Why ``addr`` is not a peer address the node can dial (None if it is one)."""
-    return _multiaddr_problem(addr, p2p=True)
 
 
 def _check_bootstrap(
@@ -55,7 +33,7 @@ def _check_bootstrap(
 
 
 def _check_listen(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    if value is not None and (why := _multiaddr_problem(value, p2p=False)) is not None:
+    if value is not None and (why := tcp_address_problem(value)) is not None:
         raise click.BadParameter(why)
     return value
 
@@ -185,7 +163,8 @@ def api_service(port: int, where: str) -> Service:
     "bootstrap",
     multiple=True,
     callback=_check_bootstrap,
-    help="A peer to join through: /ip4/…/tcp/…/p2p/… (repeatable).",
+    help="A peer to join through: /ip4/…/tcp/…/p2p/…, or /dns4/<name>/tcp/…/p2p/… "
+    "(resolved at every dial; repeatable).",
 )
 @click.option(
     "--genesis",
@@ -294,7 +273,7 @@ def node(
     taken: list[tuple[tuple[int, str], Path, str]] = []
     for _, cfg in configs:
         where = "--listen" if listen is not None else f"listen in {cfg.data_dir}'s config"
-        if (why := _multiaddr_problem(cfg.listen, p2p=False)) is not None:
+        if (why := tcp_address_problem(cfg.listen)) is not None:
             raise ConfigError(f"{where}: {why}")
         check_listen_free(cfg.listen, where)
         _, host, port = listen_endpoint(cfg.listen)

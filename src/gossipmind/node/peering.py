@@ -11,6 +11,9 @@
   stayed apart for good after the cut healed. A node's partition list being
   lifted (``Node.block``) explores at once.
 * **Share**: the addresses a node tells its sync peers (``hello.peers``).
+
+A bootstrap address may name its host by DNS (:mod:`gossipmind.node.resolve`):
+each dial resolves it again and tries what it resolves to, in turn.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from gossipmind.core.errors import NetworkError
+from gossipmind.node import resolve
 from gossipmind.node.addrbook import host_ip
 
 if TYPE_CHECKING:
@@ -41,6 +45,7 @@ class Peering:
         self._node = node
         self._wake = trio.Event()
         self.explored = 0  # exploration dials that connected
+        self.resolver: resolve.Resolver | None = None  # None: the system's (tests set one)
 
     def wake(self) -> None:
         """Explore now (a partition was lifted)."""
@@ -85,14 +90,22 @@ class Peering:
         if len(node.transport.peers()) >= self.limit():
             return False  # full here: nothing to say about the address
         try:
-            with trio.fail_after(DIAL_TIMEOUT):
-                await node.transport.connect(addr)
-        except (NetworkError, trio.TooSlowError) as exc:
-            log.debug("dial %s failed: %s", addr, exc)
+            targets = await resolve.resolve(addr, self.resolver)
+        except NetworkError as exc:
+            log.info("bootstrap address %s: %s", addr, exc)
             node.addrbook.failed(addr, trio.current_time())
             return False
-        node.addrbook.succeeded(addr)
-        return True
+        for target in targets:
+            try:
+                with trio.fail_after(DIAL_TIMEOUT):
+                    await node.transport.connect(target)
+            except (NetworkError, trio.TooSlowError) as exc:
+                log.debug("dial %s failed: %s", target, exc)
+                continue
+            node.addrbook.succeeded(addr)
+            return True
+        node.addrbook.failed(addr, trio.current_time())
+        return False
 
     def candidates(self, connected: set[str]) -> list[str]:
         """Addresses to dial, bootstrap peers first (each list shuffled), then peers

@@ -1,0 +1,116 @@
+"""Bootstrap addresses by DNS name (docs/operations.md §3).
+
+An operator's bootstrap address may name its host by DNS:
+``/dns4/<name>/tcp/<port>/p2p/<id>`` (IPv4 addresses only), ``/dns6/…`` (IPv6
+only) or ``/dns/…`` (either). The name is resolved at **every dial**, not once at
+start, so a bootstrap node that moves to another IP is found again without a
+restart. At most :data:`MAX_RESOLVED` of the addresses a name resolves to are
+tried, in the resolver's order; the peer id in the address still authenticates
+whoever answers, so a lying resolver can make a dial fail, never reach another
+peer.
+
+Only bootstrap addresses take names. Addresses learned by peer exchange stay
+``/ip4|ip6`` (:func:`gossipmind.node.addrbook.dialable`): a peer must not make a
+node resolve names it chose.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from gossipmind.core.errors import NetworkError
+
+MAX_RESOLVED = 4
+RESOLVE_TIMEOUT = 5.0
+MAX_NAME = 253
+_FAMILIES = {"dns4": socket.AF_INET, "dns6": socket.AF_INET6, "dns": socket.AF_UNSPEC}
+_FORM = "/ip4|ip6/<host>/tcp/<port>/p2p/<peer-id> or /dns4|dns6|dns/<name>/tcp/<port>/p2p/<peer-id>"
+
+Resolver = Callable[..., Awaitable[list[Any]]]  # trio.socket.getaddrinfo's signature
+
+
+def bootstrap_problem(addr: str) -> str | None:
+    """Why ``addr`` is not a bootstrap address a node can dial (None if it is one)."""
+    from multiaddr import Multiaddr
+    from multiaddr.exceptions import Error as MultiaddrError
+
+    try:
+        maddr = Multiaddr(addr)
+    except (ValueError, MultiaddrError) as exc:
+        return str(exc)  # names the address
+    names = [p.name for p in maddr.protocols()]
+    if len(names) != 3 or names[1:] != ["tcp", "p2p"]:
+        return f"{addr!r} must have the form {_FORM}"
+    if names[0] in ("ip4", "ip6"):
+        return None
+    if names[0] not in _FAMILIES:
+        return f"{addr!r} must have the form {_FORM}"
+    if (why := _name_problem(addr.split("/")[2])) is not None:
+        return f"{addr!r}: {why}"
+    return None
+
+
+def _name_problem(name: str) -> str | None:
+    """Why ``name`` is not a DNS host name (letters, digits, hyphens; dot-separated
+    labels of 1..63; 253 characters at most; one trailing dot allowed)."""
+    bare = name[:-1] if name.endswith(".") else name
+    if not bare or len(bare) > MAX_NAME:
+        return f"a DNS name has 1 to {MAX_NAME} characters"
+    for label in bare.split("."):
+        if not 1 <= len(label) <= 63:
+            return f"{name!r} has an empty or over-long (63+) label"
+        if not (label.isascii() and label.replace("-", "").isalnum()):
+            return f"{name!r}: a DNS label holds letters, digits and hyphens only"
+        if label.startswith("-") or label.endswith("-"):
+            return f"{name!r}: a DNS label neither starts nor ends with a hyphen"
+    try:  # an IP written where a name goes: say which protocol to use
+        ip = ipaddress.ip_address(bare)
+    except ValueError:
+        return None
+    return f"{name!r} is an IP address: write /ip{ip.version}/{bare}/…"
+
+
+def is_dns(addr: str) -> bool:
+    return addr.split("/", 2)[1:2] in (["dns4"], ["dns6"], ["dns"])
+
+
+async def resolve(addr: str, resolver: Resolver | None = None) -> list[str]:
+    """The ``/ip4|ip6`` addresses a ``/dns*`` bootstrap address names now (at most
+    :data:`MAX_RESOLVED`, without duplicates); any other address, itself.
+
+    :class:`NetworkError` if the name does not resolve (within
+    :data:`RESOLVE_TIMEOUT`) or resolves to no address of the family it asks for.
+    """
+    if not is_dns(addr):
+        return [addr]
+    _, proto, name, _tcp, port, _p2p, peer = addr.split("/")
+    lookup = resolver or trio.socket.getaddrinfo
+    try:
+        with trio.fail_after(RESOLVE_TIMEOUT):
+            infos = await lookup(name, int(port), _FAMILIES[proto], socket.SOCK_STREAM)
+    except trio.TooSlowError as exc:
+        raise NetworkError(f"resolving {name!r} timed out ({RESOLVE_TIMEOUT:g} s)") from exc
+    except OSError as exc:  # socket.gaierror: unknown name, no DNS server…
+        raise NetworkError(f"cannot resolve {name!r}: {exc}") from exc
+    out: list[str] = []
+    for family, *_rest, sockaddr in infos:
+        if family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        kind = "ip4" if family == socket.AF_INET else "ip6"
+        host = str(sockaddr[0]).split("%", 1)[0]  # no IPv6 zone: a multiaddr has none
+        resolved = f"/{kind}/{host}/tcp/{port}/p2p/{peer}"
+        if resolved not in out:
+            out.append(resolved)
+        if len(out) == MAX_RESOLVED:
+            break
+    if not out:
+        raise NetworkError(f"{name!r} resolves to no {_FAMILY_NAMES[proto]} address")
+    return out
+
+
+_FAMILY_NAMES = {"dns4": "IPv4", "dns6": "IPv6", "dns": "IP"}
