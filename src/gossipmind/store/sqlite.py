@@ -31,8 +31,14 @@ from gossipmind.store.verifier import Verification
 
 MAX_REJECTED_ROWS = 100_000
 CREATE_WAIT_S = 0.0  # a creator never waits: whoever holds the lock is creating or writing
+# What the -wal keeps once a checkpoint has copied it all back: a write that starts
+# the log again truncates it to this size. Above the steady-state size (the
+# autocheckpoint at 1 000 pages of 4 KiB, plus the batch that crossed it: 4-6 MiB),
+# so steady writes never truncate and regrow it; below what a large catch-up leaves
+# (33 MiB), which no longer stays until a clean stop.
+WAL_SIZE_LIMIT = 8 * 1024 * 1024
 
-__all__ = ["MAX_REJECTED_ROWS", "Store", "StoreLocked", "check_file"]
+__all__ = ["MAX_REJECTED_ROWS", "WAL_SIZE_LIMIT", "Store", "StoreLocked", "check_file"]
 
 
 class Store:
@@ -107,6 +113,7 @@ class Store:
             conn = sqlfile.connect(path, readonly=False)
             version, _ = sqlfile.read_header(conn, path)
             conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
             conn.execute(f"PRAGMA synchronous = {synchronous}")
             if version < schema.SCHEMA_VERSION:
                 with _transaction(conn):
