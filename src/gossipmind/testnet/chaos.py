@@ -17,6 +17,16 @@ every node's link faults (``Testnet.heal``), and restarts every process that
 ran at its start and is down; signals that arrive meanwhile are delivered once
 that is done. What it could not lift is in ``ChaosResult.unlifted``.
 
+A restart that fails (``Testnet.start`` stops a process that is not ready in
+time, so every attempt starts it afresh: a node whose store takes long to open
+needs a longer wait, not the same one again) leaves the process in the down set:
+it is tried again after a delay that doubles (2 s, 4 s, … at most 30 s), each
+attempt waiting twice as long as the one before (15 s, 30 s, … at most 120 s;
+near the end of the run only what is left of it, but at least 15 s). The lift
+goes on with those attempts for at most ``lift_timeout`` s in all (180 s by
+default). Every failed attempt is in the action log. An attempt blocks the
+schedule while it waits, as the single 15 s one did.
+
 Faults are application-level (partitions: each node refuses the other side's
 peers; lossy/slow links: incoming gossip dropped/delayed in the node). Real link
 faults need ``tc netem``, which this kernel does not offer (see docs/reliability.md).
@@ -41,6 +51,22 @@ from gossipmind.testnet.interrupt import deferred, terminating
 from gossipmind.testnet.launcher import Testnet
 
 MODE = "application-level partitions and lossy/slow links (tc netem is not available here)"
+RESTART_TIMEOUT = 15.0  # s the first attempt to restart a killed process waits for it
+RESTART_TIMEOUT_MAX = 120.0  # each later attempt waits twice as long, up to this
+RETRY_DELAY = 2.0  # s from a failed attempt to the next, doubling each time…
+RETRY_DELAY_MAX = 30.0  # …up to this
+LIFT_TIMEOUT = 180.0  # s the lift spends on restarts at most, every attempt included
+LIFT_ROUNDS = 50  # and at most this many rounds of attempts (a bound in count too)
+
+
+@dataclass
+class Down:
+    """A process the run took down, until it runs again."""
+
+    nodes: list[str]  # its nodes, the one to start first
+    when: float  # run time of its next restart attempt
+    failures: int = 0  # restart attempts that failed
+    error: str = ""  # why the last one failed
 
 
 @dataclass
@@ -96,9 +122,14 @@ class Chaos:
         writers: int = 3,
         write_interval: float = 0.05,
         on_action: Callable[[float, str], None] | None = None,
+        restart_timeout: float = RESTART_TIMEOUT,
+        lift_timeout: float = LIFT_TIMEOUT,
     ) -> None:
         self.tn = tn
         self.duration = duration
+        self.restart_timeout = restart_timeout  # the first attempt's; later ones wait longer
+        self.lift_timeout = lift_timeout
+        self.down: dict[str, Down] = {}  # process -> when and how it is to be restarted
         self.rng = random.Random(seed)
         self.result = ChaosResult(seed, duration)
         self.writers = writers
@@ -162,15 +193,13 @@ class Chaos:
     # -- the schedule -------------------------------------------------------------------
 
     def _schedule(self) -> None:
-        down: dict[str, tuple[float, list[str]]] = {}  # process -> (when to restart, nodes)
         faulty: dict[str, float] = {}  # node -> when to clear link faults
         healed_at: float | None = None
         while self.now() < self.duration:
             now = self.now()
-            for proc, (when, nodes) in list(down.items()):
-                if now >= when:
-                    del down[proc]
-                    self._restart(nodes[0])
+            for proc, d in list(self.down.items()):
+                if now >= d.when:
+                    self._restart(proc, d)
             for name, when in list(faulty.items()):
                 if now >= when:
                     self.tn.link_faults([name])
@@ -181,11 +210,11 @@ class Chaos:
                 healed_at = None
                 self.act("heal")
             roll = self.rng.random()
-            downed = [n for _, nodes in down.values() for n in nodes]
+            downed = [n for d in self.down.values() for n in d.nodes]
             alive = self._alive()
             if roll < 0.35 and len(downed) < len(self.names) // 3 and len(alive) > 2:
                 victim = self.rng.choice(alive)
-                self._kill(victim, down, now + self.rng.uniform(3, 8))
+                self._kill(victim, now + self.rng.uniform(3, 8))
             elif roll < 0.6 and healed_at is None:
                 shuffled = list(self.names)
                 self.rng.shuffle(shuffled)
@@ -211,52 +240,138 @@ class Chaos:
         st = self.tn.state()
         return [n for n in self.names if self.tn.alive(st.proc_of(st.node(n)))]
 
-    def _kill(self, victim: str, down: dict[str, tuple[float, list[str]]], when: float) -> None:
+    def _kill(self, victim: str, when: float) -> None:
         try:
             info = self.tn.kill(victim)
         except GossipmindError as exc:  # it died meanwhile, or survived SIGKILL: skip
             self.act(f"SIGKILL {victim} skipped: {exc}")
             return
         siblings = list(info["siblings"])
-        down[str(info["process"])] = (when, [victim, *siblings])
+        self.down[str(info["process"])] = Down([victim, *siblings], when)
         self.result.kills += 1
         also = f" (its process also hosts {', '.join(siblings)}: down too)" if siblings else ""
         self.act(f"SIGKILL {victim}{also}")
 
-    def _restart(self, name: str) -> None:
+    def attempt_timeout(self, attempt: int) -> float:
+        """How long restart attempt ``attempt`` (1, 2, …) waits for the node: the first
+        ``restart_timeout``, each later one twice as long, at most RESTART_TIMEOUT_MAX."""
+        longest = max(RESTART_TIMEOUT_MAX, self.restart_timeout)
+        return min(self.restart_timeout * 2.0 ** min(attempt - 1, 16), longest)
+
+    @staticmethod
+    def retry_delay(failures: int) -> float:
+        """The wait before the next attempt after ``failures`` failed ones."""
+        return min(RETRY_DELAY * 2.0 ** min(failures - 1, 16), RETRY_DELAY_MAX)
+
+    def _attempt(self, proc: str, d: Down, limit: float) -> dict[str, Any] | None:
+        """One attempt to start the process ``proc`` again, waiting at most ``limit`` s;
+        its ``Testnet.start`` result, or None after recording the failure in ``d``
+        (then ``d.when`` is the time of the next attempt)."""
+        attempt = d.failures + 1
+        timeout = min(self.attempt_timeout(attempt), limit)
         try:
-            info = self.tn.start(name, timeout=15)
-        except GossipmindError as exc:  # not ready in time, or started meanwhile
-            self.act(f"restart {name} failed: {exc}")
+            info = self.tn.start(d.nodes[0], timeout=timeout)
+        except GossipmindError as exc:  # not ready in time (it was stopped), exited, …
+            if self._runs(proc):  # …or started meanwhile (by hand): it is up all the same
+                del self.down[proc]
+                note = f" (it was running already: {exc})"
+                return {
+                    "siblings": d.nodes[1:],
+                    "unconnected": [],
+                    "attempt": attempt,
+                    "note": note,
+                }
+            d.failures, d.error = attempt, str(exc)
+            delay = self.retry_delay(attempt)
+            d.when = self.now() + delay
+            self.act(
+                f"restart {d.nodes[0]} failed (attempt {attempt}, waited ≤ {timeout:.0f}s): "
+                f"{exc}; retry in {delay:.0f}s"
+            )
+            return None
+        del self.down[proc]
+        return {**info, "attempt": attempt, "note": ""}
+
+    def _runs(self, proc: str) -> bool:
+        try:
+            return self.tn.alive(self.tn.state().procs.get(proc))
+        except GossipmindError:
+            return False
+
+    def _restart(self, proc: str, d: Down) -> None:
+        """Restart a process the schedule killed; on failure it stays down, to be
+        tried again (a longer wait, after a delay). An attempt does not wait past
+        the end of the run by more than its first one would: the lift goes on."""
+        limit = max(self.restart_timeout, self.duration - self.now())
+        info = self._attempt(proc, d, limit)
+        if info is None:
             return
+        name = d.nodes[0]
         also = f" (with {', '.join(info['siblings'])})" if info["siblings"] else ""
+        nth = f" on attempt {info['attempt']}" if info["attempt"] > 1 else ""
         if info["unconnected"]:  # partitioned from every peer: it joins at heal
-            self.act(f"restart {name}{also} (no reachable peer yet)")
+            self.act(f"restart {name}{also}{nth} (no reachable peer yet)")
         else:
-            self.act(f"restart {name}{also}")
+            self.act(f"restart {name}{also}{nth}{info['note']}")
 
     def _lift(self) -> None:
         """Undo every fault the run may have applied, whatever ended it: heal (which
         clears every node's link faults too), then restart every process that ran at
-        the start and is down. A step that fails is recorded and the next one runs."""
+        the start and is down. A step that fails is recorded and the next one runs;
+        a restart that fails is tried again (as in the schedule) for at most
+        ``lift_timeout`` s in all, and what is still down is in ``unlifted``."""
         try:
             self.tn.heal()
         except Exception as exc:  # noqa: BLE001 - recorded; the restarts must still run
             self.result.unlifted.append(f"partition and link faults: {exc}")
+        try:
+            self._lift_restarts()
+        finally:
+            for d in self.down.values():
+                why = d.error or "no attempt in time"
+                tries = f"{d.failures} attempt{'s' if d.failures != 1 else ''}"
+                self.result.unlifted.append(f"{', '.join(d.nodes)} still down ({tries}): {why}")
+            if self.result.unlifted:
+                self.act("NOT every fault lifted: " + "; ".join(self.result.unlifted))
+            else:
+                self.act("all faults lifted")
+
+    def _lift_restarts(self) -> None:
+        """Restart what is down among the processes that ran at the start, in rounds,
+        until they all run, LIFT_ROUNDS rounds or ``lift_timeout`` s are over. The
+        first round tries every one at once; later ones those whose retry is due."""
+        deadline = time.monotonic() + self.lift_timeout
         st = self.tn.state()
         for key in self.procs:
             proc = st.procs.get(key)
-            if proc is None or self.tn.alive(proc):
-                continue
-            try:
-                self.tn.start(proc.nodes[0], timeout=15)
-                self.act(f"restart {', '.join(proc.nodes)}")
-            except Exception as exc:  # noqa: BLE001 - recorded; the other processes next
-                self.result.unlifted.append(f"{', '.join(proc.nodes)} still down: {exc}")
-        if self.result.unlifted:
-            self.act("NOT every fault lifted: " + "; ".join(self.result.unlifted))
-        else:
-            self.act("all faults lifted")
+            if proc is not None and key not in self.down and not self.tn.alive(proc):
+                self.down[key] = Down(list(proc.nodes), 0.0)  # went down another way
+            elif key in self.down and self._runs(key):
+                del self.down[key]  # started by hand meanwhile
+        for rnd in range(LIFT_ROUNDS):
+            for key, d in list(self.down.items()):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                if rnd > 0 and d.when > self.now():
+                    continue
+                try:
+                    info = self._attempt(key, d, left)
+                except Exception as exc:  # noqa: BLE001 - recorded; the other processes next
+                    d.failures, d.error = d.failures + 1, f"{type(exc).__name__}: {exc}"
+                    d.when = self.now() + self.retry_delay(d.failures)
+                    self.act(f"restart {', '.join(d.nodes)} failed: {d.error}")
+                    continue
+                if info is not None:
+                    nth = f" on attempt {info['attempt']}" if info["attempt"] > 1 else ""
+                    self.act(f"restart {', '.join(d.nodes)}{nth}{info['note']}")
+            if not self.down:
+                return
+            wait = min(d.when for d in self.down.values()) - self.now()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(max(0.0, min(wait, left)))
 
     def run(self, *, converge_timeout: float = 90.0) -> ChaosResult:
         """The schedule, then the check. Every fault is lifted on any exit (SIGTERM and
