@@ -1,8 +1,10 @@
-"""The store's -wal shrinks back to WAL_SIZE_LIMIT while the node runs.
+"""The store's -wal shrinks back to WAL_SIZE_LIMIT while the node runs, and its
+checkpoints run on a thread of their own (store.checkpoint).
 
 Before: no ``journal_size_limit``, so after a large catch-up the ``-wal`` kept its
 high-water mark (33 MiB measured in a soak) until the store was closed; a
 checkpoint makes SQLite write the log from its start again, never shorten it.
+And SQLite's autocheckpoint ran inside a commit, on the node's event loop.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from gossipmind.core.snapshot import snapshot
+from gossipmind.store import checkpoint
 from gossipmind.store.sqlite import WAL_SIZE_LIMIT, Store
 from gossipmind.testing import KB, sample_report
 
@@ -61,6 +64,7 @@ def test_the_writer_connection_sets_the_limit_and_keeps_its_durability(tmp_path:
     with Store.create(path, kb.genesis) as store:
         pragma = store.conn.execute
         assert pragma("PRAGMA journal_size_limit").fetchone()[0] == WAL_SIZE_LIMIT
+        assert pragma("PRAGMA wal_autocheckpoint").fetchone()[0] == 0  # the thread's job
         assert pragma("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert pragma("PRAGMA synchronous").fetchone()[0] == 2  # FULL, the default
     with Store.open(path, synchronous="NORMAL") as store:
@@ -71,15 +75,24 @@ def test_the_writer_connection_sets_the_limit_and_keeps_its_durability(tmp_path:
 def test_the_wal_of_one_large_catch_up_batch_shrinks_at_the_next_write(
     tmp_path: Path, history: KB
 ) -> None:
-    """One batch (one transaction) of 20 000 ops grows the -wal to ~20 MiB; SQLite's
-    autocheckpoint copies it back after the commit, and the next write, which
-    starts the log again, truncates it to the limit while the store stays open."""
+    """One batch (one transaction) of 20 000 ops grows the -wal to ~20 MiB; the
+    store's checkpoint thread copies it back (the writer's commit does not: no
+    checkpoint statement ran on the writer's connection), and the next write,
+    which starts the log again, truncates it to the limit while the store stays
+    open."""
     path = tmp_path / "kb.sqlite3"
     store = Store.create(path, history.genesis)
+    on_writer: list[str] = []
+    store.conn.set_trace_callback(on_writer.append)
     try:
         store.ingest(history.ops[1:])
         high = wal_size(path)
         assert high > 2 * WAL_SIZE_LIMIT, f"the test must grow the -wal past the limit: {high}"
+        assert high < checkpoint.WAL_HARD_LIMIT  # so the thread's, not the writer's, job
+        assert store.checkpoints.wait_idle(60)
+        assert store.checkpoints.stats.background >= 1, store.checkpoints.stats
+        assert store.checkpoints.stats.inline == 0 and store.checkpoints.stats.failed == 0
+        assert not [s for s in on_writer if "checkpoint" in s.lower()], on_writer
         writes = small_writes_until_within_limit(store, history, path)
         assert wal_size(path) <= WAL_SIZE_LIMIT, (high, wal_size(path), writes)
         assert writes == 1, writes

@@ -26,17 +26,12 @@ from gossipmind.core.identity import Identity
 from gossipmind.core.ops import Op
 from gossipmind.core.replica import FOLD_VERSION, IngestResult, Replica
 from gossipmind.store import schema, sqlfile
+from gossipmind.store.checkpoint import WAL_SIZE_LIMIT, Checkpointer
 from gossipmind.store.sqlfile import StoreLocked, check_file
 from gossipmind.store.verifier import Verification
 
 MAX_REJECTED_ROWS = 100_000
 CREATE_WAIT_S = 0.0  # a creator never waits: whoever holds the lock is creating or writing
-# What the -wal keeps once a checkpoint has copied it all back: a write that starts
-# the log again truncates it to this size. Above the steady-state size (the
-# autocheckpoint at 1 000 pages of 4 KiB, plus the batch that crossed it: 4-6 MiB),
-# so steady writes never truncate and regrow it; below what a large catch-up leaves
-# (33 MiB), which no longer stays until a clean stop.
-WAL_SIZE_LIMIT = 8 * 1024 * 1024
 
 __all__ = ["MAX_REJECTED_ROWS", "WAL_SIZE_LIMIT", "Store", "StoreLocked", "check_file"]
 
@@ -53,6 +48,7 @@ class Store:
         self._lock_fd = lock_fd
         self._broken: str | None = None
         self._pending_rows: set[bytes] = set()  # ids in the pending table
+        self.checkpoints = Checkpointer(path)  # off the writer's commits (store.checkpoint)
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -113,7 +109,7 @@ class Store:
             conn = sqlfile.connect(path, readonly=False)
             version, _ = sqlfile.read_header(conn, path)
             conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
+            Checkpointer.configure(conn)
             conn.execute(f"PRAGMA synchronous = {synchronous}")
             if version < schema.SCHEMA_VERSION:
                 with _transaction(conn):
@@ -137,6 +133,7 @@ class Store:
         return store
 
     def close(self) -> None:
+        self.checkpoints.close()  # first: the writer must be the last connection
         self.conn.close()
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
@@ -187,7 +184,7 @@ class Store:
         if row is not None and row[0] == self._fold_stamp():  # a damaged (non-bytes) stamp
             return  # is a mismatch: the rows are written again
         self.replica.fold.all_dirty = True
-        with _transaction(self.conn):
+        with self._tx():
             self._write_state(True)  # stamps the rows
 
     def _blob(self, value: object, what: str) -> bytes:
@@ -208,7 +205,7 @@ class Store:
         g = self.replica.genesis
         if self.conn.execute("SELECT 1 FROM ops WHERE id = ?", (g.id,)).fetchone():
             return
-        with _transaction(self.conn):
+        with self._tx():
             self.conn.execute("UPDATE ops SET ord = -ord")  # two steps: ord is unique
             self.conn.execute("UPDATE ops SET ord = 1 - ord")
             self.conn.execute(
@@ -357,13 +354,20 @@ class Store:
 
     def _persist(self, result: IngestResult, *, full: bool = False) -> None:
         try:
-            with _transaction(self.conn):
+            with self._tx():
                 self._write(result, full)
         except sqlite3.Error as exc:
             self._broken = str(exc)
             raise StoreError(f"write to {self.path} failed: {exc}") from exc
         except Exception as exc:  # noqa: BLE001 - a value SQLite cannot hold, or a bug: the replica
             self._fail_group(exc)  # applied ops the file does not have
+
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        """A write transaction; after its commit, the checkpoints' turn."""
+        with _transaction(self.conn):
+            yield
+        self.checkpoints.committed(self.conn)
 
     def _write(self, result: IngestResult, full: bool) -> None:
         c = self.conn

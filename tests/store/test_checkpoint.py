@@ -1,0 +1,127 @@
+"""Checkpoints on a thread of the store's own (store.checkpoint), on real SQLite files.
+
+SQLite's autocheckpoint ran inside the commit that crossed 1 000 pages of log: on
+a node, on the event loop (the slowest samples of ``bench convergence``: ~13 ms
+of CPU and ~25 ms blocked in one ingest). The writer no longer checkpoints,
+except past the hard limit; nothing about what is stored changes.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from gossipmind.core.errors import StoreError
+from gossipmind.core.snapshot import snapshot
+from gossipmind.store import checkpoint
+from gossipmind.store.sqlite import Store
+from gossipmind.testing import KB
+
+OPS = 3000
+
+
+@pytest.fixture(scope="module")
+def history() -> KB:
+    kb = KB(seed=5)
+    for i in range(OPS):
+        kb.report("admin", service=f"svc{i % 30}", operation=f"op{i}", count=1 + i % 4)
+    return kb
+
+
+def wal(path: Path) -> Path:
+    return path.with_name(path.name + "-wal")
+
+
+def ingest_in_batches(store: Store, kb: KB, size: int = 100) -> None:
+    ops = kb.ops[1:]
+    for start in range(0, len(ops), size):
+        store.ingest(ops[start : start + size])
+
+
+def same_after_reopen(path: Path, store: Store) -> None:
+    root, snap, count = store.replica.root(), snapshot(store.replica), len(store.replica.meta)
+    store.close()
+    assert not wal(path).exists()  # a clean stop leaves no -wal: the writer closed last
+    with Store.open(path) as again:
+        assert (again.replica.root(), snapshot(again.replica)) == (root, snap)
+        assert len(again.replica.meta) == count == OPS + 1
+
+
+def test_a_writer_that_stays_small_never_starts_the_thread(tmp_path: Path, history: KB) -> None:
+    path = tmp_path / "kb.sqlite3"
+    with Store.create(path, history.genesis) as store:
+        store.ingest(history.ops[1:50])
+        assert store.checkpoints._thread is None
+        assert store.checkpoints.stats == checkpoint.CheckpointStats()
+
+
+def test_checkpoints_run_beside_a_writer_that_keeps_committing(
+    tmp_path: Path, history: KB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A log limit of 64 KiB: the thread is woken after nearly every batch while the
+    writer commits the next ones. Every op is there after a reopen, with the same
+    state, and the -wal never grew past what one batch adds to the limit."""
+    monkeypatch.setattr(checkpoint, "WAL_SIZE_LIMIT", 64 * 1024)
+    monkeypatch.setattr(checkpoint, "WAL_HARD_LIMIT", 64 * 1024 * 1024)
+    path = tmp_path / "kb.sqlite3"
+    store = Store.create(path, history.genesis)
+    largest = 0
+    ops = history.ops[1:]
+    for start in range(0, len(ops), 100):
+        store.ingest(ops[start : start + 100])
+        largest = max(largest, wal(path).stat().st_size)
+    assert store.checkpoints.wait_idle(60)
+    stats = store.checkpoints.stats
+    assert stats.background >= 5 and stats.inline == 0 and stats.failed == 0, stats
+    assert path.stat().st_size > 1024 * 1024  # the pages were copied into the store
+    assert largest < 16 * 1024 * 1024, largest  # 3 000 ops, one log: ~3 MiB; it restarted
+    same_after_reopen(path, store)
+    assert store.checkpoints._thread is not None and not store.checkpoints._thread.is_alive()
+
+
+def test_past_the_hard_limit_the_writer_checkpoints_in_its_commit(
+    tmp_path: Path, history: KB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thread that never gets to run (it is never woken here): the writer runs the
+    checkpoint itself once the log passes the hard limit, so the log stays bounded."""
+    monkeypatch.setattr(checkpoint, "WAL_HARD_LIMIT", 256 * 1024)
+    monkeypatch.setattr(checkpoint.Checkpointer, "_want", lambda self: None)
+    path = tmp_path / "kb.sqlite3"
+    store = Store.create(path, history.genesis)
+    on_writer: list[str] = []
+    store.conn.set_trace_callback(on_writer.append)
+    ingest_in_batches(store, history)
+    stats = store.checkpoints.stats
+    assert stats.inline >= 1 and stats.background == 0 and stats.failed == 0, stats
+    assert [s for s in on_writer if "wal_checkpoint" in s.lower()]
+    assert store.checkpoints._thread is None
+    same_after_reopen(path, store)
+
+
+def test_a_checkpoint_that_fails_is_counted_logged_and_loses_nothing(
+    tmp_path: Path, history: KB, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The thread cannot open its connection (as on a store whose directory went
+    read-only): each attempt is counted and logged, the thread keeps serving, the
+    writer keeps committing, and every op is in the store."""
+    monkeypatch.setattr(checkpoint, "WAL_SIZE_LIMIT", 64 * 1024)
+
+    def refuse(path: Path, *, readonly: bool) -> None:
+        raise StoreError(f"cannot open {path}: attempt to write a readonly database")
+
+    caplog.set_level(logging.WARNING, logger="gossipmind.store.checkpoint")
+    path = tmp_path / "kb.sqlite3"
+    store = Store.create(path, history.genesis)
+    monkeypatch.setattr(checkpoint.sqlfile, "connect", refuse)  # the store's is open
+    ingest_in_batches(store, history)
+    assert store.checkpoints.wait_idle(60)
+    stats = store.checkpoints.stats
+    assert stats.failed >= 2 and stats.background == 0, stats  # tried again, not given up
+    assert "readonly database" in stats.last_error
+    assert store.checkpoints._thread is not None and store.checkpoints._thread.is_alive()
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings and "checkpoint of" in warnings[0] and "in the background failed" in warnings[0]
+    monkeypatch.undo()  # reopening needs the real connect
+    same_after_reopen(path, store)
