@@ -314,6 +314,7 @@ class Node:
             "counters": asdict(self.counters),
             "sync": asdict(self.sync),
             "writes": asdict(self.writes.stats),
+            "checkpoints": asdict(self.store.checkpoints.stats),
             "gossip_rejected": dict(self.validator.stats.rejected),
             "gossip_accepted": self.validator.stats.accepted,
         }
