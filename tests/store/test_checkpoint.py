@@ -9,6 +9,7 @@ except past the hard limit; nothing about what is stored changes.
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,23 @@ def test_a_checkpoint_that_fails_is_counted_logged_and_loses_nothing(
     assert warnings and "checkpoint of" in warnings[0] and "in the background failed" in warnings[0]
     monkeypatch.undo()  # reopening needs the real connect
     same_after_reopen(path, store)
+
+
+def test_an_open_that_fails_after_the_thread_started_stops_it(
+    tmp_path: Path, history: KB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit during the open (rows rewritten for a new fold version) can start
+    the thread; an open that then fails must not leave it, and its connection,
+    behind."""
+    path = tmp_path / "kb.sqlite3"
+    Store.create(path, history.genesis).close()
+
+    def fail(store: Store) -> None:
+        store.checkpoints._want()  # as a large commit of the open would
+        raise StoreError("the open fails here")
+
+    monkeypatch.setattr(Store, "_restore_genesis", fail)
+    with pytest.raises(StoreError, match="the open fails here"):
+        Store.open(path)
+    alive = [t.name for t in threading.enumerate() if t.name.startswith("gossipmind-checkpoint")]
+    assert alive == []

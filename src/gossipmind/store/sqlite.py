@@ -105,6 +105,7 @@ class Store:
     def _open(cls, path: Path, lock_fd: int, synchronous: str) -> Store:
         """Open ``path`` read-write; ``lock_fd`` (its lock, or -1) is closed on failure."""
         conn: sqlite3.Connection | None = None
+        store: Store | None = None
         try:
             conn = sqlfile.connect(path, readonly=False)
             version, _ = sqlfile.read_header(conn, path)
@@ -119,6 +120,8 @@ class Store:
             store._replay()
             store._restore_genesis()
         except BaseException as exc:
+            if store is not None:  # its thread, if a commit of the replay started it
+                store.checkpoints.close()
             if conn is not None:
                 conn.close()
             if lock_fd >= 0:
