@@ -157,7 +157,7 @@ async def test_a_peer_back_at_another_address_is_dialled_there() -> None:
                 old = b.addrs()[0]
                 await a.connect(old)
             await wait_for(lambda: not a.peers())
-            async with hosts(["m2"]) as (b,):
+            async with hosts(["m2"], listen=f"/ip4/127.0.0.1/tcp/{free_port_but(old)}") as (b,):
                 new = b.addrs()[0]
                 assert new != old and b.peer_id == peer_of(old)
                 with pytest.raises(NetworkError):
@@ -168,6 +168,18 @@ async def test_a_peer_back_at_another_address_is_dialled_there() -> None:
 
 def peer_of(addr: str) -> str:
     return addr.rsplit("/p2p/", 1)[1]
+
+
+def free_port_but(addr: str) -> int:
+    """A free TCP port on 127.0.0.1 other than the one of ``addr``."""
+    taken = int(addr.split("/")[4])
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port != taken:
+            return port
+    raise AssertionError("no free port")
 
 
 async def test_connections_are_announced_and_addresses_learned() -> None:
