@@ -91,19 +91,22 @@ class Peering:
             return False  # full here: nothing to say about the address
         try:
             targets = await resolve.resolve(addr, self.resolver)
-        except NetworkError as exc:
+        except Exception as exc:  # noqa: BLE001 - NetworkError, or a resolver's surprise
             log.info("bootstrap address %s: %s", addr, exc)
             node.addrbook.failed(addr, trio.current_time())
             return False
-        for target in targets:
-            try:
-                with trio.fail_after(DIAL_TIMEOUT):
-                    await node.transport.connect(target)
-            except (NetworkError, trio.TooSlowError) as exc:
-                log.debug("dial %s failed: %s", target, exc)
-                continue
-            node.addrbook.succeeded(addr)
-            return True
+        # the addresses of one name share one dial's budget, twice an address's: a
+        # name whose addresses do not answer holds up the other candidates no longer
+        with trio.move_on_after(DIAL_TIMEOUT * (2 if len(targets) > 1 else 1)):
+            for target in targets:
+                try:
+                    with trio.fail_after(DIAL_TIMEOUT):
+                        await node.transport.connect(target)
+                except (NetworkError, trio.TooSlowError) as exc:
+                    log.debug("dial %s failed: %s", target, exc)
+                    continue
+                node.addrbook.succeeded(addr)
+                return True
         node.addrbook.failed(addr, trio.current_time())
         return False
 

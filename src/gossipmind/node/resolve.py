@@ -5,9 +5,11 @@ An operator's bootstrap address may name its host by DNS:
 only) or ``/dns/…`` (either). The name is resolved at **every dial**, not once at
 start, so a bootstrap node that moves to another IP is found again without a
 restart. At most :data:`MAX_RESOLVED` of the addresses a name resolves to are
-tried, in the resolver's order; the peer id in the address still authenticates
-whoever answers, so a lying resolver can make a dial fail, never reach another
-peer.
+tried, in the resolver's order (for ``/dns``, IPv6 and IPv4 in turn), within
+one dial's budget (``node.peering``); the peer id in the address still
+authenticates whoever answers, so a lying resolver can make a dial fail, never
+reach another peer. An address must be written in its normal form (no trailing
+``/``), and a name must not be written like an IP address (``127.1``).
 
 Only bootstrap addresses take names. Addresses learned by peer exchange stay
 ``/ip4|ip6`` (:func:`gossipmind.node.addrbook.dialable`): a peer must not make a
@@ -19,6 +21,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable
+from itertools import zip_longest
 from typing import Any
 
 import trio
@@ -44,13 +47,11 @@ def bootstrap_problem(addr: str) -> str | None:
     except (ValueError, MultiaddrError) as exc:
         return str(exc)  # names the address
     names = [p.name for p in maddr.protocols()]
-    if len(names) != 3 or names[1:] != ["tcp", "p2p"]:
+    if len(names) != 3 or names[1:] != ["tcp", "p2p"] or names[0] not in ("ip4", "ip6", *_FAMILIES):
         return f"{addr!r} must have the form {_FORM}"
-    if names[0] in ("ip4", "ip6"):
-        return None
-    if names[0] not in _FAMILIES:
-        return f"{addr!r} must have the form {_FORM}"
-    if (why := _name_problem(addr.split("/")[2])) is not None:
+    if str(maddr) != addr:  # a trailing or doubled "/", a port with leading zeros…
+        return f"{addr!r}: write it as {str(maddr)!r}"
+    if names[0] in _FAMILIES and (why := _name_problem(maddr.value_for_protocol(names[0]))):
         return f"{addr!r}: {why}"
     return None
 
@@ -71,8 +72,13 @@ def _name_problem(name: str) -> str | None:
     try:  # an IP written where a name goes: say which protocol to use
         ip = ipaddress.ip_address(bare)
     except ValueError:
-        return None
-    return f"{name!r} is an IP address: write /ip{ip.version}/{bare}/…"
+        pass
+    else:
+        return f"{name!r} is an IP address: write /ip{ip.version}/{bare}/…"
+    if all(label.isdigit() for label in bare.split(".")) or bare.lower().startswith("0x"):
+        # (127.1, 0x7f.1: the resolver reads them as IPv4 addresses)
+        return f"{name!r} is written like an IP address: use /ip4/ or /ip6/ with the address"
+    return None
 
 
 def is_dns(addr: str) -> bool:
@@ -81,14 +87,19 @@ def is_dns(addr: str) -> bool:
 
 async def resolve(addr: str, resolver: Resolver | None = None) -> list[str]:
     """The ``/ip4|ip6`` addresses a ``/dns*`` bootstrap address names now (at most
-    :data:`MAX_RESOLVED`, without duplicates); any other address, itself.
+    :data:`MAX_RESOLVED`, without duplicates, IPv6 and IPv4 taken in turn for
+    ``/dns``); any other address, itself. ``addr`` passed :func:`bootstrap_problem`.
 
     :class:`NetworkError` if the name does not resolve (within
     :data:`RESOLVE_TIMEOUT`) or resolves to no address of the family it asks for.
     """
     if not is_dns(addr):
         return [addr]
-    _, proto, name, _tcp, port, _p2p, peer = addr.split("/")
+    from multiaddr import Multiaddr
+
+    maddr = Multiaddr(addr)
+    proto = maddr.protocols()[0].name
+    name, port, peer = (maddr.value_for_protocol(p) for p in (proto, "tcp", "p2p"))
     lookup = resolver or trio.socket.getaddrinfo
     try:
         with trio.fail_after(RESOLVE_TIMEOUT):
@@ -97,20 +108,20 @@ async def resolve(addr: str, resolver: Resolver | None = None) -> list[str]:
         raise NetworkError(f"resolving {name!r} timed out ({RESOLVE_TIMEOUT:g} s)") from exc
     except OSError as exc:  # socket.gaierror: unknown name, no DNS server…
         raise NetworkError(f"cannot resolve {name!r}: {exc}") from exc
-    out: list[str] = []
+    found: dict[str, list[str]] = {"ip6": [], "ip4": []}
     for family, *_rest, sockaddr in infos:
         if family not in (socket.AF_INET, socket.AF_INET6):
             continue
         kind = "ip4" if family == socket.AF_INET else "ip6"
         host = str(sockaddr[0]).split("%", 1)[0]  # no IPv6 zone: a multiaddr has none
         resolved = f"/{kind}/{host}/tcp/{port}/p2p/{peer}"
-        if resolved not in out:
-            out.append(resolved)
-        if len(out) == MAX_RESOLVED:
-            break
+        if resolved not in found[kind]:
+            found[kind].append(resolved)
+    # in turn, so that a host without IPv6 routes still tries IPv4 (and the reverse)
+    out = [a for pair in zip_longest(found["ip6"], found["ip4"]) for a in pair if a]
     if not out:
         raise NetworkError(f"{name!r} resolves to no {_FAMILY_NAMES[proto]} address")
-    return out
+    return out[:MAX_RESOLVED]
 
 
 _FAMILY_NAMES = {"dns4": "IPv4", "dns6": "IPv6", "dns": "IP"}
