@@ -20,8 +20,9 @@ async def test_a_writing_node_checkpoints_in_the_background_and_reports_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With a log limit of 64 KiB, 150 local writes pass it several times: the
-    status counts background checkpoints, none in a commit, none failed; the
-    event loop's thread never ran one."""
+    status counts background checkpoints and no failed one, and no checkpoint
+    statement ran on the writer's connection (SQLite's own autocheckpoint is off:
+    tests/store/test_wal_limit.py)."""
     monkeypatch.setattr(checkpoint, "WAL_SIZE_LIMIT", 64 * 1024)
     (spec,) = prepare(tmp_path, 1, 0)
     cfg = NodeConfig(data_dir=spec.dir, synchronous="NORMAL", learn=False)
@@ -35,6 +36,6 @@ async def test_a_writing_node_checkpoints_in_the_background_and_reports_it(
                 await trio.sleep(0.01)
         shown = node.status()["checkpoints"]
         assert shown["background"] >= 2, shown
-        assert shown["inline"] == 0 and shown["failed"] == 0 and shown["last_error"] == ""
+        assert shown["failed"] == 0 and shown["last_error"] == ""
         assert not [s for s in on_loop if "checkpoint" in s.lower()]
     assert not (spec.dir / "kb.sqlite3-wal").exists()  # a clean stop

@@ -15,9 +15,11 @@ the GIL released.
   ``stat``). Past :data:`WAL_SIZE_LIMIT` (the size a completed checkpoint lets
   the next write truncate the file to, ``journal_size_limit``) it wakes the
   thread; the log restarts and shrinks once a checkpoint has copied all of it.
-* **A bound**: were the thread never to catch up (writes that never pause, a
-  reader holding an old snapshot), past :data:`WAL_HARD_LIMIT` the writer runs
-  the checkpoint itself, in the commit, as SQLite's default would.
+* **A bound**: were the thread never to catch up (writes that never pause),
+  past :data:`WAL_HARD_LIMIT` the writer runs the checkpoint itself, in the
+  commit, as SQLite's default would. No checkpoint can copy frames a reader's
+  snapshot still needs: while a reader holds an old snapshot the log grows,
+  with this as with SQLite's default (checkpoints then count as ``incomplete``).
 * **Durability** does not change: a commit is durable in the log (synchronous
   FULL fsyncs it); a checkpoint only copies committed pages.
 * :meth:`Checkpointer.close` waits for a checkpoint under way and closes the
@@ -53,6 +55,9 @@ class CheckpointStats:
 
     background: int = 0  # checkpoints the thread ran
     inline: int = 0  # checkpoints the writer ran in a commit (the log past the hard limit)
+    # of those, ones that left frames in the log: written meanwhile (the thread's run
+    # beside the writer), still needed by a reader's snapshot, or busy
+    incomplete: int = 0
     failed: int = 0
     last_error: str = ""
 
@@ -71,6 +76,7 @@ class Checkpointer:
         self._busy = False  # a checkpoint runs
         self._closing = False
         self._thread: threading.Thread | None = None
+        self._stats_lock = threading.Lock()  # the writer and the thread both count
 
     @staticmethod
     def configure(writer: sqlite3.Connection) -> None:
@@ -87,7 +93,6 @@ class Checkpointer:
         except OSError:
             return  # no log (or it cannot be read): nothing to copy that we can see
         if size > WAL_HARD_LIMIT:
-            self.stats.inline += 1
             self._checkpoint(writer, "in a commit")
         elif size > WAL_SIZE_LIMIT:
             self._want()
@@ -96,12 +101,17 @@ class Checkpointer:
         with self._cond:
             if self._closing:
                 return
-            self._wanted = True
             if self._thread is None:
-                self._thread = threading.Thread(
+                thread = threading.Thread(
                     target=self._run, name=f"gossipmind-checkpoint {self._path.name}", daemon=True
                 )
-                self._thread.start()
+                try:
+                    thread.start()
+                except RuntimeError as exc:  # "can't start new thread": the hard limit
+                    self._failed("starting its thread", exc)  # still bounds the log
+                    return
+                self._thread = thread
+            self._wanted = True
             self._cond.notify_all()
 
     def wait_idle(self, timeout: float) -> bool:
@@ -130,8 +140,8 @@ class Checkpointer:
                 try:
                     if conn is None:
                         conn = sqlfile.connect(self._path, readonly=False)
-                    if self._checkpoint(conn, "in the background"):
-                        self.stats.background += 1
+                        conn.execute("PRAGMA synchronous = FULL")  # fsync what it copies
+                    self._checkpoint(conn, "in the background")
                 except Exception as exc:  # noqa: BLE001 - e.g. the connection: the next try
                     self._failed("in the background", exc)
                 finally:
@@ -142,15 +152,24 @@ class Checkpointer:
             if conn is not None:
                 conn.close()
 
-    def _checkpoint(self, conn: sqlite3.Connection, where: str) -> bool:
+    def _checkpoint(self, conn: sqlite3.Connection, where: str) -> None:
         try:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as exc:
             self._failed(where, exc)
-            return False
-        return True
+            return
+        # (busy, frames in the log, frames copied): all copied, or some left
+        complete = row is not None and row[0] == 0 and row[1] == row[2]
+        with self._stats_lock:
+            if where == "in a commit":
+                self.stats.inline += 1
+            else:
+                self.stats.background += 1
+            if not complete:
+                self.stats.incomplete += 1
 
     def _failed(self, where: str, exc: BaseException) -> None:
-        self.stats.failed += 1
-        self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        with self._stats_lock:
+            self.stats.failed += 1
+            self.stats.last_error = f"{type(exc).__name__}: {exc}"
         log.warning("checkpoint of %s %s failed: %s", self._path, where, self.stats.last_error)

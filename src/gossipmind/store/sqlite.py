@@ -136,11 +136,15 @@ class Store:
         return store
 
     def close(self) -> None:
-        self.checkpoints.close()  # first: the writer must be the last connection
-        self.conn.close()
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
+        try:
+            self.checkpoints.close()  # first: the writer must be the last connection
+        finally:
+            try:
+                self.conn.close()
+            finally:
+                if self._lock_fd >= 0:
+                    os.close(self._lock_fd)
+                    self._lock_fd = -1
 
     def __enter__(self) -> Store:
         return self
