@@ -14,13 +14,15 @@ from __future__ import annotations
 import os
 from contextlib import AsyncExitStack
 
+import pytest
 import trio
 from libp2p.pubsub.pb import rpc_pb2
 
+from gossipmind.net import pubsub
 from gossipmind.net.host import Libp2pTransport, open_libp2p_transport
 from gossipmind.net.interface import TransportConfig
 from gossipmind.net.mesh import mesh_peers
-from gossipmind.net.pubsub import EQUIVOCATION_KEYS
+from gossipmind.net.pubsub import EQUIVOCATION_KEYS, EQUIVOCATION_TTL, SEEN_TTL
 
 TOPIC = "gossipmind/pubsub-history-test/ops/1"
 MESSAGES = 60
@@ -66,7 +68,7 @@ async def test_router_keeps_no_history_of_the_messages_it_handles() -> None:
             routers = [t._pubsub.router for t in (a, b, c)]
             assert [len(r.equivocation_detection) for r in routers] == [0, 0, 0]
             assert len(routers[1]._seen_digests) == MESSAGES
-            assert {len(d) for d in routers[1]._seen_digests.values()} == {16}
+            assert {len(d) for d, _ in routers[1]._seen_digests.values()} == {16}
 
 
 def message(sender: bytes, seqno: int, data: bytes, topic: str = TOPIC) -> rpc_pb2.Message:
@@ -97,3 +99,27 @@ async def test_equivocation_is_still_caught_and_the_digests_are_bounded() -> Non
             # forgotten: a different message under seqno 1 is no longer caught
             assert router._check_equivocation(message(sender, 1, b"other batch"))
             assert len(router.equivocation_detection) == 0
+
+
+async def test_a_digest_outlives_the_seen_cache_and_then_expires(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """py-libp2p's seen cache drops a repeated (sender, seqno) for SEEN_TTL, so the
+    check matters only after that: a digest is kept past it (a reused seqno with
+    other data is still refused then), and forgotten after EQUIVOCATION_TTL."""
+    now = [1000.0]
+    monkeypatch.setattr(pubsub.time, "monotonic", lambda: now[0])
+    assert EQUIVOCATION_TTL > SEEN_TTL
+    with trio.fail_after(30):
+        async with open_libp2p_transport(
+            TransportConfig(seed=os.urandom(32), topic=TOPIC), lambda _d: True
+        ) as t:
+            router = t._pubsub.router
+            sender = b"\x00\x24" + os.urandom(36)
+            assert router._check_equivocation(message(sender, 1, b"batch"))
+            now[0] += SEEN_TTL + 1  # the seen cache forgot it; the router did not
+            assert not router._check_equivocation(message(sender, 1, b"other batch"))
+            now[0] += EQUIVOCATION_TTL
+            assert router._check_equivocation(message(sender, 2, b"x"))  # prunes
+            assert sender + (1).to_bytes(8, "big") not in router._seen_digests
+            assert router._check_equivocation(message(sender, 1, b"other batch"))

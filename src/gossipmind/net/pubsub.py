@@ -53,9 +53,14 @@ Workarounds for py-libp2p 0.8.1 (LIBP2P_NOTES §3, §4, §11), all in one place:
   message it forwards, whole, under its sender and seqno, to reject a second,
   different message under the same key; it trims that map to 500 entries once
   it exceeds 1 000, at a heartbeat. Up to ~1 000 whole messages (~256 MiB at
-  the largest message size). :class:`_GossipSub` keeps a 16-byte digest of
-  each message's data and topics instead, at most :data:`EQUIVOCATION_KEYS`
-  of them, the oldest dropped first: the same check, in ~130 bytes an entry.
+  the largest message size). A repeated (sender, seqno) only reaches the
+  check once py-libp2p's seen cache has forgotten it (:data:`SEEN_TTL`), so
+  those entries, gone after a few seconds under load, caught nothing.
+  :class:`_GossipSub` keeps a 16-byte digest of each message's data and topics
+  instead, for :data:`EQUIVOCATION_TTL` (twice the seen cache's), at most
+  :data:`EQUIVOCATION_KEYS` of them, the oldest dropped first: a sender that
+  reuses a seqno with other data within that time is refused and penalised,
+  in ~300 bytes an entry.
 """
 
 from __future__ import annotations
@@ -89,9 +94,11 @@ _POLL = 0.002
 # an id with other data and skip the validator. Keep results for less than that.
 SEEN_TTL = 120
 VALIDATION_CACHE_TTL = 60
-# (sender, seqno) keys whose message digest the router keeps for its equivocation
-# check: more than py-libp2p's 500 to 1 000 whole messages, in ~0.5 MiB
-EQUIVOCATION_KEYS = 4096
+# How long, and for how many (sender, seqno) keys, the router keeps a message's
+# digest for its equivocation check: past the seen cache (SEEN_TTL), at up to ~68
+# messages/s; ~5 MiB at most
+EQUIVOCATION_TTL = 2 * SEEN_TTL
+EQUIVOCATION_KEYS = 16384
 
 
 @dataclass(slots=True)
@@ -167,20 +174,29 @@ class _GossipSub(GossipSub):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.recent_message_deliveries = _NoHistory()
-        self._seen_digests: OrderedDict[bytes, bytes] = OrderedDict()
+        # (sender, seqno) -> (digest, when first seen), oldest first
+        self._seen_digests: OrderedDict[bytes, tuple[bytes, float]] = OrderedDict()
 
     def _check_equivocation(self, msg: rpc_pb2.Message) -> bool:
         """py-libp2p's check (a message under a known sender and seqno must carry
-        the same data and topics) against a digest, not a kept copy."""
+        the same data and topics) against a digest kept for EQUIVOCATION_TTL, not a
+        kept copy."""
         key = msg.from_id + msg.seqno
         digest = _message_digest(msg)
-        known = self._seen_digests.get(key)
+        now = time.monotonic()
+        seen = self._seen_digests
+        while seen:  # forget the expired, oldest first
+            first = next(iter(seen.values()))
+            if now - first[1] <= EQUIVOCATION_TTL and len(seen) <= EQUIVOCATION_KEYS:
+                break
+            seen.popitem(last=False)
+        known = seen.get(key)
         if known is None:
-            self._seen_digests[key] = digest
-            if len(self._seen_digests) > EQUIVOCATION_KEYS:
-                self._seen_digests.popitem(last=False)
+            seen[key] = (digest, now)
+            if len(seen) > EQUIVOCATION_KEYS:
+                seen.popitem(last=False)
             return True
-        if known == digest:
+        if known[0] == digest:
             return True
         log.warning("equivocation: peer %s sent two messages under one seqno", ID(msg.from_id))
         if self.scorer is not None:
