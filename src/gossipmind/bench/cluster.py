@@ -325,12 +325,15 @@ async def open_raw_fleet(n: int, edges: list[Edge], topic: str) -> AsyncIterator
         formed = await poll(ready, MESH_TIMEOUT)
         if formed:
             settle_heap()  # the same for the baseline's hosts
-            fleet = RawFleet(ts, Arrivals(need=n - 1))
-            async with trio.open_nursery() as nursery:
-                for i in range(n):
-                    nursery.start_soon(fleet.watch, i)
-                yield fleet
-                nursery.cancel_scope.cancel()
+            try:
+                fleet = RawFleet(ts, Arrivals(need=n - 1))
+                async with trio.open_nursery() as nursery:
+                    for i in range(n):
+                        nursery.start_soon(fleet.watch, i)
+                    yield fleet
+                    nursery.cancel_scope.cancel()
+            finally:
+                unsettle_heap()
     if not formed:
         raise NetworkError(f"no raw gossipsub mesh within {MESH_TIMEOUT:.0f} s")
 

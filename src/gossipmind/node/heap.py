@@ -31,15 +31,16 @@ def settle_heap() -> None:
     """
     gc.collect()
     gc.freeze()
-    if not _saved:
-        _saved.append(gc.get_threshold())
+    _saved.append(gc.get_threshold())
     gc.set_threshold(*THRESHOLDS)
 
 
 def unsettle_heap() -> None:
-    """Hand frozen objects back to the collector, with its thresholds as they were
-    (a process that goes on after its nodes stopped, such as a benchmark or a test
-    run)."""
-    gc.unfreeze()
+    """Undo the matching :func:`settle_heap` (a process that goes on after its nodes
+    stopped, such as a benchmark or a test run): the collector's thresholds as they
+    were before it, and, once the outermost one is undone, the frozen objects
+    handed back to the collector."""
     if _saved:
         gc.set_threshold(*_saved.pop())
+    if not _saved:
+        gc.unfreeze()

@@ -351,8 +351,8 @@ class Chaos:
         for rnd in range(LIFT_ROUNDS):
             for key, d in list(self.down.items()):
                 left = deadline - time.monotonic()
-                if left <= 0:
-                    return
+                if left < min(self.restart_timeout, self.lift_timeout):
+                    return  # too little time to start a node: it would be stopped again
                 if rnd > 0 and d.when > self.now():
                     continue
                 try:
