@@ -12,7 +12,9 @@ different message under a known sender and seqno.
 from __future__ import annotations
 
 import os
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -71,6 +73,16 @@ async def test_router_keeps_no_history_of_the_messages_it_handles() -> None:
             assert {len(d) for d, _ in routers[1]._seen_digests.values()} == {16}
 
 
+@asynccontextmanager
+async def a_router() -> AsyncIterator[Any]:
+    """The gossip router of one transport (no peers)."""
+    with trio.fail_after(30):
+        async with open_libp2p_transport(
+            TransportConfig(seed=os.urandom(32), topic=TOPIC), lambda _d: True
+        ) as t:
+            yield t._pubsub.router
+
+
 def message(sender: bytes, seqno: int, data: bytes, topic: str = TOPIC) -> rpc_pb2.Message:
     return rpc_pb2.Message(
         from_id=sender, seqno=seqno.to_bytes(8, "big"), data=data, topicIDs=[topic]
@@ -80,25 +92,21 @@ def message(sender: bytes, seqno: int, data: bytes, topic: str = TOPIC) -> rpc_p
 async def test_equivocation_is_still_caught_and_the_digests_are_bounded() -> None:
     """A second message under a known (sender, seqno) passes only if its data and
     topics are the same; the oldest keys go first once the bound is reached."""
-    with trio.fail_after(30):
-        async with open_libp2p_transport(
-            TransportConfig(seed=os.urandom(32), topic=TOPIC), lambda _d: True
-        ) as t:
-            router = t._pubsub.router
-            sender = b"\x00\x24" + os.urandom(36)
-            assert router._check_equivocation(message(sender, 1, b"batch"))
-            assert router._check_equivocation(message(sender, 1, b"batch"))  # a copy
-            assert not router._check_equivocation(message(sender, 1, b"other batch"))
-            assert not router._check_equivocation(message(sender, 1, b"batch", "other/topic"))
-            assert router._check_equivocation(message(sender, 2, b"other batch"))
-            assert router.scorer.equivocation_penalties  # the sender was penalised
-            for seqno in range(3, EQUIVOCATION_KEYS + 3):
-                assert router._check_equivocation(message(sender, seqno, b"x"))
-            assert len(router._seen_digests) == EQUIVOCATION_KEYS
-            assert sender + (1).to_bytes(8, "big") not in router._seen_digests
-            # forgotten: a different message under seqno 1 is no longer caught
-            assert router._check_equivocation(message(sender, 1, b"other batch"))
-            assert len(router.equivocation_detection) == 0
+    async with a_router() as router:
+        sender = b"\x00\x24" + os.urandom(36)
+        assert router._check_equivocation(message(sender, 1, b"batch"))
+        assert router._check_equivocation(message(sender, 1, b"batch"))  # a copy
+        assert not router._check_equivocation(message(sender, 1, b"other batch"))
+        assert not router._check_equivocation(message(sender, 1, b"batch", "other/topic"))
+        assert router._check_equivocation(message(sender, 2, b"other batch"))
+        assert router.scorer.equivocation_penalties  # the sender was penalised
+        for seqno in range(3, EQUIVOCATION_KEYS + 3):
+            assert router._check_equivocation(message(sender, seqno, b"x"))
+        assert len(router._seen_digests) == EQUIVOCATION_KEYS
+        assert sender + (1).to_bytes(8, "big") not in router._seen_digests
+        # forgotten: a different message under seqno 1 is no longer caught
+        assert router._check_equivocation(message(sender, 1, b"other batch"))
+        assert len(router.equivocation_detection) == 0
 
 
 async def test_a_digest_outlives_the_seen_cache_and_then_expires(
@@ -108,18 +116,14 @@ async def test_a_digest_outlives_the_seen_cache_and_then_expires(
     check matters only after that: a digest is kept past it (a reused seqno with
     other data is still refused then), and forgotten after EQUIVOCATION_TTL."""
     now = [1000.0]
-    monkeypatch.setattr(pubsub.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(pubsub, "_clock", lambda: now[0])
     assert EQUIVOCATION_TTL > SEEN_TTL
-    with trio.fail_after(30):
-        async with open_libp2p_transport(
-            TransportConfig(seed=os.urandom(32), topic=TOPIC), lambda _d: True
-        ) as t:
-            router = t._pubsub.router
-            sender = b"\x00\x24" + os.urandom(36)
-            assert router._check_equivocation(message(sender, 1, b"batch"))
-            now[0] += SEEN_TTL + 1  # the seen cache forgot it; the router did not
-            assert not router._check_equivocation(message(sender, 1, b"other batch"))
-            now[0] += EQUIVOCATION_TTL
-            assert router._check_equivocation(message(sender, 2, b"x"))  # prunes
-            assert sender + (1).to_bytes(8, "big") not in router._seen_digests
-            assert router._check_equivocation(message(sender, 1, b"other batch"))
+    async with a_router() as router:
+        sender = b"\x00\x24" + os.urandom(36)
+        assert router._check_equivocation(message(sender, 1, b"batch"))
+        now[0] += SEEN_TTL + 1  # the seen cache forgot it; the router did not
+        assert not router._check_equivocation(message(sender, 1, b"other batch"))
+        now[0] += EQUIVOCATION_TTL
+        assert router._check_equivocation(message(sender, 2, b"x"))  # prunes
+        assert sender + (1).to_bytes(8, "big") not in router._seen_digests
+        assert router._check_equivocation(message(sender, 1, b"other batch"))

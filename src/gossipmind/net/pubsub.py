@@ -98,6 +98,7 @@ VALIDATION_CACHE_TTL = 60
 # digest for its equivocation check: past the seen cache (SEEN_TTL), at up to ~68
 # messages/s; ~5 MiB at most
 EQUIVOCATION_TTL = 2 * SEEN_TTL
+_clock = time.monotonic  # (tests move it)
 EQUIVOCATION_KEYS = 16384
 
 
@@ -183,7 +184,7 @@ class _GossipSub(GossipSub):
         kept copy."""
         key = msg.from_id + msg.seqno
         digest = _message_digest(msg)
-        now = time.monotonic()
+        now = _clock()
         seen = self._seen_digests
         while seen:  # forget the expired, oldest first
             first = next(iter(seen.values()))
