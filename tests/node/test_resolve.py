@@ -20,9 +20,9 @@ import trio
 from click.testing import CliRunner
 
 from gossipmind.cli.main import cli
-from gossipmind.core.errors import NetworkError
+from gossipmind.core.errors import ConfigError, NetworkError
 from gossipmind.node import addrbook, resolve
-from gossipmind.node.config import NodeConfig
+from gossipmind.node.config import NodeConfig, load_config
 from gossipmind.node.node import Node, open_node
 from gossipmind.testing import sample_report
 from gossipmind.testnet.setup import prepare
@@ -235,3 +235,18 @@ def test_a_bad_named_bootstrap_address_is_a_usage_error(tmp_path: Path, addr: st
     assert result.exit_code == 2, result.output
     assert "--bootstrap" in result.output and addr in result.output
     assert not any(tmp_path.iterdir())  # nothing created
+
+
+def test_a_bad_bootstrap_address_is_a_config_error_for_the_library_and_the_file(
+    tmp_path: Path,
+) -> None:
+    """``open_node`` callers and ``node.toml`` get the check the CLI flag gets; the
+    fake network's ``/memory/`` addresses stay allowed."""
+    bad = f"/dns4/host/tcp/4001/p2p/{PEER}/"
+    with pytest.raises(ConfigError, match=r"bootstrap: .*write it as"):
+        NodeConfig(data_dir=tmp_path).with_overrides(bootstrap=(bad,))
+    (tmp_path / "node.toml").write_text(f'bootstrap = ["{bad}"]\n')
+    with pytest.raises(ConfigError, match=r"node\.toml: bootstrap: .*write it as"):
+        load_config(tmp_path)
+    good = (f"/dns/boot.example.org/tcp/4001/p2p/{PEER}", "/memory/a/p2p/a")
+    assert NodeConfig(data_dir=tmp_path).with_overrides(bootstrap=good).bootstrap == good

@@ -266,10 +266,7 @@ def node(
             bootstrap=tuple(bootstrap) or None,
             passphrase=passphrase,
         )
-        for addr in cfg.bootstrap:
-            if (why := bootstrap_problem(addr)) is not None:
-                raise ConfigError(f"bootstrap address in {cfg.data_dir}'s config: {why}")
-        configs.append((data_dir.name, cfg))
+        configs.append((data_dir.name, cfg))  # (its bootstrap list was checked by load_config)
     taken: list[tuple[tuple[int, str], Path, str]] = []
     for _, cfg in configs:
         where = "--listen" if listen is not None else f"listen in {cfg.data_dir}'s config"

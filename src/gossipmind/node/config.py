@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from gossipmind.core.errors import ConfigError
+from gossipmind.node.resolve import bootstrap_problem
 
 DEFAULT_LISTEN = "/ip4/127.0.0.1/tcp/0"
 
@@ -69,6 +70,11 @@ def check(cfg: NodeConfig, where: str = "node setting") -> NodeConfig:
     for addr in cfg.announce:
         if (why := tcp_address_problem(addr)) is not None:
             raise ConfigError(f"{where}: announce: {why}")
+    for addr in cfg.bootstrap:
+        if addr.startswith("/memory/"):  # the in-memory fake network's (simulations)
+            continue
+        if (why := bootstrap_problem(addr)) is not None:
+            raise ConfigError(f"{where}: bootstrap: {why}")
     return cfg
 
 
