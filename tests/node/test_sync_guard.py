@@ -14,6 +14,7 @@ from gossipmind.core import encoding
 from gossipmind.core.errors import NetworkError
 from gossipmind.net.fake import FakeNetwork
 from gossipmind.net.interface import SYNC_PROTOCOL, StreamEOF
+from gossipmind.node import syncer
 from gossipmind.node.config import NodeConfig
 from gossipmind.node.node import open_node
 from gossipmind.node.syncer import PENALIZED, SyncCounters, SyncGuard, drive
@@ -109,6 +110,51 @@ async def test_a_peer_that_trickles_empty_frames_is_dropped_at_the_deadline(
     assert why == "deadline" and ours.was_reset
     assert counters.failed_by_reason == {"deadline": 1}
     assert trio.current_time() == pytest.approx(120)
+
+
+def new_ops(count: int) -> list[bytes]:
+    """Ops of the responder's network that it does not hold (the admin's reports)."""
+    kb = KB(seed=5)
+    return [kb.report("admin", service="s", operation=f"o{i}").raw for i in range(count)]
+
+
+@pytest.mark.parametrize(
+    ("every", "per_frame", "why"),
+    [(2, 2, "overran"), (20, 1, "deadline")],
+    ids=["slow-link", "trickle-of-ops"],
+)
+async def test_a_session_moving_ops_steadily_overruns_without_a_penalty(
+    autojump_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    every: float,
+    per_frame: int,
+    why: str,
+) -> None:
+    """A long catch-up over a slow link reaches the deadline while new ops keep
+    coming: it ends there ("overran", not a penalized reason; ops applied stay).
+    A peer trickling an op now and then to hold the slot is still a "deadline".
+    The rate that tells them apart is lowered here (the test's ops are few)."""
+    monkeypatch.setattr(syncer, "MIN_PROGRESS_RATE", 256)
+    ours, theirs = pipe()
+    session, kb = responder()
+    counters = SyncCounters()
+    raws = new_ops(130)
+
+    async def feed() -> None:
+        await theirs.send(hello(kb))
+        for start in range(0, len(raws), per_frame):
+            await trio.sleep(every)
+            await theirs.send(messages.encode(Ops(raws[start : start + per_frame])))
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(feed)
+        outcome = await drive(ours, session, kb.ingest_raw, counters, timeout=30, limit=120)
+        nursery.cancel_scope.cancel()
+    assert outcome == why and ours.was_reset
+    assert counters.failed_by_reason == {why: 1}
+    assert (why in PENALIZED) == (why == "deadline")
+    assert len(kb.replica.meta) > 1  # what arrived before the deadline is applied
 
 
 async def test_a_malformed_frame_is_a_protocol_failure() -> None:

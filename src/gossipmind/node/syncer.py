@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import trio
@@ -50,6 +50,11 @@ PENALIZED = frozenset({"timeout", "deadline", "held", "protocol", "frame_too_lar
 # status) without bound: 200 sessions with 256 KiB reasons held 50 MiB.
 DECLINED_REASONS = frozenset({"busy", "later", "wrong network", "bye"})
 SESSION_LIMIT = 4  # a whole session may last this many sync timeouts
+# A session that reaches its deadline while ops moved at this rate or more (bytes
+# of ops new to us received, plus bytes of ops sent, per second over the session)
+# is a long catch-up over a slow link, "overran": ended, not penalized. A peer
+# that trickles frames to hold the slot moves next to nothing ("deadline").
+MIN_PROGRESS_RATE = 32 * 1024
 PENALTY_CAP = 16  # the longest wait, in sync timeouts
 _MAX_STRIKES = 16
 CLOSE_TIMEOUT = 5.0
@@ -204,7 +209,9 @@ async def drive(
     ``counters.failed_by_reason``: ``eof`` (the peer closed early or the link
     dropped), ``held`` (the same, ``truncated`` or ``network``, after the
     session was idle for a timeout or more: penalized), ``timeout``,
-    ``deadline``, ``frame_too_large``, ``truncated`` (the stream ended inside a
+    ``deadline``, ``overran`` (the deadline, reached while ops moved at
+    :data:`MIN_PROGRESS_RATE` or more: a slow link's catch-up, not penalized),
+    ``frame_too_large``, ``truncated`` (the stream ended inside a
     frame: a link that dropped mid-frame), ``protocol`` (a malformed or
     unexpected message), ``network``.
 
@@ -218,6 +225,7 @@ async def drive(
     """
     counters.sessions += 1
     idle = 0.0
+    received = 0  # bytes of ops new to us, received
     since: float | None = None  # when the send or receive in progress began
 
     def waited(progress: bool) -> None:
@@ -253,6 +261,7 @@ async def drive(
                     counters.ops_received += len(step.ops)
                     result = ingest(step.ops)
                     _no_forgeries(result)
+                    received += _new_bytes(result, step.ops)
                     wait = 0.0 if _new_ops(result) else wait
                     await trio.lowlevel.checkpoint()
                 idle += wait
@@ -286,7 +295,12 @@ async def drive(
             counters.ops_sent += session.stats.ops_sent
             counters.op_bytes_sent += session.stats.op_bytes_sent
     if overall.cancelled_caught:
-        reason, detail = "deadline", f"the session lasted over {limit:.0f} s"
+        rate = (received + session.stats.op_bytes_sent) / limit
+        if rate >= MIN_PROGRESS_RATE:  # a slow link, not a peer holding the slot
+            reason = "overran"
+            detail = f"the session lasted over {limit:.0f} s, moving {rate / 1024:.0f} KiB/s of ops"
+        else:
+            reason, detail = "deadline", f"the session lasted over {limit:.0f} s"
     if reason:
         _failed(counters, reason)
         if reason == "eof":
@@ -309,6 +323,13 @@ async def drive(
 def _new_ops(result: object) -> bool:
     """Whether ingesting a frame applied an op (any op, if ``ingest`` does not say)."""
     return bool(result.applied) if isinstance(result, IngestResult) else True
+
+
+def _new_bytes(result: object, raws: Sequence[bytes]) -> int:
+    """Bytes of the ops a frame brought that were new (all, if ``ingest`` does not say)."""
+    if isinstance(result, IngestResult):
+        return sum(len(op.raw) for op in result.applied)
+    return sum(len(r) for r in raws)
 
 
 def _no_forgeries(result: object) -> None:
