@@ -9,7 +9,7 @@ import tracemalloc
 from gossipmind.core import ops as opsmod
 from gossipmind.core.fold import record_body
 from gossipmind.core.replica import Replica
-from gossipmind.testing import KB
+from gossipmind.testing import KB, sample_report
 
 N = 2000
 
@@ -40,8 +40,9 @@ def test_a_held_report_costs_about_its_bytes_and_a_kilobyte() -> None:
         tracemalloc.stop()
     raw_size = sum(map(len, raws)) / N
     assert len(r.fold.records) == N
-    # measured: its bytes (~440) + ~830 (meta, ids, sets); a decoded body held ~660 more
-    assert per_op < raw_size + 1100, f"{per_op:.0f} B per held op ({raw_size:.0f} B of bytes)"
+    # measured: its bytes (~440) + ~660 (meta, ids, sets, an entry in its author's
+    # chain); an (author, seq) -> [ids] index held ~170 more, a decoded body ~660 more
+    assert per_op < raw_size + 800, f"{per_op:.0f} B per held op ({raw_size:.0f} B of bytes)"
 
 
 def test_records_give_back_each_ops_body() -> None:
@@ -54,3 +55,25 @@ def test_records_give_back_each_ops_body() -> None:
         assert raw == expected
         assert record_body(raw) == opsmod.decode(expected).body
         assert meta.id == opsmod.op_id(expected)
+
+
+def test_an_authors_ops_by_seq_forks_included() -> None:
+    """``Replica.ops_at`` (an author's chain, one entry per seq, forks kept aside
+    in ``equivocations``) answers what the (author, seq) -> [ids] index did."""
+    kb = KB(seed=8)
+    kb.grant("admin", "agent", "member")
+    kb.sync("admin", "agent")
+    first = [kb.report("agent", template=f"t {i} <*>") for i in range(3)]
+    fork = kb.forge("agent", "pattern.report", sample_report(template="fork <*>"), seq=2)
+    again = kb.forge("agent", "pattern.report", sample_report(template="fork 2 <*>"), seq=2)
+    r = Replica(kb.genesis)
+    for op in kb.ops[1:]:
+        r.ingest(op, verified=True)
+    agent = kb.key("agent")
+    assert r.ops_at(agent, 1) == [first[0].id]
+    assert r.ops_at(agent, 2) == sorted([first[1].id, fork.id, again.id])
+    assert r.ops_at(agent, 3) == [first[2].id]
+    assert r.ops_at(agent, 4) == [] and r.ops_at(agent, 0) == [] and r.ops_at(b"x" * 32, 1) == []
+    assert r.equivocations == {(agent, 2): sorted([first[1].id, fork.id, again.id])}
+    assert agent in r.membership.equivocators
+    assert r.ops_at(kb.genesis.author, 1)[0] == kb.genesis.id

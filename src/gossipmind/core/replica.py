@@ -121,7 +121,11 @@ class Replica:
         self.meta: dict[bytes, Meta] = {}
         self.rejected = Rejected(max_rejected)
         self.heads: set[bytes] = set()
-        self.by_seq: dict[tuple[bytes, int], list[bytes]] = {}
+        # author -> the id of its (first) applied op at seq 1, 2, …: an applied op's
+        # deps hold its author's op at seq - 1 (_check_context), so an author's
+        # seqs are contiguous; the other ops at a seq (forks) are in equivocations.
+        # (A list entry per op: a dict of (author, seq) -> [ids] cost ~190 B more.)
+        self._chains: dict[bytes, list[bytes]] = {}
         self.last_seq: dict[bytes, int] = {}
         self.membership = Membership()
         # membership pasts as bit masks over membership ops (membership.py), interned
@@ -258,12 +262,16 @@ class Replica:
         self.heads.difference_update(op.deps)
         self.heads.add(op.id)
         self.last_seq[op.author] = max(self.last_seq.get(op.author, 0), op.seq)
-        same = self.by_seq.setdefault((op.author, op.seq), [])
-        same.append(op.id)
-        new_equivocator = len(same) > 1 and op.author not in self.membership.equivocators
-        if len(same) > 1:
+        chain = self._chains.setdefault(op.author, [])
+        forked = op.seq <= len(chain)  # else op.seq == len(chain) + 1 (contiguous)
+        if forked:
+            key = (op.author, op.seq)
+            self.equivocations[key] = sorted([*self.ops_at(op.author, op.seq), op.id])
+        else:
+            chain.append(op.id)
+        new_equivocator = forked and op.author not in self.membership.equivocators
+        if forked:
             self.members_dirty = True
-            self.equivocations[(op.author, op.seq)] = sorted(same)
             self.membership.equivocators.add(op.author)
         if op.kind in MEMBERSHIP_KINDS:
             self.members_dirty = True
@@ -417,6 +425,15 @@ class Replica:
 
     # -- authoring --------------------------------------------------------------
 
+    def ops_at(self, author: bytes, seq: int) -> list[bytes]:
+        """The ids of ``author``'s applied ops at ``seq``, sorted (two or more: a
+        fork); none if it has none there."""
+        forked = self.equivocations.get((author, seq))
+        if forked is not None:
+            return list(forked)
+        chain = self._chains.get(author)
+        return [chain[seq - 1]] if chain is not None and 1 <= seq <= len(chain) else []
+
     def create(self, identity: Identity, kind: str, body: dict[str, Any], ts: int) -> Op:
         """Sign a new op on top of the current heads; raise InvalidOp if it would be invalid.
 
@@ -426,7 +443,7 @@ class Replica:
         seq = self.last_seq.get(author, 0) + 1
         deps = set(self.heads)
         if seq > 1:
-            own = max(self.by_seq[(author, seq - 1)])
+            own = max(self.ops_at(author, seq - 1))
             deps.add(own)
             if len(deps) > MAX_DEPS:
                 others = sorted(

@@ -122,7 +122,7 @@ class KB:
         next_seq = r.last_seq.get(ident.public, 0) + 1
         seq = next_seq if seq is None else seq
         deps = {h for h in r.heads if r.meta[h].author != ident.public}
-        own = r.by_seq.get((ident.public, min(seq, next_seq) - 1))
+        own = r.ops_at(ident.public, min(seq, next_seq) - 1)
         if own:
             deps.add(max(own))
         deps = set(sorted(deps)[-opsmod.MAX_DEPS :])

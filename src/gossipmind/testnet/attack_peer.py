@@ -181,7 +181,7 @@ class Hostile:
         author = ident.public
         seq = r.last_seq.get(author, 0) + 1 if seq is None else seq
         if deps is None:
-            own = r.by_seq.get((author, seq - 1))
+            own = r.ops_at(author, seq - 1)
             others = sorted(h for h in r.heads if r.meta[h].author != author)
             picked = [max(own)] if own else []
             deps = picked + others[-(MAX_DEPS - len(picked)) :]
