@@ -30,6 +30,7 @@ from gossipmind.core.policy import Policy
 from gossipmind.core.schema import check_body
 
 MEMBERSHIP_KINDS = frozenset({"net.genesis", "member.grant", "member.revoke"})
+_KIND_NAMES = {k: k for k in opsmod.KINDS}  # a kind's one str object (Replica._commit)
 ROOT_DOMAIN = b"gossipmind/root/1\x00"
 # The fold's rules, as a number: stores rewrite their materialised rows when it
 # changes (2: the admin check on revokes; 3: revokes by seniority and
@@ -126,6 +127,7 @@ class Replica:
         # seqs are contiguous; the other ops at a seq (forks) are in equivocations.
         # (A list entry per op: a dict of (author, seq) -> [ids] cost ~190 B more.)
         self._chains: dict[bytes, list[bytes]] = {}
+        self._authors: dict[bytes, bytes] = {}  # each author's key, one object (_commit)
         self.last_seq: dict[bytes, int] = {}
         self.membership = Membership()
         # membership pasts as bit masks over membership ops (membership.py), interned
@@ -256,7 +258,12 @@ class Replica:
     # -- commit ---------------------------------------------------------------
 
     def _commit(self, op: Op, mset: int) -> None:
-        meta = Meta(op.id, op.author, op.seq, op.lamport, op.kind, op.deps, op.ts, mset)
+        # one bytes object per author, per op id and per kind name, shared by every
+        # op that names it (a decoded op brings copies: ~65 B each, several per op)
+        author = self._authors.setdefault(op.author, op.author)
+        deps = tuple(self.meta[d].id for d in op.deps)
+        kind = _KIND_NAMES.get(op.kind, op.kind)
+        meta = Meta(op.id, author, op.seq, op.lamport, kind, deps, op.ts, mset)
         self.meta[op.id] = meta
         self._root = None
         self.heads.difference_update(op.deps)
