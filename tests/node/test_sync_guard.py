@@ -3,6 +3,7 @@ names why a session failed, and `SyncGuard` makes such peers wait."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from gossipmind.node.config import NodeConfig
 from gossipmind.node.node import open_node
 from gossipmind.node.syncer import PENALIZED, SyncCounters, SyncGuard, drive
 from gossipmind.sync import messages
+from gossipmind.sync import session as session_mod
 from gossipmind.sync.messages import Hello, Ops
 from gossipmind.sync.session import Session
 from gossipmind.testing import KB, sample_report
@@ -153,8 +155,45 @@ async def test_a_session_moving_ops_steadily_overruns_without_a_penalty(
         nursery.cancel_scope.cancel()
     assert outcome == why and ours.was_reset
     assert counters.failed_by_reason == {why: 1}
-    assert (why in PENALIZED) == (why == "deadline")
-    assert len(kb.replica.meta) > 1  # what arrived before the deadline is applied
+    wait = SyncGuard(base=30, cap=480).record("peer", outcome, trio.current_time())
+    assert wait == (0 if why == "overran" else 30)
+    applied = len(kb.replica.meta) - 1
+    assert applied == (118 if why == "overran" else 5)  # the frames before the deadline
+
+
+async def test_a_peer_reading_our_ops_slowly_cannot_overrun_unpenalized(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer with an empty store asks for everything and reads it slowly: we send
+    ops at its pace for the whole session. What we send does not count as the
+    progress that excuses a deadline (the peer sets that pace, and needs nothing
+    to do it): a deadline, penalized. (With sent ops counted, it was "overran",
+    no wait, and the peer held the one sync slot all the time.)"""
+    monkeypatch.setattr(syncer, "MIN_PROGRESS_RATE", 256)
+    whole = session_mod.frames  # 8 KiB frames: the test's 300 ops make ~17 of them
+    monkeypatch.setattr(session_mod, "frames", lambda raws, limit=0: whole(raws, 8 * 1024))
+    a, b = trio.open_memory_channel[bytes](0)  # no buffer: our sends wait for its reads
+    c, d = trio.open_memory_channel[bytes](100)
+    ours, theirs = End(a, d), End(c, b)
+    kb = MemoryKB(KB(seed=5).genesis)
+    kb.ingest_raw(new_ops(300))
+    session = Session(kb, initiator=False)
+    counters = SyncCounters()
+
+    async def slow_reader() -> None:
+        await theirs.send(messages.encode(Hello(kb.net, {}, [], b"\x01" * 32, 0, [])))
+        with contextlib.suppress(StreamEOF):  # until we reset the stream
+            while True:
+                await theirs.receive()
+                await trio.sleep(25)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(slow_reader)
+        outcome = await drive(ours, session, kb.ingest_raw, counters, timeout=30, limit=120)
+        nursery.cancel_scope.cancel()
+    assert session.stats.ops_sent > 0  # it did get ops, slowly
+    assert outcome == "deadline"
+    assert SyncGuard(base=30, cap=480).record("peer", outcome, trio.current_time()) == 30
 
 
 async def test_a_malformed_frame_is_a_protocol_failure() -> None:
@@ -412,3 +451,47 @@ async def test_a_peer_that_holds_the_slot_then_hangs_up_is_penalized(
         why = await drive(ours, session, kb.ingest_raw, counters, timeout=30, limit=120)
     assert why == "held" and "held" in PENALIZED
     assert counters.failed_by_reason == {"held": 1}
+
+
+async def test_a_peer_reading_ops_slowly_then_completing_is_held(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer with an empty store takes our ops at ~3 KiB/s and ends the session
+    properly before the deadline, again and again: the slot was ours only for the
+    time a 32 KiB/s link would have taken; the rest of each blocked send is idle,
+    so such sessions add up to a `held` offence. (Sends of ops counted as
+    progress however long they took: every session completed unpenalized.)"""
+    whole = session_mod.frames  # 64 KiB frames: the test's 300 ops make 3 of them
+    monkeypatch.setattr(session_mod, "frames", lambda raws, limit=0: whole(raws, 64 * 1024))
+    a, b = trio.open_memory_channel[bytes](0)  # no buffer: our sends wait for its reads
+    c, d = trio.open_memory_channel[bytes](0)
+    ours, theirs = End(a, d), End(c, b)
+    kb = MemoryKB(KB(seed=5).genesis)
+    kb.ingest_raw(new_ops(300))
+    peer_kb = MemoryKB(KB(seed=5).genesis)
+
+    class Slow(End):
+        async def receive(self) -> bytes:
+            frame = await super().receive()
+            if isinstance(messages.decode(frame), Ops):
+                await trio.sleep(20)  # before it reads on: our next send waits
+            return frame
+
+    slow = Slow(c, b)
+    counters, theirs_counters = SyncCounters(), SyncCounters()
+    async with trio.open_nursery() as nursery:
+
+        async def peer() -> None:
+            await drive(
+                slow, Session(peer_kb, initiator=True), peer_kb.ingest_raw, theirs_counters,
+                timeout=60,
+            )  # fmt: skip
+
+        nursery.start_soon(peer)
+        outcome = await drive(
+            ours, Session(kb, initiator=False), kb.ingest_raw, counters, timeout=30, limit=120
+        )
+    assert outcome == "" and len(peer_kb.replica.meta) == 301  # completed, all sent
+    assert outcome.idle >= 30, outcome.idle  # ~20 s a frame past the ~2 s it needs
+    assert SyncGuard(base=30, cap=480).record("peer", outcome, trio.current_time()) == 30
+    del theirs

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from gossipmind.core import ops as opsmod
 from gossipmind.core.errors import GossipmindError, NetworkError, SyncError
 from gossipmind.core.replica import IngestResult
 from gossipmind.net.interface import FrameTooLarge, Stream, StreamEOF, TruncatedFrame
@@ -50,10 +51,13 @@ PENALIZED = frozenset({"timeout", "deadline", "held", "protocol", "frame_too_lar
 # status) without bound: 200 sessions with 256 KiB reasons held 50 MiB.
 DECLINED_REASONS = frozenset({"busy", "later", "wrong network", "bye"})
 SESSION_LIMIT = 4  # a whole session may last this many sync timeouts
-# A session that reaches its deadline while ops moved at this rate or more (bytes
-# of ops new to us received, plus bytes of ops sent, per second over the session)
-# is a long catch-up over a slow link, "overran": ended, not penalized. A peer
-# that trickles frames to hold the slot moves next to nothing ("deadline").
+# A session that reaches its deadline while the peer brought ops new to us at this
+# rate or more (bytes of the ops of its frames that were applied, per second over
+# the session) is our long catch-up over a slow link, "overran": ended, not
+# penalized. Only what we receive counts: the ops we send, a peer reading them
+# slowly decides (it would hold the slot with an empty store), and it cannot
+# bring us new valid ops it does not have. A peer trickling frames to hold the
+# slot brings next to nothing ("deadline").
 MIN_PROGRESS_RATE = 32 * 1024
 PENALTY_CAP = 16  # the longest wait, in sync timeouts
 _MAX_STRIKES = 16
@@ -209,8 +213,9 @@ async def drive(
     ``counters.failed_by_reason``: ``eof`` (the peer closed early or the link
     dropped), ``held`` (the same, ``truncated`` or ``network``, after the
     session was idle for a timeout or more: penalized), ``timeout``,
-    ``deadline``, ``overran`` (the deadline, reached while ops moved at
-    :data:`MIN_PROGRESS_RATE` or more: a slow link's catch-up, not penalized),
+    ``deadline``, ``overran`` (the deadline, reached while the peer brought ops
+    new to us at :data:`MIN_PROGRESS_RATE` or more: our slow catch-up, not
+    penalized),
     ``frame_too_large``, ``truncated`` (the stream ended inside a
     frame: a link that dropped mid-frame), ``protocol`` (a malformed or
     unexpected message), ``network``.
@@ -235,14 +240,22 @@ async def drive(
         since = None
 
     async def send_all(msgs: object) -> None:
-        nonlocal since
+        nonlocal since, idle
         for msg in msgs:  # type: ignore[attr-defined]
             frame = messages.encode(msg)
             counters.frames_sent += 1
             counters.bytes_sent += len(frame)
             since = trio.current_time()
             await stream.send(frame)
-            waited(isinstance(msg, messages.Ops) and bool(msg.ops))
+            if isinstance(msg, messages.Ops) and msg.ops:
+                # sending ops is progress at the pace of a link that carries
+                # MIN_PROGRESS_RATE; a peer reading slower than that chooses to hold
+                # the slot (it needs no ops of its own), and the rest is idle
+                took = trio.current_time() - since
+                idle += max(0.0, took - len(frame) / MIN_PROGRESS_RATE)
+                since = None
+            else:
+                waited(False)
 
     reason = ""
     detail: object = None
@@ -295,10 +308,10 @@ async def drive(
             counters.ops_sent += session.stats.ops_sent
             counters.op_bytes_sent += session.stats.op_bytes_sent
     if overall.cancelled_caught:
-        rate = (received + session.stats.op_bytes_sent) / limit
+        rate = received / limit  # (at the deadline: the session lasted ``limit``)
         if rate >= MIN_PROGRESS_RATE:  # a slow link, not a peer holding the slot
             reason = "overran"
-            detail = f"the session lasted over {limit:.0f} s, moving {rate / 1024:.0f} KiB/s of ops"
+            detail = f"lasted over {limit:.0f} s, bringing {rate / 1024:.0f} KiB/s of new ops"
         else:
             reason, detail = "deadline", f"the session lasted over {limit:.0f} s"
     if reason:
@@ -326,9 +339,11 @@ def _new_ops(result: object) -> bool:
 
 
 def _new_bytes(result: object, raws: Sequence[bytes]) -> int:
-    """Bytes of the ops a frame brought that were new (all, if ``ingest`` does not say)."""
+    """Bytes of the ops of a frame that ingesting it applied (all, if ``ingest`` does
+    not say): not ops it released from the pending buffer, which came earlier."""
     if isinstance(result, IngestResult):
-        return sum(len(op.raw) for op in result.applied)
+        applied = {op.id for op in result.applied}
+        return sum(len(r) for r in raws if applied and opsmod.op_id(r) in applied)
     return sum(len(r) for r in raws)
 
 
