@@ -4,12 +4,16 @@ body (a report's body held ~1.1 KB as Python objects, twice its bytes)."""
 from __future__ import annotations
 
 import gc
+import random
 import tracemalloc
+
+import pytest
 
 from gossipmind.core import ops as opsmod
 from gossipmind.core.fold import record_body
 from gossipmind.core.replica import Replica
 from gossipmind.testing import KB, sample_report
+from gossipmind.testing.kb import History
 
 N = 2000
 
@@ -89,3 +93,24 @@ def test_an_authors_ops_by_seq_forks_included() -> None:
     assert r.equivocations == {(agent, 2): sorted([first[1].id, fork.id, again.id])}
     assert agent in r.membership.equivocators
     assert r.ops_at(kb.genesis.author, 1)[0] == kb.genesis.id
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_ops_at_matches_the_applied_ops_in_random_histories_with_forks(seed: int) -> None:
+    """Random histories (forks included: ``History`` forges them), delivered in a
+    shuffled order: for every (author, seq) an applied op holds, ``ops_at`` gives
+    exactly the sorted ids of the applied ops there, and forks are exactly the
+    (author, seq) pairs holding two or more."""
+    h = History(seed, steps=120)
+    ops = list(h.kb.ops[1:])
+    random.Random(seed).shuffle(ops)
+    r = Replica(h.kb.genesis)
+    for op in ops:
+        r.ingest(op, verified=True)
+    by_key: dict[tuple[bytes, int], list[bytes]] = {}
+    for m in r.meta.values():
+        by_key.setdefault((m.author, m.seq), []).append(m.id)
+    for (author, seq), ids in by_key.items():
+        assert r.ops_at(author, seq) == sorted(ids)
+        assert r.ops_at(author, seq + 1) == sorted(by_key.get((author, seq + 1), []))
+    assert r.equivocations == {k: sorted(v) for k, v in by_key.items() if len(v) > 1}
