@@ -161,6 +161,15 @@ async def test_a_session_moving_ops_steadily_overruns_without_a_penalty(
     assert applied == (118 if why == "overran" else 5)  # the frames before the deadline
 
 
+def store_to_serve(monkeypatch: pytest.MonkeyPatch, frame_bytes: int) -> MemoryKB:
+    """A store of 300 ops that sync serves in frames of ``frame_bytes`` of ops."""
+    whole = session_mod.frames
+    monkeypatch.setattr(session_mod, "frames", lambda raws, limit=0: whole(raws, frame_bytes))
+    kb = MemoryKB(KB(seed=5).genesis)
+    kb.ingest_raw(new_ops(300))
+    return kb
+
+
 async def test_a_peer_reading_our_ops_slowly_cannot_overrun_unpenalized(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -170,13 +179,10 @@ async def test_a_peer_reading_our_ops_slowly_cannot_overrun_unpenalized(
     to do it): a deadline, penalized. (With sent ops counted, it was "overran",
     no wait, and the peer held the one sync slot all the time.)"""
     monkeypatch.setattr(syncer, "MIN_PROGRESS_RATE", 256)
-    whole = session_mod.frames  # 8 KiB frames: the test's 300 ops make ~17 of them
-    monkeypatch.setattr(session_mod, "frames", lambda raws, limit=0: whole(raws, 8 * 1024))
+    kb = store_to_serve(monkeypatch, 8 * 1024)  # ~17 frames
     a, b = trio.open_memory_channel[bytes](0)  # no buffer: our sends wait for its reads
     c, d = trio.open_memory_channel[bytes](100)
     ours, theirs = End(a, d), End(c, b)
-    kb = MemoryKB(KB(seed=5).genesis)
-    kb.ingest_raw(new_ops(300))
     session = Session(kb, initiator=False)
     counters = SyncCounters()
 
@@ -461,13 +467,10 @@ async def test_a_peer_reading_ops_slowly_then_completing_is_held(
     time a 32 KiB/s link would have taken; the rest of each blocked send is idle,
     so such sessions add up to a `held` offence. (Sends of ops counted as
     progress however long they took: every session completed unpenalized.)"""
-    whole = session_mod.frames  # 64 KiB frames: the test's 300 ops make 3 of them
-    monkeypatch.setattr(session_mod, "frames", lambda raws, limit=0: whole(raws, 64 * 1024))
+    kb = store_to_serve(monkeypatch, 64 * 1024)  # 3 frames
     a, b = trio.open_memory_channel[bytes](0)  # no buffer: our sends wait for its reads
     c, d = trio.open_memory_channel[bytes](0)
     ours, theirs = End(a, d), End(c, b)
-    kb = MemoryKB(KB(seed=5).genesis)
-    kb.ingest_raw(new_ops(300))
     peer_kb = MemoryKB(KB(seed=5).genesis)
 
     class Slow(End):
