@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 
 import trio
 
-from gossipmind.core import ops as opsmod
 from gossipmind.core.errors import GossipmindError, NetworkError, SyncError
 from gossipmind.core.replica import IngestResult
 from gossipmind.net.interface import FrameTooLarge, Stream, StreamEOF, TruncatedFrame
@@ -342,8 +341,8 @@ def _new_bytes(result: object, raws: Sequence[bytes]) -> int:
     """Bytes of the ops of a frame that ingesting it applied (all, if ``ingest`` does
     not say): not ops it released from the pending buffer, which came earlier."""
     if isinstance(result, IngestResult):
-        applied = {op.id for op in result.applied}
-        return sum(len(r) for r in raws if applied and opsmod.op_id(r) in applied)
+        frame = set(raws)  # (no second hash of each op for its id: ingest made them)
+        return sum(len(op.raw) for op in result.applied if op.raw in frame)
     return sum(len(r) for r in raws)
 
 
