@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gossipmind.api.openapi import OPENAPI
-from gossipmind.api.server import Api, ensure_token
+from gossipmind.api.server import Api
+from gossipmind.api.token import TokenFile, ensure_token
 from gossipmind.core.errors import ConfigError
 from gossipmind.core.snapshot import FIX_STATUSES
 
@@ -118,7 +119,8 @@ async def test_reporting_counting_and_openapi(tmp_path: Path) -> None:
                 await trio.sleep(0.1)
         spec = (await acall(r, "GET", "/openapi.json", token=None)).json()
         assert spec == json.loads(json.dumps(OPENAPI))
-        served = {route.path for route in Api(r.node, "t" * 20).app.routes}  # type: ignore[attr-defined]
+        api = Api(r.node, TokenFile(r.spec.dir / "api.token"))
+        served = {route.path for route in api.app.routes}  # type: ignore[attr-defined]
         assert set(spec["paths"]) == served - {"/openapi.json"}  # every route is described
 
 

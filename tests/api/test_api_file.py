@@ -23,7 +23,8 @@ from conftest import fleet
 
 from gossipmind.api import process
 from gossipmind.api.client import Client
-from gossipmind.api.server import ensure_token, serve_api
+from gossipmind.api.server import serve_api
+from gossipmind.api.token import ensure_token
 from gossipmind.api.transport import NodeNotFound, discover
 from gossipmind.core.errors import ConfigError, NetworkError
 

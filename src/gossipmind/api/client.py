@@ -186,14 +186,22 @@ class Client:
         return http
 
     def _call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        try:
-            return self._api().request(method, path, body)
-        except GossipmindError as exc:
-            self._drop_http()  # rediscover next time (the node may have restarted)
-            if not isinstance(exc, NetworkError):  # e.g. a corrupt api.json: say so
-                log.warning("gossipmind: cannot reach the node: %s", exc)
-                self._note_error(f"{path}: {exc}")
-            raise
+        """One request. A 401 with the token read from the data dir is asked again
+        once with the file read anew: the token may have been rotated (a refused
+        request was not processed, so asking again is safe)."""
+        for attempt in range(2):
+            try:
+                status, doc = self._api().request(method, path, body)
+            except GossipmindError as exc:
+                self._drop_http()  # rediscover next time (the node may have restarted)
+                if not isinstance(exc, NetworkError):  # e.g. a corrupt api.json: say so
+                    log.warning("gossipmind: cannot reach the node: %s", exc)
+                    self._note_error(f"{path}: {exc}")
+                raise
+            if status != 401 or attempt or (self._url and self._token):  # given: not ours
+                return status, doc
+            self._drop_http()
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     def _note_error(self, text: str) -> None:
         self.stats.errors.append(text)

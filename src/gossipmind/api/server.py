@@ -11,7 +11,6 @@ import hmac
 import json
 import logging
 import os
-import secrets
 import socket
 import stat
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,6 +29,8 @@ from starlette.routing import Route
 
 from gossipmind.api.openapi import OPENAPI
 from gossipmind.api.process import own_start_time
+from gossipmind.api.token import RECHECK_S as TOKEN_RECHECK_S
+from gossipmind.api.token import TokenFile
 from gossipmind.api.wire import (
     MAX_BODY,
     failure_from_json,
@@ -61,24 +62,8 @@ if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
 log = logging.getLogger("gossipmind.api")
+KEEPALIVE_S = 15.0  # s: an idle event stream gets a comment line this often
 Handler = Callable[[Request], Awaitable[Response]]
-
-
-def ensure_token(path: Path) -> str:
-    """Read the API token (creating it, mode 0600, if missing); refuse a readable one."""
-    if not path.exists():
-        token = secrets.token_urlsafe(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(token + "\n")
-        return token
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        raise ConfigError(f"{path} has mode {mode:04o}; it must be 0600 (chmod 600 {path})")
-    token = path.read_text().strip()
-    if len(token) < 16:
-        raise ConfigError(f"{path} holds no usable token")
-    return token
 
 
 class PayloadTooLarge(GossipmindError):
@@ -86,9 +71,9 @@ class PayloadTooLarge(GossipmindError):
 
 
 class Api:
-    def __init__(self, node: Node, token: str) -> None:
+    def __init__(self, node: Node, tokens: TokenFile) -> None:
         self.node = node
-        self.token = token
+        self.tokens = tokens
         self.requests = 0
         routes = [
             Route("/openapi.json", self.openapi, methods=["GET"]),
@@ -107,6 +92,21 @@ class Api:
 
     # -- plumbing -------------------------------------------------------------------
 
+    def refused(self, given: bytes) -> Response | None:
+        """The answer to a request presenting ``given`` as its token, or None to go
+        on. A token other than the one held makes the file be looked at again at
+        once (it may just have been rotated or mended). Compared in constant time."""
+        held = self.tokens.current()
+        if held is not None and hmac.compare_digest(given, held.encode()):
+            return None
+        reads = self.tokens.reads
+        fresh = self.tokens.current(force=True)
+        if fresh is None:
+            return error(503, "the node's API token file is unusable (see the node's log)")
+        if self.tokens.reads != reads and hmac.compare_digest(given, fresh.encode()):
+            return None  # (the file did not change: no second look)
+        return error(401, "wrong bearer token")
+
     def guard(self, handler: Handler, *, agent: bool = False) -> Handler:
         async def wrapped(request: Request) -> Response:
             self.requests += 1
@@ -114,8 +114,8 @@ class Api:
             scheme, _, given = auth.partition(" ")
             if scheme.lower() != "bearer" or not given:
                 return error(401, "missing bearer token (see api.token in the node's data dir)")
-            if not hmac.compare_digest(given.strip().encode(), self.token.encode()):
-                return error(401, "wrong bearer token")
+            if (refused := self.refused(given.strip().encode())) is not None:
+                return refused
             if agent:
                 self.node.touch()
             try:
@@ -273,17 +273,25 @@ class Api:
             transitions.close()
             raise
 
+        version = self.tokens.version  # the stream ends once its token is rotated
+
+        def revoked() -> bool:
+            return self.tokens.current() is None or self.tokens.version != version
+
         async def stream() -> AsyncIterator[str]:
             with transitions:  # closed on disconnect (the generator is closed) or error
                 for row in snapshot:
                     yield sse("fix", self.summary(row))
                 yield sse("ready", {"accepted": len(snapshot)})
-                while True:
-                    try:
-                        with trio.fail_after(15):
-                            t = await transitions.receive()
-                    except trio.TooSlowError:
-                        yield ": keep-alive\n\n"
+                quiet = 0.0
+                while not revoked():
+                    with trio.move_on_after(TOKEN_RECHECK_S) as waited:
+                        t = await transitions.receive()
+                    if waited.cancelled_caught:
+                        quiet += TOKEN_RECHECK_S
+                        if quiet >= KEEPALIVE_S:
+                            quiet = 0.0
+                            yield ": keep-alive\n\n"
                         continue
                     yield sse("fix", self.summary(t.row) | {"previous": t.old})
 
@@ -406,7 +414,7 @@ async def serve_api(
         raise ConfigError(f"the API port must be an integer 0-65535, not {port!r}")
     data_dir = node.config.data_dir
     remove_api_file(data_dir)  # a previous process's: it names a server that is gone
-    api = Api(node, ensure_token(data_dir / "api.token"))
+    api = Api(node, TokenFile(data_dir / "api.token"))
     config = Config()
     config.bind = [f"127.0.0.1:{port}"]
     config.accesslog = None

@@ -8,7 +8,18 @@ import sys
 import click
 
 from gossipmind import __version__
-from gossipmind.cli import bench, demo, doctor, goals, inspect, node, review, testnet, write
+from gossipmind.cli import (
+    bench,
+    demo,
+    doctor,
+    goals,
+    inspect,
+    node,
+    review,
+    testnet,
+    token,
+    write,
+)
 from gossipmind.cli.common import Ctx, require_utf8
 from gossipmind.cli.output import visible
 
@@ -64,6 +75,7 @@ for command in (
     demo.demo,
     node.node,
     testnet.testnet,
+    token.token,
 ):
     cli.add_command(command)
     if command not in (bench.bench, demo.demo, node.node, testnet.testnet):  # they reach no store
