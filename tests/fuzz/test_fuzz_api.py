@@ -10,6 +10,7 @@ escapes the app reaches the test); the memory part goes through the real server
 from __future__ import annotations
 
 import json
+import os
 import random
 import tracemalloc
 import urllib.parse
@@ -23,9 +24,21 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from gossipmind.api.server import Api
+from gossipmind.api.token import TokenFile
 from gossipmind.testing.fleet import fleet
 
 TOKEN = "fuzz-token-" + "x" * 32
+
+
+def token_file(tmp_path: Path) -> TokenFile:
+    """The API's token file, holding TOKEN."""
+    path = tmp_path / "fuzz.token"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(TOKEN + "\n")
+    return TokenFile(path)
+
+
 ROUTES = ["/openapi.json", "/v1/status", "/v1/failures", "/v1/failures/count", "/v1/fix",
           "/v1/outcomes", "/v1/patterns", "/v1/fixes", "/v1/events", "/v1/ops"]  # fmt: skip
 ODD_PATHS = ["/", "/v1", "/v1/", "/v1/fix/", "//v1/status", "/v1/../v1/status", "/%00",
@@ -170,7 +183,7 @@ async def asgi(app: Any, req: dict[str, Any]) -> tuple[int, dict[bytes, bytes], 
 async def test_no_request_gets_a_500_or_escapes_the_app(tmp_path: Path) -> None:
     seen: dict[int, int] = {}
     async with fleet(tmp_path, 1, 0, api=False) as (r,):
-        api = Api(r.node, TOKEN)
+        api = Api(r.node, token_file(tmp_path))
 
         @fuzz_settings(600)
         @given(requests())
@@ -250,7 +263,7 @@ async def test_unicode_digits_and_huge_numbers_are_4xx(tmp_path: Path) -> None:
     fails, so ``?limit=²`` was a 500; so were 5,000-digit limits (int's digit cap)."""
     auth = (b"Authorization", f"Bearer {TOKEN}".encode())
     async with fleet(tmp_path, 1, 0, api=False) as (r,):
-        app = Api(r.node, TOKEN).app
+        app = Api(r.node, token_file(tmp_path)).app
         for query in ([("limit", "²")], [("limit", "9" * 5000)], [("limit", "١٢")]):
             req = {"method": "GET", "path": "/v1/patterns", "query": query,
                    "headers": [auth], "body": b""}  # fmt: skip
