@@ -26,6 +26,7 @@ def _ok(schema: dict[str, Any], code: str = "200") -> dict[str, Any]:
         "404": _ERR,
         "413": _ERR,
         "422": _ERR,
+        "503": _ERR,
     }
 
 
@@ -95,6 +96,19 @@ OPENAPI: dict[str, Any] = {
     },
     "paths": {
         "/v1/status": {"get": {"summary": "Node status", "responses": _ok({"type": "object"})}},
+        "/v1/metrics": {
+            "get": {
+                "summary": "Node status in the Prometheus text format (0.0.4)",
+                "responses": {
+                    "200": {
+                        "description": "ok",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    "401": _ERR,
+                    "503": _ERR,
+                },
+            }
+        },
         "/v1/failures": {
             "post": {
                 "summary": "Report a failure; the node reduces it to a pattern (raw data stays)",

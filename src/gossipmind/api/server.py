@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from gossipmind.api import metrics
 from gossipmind.api.openapi import OPENAPI
 from gossipmind.api.process import own_start_time
 from gossipmind.api.token import RECHECK_S as TOKEN_RECHECK_S
@@ -78,6 +79,7 @@ class Api:
         routes = [
             Route("/openapi.json", self.openapi, methods=["GET"]),
             Route("/v1/status", self.guard(self.status), methods=["GET"]),
+            Route("/v1/metrics", self.guard(self.metrics), methods=["GET"]),
             Route("/v1/failures", self.guard(self.report_failure, agent=True), methods=["POST"]),
             Route("/v1/failures/count", self.guard(self.count, agent=True), methods=["GET"]),
             Route("/v1/fix", self.guard(self.get_fix, agent=True), methods=["GET"]),
@@ -165,10 +167,12 @@ class Api:
         return JSONResponse(OPENAPI)
 
     async def status(self, request: Request) -> Response:
-        st = self.node.status()
-        st["learner"] = vars(self.node.learner.stats) | {"idle": self.node.learner.idle()}
-        st["verifier"] = vars(self.node.verifier.stats)
-        return JSONResponse(jsonable(st))
+        return JSONResponse(jsonable(metrics.full_status(self.node)))
+
+    async def metrics(self, request: Request) -> Response:
+        """The status in the Prometheus text format (:mod:`gossipmind.api.metrics`)."""
+        text = metrics.render(metrics.full_status(self.node))
+        return Response(text, media_type=metrics.CONTENT_TYPE)
 
     async def report_failure(self, request: Request) -> Response:
         failure = Failure(**failure_from_json(await self.json_body(request)))

@@ -152,6 +152,23 @@ def api_service(port: int, where: str) -> Service:
     return serve
 
 
+def metrics_service(path: Path, every: float) -> Service:
+    """The metrics file (node_exporter's textfile collector) as a node service."""
+    from gossipmind.api.metrics import write_metrics
+
+    return functools.partial(write_metrics, path=path, every=every)
+
+
+def check_metrics_file(path: Path) -> Path:
+    """The metrics file's absolute path; ConfigError if it could not be written there."""
+    path = path.expanduser().resolve()
+    if path.is_dir():
+        raise ConfigError(f"--metrics-file {path} is a directory: name a file (x.prom)")
+    if not path.parent.is_dir():
+        raise ConfigError(f"--metrics-file {path}: no directory {path.parent}")
+    return path
+
+
 @click.command("node")
 @click.option(
     "--listen",
@@ -212,6 +229,19 @@ def api_service(port: int, where: str) -> Service:
     type=click.Path(file_okay=False, path_type=Path),
     help="Host another node (its own data dir) in this process (repeatable).",
 )
+@click.option(
+    "--metrics-file",
+    type=click.Path(path_type=Path),
+    help="Also write the metrics (Prometheus text format, as GET /v1/metrics) to this "
+    "file, for node_exporter's textfile collector (name it *.prom); removed at stop.",
+)
+@click.option(
+    "--metrics-every",
+    type=FloatRange(1, 3600),
+    default=15.0,
+    show_default=True,
+    help="Seconds between two writes of --metrics-file.",
+)
 @pass_ctx
 @errors
 def node(
@@ -228,6 +258,8 @@ def node(
     api_port: int | None,
     no_api: bool,
     extra: tuple[Path, ...],
+    metrics_file: Path | None,
+    metrics_every: float,
 ) -> None:
     """Run the node in the foreground until Ctrl-C, SIGTERM or SIGHUP (a clean stop).
 
@@ -245,6 +277,11 @@ def node(
         raise click.UsageError(
             "--listen with a fixed port would put every node of --extra-data-dir on it: "
             "use port 0, or set listen in each data dir's node.toml"
+        )
+    if extra and metrics_file is not None:
+        raise click.UsageError(
+            "--metrics-file names one file; with --extra-data-dir run one process per node "
+            "to write one file each, or read GET /v1/metrics of each node's API"
         )
     data_dirs = [ctx.dir.root, *(p.resolve() for p in extra)]
     if twice := next((d for i, d in enumerate(data_dirs) if d in data_dirs[:i]), None):
@@ -290,4 +327,6 @@ def node(
         check_api_apart(port, [cfg.listen for _, cfg in configs], where)
         check_port_free(port, where)
         services["api"] = api_service(port, where)
+    if metrics_file is not None:
+        services["metrics_file"] = metrics_service(check_metrics_file(metrics_file), metrics_every)
     run(configs, status_every=status_every, services=services)

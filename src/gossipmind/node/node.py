@@ -309,6 +309,7 @@ class Node:
             "pending": len(r.pending),
             "pending_evicted": r.pending.evicted,
             "rejected": len(r.rejected),
+            "equivocations": len(r.equivocations),
             "root": r.root().hex(),
             "roles": sorted(r.roles(self.identity.public).roles),
             "counters": asdict(self.counters),

@@ -1,0 +1,232 @@
+"""The node's status in the Prometheus text format (0.0.4): ``GET /v1/metrics``,
+and ``gossipmind node --metrics-file`` for node_exporter's textfile collector.
+
+Every figure comes from the same dict as ``GET /v1/status`` (:func:`render`
+takes it), named ``gossipmind_<section>_<field>``: counters end in ``_total``
+and only grow while the process runs (they restart from 0 with it), gauges go
+up and down. The fields are listed here one by one, so a name never changes by
+accident; ``SKIPPED`` names the numeric fields of the status deliberately left
+out (a test checks that every numeric field is one or the other).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from gossipmind import __version__
+from gossipmind.node.node import Node
+from gossipmind.store.datadir import write_atomic
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
+log = logging.getLogger("gossipmind.metrics")
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+COUNTER, GAUGE = "counter", "gauge"
+
+# (path in the status dict, type, help). The name is the path joined by "_"
+# (without the "counters." of the node's own counters).
+FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("ops", GAUGE, "Ops applied in the local replica."),
+    ("heads", GAUGE, "Heads of the op DAG."),
+    ("pending", GAUGE, "Ops waiting for missing dependencies."),
+    ("pending_evicted", COUNTER, "Ops dropped from the full pending buffer."),
+    ("rejected", GAUGE, "Ops this replica rejected (kept, bounded)."),
+    ("equivocations", GAUGE, "Sequence numbers a key signed two different ops with."),
+    ("known_peers", GAUGE, "Peers in the address book."),
+    ("explored", COUNTER, "Exploration dials that connected."),
+    ("gossip_accepted", COUNTER, "Gossip messages the validator accepted."),
+    ("counters.gossip_messages", COUNTER, "Gossip messages received and ingested."),
+    ("counters.gossip_ops", COUNTER, "Ops those gossip messages carried."),
+    ("counters.gossip_applied", COUNTER, "Ops new to this node that gossip brought."),
+    ("counters.gossip_dropped", COUNTER, "Gossip messages dropped by an injected lossy link."),
+    ("counters.ops_applied", COUNTER, "Ops applied (gossip, sync and local writes)."),
+    ("counters.ops_rejected", COUNTER, "Ops rejected."),
+    ("counters.ops_written", COUNTER, "Ops this node authored."),
+    ("sync.sessions", COUNTER, "Sync sessions started."),
+    ("sync.completed", COUNTER, "Sync sessions completed."),
+    ("sync.failed", COUNTER, "Sync sessions failed."),
+    ("sync.ops_received", COUNTER, "Ops received by sync."),
+    ("sync.ops_sent", COUNTER, "Ops sent by sync."),
+    ("sync.op_bytes_sent", COUNTER, "Bytes of the ops sent by sync."),
+    ("sync.frames_sent", COUNTER, "Sync frames sent."),
+    ("sync.frames_received", COUNTER, "Sync frames received."),
+    ("sync.bytes_sent", COUNTER, "Sync bytes sent."),
+    ("sync.bytes_received", COUNTER, "Sync bytes received."),
+    ("sync.refused", COUNTER, "Sync sessions this node refused."),
+    ("sync.refused_penalized", COUNTER, "Refused sync sessions that cost the peer a penalty."),
+    ("writes.groups", COUNTER, "Group commits of local writes."),
+    ("writes.ops", COUNTER, "Ops committed in those groups."),
+    ("writes.largest", GAUGE, "The largest group committed so far."),
+    ("checkpoints.background", COUNTER, "WAL checkpoints the checkpoint thread ran."),
+    ("checkpoints.inline", COUNTER, "WAL checkpoints a commit ran (the log past its limit)."),
+    ("checkpoints.incomplete", COUNTER, "Checkpoints that left frames in the log."),
+    ("checkpoints.failed", COUNTER, "Checkpoints that failed."),
+    ("learner.rounds", COUNTER, "Learning rounds run in idle time."),
+    ("learner.interrupted", COUNTER, "Learning rounds cut short by the agent's activity."),
+    ("learner.synthesized", COUNTER, "Fixes synthesized."),
+    ("learner.drilled", COUNTER, "Fixes drilled in the simulator."),
+    ("learner.proposed", COUNTER, "Fixes proposed."),
+    ("learner.skipped_worse", COUNTER, "Fixes not proposed: no better than one known."),
+    ("learner.refused", COUNTER, "Proposals the replica refused."),
+    ("learner.waiting_membership", GAUGE, "1 while proposals wait for a membership grant."),
+    ("learner.busy_s", COUNTER, "Seconds spent learning."),
+    ("learner.idle", GAUGE, "1 while the agent is idle (sleep time)."),
+    ("verifier.checked", COUNTER, "Fixes this verifier checked."),
+    ("verifier.accepted", COUNTER, "Fixes this verifier attested as accepted."),
+    ("verifier.rejected", COUNTER, "Fixes this verifier attested as rejected."),
+    ("verifier.waiting", GAUGE, "Fixes waiting for this verifier."),
+    ("verifier.revoked", COUNTER, "Fix revocations this verifier signed."),
+    ("verifier.out_of_scope", COUNTER, "Fixes outside this verifier's scopes."),
+    ("verifier.errors", COUNTER, "Verifier errors."),
+)
+
+# (path of a dict of counts by reason, help): one labelled counter each.
+BY_REASON: tuple[tuple[str, str], ...] = (
+    ("gossip_rejected", "Gossip messages rejected, by reason."),
+    ("counters.rejected_by_reason", "Ops rejected, by reason."),
+    ("sync.failed_by_reason", "Sync sessions failed, by reason."),
+    ("sync.declined_by_reason", "Sync sessions peers declined before their hello, by reason."),
+)
+
+# Numeric fields of the status deliberately not exported (text and lists never are).
+SKIPPED: frozenset[str] = frozenset()
+
+
+def _get(status: Mapping[str, Any], path: str) -> Any:
+    value: Any = status
+    for part in path.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _name(path: str, kind: str) -> str:
+    base = "gossipmind_" + path.removeprefix("counters.").replace(".", "_")
+    return base + "_total" if kind == COUNTER else base
+
+
+def _label(value: object) -> str:
+    text = str(value)
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    return None
+
+
+def _family(name: str, kind: str, help_: str, samples: list[str]) -> Iterator[str]:
+    yield f"# HELP {name} {help_}"
+    yield f"# TYPE {name} {kind}"
+    yield from samples
+
+
+def render(status: Mapping[str, Any]) -> str:
+    """The exposition of ``status`` (the dict ``GET /v1/status`` answers)."""
+    lines: list[str] = []
+    info = {
+        "version": __version__,
+        "network": status.get("network", ""),
+        "peer_id": status.get("peer_id", ""),
+        "key": status.get("key", ""),
+    }
+    labels = ",".join(f'{k}="{_label(v)}"' for k, v in info.items())
+    sample = f"gossipmind_info{{{labels}}} 1"
+    lines += _family("gossipmind_info", GAUGE, "The node: version, network, ids.", [sample])
+    peers = status.get("peers")
+    if isinstance(peers, list):
+        sample = f"gossipmind_peers {len(peers)}"
+        lines += _family("gossipmind_peers", GAUGE, "Connected peers.", [sample])
+    roles = status.get("roles")
+    if isinstance(roles, list):
+        samples = [f'gossipmind_role{{role="{_label(r)}"}} 1' for r in sorted(roles)]
+        lines += _family("gossipmind_role", GAUGE, "Roles of this node's key (1 each).", samples)
+    for path, kind, help_ in FIELDS:
+        number = _number(_get(status, path))
+        if number is not None:
+            name = _name(path, kind)
+            lines += _family(name, kind, help_, [f"{name} {number}"])
+    for path, help_ in BY_REASON:
+        counts = _get(status, path)
+        if isinstance(counts, Mapping):
+            name = _name(path, COUNTER)
+            samples = [
+                f'{name}{{reason="{_label(reason)}"}} {int(n)}'
+                for reason, n in sorted(counts.items(), key=lambda kv: str(kv[0]))
+            ]
+            lines += _family(name, COUNTER, help_, samples)
+    return "\n".join(lines) + "\n"
+
+
+def numeric_paths(status: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
+    """The paths of the numeric (and boolean) fields of ``status``, dicts of
+    counts by reason and lists excluded (for the test that every one is exported
+    or skipped)."""
+    for key, value in status.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            if path not in {p for p, _ in BY_REASON}:
+                yield from numeric_paths(value, path + ".")
+        elif _number(value) is not None:
+            yield path
+
+
+def full_status(node: Node) -> dict[str, Any]:
+    """What ``GET /v1/status`` answers: the node's status, its learner's and verifier's."""
+    st = node.status()
+    st["learner"] = vars(node.learner.stats) | {"idle": node.learner.idle()}
+    st["verifier"] = vars(node.verifier.stats)
+    return st
+
+
+async def write_metrics(
+    node: Node,
+    path: Path,
+    every: float,
+    *,
+    task_status: TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Write the metrics to ``path`` now and every ``every`` seconds (atomically: a
+    reader sees the old file or the new one), until cancelled; then remove it, so a
+    stopped node does not look alive. A write that fails is logged (once per
+    distinct error) and tried again at the next round: the node runs on."""
+    last_error = ""
+
+    def write() -> None:
+        nonlocal last_error
+        try:
+            write_atomic(path, render(full_status(node)), mode=0o644)
+        except OSError as exc:
+            if str(exc) != last_error:
+                log.warning("cannot write the metrics file %s: %s", path, exc)
+            last_error = str(exc)
+        else:
+            if last_error:
+                log.info("metrics file %s written again", path)
+            last_error = ""
+
+    write()
+    task_status.started(str(path))
+    try:
+        while True:
+            await trio.sleep(every)
+            write()
+    finally:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("cannot remove the metrics file %s: %s", path, exc)
