@@ -118,3 +118,28 @@ def test_a_report_at_ts_0_gives_the_same_pattern_times_in_any_order() -> None:
     a, b = (snapshot(r) for r in replicas)
     assert a == b
     assert (a["patterns"][0]["first_ts"], a["patterns"][0]["last_ts"]) == (0, 5)
+
+
+@PROPERTY
+@given(seed=st.integers(0, 10_000), order=st.integers(0, 2**32))
+def test_the_root_kept_between_reads_is_the_root_of_the_sorted_ids(seed: int, order: int) -> None:
+    """``Replica.root`` merges the ids applied since its last read into a sorted list
+    it keeps: read at random moments of a shuffled delivery (pending ops applied
+    later, duplicates, forks), it is always the definition recomputed from scratch."""
+    from gossipmind.core.replica import state_root
+
+    h = History(seed, steps=60)
+    ops = h.kb.ops[1:]
+    rng = random.Random(order)
+    shuffled = ops + rng.sample(ops, k=len(ops) // 4)
+    rng.shuffle(shuffled)
+    r = Replica(h.kb.genesis)
+    reads = 0
+    for op in shuffled:
+        r.ingest(op)
+        if rng.random() < 0.3:
+            reads += 1
+            assert r.root() == state_root(sorted(r.meta), len(r.meta))
+            assert r.root() == r.root()  # cached
+    assert r.root() == state_root(sorted(r.meta), len(r.meta)) == deliver(h.kb.genesis, ops).root()
+    assert reads > 0 or len(shuffled) < 5

@@ -7,6 +7,7 @@ what a replica accepts; the network feeds it ops in any order.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -140,6 +141,10 @@ class Replica:
         self.fold = Fold(self.policy)
         self.pending = Pending(max_pending, max_pending_bytes)
         self._root: bytes | None = None
+        # the applied op ids in sorted order (for the root), and those applied since
+        # (meta never loses an id): a root after k new ops sorts k, not all of them
+        self._sorted_ids: list[bytes] = []
+        self._unsorted_ids: list[bytes] = []
         self.equivocations: dict[tuple[bytes, int], list[bytes]] = {}
         self.members_dirty = True  # set when membership or equivocations change
         self._deferred: bool | None = None  # in a batch(): whether a recompute is due
@@ -265,6 +270,7 @@ class Replica:
         kind = _KIND_NAMES.get(op.kind, op.kind)
         meta = Meta(op.id, author, op.seq, op.lamport, kind, deps, op.ts, mset)
         self.meta[op.id] = meta
+        self._unsorted_ids.append(op.id)
         self._root = None
         self.heads.difference_update(op.deps)
         self.heads.add(op.id)
@@ -483,9 +489,15 @@ class Replica:
     # -- queries ----------------------------------------------------------------
 
     def root(self) -> bytes:
-        """The state root: see :func:`state_root`. Cached until the next op applies."""
+        """The state root: see :func:`state_root`. Cached until the next op applies;
+        then the ids applied since are merged into the sorted ones (timsort merges a
+        sorted run with a short tail in about linear time, not n log n)."""
         if self._root is None:
-            self._root = state_root(sorted(self.meta), len(self.meta))
+            if self._unsorted_ids:
+                self._sorted_ids += self._unsorted_ids
+                self._sorted_ids.sort()
+                self._unsorted_ids = []
+            self._root = state_root(self._sorted_ids, len(self._sorted_ids))
         return self._root
 
     def roles(self, author: bytes) -> Roles:
@@ -496,12 +508,16 @@ class Replica:
         return dict(self.last_seq)
 
 
+ROOT_CHUNK = 4096  # ids hashed per update: 128 KiB joined at a time
+
+
 def state_root(sorted_ids: Iterable[bytes], count: int) -> bytes:
     """BLAKE2b-256 of the domain, the count (u64 big-endian) and the sorted valid op ids."""
     h = hashlib.blake2b(ROOT_DOMAIN, digest_size=32)
     h.update(count.to_bytes(8, "big"))
-    for oid in sorted_ids:
-        h.update(oid)
+    it = iter(sorted_ids)
+    while chunk := b"".join(itertools.islice(it, ROOT_CHUNK)):  # (one update per op: 4x slower)
+        h.update(chunk)
     return h.digest()
 
 
