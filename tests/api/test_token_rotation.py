@@ -15,17 +15,28 @@ import os
 import stat
 import threading
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import pytest
 import trio
+import trio.testing
 from click.testing import CliRunner
 from conftest import Running, fleet
 
+from gossipmind.api import token as token_mod
 from gossipmind.api.client import Client
-from gossipmind.api.token import RECHECK_S, TokenFile, ensure_token, rotate_token
+from gossipmind.api.server import Api
+from gossipmind.api.token import (
+    RECHECK_S,
+    TokenFile,
+    ensure_token,
+    read_token,
+    rotate_token,
+)
 from gossipmind.cli.main import cli
-from gossipmind.core.errors import NetworkError
+from gossipmind.core.errors import ConfigError, NetworkError
 from gossipmind.learn.patterns import Failure, reduce
 from gossipmind.testnet.setup import prepare
 
@@ -155,6 +166,73 @@ async def test_an_event_stream_opened_with_the_old_token_ends(tmp_path: Path) ->
         assert again[0] == "status 200" and again[-1] == "event: ready"  # the new token's
 
 
+class StubNode:
+    """What ``Api.events`` uses of a node: fix transitions on a channel."""
+
+    def __init__(self) -> None:
+        self.send, self.recv = trio.open_memory_channel[Any](10)
+        self.fixes = SimpleNamespace(rows=lambda **_: [])
+
+    def touch(self) -> None:
+        pass
+
+    def fix_events(self) -> Any:
+        return self.recv
+
+
+async def asgi_get(app: Any, path: str, token: str, out: list[bytes]) -> None:
+    """One GET through the ASGI app; the body chunks, then b"<END>"."""
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+        "root_path": "", "server": ("127.0.0.1", 1), "client": ("127.0.0.1", 2),
+        "headers": [(b"authorization", f"Bearer {token}".encode())],
+    }  # fmt: skip
+    done = trio.Event()
+
+    async def receive() -> dict[str, Any]:
+        await done.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(msg: dict[str, Any]) -> None:
+        if msg["type"] == "http.response.body":
+            out.append(msg.get("body", b""))
+            if not msg.get("more_body"):
+                out.append(b"<END>")
+                done.set()
+
+    await app(scope, receive, send)
+
+
+async def test_a_stream_on_a_revoked_token_gets_no_event_after_the_rotation_is_seen(
+    tmp_path: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    path = tmp_path / "api.token"
+    tokens = TokenFile(path, clock=trio.current_time)
+    old = tokens.current()
+    assert old is not None
+    node = StubNode()
+    api = Api(node, tokens)  # type: ignore[arg-type]
+    api.summary = dict  # type: ignore[method-assign]
+    body: list[bytes] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(asgi_get, api.app, "/v1/events", old, body)
+        await trio.testing.wait_all_tasks_blocked()
+        assert b"event: ready" in b"".join(body)
+        rotate_token(path)
+        mock_clock.jump(0.5)
+        new = path.read_text().strip()
+        assert api.refused(new.encode()) is None  # the node holds the new token now
+        assert api.refused(old.encode()) is not None
+        row = {"fix": "ab" * 32, "status": "accepted"}
+        node.send.send_nowait(SimpleNamespace(row=row, old="provisional"))
+        await trio.testing.wait_all_tasks_blocked()
+        mock_clock.jump(RECHECK_S)
+        await trio.testing.wait_all_tasks_blocked()
+    assert body[-1] == b"<END>"
+    assert not any(b"event: fix" in chunk for chunk in body)  # ended, and sent nothing more
+
+
 FAILURE = Failure("search", "query", "TimeoutError", "search timed out after 3000 ms")
 
 
@@ -190,12 +268,53 @@ async def test_the_sdk_reading_the_data_dir_follows_a_rotation(tmp_path: Path) -
             assert client.stats.reports_sent == 2 and client.stats.reports_refused == 0
             assert client.outbox.pending() == 0 and client.stats.errors == []
             assert first is not None and client._http is not first  # re-read after the 401
-            # a client given the token directly keeps it: it must be given the new one
+            # a client given the token directly keeps it: it must be given the new one;
+            # meanwhile its reports wait in its queue (a 401 was not processed)
             with pytest.raises(NetworkError, match="401"):
                 await trio.to_thread.run_sync(given.count_failures, pattern)
+            await trio.to_thread.run_sync(
+                functools.partial(
+                    given.report_failure,
+                    TimeoutError(FAILURE.message),
+                    service="search",
+                    operation="query",
+                )
+            )
+            assert given.stats.reports_refused == 0 and given.outbox.pending() == 1
         finally:
             client.close()
             given.close()
+
+
+async def test_an_empty_token_file_makes_the_sdk_queue_not_drop(tmp_path: Path) -> None:
+    async with fleet(tmp_path, 1, 0) as (r,):
+        pattern = reduce(FAILURE).pattern
+        path = r.spec.dir / "api.token"
+        path.write_text("")  # truncated (a full disk, a tool that truncates first)
+        client = Client(r.spec.dir, stream=False, timeout=10)
+        try:
+            await trio.to_thread.run_sync(
+                functools.partial(
+                    client.report_failure,
+                    TimeoutError(FAILURE.message),
+                    service="search",
+                    operation="query",
+                )
+            )
+            assert client.stats.reports_refused == 0 and client.outbox.pending() == 1
+            assert (await until(r, "", 503))[-1] == 503  # the node: unusable, not "missing"
+            rotate_token(path)  # mended: the queue is sent
+            with trio.fail_after(BOUND):
+                while client.outbox.pending():
+                    await trio.sleep(POLL)
+            doc = await trio.to_thread.run_sync(client.count_failures, pattern)
+            with trio.fail_after(BOUND):
+                while int(doc["count"]) != 1:
+                    await trio.sleep(POLL)
+                    doc = await trio.to_thread.run_sync(client.count_failures, pattern)
+            assert client.stats.reports_refused == 0
+        finally:
+            client.close()
 
 
 def test_the_token_file_is_looked_at_no_more_than_once_a_period(tmp_path: Path) -> None:
@@ -210,12 +329,66 @@ def test_the_token_file_is_looked_at_no_more_than_once_a_period(tmp_path: Path) 
     second = tokens.current()
     assert second is not None and second != first and tokens.version == 1
     path.write_text(second + "\n")  # the same token written again: no rotation
-    assert tokens.current(force=True) == second and tokens.version == 1 and tokens.reads == 2
+    now[0] += RECHECK_S
+    assert tokens.current() == second and tokens.version == 1
     os.chmod(path, 0o640)
+    assert tokens.current() == second  # not looked at yet
     assert tokens.current(force=True) is None
-    assert tokens.problem is not None and "0600" in tokens.problem
+    assert tokens.problem is not None and "0600" in tokens.problem and "rotate" in tokens.problem
     os.chmod(path, 0o600)
+    assert tokens.current() is None  # not looked at yet
     assert tokens.current(force=True) == second and tokens.problem is None
+
+
+def test_a_rewrite_in_place_with_the_same_size_and_times_is_seen(tmp_path: Path) -> None:
+    """The content is compared, not the file's size and times: a copy that keeps
+    them (``cp -p``, a restore, or a write within one timestamp tick) is seen."""
+    path = tmp_path / "api.token"
+    now = [0.0]
+    tokens = TokenFile(path, clock=lambda: now[0])
+    old = tokens.current()
+    assert old is not None
+    st = path.stat()
+    new = "N" * len(old)
+    with path.open("r+") as f:  # same inode, same size
+        f.write(new)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert tokens.current(force=True) == new and tokens.version == 1
+
+
+def test_a_token_is_read_from_what_was_checked_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A FIFO, a huge file or another user's file in the token's place is refused at
+    once (never read: a FIFO would block the node's event loop)."""
+    path = tmp_path / "api.token"
+    os.mkfifo(path, 0o600)
+    done: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            read_token(path)
+        except BaseException as exc:  # the error is the point
+            done.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(BOUND)
+    assert not reader.is_alive(), "reading a FIFO blocked"
+    assert "not a regular file" in str(done[0])
+    path.unlink()
+    path.write_text("x" * 5000)
+    os.chmod(path, 0o600)
+    with pytest.raises(ConfigError, match="no usable token"):
+        read_token(path)
+    path.write_text("y" * 40)
+    assert read_token(path) == "y" * 40
+    monkeypatch.setattr(token_mod.os, "geteuid", lambda: os.getuid() + 1)
+    with pytest.raises(ConfigError, match="belongs to uid"):
+        read_token(path)
+    with pytest.raises(ConfigError, match="rotate the token as that user"):
+        rotate_token(path)  # (root by sudo would leave a token the node refuses)
+    assert read_token.__module__ == token_mod.__name__ and path.read_text() == "y" * 40
 
 
 def test_rotate_refuses_what_is_not_a_data_dir(tmp_path: Path) -> None:

@@ -84,6 +84,7 @@ class Client:
         self._stop = threading.Event()
         self._streams = stream  # the cache follows the node's event stream
         self._starting = threading.Lock()
+        self._swap = threading.Lock()  # _drop_http's look-then-take of the connection
         self._thread: threading.Thread | None = None
         track(self)  # sent at exit, reset after a fork
         self._follow_events()
@@ -113,6 +114,7 @@ class Client:
         parent's cache would stay as it was at the fork. Empty it; the next lookup
         starts a new event thread, and the cache serves again once it is ready."""
         self._starting = threading.Lock()
+        self._swap = threading.Lock()
         self._ready, self._stop = threading.Event(), threading.Event()
         self._cache, self._live, self._thread = {}, {}, None
         self.stats.stream_connected = False
@@ -190,17 +192,19 @@ class Client:
         once with the file read anew: the token may have been rotated (a refused
         request was not processed, so asking again is safe)."""
         for attempt in range(2):
+            http = None
             try:
-                status, doc = self._api().request(method, path, body)
+                http = self._api()
+                status, doc = http.request(method, path, body)
             except GossipmindError as exc:
-                self._drop_http()  # rediscover next time (the node may have restarted)
+                self._drop_http(http)  # rediscover next time (the node may have restarted)
                 if not isinstance(exc, NetworkError):  # e.g. a corrupt api.json: say so
                     log.warning("gossipmind: cannot reach the node: %s", exc)
                     self._note_error(f"{path}: {exc}")
                 raise
             if status != 401 or attempt or (self._url and self._token):  # given: not ours
                 return status, doc
-            self._drop_http()
+            self._drop_http(http)  # (only this one: another thread's may be newer)
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     def _note_error(self, text: str) -> None:
@@ -225,10 +229,15 @@ class Client:
             log.warning("gossipmind: cannot reach the node: %s", exc)
             self._note_error(f"config: {exc}")
 
-    def _drop_http(self) -> None:
-        http = self._live.pop("http", None)
-        if http is not None:
-            http.close()
+    def _drop_http(self, only: Http | None = None) -> None:
+        """Close the shared connection (``only`` that one: not one another thread
+        made since) so that the next request finds the node anew."""
+        with self._swap:  # (a setdefault cannot replace it meanwhile: only a drop can)
+            http = self._live.get("http")
+            if http is None or (only is not None and http is not only):
+                return
+            del self._live["http"]
+        http.close()
 
     # -- failures and fixes ---------------------------------------------------------
 
@@ -478,6 +487,9 @@ class Client:
             raise
         if status >= 500:
             raise NetworkError(f"node error {status}")
+        if status == 401:  # not processed: kept to send again (the token may be given anew)
+            self._note_error(f"{path}: 401 {doc}")
+            raise NetworkError(f"the node refused the token (401): {doc}")
         if status >= 400:
             self.stats.reports_refused += 1
             log.warning("gossipmind: the node refused a report: %s %s", status, doc)

@@ -101,12 +101,13 @@ class Api:
         held = self.tokens.current()
         if held is not None and hmac.compare_digest(given, held.encode()):
             return None
-        reads = self.tokens.reads
+        version = self.tokens.version
         fresh = self.tokens.current(force=True)
         if fresh is None:
-            return error(503, "the node's API token file is unusable (see the node's log)")
-        if self.tokens.reads != reads and hmac.compare_digest(given, fresh.encode()):
-            return None  # (the file did not change: no second look)
+            return _unusable_token()
+        changed = held is None or self.tokens.version != version  # mended, or rotated
+        if changed and hmac.compare_digest(given, fresh.encode()):
+            return None  # (unchanged: no second look)
         return error(401, "wrong bearer token")
 
     def guard(self, handler: Handler, *, agent: bool = False) -> Handler:
@@ -115,6 +116,8 @@ class Api:
             auth = request.headers.get("authorization", "")
             scheme, _, given = auth.partition(" ")
             if scheme.lower() != "bearer" or not given:
+                if self.tokens.current() is None:  # (what the client read may be that file)
+                    return _unusable_token()
                 return error(401, "missing bearer token (see api.token in the node's data dir)")
             if (refused := self.refused(given.strip().encode())) is not None:
                 return refused
@@ -297,9 +300,15 @@ class Api:
                             quiet = 0.0
                             yield ": keep-alive\n\n"
                         continue
+                    if revoked():  # (rotated while it waited: not for this stream)
+                        break
                     yield sse("fix", self.summary(t.row) | {"previous": t.old})
 
         return StreamingResponse(stream(), media_type="text/event-stream")
+
+
+def _unusable_token() -> JSONResponse:
+    return error(503, "the node's API token file is unusable (see the node's log)")
 
 
 _FORBIDDEN = frozenset({"unauthorized", "not_member", "not_verifier", "out_of_scope", "revoked"})

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gossipmind.api.process import still_running
+from gossipmind.api.token import usable
 from gossipmind.core.errors import ConfigError, GossipmindError, NetworkError
 
 log = logging.getLogger("gossipmind.sdk")
@@ -49,6 +50,8 @@ def discover(data_dir: Path) -> tuple[str, str]:
             f"no running node API found in {data_dir}: api.json is stale "
             f"(process {pid}, which wrote it, is gone)"
         )
+    if not usable(token):  # (sent, it would be refused: a report would be lost)
+        raise ConfigError(f"{data_dir / 'api.token'} holds no usable token")
     return url, token
 
 

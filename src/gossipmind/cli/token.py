@@ -26,8 +26,10 @@ def rotate(ctx: Ctx, as_json: bool) -> None:
     A running node accepts only the new token within a second (at once for a
     request that presents it), and ends the event streams opened with the old
     one. SDK clients that read the data dir take the new token on their next
-    request; a client given the token directly must be given the new one. The
-    token itself is not printed: it stays in the file.
+    request; a client given the token directly must be given the new one (its
+    reports wait in its queue meanwhile). The token itself is not printed: it
+    stays in the file. Run it as the node's user: a token another user owns is
+    one the node refuses.
     """
     d = ctx.dir
     if not d.key.is_file():
@@ -42,7 +44,10 @@ def rotate(ctx: Ctx, as_json: bool) -> None:
     if as_json:
         print_json({"rotated": str(d.token), "running_api": url, "recheck_s": RECHECK_S})
     elif url is not None:
-        console.print(f"rotated {esc(d.token)}: the node at {esc(url)} accepts only the new token")
+        console.print(
+            f"rotated {esc(d.token)}: the node at {esc(url)} accepts only the new token "
+            f"within {RECHECK_S:g} s (at once for a request that presents it)"
+        )
     else:
         console.print(f"rotated {esc(d.token)} (no node running: it starts with the new token)")
 
