@@ -23,6 +23,10 @@ from gossipmind.testnet import Testnet, procs
 from gossipmind.testnet.chaos import Chaos
 
 GOSSIPMIND = Path(sys.executable).with_name("gossipmind")
+CTRL_C_ARMED = (
+    "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'gossipmind'; from gossipmind.cli.main import main; main()"
+)
 FAKE = Path(__file__).with_name("fake_node.py")
 
 
@@ -109,7 +113,19 @@ def test_ctrl_c_or_sigterm_to_chaos_lifts_every_fault_first(run_dir: Path) -> No
     tn = Testnet(run_dir)
     tn.up(3, 1, settings={"sync_interval": 1.0})
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
-    cmd = [str(GOSSIPMIND), "testnet", "chaos", "--duration", "60", "--seed", "7"]
+    # as from a terminal: Ctrl-C reaches it (a suite run as a background job, `make test &`,
+    # hands its children SIGINT ignored, and Python then keeps ignoring it)
+    cmd = [
+        sys.executable,
+        "-c",
+        CTRL_C_ARMED,
+        "testnet",
+        "chaos",
+        "--duration",
+        "60",
+        "--seed",
+        "7",
+    ]
     for sig, code in ((signal.SIGINT, 1), (signal.SIGTERM, 128 + signal.SIGTERM)):
         out = run_dir.parent / f"chaos-{sig.name}.out"
         with out.open("w") as sink:
