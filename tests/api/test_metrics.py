@@ -55,9 +55,8 @@ async def test_the_metrics_are_the_status_in_prometheus_format(tmp_path: Path) -
         assert dict(labels)["network"] == admin.node.net.hex()
         assert dict(labels)["peer_id"] == st["peer_id"]
         for path, kind, _ in metrics.FIELDS:  # every listed field, with its type's name
-            name = "gossipmind_" + path.removeprefix("counters.").replace(".", "_")
-            # the parser reports a counter's samples under the name with "_total"
-            assert (name + "_total" if kind == metrics.COUNTER else name) in found, path
+            assert metrics.metric_name(path, kind) in found, path
+        assert "gossipmind_learner_busy_seconds_total" in found  # units spelled out
         # what the node does shows: a write, then the other node's gossip and ops
         before = value(found, "gossipmind_ops")
         await admin.node.write("pattern.report", sample_report(template="metrics <*>"))
@@ -108,3 +107,20 @@ def test_reasons_with_any_characters_survive_as_labels() -> None:
     assert families["gossipmind_ops"].samples[0].value == 5
     names = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")]
     assert len(names) == len(set(names))  # each family once
+
+
+def test_labels_given_go_on_every_sample() -> None:
+    """Two nodes' files side by side (node_exporter merges them): each sample of one
+    differs from the other's by its ``peer_id`` label, so none collides."""
+    seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+    for peer in ("peer-a", "peer-b"):
+        status = {"network": "ab", "peer_id": peer, "key": "k", "ops": 5, "peers": ["x"],
+                  "roles": ["member"], "gossip_rejected": {"bad sig": 1}}  # fmt: skip
+        text = metrics.render(status, {"peer_id": peer})
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                assert s.labels["peer_id"] == peer, s
+                key = (s.name, tuple(sorted(s.labels.items())))
+                assert key not in seen, key
+                seen.add(key)
+    assert ("gossipmind_ops", (("peer_id", "peer-a"),)) in seen

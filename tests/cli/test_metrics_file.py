@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -18,7 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_cli import Dirs, net  # noqa: F401  (a shared fixture)
 from test_node_ports import gossipmind, run
 
-from gossipmind.api.metrics import write_metrics
+from gossipmind.api.metrics_file import write_metrics
+from gossipmind.core.errors import ConfigError
 from gossipmind.testing import sample_report
 from gossipmind.testing.fleet import fleet
 
@@ -26,11 +29,12 @@ BOUND = 30.0  # s: the most any wait below may take
 
 
 def samples(path: Path) -> dict[str, float]:
-    """Unlabelled samples of the metrics file (name -> value)."""
+    """Samples of the metrics file with no label but the node's (name -> value)."""
     out: dict[str, float] = {}
     for family in text_string_to_metric_families(path.read_text()):
         for s in family.samples:
-            if not s.labels:
+            assert "peer_id" in s.labels, s  # on every sample: files side by side
+            if set(s.labels) == {"peer_id"}:
                 out[s.name] = s.value
     return out
 
@@ -64,7 +68,8 @@ def test_a_node_process_writes_its_metrics_file_and_removes_it_at_stop(
             while prom.stat().st_mtime_ns == mtime and time.monotonic() < deadline:
                 time.sleep(0.1)
             assert prom.stat().st_mtime_ns != mtime  # written again, every second
-            assert [p.name for p in prom.parent.iterdir()] == ["gossipmind.prom"]  # no temp
+            names = sorted(p.name for p in prom.parent.iterdir())
+            assert names == [".gossipmind.prom.lock", "gossipmind.prom"]  # no temp left
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=BOUND) == 0
             assert not prom.exists()  # a stopped node does not look alive
@@ -79,6 +84,9 @@ def test_a_node_process_writes_its_metrics_file_and_removes_it_at_stop(
     [
         ("dir", 4, "is a directory"),
         ("missing/x.prom", 4, "no directory"),
+        ("link.prom", 4, "not a regular file"),  # -> the node's store: never followed
+        ("fifo.prom", 4, "not a regular file"),
+        ("DATA/x.prom", 4, "inside the data dir"),
     ],
 )
 def test_a_metrics_file_that_cannot_be_written_is_refused_before_the_node_starts(
@@ -90,9 +98,15 @@ def test_a_metrics_file_that_cannot_be_written_is_refused_before_the_node_starts
 ) -> None:
     (tmp_path / "dir").mkdir()
     data = str(net.root / "admin")
-    out = run("--data-dir", data, "node", "--no-api", "--metrics-file", str(tmp_path / where))
+    store = net.root / "admin" / "kb.sqlite3"
+    before = store.read_bytes()
+    (tmp_path / "link.prom").symlink_to(store)
+    os.mkfifo(tmp_path / "fifo.prom")
+    target = str(tmp_path / where).replace(str(tmp_path / "DATA"), data)
+    out = run("--data-dir", data, "node", "--no-api", "--metrics-file", target)
     assert out.returncode == code, out.stderr
     assert message in out.stderr and "--metrics-file" in out.stderr
+    assert store.read_bytes() == before
     many = ["--extra-data-dir", str(net.root / "agent")]
     out = run("--data-dir", data, "node", "--no-api", "--metrics-file", "x.prom", *many)
     assert out.returncode == 2 and "--metrics-file names one file" in out.stderr
@@ -104,27 +118,58 @@ async def test_the_writer_follows_the_node_and_outlives_a_failing_disk(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="gossipmind.metrics")
-    blocker = tmp_path / "out"
-    blocker.write_text("a file where the directory should be")
-    prom = blocker / "node.prom"
-    async with fleet(tmp_path / "net", 1, 0, api=False) as (r,), trio.open_nursery() as nursery:
-        await nursery.start(write_metrics, r.node, prom, 0.05)
-        with trio.fail_after(BOUND):  # it keeps trying, and says so once
-            while len(caplog.records) < 1:
-                await trio.sleep(0.05)
-            await trio.sleep(0.3)  # several more rounds fail
-        warnings = [x for x in caplog.records if "cannot write the metrics file" in x.message]
-        assert len(warnings) == 1
-        blocker.unlink()
-        blocker.mkdir()  # mended
-        with trio.fail_after(BOUND):
-            while not prom.exists():
-                await trio.sleep(0.05)
-        assert any("written again" in x.message for x in caplog.records)
-        ops = samples(prom)["gossipmind_ops"]
-        await r.node.write("pattern.report", sample_report(template="metrics file <*>"))
-        with trio.fail_after(BOUND):  # the file follows the node
-            while samples(prom)["gossipmind_ops"] != ops + 1:
-                await trio.sleep(0.05)
-        nursery.cancel_scope.cancel()
+    out = tmp_path / "collector"
+    out.mkdir()
+    prom = out / "node.prom"
+    old = os.umask(0o077)  # a service's UMask: node_exporter must still read the file
+    try:
+        async with (
+            fleet(tmp_path / "net", 1, 0, api=False) as (r,),
+            trio.open_nursery() as nursery,
+        ):
+            await nursery.start(write_metrics, r.node, prom, 0.05)
+            assert stat.S_IMODE(prom.stat().st_mode) == 0o644
+            ops = samples(prom)["gossipmind_ops"]
+            await r.node.write("pattern.report", sample_report(template="metrics file <*>"))
+            with trio.fail_after(BOUND):  # the file follows the node
+                while samples(prom)["gossipmind_ops"] != ops + 1:
+                    await trio.sleep(0.05)
+            with pytest.raises(ConfigError, match="written by another process"):
+                await write_metrics(r.node, prom, 0.05)  # one writer per file
+            shutil.rmtree(out)  # the disk fails: it keeps trying, and says so once
+            with trio.fail_after(BOUND):
+                while not caplog.records:
+                    await trio.sleep(0.05)
+                await trio.sleep(0.3)  # several more rounds fail
+            failed = [x for x in caplog.records if "cannot write the metrics file" in x.message]
+            assert len(failed) == 1
+            out.mkdir()  # mended
+            with trio.fail_after(BOUND):
+                while not prom.exists():
+                    await trio.sleep(0.05)
+            assert any("written again" in x.message for x in caplog.records)
+            nursery.cancel_scope.cancel()
+    finally:
+        os.umask(old)
     assert not prom.exists()
+    assert list(out.iterdir()) == []  # no temp left (the lock went with the old dir)
+
+
+async def test_a_file_that_cannot_be_written_at_start_is_refused(tmp_path: Path) -> None:
+    prom = tmp_path / "node.prom"
+    (tmp_path / ".node.prom.tmp").mkdir()  # in the way of every write
+    async with fleet(tmp_path / "net", 1, 0, api=False) as (r,):
+        with pytest.raises(ConfigError, match="cannot be written"):
+            await write_metrics(r.node, prom, 1.0)
+        assert not prom.exists()
+
+
+async def test_a_stop_removes_only_the_file_it_wrote(tmp_path: Path) -> None:
+    prom = tmp_path / "node.prom"
+    async with fleet(tmp_path / "net", 1, 0, api=False) as (r,):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(write_metrics, r.node, prom, 3600)
+            prom.unlink()
+            prom.write_text("# someone else's\n")  # replaced meanwhile
+            nursery.cancel_scope.cancel()
+        assert prom.read_text() == "# someone else's\n"

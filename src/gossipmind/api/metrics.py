@@ -1,5 +1,5 @@
 """The node's status in the Prometheus text format (0.0.4): ``GET /v1/metrics``,
-and ``gossipmind node --metrics-file`` for node_exporter's textfile collector.
+and ``gossipmind node --metrics-file`` (:mod:`gossipmind.api.metrics_file`).
 
 Every figure comes from the same dict as ``GET /v1/status`` (:func:`render`
 takes it), named ``gossipmind_<section>_<field>``: counters end in ``_total``
@@ -11,21 +11,11 @@ out (a test checks that every numeric field is one or the other).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import trio
+from typing import Any
 
 from gossipmind import __version__
 from gossipmind.node.node import Node
-from gossipmind.store.datadir import write_atomic
-
-if TYPE_CHECKING:
-    from trio_typing import TaskStatus
-
-log = logging.getLogger("gossipmind.metrics")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -77,12 +67,12 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
     ("learner.skipped_worse", COUNTER, "Fixes not proposed: no better than one known."),
     ("learner.refused", COUNTER, "Proposals the replica refused."),
     ("learner.waiting_membership", GAUGE, "1 while proposals wait for a membership grant."),
-    ("learner.busy_s", COUNTER, "Seconds spent learning."),
+    ("learner.busy_s", COUNTER, "Seconds spent learning."),  # learner_busy_seconds_total
     ("learner.idle", GAUGE, "1 while the agent is idle (sleep time)."),
     ("verifier.checked", COUNTER, "Fixes this verifier checked."),
     ("verifier.accepted", COUNTER, "Fixes this verifier attested as accepted."),
     ("verifier.rejected", COUNTER, "Fixes this verifier attested as rejected."),
-    ("verifier.waiting", GAUGE, "Fixes waiting for this verifier."),
+    ("verifier.waiting", COUNTER, "Times a fix had to wait for more evidence before a verdict."),
     ("verifier.revoked", COUNTER, "Fix revocations this verifier signed."),
     ("verifier.out_of_scope", COUNTER, "Fixes outside this verifier's scopes."),
     ("verifier.errors", COUNTER, "Verifier errors."),
@@ -109,7 +99,11 @@ def _get(status: Mapping[str, Any], path: str) -> Any:
     return value
 
 
-def _name(path: str, kind: str) -> str:
+RENAMED = {"learner.busy_s": "learner.busy_seconds"}  # Prometheus spells units out
+
+
+def metric_name(path: str, kind: str) -> str:
+    path = RENAMED.get(path, path)
     base = "gossipmind_" + path.removeprefix("counters.").replace(".", "_")
     return base + "_total" if kind == COUNTER else base
 
@@ -135,8 +129,16 @@ def _family(name: str, kind: str, help_: str, samples: list[str]) -> Iterator[st
     yield from samples
 
 
-def render(status: Mapping[str, Any]) -> str:
-    """The exposition of ``status`` (the dict ``GET /v1/status`` answers)."""
+def render(status: Mapping[str, Any], labels: Mapping[str, str] | None = None) -> str:
+    """The exposition of ``status`` (the dict ``GET /v1/status`` answers). ``labels``
+    go on every sample (a file beside other nodes' files needs them: node_exporter
+    merges the files, and samples alike in name and labels would collide)."""
+    const = [f'{k}="{_label(v)}"' for k, v in (labels or {}).items()]
+
+    def sample(name: str, value: object, **own: object) -> str:
+        pairs = [f'{k}="{_label(v)}"' for k, v in own.items()] + const
+        return f"{name}{{{','.join(pairs)}}} {value}" if pairs else f"{name} {value}"
+
     lines: list[str] = []
     info = {
         "version": __version__,
@@ -144,28 +146,29 @@ def render(status: Mapping[str, Any]) -> str:
         "peer_id": status.get("peer_id", ""),
         "key": status.get("key", ""),
     }
-    labels = ",".join(f'{k}="{_label(v)}"' for k, v in info.items())
-    sample = f"gossipmind_info{{{labels}}} 1"
-    lines += _family("gossipmind_info", GAUGE, "The node: version, network, ids.", [sample])
+    line = sample(
+        "gossipmind_info", 1, **{k: v for k, v in info.items() if k not in (labels or {})}
+    )
+    lines += _family("gossipmind_info", GAUGE, "The node: version, network, ids.", [line])
     peers = status.get("peers")
     if isinstance(peers, list):
-        sample = f"gossipmind_peers {len(peers)}"
-        lines += _family("gossipmind_peers", GAUGE, "Connected peers.", [sample])
+        line = sample("gossipmind_peers", len(peers))
+        lines += _family("gossipmind_peers", GAUGE, "Connected peers.", [line])
     roles = status.get("roles")
     if isinstance(roles, list):
-        samples = [f'gossipmind_role{{role="{_label(r)}"}} 1' for r in sorted(roles)]
+        samples = [sample("gossipmind_role", 1, role=r) for r in sorted(roles)]
         lines += _family("gossipmind_role", GAUGE, "Roles of this node's key (1 each).", samples)
     for path, kind, help_ in FIELDS:
         number = _number(_get(status, path))
         if number is not None:
-            name = _name(path, kind)
-            lines += _family(name, kind, help_, [f"{name} {number}"])
+            name = metric_name(path, kind)
+            lines += _family(name, kind, help_, [sample(name, number)])
     for path, help_ in BY_REASON:
         counts = _get(status, path)
         if isinstance(counts, Mapping):
-            name = _name(path, COUNTER)
+            name = metric_name(path, COUNTER)
             samples = [
-                f'{name}{{reason="{_label(reason)}"}} {int(n)}'
+                sample(name, int(n), reason=reason)
                 for reason, n in sorted(counts.items(), key=lambda kv: str(kv[0]))
             ]
             lines += _family(name, COUNTER, help_, samples)
@@ -185,48 +188,11 @@ def numeric_paths(status: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
             yield path
 
 
-def full_status(node: Node) -> dict[str, Any]:
-    """What ``GET /v1/status`` answers: the node's status, its learner's and verifier's."""
-    st = node.status()
+def full_status(node: Node, *, root: bool = True) -> dict[str, Any]:
+    """What ``GET /v1/status`` answers: the node's status, its learner's and verifier's
+    (``root=False``: without the state root, which metrics do not export and which
+    costs a pass over every op id after new ops)."""
+    st = node.status(root=root)
     st["learner"] = vars(node.learner.stats) | {"idle": node.learner.idle()}
     st["verifier"] = vars(node.verifier.stats)
     return st
-
-
-async def write_metrics(
-    node: Node,
-    path: Path,
-    every: float,
-    *,
-    task_status: TaskStatus[str] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Write the metrics to ``path`` now and every ``every`` seconds (atomically: a
-    reader sees the old file or the new one), until cancelled; then remove it, so a
-    stopped node does not look alive. A write that fails is logged (once per
-    distinct error) and tried again at the next round: the node runs on."""
-    last_error = ""
-
-    def write() -> None:
-        nonlocal last_error
-        try:
-            write_atomic(path, render(full_status(node)), mode=0o644)
-        except OSError as exc:
-            if str(exc) != last_error:
-                log.warning("cannot write the metrics file %s: %s", path, exc)
-            last_error = str(exc)
-        else:
-            if last_error:
-                log.info("metrics file %s written again", path)
-            last_error = ""
-
-    write()
-    task_status.started(str(path))
-    try:
-        while True:
-            await trio.sleep(every)
-            write()
-    finally:
-        try:
-            path.unlink(missing_ok=True)
-        except OSError as exc:
-            log.warning("cannot remove the metrics file %s: %s", path, exc)

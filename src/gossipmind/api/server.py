@@ -174,7 +174,7 @@ class Api:
 
     async def metrics(self, request: Request) -> Response:
         """The status in the Prometheus text format (:mod:`gossipmind.api.metrics`)."""
-        text = metrics.render(metrics.full_status(self.node))
+        text = metrics.render(metrics.full_status(self.node, root=False))
         return Response(text, media_type=metrics.CONTENT_TYPE)
 
     async def report_failure(self, request: Request) -> Response:

@@ -152,23 +152,6 @@ def api_service(port: int, where: str) -> Service:
     return serve
 
 
-def metrics_service(path: Path, every: float) -> Service:
-    """The metrics file (node_exporter's textfile collector) as a node service."""
-    from gossipmind.api.metrics import write_metrics
-
-    return functools.partial(write_metrics, path=path, every=every)
-
-
-def check_metrics_file(path: Path) -> Path:
-    """The metrics file's absolute path; ConfigError if it could not be written there."""
-    path = path.expanduser().resolve()
-    if path.is_dir():
-        raise ConfigError(f"--metrics-file {path} is a directory: name a file (x.prom)")
-    if not path.parent.is_dir():
-        raise ConfigError(f"--metrics-file {path}: no directory {path.parent}")
-    return path
-
-
 @click.command("node")
 @click.option(
     "--listen",
@@ -328,5 +311,8 @@ def node(
         check_port_free(port, where)
         services["api"] = api_service(port, where)
     if metrics_file is not None:
-        services["metrics_file"] = metrics_service(check_metrics_file(metrics_file), metrics_every)
+        from gossipmind.api import metrics_file as mf
+
+        path = mf.check_path(metrics_file, data_dirs)
+        services["metrics_file"] = mf.service(path, metrics_every)
     run(configs, status_every=status_every, services=services)

@@ -494,9 +494,9 @@ class Replica:
         sorted run with a short tail in about linear time, not n log n)."""
         if self._root is None:
             if self._unsorted_ids:
-                self._sorted_ids += self._unsorted_ids
-                self._sorted_ids.sort()
-                self._unsorted_ids = []
+                merged = self._sorted_ids + self._unsorted_ids
+                merged.sort()  # (whatever interrupts it, both lists are still right)
+                self._sorted_ids, self._unsorted_ids = merged, []
             self._root = state_root(self._sorted_ids, len(self._sorted_ids))
         return self._root
 

@@ -294,7 +294,9 @@ class Node:
 
     # -- status -------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
+    def status(self, *, root: bool = True) -> dict[str, Any]:
+        """Counters and state; ``root=False`` leaves out the state root (a pass over
+        every op id after new ops: metrics do not need it)."""
         r = self.store.replica
         return {
             "network": self.net.hex(),
@@ -310,7 +312,7 @@ class Node:
             "pending_evicted": r.pending.evicted,
             "rejected": len(r.rejected),
             "equivocations": len(r.equivocations),
-            "root": r.root().hex(),
+            **({"root": r.root().hex()} if root else {}),
             "roles": sorted(r.roles(self.identity.public).roles),
             "counters": asdict(self.counters),
             "sync": asdict(self.sync),
