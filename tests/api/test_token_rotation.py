@@ -236,6 +236,14 @@ async def test_a_stream_on_a_revoked_token_gets_no_event_after_the_rotation_is_s
 FAILURE = Failure("search", "query", "TimeoutError", "search timed out after 3000 ms")
 
 
+async def report_timeout(client: Client) -> None:
+    """The SDK reports FAILURE (from a worker thread: it blocks)."""
+    report = functools.partial(
+        client.report_failure, TimeoutError(FAILURE.message), service="search", operation="query"
+    )
+    await trio.to_thread.run_sync(report)
+
+
 async def test_the_sdk_reading_the_data_dir_follows_a_rotation(tmp_path: Path) -> None:
     async with fleet(tmp_path, 1, 0) as (r,):
         pattern = reduce(FAILURE).pattern
@@ -272,14 +280,7 @@ async def test_the_sdk_reading_the_data_dir_follows_a_rotation(tmp_path: Path) -
             # meanwhile its reports wait in its queue (a 401 was not processed)
             with pytest.raises(NetworkError, match="401"):
                 await trio.to_thread.run_sync(given.count_failures, pattern)
-            await trio.to_thread.run_sync(
-                functools.partial(
-                    given.report_failure,
-                    TimeoutError(FAILURE.message),
-                    service="search",
-                    operation="query",
-                )
-            )
+            await report_timeout(given)
             assert given.stats.reports_refused == 0 and given.outbox.pending() == 1
         finally:
             client.close()
@@ -293,14 +294,7 @@ async def test_an_empty_token_file_makes_the_sdk_queue_not_drop(tmp_path: Path) 
         path.write_text("")  # truncated (a full disk, a tool that truncates first)
         client = Client(r.spec.dir, stream=False, timeout=10)
         try:
-            await trio.to_thread.run_sync(
-                functools.partial(
-                    client.report_failure,
-                    TimeoutError(FAILURE.message),
-                    service="search",
-                    operation="query",
-                )
-            )
+            await report_timeout(client)
             assert client.stats.reports_refused == 0 and client.outbox.pending() == 1
             assert (await until(r, "", 503))[-1] == 503  # the node: unusable, not "missing"
             rotate_token(path)  # mended: the queue is sent
