@@ -18,6 +18,7 @@ from gossipmind.core.goals import Goal, Resolution, resolve
 from gossipmind.core.goals import violations as goal_violations
 from gossipmind.core.membership import Roles
 from gossipmind.core.policy import Policy, max_risk, scope_covers
+from gossipmind.core.records import Records
 from gossipmind.core.schema import fix_id as compute_fix_id
 
 
@@ -309,7 +310,7 @@ class Fold:
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
-        self.records: list[tuple[Meta, bytes, Roles]] = []
+        self.records = Records()
         self.patterns: dict[bytes, PatternAgg] = {}
         self.fixes: dict[bytes, FixAgg] = {}
         self.fixes_of: dict[bytes, set[bytes]] = {}  # pattern -> ids of its proposed fixes
@@ -351,13 +352,15 @@ class Fold:
             g.versions.clear()
             g.reviews.clear()
         self._goals_version += 1
-        records, self.records = self.records, []
-        for meta, raw, _ in records:
+
+        def reassess(meta: Meta, raw: bytes) -> Roles:
             body = record_body(raw)
             meta.effective, roles = effective(meta, body)
-            self.records.append((meta, raw, roles))
             if meta.effective:
                 self._count(meta, body, roles)
+            return roles
+
+        self.records.reassess(reassess)  # in the order the ops were applied, as before
         self.all_dirty = True
 
     # -- per-kind contributions ------------------------------------------------

@@ -116,7 +116,7 @@ class Learner:
         everything = r.recomputes != self._recomputes or len(records) < self._seen
         touched: set[bytes] = set()
         if not everything:
-            for meta, raw, _ in records[self._seen :]:
+            for meta, raw, _ in records.since(self._seen):
                 kind = meta.kind
                 if kind in GOAL_KINDS:
                     everything = True

@@ -31,6 +31,7 @@ from gossipmind.store.sqlfile import StoreLocked, check_file
 from gossipmind.store.verifier import Verification
 
 MAX_REJECTED_ROWS = 100_000
+RAWS_PER_QUERY = 500  # op ids per query when the fold reads op bytes back (< 999 variables)
 CREATE_WAIT_S = 0.0  # a creator never waits: whoever holds the lock is creating or writing
 
 __all__ = ["MAX_REJECTED_ROWS", "WAL_SIZE_LIMIT", "Store", "StoreLocked", "check_file"]
@@ -49,6 +50,8 @@ class Store:
         self._broken: str | None = None
         self._pending_rows: set[bytes] = set()  # ids in the pending table
         self.checkpoints = Checkpointer(path)  # off the writer's commits (store.checkpoint)
+        # the fold keeps the bytes of ops not yet durable only (core/records.py)
+        replica.fold.records.loader = self._raws_of
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -156,7 +159,9 @@ class Store:
         r = self.replica
         cur = self.conn.execute("SELECT raw FROM ops ORDER BY ord")
         with r.batch():  # one membership recomputation for the whole replay
-            for (raw,) in cur:
+            for n, (raw,) in enumerate(cur, 1):
+                if n % RAWS_PER_QUERY == 0:  # all durable: the fold need not hold them
+                    r.fold.records.release()
                 op = opsmod.decode(self._blob(raw, "an op in table ops"))
                 if op.id == r.net:
                     continue
@@ -164,6 +169,7 @@ class Store:
                 if not result.applied or result.applied[0].id != op.id:
                     code = result.rejected[0][1] if result.rejected else "not applied"
                     raise InvalidOp("replay", f"op {op.short()} did not re-apply: {code}")
+        r.fold.records.release()
         for id_, code, detail in self.conn.execute("SELECT id, code, detail FROM rejected"):
             r.rejected[self._blob(id_, "an id in table rejected")] = (str(code), str(detail))
         pending = [
@@ -368,6 +374,21 @@ class Store:
             raise StoreError(f"write to {self.path} failed: {exc}") from exc
         except Exception as exc:  # noqa: BLE001 - a value SQLite cannot hold, or a bug: the replica
             self._fail_group(exc)  # applied ops the file does not have
+        self.replica.fold.records.release()  # durable: read back from the file when needed
+
+    def _raws_of(self, ids: list[bytes]) -> dict[bytes, bytes]:
+        """The bytes of applied ops, by id (for the fold's records)."""
+        out: dict[bytes, bytes] = {}
+        try:
+            for lo in range(0, len(ids), RAWS_PER_QUERY):
+                chunk = ids[lo : lo + RAWS_PER_QUERY]
+                marks = ",".join("?" * len(chunk))
+                query = f"SELECT id, raw FROM ops WHERE id IN ({marks})"  # (marks only)
+                for oid, raw in self.conn.execute(query, chunk):
+                    out[self._blob(oid, "an id in table ops")] = self._blob(raw, "an op")
+        except sqlite3.Error as exc:
+            raise sqlfile.store_error(self.path, exc, "read") from exc
+        return out
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
