@@ -75,3 +75,40 @@ async def test_a_proposal_the_store_failed_is_tried_again_next_round(
     await learner.round()
     assert len(proposed) == learner.stats.proposed >= 1
     assert learner.due() == []
+
+
+async def test_ops_whose_bytes_cannot_be_read_back_are_read_again_next_round(
+    kb: KB, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A store-backed fold reads the bytes of durable ops back from the file
+    (core/records.py); a failed read is a round without proposals, not a crash."""
+    replica = kb.replica("admin")
+    proposed: list[dict[str, Any]] = []
+
+    async def write(kind: str, body: dict[str, Any]) -> None:
+        proposed.append(body)
+
+    learner = Learner(replica, write, idle_s=0.0, cpu_budget=1.0)
+    await learner.round()  # the first pattern: proposed (it read no op's bytes)
+    first = len(proposed)
+    assert first >= 1
+    for name in ("a", "b", "c", "d"):  # a second pattern: the learner reads these ops
+        for _ in range(5):
+            kb.report(name, operation="index", template="connection reset by peer")
+    kb.sync_all()
+    records = replica.fold.records
+    raws = {op.id: op.raw for op in kb.ops}
+    fail = [True]
+
+    def loader(ids: list[bytes]) -> dict[bytes, bytes]:
+        if fail:
+            fail.pop()
+            raise StoreError("disk I/O error")
+        return {i: raws[i] for i in ids}
+
+    records.loader = loader
+    records.release()  # as a store does once the ops are durable
+    assert await learner.round() == 0 and len(proposed) == first
+    assert "disk I/O error" in learner.stats.last_error
+    await learner.round()  # the read works again: the second pattern is proposed
+    assert len(proposed) > first and not fail

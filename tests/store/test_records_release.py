@@ -131,3 +131,54 @@ def test_a_held_op_of_a_store_costs_its_bookkeeping_not_its_bytes(
     # measured: 445 B (921 when the fold kept each op's bytes, as a replica on its own
     # does: tests/core/test_fold_memory.py)
     assert per_op < 600, f"{per_op:.0f} B per held op ({raw_size:.0f} B of bytes)"
+
+
+def _revoke_batch(tmp_path: Path) -> tuple[History, Store, list[opsmod.Op], int]:
+    """A store holding a history up to its first revoke; that revoke and the rest
+    are still to come (applying it rebuilds the fold from the file)."""
+    h = History(3, steps=120)
+    ops = h.kb.ops[1:]
+    cut = next(i for i, op in enumerate(ops) if op.kind == "member.revoke")
+    store = Store.create(tmp_path / "kb.sqlite3", h.kb.genesis)
+    store.ingest(ops[:cut], verified=True)
+    return h, store, ops, cut
+
+
+def test_a_rebuild_that_cannot_read_the_file_makes_the_store_unusable_not_wrong(
+    tmp_path: Path,
+) -> None:
+    """The rebuild at a batch's end reads ops back; if that fails the batch is in
+    memory and not in the file: the store says so and takes nothing more, and
+    reopened it holds what it had written."""
+    h, store, ops, cut = _revoke_batch(tmp_path)
+    records = store.replica.fold.records
+    written = len(store.replica.meta)
+
+    def failing(ids: list[bytes]) -> dict[bytes, bytes]:
+        raise StoreError("disk I/O error")
+
+    records.loader = failing
+    with pytest.raises(StoreError, match="disk I/O error"):
+        store.ingest(ops[cut:], verified=True)
+    assert store.broken is not None and "disk I/O error" in store.broken
+    with pytest.raises(StoreError, match="unusable"):
+        store.ingest(ops[cut:], verified=True)
+    store.close()
+    with Store.open(tmp_path / "kb.sqlite3") as again:
+        assert len(again.replica.meta) == written  # what it had written
+        again.ingest(ops[cut:], verified=True)
+        assert snapshot(again.replica) == snapshot(reference(h))
+
+
+def test_damaged_bytes_read_back_are_refused_not_folded(tmp_path: Path) -> None:
+    """A stored op whose bytes no longer hash to its id (a flipped bit, a hand
+    edit) is a StoreError naming doctor, never counted as it now reads."""
+    _, store, ops, cut = _revoke_batch(tmp_path)
+    victim = next(op for op in ops[:cut] if op.kind == "pattern.report")
+    damaged = bytearray(victim.raw)
+    damaged[-80] ^= 0x01
+    store.conn.execute("UPDATE ops SET raw = ? WHERE id = ?", (bytes(damaged), victim.id))
+    with pytest.raises(StoreError, match=r"damaged; run `gossipmind doctor`"):
+        store.ingest(ops[cut:], verified=True)
+    assert store.broken is not None
+    store.close()

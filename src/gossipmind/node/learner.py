@@ -187,7 +187,12 @@ class Learner:
             self.stats.waiting_membership = False
         generation = self._generation
         proposed = 0
-        rows = await self._step(self.due)
+        try:
+            rows = await self._step(self.due)
+        except StoreError as exc:  # the ops' bytes could not be read back: next round
+            self.stats.last_error = f"reading the ops applied since: {exc}"
+            log.warning("learner: %s", self.stats.last_error)
+            return proposed
         if rows is None:
             return proposed
         for row in rows:

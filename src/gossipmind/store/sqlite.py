@@ -24,6 +24,7 @@ from gossipmind.core import ops as opsmod
 from gossipmind.core.errors import GossipmindError, InvalidOp, StoreError
 from gossipmind.core.identity import Identity
 from gossipmind.core.ops import Op
+from gossipmind.core.records import CHUNK
 from gossipmind.core.replica import FOLD_VERSION, IngestResult, Replica
 from gossipmind.store import schema, sqlfile
 from gossipmind.store.checkpoint import WAL_SIZE_LIMIT, Checkpointer
@@ -31,7 +32,7 @@ from gossipmind.store.sqlfile import StoreLocked, check_file
 from gossipmind.store.verifier import Verification
 
 MAX_REJECTED_ROWS = 100_000
-RAWS_PER_QUERY = 500  # op ids per query when the fold reads op bytes back (< 999 variables)
+RAWS_PER_QUERY = CHUNK  # op ids per query when the fold reads op bytes back (< 999 variables)
 CREATE_WAIT_S = 0.0  # a creator never waits: whoever holds the lock is creating or writing
 
 __all__ = ["MAX_REJECTED_ROWS", "WAL_SIZE_LIMIT", "Store", "StoreLocked", "check_file"]
@@ -301,12 +302,18 @@ class Store:
         for oid, code, detail in result.rejected:
             r.rejected.setdefault(oid, (code, detail))
         good = check.result() if check is not None else [True] * len(fresh)
-        with r.batch():  # one membership recomputation per batch, not per revoke
-            for op, ok in zip(fresh, good, strict=True):
-                if ok:
-                    result.extend(r.ingest(op, verified=True))
-                else:
-                    result.extend(r.reject(op, "signature", "the signature does not verify"))
+        before = len(r.meta)
+        try:
+            with r.batch():  # one membership recomputation per batch, not per revoke
+                for op, ok in zip(fresh, good, strict=True):
+                    if ok:
+                        result.extend(r.ingest(op, verified=True))
+                    else:
+                        result.extend(r.reject(op, "signature", "the signature does not verify"))
+        except Exception as exc:
+            if len(r.meta) != before:  # applied in memory, not written (e.g. the rebuild at
+                self._fail_group(exc)  # the batch's end could not read ops back): unusable
+            raise
         self._persist(result)
         return result
 
@@ -385,7 +392,13 @@ class Store:
                 marks = ",".join("?" * len(chunk))
                 query = f"SELECT id, raw FROM ops WHERE id IN ({marks})"  # (marks only)
                 for oid, raw in self.conn.execute(query, chunk):
-                    out[self._blob(oid, "an id in table ops")] = self._blob(raw, "an op")
+                    op_id, data = self._blob(oid, "an id in table ops"), self._blob(raw, "an op")
+                    if opsmod.op_id(data) != op_id:  # (decoded without checks: it must be it)
+                        raise StoreError(
+                            f"{self.path}: the bytes of op {op_id.hex()[:12]} in table ops are "
+                            "damaged; run `gossipmind doctor`"
+                        )
+                    out[op_id] = data
         except sqlite3.Error as exc:
             raise sqlfile.store_error(self.path, exc, "read") from exc
         return out
