@@ -18,7 +18,6 @@ FIFO or a huge file put in its place cannot stall the node.
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import logging
 import os
@@ -29,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gossipmind.core.errors import ConfigError
-from gossipmind.store.datadir import fsync_path
+from gossipmind.store.datadir import write_atomic
 
 log = logging.getLogger("gossipmind.api")
 
@@ -109,21 +108,10 @@ def rotate_token(path: Path) -> None:
             f"as that user (e.g. `sudo -u '#{owner}' gossipmind token rotate`), or the node "
             "would refuse it"
         )
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(32) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, secrets.token_urlsafe(32) + "\n", mode=0o600)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
         raise ConfigError(f"cannot rotate the API token {path}: {exc.strerror or exc}") from exc
-    with contextlib.suppress(OSError):  # the rename survives a crash
-        fsync_path(root)
 
 
 class TokenFile:
