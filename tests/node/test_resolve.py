@@ -207,7 +207,7 @@ async def test_resolve_keeps_the_family_asked_for_without_duplicates_and_bounded
         (f"/dns4/a..b/tcp/4001/p2p/{PEER}", "Empty Label"),
         (f"/dns4/{'a' * 64}.org/tcp/4001/p2p/{PEER}", "Label too long"),
         (f"/dns4/host/udp/4001/p2p/{PEER}", "must have the form"),
-        (f"/dnsaddr/host/p2p/{PEER}", "must have the form"),
+        (f"/dnsaddr/host/tcp/4001/p2p/{PEER}", "must have the form"),
         ("/dns4/host/tcp/4001", "must have the form"),
         (f"/dns4/host/tcp/4001/p2p/{PEER}/", f"write it as '/dns4/host/tcp/4001/p2p/{PEER}'"),
         (f"//dns4/host/tcp/4001/p2p/{PEER}", "write it as"),
@@ -226,7 +226,7 @@ def test_which_names_a_bootstrap_address_may_take(addr: str, why: str | None) ->
 
 
 @pytest.mark.parametrize(
-    "addr", [f"/dns4/-bad/tcp/1/p2p/{PEER}", f"/dnsaddr/x/p2p/{PEER}", f"/dns4/x/udp/1/p2p/{PEER}"]
+    "addr", [f"/dns4/-bad/tcp/1/p2p/{PEER}", "/dnsaddr/x.test", f"/dns4/x/udp/1/p2p/{PEER}"]
 )
 def test_a_bad_named_bootstrap_address_is_a_usage_error(tmp_path: Path, addr: str) -> None:
     result = CliRunner().invoke(

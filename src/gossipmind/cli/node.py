@@ -163,8 +163,8 @@ def api_service(port: int, where: str) -> Service:
     "bootstrap",
     multiple=True,
     callback=_check_bootstrap,
-    help="A peer to join through: /ip4/…/tcp/…/p2p/…, or /dns4/<name>/tcp/…/p2p/… "
-    "(resolved at every dial; repeatable).",
+    help="A peer to join through: /ip4/…/tcp/…/p2p/…, /dns4/<name>/tcp/…/p2p/…, or "
+    "/dnsaddr/<name>/p2p/… (a list in DNS TXT records; resolved at every dial; repeatable).",
 )
 @click.option(
     "--genesis",

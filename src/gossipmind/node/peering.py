@@ -12,8 +12,9 @@
   lifted (``Node.block``) explores at once.
 * **Share**: the addresses a node tells its sync peers (``hello.peers``).
 
-A bootstrap address may name its host by DNS (:mod:`gossipmind.node.resolve`):
-each dial resolves it again and tries what it resolves to, in turn.
+A bootstrap address may name its host by DNS (:mod:`gossipmind.node.resolve`),
+or a list published in DNS (``/dnsaddr``, :mod:`gossipmind.node.dnsaddr`): each
+dial resolves it again and tries what it resolves to, in turn.
 """
 
 from __future__ import annotations

@@ -2,14 +2,16 @@
 
 An operator's bootstrap address may name its host by DNS:
 ``/dns4/<name>/tcp/<port>/p2p/<id>`` (IPv4 addresses only), ``/dns6/…`` (IPv6
-only) or ``/dns/…`` (either). The name is resolved at **every dial**, not once at
-start, so a bootstrap node that moves to another IP is found again without a
-restart. At most :data:`MAX_RESOLVED` of the addresses a name resolves to are
-tried, in the resolver's order (for ``/dns``, IPv6 and IPv4 in turn), within
-one dial's budget (``node.peering``); the peer id in the address still
-authenticates whoever answers, so a lying resolver can make a dial fail, never
-reach another peer. An address must be written in its normal form (no trailing
-``/``), and a name must not be written like an IP address (``127.1``).
+only) or ``/dns/…`` (either), or name a list published in DNS,
+``/dnsaddr/<name>/p2p/<id>`` (:mod:`gossipmind.node.dnsaddr`). The name is
+resolved at **every dial**, not once at start, so a bootstrap node that moves
+to another IP is found again without a restart. At most :data:`MAX_RESOLVED`
+of the addresses a name resolves to are tried, in the resolver's order (for
+``/dns``, IPv6 and IPv4 in turn), within one dial's budget (``node.peering``);
+the peer id in the address still authenticates whoever answers, so a lying
+resolver can make a dial fail, never reach another peer. An address must be
+written in its normal form (no trailing ``/``), and a name must not be written
+like an IP address (``127.1``).
 
 Only bootstrap addresses take names. Addresses learned by peer exchange stay
 ``/ip4|ip6`` (:func:`gossipmind.node.addrbook.dialable`): a peer must not make a
@@ -27,12 +29,16 @@ from typing import Any
 import trio
 
 from gossipmind.core.errors import NetworkError
+from gossipmind.node import dnsaddr
 
 MAX_RESOLVED = 4
 RESOLVE_TIMEOUT = 5.0
 MAX_NAME = 253
 _FAMILIES = {"dns4": socket.AF_INET, "dns6": socket.AF_INET6, "dns": socket.AF_UNSPEC}
-_FORM = "/ip4|ip6/<host>/tcp/<port>/p2p/<peer-id> or /dns4|dns6|dns/<name>/tcp/<port>/p2p/<peer-id>"
+_FORM = (
+    "/ip4|ip6/<host>/tcp/<port>/p2p/<peer-id>, /dns4|dns6|dns/<name>/tcp/<port>/p2p/<peer-id> "
+    "or /dnsaddr/<name>/p2p/<peer-id>"
+)
 
 Resolver = Callable[..., Awaitable[list[Any]]]  # trio.socket.getaddrinfo's signature
 
@@ -47,11 +53,15 @@ def bootstrap_problem(addr: str) -> str | None:
     except (ValueError, MultiaddrError) as exc:
         return str(exc)  # names the address
     names = [p.name for p in maddr.protocols()]
-    if len(names) != 3 or names[1:] != ["tcp", "p2p"] or names[0] not in ("ip4", "ip6", *_FAMILIES):
+    if names != ["dnsaddr", "p2p"] and (
+        len(names) != 3 or names[1:] != ["tcp", "p2p"] or names[0] not in ("ip4", "ip6", *_FAMILIES)
+    ):
         return f"{addr!r} must have the form {_FORM}"
     if str(maddr) != addr:  # a trailing or doubled "/", a port with leading zeros…
         return f"{addr!r}: write it as {str(maddr)!r}"
-    if names[0] in _FAMILIES and (why := _name_problem(maddr.value_for_protocol(names[0]))):
+    if names[0] in (*_FAMILIES, "dnsaddr") and (
+        why := _name_problem(maddr.value_for_protocol(names[0]))
+    ):
         return f"{addr!r}: {why}"
     return None
 
@@ -82,19 +92,25 @@ def _name_problem(name: str) -> str | None:
 
 
 def is_dns(addr: str) -> bool:
-    return addr.split("/", 2)[1:2] in (["dns4"], ["dns6"], ["dns"])
+    return addr.split("/", 2)[1:2] in (["dns4"], ["dns6"], ["dns"], ["dnsaddr"])
 
 
-async def resolve(addr: str, resolver: Resolver | None = None) -> list[str]:
+async def resolve(
+    addr: str, resolver: Resolver | None = None, txt: dnsaddr.TxtLookup | None = None
+) -> list[str]:
     """The ``/ip4|ip6`` addresses a ``/dns*`` bootstrap address names now (at most
     :data:`MAX_RESOLVED`, without duplicates, IPv6 and IPv4 taken in turn for
     ``/dns``); any other address, itself. ``addr`` passed :func:`bootstrap_problem`.
+    A ``/dnsaddr`` address stands for the addresses its TXT records list for its
+    peer (:mod:`gossipmind.node.dnsaddr`), each resolved in turn.
 
     :class:`NetworkError` if the name does not resolve (within
     :data:`RESOLVE_TIMEOUT`) or resolves to no address of the family it asks for.
     """
     if not is_dns(addr):
         return [addr]
+    if addr.startswith("/dnsaddr/"):
+        return await _resolve_dnsaddr(addr, resolver, txt or dnsaddr.system_txt)
     from multiaddr import Multiaddr
 
     maddr = Multiaddr(addr)
@@ -125,3 +141,23 @@ async def resolve(addr: str, resolver: Resolver | None = None) -> list[str]:
 
 
 _FAMILY_NAMES = {"dns4": "IPv4", "dns6": "IPv6", "dns": "IP"}
+
+
+async def _resolve_dnsaddr(
+    addr: str, resolver: Resolver | None, txt: dnsaddr.TxtLookup
+) -> list[str]:
+    _, _, name, _, peer = addr.split("/")
+    out: list[str] = []
+    failed: list[str] = []
+    for listed in await dnsaddr.expand(name, peer, txt):
+        try:
+            got = await resolve(listed, resolver)
+        except NetworkError as exc:  # one listed name that does not resolve: try the next
+            failed.append(str(exc))
+            continue
+        out.extend(a for a in got if a not in out)
+        if len(out) >= MAX_RESOLVED:
+            break
+    if not out:
+        raise NetworkError(f"no address that _dnsaddr.{name} lists resolves: {failed[0]}")
+    return out[:MAX_RESOLVED]
