@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -204,20 +205,19 @@ async def drive(
     reason if it is one of :data:`DECLINED_REASONS`, else ``"other"``), not as a
     failure.
 
-    ``ingest`` applies received ops (durably) before the next frame is read, as
-    the session requires. Every receive is bounded by ``timeout`` (a peer that
-    stalls is dropped) and the whole session by ``limit`` (a peer that keeps a
-    session alive with a frame now and then is dropped too: ops already applied
-    stay, the next session goes on from there). Failure reasons, counted in
-    ``counters.failed_by_reason``: ``eof`` (the peer closed early or the link
-    dropped), ``held`` (the same, ``truncated`` or ``network``, after the
-    session was idle for a timeout or more: penalized), ``timeout``,
-    ``deadline``, ``overran`` (the deadline, reached while the peer brought ops
-    new to us at :data:`MIN_PROGRESS_RATE` or more: our slow catch-up, not
-    penalized),
-    ``frame_too_large``, ``truncated`` (the stream ended inside a
-    frame: a link that dropped mid-frame), ``protocol`` (a malformed or
-    unexpected message), ``network``.
+    ``ingest`` (a function, or an async one) applies received ops (durably) before
+    the next frame is read, as the session requires. Every receive is bounded by
+    ``timeout`` (a peer that stalls is dropped) and the whole session by ``limit``
+    (a peer that keeps a session alive with a frame now and then is dropped too: ops
+    already applied stay, the next session goes on from there). Failure reasons,
+    counted in ``counters.failed_by_reason``: ``eof`` (the peer closed early or the
+    link dropped), ``held`` (the same, ``truncated`` or ``network``, after the
+    session was idle for a timeout or more: penalized), ``timeout``, ``deadline``,
+    ``overran`` (the deadline, reached while the peer brought ops new to us at
+    :data:`MIN_PROGRESS_RATE` or more: our slow catch-up, not penalized),
+    ``frame_too_large``, ``truncated`` (the stream ended inside a frame: a link that
+    dropped mid-frame), ``protocol`` (a malformed or unexpected message),
+    ``network``.
 
     The session is *idle* while it waits on the peer and the peer makes no
     progress: every receive that brought no op new to us (a hello, ``sent``,
@@ -272,6 +272,8 @@ async def drive(
                 if step.ops:
                     counters.ops_received += len(step.ops)
                     result = ingest(step.ops)
+                    if inspect.isawaitable(result):
+                        result = await result
                     _no_forgeries(result)
                     received += _new_bytes(result, step.ops)
                     wait = 0.0 if _new_ops(result) else wait

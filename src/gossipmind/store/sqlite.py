@@ -37,6 +37,8 @@ CREATE_WAIT_S = 0.0  # a creator never waits: whoever holds the lock is creating
 
 __all__ = ["MAX_REJECTED_ROWS", "WAL_SIZE_LIMIT", "Store", "StoreLocked", "check_file"]
 
+Staged = tuple[list[Op], Verification, IngestResult]  # Store.stage: ops, their check, result
+
 
 class Store:
     """A replica persisted in SQLite. Not thread-safe: one writer task owns it."""
@@ -258,15 +260,17 @@ class Store:
         """
         self._check_usable()
         it = iter(batches)
-        staged = self._stage(next(it, None))
+        staged = self.stage(next(it, None))
         while staged is not None:
-            fresh, check, result = staged
-            staged = self._stage(next(it, None))  # start verifying the next batch
-            yield self._apply(fresh, check, result)
+            current = staged
+            staged = self.stage(next(it, None))  # start verifying the next batch
+            yield self.apply_staged(current)
 
-    def _stage(
-        self, raws: Iterable[bytes] | None
-    ) -> tuple[list[Op], Verification, IngestResult] | None:
+    def stage(self, raws: Iterable[bytes] | None) -> Staged | None:
+        """Decode a batch of raw ops and start verifying the signatures of those
+        not known here, on other threads; :meth:`apply_staged` applies it. An
+        async caller can wait for ``staged[1]`` without blocking its loop
+        (``Verification.ready``). None for None."""
         if raws is None:
             return None
         decoded: list[Op] = []
@@ -280,6 +284,12 @@ class Store:
                     result.rejected.append((oid, exc.code, exc.detail))
         fresh, result.duplicates = self._fresh(decoded)
         return fresh, Verification(fresh), result
+
+    def apply_staged(self, staged: Staged) -> IngestResult:
+        """Apply and persist a batch :meth:`stage` made (waiting for its signatures).
+        Ops that became known meanwhile (gossip, a write) count as duplicates."""
+        self._check_usable()
+        return self._apply(*staged)
 
     def _fresh(self, ops: Iterable[Op]) -> tuple[list[Op], int]:
         """Drop ops already known (never verify an op twice)."""

@@ -56,6 +56,10 @@ class Verification:
                 pool.submit(_verify_chunk, ops[i : i + size]) for i in range(0, len(ops), size)
             ]
 
+    def ready(self) -> bool:
+        """True once ``result()`` would not wait."""
+        return self._done is not None or all(f.done() for f in self._futures)
+
     def result(self) -> list[bool]:
         if self._done is None:
             self._done = [ok for f in self._futures for ok in f.result()]
