@@ -17,6 +17,7 @@ import trio
 from gossipmind.net.fake import FakeNetwork
 from gossipmind.node import addrbook
 from gossipmind.node.config import NodeConfig
+from gossipmind.node.foreign import ForeignPeers
 from gossipmind.node.node import Node, open_node
 from gossipmind.node.peering import Peering
 from gossipmind.testing import sample_report
@@ -156,6 +157,7 @@ class _Node:
         self.config = NodeConfig(data_dir=Path("."), bootstrap=bootstrap, max_peers=12)
         self.addrbook = addrbook.AddressBook("a")
         self.blocked: set[str] = set()
+        self.foreign = ForeignPeers()
         self.transport = _Transport(addrs)
         self._rng = random.Random(5)
 

@@ -31,6 +31,7 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
     ("rejected", GAUGE, "Ops this replica rejected (kept, bounded)."),
     ("equivocations", GAUGE, "Sequence numbers a key signed two different ops with."),
     ("known_peers", GAUGE, "Peers in the address book."),
+    ("foreign_peers", GAUGE, "Peers found on another network, kept off for 10 minutes."),
     ("explored", COUNTER, "Exploration dials that connected."),
     ("gossip_accepted", COUNTER, "Gossip messages the validator accepted."),
     ("counters.gossip_messages", COUNTER, "Gossip messages received and ingested."),

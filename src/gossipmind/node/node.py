@@ -28,6 +28,7 @@ from gossipmind.net.interface import SYNC_PROTOCOL, Stream, Transport, Transport
 from gossipmind.node.addrbook import AddressBook
 from gossipmind.node.config import NodeConfig
 from gossipmind.node.fixes import FixIndex, Transition
+from gossipmind.node.foreign import ForeignPeers
 from gossipmind.node.groups import unwrapped
 from gossipmind.node.learner import Learner
 from gossipmind.node.listeners import Listeners
@@ -104,6 +105,7 @@ class Node:
         self._session_lock = trio.Lock()  # one sync session at a time: see _sync_in
         self.guard = SyncGuard(config.sync_timeout, PENALTY_CAP * config.sync_timeout)
         self.blocked: set[str] = set()  # application-level partition (testnet control)
+        self.foreign = ForeignPeers()  # peers found on another network, kept off a while
         self.synced = trio.Event()  # one sync session completed since start
         self.link_faults: tuple[float, float] | None = None  # (drop probability, max delay s)
         self._nursery = nursery
@@ -328,6 +330,7 @@ class Node:
             "addrs": self.transport.addrs(),
             "peers": sorted(self.transport.peers()),
             "known_peers": len(self.addrbook),
+            "foreign_peers": len(self.foreign.held(trio.current_time())),
             "explored": self.peering.explored,
             "ops": len(r.meta),
             "heads": len(r.heads),
@@ -403,7 +406,7 @@ class Node:
 
     async def _on_connections(self) -> None:
         async for peer in self.transport.connections():
-            if peer in self.blocked:
+            if self.shut_out(peer):
                 await self.transport.disconnect(peer)
                 continue
             for addr in self.transport.peer_addrs(peer):
@@ -438,7 +441,7 @@ class Node:
 
     def start_sync(self, peer: str) -> None:
         """Start an anti-entropy session with ``peer`` unless one is running."""
-        if peer in self._syncing or peer in self.blocked:
+        if peer in self._syncing or self.shut_out(peer):
             return
         if not self.guard.allowed(peer, trio.current_time()):
             return
@@ -465,7 +468,7 @@ class Node:
                 await self._sync_out(peer, retry - 1)
 
     async def _sync_in(self, stream: Stream) -> None:
-        if stream.remote_peer in self.blocked:
+        if self.shut_out(stream.remote_peer):
             await stream.reset()
             return
         if not self.guard.allowed(stream.remote_peer, trio.current_time()):
@@ -488,6 +491,10 @@ class Node:
         self.sync.frames_sent += 1
         self.sync.bytes_sent += len(frame)
         await stream.send(frame)
+
+    def shut_out(self, peer: str) -> bool:
+        """Whether ``peer`` is refused: partitioned off, or found on another network."""
+        return peer in self.blocked or self.foreign.holds(peer, trio.current_time())
 
     async def block(self, peers: set[str]) -> None:
         """Partition: refuse and drop these peers (an empty set heals)."""
@@ -518,6 +525,9 @@ class Node:
             self._stop_if_broken(exc)
             return None
         self.guard.record(stream.remote_peer, why, trio.current_time())
+        if session.declined == "wrong network":
+            self.foreign.add(stream.remote_peer, trio.current_time())
+            self._nursery.start_soon(self.transport.disconnect, stream.remote_peer)
         if not why:
             self.synced.set()
             assert session.peer is not None  # a completed session exchanged hellos

@@ -35,6 +35,7 @@ log = logging.getLogger("gossipmind.node")
 DIAL_TIMEOUT = 5.0
 CONNECTION_CAP = 12  # the transport's hard cap: TransportConfig.degree_high's default (net §5)
 SHARED_ADDRS = 16
+TELL_EVERY = 300.0  # a bootstrap address that keeps failing is logged at most this often
 
 
 def peer_of(addr: str) -> str:
@@ -47,6 +48,7 @@ class Peering:
         self._wake = trio.Event()
         self.explored = 0  # exploration dials that connected
         self.resolver: resolve.Resolver | None = None  # None: the system's (tests set one)
+        self._told: dict[str, float] = {}  # bootstrap address -> when its failure was logged
 
     def wake(self) -> None:
         """Explore now (a partition was lifted)."""
@@ -93,31 +95,50 @@ class Peering:
         try:
             targets = await resolve.resolve(addr, self.resolver)
         except Exception as exc:  # noqa: BLE001 - NetworkError, or a resolver's surprise
-            log.info("bootstrap address %s: %s", addr, exc)
-            node.addrbook.failed(addr, trio.current_time())
+            self._failed(addr, str(exc))
             return False
         # the addresses of one name share one dial's budget, twice an address's: a
         # name whose addresses do not answer holds up the other candidates no longer
-        with trio.move_on_after(DIAL_TIMEOUT * (2 if len(targets) > 1 else 1)):
+        budget = DIAL_TIMEOUT * (2 if len(targets) > 1 else 1)
+        why = f"no connection within {budget:g} s"
+        with trio.move_on_after(budget):
             for target in targets:
                 try:
                     with trio.fail_after(DIAL_TIMEOUT):
                         await node.transport.connect(target)
                 except (NetworkError, trio.TooSlowError) as exc:
                     log.debug("dial %s failed: %s", target, exc)
+                    why = f"dial failed: {exc or 'timed out'}"
                     continue
                 node.addrbook.succeeded(addr)
+                self._told.pop(addr, None)
                 return True
-        node.addrbook.failed(addr, trio.current_time())
+        self._failed(addr, why)
         return False
+
+    def _failed(self, addr: str, why: str) -> None:
+        """Back off ``addr``; say why if it is a bootstrap address: at once the first
+        time (and the first time after it connected), then at most every
+        :data:`TELL_EVERY` seconds while it keeps failing; a warning while the node
+        has no peer at all."""
+        node, now = self._node, trio.current_time()
+        node.addrbook.failed(addr, now)
+        if addr not in node.config.bootstrap:
+            return  # learned by peer exchange: peers come and go
+        last = self._told.get(addr)
+        if last is not None and now - last < TELL_EVERY:
+            return
+        self._told[addr] = now
+        level = logging.INFO if node.transport.peers() else logging.WARNING
+        log.log(level, "bootstrap address %s: %s (tried again, backing off)", addr, why)
 
     def candidates(self, connected: set[str]) -> list[str]:
         """Addresses to dial, bootstrap peers first (each list shuffled), then peers
         learned by peer exchange, none connected or blocked (partition): what peers
         tell us can never push the operator's bootstrap list out of a round."""
         node = self._node
-        skip = connected | node.blocked
         now = trio.current_time()
+        skip = connected | node.blocked | node.foreign.held(now)
         ready = node.addrbook.ready
         boot = [a for a in node.config.bootstrap if peer_of(a) not in skip and ready(a, now)]
         learned = node.addrbook.candidates(skip, now)
