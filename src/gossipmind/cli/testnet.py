@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import click
 
 from gossipmind.cli.common import FloatRange, check_output_path, errors, json_option
+from gossipmind.cli.interrupted import exit_on_signal, until_started
 from gossipmind.cli.output import console, err_console, esc, print_json, short, styled, table
 from gossipmind.core.errors import ConfigError
 
@@ -35,19 +35,6 @@ def _testnet(run_dir: Path) -> Any:
     from gossipmind.testnet.launcher import Testnet
 
     return Testnet(run_dir)
-
-
-@contextmanager
-def _exit_on_signal(cleaned: str) -> Iterator[None]:
-    """SIGTERM/SIGHUP inside (turned into Terminated by the launcher, which then
-    cleans up): one line on stderr, exit 128 + the signal number."""
-    from gossipmind.testnet.interrupt import Terminated
-
-    try:
-        yield
-    except Terminated as exc:
-        click.echo(f"error: {exc}: stopped {cleaned}", err=True)
-        raise click.exceptions.Exit(exc.exit_code) from None
 
 
 def _show(rows: list[dict[str, Any]], as_json: bool, title: str) -> None:
@@ -163,7 +150,8 @@ def up(
     """Create a testnet and start its nodes; wait until all are connected.
 
     If that fails, or `up` is interrupted (Ctrl-C, SIGTERM, SIGHUP), it stops
-    the processes it started.
+    the processes it started (interrupted: exit 128 + the signal number, 130
+    for Ctrl-C). A signal once all are connected is ignored (exit 0).
     """
     from gossipmind.core.policy import Policy
 
@@ -177,7 +165,7 @@ def up(
             f"[dim]starting {nodes} nodes in {procs} processes under {esc(tn.run_dir)}…[/]"
         )
     settings = {"sync_interval": sync_interval} if sync_interval is not None else None
-    with _exit_on_signal("the processes it had started"):
+    with until_started("the processes it had started"):
         rows = tn.up(
             nodes,
             verifiers,
@@ -188,12 +176,11 @@ def up(
             policy=Policy(open_membership=open_membership),
             timeout=timeout,
         )
-    _show(rows, as_json, f"testnet up: {tn.run_dir}")
-    if not as_json:
-        console.print(
-            f"genesis: {esc(tn.run_dir / 'genesis.json')}   logs: {esc(tn.run_dir / 'logs')}"
-        )
-        console.print(f"join it: --genesis … --bootstrap {esc(rows[0]['addr'])}")
+        _show(rows, as_json, f"testnet up: {tn.run_dir}")
+        if not as_json:
+            run = tn.run_dir
+            console.print(f"genesis: {esc(run / 'genesis.json')}   logs: {esc(run / 'logs')}")
+            console.print(f"join it: --genesis … --bootstrap {esc(rows[0]['addr'])}")
 
 
 @testnet.command("status")
@@ -320,11 +307,12 @@ def restart(node: str, timeout: float | None, run_dir: Path) -> None:
     If the process is not ready within --timeout, it is stopped again and the
     exit code is 1. If it is ready but has no peer in time, it keeps running
     (it goes on dialing): a warning, exit code 0. Interrupted (Ctrl-C, SIGTERM,
-    SIGHUP), it stops the process it started.
+    SIGHUP) before it is ready, it stops the process it started: exit 128 + the
+    signal number (130 for Ctrl-C).
     """
-    with _exit_on_signal("the process it had started"):
+    with until_started("the process it had started"):
         result = _testnet(run_dir).restart(node, timeout=timeout)
-    _siblings_note(result, "restarted")
+        _siblings_note(result, "restarted")
 
 
 @testnet.command("start")
@@ -338,11 +326,12 @@ def start(node: str, timeout: float | None, run_dir: Path) -> None:
     If the process is not ready within --timeout, it is stopped again and the
     exit code is 1. If it is ready but has no peer in time, it keeps running
     (it goes on dialing): a warning, exit code 0. Interrupted (Ctrl-C, SIGTERM,
-    SIGHUP), it stops the process it started.
+    SIGHUP) before it is ready, it stops the process it started: exit 128 + the
+    signal number (130 for Ctrl-C).
     """
-    with _exit_on_signal("the process it had started"):
+    with until_started("the process it had started"):
         result = _testnet(run_dir).start(node, timeout=timeout)
-    _siblings_note(result, "started")
+        _siblings_note(result, "started")
 
 
 @testnet.command("partition")
@@ -475,7 +464,7 @@ def chaos(duration: float, seed: int, writers: int, run_dir: Path, as_json: bool
             console.print(f"{t:6.1f}s  {esc(what)}")
 
     run = Chaos(tn, duration=duration, seed=seed, writers=writers, on_action=show)
-    with _exit_on_signal("the run after lifting its faults (see above)"):
+    with exit_on_signal("the run after lifting its faults (see above)"):
         res = run.run()
     s = res.summary()
     if as_json:

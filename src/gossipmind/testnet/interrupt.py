@@ -9,6 +9,13 @@ any cleanup. Inside :func:`terminating` they raise :class:`Terminated` instead.
 Cleanup that must run to its end (``testnet chaos`` lifting its faults) runs
 inside :func:`deferred`: a signal that arrives meanwhile is raised only once the
 block is over.
+
+A command whose work either succeeds (and leaves processes running) or fails
+(and stops them) runs inside :func:`interruptible`: SIGINT too raises
+:class:`Terminated` there, until the work calls :func:`settle` as the last step
+of the block that cleans up on failure. From then on the work has succeeded: a
+signal is only recorded, so the command cannot report a failure while what it
+started keeps running.
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ _DEFERRING = threading.Event()  # inside deferred(): terminating() leaves the ha
 
 
 class Terminated(KeyboardInterrupt):
-    """The process received ``signum`` (SIGTERM or SIGHUP) inside :func:`terminating`.
+    """The process received ``signum`` (SIGTERM or SIGHUP) inside :func:`terminating`,
+    or SIGINT too inside :func:`interruptible`.
 
     A KeyboardInterrupt, so that whatever cleans up after Ctrl-C (and click's
     "Aborted!") handles it too.
@@ -48,7 +56,11 @@ def terminating() -> Iterator[None]:
     interrupt the cleanup the first one started. Outside the main thread
     (where handlers cannot be set) this does nothing.
     """
-    if _DEFERRING.is_set() or threading.current_thread() is not threading.main_thread():
+    if (
+        _DEFERRING.is_set()
+        or _ACTIVE  # interruptible() already turns them into Terminated
+        or threading.current_thread() is not threading.main_thread()
+    ):
         yield
         return
     fired = False
@@ -103,3 +115,60 @@ def deferred() -> Iterator[None]:
             first(caught[0], None)
         else:  # the default action (SIG_DFL): end the process as the signal would have
             signal.raise_signal(caught[0])
+
+
+class Scope:
+    """What :func:`interruptible` saw: ``late`` holds the signals that arrived after
+    :func:`settle` (recorded, not raised)."""
+
+    def __init__(self) -> None:
+        self.fired = False
+        self.settled = False
+        self.late: list[signal.Signals] = []
+
+
+_ACTIVE: list[Scope] = []  # the interruptible() scope in force, if any
+
+
+@contextmanager
+def interruptible() -> Iterator[Scope]:
+    """SIGINT, SIGTERM and SIGHUP raise :class:`Terminated` while inside, until
+    :func:`settle` is called; after that they are recorded in the scope's ``late``.
+
+    Only the first signal raises: later ones are ignored, so that they cannot
+    interrupt the cleanup the first one started. :func:`terminating` inside does
+    nothing. Outside the main thread, or nested, this does nothing (and
+    :func:`settle` neither).
+    """
+    scope = Scope()
+    if _ACTIVE or threading.current_thread() is not threading.main_thread():
+        yield scope
+        return
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if scope.settled:
+            scope.late.append(signal.Signals(signum))
+        elif not scope.fired:
+            scope.fired = True
+            raise Terminated(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, *SIGNALS)}
+    _ACTIVE.append(scope)
+    try:
+        yield scope
+    finally:
+        _ACTIVE.clear()
+        for sig, old in previous.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
+
+
+def settle() -> None:
+    """Inside :func:`interruptible`: the work is done, signals no longer raise.
+
+    Call it as the last statement of the ``try`` whose ``except`` undoes the work:
+    a signal raised before it is handled there (the work undone), one after it is
+    only recorded. It is atomic for signals, whose Python handlers run between
+    bytecodes of the main thread.
+    """
+    for scope in _ACTIVE:
+        scope.settled = True

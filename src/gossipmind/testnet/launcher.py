@@ -36,7 +36,7 @@ from gossipmind.node.config import NodeConfig, load_config
 from gossipmind.store.datadir import DataDir
 from gossipmind.store.queries import Reader
 from gossipmind.testnet import nodefiles, procs
-from gossipmind.testnet.interrupt import terminating
+from gossipmind.testnet.interrupt import settle, terminating
 from gossipmind.testnet.setup import prepare
 from gossipmind.testnet.state import (
     NodeEntry,
@@ -172,7 +172,7 @@ class Testnet:
             raise ConfigError("--per-process must be ≥ 1, --spares ≥ 0, status interval > 0")
         nodefiles.check_settings(settings or {})
         self.check_free()
-        # SIGTERM/SIGHUP clean up like Ctrl-C: they stop what `up` started
+        # SIGTERM/SIGHUP clean up like Ctrl-C: they stop what `up` started (_launch settles)
         with terminating(), locked(self.run_dir, create=True):
             self.check_free()
             st = State(
@@ -214,7 +214,7 @@ class Testnet:
                     st.node(name).proc = f"p{i // per_process}"
             save_state(self.run_dir, st)
             try:
-                _connected(self._launch(st, list(st.procs), timeout))
+                self._launch(st, list(st.procs), timeout, need_peers=True)
             except BaseException:  # `up` promises a connected testnet: stop it all
                 self._stop(st, list(st.procs), STOP_TIMEOUT, spawned=True)
                 save_state(self.run_dir, st)
@@ -425,13 +425,17 @@ class Testnet:
 
     # -- process management -----------------------------------------------------
 
-    def _launch(self, st: State, proc_ids: list[str], timeout: float | None) -> list[str]:
+    def _launch(
+        self, st: State, proc_ids: list[str], timeout: float | None, *, need_peers: bool = False
+    ) -> list[str]:
         """Spawn these processes; wait until their nodes are ready and connected.
 
         Returns the nodes that are ready but found no peer in time (they keep
-        running). If any process fails to get ready in time, or anything else
-        goes wrong (Ctrl-C included), every process spawned here is stopped,
-        recognised by its pid and start time alone, and the error re-raised.
+        running; with ``need_peers``, that is a NetworkError). If any process
+        fails to get ready in time, or anything else goes wrong (Ctrl-C
+        included), every process spawned here is stopped, recognised by its pid
+        and start time alone, and the error re-raised. On success it calls
+        :func:`~gossipmind.testnet.interrupt.settle`.
         """
         started_at = time.time()
         logs = self.run_dir / "logs"
@@ -452,20 +456,18 @@ class Testnet:
             limit = timeout if timeout is not None else _startup_timeout(len(proc_ids))
             deadline = time.monotonic() + limit
             self._wait_ready(st, proc_ids, deadline)
+            others_up = (
+                any(self.alive(p) for k, p in st.procs.items() if k not in proc_ids)
+                or sum(len(st.procs[k].nodes) for k in proc_ids) > 1
+            )
+            lonely = self._wait_connected(st, proc_ids, started_at, deadline) if others_up else []
+            if need_peers:
+                _connected(lonely)
+            settle()  # done: a signal from here on no longer undoes it (see interruptible)
         except BaseException:
             self._stop(st, spawned, STOP_TIMEOUT, spawned=True)
             raise
-        others_up = (
-            any(self.alive(p) for k, p in st.procs.items() if k not in proc_ids)
-            or sum(len(st.procs[k].nodes) for k in proc_ids) > 1
-        )
-        if not others_up:
-            return []
-        try:
-            return self._wait_connected(st, proc_ids, started_at, deadline)
-        except BaseException:
-            self._stop(st, spawned, STOP_TIMEOUT, spawned=True)
-            raise
+        return lonely
 
     def _wait_ready(self, st: State, proc_ids: list[str], deadline: float) -> None:
         waiting = {k: set(st.procs[k].nodes) for k in proc_ids}
