@@ -130,4 +130,8 @@ def test_a_scenario_waits_for_its_fix_on_a_testnet_with_no_room_for_a_late_agent
     out, s = scenario(run_dir, "rate-limited-search-api", "--short")
     assert not [a for a in s["agents"] if a["late"]], out.stdout
     assert out.returncode == 0, (out.returncode, out.stdout, out.stderr)
+    # ... and says so, in the timeline and under the summary table (it did not)
+    assert s["agents_left_out"] == 1, s
+    left_out = "1 of the scenario's 3 agents (1 late) left out: one per non-verifier node"
+    assert " ".join(out.stdout.split()).count(left_out) == 2, out.stdout  # lines wrap
     assert s["accepted_fixes"] and s["learned_at_s"] is not None, out.stdout

@@ -57,13 +57,24 @@ def test_scenario_refuses_to_put_agents_on_stopped_nodes(run_dir: Path) -> None:
     tn.up(3, 1)
     tn.stop("node-2")  # one of the two non-verifier nodes, which host the agents
     sc = scenarios.load("rate-limited-search-api").shortened(0.5)
-    with pytest.raises(
-        ConfigError, match=r"agents, but node-2 is not running: `gossipmind testnet start"
-    ):
+    # what the scenario needs (2 agents + 1 late), not what the testnet could place (2)
+    needs = (
+        r"needs 3 running non-verifier nodes, one per agent \(2 \+ 1 late\); this testnet "
+        r"has 2, but node-2 is not running: `gossipmind testnet start"
+    )
+    with pytest.raises(ConfigError, match=needs):
         Runner(tn, sc)
     out = gm(run_dir, "scenario", "rate-limited-search-api", "--short")
     assert out.returncode == 4, (out.returncode, out.stdout, out.stderr)
     assert len(out.stderr.strip().splitlines()) == 1 and "node-2" in out.stderr, out.stderr
+    # node-2 back: the run goes ahead without the late agent, and says so
+    tn.start("node-2")
+    run = Runner(tn, sc)
+    assert run.result.left_out == 1 and not [a for a in run.result.agents.values() if a.late]
+    assert run.result.left_out_text() == (
+        "1 of the scenario's 3 agents (1 late) left out: one per non-verifier node, and "
+        "this testnet has only 2; `testnet up` with more --nodes runs them all"
+    )
 
 
 @pytest.mark.slow

@@ -86,6 +86,7 @@ def summary(result: RunResult) -> dict[str, Any]:
         "converged": result.converged,
         "roots": result.roots,
         "agents": agents,
+        "agents_left_out": result.left_out,
     }
 
 

@@ -71,6 +71,23 @@ class RunResult:
     duration: float = 0.0
     poison_fix: str | None = None
     known_before: list[str] = field(default_factory=list)  # fixes accepted before the run
+    left_out: int = 0  # agents (late ones first) with no non-verifier node to run on
+
+    def left_out_text(self) -> str | None:
+        """What the run lacks when the testnet has too few non-verifier nodes."""
+        if not self.left_out:
+            return None
+        sc = self.scenario
+        late = min(self.left_out, sc.late_agents)
+        parts = [f"{late} late"] if late else []
+        if self.left_out > late:
+            parts.append(f"{self.left_out - late} on-time")
+        what = " and ".join(parts)
+        return (
+            f"{self.left_out} of the scenario's {sc.agents + sc.late_agents} agents "
+            f"({what}) left out: one per non-verifier node, and this testnet has only "
+            f"{len(self.agents)}; `testnet up` with more --nodes runs them all"
+        )
 
     def first(self, kind: str) -> Event | None:
         return next((e for e in self.events if e.kind == kind), None)
@@ -136,18 +153,22 @@ class Runner:
                 "`gossipmind testnet start node-0` first"
             )
         hosts = [n for n in nodes if n.role != "verifier"]
-        wanted = min(len(hosts), sc.agents + sc.late_agents)
+        needed = sc.agents + sc.late_agents  # one node each
+        wanted = min(len(hosts), needed)
+        few = "" if wanted == needed else f"; this testnet has {len(hosts)}"
         hosts = [n for n in hosts if n.name in up]
         if len(hosts) < wanted:  # an agent on a stopped node learns nothing and tells nothing
             stopped = ", ".join(n.name for n in nodes if n.role != "verifier" and n.name not in up)
             raise ConfigError(
-                f"{sc.name} needs {wanted} running non-verifier nodes for its agents, but "
+                f"{sc.name} needs {needed} running non-verifier nodes, one per agent "
+                f"({sc.agents} + {sc.late_agents} late){few}, but "
                 f"{stopped} {'are' if ',' in stopped else 'is'} not running: "
                 "`gossipmind testnet start NODE` first"
             )
         for i, n in enumerate(hosts[:wanted]):
             name = f"agent-{i + 1}"
             self.result.agents[name] = AgentInfo(name, n.name, late=i >= sc.agents)
+        self.result.left_out = needed - wanted
         self._dirs = {n.name: Path(n.dir) for n in nodes}
         self._names = {n.key: n.name for n in nodes}
         self._running = [n.name for n in nodes if n.name in up]  # the roots to compare
@@ -379,6 +400,9 @@ class Runner:
     # -- the run --------------------------------------------------------------------------
 
     def run(self, *, converge_timeout: float = 30.0) -> RunResult:
+        left_out = self.result.left_out_text()
+        if left_out is not None:
+            self.emit("left out", left_out)
         if self._stopped:
             self.emit(
                 "stopped",
