@@ -154,3 +154,26 @@ def test_a_data_dir_whose_path_holds_uri_characters_holds_its_store(tmp_path: Pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a#b?c%d"]  # nothing stray
     status = gm(d, "status", "--json")
     assert status.returncode == 0 and '"ops": 1' in status.stdout, status.stdout
+
+
+def test_a_store_that_is_a_directory_gets_one_diagnosis_everywhere(admin: Path) -> None:
+    """`status` said "is a directory, not a gossipmind store"; the node said "disk I/O
+    error (disk full, permissions or a read-only filesystem?)" and `doctor` "no store"."""
+    store = DataDir(admin).store
+    store.unlink()
+    store.mkdir()
+    said = f"{store} is a directory, not a gossipmind store"
+    for args in (("status",), ("node", "--no-api"), ("doctor",)):
+        out = gm(admin, *args)
+        assert out.returncode == 5, (args, out.returncode, out.stdout, out.stderr)
+        assert said in out.stdout + out.stderr, (args, out.stdout, out.stderr)
+        assert "disk" not in out.stderr and "no store" not in out.stdout, (args, out)
+    assert store.is_dir() and not any(store.iterdir())
+
+
+def test_a_node_toml_that_is_a_directory_is_named(admin: Path) -> None:
+    """It gave "…/node.toml: [Errno 21] Is a directory: '…/node.toml'"."""
+    (admin / "node.toml").mkdir()
+    out = gm(admin, "node", "--no-api")
+    assert out.returncode == 4, (out.returncode, out.stderr)
+    assert out.stderr.strip() == f"error: {admin / 'node.toml'} is a directory, not a config file"

@@ -125,6 +125,8 @@ def load_config(data_dir: Path, path: Path | None = None) -> NodeConfig:
         if path is not None:
             raise ConfigError(f"no config file at {path}")
         return cfg
+    if file.is_dir():
+        raise ConfigError(f"{file} is a directory, not a config file")
     try:
         doc = tomllib.loads(file.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:

@@ -138,6 +138,9 @@ def _check_store(path: Path, diag: Diagnosis, signatures: bool) -> bytes | None:
     started), the check runs again as an ordinary WAL reader, which sees one
     consistent snapshot.
     """
+    if path.is_dir():  # as `status` and the node say
+        diag.error("store.missing", f"{path} is a directory, not a gossipmind store")
+        return None
     if not path.is_file():
         diag.error("store.missing", f"no store at {path}")
         return None

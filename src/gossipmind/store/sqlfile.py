@@ -107,6 +107,8 @@ def store_error(path: Path, exc: sqlite3.Error, doing: str = "read") -> StoreErr
 
 
 def connect(path: Path, *, readonly: bool, immutable: bool = False) -> sqlite3.Connection:
+    if path.is_dir():  # SQLite would say "disk I/O error", which points at the disk
+        raise StoreError(f"{path} is a directory, not a gossipmind store")
     query = "mode=ro&immutable=1" if immutable else ("mode=ro" if readonly else "mode=rw")
     uri = f"file:{urllib.parse.quote(os.fsencode(path))}?{query}"  # any path bytes
     try:
