@@ -23,7 +23,14 @@ from gossipmind.core import encoding
 from gossipmind.core.ops import Op
 from gossipmind.core.replica import Replica
 from gossipmind.store.datadir import DataDir, dump_genesis
-from gossipmind.store.doctor import EXIT_CORRUPT, EXIT_UNSAFE, Diagnosis, diagnose
+from gossipmind.store.doctor import (
+    EXIT_CORRUPT,
+    EXIT_NOT_A_STORE,
+    EXIT_NOT_FOUND,
+    EXIT_UNSAFE,
+    Diagnosis,
+    diagnose,
+)
 from gossipmind.store.keyfile import write_key
 from gossipmind.store.sqlite import Store
 from gossipmind.testing import KB, History
@@ -330,8 +337,23 @@ def test_cli(sample: Sample, tmp_path: Path) -> None:
     doc = json.loads(runner.invoke(cli, ["doctor", str(d.store), "--json"]).output)
     assert doc["healthy"] is False and doc["exit_code"] == EXIT_CORRUPT
     assert {f["check"] for f in doc["findings"]} == {"perm.key", "fold.heads"}
+    # a wrong path or file is not damage (it was 5, "damaged or inconsistent store")
     missing = runner.invoke(cli, ["doctor", str(tmp_path / "nowhere")])
-    assert missing.exit_code == EXIT_CORRUPT and "no data directory" in missing.output
+    assert missing.exit_code == EXIT_NOT_FOUND and "no data directory" in missing.output
+    not_a_store = tmp_path / "genesis.json"
+    not_a_store.write_text('{"gossipmind_genesis": 1}\n')
+    wrong = runner.invoke(cli, ["doctor", str(not_a_store), "--json"])
+    assert wrong.exit_code == EXIT_NOT_A_STORE, wrong.output
+    assert [f["check"] for f in json.loads(wrong.output)["findings"]] == ["store.file"]
+    other_db = tmp_path / "other.sqlite3"
+    sqlite3.connect(other_db).execute("CREATE TABLE t (x)").connection.close()
+    other = runner.invoke(cli, ["doctor", str(other_db)])
+    assert other.exit_code == EXIT_NOT_A_STORE and "is not a gossipmind store" in other.output
+    # the data dir's own store, damaged, is still damage
+    garbage = sample.copy(tmp_path / "garbage")
+    garbage.store.write_bytes(b"not a database" * 100)
+    assert runner.invoke(cli, ["doctor", str(garbage.store)]).exit_code == EXIT_CORRUPT
+    assert runner.invoke(cli, ["doctor", str(garbage.root)]).exit_code == EXIT_CORRUPT
 
 
 def test_many_problems_are_counted_but_not_all_listed(damaged: tuple[Sample, DataDir]) -> None:

@@ -31,8 +31,10 @@ def doctor(ctx: Ctx, path: Path | None, skip_signatures: bool, as_json: bool) ->
 
     PATH is a data dir or a store file (default: the data dir). Exit status: 0
     healthy (warnings allowed), 1 the store could not be read (disk full,
-    permissions, a read-only directory: not damage), 5 damaged or inconsistent
-    store, 6 only unsafe file permissions.
+    permissions, a read-only directory: not damage), 3 no data directory at
+    PATH, 4 PATH is a file that is not a gossipmind store (a wrong file: not
+    damage), 5 damaged or inconsistent store (a data dir's kb.sqlite3 that is
+    missing or not a database included), 6 only unsafe file permissions.
     """
     target = path.expanduser().resolve() if path is not None else ctx.dir.root
     if not is_utf8(str(target)):

@@ -9,10 +9,14 @@ from typing import Any
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 EXIT_UNREADABLE = 1  # the store could not be read (I/O, disk full, permissions): not checked
+EXIT_NOT_FOUND = 3  # no data directory there: a wrong path, not damage
+EXIT_NOT_A_STORE = 4  # the file named is not a gossipmind store: a wrong file, not damage
 EXIT_CORRUPT = 5  # the store is damaged or inconsistent
 EXIT_UNSAFE = 6  # only file permissions are wrong
 MAX_LINES_PER_CHECK = 20
 UNREADABLE = "store.open"  # the check of a store that could not be opened or read
+NO_DATA_DIR = "datadir"  # the path names no data directory
+NOT_A_STORE = "store.file"  # the file named is not a gossipmind store
 
 
 @dataclass(frozen=True)
@@ -64,10 +68,17 @@ class Diagnosis:
     def exit_code(self) -> int:
         """0 healthy; 6 only unsafe permissions; 1 the store could not be read (a
         full disk, permissions, a read-only filesystem: not damage, and nothing
-        was checked); 5 damaged or inconsistent."""
+        was checked); 3 no data directory there and 4 the file named is not a
+        gossipmind store (a wrong path or file: nothing checked, not damage);
+        5 damaged or inconsistent."""
         errors = self.errors
         if not errors:
             return 0
+        checks = {f.check for f in errors}
+        if NO_DATA_DIR in checks:
+            return EXIT_NOT_FOUND
+        if NOT_A_STORE in checks:
+            return EXIT_NOT_A_STORE
         if all(f.check.startswith("perm.") for f in errors):
             return EXIT_UNSAFE
         if all(f.check.startswith("perm.") or f.check == UNREADABLE for f in errors):

@@ -34,10 +34,14 @@ from gossipmind.store.datadir import DataDir, load_genesis, named_network
 from gossipmind.store.diagnosis import (
     ERROR,
     EXIT_CORRUPT,
+    EXIT_NOT_A_STORE,
+    EXIT_NOT_FOUND,
     EXIT_UNREADABLE,
     EXIT_UNSAFE,
     INFO,
     MAX_LINES_PER_CHECK,
+    NO_DATA_DIR,
+    NOT_A_STORE,
     UNREADABLE,
     WARNING,
     Diagnosis,
@@ -49,6 +53,8 @@ __all__ = [
     "CHUNK",
     "ERROR",
     "EXIT_CORRUPT",
+    "EXIT_NOT_A_STORE",
+    "EXIT_NOT_FOUND",
     "EXIT_UNREADABLE",
     "EXIT_UNSAFE",
     "INFO",
@@ -69,7 +75,14 @@ def diagnose(data_dir: DataDir | Path, *, signatures: bool = True) -> Diagnosis:
         store_path = d.store
     diag = Diagnosis(d.root)
     if not d.root.is_dir():
-        diag.error("datadir", f"no data directory at {d.root}")
+        diag.error(NO_DATA_DIR, f"no data directory at {d.root}")
+        return diag
+    if store_path != d.store and not _is_store_file(store_path):  # a file named by hand
+        diag.error(
+            NOT_A_STORE,
+            f"{store_path} is not a gossipmind store (no SQLite header with gossipmind's "
+            "application id): name a data dir or its kb.sqlite3",
+        )
         return diag
     _check_permissions(d, diag)
     net = _check_store(store_path, diag, signatures)
@@ -85,6 +98,18 @@ def diagnose(data_dir: DataDir | Path, *, signatures: bool = True) -> Diagnosis:
             if genesis.id != net:
                 diag.error("genesis.file", f"{d.genesis} is for another network", genesis.id)
     return diag
+
+
+def _is_store_file(path: Path) -> bool:
+    """Whether ``path`` starts as a gossipmind store does: SQLite's magic, and
+    gossipmind's application id in the header (offset 68). Read-only."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(72)
+    except OSError:
+        return True  # let the store checks say why it cannot be read
+    app = int.from_bytes(head[68:72], "big") if len(head) == 72 else None
+    return head.startswith(b"SQLite format 3\x00") and app == schema.APPLICATION_ID
 
 
 # -- permissions ----------------------------------------------------------------------
