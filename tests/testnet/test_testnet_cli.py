@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -117,3 +118,37 @@ def test_every_command_has_help() -> None:
         )
         doc = out.stdout.split("Options:")[0]
         assert len(doc.strip().splitlines()) >= 3, f"{cmd} has no help text"
+
+
+def test_the_help_says_where_the_default_run_dir_is_and_what_timeout_up_waits(
+    tmp_path: Path,
+) -> None:
+    """The default run dir is relative to the current directory, which neither the
+    help nor the README said; nor did they give --timeout's default (computed)."""
+    from click.testing import CliRunner
+
+    from gossipmind.cli.main import cli
+    from gossipmind.testnet.launcher import _startup_timeout
+
+    def help_of(*cmd: str) -> str:
+        out = CliRunner().invoke(cli, ["testnet", *cmd, "--help"], env={"COLUMNS": "200"})
+        assert out.exit_code == 0, out.output
+        return " ".join(out.output.split())
+
+    assert "relative to the current directory" in help_of("status")
+    assert "[default: 45 + 2 per process]" in help_of("up")
+    assert _startup_timeout(1) == 47 and _startup_timeout(3) == 45 + 2 * 3
+    for cmd in ("start", "restart"):  # one process
+        assert "Seconds to wait for ready [default: 47]." in help_of(cmd, "node-1")
+    # and it is: from another directory, the default names that directory's testnet/.run
+    out = subprocess.run(
+        [str(GOSSIPMIND), "testnet", "status"],
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k != "GOSSIPMIND_TESTNET_DIR"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode != 0 and str(tmp_path / "testnet" / ".run") in out.stderr
+    assert not (tmp_path / "testnet").exists()

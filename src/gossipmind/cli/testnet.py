@@ -27,7 +27,7 @@ def run_dir_option(fn: Callable[P, R]) -> Callable[P, R]:
         envvar=RUN_DIR_ENV,
         default=Path("testnet") / ".run",
         show_default=True,
-        help=f"Where the testnet lives (env: {RUN_DIR_ENV}).",
+        help=f"Where the testnet lives; relative to the current directory (env: {RUN_DIR_ENV}).",
     )(fn)
 
 
@@ -130,7 +130,8 @@ def testnet() -> None:
 @click.option(
     "--timeout",
     type=FloatRange(1, 3600),
-    help="Give up if the nodes are not ready and connected within this many seconds.",
+    help="Give up if the nodes are not ready and connected within this many seconds "
+    "[default: 45 + 2 per process].",
 )
 @run_dir_option
 @json_option
@@ -298,7 +299,9 @@ def stop(node: str, timeout: float, run_dir: Path) -> None:
 
 @testnet.command("restart")
 @click.argument("node")
-@click.option("--timeout", type=FloatRange(1, 3600), help="Seconds to wait for ready.")
+@click.option(
+    "--timeout", type=FloatRange(1, 3600), help="Seconds to wait for ready [default: 47]."
+)
 @run_dir_option
 @errors
 def restart(node: str, timeout: float | None, run_dir: Path) -> None:
@@ -317,7 +320,9 @@ def restart(node: str, timeout: float | None, run_dir: Path) -> None:
 
 @testnet.command("start")
 @click.argument("node")
-@click.option("--timeout", type=FloatRange(1, 3600), help="Seconds to wait for ready.")
+@click.option(
+    "--timeout", type=FloatRange(1, 3600), help="Seconds to wait for ready [default: 47]."
+)
 @run_dir_option
 @errors
 def start(node: str, timeout: float | None, run_dir: Path) -> None:
