@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -306,3 +307,39 @@ def test_network_create_and_join_write_genesis_json_atomically(
     g = (tmp_path / "g.json").read_text()
     assert (tmp_path / "admin" / "genesis.json").read_text() == g
     assert (tmp_path / "agent" / "genesis.json").read_text() == g
+
+
+def test_show_and_patterns_text_is_readable(net: Dirs) -> None:
+    """`show` printed nested values as Python reprs (`over_threshold: False`,
+    `accepts: [['08ef…', 1]]`, `recipe: {'budget_ms': …}`); `patterns` marked
+    reporters with a `*` nothing explained."""
+    d = net
+    d.run("admin", "grant", key(d, "agent"), "--role", "member", "--name", "agent")
+    d.run("admin", "grant", key(d, "human"), "--role", "verifier", "--tier", "3", "--scope", "*")
+    d.run("admin", "grant", key(d, "human"), "--role", "teacher")
+    copy_ops(d, "admin", "agent")
+    report = ("report", "--service", "payments", "--operation", "charge", "--type", "TimeoutError")
+    pattern = d.json("agent", *report)["pattern"]
+    one = d.run("agent", "patterns").output
+    assert "*" not in one, one  # one reporter: under the threshold, and no legend
+    copy_ops(d, "agent", "admin")
+    d.run("admin", *report)
+    copy_ops(d, "admin", "human")
+    fix = d.json("human", "propose", "--pattern", pattern[:10], "--recipe", json.dumps(RECIPE))[
+        "fix"
+    ]
+    d.run("human", "attest", fix[:12], "--accept")
+
+    shown_pattern = d.run("human", "show", pattern[:10]).output
+    assert "over_threshold: true" in shown_pattern, shown_pattern
+    shown = d.run("human", "show", fix[:10]).output
+    assert "recipe: idempotency_key(header=Idempotency-Key) → retry(" in shown, shown
+    assert 'on=["timeout"]' in shown and '{"budget_ms": 10000, "scope": "payments.charge"}' in shown
+    assert re.search(r'accepts: \[\["[0-9a-f]{64}", 3\]\]', shown), shown
+    for text in (shown, shown_pattern):
+        assert not re.search(r"\['|\{'|: (True|False|None)$", text, re.M), text
+
+    table = d.run("human", "patterns").output
+    assert "2*" in table
+    assert "* over the synthesis threshold: enough reporters to learn a fix" in table
+    assert "synthesis threshold" in " ".join(d.run("human", "patterns", "--help").output.split())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import click
 
@@ -34,9 +35,15 @@ def recipe_summary(recipe: dict[str, object]) -> str:
     assert isinstance(steps, list)
     parts = []
     for s in steps:
-        args = ",".join(f"{k}={v}" for k, v in s.items() if k != "type")
+        args = ",".join(f"{k}={_scalar(v)}" for k, v in s.items() if k != "type")
         parts.append(f"{s['type']}({args})")
     return " → ".join(parts)
+
+
+def _scalar(value: object) -> str:
+    """A recipe argument: a string or number as it is, else compact JSON (``true``,
+    ``["timeout"]``), not a Python repr."""
+    return value if isinstance(value, str) else _json(value)
 
 
 @click.command()
@@ -95,7 +102,12 @@ def _service_name(_ctx: click.Context, _param: click.Parameter, value: str | Non
 @pass_ctx
 @errors
 def patterns(ctx: Ctx, service: str | None, limit: int, as_json: bool) -> None:
-    """Failure patterns: fleet counts and distinct reporters."""
+    """Failure patterns: fleet counts and distinct reporters.
+
+    A `*` after the reporters: the pattern is over the network's synthesis
+    threshold (enough distinct reporters for nodes to propose fixes for it;
+    `over_threshold` in --json).
+    """
     with ctx.reader() as r:
         rows = r.patterns(service=service, limit=limit)
     if as_json:
@@ -117,6 +129,8 @@ def patterns(ctx: Ctx, service: str | None, limit: int, as_json: bool) -> None:
             for p in rows
         ],
     )
+    if any(p["over_threshold"] for p in rows):
+        console.print("* over the synthesis threshold: enough reporters to learn a fix")
 
 
 @click.command()
@@ -174,7 +188,23 @@ def show(ctx: Ctx, id_prefix: str, as_json: bool) -> None:
         return
     console.print(f"[bold]{esc(doc.pop('type'))}[/]")
     for key, value in sorted(jsonable(doc).items()):
-        console.print(f"  [bold]{esc(key)}[/]: {esc(value)}")
+        console.print(f"  [bold]{esc(key)}[/]: {esc(_shown(key, value))}")
+
+
+def _shown(key: str, value: object) -> str:
+    """A value of `show` as text: a string as it is, a recipe as the `fixes` table
+    shows it (plus its other fields), anything else as compact JSON (``false``,
+    ``null``, ``[["08ef…", 1]]``), never a Python repr."""
+    if isinstance(value, str):
+        return value
+    if key == "recipe" and isinstance(value, dict) and isinstance(value.get("steps"), list):
+        rest = {k: v for k, v in value.items() if k != "steps"}
+        return recipe_summary(value) + (f"  {_json(rest)}" if rest else "")
+    return _json(value)
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
 
 
 @click.command()
