@@ -5,6 +5,7 @@ without an error and share the first one's inbound connections."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -134,3 +135,31 @@ def test_listen_endpoints_overlap_by_port_and_normalized_host(
 
     ka, kb = listen_key(*a), listen_key(*b)
     assert listens_overlap(ka, kb) is overlap and listens_overlap(kb, ka) is overlap
+
+
+def test_the_api_logs_its_own_listening_line_and_not_hypercorns_banner(
+    net: Dirs,  # noqa: F811
+) -> None:
+    """Every start logged hypercorn's "Running on http://127.0.0.1:PORT (CTRL + C to
+    quit)", misleading in journald, before the node's own "API listening on …"."""
+    env = {k: v for k, v in os.environ.items() if k != "GOSSIPMIND_DEBUG"}
+    proc = subprocess.Popen(
+        gossipmind("--data-dir", str(net.root / "admin"), "node"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        ready = proc.stdout.readline()  # the "ready" line comes once the API listens
+        assert '"ready"' in ready, ready
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "API listening on http://127.0.0.1:" in err, err
+    assert "Running on" not in err and "CTRL + C" not in err, err

@@ -63,6 +63,19 @@ if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
 log = logging.getLogger("gossipmind.api")
+
+
+class _NoBanner(logging.Filter):
+    """Drop hypercorn's "Running on http://… (CTRL + C to quit)" (its only info line):
+    the node logs "API listening on …" itself, and under systemd nobody can press
+    Ctrl-C. Its warnings and errors pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Running on ")
+
+
+_HTTP_LOG = logging.getLogger("gossipmind.api.http")  # hypercorn's error log
+_HTTP_LOG.addFilter(_NoBanner())
 KEEPALIVE_S = 15.0  # s: an idle event stream gets a comment line this often
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -431,7 +444,7 @@ async def serve_api(
     config = Config()
     config.bind = [f"127.0.0.1:{port}"]
     config.accesslog = None
-    config.errorlog = logging.getLogger("gossipmind.api.http")
+    config.errorlog = _HTTP_LOG
     config.graceful_timeout = STOP_GRACE
     done = trio.Event()
 
