@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -177,3 +178,44 @@ def test_a_node_toml_that_is_a_directory_is_named(admin: Path) -> None:
     out = gm(admin, "node", "--no-api")
     assert out.returncode == 4, (out.returncode, out.stderr)
     assert out.stderr.strip() == f"error: {admin / 'node.toml'} is a directory, not a config file"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"\x01garbage after a value", b"not a key at all\n" * 3, b"\xa1av\x02"],
+    ids=["trailing-bytes", "text", "another-version"],
+)
+def test_a_key_file_that_is_not_a_key_is_named_with_what_to_do(
+    tmp_path: Path, content: bytes
+) -> None:
+    """It said "key file is not a gossipmind key: trailing bytes after the value":
+    no path (unlike every other key error), and a reason no operator can act on."""
+    d = tmp_path / "dd"
+    d.mkdir(mode=0o700)
+    key = d / "identity.key"
+    key.write_bytes(content)
+    key.chmod(0o600)
+    for args in (("whoami",), ("node", "--no-api")):
+        out = gm(d, *args)
+        assert out.returncode == 6, (args, out.stderr)
+        assert out.stderr.strip() == (
+            f"error: {key} is not a gossipmind key file (damaged, or another kind of file): "
+            "put back the key from your backup, or delete it and run `gossipmind init` for "
+            "a new identity"
+        ), (args, out.stderr)
+    assert key.read_bytes() == content
+
+
+def test_a_genesis_file_of_another_version_says_which(admin: Path, tmp_path: Path) -> None:
+    """It said "is not a gossipmind genesis file" for `"gossipmind_genesis": 2`."""
+    doc = json.loads((admin / "genesis.json").read_text())
+    future = tmp_path / "future.json"
+    future.write_text(json.dumps({**doc, "gossipmind_genesis": 2}))
+    d = tmp_path / "joiner"
+    assert gm(d, "init").returncode == 0
+    out = gm(d, "network", "join", str(future))
+    assert out.returncode == 4, out.stderr
+    assert out.stderr.strip() == (
+        f"error: {future}: unsupported genesis file version 2 (this gossipmind reads version 1)"
+    )
+    assert not (d / "kb.sqlite3").exists()

@@ -96,22 +96,28 @@ def dump_key(identity: Identity, passphrase: str | None, salt: bytes, nonce: byt
     )
 
 
+class NotAKey(IdentityError):
+    """The bytes are not a gossipmind key file at all (damaged, or another file);
+    :mod:`gossipmind.store.keyfile` names the file and what to do."""
+
+
 def is_encrypted(data: bytes) -> bool:
     try:
         doc = encoding.decode(data)
     except EncodingError as exc:
-        raise IdentityError(f"key file is not a gossipmind key: {exc}") from exc
+        raise NotAKey(f"key file is not a gossipmind key: {exc}") from exc
     return isinstance(doc, dict) and "ct" in doc
 
 
 def load_key(data: bytes, passphrase: str | None) -> Identity:
-    """Parse a key file; raise :class:`IdentityError` with a precise reason."""
+    """Parse a key file; raise :class:`IdentityError` with a precise reason
+    (:class:`NotAKey` if it is not a key file at all)."""
     try:
         doc = encoding.decode(data)
     except EncodingError as exc:
-        raise IdentityError(f"key file is not a gossipmind key: {exc}") from exc
+        raise NotAKey(f"key file is not a gossipmind key: {exc}") from exc
     if not isinstance(doc, dict) or doc.get("v") != 1 or doc.get("kind") != "ed25519":
-        raise IdentityError("key file is not a version-1 Ed25519 gossipmind key")
+        raise NotAKey("key file is not a version-1 Ed25519 gossipmind key")
     if "seed" in doc:
         seed = doc["seed"]
         if not isinstance(seed, bytes) or len(seed) != 32:

@@ -129,8 +129,14 @@ def load_genesis(path: Path) -> Op:
         raise ConfigError(f"no genesis file at {path}") from exc
     except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError included
         raise ConfigError(f"{path} is not a genesis file: {exc}") from exc
-    if not isinstance(doc, dict) or doc.get("gossipmind_genesis") != 1:
+    if not isinstance(doc, dict) or "gossipmind_genesis" not in doc:
         raise ConfigError(f"{path} is not a gossipmind genesis file")
+    version = doc["gossipmind_genesis"]
+    if version != 1:
+        raise ConfigError(
+            f"{path}: unsupported genesis file version {json.dumps(version)} "
+            "(this gossipmind reads version 1)"
+        )
     if not isinstance(doc.get("op"), str):
         raise ConfigError(f'{path}: malformed genesis: no "op" (the genesis op in hex)')
     try:

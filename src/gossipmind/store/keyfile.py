@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from gossipmind.core.errors import IdentityError
-from gossipmind.core.identity import Identity, dump_key, is_encrypted, load_key
+from gossipmind.core.identity import Identity, NotAKey, dump_key, is_encrypted, load_key
 from gossipmind.store.datadir import fsync_path
 from gossipmind.store.sqlfile import NO_HARD_LINKS, flock_within
 
@@ -161,11 +161,27 @@ def read_key(path: Path, passphrase: str | None = None) -> Identity:
             _remove_temps(path)
         finally:
             os.close(fd)
-    return load_key(_key_bytes(path), passphrase)
+    data = _key_bytes(path)
+    try:
+        return load_key(data, passphrase)
+    except NotAKey as exc:
+        raise _not_a_key(path) from exc
 
 
 def key_is_encrypted(path: Path) -> bool:
-    return is_encrypted(_key_bytes(path))
+    data = _key_bytes(path)
+    try:
+        return is_encrypted(data)
+    except NotAKey as exc:
+        raise _not_a_key(path) from exc
+
+
+def _not_a_key(path: Path) -> IdentityError:
+    return IdentityError(
+        f"{path} is not a gossipmind key file (damaged, or another kind of file): put "
+        "back the key from your backup, or delete it and run `gossipmind init` for a new "
+        "identity"
+    )
 
 
 def new_identity() -> Identity:
