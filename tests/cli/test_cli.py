@@ -343,3 +343,19 @@ def test_show_and_patterns_text_is_readable(net: Dirs) -> None:
     assert "2*" in table
     assert "* over the synthesis threshold: enough reporters to learn a fix" in table
     assert "synthesis threshold" in " ".join(d.run("human", "patterns", "--help").output.split())
+
+
+def test_errors_under_json_are_plain_text_on_stderr_as_documented(net: Dirs) -> None:
+    """With --json an error stays one text line on stderr and stdout is empty; the
+    docs did not say so (scripts must read the exit code)."""
+    from gossipmind.cli.reference import render
+
+    shown = net.run("admin", "show", "ffffffff", "--json", ok=False)
+    assert shown.exit_code == 3 and shown.stdout == ""
+    assert shown.stderr == "error: nothing with id prefix ffffffff\n"
+    again = net.run("admin", "init", "--json", ok=False)
+    assert again.exit_code == 6 and again.stdout == "" and again.stderr.startswith("error: ")
+    said = "Errors are plain text on stderr, `--json` or not: one line `error: …`"
+    assert said in render()
+    ops = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    assert "**Errors** of every command are plain text on stderr (`error: …`), with" in ops

@@ -166,6 +166,16 @@ def render() -> str:
         f"also takes {helps}. Global options (`--data-dir`) go before the command: "
         "`gossipmind --data-dir DIR status`.",
         "",
+        "Errors are plain text on stderr, `--json` or not: one line `error: …` "
+        "(a usage error, exit 2: click's `Usage: …` and `Error: …` lines), and no JSON "
+        "on stdout. `--json` changes only what a command prints on stdout; a command "
+        "whose check fails (`doctor`, `testnet scenario`, `chaos`, `attack`) still "
+        "prints its result there, as JSON with `--json`, before it exits non-zero. "
+        "Scripts tell failures apart by the exit code: 1 a gossipmind error or a failed "
+        "check, 2 usage, 3 not found, 4 invalid input or configuration, 5 store, "
+        "6 identity, 70 a bug, 128 + N a `testnet up`/`start`/`restart` interrupted by "
+        "signal N (see [operations.md](operations.md#4-gossipmind-node), *Exit status*).",
+        "",
     ]
     for command, ctx in tree:
         summary = _cell(command.get_short_help_str(limit=100))
