@@ -309,10 +309,11 @@ def test_network_create_and_join_write_genesis_json_atomically(
     assert (tmp_path / "agent" / "genesis.json").read_text() == g
 
 
-def test_show_and_patterns_text_is_readable(net: Dirs) -> None:
+def test_show_and_patterns_text_is_readable(net: Dirs, monkeypatch: pytest.MonkeyPatch) -> None:
     """`show` printed nested values as Python reprs (`over_threshold: False`,
     `accepts: [['08ef…', 1]]`, `recipe: {'budget_ms': …}`); `patterns` marked
     reporters with a `*` nothing explained."""
+    monkeypatch.delenv("COLUMNS", raising=False)  # into a pipe: lines are not wrapped
     d = net
     d.run("admin", "grant", key(d, "agent"), "--role", "member", "--name", "agent")
     d.run("admin", "grant", key(d, "human"), "--role", "verifier", "--tier", "3", "--scope", "*")

@@ -84,9 +84,8 @@ def show_summary(console: Console, s: dict[str, Any], result: RunResult) -> None
             str(a["recoveries"]),
         )
     console.print(t)
-    left_out = result.left_out_text()
-    if left_out is not None:
-        console.print(f"[yellow]{escape(left_out)}[/]")
+    if s.get("agents_left_out_note"):
+        console.print(f"[yellow]{escape(s['agents_left_out_note'])}[/]")
     f = s["first"]
     console.print(
         f"pattern over threshold at {_t(f['threshold'])} · first proposal {_t(f['proposed'])} · "

@@ -87,6 +87,7 @@ def summary(result: RunResult) -> dict[str, Any]:
         "roots": result.roots,
         "agents": agents,
         "agents_left_out": result.left_out,
+        "agents_left_out_note": result.left_out_text(),
     }
 
 
