@@ -26,7 +26,7 @@ from gossipmind.core.identity import Identity
 from gossipmind.core.ops import Op
 from gossipmind.core.records import CHUNK
 from gossipmind.core.replica import FOLD_VERSION, IngestResult, Replica
-from gossipmind.store import schema, sqlfile
+from gossipmind.store import readback, schema, sqlfile
 from gossipmind.store.checkpoint import WAL_SIZE_LIMIT, Checkpointer
 from gossipmind.store.sqlfile import StoreLocked, check_file
 from gossipmind.store.verifier import Verification
@@ -204,14 +204,7 @@ class Store:
             self._write_state(True)  # stamps the rows
 
     def _blob(self, value: object, what: str) -> bytes:
-        """A stored BLOB; anything else (what a flipped bit in a record header makes
-        of one) is a StoreError that sends the user to doctor."""
-        if isinstance(value, bytes):
-            return value
-        raise StoreError(
-            f"{self.path}: {what} is damaged (a {type(value).__name__}, not bytes); "
-            "run `gossipmind doctor`"
-        )
+        return readback.blob(self.path, value, what)
 
     def _restore_genesis(self) -> None:
         """Write the genesis op's row if the ops table lacks it: a store that a
@@ -395,23 +388,10 @@ class Store:
 
     def _raws_of(self, ids: list[bytes]) -> dict[bytes, bytes]:
         """The bytes of applied ops, by id (for the fold's records)."""
-        out: dict[bytes, bytes] = {}
         try:
-            for lo in range(0, len(ids), RAWS_PER_QUERY):
-                chunk = ids[lo : lo + RAWS_PER_QUERY]
-                marks = ",".join("?" * len(chunk))
-                query = f"SELECT id, raw FROM ops WHERE id IN ({marks})"  # (marks only)
-                for oid, raw in self.conn.execute(query, chunk):
-                    op_id, data = self._blob(oid, "an id in table ops"), self._blob(raw, "an op")
-                    if opsmod.op_id(data) != op_id:  # (decoded without checks: it must be it)
-                        raise StoreError(
-                            f"{self.path}: the bytes of op {op_id.hex()[:12]} in table ops are "
-                            "damaged; run `gossipmind doctor`"
-                        )
-                    out[op_id] = data
+            return readback.raws_of(self.conn, self.path, ids)
         except sqlite3.Error as exc:
             raise sqlfile.store_error(self.path, exc, "read") from exc
-        return out
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
