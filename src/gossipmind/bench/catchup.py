@@ -141,7 +141,13 @@ async def _join(cluster: Cluster, node: Node, late: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     for j in neighbours:
         await node.transport.connect(cluster.nodes[j].transport.addrs()[0])
-    await wait_for("catch-up", lambda: node.store.replica.root() == target, CATCHUP_TIMEOUT)
+    held = len(cluster.nodes[0].store.replica.meta)
+
+    def caught_up() -> bool:  # the root (a hash of every id) only once the count is there
+        r = node.store.replica
+        return len(r.meta) >= held and r.root() == target
+
+    await wait_for("catch-up", caught_up, CATCHUP_TIMEOUT)
     elapsed = time.perf_counter() - t0
     await wait_for("sync sessions to end", lambda: _idle(node), CATCHUP_TIMEOUT)
     bytes1, frames1 = _sent(everyone)
