@@ -11,15 +11,12 @@ before the next; the loop awaits signatures and turns between steps.
 from __future__ import annotations
 
 import itertools
-import os
 from pathlib import Path
 
 import pytest
 import trio
-from test_sync_link_drop import authored, open_session
+from test_sync_link_drop import authored, session_with
 
-from gossipmind.net.host import open_libp2p_transport
-from gossipmind.net.interface import TransportConfig
 from gossipmind.node import node as nodemod
 from gossipmind.node.config import NodeConfig
 from gossipmind.node.node import open_node
@@ -27,7 +24,7 @@ from gossipmind.store.datadir import DataDir
 from gossipmind.store.sqlite import Staged, Store
 from gossipmind.store.verifier import Verification
 from gossipmind.sync import messages
-from gossipmind.sync.messages import Hello, Ops
+from gossipmind.sync.messages import Ops
 from gossipmind.testnet.setup import prepare
 
 N = 900
@@ -71,13 +68,7 @@ async def test_a_frame_from_a_real_peer_is_applied_in_steps_with_the_loop_turnin
         async with open_node(config(data_dir)) as node:
             trio.lowlevel.add_instrument(Steps())
             held = len(node.store.replica.meta)
-            topic = f"gossipmind/{node.net.hex()}/ops/1"
-            tcfg = TransportConfig(seed=os.urandom(32), topic=topic)
-            async with open_libp2p_transport(tcfg, lambda _d: True) as peer:
-                await peer.connect(node.transport.addrs()[0])
-                stream, first = await open_session(peer, node)
-                assert isinstance(first, Hello)
-                assert messages.decode(await stream.receive()) == messages.Sent()
+            async with session_with(node) as (_peer, stream):
                 frame = messages.encode(Ops(raws))
                 assert len(frame) <= messages.MAX_OPS_FRAME
                 await stream.send(frame)

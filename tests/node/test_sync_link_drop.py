@@ -11,6 +11,8 @@ wait a timeout (2 of 5 link drops in a 3 000-op catch-up).
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,20 @@ async def open_session(peer: Any, node: Node) -> tuple[Stream, messages.Message]
     raise AssertionError("the node stayed busy")
 
 
+@asynccontextmanager
+async def session_with(node: Node) -> AsyncIterator[tuple[Any, Stream]]:
+    """A raw libp2p peer of the node's network, and a sync stream to the node past
+    its hello and its ``sent`` (the node, responder, waits for our ops)."""
+    topic = f"gossipmind/{node.net.hex()}/ops/1"
+    tcfg = TransportConfig(seed=os.urandom(32), topic=topic)
+    async with open_libp2p_transport(tcfg, lambda _d: True) as peer:
+        await peer.connect(node.transport.addrs()[0])
+        stream, first = await open_session(peer, node)
+        assert isinstance(first, Hello)
+        assert messages.decode(await stream.receive()) == messages.Sent()
+        yield peer, stream
+
+
 async def test_a_catch_up_whose_stream_ends_inside_a_frame_is_not_penalized(
     tmp_path: Path,
 ) -> None:
@@ -74,37 +90,30 @@ async def test_a_catch_up_whose_stream_ends_inside_a_frame_is_not_penalized(
     raws = authored(specs[1].dir, 40)
     cfg = NodeConfig(data_dir=specs[0].dir, synchronous="NORMAL", learn=False, sync_interval=600.0)
     with trio.fail_after(120):
-        async with open_node(cfg) as node:
-            topic = f"gossipmind/{node.net.hex()}/ops/1"
-            tcfg = TransportConfig(seed=os.urandom(32), topic=topic)
-            async with open_libp2p_transport(tcfg, lambda _d: True) as peer:
-                await peer.connect(node.transport.addrs()[0])
-                stream, first = await open_session(peer, node)
-                assert isinstance(first, Hello)
-                assert messages.decode(await stream.receive()) == messages.Sent()
-                held = len(node.store.replica.meta)
-                failed = dict(node.sync.failed_by_reason)
-                await stream.send(messages.encode(Ops(raws[:20])))  # progress
-                cut = messages.encode(Ops(raws[20:]))
-                # the link goes down halfway through the next frame: its end of stream
-                await stream.send_unframed(_uvarint(len(cut)) + cut[: len(cut) // 2])
-                await stream.close()
-                for _ in range(500):
-                    if node.sync.failed_by_reason != failed:
-                        break
-                    await trio.sleep(0.01)
-                delta = {
-                    k: v - failed.get(k, 0)
-                    for k, v in node.sync.failed_by_reason.items()
-                    if v != failed.get(k, 0)
-                }
-                assert delta == {"truncated": 1}
-                assert len(node.store.replica.meta) == held + 20  # the first frame stays
-                now = trio.current_time()
-                assert node.guard.allowed(peer.peer_id, now), "an honest sender was made to wait"
-                assert node.guard.strikes(peer.peer_id, now) == 0
-                _, again = await open_session(peer, node)  # and the catch-up goes on
-                assert isinstance(again, Hello)
+        async with open_node(cfg) as node, session_with(node) as (peer, stream):
+            held = len(node.store.replica.meta)
+            failed = dict(node.sync.failed_by_reason)
+            await stream.send(messages.encode(Ops(raws[:20])))  # progress
+            cut = messages.encode(Ops(raws[20:]))
+            # the link goes down halfway through the next frame: its end of stream
+            await stream.send_unframed(_uvarint(len(cut)) + cut[: len(cut) // 2])
+            await stream.close()
+            for _ in range(500):
+                if node.sync.failed_by_reason != failed:
+                    break
+                await trio.sleep(0.01)
+            delta = {
+                k: v - failed.get(k, 0)
+                for k, v in node.sync.failed_by_reason.items()
+                if v != failed.get(k, 0)
+            }
+            assert delta == {"truncated": 1}
+            assert len(node.store.replica.meta) == held + 20  # the first frame stays
+            now = trio.current_time()
+            assert node.guard.allowed(peer.peer_id, now), "an honest sender was made to wait"
+            assert node.guard.strikes(peer.peer_id, now) == 0
+            _, again = await open_session(peer, node)  # and the catch-up goes on
+            assert isinstance(again, Hello)
 
 
 def _uvarint(n: int) -> bytes:
