@@ -21,6 +21,7 @@ import dns.resolver
 import dns.rrset
 import pytest
 import trio
+import trio.testing
 from test_resolve import PEER, connected, named, two_nodes
 
 from gossipmind.core.errors import NetworkError
@@ -266,3 +267,49 @@ def test_which_dnsaddr_bootstrap_addresses_are_taken(addr: str, why: str | None)
         assert problem is None
     else:
         assert problem is not None and why in problem, problem
+
+
+async def test_a_nested_list_that_cannot_be_read_leaves_what_the_others_give() -> None:
+    """A nested list whose lookup fails (SERVFAIL, a timeout) is skipped; the list
+    the operator named failing is still an error."""
+    tail = f"/tcp/4001/p2p/{PEER}"
+
+    async def lookup(qname: str) -> list[str]:
+        if qname == "_dnsaddr.boot.test":
+            return [f"dnsaddr=/dnsaddr/broken.test/p2p/{PEER}", f"dnsaddr=/ip4/192.0.2.1{tail}"]
+        raise NetworkError(f"cannot look up the TXT records of {qname!r}: SERVFAIL")
+
+    assert await dnsaddr.expand("boot.test", PEER, lookup) == [f"/ip4/192.0.2.1{tail}"]
+    with pytest.raises(NetworkError, match="SERVFAIL"):
+        await dnsaddr.expand("broken.test", PEER, lookup)
+
+    async def only_nested(qname: str) -> list[str]:
+        if qname == "_dnsaddr.boot.test":
+            return [f"dnsaddr=/dnsaddr/broken.test/p2p/{PEER}"]
+        raise NetworkError("SERVFAIL")
+
+    with pytest.raises(NetworkError, match=r"\(1 for failed\)"):
+        await dnsaddr.expand("boot.test", PEER, only_nested)
+
+
+async def test_a_whole_resolution_is_bounded_in_addresses_and_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A list of many names that each take a resolver's whole timeout: at most
+    MAX_FOUND are kept, and the resolution gives up after BUDGET seconds (on a
+    virtual clock), where it took over 40 minutes of dials held up."""
+    tail = f"/tcp/4001/p2p/{PEER}"
+    many = [f"dnsaddr=/dns4/n{i}.example.org{tail}" for i in range(60)]
+    got = await dnsaddr.expand("boot.test", PEER, lookups({"_dnsaddr.boot.test": many}))
+    assert len(got) == dnsaddr.MAX_FOUND
+
+    async def slow(*_args: Any) -> list[Any]:
+        await trio.sleep(resolve.RESOLVE_TIMEOUT + 1)
+        raise AssertionError  # pragma: no cover
+
+    start = trio.current_time()
+    with pytest.raises(NetworkError, match=r"took over 10 s"):
+        await resolve.resolve(
+            f"/dnsaddr/boot.test/p2p/{PEER}", slow, lookups({"_dnsaddr.boot.test": many})
+        )
+    assert trio.current_time() - start <= dnsaddr.BUDGET + 0.01

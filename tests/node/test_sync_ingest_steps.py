@@ -11,20 +11,25 @@ before the next; the loop awaits signatures and turns between steps.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from test_sync_link_drop import authored, session_with
 
+from gossipmind.core.replica import IngestResult
 from gossipmind.node import node as nodemod
 from gossipmind.node.config import NodeConfig
 from gossipmind.node.node import open_node
+from gossipmind.node.syncer import SyncCounters, drive
 from gossipmind.store.datadir import DataDir
 from gossipmind.store.sqlite import Staged, Store
 from gossipmind.store.verifier import Verification
 from gossipmind.sync import messages
 from gossipmind.sync.messages import Ops
+from gossipmind.sync.session import Stats, Step
 from gossipmind.testnet.setup import prepare
 
 N = 900
@@ -130,3 +135,62 @@ def prepare_copy(src: Path, dst: Path) -> None:
     import shutil
 
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.lock", "api.*"))
+
+
+async def test_the_session_deadline_never_lands_between_the_steps_of_a_frame(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A slow catch-up that brings new ops at MIN_PROGRESS_RATE or more ends as
+    ``overran`` (not penalized) even when its deadline falls inside a stepped
+    frame: the frame is applied whole and counted (found by a review: counted
+    without its applied steps, it was ``deadline``, penalized). A stepped
+    ingest of 5 steps of 1.1 s (virtual clock), 200 KB frames, a 10 s limit."""
+    raws = [bytes([i % 256, i // 256]) * 100 for i in range(1000)]
+
+    class FrameStream:
+        remote_peer = "peer"
+        protocol = messages.PROTOCOL
+
+        async def receive(self) -> bytes:
+            return messages.encode(Ops(raws))
+
+        async def send(self, frame: bytes) -> None:
+            pass
+
+        async def reset(self) -> None:
+            pass
+
+        async def close(self) -> None:
+            pass
+
+    class Applied:
+        def __init__(self, raw: bytes) -> None:
+            self.raw = raw
+
+    async def stepped(frame: list[bytes]) -> IngestResult:
+        out = IngestResult()
+        for i in range(0, len(frame), 200):
+            await trio.sleep(1.1)  # signatures, other tasks, between steps
+            out.applied += [Applied(r) for r in frame[i : i + 200]]  # type: ignore[misc]
+        return out
+
+    class EndlessSession:  # what drive() reads of a session that keeps receiving ops
+        done = completed = False
+        declined = ""
+        stats = Stats()
+
+        def start(self) -> Iterator[object]:
+            return iter(())
+
+        def receive(self, msg: Ops) -> Step:
+            return Step(ops=list(msg.ops))
+
+    why = await drive(
+        FrameStream(),  # type: ignore[arg-type]
+        EndlessSession(),  # type: ignore[arg-type]
+        stepped,
+        SyncCounters(),
+        timeout=5,
+        limit=10.0,
+    )
+    assert why == "overran"

@@ -9,8 +9,12 @@ pins, ``/p2p/<peer id>``: a record for another peer is someone else's entry of
 the same list, and is skipped. Kept records are ``/ip4|ip6|dns4|dns6|dns/…/tcp/
 <port>/p2p/<peer id>`` (then resolved like any bootstrap address) or another
 ``/dnsaddr/<name>/p2p/<peer id>`` (followed to :data:`MAX_DEPTH` levels, with
-:data:`MAX_LOOKUPS` TXT queries in all); records of other transports (QUIC,
-WebSocket) and records that are not multiaddrs are skipped.
+:data:`MAX_LOOKUPS` TXT queries in all; a nested list that cannot be read is
+skipped, the named one is an error); records of other transports (QUIC,
+WebSocket) and records that are not multiaddrs are skipped. At most
+:data:`MAX_FOUND` addresses are kept, and a whole resolution, the names the
+list gives included, has :data:`BUDGET` seconds: a list, or a DNS server, cannot
+hold up the node's other dials for longer than a dial's budget.
 
 The peer id is pinned by the operator, not by DNS: whoever answers a dial must
 prove that id, so a lying DNS server can make a dial fail, never make the node
@@ -31,7 +35,9 @@ PREFIX = "dnsaddr="
 MAX_DEPTH = 3  # /dnsaddr records naming another /dnsaddr, followed this deep
 MAX_LOOKUPS = 8  # TXT queries for one bootstrap address
 MAX_RECORDS = 64  # TXT records read from one name
+MAX_FOUND = 8  # addresses of the peer kept from a list: resolved and dialled in turn
 LOOKUP_TIMEOUT = 5.0
+BUDGET = 10.0  # seconds for a whole /dnsaddr resolution, lists and listed names
 
 TxtLookup = Callable[[str], Awaitable[list[str]]]  # a TXT name -> its records' text
 
@@ -73,19 +79,22 @@ async def expand(name: str, peer: str, lookup: TxtLookup) -> list[str]:
     from gossipmind.node.resolve import bootstrap_problem
 
     found: list[str] = []
-    skipped = {"other peers": 0, "not TCP": 0, "unreadable": 0, "too deep": 0}
+    skipped = {"other peers": 0, "not TCP": 0, "unreadable": 0, "too deep": 0, "failed": 0}
     queue, seen, lookups = [(name, 0)], {name.rstrip(".").lower()}, 0
-    while queue:
+    while queue and len(found) < MAX_FOUND:
         here, depth = queue.pop(0)
         if lookups >= MAX_LOOKUPS:
             skipped["too deep"] += 1 + len(queue)
             break
         lookups += 1
         qname = f"_dnsaddr.{here}"
-        with trio.move_on_after(LOOKUP_TIMEOUT) as scope:
-            records = await lookup(qname)
-        if scope.cancelled_caught:
-            raise NetworkError(f"looking up {qname!r} timed out ({LOOKUP_TIMEOUT:g} s)")
+        try:
+            records = await _lookup(lookup, qname)
+        except NetworkError:
+            if depth == 0:
+                raise  # the list the operator named
+            skipped["failed"] += 1  # a nested list: what the others give still counts
+            continue
         for text in records[:MAX_RECORDS]:
             if not text.startswith(PREFIX):
                 continue  # another use of the same name
@@ -107,12 +116,18 @@ async def expand(name: str, peer: str, lookup: TxtLookup) -> list[str]:
                 elif (key := nested.rstrip(".").lower()) not in seen:
                     seen.add(key)
                     queue.append((nested, depth + 1))
-            elif addr not in found:
+            elif addr not in found and len(found) < MAX_FOUND:
                 found.append(addr)
     if not found:
         said = ", ".join(f"{n} for {what}" for what, n in skipped.items() if n) or "no records"
         raise NetworkError(f"_dnsaddr.{name} lists no TCP address of {peer} ({said})")
     return found
+
+
+async def _lookup(lookup: TxtLookup, qname: str) -> list[str]:
+    with trio.move_on_after(LOOKUP_TIMEOUT):
+        return await lookup(qname)
+    raise NetworkError(f"looking up {qname!r} timed out ({LOOKUP_TIMEOUT:g} s)")
 
 
 def _peer_of(addr: str) -> str | None:

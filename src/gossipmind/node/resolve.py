@@ -149,15 +149,20 @@ async def _resolve_dnsaddr(
     _, _, name, _, peer = addr.split("/")
     out: list[str] = []
     failed: list[str] = []
-    for listed in await dnsaddr.expand(name, peer, txt):
-        try:
-            got = await resolve(listed, resolver)
-        except NetworkError as exc:  # one listed name that does not resolve: try the next
-            failed.append(str(exc))
-            continue
-        out.extend(a for a in got if a not in out)
-        if len(out) >= MAX_RESOLVED:
-            break
+    with trio.move_on_after(dnsaddr.BUDGET) as budget:
+        for listed in await dnsaddr.expand(name, peer, txt):
+            try:
+                got = await resolve(listed, resolver)
+            except NetworkError as exc:  # one listed name that does not resolve: the next
+                failed.append(str(exc))
+                continue
+            out.extend(a for a in got if a not in out)
+            if len(out) >= MAX_RESOLVED:
+                break
     if not out:
+        if budget.cancelled_caught:
+            raise NetworkError(
+                f"resolving _dnsaddr.{name} and what it lists took over {dnsaddr.BUDGET:g} s"
+            )
         raise NetworkError(f"no address that _dnsaddr.{name} lists resolves: {failed[0]}")
     return out[:MAX_RESOLVED]

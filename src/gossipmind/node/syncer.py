@@ -273,7 +273,11 @@ async def drive(
                     counters.ops_received += len(step.ops)
                     result = ingest(step.ops)
                     if inspect.isawaitable(result):
-                        result = await result
+                        # a frame in steps (Node.ingest_frame): applied whole, as a
+                        # plain ingest is, so the deadline (or a stop) never lands
+                        # between its steps and leaves applied ops uncounted
+                        with trio.CancelScope(shield=True):
+                            result = await result
                     _no_forgeries(result)
                     received += _new_bytes(result, step.ops)
                     wait = 0.0 if _new_ops(result) else wait
