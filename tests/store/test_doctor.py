@@ -349,6 +349,11 @@ def test_cli(sample: Sample, tmp_path: Path) -> None:
     sqlite3.connect(other_db).execute("CREATE TABLE t (x)").connection.close()
     other = runner.invoke(cli, ["doctor", str(other_db)])
     assert other.exit_code == EXIT_NOT_A_STORE and "is not a gossipmind store" in other.output
+    # a copy of a store cut short (a backup, named by hand) is damage, not a wrong file
+    backup = tmp_path / "kb-backup.sqlite3"
+    backup.write_bytes(sample.copy(tmp_path / "to-back-up").store.read_bytes()[:50])
+    cut = runner.invoke(cli, ["doctor", str(backup)])
+    assert cut.exit_code == EXIT_CORRUPT, cut.output
     # the data dir's own store, damaged, is still damage
     garbage = sample.copy(tmp_path / "garbage")
     garbage.store.write_bytes(b"not a database" * 100)

@@ -101,15 +101,19 @@ def diagnose(data_dir: DataDir | Path, *, signatures: bool = True) -> Diagnosis:
 
 
 def _is_store_file(path: Path) -> bool:
-    """Whether ``path`` starts as a gossipmind store does: SQLite's magic, and
-    gossipmind's application id in the header (offset 68). Read-only."""
+    """Whether ``path`` may be a gossipmind store: SQLite's magic, and gossipmind's
+    application id in the header (offset 68), or a header cut short before it (a
+    truncated copy of a store is damage, not a wrong file: the store checks say
+    so). A whole SQLite header with another application id is another database.
+    Read-only."""
     try:
         with path.open("rb") as f:
             head = f.read(72)
     except OSError:
         return True  # let the store checks say why it cannot be read
-    app = int.from_bytes(head[68:72], "big") if len(head) == 72 else None
-    return head.startswith(b"SQLite format 3\x00") and app == schema.APPLICATION_ID
+    if not head.startswith(b"SQLite format 3\x00"):
+        return False
+    return len(head) < 72 or int.from_bytes(head[68:72], "big") == schema.APPLICATION_ID
 
 
 # -- permissions ----------------------------------------------------------------------
