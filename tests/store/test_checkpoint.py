@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -71,16 +72,25 @@ def test_checkpoints_run_beside_a_writer_that_keeps_committing(
     store = Store.create(path, history.genesis)
     largest = 0
     ops = history.ops[1:]
-    for start in range(0, len(ops), 100):
-        store.ingest(ops[start : start + 100])
-        largest = max(largest, wal(path).stat().st_size)
-    assert store.checkpoints.wait_idle(60)
-    stats = store.checkpoints.stats
-    assert stats.background >= 5 and stats.failed == 0, stats
-    assert stats.inline == 0  # the log never reached the (raised) hard limit
-    assert path.stat().st_size > 1024 * 1024  # the pages were copied into the store
-    assert largest < 4 * 1024 * 1024, largest  # ~1.5 MiB measured
-    same_after_reopen(path, store)
+    try:
+        for start in range(0, len(ops), 100):
+            # (signatures checked when made: the verify pool's threads, not the
+            # subject here, would take the cores from the checkpointer under -n 2)
+            store.ingest(ops[start : start + 100], verified=True)
+            largest = max(largest, wal(path).stat().st_size)
+            # a node's batches come at the network's pace, not back to back: 10 ms
+            # between them, so the thread is not starved of the GIL by the test
+            # itself when other processes take the cores (it was, under -n 2)
+            time.sleep(0.01)
+        assert store.checkpoints.wait_idle(60)
+        stats = store.checkpoints.stats
+        assert stats.background >= 5 and stats.failed == 0, stats
+        assert stats.inline == 0  # the log never reached the (raised) hard limit
+        assert path.stat().st_size > 1024 * 1024  # the pages were copied into the store
+        assert largest < 4 * 1024 * 1024, largest  # ~1.5 MiB measured
+        same_after_reopen(path, store)
+    finally:
+        store.close()  # (again, after a failure: no thread left for the next tests)
     assert store.checkpoints._thread is not None and not store.checkpoints._thread.is_alive()
 
 
@@ -144,9 +154,14 @@ def test_an_open_that_fails_after_the_thread_started_stops_it(
         raise StoreError("the open fails here")
 
     monkeypatch.setattr(Store, "_restore_genesis", fail)
+    before = set(threading.enumerate())
     with pytest.raises(StoreError, match="the open fails here"):
         Store.open(path)
-    alive = [t.name for t in threading.enumerate() if t.name.startswith("gossipmind-checkpoint")]
+    alive = [
+        t.name
+        for t in set(threading.enumerate()) - before  # (not another test's)
+        if t.name.startswith("gossipmind-checkpoint")
+    ]
     assert alive == []
 
 
