@@ -32,7 +32,7 @@ from gossipmind.store.sqlfile import StoreLocked, check_file
 from gossipmind.store.verifier import Verification
 
 MAX_REJECTED_ROWS = 100_000
-RAWS_PER_QUERY = CHUNK  # op ids per query when the fold reads op bytes back (< 999 variables)
+RELEASE_EVERY = CHUNK  # replayed ops between two releases of the fold records' bytes
 CREATE_WAIT_S = 0.0  # a creator never waits: whoever holds the lock is creating or writing
 
 __all__ = ["MAX_REJECTED_ROWS", "WAL_SIZE_LIMIT", "Store", "StoreLocked", "check_file"]
@@ -163,7 +163,7 @@ class Store:
         cur = self.conn.execute("SELECT raw FROM ops ORDER BY ord")
         with r.batch():  # one membership recomputation for the whole replay
             for n, (raw,) in enumerate(cur, 1):
-                if n % RAWS_PER_QUERY == 0:  # all durable: the fold need not hold them
+                if n % RELEASE_EVERY == 0:  # all durable: the fold need not hold them
                     r.fold.records.release()
                 op = opsmod.decode(self._blob(raw, "an op in table ops"))
                 if op.id == r.net:
