@@ -602,3 +602,31 @@ async def test_an_operators_yamux_setting_wins(monkeypatch: pytest.MonkeyPatch) 
     with trio.fail_after(30):
         async with hosts(["w3"]):
             assert os.environ["PY_YAMUX_RELEASE_ON_READ"] == "1"
+
+
+async def test_a_sender_restarted_after_a_burst_is_not_taken_for_an_equivocator() -> None:
+    """A message id is sender + seqno. The seqno counter started at the Unix time
+    in *seconds*, so a node that had published more messages than seconds had
+    passed, then restarted, reused its own ids: its peers (which keep each id's
+    digest for 240 s) dropped the new messages as repeats or refused them as
+    equivocation. It starts at the time in nanoseconds now, as go-libp2p's does."""
+    with trio.fail_after(60):
+        async with hosts(["sq1"], validators=[ACCEPT_ALL]) as (a,):
+            received = a.messages()
+            async with hosts(["sq2"], validators=[ACCEPT_ALL]) as (b,):
+                await b.connect(a.addrs()[0])
+                await wait_mesh([a, b])
+                for i in range(30):
+                    await b.publish(b"before %d" % i)
+                with trio.fail_after(10):
+                    for i in range(30):
+                        assert (await received.receive())[1] == b"before %d" % i
+            await wait_for(lambda: not a.peers())
+            async with hosts(["sq2"], validators=[ACCEPT_ALL]) as (b,):  # same peer id
+                await b.connect(a.addrs()[0])
+                await wait_mesh([a, b])
+                for i in range(3):
+                    await b.publish(b"after %d" % i)
+                with trio.fail_after(10):
+                    got = [(await received.receive())[1] for _ in range(3)]
+                assert got == [b"after 0", b"after 1", b"after 2"]

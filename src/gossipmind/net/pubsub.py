@@ -245,6 +245,12 @@ class _Pubsub(Pubsub):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._write_locks: weakref.WeakKeyDictionary[Any, trio.Lock] = weakref.WeakKeyDictionary()
+        # py-libp2p starts the seqno counter at the Unix time in seconds: a node
+        # that published more messages than seconds passed, then restarted, reused
+        # its message ids (sender + seqno), and its peers dropped the new messages
+        # as seen or refused them as equivocation. In nanoseconds (as go-libp2p),
+        # a restart never falls behind the ids it used unless the clock steps back.
+        self.counter = time.time_ns()
 
     async def continuously_read_stream(self, stream: Any) -> None:
         """py-libp2p's read loop, fed RPCs trimmed to what it can safely handle
