@@ -32,15 +32,13 @@ from gossipmind.node.foreign import ForeignPeers
 from gossipmind.node.groups import unwrapped
 from gossipmind.node.learner import Learner
 from gossipmind.node.listeners import Listeners
-from gossipmind.node.opening import open_store
+from gossipmind.node.opening import open_off_loop
 from gossipmind.node.pacer import Pacer
 from gossipmind.node.peering import Peering, peer_of
 from gossipmind.node.reporter import Reporter
 from gossipmind.node.syncer import PENALTY_CAP, SESSION_LIMIT, SyncCounters, SyncGuard, drive
 from gossipmind.node.verifier import Verifier
 from gossipmind.node.writes import GroupCommit, Request
-from gossipmind.store.datadir import DataDir
-from gossipmind.store.keyfile import read_key
 from gossipmind.store.source import StoreSource
 from gossipmind.store.sqlite import Store
 from gossipmind.sync import messages as sync_messages
@@ -545,8 +543,7 @@ async def open_node(
     config: NodeConfig, *, fake: FakeNetwork | None = None, identity: Identity | None = None
 ) -> AsyncIterator[Node]:
     """Run a node for the duration of the block (``fake``: on an in-memory network)."""
-    ident = identity or read_key(DataDir(config.data_dir).key, config.passphrase)
-    store = open_store(config)
+    ident, store = await open_off_loop(config, identity)
     try:
         validator = make_validator(store.replica.net)
         topic = f"gossipmind/{store.replica.net.hex()}/ops/1"

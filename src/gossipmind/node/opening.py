@@ -12,7 +12,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import trio
+
 from gossipmind.core.errors import ConfigError
+from gossipmind.core.identity import Identity
 from gossipmind.node.config import NodeConfig
 from gossipmind.store.datadir import (
     DataDir,
@@ -21,9 +24,22 @@ from gossipmind.store.datadir import (
     named_network,
     write_atomic,
 )
+from gossipmind.store.keyfile import read_key
 from gossipmind.store.sqlite import Store
 
 log = logging.getLogger("gossipmind.node")
+
+
+async def open_off_loop(config: NodeConfig, identity: Identity | None) -> tuple[Identity, Store]:
+    """The node's identity (``identity``, or its key file read) and its store, read
+    and opened on worker threads: opening replays every op (~4 s for 100 000),
+    and a passphrase costs a scrypt; the other nodes of this process, and its
+    signal handling, run meanwhile. Not abandoned on cancellation: the store
+    is returned, for the caller to close, and the cancellation comes after."""
+    if identity is None:
+        key = DataDir(config.data_dir).key
+        identity = await trio.to_thread.run_sync(read_key, key, config.passphrase)
+    return identity, await trio.to_thread.run_sync(open_store, config)
 
 
 def open_store(config: NodeConfig) -> Store:

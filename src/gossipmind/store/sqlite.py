@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +34,14 @@ from gossipmind.store.verifier import Verification
 
 MAX_REJECTED_ROWS = 100_000
 RELEASE_EVERY = CHUNK  # replayed ops between two releases of the fold records' bytes
+# Replayed ops between two voluntary releases of the GIL. A node opens its store on
+# a worker thread (node/opening.py) while the event loop serves the process's other
+# nodes, but the replay's row fetches release the GIL for microseconds only, too
+# short for the loop's thread to take it: the loop waited up to 0.65 s at a time,
+# ~2 s in all, while a 100 000-op store opened. A sleep(0) every 256 ops (~8 ms)
+# lets it in: its longest wait ~85 ms (a full garbage collection), the replay's
+# time unchanged within its spread.
+YIELD_EVERY = 256
 CREATE_WAIT_S = 0.0  # a creator never waits: whoever holds the lock is creating or writing
 
 __all__ = ["MAX_REJECTED_ROWS", "WAL_SIZE_LIMIT", "Store", "StoreLocked", "check_file"]
@@ -165,6 +174,8 @@ class Store:
             for n, (raw,) in enumerate(cur, 1):
                 if n % RELEASE_EVERY == 0:  # all durable: the fold need not hold them
                     r.fold.records.release()
+                if n % YIELD_EVERY == 0:
+                    time.sleep(0)  # see YIELD_EVERY
                 op = opsmod.decode(self._blob(raw, "an op in table ops"))
                 if op.id == r.net:
                     continue
