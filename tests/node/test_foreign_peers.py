@@ -138,3 +138,31 @@ async def test_a_failing_bootstrap_address_is_said_again_after_tell_every(
         node: Node = await stack.enter_async_context(open_node(config(specs[0].dir, (dead,))))
         await until("said twice", lambda: sum(dead in r.getMessage() for r in caplog.records) >= 2)
         assert node.transport.peers() == []
+
+
+def test_a_flood_of_fresh_peer_ids_is_said_a_few_times_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Peer ids cost nothing to make: one warning line per peer let anyone who
+    can complete handshakes flood the log. At most WARN_BURST lines in any
+    WARN_WINDOW seconds; the next one counts those not said; every peer is
+    still held and counted."""
+    caplog.set_level(logging.WARNING, logger="gossipmind.node")
+    peers = foreign.ForeignPeers()
+    for i in range(100):
+        peers.add(f"peer-{i}", i * 0.1)
+    lines = [r.getMessage() for r in caplog.records if "another network" in r.getMessage()]
+    assert len(lines) == foreign.WARN_BURST
+    assert [line.split()[1] for line in lines] == [f"peer-{i}" for i in range(foreign.WARN_BURST)]
+    assert peers.found == 100 and len(peers.held(10.0)) == 100
+    caplog.clear()
+    peers.add("peer-late", foreign.WARN_WINDOW + 0.1)  # the first five are out of the window
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith("peer peer-late is on another network")
+    assert line.endswith(
+        f"({100 - foreign.WARN_BURST} more peers of another network were found and not said)"
+    )
+    caplog.clear()
+    peers.add("peer-next", foreign.WARN_WINDOW + 0.2)
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "more peers" not in line

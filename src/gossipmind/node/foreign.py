@@ -11,21 +11,29 @@ above debug level.
 Now the first such session logs a warning naming the peer, the node
 disconnects it, and for :data:`HOLD` seconds refuses its connections and sync
 streams and does not dial it. Its id is kept here, never in the address book.
+Peer ids cost nothing to make: at most :data:`WARN_BURST` such warnings are
+logged in any :data:`WARN_WINDOW` seconds, and the next one said counts those
+that were not.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 
 log = logging.getLogger("gossipmind.node")
 HOLD = 600.0  # seconds a peer of another network is kept off after its last session
 MAX_HELD = 1024  # peers held at once; the one held longest goes first
+WARN_BURST = 5  # warnings about such peers at most in any WARN_WINDOW seconds
+WARN_WINDOW = 60.0
 
 
 class ForeignPeers:
     def __init__(self) -> None:
         self._until: dict[str, float] = {}
         self.found = 0  # peers found on another network (a peer again after its hold: again)
+        self._said: deque[float] = deque()  # when the last warnings were logged
+        self._unsaid = 0  # findings not logged since the last warning
 
     def holds(self, peer: str, now: float) -> bool:
         """Whether ``peer`` is kept off at ``now``."""
@@ -49,14 +57,31 @@ class ForeignPeers:
         first time (again once a hold has run out)."""
         if not self.holds(peer, now):
             self.found += 1
-            log.warning(
-                "peer %s is on another network (a sync hello named another network "
-                "id): disconnected, and not dialled or synced for %.0f min. Check that "
-                "both nodes were given the same genesis file, and the bootstrap addresses",
-                peer,
-                HOLD / 60,
-            )
+            self._warn(peer, now)
         self._until.pop(peer, None)
         self._until[peer] = now + HOLD
         while len(self._until) > MAX_HELD:
             del self._until[next(iter(self._until))]
+
+    def _warn(self, peer: str, now: float) -> None:
+        said = self._said
+        while said and said[0] <= now - WARN_WINDOW:
+            said.popleft()
+        if len(said) >= WARN_BURST:
+            self._unsaid += 1
+            return
+        said.append(now)
+        more = (
+            f" ({self._unsaid} more peers of another network were found and not said)"
+            if self._unsaid
+            else ""
+        )
+        self._unsaid = 0
+        log.warning(
+            "peer %s is on another network (a sync hello named another network "
+            "id): disconnected, and not dialled or synced for %.0f min. Check that "
+            "both nodes were given the same genesis file, and the bootstrap addresses%s",
+            peer,
+            HOLD / 60,
+            more,
+        )
