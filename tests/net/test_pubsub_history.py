@@ -11,6 +11,7 @@ different message under a known sender and seqno.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -127,3 +128,19 @@ async def test_a_digest_outlives_the_seen_cache_and_then_expires(
         assert router._check_equivocation(message(sender, 2, b"x"))  # prunes
         assert sender + (1).to_bytes(8, "big") not in router._seen_digests
         assert router._check_equivocation(message(sender, 1, b"other batch"))
+
+
+async def test_a_flood_of_equivocations_is_said_a_few_times_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each equivocation logged a warning: any peer (keys cost nothing) could
+    write a line per message it sent. Every one is still refused."""
+    caplog.set_level(logging.WARNING, logger="gossipmind.net.pubsub")
+    async with a_router() as router:
+        senders = [b"\x00\x24" + os.urandom(36) for _ in range(50)]
+        for sender in senders:
+            assert router._check_equivocation(message(sender, 1, b"batch"))
+            assert not router._check_equivocation(message(sender, 1, b"other batch"))
+        lines = [r.getMessage() for r in caplog.records if "equivocation" in r.getMessage()]
+        assert len(lines) == router.equivocation_warnings.burst
+        assert router.equivocation_warnings.unsaid == 50 - router.equivocation_warnings.burst

@@ -82,6 +82,7 @@ from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 
 from gossipmind.core.errors import GossipmindError
+from gossipmind.core.saying import Bounded
 from gossipmind.net.interface import BufferBytes, TransportConfig, Validator
 from gossipmind.net.rpcguard import MAX_MESSAGES_PER_RPC, TrimmedStream
 from gossipmind.net.streams import LIBP2P_IO_ERRORS
@@ -177,6 +178,8 @@ class _GossipSub(GossipSub):
         self.recent_message_deliveries = _NoHistory()
         # (sender, seqno) -> (digest, when first seen), oldest first
         self._seen_digests: OrderedDict[bytes, tuple[bytes, float]] = OrderedDict()
+        # one line per equivocation let any peer fill the log (keys cost nothing)
+        self.equivocation_warnings = Bounded(log, unsaid="{} more equivocations were not said")
 
     def _check_equivocation(self, msg: rpc_pb2.Message) -> bool:
         """py-libp2p's check (a message under a known sender and seqno must carry
@@ -199,7 +202,9 @@ class _GossipSub(GossipSub):
             return True
         if known[0] == digest:
             return True
-        log.warning("equivocation: peer %s sent two messages under one seqno", ID(msg.from_id))
+        self.equivocation_warnings.warning(
+            now, "equivocation: peer %s sent two messages under one seqno", ID(msg.from_id)
+        )
         if self.scorer is not None:
             self.scorer.penalize_equivocation(ID(msg.from_id), 100.0)
         return False

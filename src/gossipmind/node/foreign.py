@@ -19,7 +19,8 @@ that were not.
 from __future__ import annotations
 
 import logging
-from collections import deque
+
+from gossipmind.core.saying import Bounded
 
 log = logging.getLogger("gossipmind.node")
 HOLD = 600.0  # seconds a peer of another network is kept off after its last session
@@ -32,8 +33,12 @@ class ForeignPeers:
     def __init__(self) -> None:
         self._until: dict[str, float] = {}
         self.found = 0  # peers found on another network (a peer again after its hold: again)
-        self._said: deque[float] = deque()  # when the last warnings were logged
-        self._unsaid = 0  # findings not logged since the last warning
+        self._warnings = Bounded(
+            log,
+            burst=WARN_BURST,
+            window=WARN_WINDOW,
+            unsaid="{} more peers of another network were found and not said",
+        )
 
     def holds(self, peer: str, now: float) -> bool:
         """Whether ``peer`` is kept off at ``now``."""
@@ -57,31 +62,15 @@ class ForeignPeers:
         first time (again once a hold has run out)."""
         if not self.holds(peer, now):
             self.found += 1
-            self._warn(peer, now)
+            self._warnings.warning(
+                now,
+                "peer %s is on another network (a sync hello named another network "
+                "id): disconnected, and not dialled or synced for %.0f min. Check that "
+                "both nodes were given the same genesis file, and the bootstrap addresses",
+                peer,
+                HOLD / 60,
+            )
         self._until.pop(peer, None)
         self._until[peer] = now + HOLD
         while len(self._until) > MAX_HELD:
             del self._until[next(iter(self._until))]
-
-    def _warn(self, peer: str, now: float) -> None:
-        said = self._said
-        while said and said[0] <= now - WARN_WINDOW:
-            said.popleft()
-        if len(said) >= WARN_BURST:
-            self._unsaid += 1
-            return
-        said.append(now)
-        more = (
-            f" ({self._unsaid} more peers of another network were found and not said)"
-            if self._unsaid
-            else ""
-        )
-        self._unsaid = 0
-        log.warning(
-            "peer %s is on another network (a sync hello named another network "
-            "id): disconnected, and not dialled or synced for %.0f min. Check that "
-            "both nodes were given the same genesis file, and the bootstrap addresses%s",
-            peer,
-            HOLD / 60,
-            more,
-        )
