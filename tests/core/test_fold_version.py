@@ -12,6 +12,8 @@ too: then record the new digest under the same version.)
 from __future__ import annotations
 
 import hashlib
+import re
+from pathlib import Path
 
 from gossipmind.core.replica import FOLD_VERSION, Replica
 from gossipmind.core.snapshot import snapshot
@@ -50,3 +52,11 @@ def test_the_fold_output_is_the_one_recorded_for_this_fold_version() -> None:
         "the fold's output changed: bump FOLD_VERSION (core/replica.py) and record "
         f"{h.hexdigest()} under it"
     )
+
+
+def test_operations_md_shows_the_stamp_of_this_fold_version() -> None:
+    # operations.md §10 tells an operator what the `fold` row of `meta` holds; it
+    # said `3:N` while FOLD_VERSION was 6
+    ops = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    stamps = re.findall(r"`(\d+):N`", ops)
+    assert stamps == [str(FOLD_VERSION)], f"operations.md §10 shows {stamps}, not {FOLD_VERSION}:N"
