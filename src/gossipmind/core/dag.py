@@ -1,4 +1,4 @@
-"""The bounded pending buffer: ops waiting for their deps (protocol §7)."""
+"""The bounded pending buffer: ops waiting for their deps (protocol §8)."""
 
 from __future__ import annotations
 

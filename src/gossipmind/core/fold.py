@@ -151,7 +151,7 @@ NO_GOALS: tuple[list[Goal], Resolution] = ([], Resolution())
 # The most attempts one author's outcomes weigh in a fix's success rate (protocol.md
 # §6.5): an author's counters count as at most this many calls at its own rate.
 OUTCOME_CAP = 100
-SCOPE_MAX = 64  # the longest scope (a name, protocol.md §2)
+SCOPE_MAX = 64  # the longest scope (a name, protocol.md §4)
 
 
 def pattern_scope(service: str, operation: str) -> str:

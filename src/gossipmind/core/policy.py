@@ -122,7 +122,7 @@ class Policy:
         )
 
     def risk_floor(self, recipe: dict[str, Any]) -> str:
-        """The lowest risk a proposer may claim for ``recipe``; see protocol §6.4."""
+        """The lowest risk a proposer may claim for ``recipe``; see protocol §6.5."""
         scope = recipe["scope"]
         levels = ["low"]
         for granted, level in self.scope_risk.items():

@@ -66,7 +66,7 @@ STEP_FIELDS: dict[str, tuple[dict[str, c.Checker], dict[str, c.Checker]]] = {
 }
 
 
-# The op schema lets an idempotency_key step name any header (protocol.md §4.4),
+# The op schema lets an idempotency_key step name any header (protocol.md §4.11),
 # but a recipe comes from the network and the executor sets that header on the
 # agent's own request: one naming Authorization or Cookie would replace the
 # agent's credentials. Verifiers reject, and executors skip, any other name.

@@ -20,7 +20,7 @@ send any addresses, so the book trusts what it is told very little:
   or the in-memory fake network's ``/memory/<id>/p2p/<id>``.
 * **Failed dials back off**: an address that fails is not offered again for
   5 s, doubling per consecutive failure up to 10 min, and is forgotten after
-  ``MAX_DIAL_FAILURES`` failures in a row (~40 min; a peer that shares it again
+  ``MAX_DIAL_FAILURES`` failures in a row (at least ~31 min; a peer that shares it again
   brings it back). Forgetting at the first failure lost the other side of a
   network partition for good: while the cut lasts every dial across it fails.
 """

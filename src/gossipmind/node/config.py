@@ -32,7 +32,7 @@ class NodeConfig:
     idle_s: float = 5.0  # the agent must be idle this long before learning runs
     cpu_budget: float = 0.25  # share of one core learning may use
     report_window_ms: int = 2000  # failures are batched per pattern over this window
-    api_port: int | None = None  # None: no HTTP API; 0: any free port
+    api_port: int | None = None  # None or 0: any free port (--no-api turns the API off)
     passphrase: str | None = field(default=None, repr=False)
     debug_libp2p: bool = False
     synchronous: str = "FULL"  # SQLite durability (FULL survives power loss)
