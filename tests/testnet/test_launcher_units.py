@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from tnkit import same_process_runs, stopped_testnet
 
 from gossipmind.core.errors import ConfigError, NotFound
-from gossipmind.testnet import Testnet, peer_id_of
+from gossipmind.testnet import Testnet, peer_id_of, procs
 from gossipmind.testnet.procs import free_ports, is_ours, read_events, starttime
 from gossipmind.testnet.state import ProcEntry, save_state
 
@@ -138,3 +140,29 @@ def test_free_ports_are_distinct_and_below_the_ephemeral_range() -> None:
     assert len(set(ports)) == 20
     low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     assert all(p < low for p in ports)
+
+
+def test_a_node_that_exits_while_it_is_checked_is_not_left_a_zombie(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`is_ours` reaps, then reads the start time; a process that exited in
+    between read as gone (a zombie has no start time) and was never reaped: the
+    demo said "left running: 0" while its pid stayed in /proc."""
+    pid, _ = procs.spawn(["/bin/sleep", "30"], tmp_path / "out", tmp_path / "err")
+    started = starttime(pid)
+    real = procs.starttime
+
+    def exits_meanwhile(p: int) -> int | None:
+        os.kill(p, signal.SIGKILL)
+        for _ in range(500):  # until it is a zombie (not reaped yet)
+            if procs._stat(p) is not None and procs._stat(p)[0] == "Z":
+                break
+            time.sleep(0.01)
+        return real(p)
+
+    try:
+        monkeypatch.setattr(procs, "starttime", exits_meanwhile)
+        assert procs.wait_gone({pid: started}, None, 5.0) == set()
+        assert not Path(f"/proc/{pid}").exists()
+    finally:
+        procs.reap(pid)

@@ -152,6 +152,9 @@ def is_ours(pid: int | None, started: int | None, marker: str | None) -> bool:
     if procfs:
         now = starttime(pid)
         if now is None or (started is not None and now != started):
+            # it may have exited after the reap above: a zombie reads as gone, and
+            # would stay one (a pid in /proc) for as long as this process runs
+            reap(pid)
             return False
         if marker is None:
             return started is not None
