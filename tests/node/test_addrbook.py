@@ -167,3 +167,16 @@ async def test_nodes_that_know_one_bootstrap_peer_find_each_other(tmp_path: Path
         for n in nodes:
             assert len(n.addrbook) <= 4
             assert n.transport.peer_id not in n.addrbook
+
+
+def test_a_peer_that_moved_is_learned_at_its_new_address_once_its_old_one_fails() -> None:
+    """A peer restarted on another port stayed unreachable for ~31 min from every
+    node that had connected to it before: its old first-hand address, failing,
+    refused the new one peer exchange brought, until 10 failures forgot it."""
+    book = AddressBook("a")
+    book.remember("b", addr("b", 1))  # first-hand, from b's connection
+    book.remember("b", addr("b", 2), teacher="c")  # b works: hearsay gives way
+    assert book.addrs("b") == [addr("b", 1)]
+    book.failed(addr("b", 1), now=0.0)  # b moved: its old port refuses
+    book.remember("b", addr("b", 2), teacher="c")  # c is connected to b at its new port
+    assert book.candidates(set(), now=1.0) == [addr("b", 2)]

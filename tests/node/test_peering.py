@@ -194,6 +194,16 @@ def test_a_peer_is_shared_by_an_address_others_can_reach() -> None:
     assert shared == ["/ip4/10.1.2.3/tcp/4001/p2p/b", "/ip4/127.0.0.1/tcp/4002/p2p/c"]
 
 
+def test_a_peer_that_moved_is_shared_by_its_new_address() -> None:
+    """A peer restarted on another port was shared by its old one: py-libp2p keeps
+    the address a failed dial stored first, and identify's new one after it, so
+    every node learned the dead address of a peer connected here at its new one."""
+    old, new = "/ip4/127.0.0.1/tcp/23517/p2p/b", "/ip4/127.0.0.1/tcp/24601/p2p/b"
+    node = _Node((old,), {"b": [old, new]})
+    node.addrbook.failed(old, 0.0)  # our bootstrap dial to its old port failed
+    assert Peering(node).share_addrs() == [new]  # type: ignore[arg-type]
+
+
 def test_a_peers_word_about_itself_never_takes_another_peers_endpoint() -> None:
     """A connected peer announcing an honest peer's host:port as its own (identify)
     evicted the honest peer's first-hand address for good."""

@@ -9,8 +9,10 @@ send any addresses, so the book trusts what it is told very little:
   ``MAX_TAUGHT_PER_PEER`` entries (its newest replace its oldest), so no peer
   can fill the book: one connected peer used to replace all 1 024 entries in
   ~64 sessions.
-* **First-hand wins**: addresses a peer's own connection showed are never
-  displaced by what others say about that peer.
+* **First-hand wins**: addresses a peer's own connection showed are not
+  displaced by what others say about that peer while one of them works; once
+  each has failed its latest dial (the peer moved to another port or IP),
+  peer exchange is heard again, so a moved peer is found at its new address.
 * **One peer per endpoint** among second-hand entries: a host:port already in
   the book under another peer id is not learned again, so the book cannot be
   made to dial one third party under 1 000 invented ids.
@@ -118,8 +120,8 @@ class AddressBook:
         entry = self._peers.get(peer)
         owner = self._endpoints.get(_endpoint(addr))
         if teacher is not None:
-            if entry is not None and entry.first_hand:
-                return  # what the peer's own connection showed stands
+            if entry is not None and entry.first_hand and not self._all_failing(entry):
+                return  # what the peer's own connection showed stands, while it works
             if owner is not None and owner != peer:
                 return  # one peer per endpoint among what others tell us
         elif owner is not None and owner != peer:
@@ -151,6 +153,11 @@ class AddressBook:
             self._teach(teacher, peer, entry)
         while len(self._peers) > self._max:
             self._drop_peer(next(iter(self._peers)))
+
+    def _all_failing(self, entry: _Entry) -> bool:
+        """Whether every address of ``entry`` failed its latest dial: the peer may
+        have moved (another port or IP), so what others say of it is heard again."""
+        return all(a in self._fails for a in entry.addrs)
 
     def _teach(self, teacher: str, peer: str, entry: _Entry) -> None:
         taught = self._taught.setdefault(teacher, {})
@@ -220,6 +227,10 @@ class AddressBook:
     def ready(self, addr: str, now: float) -> bool:
         """Whether ``addr`` is not backing off at ``now``."""
         return self._fails.get(addr, (0, 0.0))[1] <= now
+
+    def failing(self, addr: str) -> bool:
+        """Whether the latest dial of ``addr`` failed (backing off or not)."""
+        return addr in self._fails
 
     def succeeded(self, addr: str) -> None:
         """A dial of ``addr`` succeeded: its failures are forgiven."""

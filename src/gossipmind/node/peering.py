@@ -149,13 +149,17 @@ class Peering:
     def share_addrs(self) -> list[str]:
         """An address of each connected peer (at most ``SHARED_ADDRS``), one that
         others can reach: a peer's loopback address is shared only when it has
-        no other (every node of a testnet on 127.0.0.1)."""
-        transport = self._node.transport
+        no other (every node of a testnet on 127.0.0.1). Of those, one whose
+        latest dial from here did not fail, the most recently stored: py-libp2p
+        keeps the address of a failed dial (a peer's old port) before the one
+        identify brought when the peer came back at another."""
+        transport, book = self._node.transport, self._node.addrbook
         out: list[str] = []
         for peer in transport.peers():
             addrs = transport.peer_addrs(peer)
-            routable = [a for a in addrs if not _local(a)]
-            out.extend((routable or addrs)[:1])
+            usable = [a for a in addrs if not _local(a)] or addrs
+            working = [a for a in usable if not book.failing(a)] or usable
+            out.extend(working[-1:])
         return out[:SHARED_ADDRS]
 
 
