@@ -305,3 +305,18 @@ def test_envelope_integers_past_their_range_are_refused(kb: KB, field: str, valu
     crashed the CLI's tables. Every replica now refuses both, the same way."""
     assert_rejected(kb, signed_raw(kb, "agent", **{field: value}), "envelope")
     assert fresh(kb).ingest_raw(signed_raw(kb, "agent", ts=opsmod.MAX_TS)).applied
+
+
+def test_an_equivocating_key_signs_nothing_more(kb: KB) -> None:
+    """A node whose key was flagged as an equivocator (a store restored from an old
+    backup with no peer answering, or the key on two nodes) went on signing: its
+    agents' reports and CLI writes were acknowledged, and every one was void."""
+    first = kb.write("agent", "pattern.report", sample_report(count=2))
+    fork = kb.forge("agent", "pattern.report", sample_report(count=3), seq=first.seq)
+    r = kb.replica("agent")
+    assert r.ingest(fork).applied and kb.key("agent") in r.membership.equivocators
+    before = snapshot(r)
+    with pytest.raises(InvalidOp) as err:
+        kb.write("agent", "pattern.report", sample_report(count=4))
+    assert err.value.code == "equivocating"
+    assert snapshot(r) == before

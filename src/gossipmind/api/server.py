@@ -324,7 +324,9 @@ def _unusable_token() -> JSONResponse:
     return error(503, "the node's API token file is unusable (see the node's log)")
 
 
-_FORBIDDEN = frozenset({"unauthorized", "not_member", "not_verifier", "out_of_scope", "revoked"})
+_FORBIDDEN = frozenset(
+    {"unauthorized", "not_member", "not_verifier", "out_of_scope", "revoked", "equivocating"}
+)
 
 
 def _limit(request: Request) -> int:

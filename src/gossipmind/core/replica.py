@@ -450,9 +450,17 @@ class Replica:
     def create(self, identity: Identity, kind: str, body: dict[str, Any], ts: int) -> Op:
         """Sign a new op on top of the current heads; raise InvalidOp if it would be invalid.
 
-        Nothing is changed when the op is invalid.
+        Nothing is changed when the op is invalid. An equivocating key signs
+        nothing more: every op of it is void, now and for good (protocol.md §6.2).
         """
         author = identity.public
+        if author in self.membership.equivocators:
+            raise InvalidOp(
+                "equivocating",
+                "this key signed two different ops with one seq (a store restored from "
+                "an old backup, or the key on two nodes): every op it signs is void; "
+                "give the host a new key (operations.md §9)",
+            )
         seq = self.last_seq.get(author, 0) + 1
         deps = set(self.heads)
         if seq > 1:

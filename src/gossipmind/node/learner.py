@@ -41,7 +41,7 @@ Write = Callable[[str, dict[str, Any]], Awaitable[object]]
 MAX_LISTED = 64  # proposals listed in the learner's stats (the count is `proposed`)
 # Refusals about this key's membership, not about the proposal: tried again once
 # the membership changes (a grant may be on its way: docs/operations.md §6).
-MEMBERSHIP_CODES = frozenset({"not_member", "revoked"})
+MEMBERSHIP_CODES = frozenset({"not_member", "revoked", "equivocating"})
 GOAL_KINDS = frozenset({"goal.set", "goal.review"})  # can change any fix's status
 _TOUCHING = frozenset({"pattern.report", "fix.propose", "fix.attest", "fix.revoke"})
 
