@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
+import pytest
 import trio
 import trio.testing
 
@@ -92,3 +94,21 @@ async def test_a_first_session_refused_as_busy_is_retried_soon(
                     await trio.sleep(0.01)
         with trio.fail_after(5):  # virtual time: retried, not the 30-90 s periodic round
             await low.synced.wait()
+
+
+async def test_a_write_past_the_gate_without_a_sync_is_logged(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A restored node whose peers did not answer signed after 10 s in silence, and
+    its key was flagged as an equivocator once the peers came back: the log said
+    nothing of the write that went ahead unsynced."""
+    specs = prepare(tmp_path, 2, 0)
+    gone = "/ip4/127.0.0.1/tcp/1/p2p/12D3KooWGzxzKZYveHXtpG6AsrUJBcWxHBFS2HsEoGTxrMLvKXtf"
+    cfg = NodeConfig(
+        data_dir=specs[1].dir, sync_interval=0.3, synchronous="NORMAL", bootstrap=(gone,)
+    )
+    async with open_node(cfg, fake=FakeNetwork(seed=4)) as node:
+        for i in range(2):
+            await node.write("pattern.report", sample_report(template=f"w {i} <*>"))
+    said = [r for r in caplog.records if "without a completed sync" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING

@@ -49,6 +49,8 @@ log = logging.getLogger("gossipmind.node")
 MAX_OPS_PER_INGEST = 2000
 INGEST_STEP = 256  # ops of a sync frame applied between two turns of the event loop
 WRITE_GATE_S = 10.0  # how long a first write waits for the first sync
+UNSYNCED_WRITE = "writing after %g s without a completed sync (no peer answered): a store \
+restored from a backup may now sign a seq its key already used (equivocation, operations.md §9)"
 BUSY_RETRIES = 5  # a session refused as busy before the first completed one is retried
 GAP_GRACE = 0.5  # seconds gossip gets to fill a causal gap before we sync for it
 SYNC_BACKOFF = 4  # while gossip brings new ops, a periodic round runs every 4th interval
@@ -149,6 +151,8 @@ class Node:
             with trio.move_on_after(WRITE_GATE_S):
                 await self.synced.wait()
             self._gate_done = True  # waited once: later writes never wait again
+            if not self.synced.is_set():
+                log.warning(UNSYNCED_WRITE, WRITE_GATE_S)
 
     def _has_peers_to_ask(self) -> bool:
         return bool(self.config.bootstrap or self.transport.peers())
