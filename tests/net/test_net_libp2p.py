@@ -166,6 +166,24 @@ async def test_a_peer_back_at_another_address_is_dialled_there() -> None:
                 assert a.peers() == [b.peer_id]
 
 
+async def test_a_peer_back_at_another_address_is_known_there_when_it_dials_in() -> None:
+    """A peer that dialled us, restarted on another port and dialled us again kept
+    its old address in our peerstore: py-libp2p skips identify for a peer whose
+    protocols it has cached, so peer exchange shared the dead address (a node moved
+    to another port stayed unreachable from every peer but its bootstrap)."""
+    with trio.fail_after(60):
+        async with hosts(["m1"]) as (a,):
+            async with hosts(["m2"]) as (b,):
+                old = b.addrs()[0]
+                await b.connect(a.addrs()[0])
+                await wait_for(lambda: a.peer_addrs(b.peer_id) == [old])
+            await wait_for(lambda: not a.peers())
+            async with hosts(["m2"], listen=f"/ip4/127.0.0.1/tcp/{free_port_but(old)}") as (b,):
+                new = b.addrs()[0]
+                await b.connect(a.addrs()[0])
+                await wait_for(lambda: a.peer_addrs(b.peer_id) == [new])
+
+
 def peer_of(addr: str) -> str:
     return addr.rsplit("/p2p/", 1)[1]
 

@@ -77,6 +77,13 @@ class ConnectionNotifee(INotifee):
         peer_id = conn.muxed_conn.peer_id
         if not network.connections.get(peer_id):
             self._live.discard(str(peer_id.to_base58()))
+            # py-libp2p identifies a peer only if the peerstore has no protocols
+            # cached for it: one back at another port kept its old address, which
+            # peer exchange then shared. Forget them, so it is identified again.
+            try:
+                network.peerstore.clear_protocol_data(peer_id)
+            except Exception as exc:  # noqa: BLE001 - best effort: a peer it never held
+                log.debug("clearing the protocols of %s: %r", peer_id, exc)
         await trio.lowlevel.checkpoint()
 
     async def opened_stream(self, network: Any, stream: Any) -> None:
