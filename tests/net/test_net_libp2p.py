@@ -184,6 +184,21 @@ async def test_a_peer_back_at_another_address_is_known_there_when_it_dials_in() 
                 await wait_for(lambda: a.peer_addrs(b.peer_id) == [new])
 
 
+async def test_dialling_a_connected_peer_leaves_its_addresses_alone() -> None:
+    """A node dialled a connected peer at its old address (a bootstrap entry, in a
+    round that began before the peer came back at another port): py-libp2p added
+    the dead address to the peerstore and reported success, and peer exchange
+    shared it from then on."""
+    with trio.fail_after(60):
+        async with hosts(["m1", "m2"]) as (a, b):
+            live = b.addrs()[0]
+            await b.connect(a.addrs()[0])
+            await wait_for(lambda: a.peer_addrs(b.peer_id) == [live])
+            dead = f"/ip4/127.0.0.1/tcp/{free_port_but(live)}/p2p/{b.peer_id}"
+            assert await a.connect(dead) == b.peer_id  # connected already: nothing to dial
+            assert a.peer_addrs(b.peer_id) == [live]
+
+
 def peer_of(addr: str) -> str:
     return addr.rsplit("/p2p/", 1)[1]
 

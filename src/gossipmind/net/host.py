@@ -361,14 +361,15 @@ class Libp2pTransport:
         except ValueError as exc:
             raise NetworkError(f"bad peer address {maddr!r}: {exc}") from exc
         connected = set(self.peers())
-        if peer not in connected and len(connected) >= self._config.connection_limit:
+        if peer in connected:  # py-libp2p would store this address and dial nothing: the
+            return peer  # peer may be connected from elsewhere (it moved), this one dead
+        if len(connected) >= self._config.connection_limit:
             raise NetworkError(f"connection limit ({self._config.connection_limit}) reached")
         # py-libp2p refuses to dial a peer whose last dial failed for 60 s (its
         # "negative cache"): a peer that restarts in 5 s would stay unreachable for a
         # minute. The node paces its own dials, so each explicit dial is a fresh try.
         self._host.get_network().unblock_peer(info.peer_id)
-        if peer not in connected:  # dial this address, not a stale one (module docstring)
-            self._host.get_peerstore().clear_addrs(info.peer_id)
+        self._host.get_peerstore().clear_addrs(info.peer_id)  # dial this one (docstring)
         try:
             with trio.fail_after(self._config.dial_timeout):
                 await self._host.connect(info)
