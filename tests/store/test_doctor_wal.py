@@ -1,0 +1,53 @@
+"""`gossipmind doctor` on a write-ahead log cut short (a truncated copy of a killed
+node's data dir, a damaged disk): SQLite reads the store as of the last whole
+frame and says nothing, so the committed transactions after it vanish."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from gossipmind.store.datadir import DataDir, dump_genesis
+from gossipmind.store.doctor import EXIT_CORRUPT, diagnose
+from gossipmind.store.sqlite import Store
+from gossipmind.testing import KB
+
+
+def crash_image(root: Path) -> tuple[DataDir, int]:
+    """A data dir as a SIGKILL leaves it: frames in the -wal, its index in the -shm;
+    and how many ops it holds."""
+    kb = KB(seed=7)
+    kb.grant("admin", "agent", "member")
+    kb.sync("admin", "agent")
+    for i in range(60):
+        kb.report("agent", template=f"wal {i} <*>")
+    live, image = DataDir(root / "live"), DataDir(root / "image")
+    live.ensure()
+    image.ensure()
+    with Store.create(live.store, kb.genesis, synchronous="NORMAL") as s:
+        for i in range(1, len(kb.ops), 5):
+            s.ingest(kb.ops[i : i + 5])  # one transaction (frames) each
+        for suffix in ("", "-wal", "-shm"):  # copied while the writer holds them
+            shutil.copy(f"{live.store}{suffix}", f"{image.store}{suffix}")
+    image.genesis.write_text(dump_genesis(kb.genesis))
+    return image, len(kb.ops)
+
+
+def test_a_whole_crash_image_is_healthy(tmp_path: Path) -> None:
+    image, ops = crash_image(tmp_path)
+    diag = diagnose(image)
+    assert not diag.errors and diag.stats["ops"] == ops
+
+
+@pytest.mark.parametrize("cut", [1000, 10**9, -16])  # inside a frame, to 0, to 16 bytes
+def test_a_wal_cut_short_is_damage(tmp_path: Path, cut: int) -> None:
+    image, _ = crash_image(tmp_path)
+    wal = Path(f"{image.store}-wal")
+    size = max(wal.stat().st_size - cut, 0) if cut > 0 else -cut
+    with wal.open("r+b") as f:
+        f.truncate(size)
+    diag = diagnose(image)
+    assert "wal.truncated" in {f.check for f in diag.errors}
+    assert diag.exit_code == EXIT_CORRUPT
