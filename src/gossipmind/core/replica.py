@@ -459,7 +459,7 @@ class Replica:
                 "equivocating",
                 "this key signed two different ops with one seq (a store restored from "
                 "an old backup, or the key on two nodes): every op it signs is void; "
-                "give the host a new key (operations.md §9)",
+                "give the host a new key (operations.md section 9)",
             )
         seq = self.last_seq.get(author, 0) + 1
         deps = set(self.heads)
