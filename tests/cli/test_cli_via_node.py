@@ -67,3 +67,14 @@ def test_a_stale_api_json_gets_no_token_and_no_op(net: Dirs) -> None:
     assert result.exit_code == 5, (result.output, result.exception)
     assert "serves no local API" in result.output and "nothing was written" in result.output
     assert d.json("admin", "status") == before
+
+
+def test_a_write_through_the_node_outwaits_its_write_gate() -> None:
+    """A writing command just after its node started with no peer answering (a
+    restored store, peers down) gave up after 10 s (`node API did not answer POST
+    /v1/ops (it may have it)`, exit 1) while the node, whose first write waits up to
+    WRITE_GATE_S for a sync, then wrote the op."""
+    from gossipmind.cli.write import NODE_WRITE_TIMEOUT_S
+    from gossipmind.node.node import WRITE_GATE_S
+
+    assert NODE_WRITE_TIMEOUT_S >= WRITE_GATE_S + 10

@@ -47,6 +47,8 @@ def _done(op_id: bytes, what: str, as_json: bool, **extra: Any) -> None:
 Check = Callable[[bytes], None]
 LOCK_WAIT_S = 5.0  # how long a writing command waits for another one to let go of the store
 API_POLL_S = 0.25  # while it waits: how often it looks for a node's API (a node starting)
+# a write through a node's API: its first write may wait 10 s for a sync (WRITE_GATE_S)
+NODE_WRITE_TIMEOUT_S = 30.0
 
 
 def _write(ctx: Ctx, kind: str, body: dict[str, Any], check: Check | None = None) -> bytes:
@@ -117,7 +119,7 @@ def _write_via_node(ctx: Ctx, kind: str, body: dict[str, Any], check: Check | No
         url, token = discover(ctx.dir.root)  # refuses a stale api.json: never leak the token
     except NodeNotFound as exc:  # the node stopped meanwhile
         raise _held(ctx, exc, waited=False) from None
-    http = Http(url, token, timeout=10)
+    http = Http(url, token, timeout=NODE_WRITE_TIMEOUT_S)
     try:
         if check is not None:
             status, doc = http.request("GET", "/v1/status")
