@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import sqlite3
 import stat
+import sys
 from pathlib import Path
 
 from gossipmind.core.errors import ConfigError, StoreError
@@ -173,7 +174,8 @@ def _check_store(path: Path, diag: Diagnosis, signatures: bool) -> bytes | None:
     if not path.is_file():
         diag.error("store.missing", f"no store at {path}")
         return None
-    _check_wal(path, diag)  # before SQLite opens it: its recovery rewrites the -shm
+    if _wal_cut(path, diag):  # opening it would let SQLite's recovery rewrite the -shm
+        return None  # (and the next doctor say healthy): the evidence stays as found
     modes = (True, False) if sqlfile.is_stopped(path) else (False,)
     for immutable in modes:
         before = sqlfile.file_state(path)
@@ -190,32 +192,37 @@ def _check_store(path: Path, diag: Diagnosis, signatures: bool) -> bytes | None:
 WAL_HEADER, FRAME_HEADER, SHM_HEADER = 32, 24, 48  # bytes (sqlite.org/fileformat.html)
 
 
-def _check_wal(path: Path, diag: Diagnosis) -> None:
-    """A ``-wal`` cut short (a truncated copy of a killed node's data dir, a damaged
-    disk): its index in the ``-shm`` counts more committed frames than the file
-    holds. SQLite would read the store as of the last whole frame, silently."""
+def _wal_cut(path: Path, diag: Diagnosis) -> bool:
+    """Whether the ``-wal`` was cut short (a truncated copy of a killed node's data
+    dir, a damaged disk): its index in the ``-shm`` counts more committed frames
+    than the file holds. SQLite would read the store as of the last whole frame,
+    silently, and rebuild the index to match."""
     try:
         shm = Path(f"{path}-shm").read_bytes()[: 2 * SHM_HEADER]
         with Path(f"{path}-wal").open("rb") as f:
             head, size = f.read(WAL_HEADER), f.seek(0, 2)
     except OSError:
-        return  # no -shm or no -wal: nothing to compare
+        return False  # no -shm or no -wal: nothing to compare
     first, second = shm[:SHM_HEADER], shm[SHM_HEADER:]
     if len(shm) < 2 * SHM_HEADER or first != second or not first[12]:
-        return  # no index, one being written (the copies differ), or not initialised
-    page, committed = int.from_bytes(first[14:16], "little"), int.from_bytes(first[16:20], "little")
+        return False  # no index, one being written (the copies differ), or not initialised
+    order = sys.byteorder  # the -shm is in the host's native byte order
+    page, committed = int.from_bytes(first[14:16], order), int.from_bytes(first[16:20], order)
     page = 65536 if page == 1 else page  # (sqlite.org: a page size of 65536 is stored as 1)
     if committed == 0 or (len(head) == WAL_HEADER and head[16:24] != first[32:40]):
-        return  # an empty log, or a log restarted since (its salt changed): not cut
+        return False  # an empty log, or a log restarted since (its salt changed): not cut
     frames = max(size - WAL_HEADER, 0) // (page + FRAME_HEADER) if page else 0
-    if frames < committed:
-        diag.error(
-            "wal.truncated",
-            f"{path}-wal holds {frames} whole frames, but its index ({path}-shm) says "
-            f"{committed} were committed: the log was cut short (a truncated copy, a "
-            "damaged disk) and the transactions after it are lost from this store; "
-            "restore a backup or let the node re-sync (operations.md §9)",
-        )
+    if frames >= committed:
+        return False
+    diag.error(
+        "wal.truncated",
+        f"{path}-wal holds {frames} whole frames, but its index ({path}-shm) says "
+        f"{committed} were committed: the log was cut short (a truncated copy, a "
+        "damaged disk) and the transactions after it are lost from this store; "
+        "restore a backup or let the node re-sync (operations.md §9). Nothing else "
+        "was checked",
+    )
+    return True
 
 
 def _check_snapshot(
