@@ -405,3 +405,24 @@ async def test_an_unexpected_commit_error_fails_its_group_not_the_committer(
         nursery.cancel_scope.cancel()
     assert errors and all("RuntimeError" in str(e) for e in errors)
     assert op.seq == 4 - len(errors)  # the failed writes took no seq
+
+
+async def test_a_group_of_refused_writes_is_no_transaction(kb: KB, store: Store) -> None:
+    """`writes.groups` counts transactions (docs/operations.md §8): a refused write
+    alone commits nothing, and was counted as a group."""
+    ident = kb.identity("agent")
+    after: list[list[Op]] = []
+
+    async def keep(ops: list[Op]) -> None:
+        after.append(ops)
+
+    group = GroupCommit(lambda reqs: store.create_ops(ident, reqs), keep)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(group.run)
+        with pytest.raises(InvalidOp) as refused:
+            await group.submit(("fix.attest", kb.attest_body(bytes(32), "search"), 5))
+        assert refused.value.code == "not_verifier"
+        assert (group.stats.groups, group.stats.ops, after) == (0, 0, [])
+        await group.submit(report(1))
+        assert (group.stats.groups, group.stats.ops, len(after)) == (1, 1, 1)
+        nursery.cancel_scope.cancel()

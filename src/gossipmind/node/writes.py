@@ -147,7 +147,7 @@ class GroupCommit:
             for slot, result in zip(group, results, strict=True):
                 if slot.durable is not None and isinstance(result, Op):
                     slot.durable()
-            self.stats.groups += 1
+            self.stats.groups += bool(ops)  # a transaction only if it committed an op
             self.stats.ops += len(ops)
             self.stats.largest = max(self.stats.largest, len(group))
             if ops:
