@@ -119,8 +119,10 @@ def tamper(d: DataDir, *statements: tuple[str, tuple[object, ...]]) -> None:
 def test_a_healthy_store_passes_and_reports_its_figures(sample: Sample) -> None:
     diag = checked(sample.dir)
     assert diag.healthy and diag.exit_code == 0, diag.findings
-    assert diag.findings == []
     s = diag.stats
+    # the history has equivocators: not damage, but said (every op of theirs is void)
+    assert s["equivocations"] >= 1
+    assert [(f.severity, f.check) for f in diag.findings] == [("warning", "equivocations")]
     assert s["integrity"] == "ok" and s["signatures_verified"] == s["ops"]
     assert s["pending"] >= 1 and s["rejected"] >= 1 and s["rejected_by_code"]
     assert s["root"] == s["stored_root"]
@@ -142,6 +144,8 @@ def test_random_histories_in_random_batches_are_healthy(
     fill(d, kb, ops, batch)
     diag = checked(d)
     assert diag.healthy, diag.findings
+    said = any(f.check == "equivocations" for f in diag.findings)
+    assert said == (diag.stats["equivocations"] > 0)
 
 
 def only(diag: Diagnosis, check: str) -> list[str]:
@@ -336,7 +340,7 @@ def test_cli(sample: Sample, tmp_path: Path) -> None:
     assert len(lines) == 2 and any("perm.key" in ln for ln in lines)
     doc = json.loads(runner.invoke(cli, ["doctor", str(d.store), "--json"]).output)
     assert doc["healthy"] is False and doc["exit_code"] == EXIT_CORRUPT
-    assert {f["check"] for f in doc["findings"]} == {"perm.key", "fold.heads"}
+    assert {f["check"] for f in doc["findings"]} == {"perm.key", "fold.heads", "equivocations"}
     # a wrong path or file is not damage (it was 5, "damaged or inconsistent store")
     missing = runner.invoke(cli, ["doctor", str(tmp_path / "nowhere")])
     assert missing.exit_code == EXIT_NOT_FOUND and "no data directory" in missing.output
@@ -380,7 +384,10 @@ def test_a_damaged_genesis_file_is_a_warning_the_node_repairs(
     d.genesis.write_text(content)
     diag = checked(d)
     assert diag.healthy and diag.exit_code == 0, diag.findings
-    assert [(f.severity, f.check) for f in diag.findings] == [("warning", "genesis.file")]
+    assert sorted((f.severity, f.check) for f in diag.findings) == [
+        ("warning", "equivocations"),  # the sample's equivocators
+        ("warning", "genesis.file"),
+    ]
 
 
 def test_a_damaged_genesis_file_naming_another_network_is_an_error(

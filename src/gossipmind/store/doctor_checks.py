@@ -330,6 +330,16 @@ class StoreCheck:
                 stored_eq[author, s] = data
         if stored_eq != {k: enc(v) for k, v in r.equivocations.items()}:
             diag.error("fold.equivocations", "the equivocations table differs from the ops")
+        keys = sorted({author.hex()[:16] for author, _ in r.equivocations})
+        if keys:  # not damage (the ops are valid), but every op of these keys is void
+            diag.add(
+                WARNING,
+                "equivocations",
+                f"{len(keys)} key(s) signed two different ops with one seq, and every op "
+                f"they signed is void: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''} "
+                "(a copied data dir, a store restored from an old backup, or a compromised "
+                "key: docs/operations.md section 12)",
+            )
         cells = [self.blob("heads row: id", h) for (h,) in self.q("SELECT id FROM heads")]
         heads = {h for h in cells if h is not None}
         if heads != r.heads:
