@@ -7,11 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 from conftest import Running, fleet
 from prometheus_client.parser import text_string_to_metric_families
 
 from gossipmind.api import metrics
+from gossipmind.core import ops as opsmod
+from gossipmind.core.errors import InvalidOp
 from gossipmind.testing import sample_report
 
 BOUND = 20.0
@@ -124,3 +127,34 @@ def test_labels_given_go_on_every_sample() -> None:
                 assert key not in seen, key
                 seen.add(key)
     assert ("gossipmind_ops", (("peer_id", "peer-a"),)) in seen
+
+
+async def test_a_node_whose_own_key_equivocated_says_so(tmp_path: Path) -> None:
+    """A node whose key signed two ops with one seq (a store restored from an old
+    backup with no peer answering) still showed its roles and nothing else in its
+    status and metrics: `key_equivocating` says it, and the node signs no more."""
+    async with fleet(tmp_path, 1, 0) as (r,):
+        node = r.node
+        st, found = await scrape(r)
+        assert st["key_equivocating"] is False
+        assert value(found, "gossipmind_key_equivocating") == 0
+        first = await node.write("pattern.report", sample_report(template="first <*>"))
+        rep = node.store.replica
+        deps = sorted(d for d in rep.heads if d != first.id) or list(first.deps)
+        fork = opsmod.create(
+            node.identity,
+            net=rep.net,
+            kind="pattern.report",
+            seq=first.seq,
+            lamport=1 + max(rep.meta[d].lamport for d in deps),
+            deps=deps,
+            ts=first.ts + 1,
+            body=sample_report(template="fork <*>"),
+        )
+        assert node.ingest_ops([(fork, False)]).applied == [fork]
+        st, found = await scrape(r)
+        assert st["key_equivocating"] is True and st["equivocations"] == 1
+        assert value(found, "gossipmind_key_equivocating") == 1
+        with pytest.raises(InvalidOp) as refused:
+            await node.write("pattern.report", sample_report(template="after <*>"))
+        assert refused.value.code == "equivocating"

@@ -30,6 +30,7 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
     ("pending_evicted", COUNTER, "Ops dropped from the full pending buffer."),
     ("rejected", GAUGE, "Ops this replica rejected (kept, bounded)."),
     ("equivocations", GAUGE, "Sequence numbers a key signed two different ops with."),
+    ("key_equivocating", GAUGE, "1 if this node's key equivocated: all it signed is void."),
     ("known_peers", GAUGE, "Peers in the address book."),
     ("foreign_peers", GAUGE, "Peers found on another network, kept off for 10 minutes."),
     ("explored", COUNTER, "Exploration dials that connected."),

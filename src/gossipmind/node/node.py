@@ -319,8 +319,6 @@ class Node:
     async def wait_changed(self) -> None:
         await self._changed.wait()
 
-    # -- status -------------------------------------------------------------------
-
     def status(self, *, root: bool = True) -> dict[str, Any]:
         """Counters and state; ``root=False`` leaves out the state root (a pass over
         every op id after new ops: metrics do not need it)."""
@@ -342,6 +340,7 @@ class Node:
             "equivocations": len(r.equivocations),
             **({"root": r.root().hex()} if root else {}),
             "roles": sorted(r.roles(self.identity.public).roles),
+            "key_equivocating": self.identity.public in r.membership.equivocators,
             "counters": asdict(self.counters),
             "sync": asdict(self.sync),
             "writes": asdict(self.writes.stats),
