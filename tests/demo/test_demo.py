@@ -36,7 +36,15 @@ def run(tmp_path: Path, scenario: str) -> tuple[dict, str]:
 def assert_no_process_left(summary: dict, output: str) -> None:
     assert "left running: 0" in output, output
     for pid in summary.get("pids", []):
-        assert not Path(f"/proc/{pid}").exists()
+        assert not Path(f"/proc/{pid}").exists(), _proc_status(pid)
+
+
+def _proc_status(pid: int) -> str:
+    """What is at /proc/<pid> (a zombie, a live node, another process), for the message."""
+    try:
+        return Path(f"/proc/{pid}/status").read_text()[:600]
+    except OSError as exc:
+        return f"/proc/{pid}/status: {exc}"
 
 
 def test_demo_learns_a_fix_and_cuts_the_fleet_error_rate(tmp_path: Path) -> None:

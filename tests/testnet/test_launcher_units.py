@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -164,5 +165,38 @@ def test_a_node_that_exits_while_it_is_checked_is_not_left_a_zombie(
         monkeypatch.setattr(procs, "starttime", exits_meanwhile)
         assert procs.wait_gone({pid: started}, None, 5.0) == set()
         assert not Path(f"/proc/{pid}").exists()
+    finally:
+        procs.reap(pid)
+
+
+LEADER_EXITS_FIRST = """
+import ctypes, threading, time
+threading.Thread(target=time.sleep, args=(1.5,)).start()  # still exiting after main
+time.sleep(0.1)
+ctypes.CDLL(None).pthread_exit(None)  # the main thread ends; the process lives on
+"""
+
+
+def test_a_process_whose_main_thread_ended_first_is_waited_for_and_reaped(
+    tmp_path: Path,
+) -> None:
+    """Under load a node's main thread could end while another thread finished
+    its exit (a disk write): /proc reads the process as a zombie, so it counted
+    as gone, but it could not be reaped yet and never was afterwards (the demo
+    said "left running: 0" with its pid in /proc). It is waited for now."""
+    script = tmp_path / "leader.py"
+    script.write_text(LEADER_EXITS_FIRST)
+    pid, _ = procs.spawn([sys.executable, str(script)], tmp_path / "out", tmp_path / "err")
+    try:
+        started = starttime(pid)
+        for _ in range(500):  # until only the main thread has ended
+            fields = procs._stat(pid)
+            if fields is not None and fields[0] == "Z" and procs.exiting(pid):
+                break
+            time.sleep(0.01)
+        assert procs.exiting(pid) and starttime(pid) is None and procs.lingers(pid)
+        assert is_ours(pid, started, None)  # not gone yet
+        assert procs.wait_gone({pid: started}, None, 20.0) == set()
+        assert not Path(f"/proc/{pid}").exists() and not procs.lingers(pid)
     finally:
         procs.reap(pid)

@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gossipmind.testnet.launcher import Testnet
-from gossipmind.testnet.procs import starttime
+from gossipmind.testnet.procs import lingers
 from gossipmind.testnet.report import html_report, summary
 from gossipmind.testnet.run import Event, Runner, RunResult
 from gossipmind.testnet.scenario import Scenario
@@ -180,7 +180,7 @@ def run_demo(
         leftover: list[int] = []
         if not keep:
             tn.down(purge=run_dir is None)
-            leftover = [p for p in started if starttime(p) is not None]
+            leftover = [p for p in started if lingers(p)]
     s = summary(result)
     s["pids"] = started
     console.print()

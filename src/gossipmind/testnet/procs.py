@@ -151,6 +151,8 @@ def is_ours(pid: int | None, started: int | None, marker: str | None) -> bool:
     procfs = Path("/proc").is_dir()
     if procfs:
         now = starttime(pid)
+        if now is None and exiting(pid):
+            return True  # not gone yet: gone once it can be reaped (see exiting)
         if now is None or (started is not None and now != started):
             # it may have exited after the reap above: a zombie reads as gone, and
             # would stay one (a pid in /proc) for as long as this process runs
@@ -171,6 +173,22 @@ def is_ours(pid: int | None, started: int | None, marker: str | None) -> bool:
         # the recorded start time already proves it is the process we started
         return True
     return marker in cmd and " node" in cmd
+
+
+def exiting(pid: int) -> bool:
+    """Whether ``pid``'s main thread is a zombie while other threads of it still
+    run their exit (one finishing a disk write, under load): /proc reads the
+    process as a zombie, but it is not gone, and its parent cannot reap it yet.
+    Counted as gone, it was never reaped: a zombie for as long as its parent ran."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/task")) > 1
+    except OSError:
+        return False
+
+
+def lingers(pid: int) -> bool:
+    """Whether ``pid`` still runs or is still exiting (not a zombie, nor gone)."""
+    return starttime(pid) is not None or exiting(pid)
 
 
 def reap(pid: int) -> None:
