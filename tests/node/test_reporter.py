@@ -3,6 +3,7 @@ bounds: nothing the agent reported is lost to one bad window."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -145,3 +146,29 @@ def test_flush_into_writes_everything_synchronously() -> None:
     assert r.flush_into(commit) == 2
     assert [k for k, _, _ in got] == ["pattern.report", "fix.outcome"]
     assert r.flush_into(commit) == 0 and r.local_counts == {}
+
+
+async def test_refused_bodies_are_said_a_few_times_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A key that is not (or no longer) a member has every report refused: one
+    warning per body, one body per pattern and window, flooded the log."""
+    caplog.set_level(logging.WARNING, logger="gossipmind.node.reporter")
+    store, t = Store(), [0]
+    r = Reporter(store.write, lambda: t[0], window_ms=10)
+    for i in range(40):
+        r.failure(Failure(f"service-{i}", "query", "TimeoutError", "timed out"))
+    t[0] = 20
+    store.fail.extend(InvalidOp("revoked", "the author's key has been revoked") for _ in range(40))
+    assert await r.flush() == 0
+    assert r.dropped == 40 and store.ops == []
+    lines = [rec.getMessage() for rec in caplog.records]
+    assert len(lines) == 5 and all("refused: revoked" in line for line in lines)
+    caplog.clear()
+    t[0] = 61_000  # a minute on: said again, with the count of those not said
+    r.failure(Failure("search", "query", "TimeoutError", "timed out"))
+    t[0] = 61_020
+    store.fail.append(InvalidOp("revoked", "the author's key has been revoked"))
+    await r.flush()
+    (line,) = [rec.getMessage() for rec in caplog.records]
+    assert line.endswith("(35 more were dropped and not said)")

@@ -15,6 +15,7 @@ from typing import Any
 import trio
 
 from gossipmind.core.errors import GossipmindError, InvalidOp, SchemaError
+from gossipmind.core.saying import Bounded
 from gossipmind.core.schema import MAX_COUNTER
 from gossipmind.learn.batcher import ReportBatcher
 from gossipmind.learn.patterns import Failure, Reduced, reduce
@@ -78,6 +79,9 @@ class Reporter:
         self._flushing = trio.Lock()  # one flush at a time: one body in flight
         self.dropped = 0  # bodies not written: refused as invalid, or beyond MAX_UNWRITTEN
         self._warned_full = False  # since the last write that succeeded
+        # one line per refused body: a key that is not (or no longer) a member
+        # has every report of every window refused, one body per pattern
+        self._refusals = Bounded(log, unsaid="{} more were dropped and not said")
 
     def failure(self, failure: Failure) -> Reduced:
         reduced = reduce(failure, self.rules)
@@ -135,7 +139,9 @@ class Reporter:
         longer unsent. Logged (once per overflow, not once per body)."""
         self.dropped += 1
         self._done(kind, body)
-        if why != FULL or not self._warned_full:
+        if why != FULL:
+            self._refusals.warning(self._now() / 1000, "dropped an unwritten %s: %s", kind, why)
+        elif not self._warned_full:
             log.warning("dropped an unwritten %s: %s", kind, why)
         self._warned_full = self._warned_full or why == FULL
 
