@@ -258,3 +258,44 @@ async def test_incremental_passes_decide_as_full_passes_over_random_histories(
         assert reads.by["new"] < reads.by["old"]
         kinds += [kind + verdict for _, kind, _, verdict in old]
     assert {"fix.attestaccept", "fix.attestreject", "fix.revoke"} <= set(kinds)
+
+
+async def test_a_verifier_whose_key_equivocated_tries_no_write_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A verifier whose own key equivocated signs nothing more (``Replica.create``
+    refuses: ``equivocating``, for good). It judged every fix waiting for it, failed
+    the write and logged a warning, then did it all again at every 0.5 s tick,
+    forever: the failed fixes were kept to try again (``_retry``)."""
+    kb = KB()
+    r, fixes = accepted_fixes(kb)
+    for name in ("a1", "a2", "a3"):
+        kb.grant("admin", name, "member")
+        kb.sync("admin", name)
+    for fix in fixes[:2]:  # two accepted fixes stop working: v1 would revoke them
+        for name in ("a1", "a2", "a3"):
+            body = {"fix": fix, "attempts": 100, "successes": 1, "window": [0, 1]}
+            kb.write(name, "fix.outcome", body)
+    report = sample_report(service="search", operation="late")
+    kb.write("agent", "pattern.report", report)
+    kb.propose("agent", report["pattern"], sample_recipe("search.late"), "low")  # to judge
+    # v1's key signs two different ops with one seq: it is an equivocator
+    kb.write("v1", "pattern.report", sample_report(service="search", operation="x"))
+    first = kb.write("v1", "pattern.report", sample_report(service="search", operation="x"))
+    fork = kb.forge("v1", "pattern.report", sample_report(count=3), seq=first.seq)
+    tries: list[str] = []
+
+    async def write(kind: str, body: dict[str, Any]) -> None:
+        tries.append(kind)
+        r.create(kb.identity("v1"), kind, body, 1)  # what Node.write does first
+
+    v = Verifier(r, kb.key("v1"), write)
+    noted(r, v, [*kb.ops[len(r.meta) :], fork])
+    assert kb.key("v1") in r.membership.equivocators
+    with pytest.raises(InvalidOp):
+        r.create(kb.identity("v1"), "pattern.report", sample_report(count=5), 1)
+    for _ in range(20):  # ten seconds of ticks with nothing new
+        await v.tick()
+    assert len(tries) <= 3, tries  # at most one try each, not one per tick
+    warnings = [rec for rec in caplog.records if rec.levelname == "WARNING"]
+    assert len(warnings) <= 3, [w.getMessage() for w in warnings]

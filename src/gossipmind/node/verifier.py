@@ -61,6 +61,7 @@ class Verifier:
         self._held = len(replica.meta)  # ops held at the last take of `changes`
         self._retry: set[bytes] = set()  # a write for these failed: read them again
         self.passes = 0  # ticks that looked at the fixes
+        self.equivocating = False  # my key equivocated: I sign nothing more, ever
 
     def note(self, ops: list[Op]) -> None:
         """Ops just applied to the replica (``Node._applied``): the fixes they can
@@ -208,6 +209,16 @@ class Verifier:
         """One pass: judge what waits, then watch outcomes, over the fixes that can
         have changed since the last pass (:meth:`due`) — none when the replica
         did not change and no write failed. Whether it read any fix."""
+        if self.equivocating or self.key in self.replica.membership.equivocators:
+            # every write would be refused (Replica.create: equivocating), for good:
+            # trying again each tick judged and logged every waiting fix, forever
+            if not self.equivocating:
+                log.warning(
+                    "this node's key equivocated: the verifier attests and revokes "
+                    "nothing more (give the host a new key: operations.md section 9)"
+                )
+            self.equivocating = True
+            return False
         mark = (len(self.replica.meta), self.replica.recomputes)
         if mark == self._seen and not self._retry:
             return False
