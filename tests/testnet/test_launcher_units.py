@@ -200,3 +200,31 @@ def test_a_process_whose_main_thread_ended_first_is_waited_for_and_reaped(
         assert not Path(f"/proc/{pid}").exists() and not procs.lingers(pid)
     finally:
         procs.reap(pid)
+
+
+def test_a_reused_pid_whose_main_thread_ended_is_not_ours(tmp_path: Path) -> None:
+    """A process whose main thread ended while others run reads as a zombie with
+    threads: `is_ours` took it for our node, still exiting, before it compared the
+    start time and the command line. A pid reused by an unrelated program whose
+    main thread calls pthread_exit was ours for as long as it ran: `testnet down`
+    sent it SIGTERM, then SIGKILL."""
+    script = tmp_path / "other.py"
+    script.write_text(LEADER_EXITS_FIRST.replace("1.5", "30"))
+    pid, _ = procs.spawn([sys.executable, str(script)], tmp_path / "out", tmp_path / "err")
+    try:
+        started = starttime(pid)
+        assert started is not None
+        for _ in range(500):  # until only the main thread has ended
+            fields = procs._stat(pid)
+            if fields is not None and fields[0] == "Z" and procs.exiting(pid):
+                break
+            time.sleep(0.01)
+        assert procs.exiting(pid) and starttime(pid) is None
+        # the node we recorded under this pid started at another time
+        assert not is_ours(pid, started + 1, None)
+        assert not is_ours(pid, started + 1, "gm-testnet-marker")
+        assert not is_ours(pid, None, "gm-testnet-marker")
+        assert is_ours(pid, started, None)  # the one we started: not gone yet
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)

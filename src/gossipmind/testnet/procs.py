@@ -151,8 +151,8 @@ def is_ours(pid: int | None, started: int | None, marker: str | None) -> bool:
     procfs = Path("/proc").is_dir()
     if procfs:
         now = starttime(pid)
-        if now is None and exiting(pid):
-            return True  # not gone yet: gone once it can be reaped (see exiting)
+        if now is None and exiting(pid):  # not gone yet (see exiting): if it is the one
+            now = _zombie_start(pid)  # we started, checked below like any other
         if now is None or (started is not None and now != started):
             # it may have exited after the reap above: a zombie reads as gone, and
             # would stay one (a pid in /proc) for as long as this process runs
@@ -184,6 +184,15 @@ def exiting(pid: int) -> bool:
         return len(os.listdir(f"/proc/{pid}/task")) > 1
     except OSError:
         return False
+
+
+def _zombie_start(pid: int) -> int | None:
+    """The start time of ``pid`` even if its main thread is a zombie (None if gone)."""
+    fields = _stat(pid)
+    try:
+        return int(fields[19]) if fields is not None else None
+    except (ValueError, IndexError):
+        return None
 
 
 def lingers(pid: int) -> bool:
