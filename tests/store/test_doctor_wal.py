@@ -5,11 +5,15 @@ frame and says nothing, so the committed transactions after it vanish."""
 from __future__ import annotations
 
 import shutil
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from gossipmind.store import doctor
 from gossipmind.store.datadir import DataDir, dump_genesis
+from gossipmind.store.diagnosis import Diagnosis
 from gossipmind.store.doctor import EXIT_CORRUPT, diagnose
 from gossipmind.store.sqlite import Store
 from gossipmind.testing import KB
@@ -54,3 +58,58 @@ def test_a_wal_cut_short_is_damage(tmp_path: Path, cut: int) -> None:
         assert "wal.truncated" in {f.check for f in diag.errors}
         assert diag.exit_code == EXIT_CORRUPT
     assert {p.name: p.read_bytes() for p in image.root.iterdir()} == files
+
+
+def test_a_running_stores_log_restarted_while_it_is_read_is_not_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """doctor reads a running node's -shm, then the -wal's header, then its size. A
+    commit that restarts the log meanwhile (its frames all checkpointed) writes a
+    new header, then truncates the file to ``journal_size_limit``: a header read
+    before and a size read after said "cut short" (exit 5) of a healthy store."""
+    db = tmp_path / "store.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute("PRAGMA journal_size_limit = 0")
+    conn.execute("CREATE TABLE t (x BLOB)")
+    for _ in range(50):
+        conn.execute("INSERT INTO t VALUES (randomblob(3000))")
+    real_open = Path.open
+
+    class Racing:  # the -wal as doctor reads it: the writer's commit lands in between
+        def __init__(self, f: Any) -> None:
+            self.f = f
+            self.calls = 0
+
+        def __enter__(self) -> Racing:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.f.close()
+
+        def _between(self) -> None:
+            self.calls += 1
+            if self.calls == 2:  # after doctor's first read of the file, before its next
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                conn.execute("INSERT INTO t VALUES (1)")  # restarts the log
+
+        def read(self, n: int) -> bytes:
+            self._between()
+            return bytes(self.f.read(n))
+
+        def seek(self, *args: int) -> int:
+            self._between()
+            return int(self.f.seek(*args))
+
+    def opening(self: Path, mode: str = "r", *args: Any, **kw: Any) -> Any:
+        f = real_open(self, mode, *args, **kw)
+        return Racing(f) if str(self).endswith("-wal") else f
+
+    try:
+        monkeypatch.setattr(Path, "open", opening)
+        diag = Diagnosis(tmp_path)
+        assert not doctor._wal_cut(db, diag), [f.check for f in diag.errors]
+    finally:
+        monkeypatch.undo()
+        conn.close()

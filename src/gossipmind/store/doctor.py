@@ -200,7 +200,11 @@ def _wal_cut(path: Path, diag: Diagnosis) -> bool:
     try:
         shm = Path(f"{path}-shm").read_bytes()[: 2 * SHM_HEADER]
         with Path(f"{path}-wal").open("rb") as f:
-            head, size = f.read(WAL_HEADER), f.seek(0, 2)
+            # the size first: a running writer that restarts the log writes its new
+            # header (new salt) before it truncates the file (journal_size_limit)
+            size = f.seek(0, 2)
+            f.seek(0)
+            head = f.read(WAL_HEADER)
     except OSError:
         return False  # no -shm or no -wal: nothing to compare
     first, second = shm[:SHM_HEADER], shm[SHM_HEADER:]
