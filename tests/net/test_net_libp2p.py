@@ -184,6 +184,25 @@ async def test_a_peer_back_at_another_address_is_known_there_when_it_dials_in() 
                 await wait_for(lambda: a.peer_addrs(b.peer_id) == [new])
 
 
+async def test_a_peer_back_at_another_address_before_its_old_link_died_is_known_there() -> None:
+    """A peer back at another address (another IP, a restart on another port)
+    while its old connection still looked open here (a link that died silently
+    is found dead only by a timeout): its new connection was not identified
+    (py-libp2p had its protocols cached), nor was the one left once the old one
+    closed, so the dead address was the only one this node knew and shared."""
+    with trio.fail_after(60):
+        async with hosts(["m1"]) as (a,), hosts(["m2"]) as (b1,):
+            old = b1.addrs()[0]
+            await b1.connect(a.addrs()[0])
+            await wait_for(lambda: a.peer_addrs(b1.peer_id) == [old])
+            port = free_port_but(old)
+            async with hosts(["m2"], listen=f"/ip4/127.0.0.1/tcp/{port}") as (b2,):
+                new = b2.addrs()[0]
+                await b2.connect(a.addrs()[0])  # the same peer id, from elsewhere
+                await b1.disconnect(a.peer_id)  # the old link is found dead at last
+                await wait_for(lambda: new in a.peer_addrs(b2.peer_id))
+
+
 async def test_dialling_a_connected_peer_leaves_its_addresses_alone() -> None:
     """A node dialled a connected peer at its old address (a bootstrap entry, in a
     round that began before the peer came back at another port): py-libp2p added

@@ -561,7 +561,7 @@ async def open_libp2p_transport(
         config.message_buffer
     )
     conn_send, conn_recv = trio.open_memory_channel[str](CONNECTION_BUFFER)
-    notifee = ConnectionNotifee(conn_send)
+    notifee = ConnectionNotifee(conn_send, host)
     host.get_network().register_notifee(notifee)
     transport = Libp2pTransport(host, pubsub, config, messages_recv, conn_recv)
     stack = _Stack(host, router, pubsub, transport, validator, notifee, messages_send, conn_send)

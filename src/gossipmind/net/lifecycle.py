@@ -49,8 +49,9 @@ class ConnectionNotifee(INotifee):
     does not trim them), and the node should still see one new peer.
     """
 
-    def __init__(self, send: trio.MemorySendChannel[str]) -> None:
+    def __init__(self, send: trio.MemorySendChannel[str], host: Any = None) -> None:
         self._send = send
+        self._host = host  # to identify a peer again (see disconnected)
         self._live: set[str] = set()
         self._conns: dict[int, Any] = {}
         self.dropped = 0
@@ -80,11 +81,25 @@ class ConnectionNotifee(INotifee):
             # py-libp2p identifies a peer only if the peerstore has no protocols
             # cached for it: one back at another port kept its old address, which
             # peer exchange then shared. Forget them, so it is identified again.
-            try:
-                network.peerstore.clear_protocol_data(peer_id)
-            except Exception as exc:  # noqa: BLE001 - best effort: a peer it never held
-                log.debug("clearing the protocols of %s: %r", peer_id, exc)
+            self._forget_protocols(network, peer_id)
+        elif self._host is not None and not getattr(self._host, "_closed", False):
+            # Another connection stays: the peer came back (another IP or port)
+            # before this one was found dead, and py-libp2p did not identify the
+            # new one (protocols cached), so its new address was never learned.
+            # Identify it now, on a connection that is left.
+            self._forget_protocols(network, peer_id)
+            getattr(self._host, "_identified_peers", {}).pop(peer_id, None)
+            schedule = getattr(self._host, "_schedule_identify", None)
+            if schedule is not None:
+                schedule(peer_id, reason="a connection closed, another stays")
         await trio.lowlevel.checkpoint()
+
+    @staticmethod
+    def _forget_protocols(network: Any, peer_id: Any) -> None:
+        try:
+            network.peerstore.clear_protocol_data(peer_id)
+        except Exception as exc:  # noqa: BLE001 - best effort: a peer it never held
+            log.debug("clearing the protocols of %s: %r", peer_id, exc)
 
     async def opened_stream(self, network: Any, stream: Any) -> None:
         await trio.lowlevel.checkpoint()
