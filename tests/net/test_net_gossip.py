@@ -90,6 +90,19 @@ def test_signatures_are_verified_once_and_decode_reports_it() -> None:
     assert [verified for _, verified in v.decode(first)[0]] == [False, False, False]
 
 
+def test_the_verified_ids_cache_shares_the_ids_of_the_ops_it_hands_on() -> None:
+    """The cache of verified ids (up to 65 536) held its own copy of each id, beside
+    the one the decoded op (and then the replica) keeps: ~65 B an op, ~4 MiB full
+    (found by a 30-minute soak). It keeps the op's own id object now."""
+    v = make_validator(NET_ID)
+    data = encode_batch(ops(3))
+    assert v(data)
+    decoded, _ = v.decode(data)
+    keys = list(v._verified)
+    assert [k == op.id for k, (op, _) in zip(keys, decoded, strict=True)] == [True] * 3
+    assert all(k is op.id for k, (op, _) in zip(keys, decoded, strict=True))
+
+
 def test_ops_verified_before_are_neither_decoded_nor_verified_again() -> None:
     """Under load an op often arrives by sync before gossip brings it: the gossip copy
     costs a hash, not a decode and a verify; ingest is not handed the ops it knows."""

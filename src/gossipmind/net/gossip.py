@@ -207,13 +207,15 @@ class BatchValidator:
             if op.net != self.net_id and not (op.is_genesis and op.id == self.net_id):
                 raise InvalidOp("wrong_network", f"op {op.short()} is for another network")
             entries.append((oid, raw, op))
-        for oid, _, new in entries:
+        for _, _, new in entries:
             if new is None:
                 continue
             self.stats.signatures_checked += 1
             if not new.verify_signature():
                 raise InvalidOp("signature", f"op {new.short()} has a bad signature")
-            self.mark_verified(oid)
+            # the op's own id object (equal to oid), which the replica keeps for the
+            # op: the cache shares it instead of holding a copy (~65 B an entry)
+            self.mark_verified(new.id)
         return entries
 
     def is_verified(self, op_id: bytes) -> bool:
