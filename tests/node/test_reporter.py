@@ -149,11 +149,14 @@ def test_flush_into_writes_everything_synchronously() -> None:
 
 
 async def test_refused_bodies_are_said_a_few_times_a_minute(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A key that is not (or no longer) a member has every report refused: one
     warning per body, one body per pattern and window, flooded the log."""
     caplog.set_level(logging.WARNING, logger="gossipmind.node.reporter")
+    # the rate has its own monotonic clock: a wall clock stepping back would silence it
+    clock = [1000.0]
+    monkeypatch.setattr(reporter_mod, "_clock", lambda: clock[0])
     store, t = Store(), [0]
     r = Reporter(store.write, lambda: t[0], window_ms=10)
     for i in range(40):
@@ -166,6 +169,7 @@ async def test_refused_bodies_are_said_a_few_times_a_minute(
     assert len(lines) == 5 and all("refused: revoked" in line for line in lines)
     caplog.clear()
     t[0] = 61_000  # a minute on: said again, with the count of those not said
+    clock[0] += 61
     r.failure(Failure("search", "query", "TimeoutError", "timed out"))
     t[0] = 61_020
     store.fail.append(InvalidOp("revoked", "the author's key has been revoked"))

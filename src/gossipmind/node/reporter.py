@@ -7,6 +7,7 @@ never stored or sent; only the reduced pattern and bounded numbers are kept.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from gossipmind.learn.taxonomy import Rule
 from gossipmind.node.writes import Commit
 
 log = logging.getLogger("gossipmind.node.reporter")
+_clock = time.monotonic  # of the warnings' rate (tests move it): not the wall clock
 
 Write = Callable[[str, dict[str, Any]], Awaitable[object]]
 Body = tuple[str, dict[str, Any]]  # kind, body
@@ -140,7 +142,7 @@ class Reporter:
         self.dropped += 1
         self._done(kind, body)
         if why != FULL:
-            self._refusals.warning(self._now() / 1000, "dropped an unwritten %s: %s", kind, why)
+            self._refusals.warning(_clock(), "dropped an unwritten %s: %s", kind, why)
         elif not self._warned_full:
             log.warning("dropped an unwritten %s: %s", kind, why)
         self._warned_full = self._warned_full or why == FULL
