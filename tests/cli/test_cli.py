@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from gossipmind.cli.inspect import _member_row
 from gossipmind.cli.main import cli
 
 RECIPE = {
@@ -164,7 +165,10 @@ def test_a_walk_through_every_kind(net: Dirs) -> None:
     assert status["ops"] >= 10 and len(status["root"]) == 64
     assert status["fixes"] == {"revoked": 1}
     assert d.json("human", "patterns")[0]["count"] == 4
-    assert {m["name"] for m in d.json("admin", "members")} >= {"agent"}
+    agent = next(m for m in d.json("admin", "members") if m["name"] == "agent")
+    assert agent["revoked"] == "plain" and agent["roles"] == ["member"]  # §6.7: as granted
+    row = _member_row(agent)
+    assert row[2] == "-" and row[4] == "plain, was member"  # the table: a revoked key holds none
     kinds = {o["kind"] for o in d.json("human", "log", "--limit", "100")}
     assert {
         "pattern.report",

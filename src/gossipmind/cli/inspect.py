@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from typing import Any
 
 import click
 
@@ -241,7 +242,13 @@ def log(ctx: Ctx, limit: int, kind: str | None, as_json: bool) -> None:
 @pass_ctx
 @errors
 def members(ctx: Ctx, as_json: bool) -> None:
-    """Members, roles, verifier tiers and scopes, revocations."""
+    """Members, roles, verifier tiers and scopes, revocations.
+
+    A revoked key holds no role: the table shows its roles as "-" and names
+    the roles it was granted in the revoked column. `--json` keeps the
+    materialised rows as they are (protocol.md §6.7): `roles` and `verifier`
+    are what the key was granted, `revoked` says whether they still count.
+    """
     with ctx.reader() as r:
         rows = r.members(with_ops=True)
     if as_json:
@@ -250,19 +257,20 @@ def members(ctx: Ctx, as_json: bool) -> None:
     table(
         "members",
         ["key", "name", "roles", "verifier (tier:scope)", "revoked", "flags", "ops"],
-        [
-            [
-                short(m["key"], 16),
-                m["name"],
-                ",".join(m["roles"]),
-                " ".join(f"{t}:{s}" for t, s in m["verifier"]),
-                m["revoked"] or "-",
-                "EQUIVOCATING" if m["equivocating"] else "",
-                m["ops"],
-            ]
-            for m in rows
-        ],
+        [_member_row(m) for m in rows],
     )
+
+
+def _member_row(m: dict[str, Any]) -> list[Any]:
+    roles = ",".join(m["roles"])
+    verifier = " ".join(f"{t}:{s}" for t, s in m["verifier"])
+    revoked = m["revoked"]
+    if revoked:
+        held = " ".join(x for x in (roles, verifier) if x)
+        revoked = f"{revoked}, was {held}" if held else revoked
+        roles = verifier = "-"
+    flags = "EQUIVOCATING" if m["equivocating"] else ""
+    return [short(m["key"], 16), m["name"], roles, verifier, revoked or "-", flags, m["ops"]]
 
 
 @click.command()
