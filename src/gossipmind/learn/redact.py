@@ -167,7 +167,8 @@ _SCHEME_URL = r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,30}://" + _TOKEN_C
 # A scheme-less path. Both kinds run to the end of the token, and a start is the beginning
 # of a run (look-behinds, possessive prefix): each character is looked at a bounded number
 # of times, however hostile the text.
-_BARE_PATH = rf"(?<![\w./:~\-{_NA}])(?:/|[{_LABEL}_.:\-]++/)" + _TOKEN_CHARS + "+"
+# A home directory written "~alice/" starts one too (its first segment is a name).
+_BARE_PATH = rf"(?<![\w./:~\-{_NA}])(?:/|~?[{_LABEL}_.:\-]++/)" + _TOKEN_CHARS + "+"
 _URL = re.compile(f"(?P<scheme>{_SCHEME_URL})|{_BARE_PATH}")
 _SCHEME_URL_RE = re.compile(_SCHEME_URL)
 _BARE_PATH_RE = re.compile(_BARE_PATH)
@@ -199,6 +200,18 @@ def _redact_path(path: str) -> str:
             out.append(seg)
         prev = low.rsplit(":", 1)[-1]
     return "/".join(out)
+
+
+# A Windows path: the segment after a personal one (C:\\Users\\bob) is a name, spaces
+# included, up to a backslash, a quote, ",", ";" or the line's end; backslashes may be
+# doubled (JSON). A match starts only at the first backslash of a run: linear.
+_WIN_PERSONAL = re.compile(
+    r"(?i)(?<!\\)(\\+(?:"
+    + "|".join(sorted((re.escape(s) for s in PERSONAL_SEGMENTS), key=len, reverse=True))
+    + r")\\+)(?!<name>)[^\\\r\n\"'<>|,;:*?]+"
+)
+# A UNC path names a host: \\fileserver\share -> \\<host>\share.
+_UNC_HOST = re.compile(r"(?<![\\\w:])(\\\\)[A-Za-z0-9][A-Za-z0-9.\-]{0,253}(?=\\)")
 
 
 def _redact_query(query: str) -> str:
@@ -357,6 +370,13 @@ def _alnum_token(m: re.Match[str]) -> str:
     return s
 
 
+def _class_changes(s: str) -> int:
+    """Pairs of neighbouring characters, neither a "/", of different classes (digit,
+    lower, upper, other)."""
+    cls = [0 if c.isdigit() else 1 if c.islower() else 2 if c.isupper() else 3 for c in s]
+    return sum(1 for i in range(len(s) - 1) if "/" not in s[i : i + 2] and cls[i] != cls[i + 1])
+
+
 def _b64_token(m: re.Match[str]) -> str:
     s = m.group(0)
     kinds = (
@@ -364,7 +384,16 @@ def _b64_token(m: re.Match[str]) -> str:
         any(c.islower() for c in s),
         any(c.isupper() for c in s),
     )
-    path_like = s.count("/") >= 2 and "+" not in s and "=" not in s
+    # Base64 may hold "/" twice and no "+" (an AWS secret key: 40 such characters). A
+    # path's characters change class at under a fifth of their pairs (0.18 at most over
+    # a Python installation's paths), base64's at about two thirds (0.375 at least over
+    # 3 000 keys; half without digits; a CamelCase name: under a third). A "+" between
+    # letters of both cases is base64 too. Such a run is a token whatever its entropy.
+    aws_secret = len(s) == 40 and not (s[0] == "/" or s[-1] == "/")
+    changes = _class_changes(s)
+    if kinds[1] and kinds[2] and ("+" in s or changes > 0.4 * len(s)):
+        return placeholder("token")
+    path_like = s.count("/") >= 2 and "=" not in s and not aws_secret and changes <= 0.3 * len(s)
     if all(kinds) and not path_like and shannon_entropy(s) >= 4.0:
         return placeholder("token")
     return s
@@ -449,6 +478,8 @@ _COOKIE = re.compile(
 
 
 _RULES: tuple[tuple[re.Pattern[str], _Repl], ...] = (
+    (_WIN_PERSONAL, r"\1<name>"),
+    (_UNC_HOST, r"\1<host>"),
     (_URL, _url),
     (_QUERY_PAIR, r"\1<val>"),
     (

@@ -18,10 +18,12 @@ __all__ = [
     "final_letters",
 ]
 
-# Path segments after which the next segment names a person or an account.
+# Path segments after which the next segment names a person or an account ("home":
+# /home/alice, /var/home/alice; "users": /Users/alice, C:\\Users\\alice).
 PERSONAL_SEGMENTS = frozenset(
     [
         "u",
+        "home",
         "user",
         "users",
         "customer",
@@ -48,6 +50,7 @@ PERSONAL_SEGMENTS = frozenset(
         "authors",
         "student",
         "students",
+        "documents and settings",
     ]
 )
 # Segments after a personal keyword that are routes, not names.
