@@ -16,6 +16,7 @@ pattern; they are counted in the report's status histogram).
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import re
 import unicodedata
@@ -25,7 +26,7 @@ from typing import Any
 
 from gossipmind.core.errors import SchemaError
 from gossipmind.core.schema import pattern_id
-from gossipmind.learn.redact import redact
+from gossipmind.learn.redact import looks_random, redact
 from gossipmind.learn.shape import shape
 from gossipmind.learn.taxonomy import Rule, classify
 from gossipmind.learn.template import canonical
@@ -45,6 +46,7 @@ MAX_NAME = 64
 _PH = re.compile(r"<([a-z]+)>")
 _BAD = re.compile(r"[^a-z0-9._/-]+")
 _CLASS_REPR = re.compile(r"<class '([^']*)'>")
+_RUN = re.compile(r"(?<![<A-Za-z0-9])[A-Za-z0-9]+(?![>A-Za-z0-9])")
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
@@ -94,8 +96,20 @@ def _normalise_cached(raw: str, max_len: int) -> str:
     return _normalise(raw, max_len)
 
 
+def _id_run(m: re.Match[str]) -> str:
+    """An id in a name (a customer, an order): a run of letters and digits that
+    alternates between them four times or more (``N3xT8kLq``, ``a3f9c2``; not ``ec2``,
+    ``utf8mb4``, ``v1beta1``), a random-looking run of letters, or four digits or more.
+    The template masks such words in a message; a name needs it too."""
+    run = m.group(0)
+    if run.isdigit():
+        return "<num>" if len(run) >= 4 else run
+    flips = sum(1 for a, b in itertools.pairwise(run) if a.isdigit() != b.isdigit())
+    return "<id>" if flips >= 4 or looks_random(run) else run
+
+
 def _normalise(raw: str, max_len: int) -> str:
-    s = _PH.sub(r"\1", redact(raw))
+    s = _PH.sub(r"\1", _RUN.sub(_id_run, redact(raw)))
     s = unicodedata.normalize("NFKD", s).encode("ascii", "ignore").decode("ascii").lower()
     s = _BAD.sub("_", s)
     s = s.lstrip("._/-")[:max_len]
