@@ -25,7 +25,21 @@ from gossipmind.learn.redact import redact
 
 _USER = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=3, max_size=12).filter(
     # a name the template would not mask anyway, and no word of the text around it
-    lambda u: u not in {"open", "failed", "home", "users", "file", "var"}
+    lambda u: (
+        u
+        not in {
+            "open",
+            "failed",
+            "home",
+            "users",
+            "file",
+            "app",
+            "main",
+            "library",
+            "appdata",
+            "txt",
+        }
+    )
 )
 
 
