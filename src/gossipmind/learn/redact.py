@@ -32,6 +32,8 @@ Guarantees:
   the line (or of a quoted value): ``cookie: a=b; c=d`` -> ``cookie: <secret>``;
 * ``user@host`` with a bare host label (``bob@localhost``) is an email, and so is
   an internationalised address (``josé@exämple.com``, ``田中@例え.jp``);
+* the user of a home directory (``/home/alice``, ``~alice/``, ``C:\\Users\\alice``) is a
+  ``<name>``, and so is the segment after any personal one (``/customers/acme``);
 * URL credentials are redacted whole, even when the password holds ``/``, ``?``
   or ``#`` (``postgres://admin:pa/ss@db/app`` -> ``postgres://<cred>@db/app``);
 * input longer than :data:`MAX_INPUT` is cut at the last whitespace before the
