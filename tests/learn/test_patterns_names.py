@@ -19,6 +19,7 @@ from gossipmind.learn.patterns import Failure, normalise_name, reduce
     [
         ("charge cus_N3xT8kLq", "charge_cus_id"),
         ("order_1234", "order_num"),
+        ("charge cus_A2A22222A", "charge_cus_id"),  # redaction masked part of it first
         ("refund a3f9c2", "refund_id"),
         ("lookup NffrFeUfNVHib", "lookup_id"),
         # names with digits that are no id stay

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from gossipmind.learn.patterns import template_of
 from gossipmind.learn.redact import redact
+from gossipmind.learn.redact_keys import PERSONAL_SEGMENTS, ROUTE_SEGMENTS
 
 _USER = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=3, max_size=12).filter(
     # a name the template would not mask anyway, and no word of the text around it
@@ -39,6 +40,8 @@ _USER = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=3, max_size=12).
             "appdata",
             "txt",
         }
+        # a route word after a personal segment (/users/search) is kept by design
+        and u not in ROUTE_SEGMENTS
     )
 )
 
@@ -86,6 +89,8 @@ def test_no_generated_home_directory_user_reaches_the_template(user: str, form: 
     path = form.format(user)
     template = template_of("FileNotFoundError", f"open {path} failed")
     assert user not in re.findall(r"[a-z]+", template.lower())
+    if user in PERSONAL_SEGMENTS:  # /home/customer/app: "app" is then a name too
+        return
     # the signal: every user's failure is the same pattern
     assert template == template_of("FileNotFoundError", f"open {form.format('zed')} failed")
 

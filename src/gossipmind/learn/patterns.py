@@ -46,7 +46,7 @@ MAX_NAME = 64
 _PH = re.compile(r"<([a-z]+)>")
 _BAD = re.compile(r"[^a-z0-9._/-]+")
 _CLASS_REPR = re.compile(r"<class '([^']*)'>")
-_RUN = re.compile(r"(?<![<A-Za-z0-9])[A-Za-z0-9]+(?![>A-Za-z0-9])")
+_RUN = re.compile(r"(?<![>A-Za-z0-9])(?:[A-Za-z0-9]|<[a-z]+>)+(?![<A-Za-z0-9])")
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
@@ -99,9 +99,12 @@ def _normalise_cached(raw: str, max_len: int) -> str:
 def _id_run(m: re.Match[str]) -> str:
     """An id in a name (a customer, an order): a run of letters and digits that
     alternates between them four times or more (``N3xT8kLq``, ``a3f9c2``; not ``ec2``,
-    ``utf8mb4``, ``v1beta1``), a random-looking run of letters, or four digits or more.
+    ``utf8mb4``, ``v1beta1``), a random-looking run of letters, four digits or more, or
+    a run that redaction masked in part.
     The template masks such words in a message; a name needs it too."""
     run = m.group(0)
+    if "<" in run:  # redaction masked part of it: A2A22222A -> A2A<num>A
+        return run if _PH.fullmatch(run) else "<id>"
     if run.isdigit():
         return "<num>" if len(run) >= 4 else run
     flips = sum(1 for a, b in itertools.pairwise(run) if a.isdigit() != b.isdigit())
