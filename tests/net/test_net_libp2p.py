@@ -441,6 +441,35 @@ async def test_oversize_and_truncated_frames_from_peer() -> None:
             assert "truncated" in str(outcome[1])
 
 
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        b"\x80" * 10 + b"\x01",  # longer than 10 bytes (sync.md §1)
+        b"\xff" * 9 + b"\x7f",  # 10 bytes, but over 64 bits
+    ],
+)
+async def test_a_bad_length_prefix_is_an_oversized_frame_not_a_lost_link(prefix: bytes) -> None:
+    # Before the fix both came out as a plain NetworkError, which the syncer counts
+    # as `network` (a lost link: not penalized), though no link loss can produce them.
+    outcome: list[BaseException] = []
+
+    async def record(stream: Stream) -> None:
+        try:
+            await stream.receive()
+        except NetworkError as exc:
+            outcome.append(exc)
+            raise
+
+    with trio.fail_after(30):
+        async with hosts(["prefix-sender", "prefix-receiver"]) as (a, b):
+            b.set_stream_handler(ECHO, record)
+            await a.connect(b.addrs()[0])
+            s = await a.open_stream(b.peer_id, ECHO)
+            await s.send_unframed(prefix)  # type: ignore[attr-defined]
+            await wait_for(lambda: len(outcome) == 1)
+            assert isinstance(outcome[0], FrameTooLarge)
+
+
 async def test_handler_errors_reset_only_that_stream() -> None:
     async def picky(stream: Stream) -> None:
         await stream.receive()

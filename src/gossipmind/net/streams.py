@@ -122,13 +122,21 @@ class Libp2pStream:
                 if not byte & 0x80:
                     try:
                         length = decode_uvarint(bytes(self._buf[: i + 1]))
-                    except ParseError as exc:  # pragma: no cover - guarded by the 10-byte cap
-                        raise NetworkError(f"bad frame length: {exc}") from exc
+                    except ParseError as exc:  # a 10-byte prefix over 64 bits
+                        await self.reset()
+                        raise FrameTooLarge(
+                            f"peer {self._remote_peer} sent a frame length over 64 bits: {exc}"
+                        ) from exc
                     del self._buf[: i + 1]
                     return length
             if len(self._buf) >= _MAX_VARINT:
+                # Ten bytes with the continuation bit announce at least 2^70 bytes: an
+                # oversized frame (sync.md §1), not a lost link. Counted and penalized as
+                # such (``frame_too_large``), never as ``network``, which is not.
                 await self.reset()
-                raise NetworkError(f"bad frame length prefix from {self._remote_peer}")
+                raise FrameTooLarge(
+                    f"peer {self._remote_peer} sent a frame length prefix over {_MAX_VARINT} bytes"
+                )
             if not await self._fill():
                 if self._buf:
                     raise TruncatedFrame(f"truncated frame length from {self._remote_peer}")
