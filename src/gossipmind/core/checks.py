@@ -60,7 +60,7 @@ def name(max_len: int = 64) -> Checker:
     def check(x: Any, path: str) -> str:
         if type(x) is not str or not 1 <= len(x) <= max_len or not _NAME.match(x):
             s: str = text(max_len, min_len=1)(x, path)
-            raise fail(path, f"{s!r} is not a lowercase name ([a-z0-9][a-z0-9._/-]*)")
+            raise fail(path, f"{s!r} is not a lowercase name (\\*|[a-z0-9][a-z0-9._*/-]*)")
         return x
 
     return check
