@@ -209,3 +209,66 @@ def test_trio_event_loop_never_waits_for_a_hung_node(
     loop_thread = trio.run(main)
     assert len(io_threads) >= 2 and hung_client.stats.reports_queued == 2
     assert loop_thread not in io_threads
+
+
+# ------------------------------------------------ a fix this SDK cannot apply (review)
+
+UNREADABLE = [
+    KEYED | {"budget_ms": None},  # retries without a budget
+    KEYED | {"steps": [*KEYED["steps"], {"type": "hedge", "copies": 2}]},  # a newer step type
+    KEYED | {"steps": [KEYED["steps"][0], {**KEYED["steps"][1], "future": 1}]},
+]
+
+
+@pytest.mark.parametrize("recipe", UNREADABLE)
+def test_a_fix_the_sdk_cannot_apply_never_replaces_the_call(
+    tmp_path: Path, recipe: dict[str, Any]
+) -> None:
+    """A cached fix whose recipe this SDK's executor refuses (a newer node's, say)
+    made the decorated call raise ``SchemaError``: a payment was never attempted,
+    a failed search lost its own error. Now the call goes on as if no fix were known."""
+    recipe = {k: v for k, v in recipe.items() if v is not None}
+    client = Client(tmp_path, stream=False)
+    for fid, (svc, op, err) in enumerate(
+        [("payments", "charge", None), ("search", "query", TimeoutError("search timed out"))]
+    ):
+        pattern = client.pattern_of(err, service=svc, operation=op).pattern if err else bytes(32)
+        fix = Fix(
+            bytes([fid + 1]) * 32,
+            pattern,
+            recipe | {"scope": f"{svc}.{op}"},
+            "",
+            "low",
+            service=svc,
+            operation=op,
+        )
+        client._cache[pattern] = {fix.id: fix}
+    made: list[str | None] = []
+
+    @client.resilient(service="payments", operation="charge", idempotent=False)
+    def pay(amount: int, idempotency_key: str | None = None) -> int:
+        made.append(idempotency_key)
+        return amount
+
+    @client.resilient(service="search", operation="query")
+    def search() -> str:
+        raise TimeoutError("search timed out")
+
+    assert pay(4999) == 4999 and made == [None]  # the call ran once, as written
+    with pytest.raises(TimeoutError):
+        search()
+
+    @client.resilient(service="payments", operation="charge", idempotent=False)
+    async def apay(amount: int, idempotency_key: str | None = None) -> int:
+        made.append(idempotency_key)
+        return amount
+
+    @client.resilient(service="search", operation="query")
+    async def asearch() -> str:
+        raise TimeoutError("search timed out")
+
+    assert asyncio.run(apay(10)) == 10 and made == [None, None]
+    with pytest.raises(TimeoutError):
+        trio.run(asearch)
+    assert any("not applied" in e for e in client.stats.errors)
+    client.close()

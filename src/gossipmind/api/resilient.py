@@ -104,6 +104,57 @@ class Resilient:
             return None
         return _quietly(self.client.preventive_fix, self.service, self.operation)
 
+    def _apply(
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        idempotent: bool,
+        prior: BaseException | None,
+    ) -> Execution[T] | None:
+        """``fn`` under the fix, or ``None`` if the fix cannot be applied here.
+
+        The executor never raises the call's own error: what it raises (a recipe
+        this SDK cannot read, say one from a newer node; a local allow-list check
+        that fails) comes before any attempt was made. The call then goes on as if
+        no fix were known: run as written, or end with its own error.
+        """
+        assert self.fix is not None
+        try:
+            return self.client.apply_fix(
+                self.fix, fn, *args, idempotent=idempotent, prior_error=prior, **kwargs
+            )
+        except Exception as sdk_error:  # noqa: BLE001 - never replaces the agent's value or error
+            self._not_applied(sdk_error)
+            return None
+
+    async def _aapply(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        idempotent: bool,
+        prior: BaseException | None,
+    ) -> Execution[T] | None:
+        """:meth:`_apply` for coroutine functions."""
+        assert self.fix is not None
+        try:
+            return await self.client.apply_fix_async(
+                self.fix, fn, *args, idempotent=idempotent, prior_error=prior, **kwargs
+            )
+        except Exception as sdk_error:  # noqa: BLE001 - never replaces the agent's value or error
+            self._not_applied(sdk_error)
+            return None
+
+    def _not_applied(self, sdk_error: Exception) -> None:
+        assert self.fix is not None
+        text = f"fix {self.fix.id.hex()[:12]} not applied: {sdk_error!r}"
+        log.debug("gossipmind: %s", text)
+        _quietly(self.client._note_error, text)
+        self.fix = None
+
     def _report_outcome(self, execution: Execution[Any], started: float, reported: bool) -> None:
         """Queue how the fix went (and the failure, if not yet): never waiting, never raising."""
         assert self.fix is not None
@@ -128,18 +179,19 @@ class Resilient:
         started = time.monotonic()
         self.fix = self._preventive()
         if self.fix is not None:
-            execution = self.client.apply_fix(self.fix, fn, *args, idempotent=False, **kwargs)
-            self._report_outcome(execution, started, reported=False)
-            return self._conclude(execution)  # type: ignore[no-any-return]
+            execution = self._apply(fn, args, kwargs, idempotent=False, prior=None)
+            if execution is not None:
+                self._report_outcome(execution, started, reported=False)
+                return self._conclude(execution)  # type: ignore[no-any-return]
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - the agent's error: report, fix, decide
             self.fix = self._report(exc, started)
             if self.fix is None:
                 return self._give_up(exc)  # type: ignore[no-any-return]
-            execution = self.client.apply_fix(
-                self.fix, fn, *args, idempotent=self.idempotent, prior_error=exc, **kwargs
-            )
+            execution = self._apply(fn, args, kwargs, idempotent=self.idempotent, prior=exc)
+            if execution is None:
+                return self._give_up(exc)  # type: ignore[no-any-return]
             self._report_outcome(execution, started, reported=True)
             return self._conclude(execution)  # type: ignore[no-any-return]
 
@@ -152,20 +204,19 @@ class Resilient:
         started = time.monotonic()
         self.fix = self._preventive()
         if self.fix is not None:
-            execution = await self.client.apply_fix_async(
-                self.fix, fn, *args, idempotent=False, **kwargs
-            )
-            self._report_outcome(execution, started, reported=False)
-            return self._conclude(execution)  # type: ignore[no-any-return]
+            execution = await self._aapply(fn, args, kwargs, idempotent=False, prior=None)
+            if execution is not None:
+                self._report_outcome(execution, started, reported=False)
+                return self._conclude(execution)  # type: ignore[no-any-return]
         try:
             return await fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - the agent's error: report, fix, decide
             self.fix = await self._areport(exc, started)
             if self.fix is None:
                 return self._give_up(exc)  # type: ignore[no-any-return]
-            execution = await self.client.apply_fix_async(
-                self.fix, fn, *args, idempotent=self.idempotent, prior_error=exc, **kwargs
-            )
+            execution = await self._aapply(fn, args, kwargs, idempotent=self.idempotent, prior=exc)
+            if execution is None:
+                return self._give_up(exc)  # type: ignore[no-any-return]
             self._report_outcome(execution, started, reported=True)
             return self._conclude(execution)  # type: ignore[no-any-return]
 
