@@ -272,3 +272,41 @@ def test_a_fix_the_sdk_cannot_apply_never_replaces_the_call(
         trio.run(asearch)
     assert any("not applied" in e for e in client.stats.errors)
     client.close()
+
+
+def test_a_client_without_a_stream_stops_applying_a_fix_the_node_revoked(tmp_path: Path) -> None:
+    """``stream=False`` has no event stream to hear of a revocation, and used to keep the
+    node's first answer for good: a revoked fix was applied for as long as it ran. It now
+    asks the node at each failed call (as documented), and uses its last answer only
+    while the node cannot be asked. (The node is stood in for by its answers: 200 with
+    the accepted fix, then 404 once revoked, then down.)"""
+    client = Client(tmp_path, stream=False)
+    err = TimeoutError("search timed out")
+    pattern = client.pattern_of(err, service="search", operation="query").pattern
+    recipe = KEYED | {"scope": "search.query", "steps": KEYED["steps"][1:]}
+    doc = {"fix": "ab" * 32, "pattern": pattern.hex(), "recipe": recipe, "status": "accepted"}
+    answers: list[Any] = [(200, doc), (404, {"error": "no accepted fix"}), (200, doc), None]
+
+    def node(method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        if not path.startswith("/v1/fix?"):
+            return 202, {}  # the outbox's reports and outcomes
+        answer = answers.pop(0)
+        if answer is None:
+            raise NetworkError("the node is down")
+        return answer  # type: ignore[no-any-return]
+
+    client._call = node  # type: ignore[method-assign]
+    attempts: list[int] = []
+
+    @client.resilient(service="search", operation="query")
+    def search() -> str:
+        attempts.append(1)
+        raise TimeoutError("search timed out")
+
+    for expected in (3, 1, 3, 3):  # accepted; revoked; accepted again; node down: last answer
+        attempts.clear()
+        with pytest.raises(TimeoutError):
+            search()
+        assert len(attempts) == expected
+    assert answers == []
+    client.close()

@@ -338,22 +338,33 @@ class Client:
         return None
 
     def fix_for(self, pattern: bytes) -> Fix | None:
+        """The best fix for ``pattern``: from the cache the event stream keeps, else
+        asked of the node. A client without a stream (``stream=False``) asks the node
+        every time, so a fix revoked there is never applied again: it used to keep
+        the first answer for good, and applied a revoked fix for as long as it ran.
+        If the node cannot be asked, what it last said is used (fail open)."""
         self._resume()
-        fix = self._cached(pattern)
-        if fix is not None:
-            return fix
-        if self._ready.is_set() and not self.canary:
-            return None  # the stream is live: no accepted fix exists
+        if self._streams:
+            fix = self._cached(pattern)
+            if fix is not None:
+                return fix
+            if self._ready.is_set() and not self.canary:
+                return None  # the stream is live: no accepted fix exists
         try:
             flag = "&canary=1" if self.canary else ""
             status, doc = self._call("GET", f"/v1/fix?pattern={pattern.hex()}{flag}")
         except GossipmindError:
-            return None  # fail open
+            return None if self._streams else self._cached(pattern)  # fail open
+        if status == 404 and not self._streams:
+            self._cache.pop(pattern, None)  # none accepted now (revoked, say)
         if status != 200:
-            return None
+            return None if self._streams or status == 404 else self._cached(pattern)
         fix = Fix.from_json(doc)
         if doc.get("status") == "accepted":
-            self._cache.setdefault(pattern, {})[fix.id] = fix
+            if self._streams:
+                self._cache.setdefault(pattern, {})[fix.id] = fix
+            else:  # the node's answer now: the only fix this client knows for the pattern
+                self._cache[pattern] = {fix.id: fix}
         return fix
 
     def preventive_fix(self, service: str, operation: str) -> Fix | None:
