@@ -13,6 +13,9 @@ starts once ``budget_ms`` has run out, and a wait that would reach it ends the
 call (either way with the last attempt's own error); an attempt is cut at the
 budget's deadline (but see threads, below); the local fallback/escalation run
 after it. A non-idempotent call is retried only if an idempotency key reaches it.
+Fallbacks do not nest: a call made while a fallback runs gets no fallback of its
+own (two decorated calls registered as each other's fallback looped until the
+recursion limit: ~280 calls of the service for one call of the agent's).
 
 Idempotency key: one per logical call, the same on every attempt (a caller's
 own ``idempotency_key=``, or ``step.header`` in any case in ``headers=``, wins),
@@ -58,7 +61,14 @@ from gossipmind.learn.breaker import (
     retry_after_ms,
 )
 from gossipmind.learn.headers import as_keywords
-from gossipmind.learn.plan import Execution, LocalRegistry, Plan, Skipped, build_plan
+from gossipmind.learn.plan import (
+    IN_FALLBACK,
+    Execution,
+    LocalRegistry,
+    Plan,
+    Skipped,
+    build_plan,
+)
 
 __all__ = ["Execution", "Executor", "LocalRegistry", "Skipped"]
 
@@ -413,6 +423,7 @@ class Executor:
         r, plan = run.record, run.plan
         if plan.fallback is not None:
             name, fb = plan.fallback
+            inside = IN_FALLBACK.set(True)  # a call the fallback makes gets no fallback
             try:
                 r.value = await _settle(fb(*args, **kwargs), awaits)
             except Exception as exc:  # noqa: BLE001 - fallback failed too: keep the call's error
@@ -420,6 +431,8 @@ class Executor:
             else:
                 r.outcome, r.fallback = "fallback", name
                 return
+            finally:
+                IN_FALLBACK.reset(inside)
         if plan.escalate is not None:
             name, handler = plan.escalate
             try:

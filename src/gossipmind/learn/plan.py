@@ -10,6 +10,7 @@ steps that apply, with their figures, and the ones skipped and why);
 
 from __future__ import annotations
 
+import contextvars
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,13 @@ from gossipmind.learn.headers import param_kind, with_key
 
 T = TypeVar("T")
 Scalar = int | str | bool
+
+# Set while a recipe's fallback runs (in its task, thread, and the attempts it starts).
+# A fallback that is itself a decorated call runs its own fix without a fallback:
+# fallbacks do not nest, so two calls that fall back to each other cannot loop.
+IN_FALLBACK: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "gossipmind_in_fallback", default=False
+)
 
 
 # ------------------------------------------------------------------------- registry
@@ -204,7 +212,9 @@ def build_plan(
         plan.breaker = (s["failure_threshold"], s["reset_ms"])
         applied.append("circuit_breaker")
     if (s := steps.get("fallback")) is not None:
-        if (fb := registry.fallbacks.get(s["target"])) is None:
+        if IN_FALLBACK.get():
+            skip("fallback", "the call is made by a fallback: fallbacks do not nest")
+        elif (fb := registry.fallbacks.get(s["target"])) is None:
             skip("fallback", f"no local fallback named {s['target']!r}")
         else:
             plan.fallback = (s["target"], fb)
