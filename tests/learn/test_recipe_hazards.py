@@ -3,13 +3,19 @@
 Each test failed on the code before its fix.
 
 - two calls whose fixes fall back to each other looped until the recursion limit,
-  calling the service hundreds of times for one call of the agent's.
+  calling the service hundreds of times for one call of the agent's;
+- a sync attempt under a ``timeout`` step that could get no thread (the process at its
+  thread limit, say with attempts abandoned at their timeout) was never made, and the
+  call ended with ``RuntimeError`` instead of its own value or error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
+
+import pytest
 
 from gossipmind.learn.executor import Executor, LocalRegistry
 
@@ -99,3 +105,45 @@ def test_a_fallback_still_answers_when_it_does_not_loop() -> None:
     assert record.outcome == "fallback" and record.value == ["cached"]
     again = ex.run_sync(falls_back_to("cache", "search.query"), search, "q", idempotent=True)
     assert again.value == ["cached"]  # the flag does not outlive the fallback
+
+
+def test_an_attempt_that_gets_no_thread_is_still_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = threading.Thread.start
+
+    def start(self: threading.Thread) -> None:
+        if self.name == "gossipmind-attempt":
+            raise RuntimeError("can't start new thread")
+        real(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    bounded = {
+        "scope": "search.query",
+        "budget_ms": 5000,
+        "steps": [
+            {
+                "type": "retry",
+                "max_attempts": 3,
+                "base_ms": 1,
+                "cap_ms": 1,
+                "jitter": "none",
+                "on": ["timeout"],
+            },
+            {"type": "timeout", "ms": 1000},
+        ],
+    }
+    made: list[str] = []
+
+    def search(q: str) -> str:
+        made.append(q)
+        return "results"
+
+    first = TimeoutError("the agent's own")
+    record = Executor().run_sync(bounded, search, "q", idempotent=True, prior_error=first)
+    assert record.outcome == "success" and record.value == "results" and made == ["q"]
+
+    def down(q: str) -> str:
+        made.append(q)
+        raise ConnectionError("the agent's own error")
+
+    record = Executor().run_sync(bounded, down, "q", idempotent=True)
+    assert isinstance(record.error, ConnectionError) and len(made) == 2

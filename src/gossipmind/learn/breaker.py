@@ -109,7 +109,13 @@ class SystemClock:
             finally:
                 done.set()
 
-        threading.Thread(target=work, name="gossipmind-attempt", daemon=True).start()
+        try:
+            threading.Thread(target=work, name="gossipmind-attempt", daemon=True).start()
+        except RuntimeError:  # "can't start new thread" (say, abandoned attempts fill the limit)
+            # run it here, unbounded, as with ``sync_timeouts=False``: the call is still
+            # made; this was the attempt's "error", so the agent's call was never made and
+            # ended with RuntimeError instead of its own error
+            return fn()
         if not done.wait(max(timeout_ms, 0.0) / 1000.0):
             raise AttemptTimeout(f"attempt exceeded {timeout_ms:.0f} ms")
         ok, value = box[0]
