@@ -6,7 +6,10 @@ Each test failed on the code before its fix.
   calling the service hundreds of times for one call of the agent's;
 - a sync attempt under a ``timeout`` step that could get no thread (the process at its
   thread limit, say with attempts abandoned at their timeout) was never made, and the
-  call ended with ``RuntimeError`` instead of its own value or error.
+  call ended with ``RuntimeError`` instead of its own value or error;
+- the registry is one for all of a client's calls: a fix for ``payments.charge``
+  naming the search cache's fallback returned the cache's value as the charge's.
+  A registration can now be limited to a scope.
 """
 
 from __future__ import annotations
@@ -147,3 +150,39 @@ def test_an_attempt_that_gets_no_thread_is_still_made(monkeypatch: pytest.Monkey
 
     record = Executor().run_sync(bounded, down, "q", idempotent=True)
     assert isinstance(record.error, ConnectionError) and len(made) == 2
+
+
+def test_a_registration_limited_to_a_scope_serves_no_other_scope() -> None:
+    registry = LocalRegistry()
+    registry.add_fallback("search-cache", lambda *a, **kw: ["cached"], scope="search")
+    registry.add_escalation("oncall", lambda summary: None, scope="search.query")
+    registry.allow_param("page_size", scope="search")
+    ex = Executor(registry)
+
+    def charge(customer: str, amount: int, page_size: int = 0) -> str:
+        raise TimeoutError("charge timed out")
+
+    steps = [
+        {"type": "set_param", "name": "page_size", "value": 100},
+        {"type": "fallback", "target": "search-cache"},
+        {"type": "escalate", "to": "oncall"},
+    ]
+    record = ex.run_sync(
+        {"scope": "payments.charge", "steps": steps}, charge, "jane", 4999, idempotent=False
+    )
+    assert record.outcome == "failed" and isinstance(record.error, TimeoutError)
+    assert record.value is None and record.applied == []
+    assert [s.step for s in record.skipped] == ["set_param", "fallback", "escalate"]
+    assert "registered for scope 'search' only" in record.skipped[1].reason
+
+    def query(q: str, page_size: int = 0) -> str:
+        raise TimeoutError("search timed out")
+
+    record = ex.run_sync({"scope": "search.query", "steps": steps}, query, "q", idempotent=True)
+    assert record.outcome == "fallback" and record.value == ["cached"]
+    assert record.applied == ["set_param", "fallback", "escalate"]
+    registry.add_fallback("search-cache", lambda *a, **kw: ["any"])  # again, unscoped
+    record = ex.run_sync(
+        {"scope": "payments.charge", "steps": steps[1:2]}, charge, "j", 1, idempotent=False
+    )
+    assert record.value == ["any"]  # as before: an unscoped registration serves every scope

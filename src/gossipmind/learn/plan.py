@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
+from gossipmind.core.policy import scope_covers
 from gossipmind.core.recipe import check_recipe, key_header_problem, steps_by_type
 from gossipmind.learn.headers import param_kind, with_key
 
@@ -34,24 +35,55 @@ IN_FALLBACK: contextvars.ContextVar[bool] = contextvars.ContextVar(
 
 
 class LocalRegistry:
-    """What the agent allows recipes to use: fallbacks, escalation handlers, parameters."""
+    """What the agent allows recipes to use: fallbacks, escalation handlers, parameters.
+
+    One registry serves every call of the client, whatever its service. ``scope=``
+    limits a registration to the recipes of that scope and its sub-scopes
+    (``"search"`` covers ``search.query``): without it, a fix for ``payments.charge``
+    naming the search cache's fallback would get its value returned as the charge's.
+    """
 
     def __init__(self) -> None:
         self.fallbacks: dict[str, Callable[..., Any]] = {}
         self.escalations: dict[str, Callable[[dict[str, Any]], Any]] = {}
         self.params: dict[str, Callable[[Scalar], bool] | None] = {}
+        self.scopes: dict[tuple[str, str], str] = {}  # (step type, name) -> its only scope
 
-    def add_fallback(self, name: str, fn: Callable[..., Any]) -> None:
+    def _limit(self, step: str, name: str, scope: str | None) -> None:
+        if scope is None:
+            self.scopes.pop((step, name), None)
+        else:
+            self.scopes[(step, name)] = scope
+
+    def out_of_scope(self, step: str, name: str, scope: str) -> str | None:
+        """Why the registration ``name`` of ``step`` may not serve a recipe of ``scope``."""
+        only = self.scopes.get((step, name))
+        if only is None or scope_covers(only, scope):
+            return None
+        return f"{name!r} is registered for scope {only!r} only"
+
+    def add_fallback(self, name: str, fn: Callable[..., Any], *, scope: str | None = None) -> None:
         """``fn`` is called with the original arguments when the recipe falls back to ``name``."""
         self.fallbacks[name] = fn
+        self._limit("fallback", name, scope)
 
-    def add_escalation(self, name: str, handler: Callable[[dict[str, Any]], Any]) -> None:
+    def add_escalation(
+        self, name: str, handler: Callable[[dict[str, Any]], Any], *, scope: str | None = None
+    ) -> None:
         """``handler(summary)`` gets a redacted summary (no messages, no arguments)."""
         self.escalations[name] = handler
+        self._limit("escalate", name, scope)
 
-    def allow_param(self, name: str, check: Callable[[Scalar], bool] | None = None) -> None:
+    def allow_param(
+        self,
+        name: str,
+        check: Callable[[Scalar], bool] | None = None,
+        *,
+        scope: str | None = None,
+    ) -> None:
         """Let ``set_param`` set keyword ``name``; ``check(value)`` may veto a value."""
         self.params[name] = check
+        self._limit("set_param", name, scope)
 
 
 # ------------------------------------------------------------------------ the record
@@ -157,6 +189,8 @@ def build_plan(
         check = registry.params.get(name)
         if name not in registry.params:
             skip("set_param", f"{name!r} is not on the local allow-list")
+        elif (off := registry.out_of_scope("set_param", name, plan.scope)) is not None:
+            skip("set_param", off)
         elif check is not None and not check(value):
             skip("set_param", f"value for {name!r} refused locally")
         elif param_kind(fn, name) not in ("named", "varkw"):
@@ -216,12 +250,16 @@ def build_plan(
             skip("fallback", "the call is made by a fallback: fallbacks do not nest")
         elif (fb := registry.fallbacks.get(s["target"])) is None:
             skip("fallback", f"no local fallback named {s['target']!r}")
+        elif (off := registry.out_of_scope("fallback", s["target"], plan.scope)) is not None:
+            skip("fallback", off)
         else:
             plan.fallback = (s["target"], fb)
             applied.append("fallback")
     if (s := steps.get("escalate")) is not None:
         if (handler := registry.escalations.get(s["to"])) is None:
             skip("escalate", f"no local escalation named {s['to']!r}")
+        elif (off := registry.out_of_scope("escalate", s["to"], plan.scope)) is not None:
+            skip("escalate", off)
         else:
             plan.escalate = (s["to"], handler)
             applied.append("escalate")
