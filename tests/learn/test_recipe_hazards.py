@@ -9,7 +9,9 @@ Each test failed on the code before its fix.
   call ended with ``RuntimeError`` instead of its own value or error;
 - the registry is one for all of a client's calls: a fix for ``payments.charge``
   naming the search cache's fallback returned the cache's value as the charge's.
-  A registration can now be limited to a scope.
+  A registration can now be limited to a scope;
+- a retry the circuit breaker refused (another call held the half-open trial) ended the
+  call with ``CircuitOpen`` instead of its own error.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from gossipmind.learn.breaker import CircuitOpen, SystemClock
 from gossipmind.learn.executor import Executor, LocalRegistry
 
 
@@ -186,3 +189,37 @@ def test_a_registration_limited_to_a_scope_serves_no_other_scope() -> None:
         {"scope": "payments.charge", "steps": steps[1:2]}, charge, "j", 1, idempotent=False
     )
     assert record.value == ["any"]  # as before: an unscoped registration serves every scope
+
+
+class TrialTaker(SystemClock):
+    """The real clock, during whose sleeps another call takes the half-open trial."""
+
+    def __init__(self) -> None:
+        self.ex: Executor | None = None
+
+    def sleep_ms(self, ms: int) -> None:
+        super().sleep_ms(ms)
+        assert self.ex is not None
+        assert self.ex.breakers.allow("key", 1)  # another call's attempt, still running
+
+
+def test_a_retry_the_breaker_refuses_ends_with_the_calls_own_error() -> None:
+    """The breaker opened on the call's own failure; when the retry came, another call
+    held the half-open trial. The call ended with the SDK's ``CircuitOpen`` instead of
+    its own error (which an agent's ``except TimeoutError`` no longer caught)."""
+    clock = TrialTaker()
+    ex = clock.ex = Executor(clock=clock)
+    breaker = {"type": "circuit_breaker", "failure_threshold": 1, "reset_ms": 1}
+    retry = {"type": "retry", "max_attempts": 3, "base_ms": 5, "cap_ms": 5, "jitter": "none"}
+    recipe = {
+        "scope": "search.query",
+        "budget_ms": 5000,
+        "steps": [retry | {"on": ["timeout"]}, breaker],
+    }
+
+    def search() -> str:
+        raise TimeoutError("search timed out")
+
+    record = ex.run_sync(recipe, search, idempotent=True, breaker_key="key")
+    assert isinstance(record.error, TimeoutError) and not isinstance(record.error, CircuitOpen)
+    assert record.attempts == 1 and record.stop == "circuit_open"

@@ -88,6 +88,7 @@ class _Run(Generic[T]):
         self.last_hint: int | None = None
         self.last_exc: BaseException | None = None  # the latest error of an attempt made
         self.out_of_budget = False
+        self.refused = False  # a retry the breaker refused after a real attempt
         self.planned: tuple[int, int, bool] | None = None  # (attempt_number, wait ms, too long)
         self.next_wait = 0
 
@@ -116,6 +117,10 @@ class _Run(Generic[T]):
             if p.deadlines:
                 limit = left if limit is None else min(limit, left)
         if p.breaker is not None and not self.ex.breakers.allow(self.key, p.breaker[1]):
+            if self.last_exc is not None:  # (another call took the half-open trial meanwhile)
+                self.refused = True  # end with the last real error, not CircuitOpen
+                self.record.stop = "circuit_open"
+                raise self.last_exc
             raise CircuitOpen(f"circuit open for {self.key!r}")
         self.record.attempts += 1
         return limit
@@ -151,7 +156,7 @@ class _Run(Generic[T]):
             return False  # a success; or cancellation, KeyboardInterrupt...: never retried
         for refused, reason in (
             (self.out_of_budget, "budget"),
-            (isinstance(exc, CircuitOpen), "circuit_open"),
+            (self.refused or isinstance(exc, CircuitOpen), "circuit_open"),
             (p.max_attempts <= 1, "no_retry"),
             (not p.retries_allowed, "non_idempotent"),
             (self.last_class not in p.on, f"not_retryable:{self.last_class}"),
