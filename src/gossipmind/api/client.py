@@ -401,13 +401,17 @@ class Client:
         prior_error: BaseException | None = None,
         **kwargs: Any,
     ) -> Execution[T]:
-        """Run ``fn`` under the fix's recipe (sync); see :class:`Execution`."""
+        """Run ``fn`` under the fix's recipe (sync); see :class:`Execution`.
+
+        A fix whose scope the policy lists as non-idempotent (``fix.non_idempotent``)
+        runs the call as non-idempotent whatever ``idempotent`` says: after a
+        ``prior_error`` (an attempt without a key) it is never retried."""
         self.stats.fixes_applied += 1
         return self.executor.run_sync(
             fix.recipe,
             fn,
             *args,
-            idempotent=idempotent,
+            idempotent=idempotent and not fix.non_idempotent,
             prior_error=prior_error,
             breaker_key=fix.pattern,
             **kwargs,
@@ -422,13 +426,14 @@ class Client:
         prior_error: BaseException | None = None,
         **kwargs: Any,
     ) -> Execution[T]:
-        """Run a coroutine function under the fix's recipe (asyncio or trio)."""
+        """Run a coroutine function under the fix's recipe (asyncio or trio); see
+        :meth:`apply_fix`."""
         self.stats.fixes_applied += 1
         return await self.executor.run_async(
             fix.recipe,
             fn,
             *args,
-            idempotent=idempotent,
+            idempotent=idempotent and not fix.non_idempotent,
             prior_error=prior_error,
             breaker_key=fix.pattern,
             **kwargs,

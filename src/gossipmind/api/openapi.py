@@ -48,6 +48,11 @@ FIX = _obj(
         "description": "lowest drill success (basis points) the accepting verifiers "
         "measured; ranks fixes whose outcomes tie",
     },
+    non_idempotent={
+        "type": "boolean",
+        "description": "the policy lists the fix's scope as non-idempotent: the SDK never "
+        "retries a call whose failed attempt carried no idempotency key",
+    },
 )
 FAILURE = {
     "type": "object",

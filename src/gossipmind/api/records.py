@@ -22,6 +22,7 @@ class Fix:
     service: str = ""
     operation: str = ""
     drill_bp: int = 0  # the verifiers' drill success: ties on outcomes break on it
+    non_idempotent: bool = False  # the policy lists its scope as non-idempotent
 
     @property
     def retried_classes(self) -> frozenset[str]:
@@ -45,6 +46,7 @@ class Fix:
             str(doc.get("service", "")),
             str(doc.get("operation", "")),
             int(doc.get("drill_bp", 0)),
+            doc.get("non_idempotent") is True,
         )
 
 

@@ -51,6 +51,7 @@ from gossipmind.core.errors import (
     StoreError,
 )
 from gossipmind.core.ops import KINDS, MAX_OP_SIZE
+from gossipmind.core.policy import scope_covers
 from gossipmind.core.schema import check_body
 from gossipmind.core.snapshot import FIX_STATUSES, pattern_row
 from gossipmind.learn.patterns import Failure
@@ -172,10 +173,18 @@ class Api:
             raise SchemaError("", "the body is nested too deeply") from None
 
     def summary(self, row: dict[str, Any]) -> dict[str, Any]:
-        """A fix as the SDK caches it, with its pattern's service and operation."""
-        p = self.node.store.replica.fold.patterns.get(row["pattern"])
+        """A fix as the SDK caches it, with its pattern's service and operation, and
+        whether the policy lists its scope as non-idempotent (``non_idempotent``: the
+        SDK then never retries a call whose failed attempt had no key, even one the
+        agent did not mark ``idempotent=False``)."""
+        r = self.node.store.replica
+        p = r.fold.patterns.get(row["pattern"])
         where = {"service": p.service, "operation": p.operation} if p else {}
-        return fix_summary(row) | where
+        scope = row["recipe"].get("scope") if isinstance(row["recipe"], dict) else None
+        unsafe = isinstance(scope, str) and any(
+            scope_covers(s, scope) for s in r.policy.non_idempotent_scopes
+        )
+        return fix_summary(row) | where | {"non_idempotent": unsafe}
 
     # -- handlers -------------------------------------------------------------------
 
