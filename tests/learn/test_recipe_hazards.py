@@ -11,18 +11,21 @@ Each test failed on the code before its fix.
   naming the search cache's fallback returned the cache's value as the charge's.
   A registration can now be limited to a scope;
 - a retry the circuit breaker refused (another call held the half-open trial) ended the
-  call with ``CircuitOpen`` instead of its own error.
+  call with ``CircuitOpen`` instead of its own error;
+- a ``Retry-After`` date in ``-0000`` was read as the host's local time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from email.utils import formatdate
 from typing import Any
 
 import pytest
 
-from gossipmind.learn.breaker import CircuitOpen, SystemClock
+from gossipmind.learn.breaker import CircuitOpen, SystemClock, retry_after_ms
 from gossipmind.learn.executor import Executor, LocalRegistry
 
 
@@ -223,3 +226,24 @@ def test_a_retry_the_breaker_refuses_ends_with_the_calls_own_error() -> None:
     record = ex.run_sync(recipe, search, idempotent=True, breaker_key="key")
     assert isinstance(record.error, TimeoutError) and not isinstance(record.error, CircuitOpen)
     assert record.attempts == 1 and record.stop == "circuit_open"
+
+
+@pytest.mark.parametrize("zone", ["America/New_York", "Europe/Berlin", "UTC"])
+def test_a_retry_after_date_in_minus_0000_is_utc_on_any_host(
+    monkeypatch: pytest.MonkeyPatch, zone: str
+) -> None:
+    """``-0000`` dates parse without a zone, and were read as the host's local time: on
+    a New York host a 60 s hint became 5 h (the retry given up as too long), on a Berlin
+    host 0 (the rate limiter hammered at once)."""
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        now = 1_800_000_000.0
+        date = formatdate(now + 60, usegmt=True).replace("GMT", "-0000")
+
+        limited = Exception("429 Too Many Requests")
+        limited.headers = {"Retry-After": date}  # type: ignore[attr-defined]
+        assert retry_after_ms(limited, lambda: now) == 60_000
+    finally:
+        monkeypatch.undo()
+        time.tzset()

@@ -31,6 +31,7 @@ exception type and HTTP status (the SDK may pass a richer classifier), and
 from __future__ import annotations
 
 import contextvars
+import datetime
 import math
 import threading
 import time
@@ -265,7 +266,10 @@ def retry_after_ms(exc: BaseException, wall_now: Callable[[], float] = time.time
     except ValueError:
         pass
     try:
-        return _clamp_ms(parsedate_to_datetime(text).timestamp() - wall_now())
+        when = parsedate_to_datetime(text)
+        if when.tzinfo is None:  # "-0000": UTC all the same (HTTP dates are GMT), not local time
+            when = when.replace(tzinfo=datetime.UTC)
+        return _clamp_ms(when.timestamp() - wall_now())
     except (TypeError, ValueError, OverflowError, OSError):
         return None
 
