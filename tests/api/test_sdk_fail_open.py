@@ -310,3 +310,26 @@ def test_a_client_without_a_stream_stops_applying_a_fix_the_node_revoked(tmp_pat
         assert len(attempts) == expected
     assert answers == []
     client.close()
+
+
+def test_a_canary_does_not_cache_a_fix_revoked_while_it_asked(tmp_path: Path) -> None:
+    """A canary asks the node even with a live stream; the fix came back accepted, the
+    stream told its revocation while the answer was on its way, and the answer was then
+    cached: the canary applied the revoked fix until its stream reconnected."""
+    client = Client(tmp_path, canary=True, stream=False)
+    client._streams = True  # as with a live stream (its thread not started here)
+    client._ready.set()
+    pattern = bytes(32)
+    doc = {"fix": "ab" * 32, "pattern": pattern.hex(), "recipe": KEYED, "status": "accepted"}
+
+    def node(method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        if path.startswith("/v1/fix?"):
+            client._apply_event("fix", doc | {"status": "revoked"})  # meanwhile, the stream
+            return 200, doc
+        return 202, {}
+
+    client._call = node  # type: ignore[method-assign]
+    assert client.fix_for(pattern) is not None  # the node's answer, used once
+    assert client._cached(pattern) is None
+    client._streams = False
+    client.close()

@@ -362,7 +362,10 @@ class Client:
         fix = Fix.from_json(doc)
         if doc.get("status") == "accepted":
             if self._streams:
-                self._cache.setdefault(pattern, {})[fix.id] = fix
+                # a live stream delivers accepted fixes itself; caching this answer could
+                # outlive a revoke the stream told meanwhile (a canary kept applying it)
+                if not self._ready.is_set():
+                    self._cache.setdefault(pattern, {})[fix.id] = fix
             else:  # the node's answer now: the only fix this client knows for the pattern
                 self._cache[pattern] = {fix.id: fix}
         return fix
