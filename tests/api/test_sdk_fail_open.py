@@ -318,6 +318,7 @@ def test_a_canary_does_not_cache_a_fix_revoked_while_it_asked(tmp_path: Path) ->
     cached: the canary applied the revoked fix until its stream reconnected."""
     client = Client(tmp_path, canary=True, stream=False)
     client._streams = True  # as with a live stream (its thread not started here)
+    client._resume = lambda: None  # type: ignore[method-assign]  # (it would start one)
     client._ready.set()
     pattern = bytes(32)
     doc = {"fix": "ab" * 32, "pattern": pattern.hex(), "recipe": KEYED, "status": "accepted"}
