@@ -14,6 +14,7 @@ from gossipmind.core.errors import SyncError
 from gossipmind.core.identity import Identity
 from gossipmind.core.snapshot import snapshot
 from gossipmind.sync import messages
+from gossipmind.sync.messages import MAX_IDS
 from gossipmind.sync.session import Session
 from gossipmind.testing import KB, History, sample_report
 from gossipmind.testing.memory import MemoryKB
@@ -246,3 +247,27 @@ def test_an_initiator_that_moved_after_its_hello_still_ends_a_session_in_sync() 
     sent = list(step.send)
     assert step.done and [type(m).__name__ for m in sent] == ["Bye"]
     assert responder.receive(sent[0]).done and responder.completed and initiator.completed
+
+
+def test_fork_heads_past_the_hello_limit_still_converge() -> None:
+    """A hello lists at most 1024 heads. An equivocating member can make many more:
+    every fork at one seq is a head. A replica that holds one fork (so the version
+    vectors agree on the author) learns the others only as the peer's heads; when
+    the hello always listed the 1024 smallest ids, the rest never travelled and the
+    two replicas kept different roots for good (found on a real testnet: 3 000 forks
+    pushed by sync to one node, its peers stuck at 1 029 ops)."""
+    kb = KB(seed=5)
+    kb.grant("admin", "m", "member")
+    kb.sync("admin", "m")
+    base = kb.ops[1:]
+    forks = [
+        kb.forge("m", "pattern.report", sample_report(template=f"fork {i} <*>"), seq=1)
+        for i in range(MAX_IDS + 500)
+    ]
+    full, late = kb_with(kb, base + forks), kb_with(kb, [*base, forks[0]])
+    for _ in range(40):  # bounded; each session now lists another sample of the heads
+        converse(late, full, ingest_into(late), ingest_into(full))
+        if late.root() == full.root():
+            break
+    assert late.count() == full.count() == len(base) + len(forks) + 1
+    assert late.root() == full.root()

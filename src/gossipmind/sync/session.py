@@ -15,6 +15,7 @@ it returns *before* feeding the next message, and sends what it returns.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -55,6 +56,25 @@ def frames(raws: Iterator[bytes], limit: int = MAX_OPS_FRAME) -> Iterator[Ops]:
         yield Ops(batch)
 
 
+_rng = random.SystemRandom()
+
+
+def _listed(heads: list[bytes]) -> list[bytes]:
+    """The heads a hello lists: all of them, or a random :data:`MAX_IDS` if there are
+    more (sorted either way).
+
+    A peer learns of ops its version vector cannot show (forks at a seq it holds)
+    only as our heads. An equivocating member makes one head per fork, so a
+    replica can hold far more than a hello lists; always listing the same ones
+    (the smallest ids) hid the others from every peer for good, and two replicas
+    kept different roots however often they synced. A different sample each
+    session lets each session fetch what its sample names, until none is missing.
+    """
+    if len(heads) <= MAX_IDS:
+        return sorted(heads)
+    return sorted(_rng.sample(heads, MAX_IDS))
+
+
 @dataclass
 class Stats:
     ops_sent: int = 0
@@ -86,7 +106,7 @@ class Session:
 
     def hello(self) -> Hello:
         s = self.source
-        return Hello(s.net, s.version_vector(), s.heads(), s.root(), s.count(), self.peers)
+        return Hello(s.net, s.version_vector(), _listed(s.heads()), s.root(), s.count(), self.peers)
 
     def start(self) -> Iterator[Message]:
         """Messages the initiator sends first (the responder sends nothing)."""
