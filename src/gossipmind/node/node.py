@@ -509,7 +509,8 @@ class Node:
 
     async def _session(self, stream: Stream, *, initiator: bool) -> str | None:
         """Run one session; the reason the peer declined it (``busy``...), if it did."""
-        session = Session(self.source, initiator=initiator, peers=self.peering.share_addrs())
+        peers, nonce = self.peering.share_addrs(), self._rng.randbytes(16)  # a new heads sample
+        session = Session(self.source, initiator=initiator, peers=peers, nonce=nonce)
         timeout = self.config.sync_timeout
         try:
             why = await drive(

@@ -15,7 +15,7 @@ it returns *before* feeding the next message, and sends what it returns.
 
 from __future__ import annotations
 
-import random
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -56,23 +56,25 @@ def frames(raws: Iterator[bytes], limit: int = MAX_OPS_FRAME) -> Iterator[Ops]:
         yield Ops(batch)
 
 
-_rng = random.SystemRandom()
-
-
-def _listed(heads: list[bytes]) -> list[bytes]:
-    """The heads a hello lists: all of them, or a random :data:`MAX_IDS` if there are
-    more (sorted either way).
+def listed_heads(heads: list[bytes], nonce: bytes) -> list[bytes]:
+    """The heads a hello lists, sorted: all of them, or :data:`MAX_IDS` of them
+    picked by ``nonce`` if there are more (the smallest by BLAKE2b(nonce || id)).
 
     A peer learns of ops its version vector cannot show (forks at a seq it holds)
     only as our heads. An equivocating member makes one head per fork, so a
     replica can hold far more than a hello lists; always listing the same ones
     (the smallest ids) hid the others from every peer for good, and two replicas
-    kept different roots however often they synced. A different sample each
-    session lets each session fetch what its sample names, until none is missing.
+    kept different roots however often they synced. With a new nonce for each
+    session (the driver picks it: this module does no I/O), each session names
+    another sample and fetches what it names, until none is missing.
     """
     if len(heads) <= MAX_IDS:
         return sorted(heads)
-    return sorted(_rng.sample(heads, MAX_IDS))
+
+    def rank(h: bytes) -> bytes:
+        return hashlib.blake2b(nonce + h, digest_size=16).digest()
+
+    return sorted(sorted(heads, key=rank)[:MAX_IDS])
 
 
 @dataclass
@@ -84,8 +86,16 @@ class Stats:
 
 
 class Session:
-    def __init__(self, source: OpSource, *, initiator: bool, peers: list[str] | None = None):
+    def __init__(
+        self,
+        source: OpSource,
+        *,
+        initiator: bool,
+        peers: list[str] | None = None,
+        nonce: bytes = b"",
+    ):
         self.source = source
+        self.nonce = nonce  # picks the heads a hello lists when there are too many
         self.initiator = initiator
         self.peers = peers or []
         self.peer: Hello | None = None
@@ -106,7 +116,8 @@ class Session:
 
     def hello(self) -> Hello:
         s = self.source
-        return Hello(s.net, s.version_vector(), _listed(s.heads()), s.root(), s.count(), self.peers)
+        heads = listed_heads(s.heads(), self.nonce)
+        return Hello(s.net, s.version_vector(), heads, s.root(), s.count(), self.peers)
 
     def start(self) -> Iterator[Message]:
         """Messages the initiator sends first (the responder sends nothing)."""

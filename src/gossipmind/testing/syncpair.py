@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -31,7 +32,8 @@ def converse(
     tamper: Callable[[bytes], bytes] | None = None,
 ) -> Transcript:
     """``a`` initiates; frames alternate through encode/decode until both are done."""
-    sa, sb = Session(a, initiator=True), Session(b, initiator=False)
+    sa = Session(a, initiator=True, nonce=os.urandom(16))
+    sb = Session(b, initiator=False, nonce=os.urandom(16))
     to_b: deque[bytes] = deque(messages.encode(m) for m in sa.start())
     to_a: deque[bytes] = deque()
     t = Transcript()

@@ -135,7 +135,7 @@ class Hostile:
                 log.debug("mirror sync not started: %s", exc)
                 await trio.sleep(0.5)
                 continue
-            session = Session(StoreSource(self.store), initiator=True)
+            session = Session(StoreSource(self.store), initiator=True, nonce=os.urandom(16))
             await drive(stream, session, self.store.ingest_raw, counters, timeout=10)
             peer = session.peer
             if peer is not None and peer.root == self.store.replica.root():
