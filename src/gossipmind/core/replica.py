@@ -6,6 +6,7 @@ what a replica accepts; the network feeds it ops in any order.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import itertools
 from collections import OrderedDict
@@ -147,6 +148,8 @@ class Replica:
         self._unsorted_ids: list[bytes] = []
         self.equivocations: dict[tuple[bytes, int], list[bytes]] = {}
         self.members_dirty = True  # set when membership or equivocations change
+        # the equivocations keys changed since the store wrote them (None: all of them)
+        self.forks_dirty: set[tuple[bytes, int]] | None = None
         self._deferred: bool | None = None  # in a batch(): whether a recompute is due
         self.recomputes = 0  # whole-set recomputations so far (revokes, equivocators)
         self._commit(genesis, self._intern(0))
@@ -279,7 +282,13 @@ class Replica:
         forked = op.seq <= len(chain)  # else op.seq == len(chain) + 1 (contiguous)
         if forked:
             key = (op.author, op.seq)
-            self.equivocations[key] = sorted([*self.ops_at(op.author, op.seq), op.id])
+            forks = self.equivocations.get(key)
+            if forks is None:
+                self.equivocations[key] = sorted([chain[op.seq - 1], op.id])
+            else:  # in place: a copy and a sort per fork made a fork flood quadratic
+                bisect.insort(forks, op.id)
+            if self.forks_dirty is not None:
+                self.forks_dirty.add(key)
         else:
             chain.append(op.id)
         new_equivocator = forked and op.author not in self.membership.equivocators
