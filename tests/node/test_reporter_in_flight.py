@@ -66,6 +66,24 @@ async def test_a_report_committed_while_gossip_waits_is_not_written_again_at_sto
     assert node.reporter.local_counts == {} and node.reporter.dropped == 0
 
 
+async def test_a_committed_report_is_not_also_counted_as_unsent_while_gossip_waits(
+    tmp_path: Path,
+) -> None:
+    """The count the API answers (fold + ``local_counts``) was twice the failures from
+    the commit until gossip took the op: ``_done`` ran when the write returned."""
+    spec = prepare(tmp_path, 1, 0)[0]
+    cfg = NodeConfig(data_dir=spec.dir, synchronous="NORMAL", report_window_ms=100, learn=False)
+    async with open_node(cfg, fake=FakeNetwork(seed=1)) as node:
+        full = block_gossip(node)
+        report(node, 5)
+        (pattern,) = node.reporter.local_counts
+        assert node.reporter.local_counts[pattern] == 5  # taken, not written yet
+        with trio.fail_after(10):
+            await full.wait()  # committed; the reporter's write waits for gossip
+        assert reports(node.store.replica) == (1, [5])
+        assert node.reporter.local_counts.get(pattern, 0) == 0
+
+
 async def test_a_report_not_yet_committed_at_stop_is_written_once_by_the_final_flush(
     tmp_path: Path,
 ) -> None:

@@ -150,9 +150,15 @@ class Reporter:
     def durable(self) -> None:
         """The body in flight is committed: its write may still wait (for gossip),
         but it must not be written again (``flush_into``, or a flush after a
-        cancelled one). The node's write calls this (``GroupCommit`` ``durable``)."""
-        if self._inflight is not None:
-            self._inflight.durable = True
+        cancelled one). The node's write calls this (``GroupCommit`` ``durable``),
+        in the same step as the commit that applied the op to the fold: its failures
+        leave ``local_counts`` there and then, so that no reader on the loop sees
+        them both counted in the fold and still unsent (``/v1/failures/count``
+        gave twice the count while gossip took the op)."""
+        flight = self._inflight
+        if flight is not None and not flight.durable:
+            flight.durable = True
+            self._done(*flight.body)
 
     async def flush(self) -> int:
         """Write what is batched now, and what an earlier flush could not; return the
@@ -178,15 +184,16 @@ class Reporter:
                     self._dropped(kind, body, f"refused: {exc}")
                     continue
                 except BaseException:
-                    if flight.durable:  # committed, then cancelled or failed on the way out
-                        self._done(kind, body)
-                    else:  # not written: it is the oldest again
+                    # committed, then cancelled or failed on the way out: counted as sent
+                    # by durable(); else not written: it is the oldest again
+                    if not flight.durable:
                         self._ready.appendleft(flight.body)
                     raise
                 finally:
                     self._inflight = None
                 self._warned_full = False
-                self._done(kind, body)
+                if not flight.durable:  # a write that does not say when it commits
+                    self._done(kind, body)
         return written
 
     def flush_into(self, commit: Commit) -> int:
