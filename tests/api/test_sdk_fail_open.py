@@ -334,3 +334,33 @@ def test_a_canary_does_not_cache_a_fix_revoked_while_it_asked(tmp_path: Path) ->
     assert client._cached(pattern) is None
     client._streams = False
     client.close()
+
+
+def test_the_preventive_fix_is_the_best_ranked_not_the_most_used(tmp_path: Path) -> None:
+    """Among keyed fixes retrying as many classes, the preventive fix was picked by raw
+    successes: 1 000 of 100 000 attempts beat 10 of 10 (s9 recipes review, nit 13)."""
+    client = Client(tmp_path, stream=False)
+    try:
+        common = {"recipe": KEYED, "service": "payments", "operation": "charge"}
+        worn = Fix(
+            b"\x01" * 32,
+            b"\x0a" * 32,
+            rationale="",
+            risk="low",
+            attempts=100_000,
+            successes=1_000,
+            **common,
+        )
+        good = Fix(
+            b"\x02" * 32,
+            b"\x0b" * 32,
+            rationale="",
+            risk="low",
+            attempts=10,
+            successes=10,
+            **common,
+        )
+        client._cache = {worn.pattern: {worn.id: worn}, good.pattern: {good.id: good}}
+        assert client.preventive_fix("payments", "charge") == good
+    finally:
+        client.close()

@@ -390,10 +390,15 @@ class Client:
         if not candidates:
             return None
         # the call's failure is not known yet: prefer the recipe that retries the most
-        # error classes, then the one with the best outcomes
-        return max(
-            candidates, key=lambda f: (len(f.retried_classes), f.successes, -f.attempts, f.id)
+        # error classes, then the best ranked (outcome score, as fix_for ranks: raw
+        # successes preferred 1 000 of 100 000 to 10 of 10)
+        most = max(len(f.retried_classes) for f in candidates)
+        best = rank(
+            {"fix": f.id, "attempts": f.attempts, "successes": f.successes, "drill_bp": f.drill_bp}
+            for f in candidates
+            if len(f.retried_classes) == most
         )
+        return next(f for f in candidates if f.id == best[0]["fix"])
 
     def apply_fix(
         self,
