@@ -271,6 +271,7 @@ def test_a_fix_the_sdk_cannot_apply_never_replaces_the_call(
     with pytest.raises(TimeoutError):
         trio.run(asearch)
     assert any("not applied" in e for e in client.stats.errors)
+    assert client.stats.fixes_applied == 0  # none was: each recipe was refused
     client.close()
 
 

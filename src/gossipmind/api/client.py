@@ -389,9 +389,8 @@ class Client:
         ]
         if not candidates:
             return None
-        # the call's failure is not known yet: prefer the recipe that retries the most
-        # error classes, then the best ranked (outcome score, as fix_for ranks: raw
-        # successes preferred 1 000 of 100 000 to 10 of 10)
+        # the call's failure is not known yet: the recipe that retries the most error
+        # classes, then the best ranked (raw successes put 1 000/100 000 over 10/10)
         most = max(len(f.retried_classes) for f in candidates)
         best = rank(
             {"fix": f.id, "attempts": f.attempts, "successes": f.successes, "drill_bp": f.drill_bp}
@@ -414,8 +413,7 @@ class Client:
         A fix whose scope the policy lists as non-idempotent (``fix.non_idempotent``)
         runs the call as non-idempotent whatever ``idempotent`` says: after a
         ``prior_error`` (an attempt without a key) it is never retried."""
-        self.stats.fixes_applied += 1
-        return self.executor.run_sync(
+        execution = self.executor.run_sync(
             fix.recipe,
             fn,
             *args,
@@ -424,6 +422,8 @@ class Client:
             breaker_key=fix.pattern,
             **kwargs,
         )
+        self.stats.fixes_applied += 1  # not if it raised: the recipe was refused, no attempt
+        return execution
 
     async def apply_fix_async(
         self,
@@ -436,8 +436,7 @@ class Client:
     ) -> Execution[T]:
         """Run a coroutine function under the fix's recipe (asyncio or trio); see
         :meth:`apply_fix`."""
-        self.stats.fixes_applied += 1
-        return await self.executor.run_async(
+        execution = await self.executor.run_async(
             fix.recipe,
             fn,
             *args,
@@ -446,6 +445,8 @@ class Client:
             breaker_key=fix.pattern,
             **kwargs,
         )
+        self.stats.fixes_applied += 1  # not if it raised: the recipe was refused, no attempt
+        return execution
 
     def count_failures(self, pattern: bytes | Reduced) -> dict[str, Any]:
         """Fleet-wide count and reporters of a pattern — its id, or what
