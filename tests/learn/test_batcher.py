@@ -47,12 +47,23 @@ def test_one_body_per_pattern_with_stats_matching_the_schema() -> None:
     assert read["error_class"] == "timeout"
     assert read["shape"] == "{amount:int}"
     connect = next(x for x in bodies if x is not read)
-    assert connect["count"] == 1 and connect["window"] == [2_500, 60_000]
+    assert connect["count"] == 1 and connect["window"] == [2_000, 60_000]  # whole seconds
     assert connect["stats"]["status"] == {}
     # The status decides the class, and the class is part of the pattern.
     assert _reduced(status=502).pattern != _reduced(status=504).pattern
     # The flush opened a new, empty window.
     assert len(b) == 0 and b.flush(now_ms=70_000) == []
+
+
+def test_a_window_is_shared_in_whole_seconds() -> None:
+    """The start was the millisecond of the pattern's first failure (s9 privacy review:
+    a provider's log could match it to one request)."""
+    b = ReportBatcher()
+    b.add(_reduced(), now_ms=1_700_000_123_457)
+    b.add(_reduced(), now_ms=1_700_000_124_001)
+    (body,) = b.flush(now_ms=1_700_000_125_999)
+    assert body["window"] == [1_700_000_123_000, 1_700_000_126_000]
+    check_body("pattern.report", body)
 
 
 def test_flush_is_deterministic_and_sorted_by_pattern() -> None:

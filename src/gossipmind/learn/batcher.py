@@ -68,7 +68,7 @@ class _Acc:
             "template": r.template,
             "shape": r.shape,
             "count": self.count,
-            "window": [self.start_ms, max(self.last_ms, now_ms)],
+            "window": _whole_seconds(self.start_ms, max(self.last_ms, now_ms)),
             "stats": {
                 "latency_ms_sum": self.latency_sum,
                 "latency_n": self.latency_n,
@@ -135,3 +135,9 @@ class ReportBatcher:
         self._opened_ms = None
         self.overflow = 0
         return bodies
+
+
+def _whole_seconds(start_ms: int, end_ms: int) -> list[int]:
+    """The window widened to whole seconds: the millisecond of a failure is not
+    shared (a provider's log could match it to one request; docs/security.md)."""
+    return [start_ms - start_ms % 1000, min(-(-end_ms // 1000) * 1000, 2**53)]
