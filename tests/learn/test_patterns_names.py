@@ -48,3 +48,19 @@ def test_a_customer_id_in_an_operation_name_is_not_shared(cid: str) -> None:
     assert cid.lower() not in reduced.operation
     other = reduce(Failure("payments", "charge cus_Zz9Yy8Xx7W", "TimeoutError", "timed out"))
     assert reduced.pattern == other.pattern  # one pattern for every customer
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["GetBucketAcl", "PutObjectAcl", "BatchGetItem", "getUserById", "getOrderById"],
+)
+def test_camel_case_operation_names_keep_their_words(name: str) -> None:
+    """looks_random takes a CamelCase name with short words (By, Id, Acl) for an id:
+    every such operation of a service became ``id`` and shared one pattern (s9 review)."""
+    assert normalise_name(name) == name.lower()
+
+
+def test_two_operations_of_a_service_are_two_patterns() -> None:
+    a = reduce(Failure("s3", "GetBucketAcl", "TimeoutError", "timed out"))
+    b = reduce(Failure("s3", "PutObjectAcl", "TimeoutError", "timed out"))
+    assert a.pattern != b.pattern
