@@ -107,6 +107,14 @@ def test_an_aws_secret_access_key_is_not_taken_for_a_path() -> None:
     )
 
 
+def test_a_java_class_path_of_40_characters_is_not_taken_for_an_aws_key() -> None:
+    """Any 40-character run was taken for an AWS secret key, so a class path of that
+    length with digits became <token> (s9 review; its class changes: 6 of 40 pairs)."""
+    path = "com/amazonaws/services/s3/AmazonS3Client"
+    assert len(path) == 40
+    assert redact(f"at {path} failed") == f"at {path} failed"
+
+
 def _fragments(key: str, template: str, at_least: int) -> list[str]:
     return [w for w in re.findall(r"[A-Za-z0-9+/]+", template) if len(w) >= at_least and w in key]
 

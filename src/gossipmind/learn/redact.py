@@ -391,8 +391,10 @@ def _b64_token(m: re.Match[str]) -> str:
     # a Python installation's paths), base64's at about two thirds (0.375 at least over
     # 3 000 keys; half without digits; a CamelCase name: under a third). A "+" between
     # letters of both cases is base64 too. Such a run is a token whatever its entropy.
-    aws_secret = len(s) == 40 and not (s[0] == "/" or s[-1] == "/")
+    # (a 40-character path is not one: its characters change class at under a fifth
+    # of their pairs, com/amazonaws/services/s3/AmazonS3Client at 6 of 40)
     changes = _class_changes(s)
+    aws_secret = len(s) == 40 and not (s[0] == "/" or s[-1] == "/") and changes > 0.18 * len(s)
     if kinds[1] and kinds[2] and ("+" in s or changes > 0.4 * len(s)):
         return placeholder("token")
     path_like = s.count("/") >= 2 and "=" not in s and not aws_secret and changes <= 0.3 * len(s)
