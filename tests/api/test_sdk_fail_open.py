@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterator
@@ -365,3 +366,63 @@ def test_the_preventive_fix_is_the_best_ranked_not_the_most_used(tmp_path: Path)
         assert client.preventive_fix("payments", "charge") == good
     finally:
         client.close()
+
+
+def test_a_client_without_a_stream_stops_applying_a_revoked_keyed_fix_preventively(
+    tmp_path: Path,
+) -> None:
+    """A non-idempotent call gets the keyed fix from the first attempt, from the cache
+    (``preventive_fix``), without a failed call to make the client ask the node. A
+    ``stream=False`` client refreshed its cache only on such a lookup, so a revoked keyed
+    fix kept being applied to every call for as long as it ran, failed attempts and all
+    (sdk.md: it "stops applying a revoked fix at its next failed call of that pattern").
+    (s9 review; the node is stood in for by its answers: the fix, then 404 once revoked.)"""
+    client = Client(tmp_path, stream=False)
+    err = TimeoutError("charge timed out")
+    pattern = client.pattern_of(err, service="payments", operation="charge").pattern
+    doc = {"fix": "cd" * 32, "pattern": pattern.hex(), "recipe": KEYED, "status": "accepted"}
+    doc |= {"service": "payments", "operation": "charge"}
+    answers: list[Any] = [(200, doc), (404, {"error": "no accepted fix"})]
+    asked: list[str] = []
+
+    def node(method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        if not path.startswith("/v1/fix?"):
+            return 202, {}  # the outbox's reports and outcomes
+        asked.append(path)
+        return answers.pop(0) if answers else (404, {"error": "no accepted fix"})  # type: ignore[no-any-return]
+
+    client._call = node  # type: ignore[method-assign]
+    keys: list[str | None] = []
+
+    @client.resilient(service="payments", operation="charge", idempotent=False)
+    def charge(idempotency_key: str | None = None) -> str:
+        keys.append(idempotency_key)
+        if len(keys) == 1 or keys[-2] != idempotency_key:  # each call's first attempt fails
+            raise TimeoutError("charge timed out")
+        return "charged"
+
+    with pytest.raises(TimeoutError):  # no key: never retried; the node names its fix
+        charge()
+    assert keys == [None] and len(asked) == 1
+    keys.clear()
+    assert charge() == "charged"  # the keyed fix from the first attempt; its first fails
+    assert len(keys) == 2 and keys[0] is not None
+    # the node revoked the fix meanwhile: after that failed attempt the client knows it
+    keys.clear()
+    with pytest.raises(TimeoutError):
+        charge()
+    assert keys == [None]  # run as written, not under the revoked fix
+    # the same with a coroutine function
+    answers[:] = [(200, doc), (404, {"error": "no accepted fix"})]
+    keys.clear()
+
+    @client.resilient(service="payments", operation="charge", idempotent=False)
+    async def acharge(idempotency_key: str | None = None) -> str:
+        return charge.__wrapped__(idempotency_key)  # type: ignore[no-any-return]
+
+    for expect_keyed in (False, True, False):
+        keys.clear()
+        with contextlib.suppress(TimeoutError):
+            asyncio.run(acharge())
+        assert (keys[0] is not None) is expect_keyed
+    client.close()

@@ -155,6 +155,15 @@ class Resilient:
         _quietly(self.client._note_error, text)
         self.fix = None
 
+    def _stale(self, execution: Execution[Any]) -> bool:
+        """Whether to ask the node again for the preventive fix just applied: it came
+        from the cache, and a client without a stream refreshes that only when it asks
+        (at a call that failed without a fix). After an attempt under the fix failed,
+        it asks, so a fix the node revoked is dropped (docs/sdk.md: a ``stream=False``
+        client "stops applying a revoked fix at its next failed call of that pattern";
+        the keyed fix of a non-idempotent call was applied for good)."""
+        return bool(execution.errors) and self.fix is not None and not self.client._streams
+
     def _report_outcome(self, execution: Execution[Any], started: float, reported: bool) -> None:
         """Queue how the fix went (and the failure, if not yet): never waiting, never raising."""
         assert self.fix is not None
@@ -182,6 +191,8 @@ class Resilient:
             execution = self._apply(fn, args, kwargs, idempotent=False, prior=None)
             if execution is not None:
                 self._report_outcome(execution, started, reported=False)
+                if self._stale(execution):
+                    _quietly(self.client.fix_for, self.fix.pattern)
                 return self._conclude(execution)  # type: ignore[no-any-return]
         try:
             return fn(*args, **kwargs)
@@ -207,6 +218,8 @@ class Resilient:
             execution = await self._aapply(fn, args, kwargs, idempotent=False, prior=None)
             if execution is not None:
                 self._report_outcome(execution, started, reported=False)
+                if self._stale(execution):
+                    await off_loop(self.client.fix_for, self.fix.pattern)
                 return self._conclude(execution)  # type: ignore[no-any-return]
         try:
             return await fn(*args, **kwargs)
