@@ -247,3 +247,38 @@ def test_a_retry_after_date_in_minus_0000_is_utc_on_any_host(
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_a_task_a_fallback_starts_gets_fallbacks_once_the_fallback_returned() -> None:
+    """A fallback that serves the cache and starts a background refresh: the task
+    inherits the context, and the flag that says "a fallback runs" was a value copied
+    with it, true for good. Every call the task made afterwards, long after the
+    fallback returned, got no fallback of its own (s9 review)."""
+    registry = LocalRegistry()
+    ex = Executor(registry)
+    recipe = falls_back_to("cache", "search.query")
+
+    async def search(q: str) -> Any:
+        raise ConnectionError("down")
+
+    async def main() -> tuple[Any, Any]:
+        returned = asyncio.Event()
+        tasks: list[asyncio.Task[Any]] = []
+
+        async def refresh(q: str) -> Any:
+            await asyncio.wait_for(returned.wait(), 5)  # runs after the fallback returned
+            return await ex.run_async(recipe, search, q, idempotent=True)
+
+        async def cache(q: str) -> Any:
+            if not tasks:
+                tasks.append(asyncio.get_running_loop().create_task(refresh(q)))
+            return ["cached"]
+
+        registry.add_fallback("cache", cache)
+        first = await ex.run_async(recipe, search, "q", idempotent=True)
+        returned.set()
+        return first, await asyncio.wait_for(tasks[0], 5)
+
+    first, later = asyncio.run(main())
+    assert first.outcome == "fallback"
+    assert later.outcome == "fallback" and later.value == ["cached"]

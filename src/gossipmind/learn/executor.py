@@ -64,6 +64,7 @@ from gossipmind.learn.headers import as_keywords
 from gossipmind.learn.plan import (
     IN_FALLBACK,
     Execution,
+    FallbackRun,
     LocalRegistry,
     Plan,
     Skipped,
@@ -428,7 +429,8 @@ class Executor:
         r, plan = run.record, run.plan
         if plan.fallback is not None:
             name, fb = plan.fallback
-            inside = IN_FALLBACK.set(True)  # a call the fallback makes gets no fallback
+            running = FallbackRun()
+            inside = IN_FALLBACK.set(running)  # a call the fallback makes gets no fallback
             try:
                 r.value = await _settle(fb(*args, **kwargs), awaits)
             except Exception as exc:  # noqa: BLE001 - fallback failed too: keep the call's error
@@ -437,6 +439,7 @@ class Executor:
                 r.outcome, r.fallback = "fallback", name
                 return
             finally:
+                running.running = False  # tasks and threads it started keep a reference
                 IN_FALLBACK.reset(inside)
         if plan.escalate is not None:
             name, handler = plan.escalate

@@ -23,12 +23,31 @@ from gossipmind.learn.headers import param_kind, with_key
 T = TypeVar("T")
 Scalar = int | str | bool
 
+
+class FallbackRun:
+    """One fallback's run; ``running`` until it returns. The context holds this object,
+    not a bool: a task or thread the fallback starts copies the context, and a copied
+    ``True`` outlived the fallback (a background refresh it started got no fallback
+    for good); a copied reference sees the run end."""
+
+    __slots__ = ("running",)
+
+    def __init__(self) -> None:
+        self.running = True
+
+
 # Set while a recipe's fallback runs (in its task, thread, and the attempts it starts).
 # A fallback that is itself a decorated call runs its own fix without a fallback:
 # fallbacks do not nest, so two calls that fall back to each other cannot loop.
-IN_FALLBACK: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "gossipmind_in_fallback", default=False
+IN_FALLBACK: contextvars.ContextVar[FallbackRun | None] = contextvars.ContextVar(
+    "gossipmind_in_fallback", default=None
 )
+
+
+def in_fallback() -> bool:
+    """Whether this call is made while a fallback runs (by it, or by what it started)."""
+    run = IN_FALLBACK.get()
+    return run is not None and run.running
 
 
 # ------------------------------------------------------------------------- registry
@@ -246,7 +265,7 @@ def build_plan(
         plan.breaker = (s["failure_threshold"], s["reset_ms"])
         applied.append("circuit_breaker")
     if (s := steps.get("fallback")) is not None:
-        if IN_FALLBACK.get():
+        if in_fallback():
             skip("fallback", "the call is made by a fallback: fallbacks do not nest")
         elif (fb := registry.fallbacks.get(s["target"])) is None:
             skip("fallback", f"no local fallback named {s['target']!r}")
