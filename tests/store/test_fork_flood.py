@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gossipmind.core.replica import Replica
+from gossipmind.core.snapshot import snapshot
 from gossipmind.store.doctor import diagnose
 from gossipmind.store.sqlite import Store
 from gossipmind.testing import KB, sample_report
@@ -40,3 +42,23 @@ def test_a_fork_flood_costs_each_commit_a_bounded_number_of_rows(tmp_path: Path)
         assert set(store.replica.heads) == heads
         assert store.replica.equivocations == {(kb.key("m"), 1): sorted(o.id for o in forks)}
     assert diagnose(path).healthy  # the heads and equivocations tables match the ops
+
+
+def test_a_snapshot_taken_before_more_forks_keeps_its_forks() -> None:
+    """The replica now adds a fork to its list in place: a snapshot that held that list
+    changed with the replica, so comparing it with a later one could not fail (s9 review)."""
+    kb = KB(seed=7)
+    kb.grant("admin", "m", "member")
+    kb.sync("admin", "m")
+    base = kb.ops[1:]
+    forks = [
+        kb.forge("m", "pattern.report", sample_report(template=f"fork {i} <*>"), seq=1)
+        for i in range(3)
+    ]
+    r = Replica(kb.genesis)
+    for op in [*base, *forks[:2]]:
+        r.ingest(op, verified=True)
+    before = snapshot(r)
+    r.ingest(forks[2], verified=True)
+    assert len(before["equivocations"][0][2]) == 2
+    assert snapshot(r) != before

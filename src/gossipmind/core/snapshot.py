@@ -211,5 +211,6 @@ def snapshot(r: Replica) -> dict[str, Any]:
         "fixes": fix_rows(r),
         "goals": goal_rows(r),
         "conflicts": conflict_rows(r),
-        "equivocations": sorted([a, s, ids] for (a, s), ids in r.equivocations.items()),
+        # copies: the replica adds forks to its lists in place
+        "equivocations": sorted([a, s, list(ids)] for (a, s), ids in r.equivocations.items()),
     }
