@@ -426,3 +426,34 @@ def test_a_client_without_a_stream_stops_applying_a_revoked_keyed_fix_preventive
             asyncio.run(acharge())
         assert (keys[0] is not None) is expect_keyed
     client.close()
+
+
+def test_a_canary_without_a_stream_drops_an_accepted_fix_the_node_no_longer_has(
+    tmp_path: Path,
+) -> None:
+    """A canary asks for a provisional fix when none is accepted: a 200 whose fix is not
+    accepted says the one this client cached (accepted, then revoked) is gone. The cache
+    kept it, and used it while the node was down and for the keyed fixes of
+    non-idempotent calls (s9 review)."""
+    client = Client(tmp_path, stream=False, canary=True)
+    err = TimeoutError("charge timed out")
+    pattern = client.pattern_of(err, service="payments", operation="charge").pattern
+    doc = {"fix": "cd" * 32, "pattern": pattern.hex(), "recipe": KEYED, "status": "accepted"}
+    doc |= {"service": "payments", "operation": "charge"}
+    provisional = doc | {"fix": "ef" * 32, "status": "proposed"}
+    answers: list[Any] = [(200, doc), (200, provisional), None]
+
+    def node(method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        answer = answers.pop(0)
+        if answer is None:
+            raise NetworkError("the node is down")
+        return answer  # type: ignore[no-any-return]
+
+    client._call = node  # type: ignore[method-assign]
+    first = client.fix_for(pattern)
+    assert first is not None and first.id == bytes.fromhex("cd" * 32)
+    second = client.fix_for(pattern)
+    assert second is not None and second.id == bytes.fromhex("ef" * 32)
+    assert client.preventive_fix("payments", "charge") is None  # the revoked one is gone
+    assert client.fix_for(pattern) is None  # node down: its last answer had no accepted fix
+    client.close()

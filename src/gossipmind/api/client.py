@@ -368,6 +368,8 @@ class Client:
                     self._cache.setdefault(pattern, {})[fix.id] = fix
             else:  # the node's answer now: the only fix this client knows for the pattern
                 self._cache[pattern] = {fix.id: fix}
+        elif not self._streams:  # a canary's provisional fix: none is accepted now
+            self._cache.pop(pattern, None)
         return fix
 
     def preventive_fix(self, service: str, operation: str) -> Fix | None:
