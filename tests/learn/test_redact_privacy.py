@@ -139,3 +139,10 @@ def test_base64_secrets_keep_almost_nothing() -> None:
         key = base64.b64encode(rnd.randbytes(rnd.choice([30, 33, 48, 64]))).decode()
         kept += bool(_fragments(key, template_of("E", f"secret {key} bad"), 8))
     assert kept == 0
+
+
+@pytest.mark.parametrize("text", ["retried ~5/10 times", "p95 ~120/ms", "about ~1/3 of calls"])
+def test_an_approximate_ratio_is_not_a_home_directory(text: str) -> None:
+    """A path may start at "~alice/" (its first segment is a name); "~5/10" became
+    "~<name>/10" (s9 review). A user name starts with a letter or "_"."""
+    assert redact(text) == text

@@ -169,8 +169,11 @@ _SCHEME_URL = r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,30}://" + _TOKEN_C
 # A scheme-less path. Both kinds run to the end of the token, and a start is the beginning
 # of a run (look-behinds, possessive prefix): each character is looked at a bounded number
 # of times, however hostile the text.
-# A home directory written "~alice/" starts one too (its first segment is a name).
-_BARE_PATH = rf"(?<![\w./:~\-{_NA}])(?:/|~?[{_LABEL}_.:\-]++/)" + _TOKEN_CHARS + "+"
+# A home directory written "~alice/" starts one too (its first segment is a name; a user
+# name starts with a letter or "_": "~5/10", "~120/ms" are approximations, not homes).
+_BARE_PATH = (
+    rf"(?<![\w./:~\-{_NA}])(?:/|~[^\W\d][{_LABEL}_.:\-]*+/|[{_LABEL}_.:\-]++/)" + _TOKEN_CHARS + "+"
+)
 _URL = re.compile(f"(?P<scheme>{_SCHEME_URL})|{_BARE_PATH}")
 _SCHEME_URL_RE = re.compile(_SCHEME_URL)
 _BARE_PATH_RE = re.compile(_BARE_PATH)
