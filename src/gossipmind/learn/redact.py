@@ -169,11 +169,9 @@ _SCHEME_URL = r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,30}://" + _TOKEN_C
 # A scheme-less path. Both kinds run to the end of the token, and a start is the beginning
 # of a run (look-behinds, possessive prefix): each character is looked at a bounded number
 # of times, however hostile the text.
-# A home directory written "~alice/" starts one too (its first segment is a name; a user
-# name starts with a letter or "_": "~5/10", "~120/ms" are approximations, not homes).
-_BARE_PATH = (
-    rf"(?<![\w./:~\-{_NA}])(?:/|~[^\W\d][{_LABEL}_.:\-]*+/|[{_LABEL}_.:\-]++/)" + _TOKEN_CHARS + "+"
-)
+# So does a home directory "~alice/" (a name: a letter or "_" first; "~5/10" is no home).
+_BP = rf"(?<![\w./:~\-{_NA}])(?:/|~[^\W\d][{_LABEL}_.:\-]*+/|[{_LABEL}_.:\-]++/)"
+_BARE_PATH = _BP + _TOKEN_CHARS + "+"
 _URL = re.compile(f"(?P<scheme>{_SCHEME_URL})|{_BARE_PATH}")
 _SCHEME_URL_RE = re.compile(_SCHEME_URL)
 _BARE_PATH_RE = re.compile(_BARE_PATH)
@@ -394,9 +392,7 @@ def _b64_token(m: re.Match[str]) -> str:
     # a Python installation's paths), base64's at about two thirds (0.375 at least over
     # 3 000 keys; half without digits; a CamelCase name: under a third). A "+" between
     # letters of both cases is base64 too. Such a run is a token whatever its entropy.
-    # (a 40-character path is not one: its characters change class at under a fifth
-    # of their pairs, com/amazonaws/services/s3/AmazonS3Client at 6 of 40)
-    changes = _class_changes(s)
+    changes = _class_changes(s)  # (a 40-character path's: com/amazonaws/... 6 of 40)
     aws_secret = len(s) == 40 and not (s[0] == "/" or s[-1] == "/") and changes > 0.18 * len(s)
     if kinds[1] and kinds[2] and ("+" in s or changes > 0.4 * len(s)):
         return placeholder("token")
