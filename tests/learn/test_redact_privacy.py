@@ -146,3 +146,12 @@ def test_an_approximate_ratio_is_not_a_home_directory(text: str) -> None:
     """A path may start at "~alice/" (its first segment is a name); "~5/10" became
     "~<name>/10" (s9 review). A user name starts with a letter or "_"."""
     assert redact(text) == text
+
+
+def test_a_unc_host_in_an_oserror_loses_its_host() -> None:
+    """Python shows an OSError's file name as its repr: backslashes doubled. The UNC rule
+    took only two backslashes before the host, so the usual rendering of a UNC path kept
+    its host, where C:\\\\Users\\\\bob lost its user (s9 review)."""
+    err = FileNotFoundError(2, "No such file or directory", r"\\fileserver\share\x.txt")
+    assert "fileserver" not in redact(str(err))
+    assert "fileserver" not in template_of("FileNotFoundError", str(err))

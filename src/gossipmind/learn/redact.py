@@ -213,8 +213,8 @@ _WIN_PERSONAL = re.compile(
     + "|".join(sorted((re.escape(s) for s in PERSONAL_SEGMENTS), key=len, reverse=True))
     + r")\\+)(?!<name>)[^\\\r\n\"'<>|,;:*?]+"
 )
-# A UNC path names a host: \\fileserver\share -> \\<host>\share.
-_UNC_HOST = re.compile(r"(?<![\\\w:])(\\\\)[A-Za-z0-9][A-Za-z0-9.\-]{0,253}(?=\\)")
+# A UNC path names a host: \\fileserver\share -> \\<host>\share (or doubled: an OSError's repr).
+_UNC_HOST = re.compile(r"(?<![\\\w:])(\\\\(?:\\\\)?)[A-Za-z0-9][A-Za-z0-9.\-]{0,253}(?=\\)")
 
 
 def _redact_query(query: str) -> str:
