@@ -338,11 +338,9 @@ class Client:
         return None
 
     def fix_for(self, pattern: bytes) -> Fix | None:
-        """The best fix for ``pattern``: from the cache the event stream keeps, else
-        asked of the node. A client without a stream (``stream=False``) asks the node
-        every time, so a fix revoked there is never applied again: it used to keep
-        the first answer for good, and applied a revoked fix for as long as it ran.
-        If the node cannot be asked, what it last said is used (fail open)."""
+        """The best fix for ``pattern``: from the stream's cache, else asked of the node
+        (``stream=False``: every time, so a revoked fix is dropped; if the node cannot
+        be asked, what it last said is used: fail open)."""
         self._resume()
         if self._streams:
             fix = self._cached(pattern)
@@ -391,8 +389,7 @@ class Client:
         ]
         if not candidates:
             return None
-        # the call's failure is not known yet: the recipe that retries the most error
-        # classes, then the best ranked (raw successes put 1 000/100 000 over 10/10)
+        # the failure is not known yet: retrying the most error classes, then the best ranked
         most = max(len(f.retried_classes) for f in candidates)
         best = rank(
             {"fix": f.id, "attempts": f.attempts, "successes": f.successes, "drill_bp": f.drill_bp}
