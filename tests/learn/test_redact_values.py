@@ -108,8 +108,8 @@ def test_multi_word_values_never_leak_and_share_one_template(
 _OLD_URL = re.compile(
     r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,30}://[^\s\"'<>\\`]+"
     r"|(?<![\w./:~\-])(?![^\s\"'<>\\`]*@(?:[A-Za-z0-9\-]+\.)+[A-Za-z])"
-    r"(?:/|~?[A-Za-z0-9_.:\-]+/)[^\s\"'<>\\`]+"
-)  # "~?": a home directory written ~alice/ is a path too (s9 privacy review)
+    r"(?:/|~[A-Za-z_][A-Za-z0-9_.:\-]*/|[A-Za-z0-9_.:\-]+/)[^\s\"'<>\\`]+"
+)  # "~": a home directory written ~alice/ is a path too (a letter or "_" first; s9 reviews)
 
 
 def test_url_rule_has_no_look_ahead() -> None:
@@ -133,6 +133,7 @@ def test_url_rule_has_no_look_ahead() -> None:
 @example("/a,https://u:p@x.com/users/bob")
 @example("@/@/@/x@a.bc")
 @example("~a/users/")
+@example("~./users/")
 def test_url_rule_keeps_the_old_semantics(text: str) -> None:
     new = redact_module._URL.sub(redact_module._url, text)
     old = _OLD_URL.sub(lambda m: redact_module._url_text(m.group(0)), text)
