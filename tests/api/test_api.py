@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from conftest import Running, fleet
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import Running, fleet
 from gossipmind.api.openapi import OPENAPI
 from gossipmind.api.server import Api
 from gossipmind.api.token import TokenFile, ensure_token

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import fleet
 from test_api import acall
 
+from conftest import fleet
 from gossipmind.api.wire import hex_id
 from gossipmind.core.errors import SchemaError
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 import trio
-from conftest import fleet
 
+from conftest import fleet
 from gossipmind.api import process
 from gossipmind.api.client import Client
 from gossipmind.api.server import serve_api

@@ -7,8 +7,8 @@ from contextlib import suppress
 from pathlib import Path
 
 import trio
-from conftest import Running, fleet
 
+from conftest import Running, fleet
 from gossipmind.node.listeners import TooManyListeners
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import httpx
 import trio
-from conftest import Running, fleet
 
+from conftest import Running, fleet
 from gossipmind.node.listeners import TooManyListeners
 
 

@@ -15,8 +15,8 @@ import string
 from pathlib import Path
 
 import trio
-from conftest import fleet
 
+from conftest import fleet
 from gossipmind.api.client import Client
 
 

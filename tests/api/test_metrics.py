@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from conftest import Running, fleet
 from prometheus_client.parser import text_string_to_metric_families
 
+from conftest import Running, fleet
 from gossipmind.api import metrics
 from gossipmind.core import ops as opsmod
 from gossipmind.core.errors import InvalidOp

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import trio
-from conftest import Running, fleet
 
+from conftest import Running, fleet
 from gossipmind.api.client import Client, Fix
 from gossipmind.learn.executor import Executor
 

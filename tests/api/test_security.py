@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from conftest import Running, fleet
 
+from conftest import Running, fleet
 from gossipmind.api import server
 from gossipmind.api.client import Client, Fix
 from gossipmind.api.server import Api, serve_api

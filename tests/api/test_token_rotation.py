@@ -23,8 +23,8 @@ import pytest
 import trio
 import trio.testing
 from click.testing import CliRunner
-from conftest import Running, fleet
 
+from conftest import Running, fleet
 from gossipmind.api import token as token_mod
 from gossipmind.api.client import Client
 from gossipmind.api.server import Api
