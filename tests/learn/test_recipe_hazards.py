@@ -282,3 +282,77 @@ def test_a_task_a_fallback_starts_gets_fallbacks_once_the_fallback_returned() ->
     first, later = asyncio.run(main())
     assert first.outcome == "fallback"
     assert later.outcome == "fallback" and later.value == ["cached"]
+
+
+class Conflict(Exception):
+    status_code = 409  # a request with this idempotency key is in flight (Stripe)
+
+
+class Provider:
+    """Deduplicates by key: a key in flight is refused with 409; a key done answers
+    what its first request did. The first request finishes once a conflict was met
+    (so the test never depends on how long anything takes)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.state: dict[str, str] = {}
+        self.conflicted = threading.Event()
+        self.charges = 0
+
+    def charge(self, amount: int, idempotency_key: str | None = None) -> str:
+        assert idempotency_key is not None
+        with self.lock:
+            state = self.state.get(idempotency_key)
+            if state == "pending":
+                self.conflicted.set()
+                raise Conflict("409 idempotency key in use")
+            if state is not None:
+                return state
+            self.state[idempotency_key] = "pending"
+        self.conflicted.wait(10)  # a charge slower than the recipe's timeout
+        with self.lock:
+            self.charges += 1
+            self.state[idempotency_key] = f"charged {amount}"
+            return self.state[idempotency_key]
+
+
+def test_a_conflict_after_a_cut_attempt_waits_for_what_that_attempt_did() -> None:
+    """A keyed charge cut at its timeout runs on at the provider; the same-key retry
+    met 409 (in flight) and the call ended with it: the agent was told the charge
+    failed while it went through (s9 recipes review, finding 2). The call now retries
+    the conflict with the same key, and gets the first charge's answer."""
+    provider = Provider()
+    retry = {"type": "retry", "max_attempts": 10, "base_ms": 20, "cap_ms": 100, "jitter": "none"}
+    recipe = {
+        "scope": "payments.charge",
+        "budget_ms": 20_000,
+        "steps": [
+            {"type": "idempotency_key", "header": "Idempotency-Key"},
+            retry | {"on": ["timeout"]},
+            {"type": "timeout", "ms": 100},
+        ],
+    }
+    rec = Executor(clock=SystemClock()).run_sync(recipe, provider.charge, 4999, idempotent=False)
+    assert rec.outcome == "success" and rec.value == "charged 4999", rec
+    assert rec.errors[0] == "timeout" and "conflict" in rec.errors and provider.charges == 1
+
+
+def test_a_conflict_without_a_cut_attempt_is_not_retried() -> None:
+    """Only a conflict that may be the call's own cut attempt is waited for."""
+    calls: list[str | None] = []
+
+    def charge(idempotency_key: str | None = None) -> str:
+        calls.append(idempotency_key)
+        raise Conflict("409 idempotency key in use")
+
+    retry = {"type": "retry", "max_attempts": 3, "base_ms": 1, "cap_ms": 1, "jitter": "none"}
+    recipe = {
+        "scope": "payments.charge",
+        "budget_ms": 5000,
+        "steps": [
+            {"type": "idempotency_key", "header": "Idempotency-Key"},
+            retry | {"on": ["timeout"]},
+        ],
+    }
+    rec = Executor(clock=SystemClock()).run_sync(recipe, charge, idempotent=False)
+    assert rec.outcome == "failed" and len(calls) == 1 and rec.stop == "not_retryable:conflict"

@@ -90,6 +90,7 @@ class _Run(Generic[T]):
         self.last_exc: BaseException | None = None  # the latest error of an attempt made
         self.out_of_budget = False
         self.refused = False  # a retry the breaker refused after a real attempt
+        self.cut = False  # an attempt was cut at its limit: it may still be running
         self.planned: tuple[int, int, bool] | None = None  # (attempt_number, wait ms, too long)
         self.next_wait = 0
 
@@ -134,6 +135,7 @@ class _Run(Generic[T]):
 
     def failed(self, exc: BaseException) -> None:
         self.last_exc = exc
+        self.cut = self.cut or isinstance(exc, AttemptTimeout)
         cls = self.ex.classify(exc)
         self.last_class = cls
         self.last_hint = self.ex.retry_after(exc) if self.plan.max_wait_ms is not None else None
@@ -160,12 +162,25 @@ class _Run(Generic[T]):
             (self.refused or isinstance(exc, CircuitOpen), "circuit_open"),
             (p.max_attempts <= 1, "no_retry"),
             (not p.retries_allowed, "non_idempotent"),
-            (self.last_class not in p.on, f"not_retryable:{self.last_class}"),
+            (
+                self.last_class not in p.on and not self.settling(),
+                f"not_retryable:{self.last_class}",
+            ),
         ):
             if refused:
                 self.record.stop = reason
                 return False
         return True
+
+    def settling(self) -> bool:
+        """A keyed call whose earlier attempt was cut, now refused as a conflict
+        (Stripe: ``409``, a request with this key is in flight): the cut attempt may
+        still go through, so the call is retried with the same key, within its
+        attempts and budget, until the provider answers what that attempt did.
+        Ending with the conflict told the agent a charge failed that went through
+        (s9 recipes review). The drill never sees a conflict: its attempts stop
+        when cut."""
+        return self.cut and self.last_class == "conflict" and bool(self.record.idempotency_key)
 
     def planned_wait(self, rs: RetryCallState) -> tuple[int, bool]:
         """The wait after attempt ``rs.attempt_number`` (ms) and whether its hint is too long.
