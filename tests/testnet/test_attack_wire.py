@@ -19,7 +19,7 @@ from gossipmind.net.host import Libp2pTransport, open_libp2p_transport
 from gossipmind.net.interface import MAX_FRAME_SIZE, Stream, StreamHandler, TransportConfig
 from gossipmind.sync import messages
 from gossipmind.sync.messages import Bye
-from gossipmind.testnet.attack_wire import _malformed_stream, stream_outcome, uvarint
+from gossipmind.testnet.attack_wire import _malformed_stream, _trickle, stream_outcome, uvarint
 
 PROTOCOL = "/gossipmind/test-refuse/1.0.0"
 TOPIC = "gossipmind/attack-wire-test/ops/1"
@@ -123,3 +123,21 @@ async def test_a_refusal_whose_bye_was_lost_is_tried_again() -> None:
             assert outcome == "dropped"
             # the drop we count is the session the target failed, not a refusal
             assert node.streams == ["refused, bye lost", "refused, bye lost", "session"]
+
+
+async def test_the_trickler_stops_when_the_target_drops_the_stream() -> None:
+    """The slowloris' empty frames met a stream the target had reset (its session
+    deadline): the send's NetworkError escaped the session's nursery and ended the
+    whole slow-sync attack (a CI-style run of tests/testnet/test_attacks.py failed
+    on it). The trickler now stops; the session's reader sees the drop."""
+
+    async def drop(stream: Stream) -> None:
+        await stream.receive()  # the first empty frame
+        await stream.reset()
+
+    with trio.fail_after(30):
+        async with pair("trickle", {PROTOCOL + "/drop": drop}) as (hostile, target):
+            stream = await hostile.open_stream(target.peer_id, PROTOCOL + "/drop")
+            with trio.move_on_after(10) as late:  # sends until one fails, then returns
+                await _trickle(stream, 0.01)
+            assert not late.cancelled_caught

@@ -338,7 +338,10 @@ async def _trickle(stream: Stream, every: float) -> None:
     frame = messages.encode(Ops([]))
     while True:
         await trio.sleep(every)
-        await stream.send(frame)
+        try:
+            await stream.send(frame)
+        except NetworkError:  # the target dropped us: the session's reader sees it too
+            return  # (raised here, it escaped the session's nursery and ended the attack)
 
 
 async def slow_sync(h: Hostile, count: int) -> Did:
