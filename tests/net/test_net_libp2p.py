@@ -34,6 +34,7 @@ from gossipmind.net.interface import (
     FrameTooLarge,
     Stream,
     StreamEOF,
+    StreamHandler,
     TransportConfig,
     TruncatedFrame,
 )
@@ -410,8 +411,8 @@ async def _send_all(s: Stream, frames: list[bytes]) -> None:
         await s.send(frame)
 
 
-async def test_oversize_and_truncated_frames_from_peer() -> None:
-    outcome: list[BaseException] = []
+def recorder(outcome: list[BaseException]) -> StreamHandler:
+    """A handler that reads one frame and records the error it met (re-raised)."""
 
     async def record(stream: Stream) -> None:
         try:
@@ -419,6 +420,13 @@ async def test_oversize_and_truncated_frames_from_peer() -> None:
         except NetworkError as exc:
             outcome.append(exc)
             raise
+
+    return record
+
+
+async def test_oversize_and_truncated_frames_from_peer() -> None:
+    outcome: list[BaseException] = []
+    record = recorder(outcome)
 
     with trio.fail_after(30):
         async with (
@@ -452,13 +460,7 @@ async def test_a_bad_length_prefix_is_an_oversized_frame_not_a_lost_link(prefix:
     # Before the fix both came out as a plain NetworkError, which the syncer counts
     # as `network` (a lost link: not penalized), though no link loss can produce them.
     outcome: list[BaseException] = []
-
-    async def record(stream: Stream) -> None:
-        try:
-            await stream.receive()
-        except NetworkError as exc:
-            outcome.append(exc)
-            raise
+    record = recorder(outcome)
 
     with trio.fail_after(30):
         async with hosts(["prefix-sender", "prefix-receiver"]) as (a, b):
