@@ -51,10 +51,10 @@ from gossipmind.core.errors import (
     StoreError,
 )
 from gossipmind.core.ops import KINDS, MAX_OP_SIZE
-from gossipmind.core.policy import scope_covers
 from gossipmind.core.schema import check_body
 from gossipmind.core.snapshot import FIX_STATUSES, pattern_row
 from gossipmind.learn.patterns import Failure
+from gossipmind.learn.synth import is_non_idempotent
 from gossipmind.node.groups import unwrapped
 from gossipmind.node.listeners import TooManyListeners
 from gossipmind.node.node import Node
@@ -181,9 +181,7 @@ class Api:
         p = r.fold.patterns.get(row["pattern"])
         where = {"service": p.service, "operation": p.operation} if p else {}
         scope = row["recipe"].get("scope") if isinstance(row["recipe"], dict) else None
-        unsafe = isinstance(scope, str) and any(
-            scope_covers(s, scope) for s in r.policy.non_idempotent_scopes
-        )
+        unsafe = isinstance(scope, str) and is_non_idempotent(scope, r.policy)
         return fix_summary(row) | where | {"non_idempotent": unsafe}
 
     # -- handlers -------------------------------------------------------------------

@@ -16,6 +16,7 @@ it returns *before* feeding the next message, and sends what it returns.
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -74,7 +75,7 @@ def listed_heads(heads: list[bytes], nonce: bytes) -> list[bytes]:
     def rank(h: bytes) -> bytes:
         return hashlib.blake2b(nonce + h, digest_size=16).digest()
 
-    return sorted(sorted(heads, key=rank)[:MAX_IDS])
+    return sorted(heapq.nsmallest(MAX_IDS, heads, key=rank))
 
 
 @dataclass
