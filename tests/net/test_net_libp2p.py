@@ -12,6 +12,8 @@ import logging
 import os
 import socket
 import threading
+import time
+import types
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -21,6 +23,7 @@ import trio
 from netkit import GENESIS, NET_ID, OTHER_GENESIS, identity, make_op
 
 from gossipmind.core.errors import NetworkError, SyncError
+from gossipmind.net import pubsub as pubsub_module
 from gossipmind.net.gossip import encode_batch, make_validator
 from gossipmind.net.host import (
     Libp2pTransport,
@@ -713,3 +716,44 @@ async def test_a_sender_restarted_after_a_burst_is_not_taken_for_an_equivocator(
                 with trio.fail_after(10):
                     got = [(await received.receive())[1] for _ in range(3)]
                 assert got == [b"after 0", b"after 1", b"after 2"]
+
+
+async def test_a_sender_whose_clock_stepped_back_starts_where_it_is_told(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The seqno counter starts at the clock, so a node restarted after its clock
+    stepped back reused the ids of its last run: its peers dropped its messages
+    as seen. ``seqno_start`` (the start of a span the node reserved past its
+    last one, store/seqnos.py) keeps it past them, whatever the clock says."""
+    with trio.fail_after(60):
+        async with hosts(["sb1"], validators=[ACCEPT_ALL]) as (a,):
+            received = a.messages()
+            async with hosts(["sb2"], validators=[ACCEPT_ALL]) as (b,):
+                start = b._pubsub.counter
+                await b.connect(a.addrs()[0])
+                await wait_mesh([a, b])
+                for i in range(3):
+                    await b.publish(b"before %d" % i)
+                with trio.fail_after(10):
+                    for i in range(3):
+                        assert (await received.receive())[1] == b"before %d" % i
+                used = b._pubsub.counter
+            await wait_for(lambda: not a.peers())
+            stepped = types.SimpleNamespace(monotonic=time.monotonic, time_ns=lambda: start - 1)
+            monkeypatch.setattr(pubsub_module, "time", stepped)  # the clock went back
+            async with hosts(["sb2"], validators=[ACCEPT_ALL], seqno_start=used + 1) as (b,):
+                assert b._pubsub.counter == used + 1
+                await b.connect(a.addrs()[0])
+                await wait_mesh([a, b])
+                for i in range(3):
+                    await b.publish(b"after %d" % i)
+                with trio.fail_after(10):
+                    got = [(await received.receive())[1] for _ in range(3)]
+                assert got == [b"after 0", b"after 1", b"after 2"]
+
+
+def test_a_seqno_start_must_fit_in_eight_bytes() -> None:
+    with pytest.raises(ValueError, match="8 bytes"):
+        config("sb3", seqno_start=1 << 64)
+    with pytest.raises(ValueError, match="8 bytes"):
+        config("sb3", seqno_start=-1)

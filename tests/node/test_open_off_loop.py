@@ -4,6 +4,7 @@ nodes of the process (``--per-process``) and its signal handling run meanwhile."
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,9 @@ from gossipmind.node import opening
 from gossipmind.node.config import NodeConfig
 from gossipmind.node.node import open_node
 from gossipmind.store.datadir import DataDir
+from gossipmind.store.seqnos import SPAN
 from gossipmind.store.sqlite import Store
+from gossipmind.testing import sample_report
 from gossipmind.testnet.setup import prepare
 
 
@@ -70,3 +73,23 @@ async def test_a_node_cancelled_while_its_store_opens_closes_it(
                 entered = True
     assert scope.cancelled_caught and not entered
     Store.open(DataDir(cfg.data_dir).store).close()  # the lock was released
+
+
+async def test_a_node_whose_clock_stepped_back_gossips_past_its_last_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real libp2p: the node reserves its gossip seqnos in its store before its
+    transport starts, so after a restart with the clock an hour back its first
+    message id is past every id the last run could use (store/seqnos.py)."""
+    cfg = config(tmp_path)
+    with trio.fail_after(30):
+        async with open_node(cfg) as node:
+            first = node.transport._pubsub.counter  # type: ignore[attr-defined]
+            await node.write("pattern.report", sample_report())
+            last = node.transport._pubsub.counter  # type: ignore[attr-defined]
+    back = types.SimpleNamespace(time_ns=lambda: first - 3_600 * 10**9)
+    monkeypatch.setattr(opening, "time", back)
+    with trio.fail_after(30):
+        async with open_node(cfg) as node:
+            again = node.transport._pubsub.counter  # type: ignore[attr-defined]
+            assert again == first + SPAN > last

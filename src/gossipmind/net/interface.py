@@ -183,6 +183,10 @@ class TransportConfig:
     """Validated messages buffered for the node before gossip drops new ones."""
     message_buffer_bytes: int = 64 * 1024 * 1024
     """... and the bytes they may hold (1024 full-size messages would be 256 MiB)."""
+    seqno_start: int = 0
+    """The first gossip seqno; 0: the Unix time in ns. A node passes the start of a
+    span it reserved durably (store/seqnos.py), so that a clock stepped back
+    across a restart cannot make it reuse a message id (sync §2)."""
 
     def __post_init__(self) -> None:
         if len(self.seed) != 32:
@@ -195,6 +199,8 @@ class TransportConfig:
             raise ValueError("size limits must be positive")
         if self.connection_limit < 1:
             raise ValueError("max_connections must be at least 1")
+        if not 0 <= self.seqno_start < 1 << 64:
+            raise ValueError("seqno_start must fit in 8 bytes")
 
     @property
     def connection_limit(self) -> int:

@@ -133,6 +133,7 @@ def new_pubsub(host: Any, config: TransportConfig) -> tuple[Any, Any]:
         seen_ttl=SEEN_TTL,
         max_inbound_rpc_size=config.max_message_size + 64 * 1024,
         allowed_topics={config.topic},
+        seqno_start=config.seqno_start,
         validation_cache_ttl=VALIDATION_CACHE_TTL,
     )
     return router, pubsub
@@ -247,15 +248,16 @@ class _Pubsub(Pubsub):
     """py-libp2p's Pubsub, hardened: RPC writes to one stream never interleave, and
     no peer's RPC can stop the host or make it hold state for foreign topics."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, seqno_start: int = 0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._write_locks: weakref.WeakKeyDictionary[Any, trio.Lock] = weakref.WeakKeyDictionary()
         # py-libp2p starts the seqno counter at the Unix time in seconds: a node
         # that published more messages than seconds passed, then restarted, reused
         # its message ids (sender + seqno), and its peers dropped the new messages
         # as seen or refused them as equivocation. In nanoseconds (as go-libp2p),
-        # a restart never falls behind the ids it used unless the clock steps back.
-        self.counter = time.time_ns()
+        # a restart never falls behind the ids it used unless the clock steps back;
+        # a node starts where the span it reserved durably starts, which covers that.
+        self.counter = seqno_start or time.time_ns()
 
     async def continuously_read_stream(self, stream: Any) -> None:
         """py-libp2p's read loop, fed RPCs trimmed to what it can safely handle

@@ -535,8 +535,7 @@ class Node:
             assert session.peer is not None  # a completed session exchanged hellos
             for addr in session.peer.peers:  # only from peers that completed a session
                 self.addrbook.remember(peer_of(addr), addr, teacher=stream.remote_peer)
-            # the peer's own listen addresses: known by now (identify), which they may
-            # not have been when it connected (a peer that dialled us)
+            # the peer's listen addresses: known by now (identify), maybe not at connect
             for addr in self.transport.peer_addrs(stream.remote_peer):
                 self.addrbook.remember(stream.remote_peer, addr)
         return session.declined
@@ -547,7 +546,7 @@ async def open_node(
     config: NodeConfig, *, fake: FakeNetwork | None = None, identity: Identity | None = None
 ) -> AsyncIterator[Node]:
     """Run a node for the duration of the block (``fake``: on an in-memory network)."""
-    ident, store = await open_off_loop(config, identity)
+    ident, store, seqno_start = await open_off_loop(config, identity)
     try:
         validator = make_validator(store.replica.net)
         topic = f"gossipmind/{store.replica.net.hex()}/ops/1"
@@ -563,6 +562,7 @@ async def open_node(
                 listen=config.listen,
                 announce=config.announce,
                 debug=config.debug_libp2p,
+                seqno_start=seqno_start,
             )
             cm = open_libp2p_transport(tc, validator)
         # The node's tasks live inside the transport, and only they are cancelled

@@ -10,6 +10,7 @@ only a warning: the store knows its genesis, so the file is written again.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import trio
@@ -25,21 +26,35 @@ from gossipmind.store.datadir import (
     write_atomic,
 )
 from gossipmind.store.keyfile import read_key
+from gossipmind.store.seqnos import reserve_seqnos
 from gossipmind.store.sqlite import Store
 
 log = logging.getLogger("gossipmind.node")
 
 
-async def open_off_loop(config: NodeConfig, identity: Identity | None) -> tuple[Identity, Store]:
-    """The node's identity (``identity``, or its key file read) and its store, read
-    and opened on worker threads: opening replays every op (~4 s for 100 000),
-    and a passphrase costs a scrypt; the other nodes of this process, and its
-    signal handling, run meanwhile. Not abandoned on cancellation: the store
-    is returned, for the caller to close, and the cancellation comes after."""
+async def open_off_loop(
+    config: NodeConfig, identity: Identity | None
+) -> tuple[Identity, Store, int]:
+    """The node's identity (``identity``, or its key file read), its store and the
+    first gossip seqno it may use (a span reserved in the store: store/seqnos.py),
+    read and opened on worker threads: opening replays every op (~4 s for
+    100 000), and a passphrase costs a scrypt; the other nodes of this process,
+    and its signal handling, run meanwhile. Not abandoned on cancellation: the
+    store is returned, for the caller to close, and the cancellation comes after."""
     if identity is None:
         key = DataDir(config.data_dir).key
         identity = await trio.to_thread.run_sync(read_key, key, config.passphrase)
-    return identity, await trio.to_thread.run_sync(open_store, config)
+    store, start = await trio.to_thread.run_sync(_open_reserved, config)
+    return identity, store, start
+
+
+def _open_reserved(config: NodeConfig) -> tuple[Store, int]:
+    store = open_store(config)
+    try:
+        return store, reserve_seqnos(store, time.time_ns())
+    except BaseException:
+        store.close()
+        raise
 
 
 def open_store(config: NodeConfig) -> Store:

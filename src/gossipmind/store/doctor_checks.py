@@ -61,6 +61,7 @@ class StoreCheck:
 
     def run(self) -> None:
         self._fold_stamp()
+        self._seqno()
         genesis = self._genesis()
         if genesis is None:
             return
@@ -82,6 +83,18 @@ class StoreCheck:
                 "meta.fold",
                 f"the fold stamp in the metadata is damaged ({_kind(value)}, not bytes "
                 "N:M); a writer (the node) rewrites the materialised rows at its next open",
+            )
+
+    def _seqno(self) -> None:
+        """The end of the gossip seqnos reserved (store/seqnos.py): 8 bytes, if any."""
+        row = self.q("SELECT value FROM meta WHERE key = 'seqno'")
+        value = row[0][0] if row else None
+        if row and not (isinstance(value, bytes) and len(value) == 8):
+            self.diag.add(
+                WARNING,
+                "meta.seqno",
+                f"the gossip seqno reservation is damaged ({_kind(value)}, not 8 bytes); "
+                "the node replaces it at its next start, from the clock",
             )
 
     def _genesis(self) -> Op | None:

@@ -128,7 +128,7 @@ class Store:
             Checkpointer.configure(conn)
             conn.execute(f"PRAGMA synchronous = {synchronous}")
             if version < schema.SCHEMA_VERSION:
-                with _transaction(conn):
+                with transaction(conn):
                     schema.migrate(conn, version)
             genesis = opsmod.decode(_meta(conn, "genesis", path))
             store = cls(path, conn, Replica(genesis), lock_fd)
@@ -407,7 +407,7 @@ class Store:
     @contextmanager
     def _tx(self) -> Iterator[None]:
         """A write transaction; after its commit, the checkpoints' turn."""
-        with _transaction(self.conn):
+        with transaction(self.conn):
             yield
         self.checkpoints.committed(self.conn)
 
@@ -582,7 +582,7 @@ def _meta(conn: sqlite3.Connection, key: str, path: Path) -> bytes:
 
 
 @contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+def transaction(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
