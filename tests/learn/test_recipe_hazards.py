@@ -356,3 +356,89 @@ def test_a_conflict_without_a_cut_attempt_is_not_retried() -> None:
     }
     rec = Executor(clock=SystemClock()).run_sync(recipe, charge, idempotent=False)
     assert rec.outcome == "failed" and len(calls) == 1 and rec.stop == "not_retryable:conflict"
+
+
+def keyed_charge_recipe(max_attempts: int) -> dict[str, Any]:
+    retry = {"type": "retry", "max_attempts": max_attempts, "base_ms": 20, "cap_ms": 20}
+    return {
+        "scope": "payments.charge",
+        "budget_ms": 20_000,
+        "steps": [
+            {"type": "idempotency_key", "header": "Idempotency-Key"},
+            retry | {"jitter": "none", "on": ["timeout"]},
+            {"type": "timeout", "ms": 100},
+        ],
+    }
+
+
+def test_a_keyed_charge_that_ends_while_its_cut_attempt_runs_is_in_doubt() -> None:
+    """Attempts ran out on the conflict while the cut attempt went on: the call
+    failed with the provider's 409, and the charge went through. Nothing told
+    the agent that this "failed" may be "done" (s9 recipes review, left open).
+    The execution is now ``in_doubt`` and the error carries a note naming the key."""
+    provider = Provider()
+    ex = Executor(clock=SystemClock(), key_factory=lambda: "key-7")
+    with pytest.raises(Conflict) as info:
+        ex.execute_sync(keyed_charge_recipe(2), provider.charge, 4999, idempotent=False)
+    notes = getattr(info.value, "__notes__", [])
+    assert len(notes) == 1 and "'key-7'" in notes[0] and "may still apply it" in notes[0]
+    rec = Executor(clock=SystemClock(), key_factory=lambda: "key-8").run_sync(
+        keyed_charge_recipe(2), Provider().charge, 1, idempotent=False
+    )
+    assert rec.outcome == "failed" and rec.in_doubt and rec.errors == ["timeout", "conflict"]
+    assert any("may still apply it" in n for n in rec.notes)
+    for _ in range(500):  # the abandoned attempt completes: the "failed" charge went through
+        if provider.charges == 1:
+            break
+        time.sleep(0.01)
+    assert provider.charges == 1 and provider.state["key-7"] == "charged 4999"
+
+
+def test_a_cut_attempt_of_an_unkeyed_non_idempotent_call_is_in_doubt() -> None:
+    release = threading.Event()
+
+    def send(to: str) -> str:
+        release.wait(10)  # slower than the recipe's timeout
+        return "sent"
+
+    recipe = {"scope": "mail.send", "steps": [{"type": "timeout", "ms": 50}]}
+    try:
+        rec = Executor(clock=SystemClock()).run_sync(recipe, send, "bob", idempotent=False)
+    finally:
+        release.set()
+    assert rec.outcome == "failed" and rec.in_doubt and rec.errors == ["timeout"]
+    (note,) = getattr(rec.error, "__notes__", [])
+    assert "check with the provider before making the call again" in note
+
+
+def test_an_async_cut_attempt_of_a_non_idempotent_call_is_in_doubt() -> None:
+    async def send(to: str) -> str:
+        await asyncio.sleep(10)
+        return "sent"
+
+    recipe = {"scope": "mail.send", "steps": [{"type": "timeout", "ms": 50}]}
+    rec = asyncio.run(Executor().run_async(recipe, send, "bob", idempotent=False))
+    assert rec.outcome == "failed" and rec.in_doubt
+    assert len(getattr(rec.error, "__notes__", [])) == 1
+
+
+def test_no_doubt_without_a_cut_attempt_or_for_an_idempotent_call() -> None:
+    def refused(idempotency_key: str | None = None) -> str:
+        raise Conflict("409 idempotency key in use")
+
+    rec = Executor(clock=SystemClock()).run_sync(keyed_charge_recipe(3), refused, idempotent=False)
+    assert rec.outcome == "failed" and not rec.in_doubt
+    assert not getattr(rec.error, "__notes__", None) and not rec.notes
+    release = threading.Event()
+
+    def search(q: str) -> str:
+        release.wait(10)
+        return "hits"
+
+    recipe = {"scope": "search.query", "steps": [{"type": "timeout", "ms": 50}]}
+    try:
+        rec = Executor(clock=SystemClock()).run_sync(recipe, search, "q", idempotent=True)
+    finally:
+        release.set()
+    assert rec.outcome == "failed" and rec.errors == ["timeout"] and not rec.in_doubt
+    assert not getattr(rec.error, "__notes__", None)

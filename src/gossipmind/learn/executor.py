@@ -74,6 +74,10 @@ from gossipmind.learn.plan import (
 __all__ = ["Execution", "Executor", "LocalRegistry", "Skipped"]
 
 T = TypeVar("T")
+IN_DOUBT = (
+    "an attempt of this non-idempotent call was cut at its time limit, not undone, "
+    "so the provider may still apply it"
+)
 
 
 class _Run(Generic[T]):
@@ -238,8 +242,20 @@ class _Run(Generic[T]):
         r.elapsed_ms = round(self.now() - self.start)
         if error is None:
             r.outcome, r.value, r.stop = "success", value, "success"
-        else:
-            r.outcome, r.error = "failed", error
+            return
+        r.outcome, r.error = "failed", error
+        if self.cut and not self.plan.idempotent:
+            r.in_doubt = True  # the agent must not take "failed" for "not done"
+            r.notes.append(IN_DOUBT)
+            key = r.idempotency_key
+            then = (
+                f"look it up by its idempotency key {key!r} before trying again under a new key"
+                if key
+                else "check with the provider before making the call again"
+            )
+            note = f"gossipmind: {IN_DOUBT}; {then}"
+            if note not in getattr(error, "__notes__", ()):
+                error.add_note(note)
 
     def summary(self) -> dict[str, Any]:
         s = self.record.summary()

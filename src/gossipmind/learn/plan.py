@@ -133,6 +133,9 @@ class Execution(Generic[T]):
     fallback: str | None = None  # the fallback that produced the value
     escalated: str | None = None
     notes: list[str] = field(default_factory=list)
+    in_doubt: bool = False
+    """A non-idempotent call failed after an attempt of it was cut at its limit: cut
+    is abandoned, not undone, so the provider may still apply that attempt."""
 
     @property
     def ok(self) -> bool:
@@ -172,6 +175,7 @@ class Plan:
     budget_ms: int | None = None
     deadlines: bool = True  # may an attempt be cut at the budget's deadline?
     retries_allowed: bool = False
+    idempotent: bool = True  # as the agent declared the call
     breaker: tuple[int, int] | None = None  # (failure_threshold, reset_ms)
     fallback: tuple[str, Callable[..., Any]] | None = None
     escalate: tuple[str, Callable[[dict[str, Any]], Any]] | None = None
@@ -197,7 +201,7 @@ def build_plan(
     steps = steps_by_type(recipe)
     record: Execution[Any] = Execution(scope=recipe["scope"])
     plan = Plan(record, recipe["scope"], budget_ms=recipe.get("budget_ms"), deadlines=deadlines)
-    plan.kwargs, plan.prior = dict(kwargs), prior
+    plan.kwargs, plan.prior, plan.idempotent = dict(kwargs), prior, idempotent
     applied = record.applied
 
     def skip(step: str, reason: str) -> None:
