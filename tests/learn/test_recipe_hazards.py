@@ -442,3 +442,34 @@ def test_no_doubt_without_a_cut_attempt_or_for_an_idempotent_call() -> None:
         release.set()
     assert rec.outcome == "failed" and rec.errors == ["timeout"] and not rec.in_doubt
     assert not getattr(rec.error, "__notes__", None)
+
+
+def test_a_call_in_doubt_gets_no_fallback() -> None:
+    """A charge cut at its timeout may still go through at the provider; a fallback
+    charging through another one would charge twice. An idempotent call cut the
+    same way still falls back."""
+    registry = LocalRegistry()
+    used: list[str] = []
+    registry.add_fallback("other_psp", lambda *a, **kw: used.append("other_psp") or "charged")
+    release = threading.Event()
+
+    def charge(amount: int) -> str:
+        release.wait(10)
+        return "charged"
+
+    recipe = {
+        "scope": "payments.charge",
+        "steps": [{"type": "timeout", "ms": 50}, {"type": "fallback", "target": "other_psp"}],
+    }
+    ex = Executor(registry, clock=SystemClock())
+    try:
+        rec = ex.run_sync(recipe, charge, 5, idempotent=False)
+        assert rec.outcome == "failed" and rec.in_doubt and used == []
+        assert [(s.step, s.reason) for s in rec.skipped] == [
+            ("fallback", "a cut attempt may still be applied")
+        ]
+        assert "fallback" not in rec.applied
+        rec = ex.run_sync(recipe, charge, 5, idempotent=True)
+        assert rec.outcome == "fallback" and not rec.in_doubt and used == ["other_psp"]
+    finally:
+        release.set()

@@ -12,7 +12,9 @@ Bounds: at most ``max_attempts`` attempts (1 without ``retry``); no attempt
 starts once ``budget_ms`` has run out, and a wait that would reach it ends the
 call (either way with the last attempt's own error); an attempt is cut at the
 budget's deadline (but see threads, below); the local fallback/escalation run
-after it. A non-idempotent call is retried only if an idempotency key reaches it.
+after it. A non-idempotent call is retried only if an idempotency key reaches it;
+one that fails after an attempt of it was cut is *in doubt* (the provider may
+still apply that attempt): its error says so, and it gets no fallback.
 Fallbacks do not nest: a call made while a fallback runs gets no fallback of its
 own (two decorated calls registered as each other's fallback looped until the
 recursion limit: ~280 calls of the service for one call of the agent's).
@@ -458,7 +460,12 @@ class Executor:
     ) -> None:
         """After the final failure: the local fallback, else the escalation handler."""
         r, plan = run.record, run.plan
-        if plan.fallback is not None:
+        if plan.fallback is not None and r.in_doubt:
+            # the cut attempt may still be applied: a fallback (another provider) could
+            # do the same work a second time, a double charge; the agent decides
+            r.skipped.append(Skipped("fallback", "a cut attempt may still be applied"))
+            r.applied.remove("fallback")
+        elif plan.fallback is not None:
             name, fb = plan.fallback
             running = FallbackRun()
             inside = IN_FALLBACK.set(running)  # a call the fallback makes gets no fallback
