@@ -35,10 +35,19 @@ class Fix:
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Fix:
+        recipe = doc["recipe"]
+        if "non_idempotent" in doc:
+            unsafe = doc["non_idempotent"] is True
+        else:  # a node older than the field (7a06e9e and before: docs/operations.md §10)
+            # never says; a fix for a scope its policy lists as non-idempotent carries an
+            # idempotency key (the synthesizer adds one, a keyless retry there is high
+            # risk), so a keyed fix is taken for one: a keyless attempt is not retried
+            steps = recipe.get("steps", []) if isinstance(recipe, dict) else []
+            unsafe = any(isinstance(s, dict) and s.get("type") == "idempotency_key" for s in steps)
         return cls(
             bytes.fromhex(doc["fix"]),
             bytes.fromhex(doc["pattern"]),
-            doc["recipe"],
+            recipe,
             doc.get("rationale", ""),
             doc.get("risk", "low"),
             int(doc.get("attempts", 0)),
@@ -46,7 +55,7 @@ class Fix:
             str(doc.get("service", "")),
             str(doc.get("operation", "")),
             int(doc.get("drill_bp", 0)),
-            doc.get("non_idempotent") is True,
+            unsafe,
         )
 
 
