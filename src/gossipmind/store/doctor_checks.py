@@ -19,7 +19,7 @@ from gossipmind.core import encoding, snapshot
 from gossipmind.core import ops as opsmod
 from gossipmind.core.errors import EncodingError, InvalidOp
 from gossipmind.core.ops import Op
-from gossipmind.core.replica import Replica, state_root
+from gossipmind.core.replica import FOLD_VERSION, Replica, state_root
 from gossipmind.store.diagnosis import INFO, WARNING, Diagnosis
 from gossipmind.store.verifier import verify_all
 
@@ -45,6 +45,9 @@ class StoreCheck:
         self.replica: Replica | None = None
         self.pending_ids: set[bytes] = set()
         self.damaged = 0  # cells of the wrong type
+        self.stamp: bytes | None = None  # the fold stamp, if there is a readable one
+        self.stamp_damaged = False
+        self.stale: list[str] = []  # rows of older rules (_fold): not damage, rewritten
 
     def q(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
         return self.conn.execute(sql, args).fetchall()
@@ -78,7 +81,10 @@ class StoreCheck:
         """The stamp of the rules that wrote the materialised rows: bytes ``N:M``."""
         row = self.q("SELECT value FROM meta WHERE key = 'fold'")
         value = row[0][0] if row else None
-        if row and not (isinstance(value, bytes) and re.fullmatch(rb"[0-9]+:[0-9]+", value)):
+        if isinstance(value, bytes) and re.fullmatch(rb"[0-9]+:[0-9]+", value):
+            self.stamp = value
+        elif row:
+            self.stamp_damaged = True
             self.diag.error(
                 "meta.fold",
                 f"the fold stamp in the metadata is damaged ({_kind(value)}, not bytes "
@@ -327,6 +333,9 @@ class StoreCheck:
         enc = encoding.encode
         t = r.policy.synthesis_threshold
         fixes = snapshot.fix_rows(r)
+        # rows another release wrote (its stamp, or none: an upgrade or a rollback) by
+        # rules these may compute otherwise: not damage, a writing open rewrites them all
+        older = not self.stamp_damaged and self.stamp != f"{FOLD_VERSION}:{len(r.meta)}".encode()
         for name, key, more, rows, cols in (
             ("patterns", "pattern", ", service, count, reporters", snapshot.pattern_rows(r),
              lambda p: (p["service"], p["count"], p["reporters"])),
@@ -334,7 +343,9 @@ class StoreCheck:
             ("members", "key", "", snapshot.member_rows(r), lambda m: ()),
             ("goals", "goal", ", active", snapshot.goal_rows(r), lambda g: (int(g["active"]),)),
         ):  # fmt: skip
-            self._table(name, f"SELECT {key}, doc{more} FROM {name}", key, rows, cols)
+            self._table(name, f"SELECT {key}, doc{more} FROM {name}", key, rows, cols, older)
+        if self.stale:
+            self._stale()
         stored_eq: dict[tuple[bytes, Any], bytes] = {}
         for a, s, ids in self.q("SELECT author, seq, ids FROM equivocations"):
             author = self.blob("equivocations row: author", a)
@@ -377,8 +388,18 @@ class StoreCheck:
         key_field: str,
         rows: list[dict[str, Any]],
         columns: Callable[[dict[str, Any]], tuple[Any, ...]],
+        older: bool = False,
     ) -> None:
+        """Compare a materialised table with the fold's rows; with ``older`` (rows
+        another release's rules wrote), a row that differs is listed in ``stale``."""
         check = f"fold.{name}"
+
+        def error(check: str, message: str, ref: bytes | None = None) -> None:
+            if older:
+                self.stale.append(message)
+            else:
+                self.diag.error(check, message, ref)
+
         expected = {row[key_field]: row for row in rows}
         seen: set[bytes] = set()
         for key_cell, doc_cell, *cols in self.q(sql):
@@ -389,15 +410,28 @@ class StoreCheck:
             seen.add(key)
             want = expected.get(key)
             if want is None:
-                self.diag.error(check, f"{name} row {_hex(key)} is not in the fold", key)
+                error(check, f"{name} row {_hex(key)} is not in the fold", key)
                 continue
             if doc is None:
                 continue
             if doc == encoding.encode(want) and tuple(cols) == columns(want):
                 continue
-            self.diag.error(check, f"{name} row {_hex(key)}: {_difference(doc, want)}", key)
+            error(check, f"{name} row {_hex(key)}: {_difference(doc, want)}", key)
         for key in expected.keys() - seen:
-            self.diag.error(check, f"{name} row {_hex(key)} is missing", key)
+            error(check, f"{name} row {_hex(key)} is missing", key)
+
+    def _stale(self) -> None:
+        """One warning for the rows another release's fold rules wrote."""
+        what = self.stamp.decode() if self.stamp else "none"
+        self.diag.add(
+            WARNING,
+            "fold.rules",
+            f"{len(self.stale)} materialised row(s) differ from the fold, as rows that "
+            f"another release wrote may (fold stamp {what}; this gossipmind writes "
+            f"{FOLD_VERSION}:<valid ops>): not damage, the node or a writing command "
+            "rewrites every row at its next open, ops and state root untouched "
+            f"(docs/operations.md section 10). First: {self.stale[0]}",
+        )
 
 
 def _difference(stored: bytes, want: dict[str, Any]) -> str:
