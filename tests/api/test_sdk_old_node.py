@@ -6,8 +6,15 @@ so the SDK took every fix for an idempotent one: a payments call not marked
 a charge that had gone through before its answer timed out was made twice, the
 double charge the field was added to prevent. Without the field the SDK now takes a
 fix that carries an idempotency key for a non-idempotent one (docs/operations.md
-§10). The node's answer is replayed from ``tests/fixtures/upgrade`` (its README
-says how the old code made it).
+§10).
+
+Its redaction keeps home-directory user names, so for such a failure the SDK
+computed another pattern than the node counted, learned and named fixes under: the
+SDK never found the node's fix for it. The SDK now notes the pattern the node
+answers a report with and looks fixes up under it too.
+
+The node's answers are replayed from ``tests/fixtures/upgrade`` (its README says
+how the old code made them).
 """
 
 from __future__ import annotations
@@ -25,9 +32,10 @@ from gossipmind.api.client import Client
 from gossipmind.api.records import Fix
 from gossipmind.learn.patterns import Failure, reduce
 
-OLD_FIX = json.loads(
-    (Path(__file__).parent.parent / "fixtures" / "upgrade" / "old_node_fix.json").read_text()
-)
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "upgrade"
+OLD_FIX = json.loads((FIXTURES / "old_node_fix.json").read_text())
+HOME_FIX = json.loads((FIXTURES / "old_fix_home.json").read_text())
+HOME_ANSWER = json.loads((FIXTURES / "old_failures_answer.json").read_text())
 CHARGE = Failure(
     "payments", "charge", "TimeoutError", "charge for jane@example.com timed out after 30000 ms"
 )
@@ -48,17 +56,19 @@ class OldNode(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:
-        if self.path.startswith(f"/v1/fix?pattern={OLD_FIX['pattern']}"):
-            self._answer(200, OLD_FIX)
-        else:
-            self._answer(404, {"error": "not_found", "detail": self.path})
+        for fix in (OLD_FIX, HOME_FIX):
+            if self.path.startswith(f"/v1/fix?pattern={fix['pattern']}"):
+                return self._answer(200, fix)
+        self._answer(404, {"error": "not_found", "detail": self.path})
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if self.path == "/v1/failures":
-            self._answer(202, {"pattern": OLD_FIX["pattern"], "fix": OLD_FIX})
-        else:
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        if self.path != "/v1/failures":
             self._answer(200, {})
+        elif "/home/" in body.get("message", ""):
+            self._answer(202, HOME_ANSWER)
+        else:
+            self._answer(202, {"pattern": OLD_FIX["pattern"], "fix": OLD_FIX})
 
 
 @pytest.fixture
@@ -109,5 +119,57 @@ def test_an_unmarked_payments_call_is_not_charged_twice_by_an_old_node(old_node:
         assert charges == [None]  # one charge: no retry with a key the first did not carry
         fix = client._cached(bytes.fromhex(OLD_FIX["pattern"]))
         assert fix is not None and fix.non_idempotent  # the fix was found, and refused
+    finally:
+        client.close()
+
+
+HOME = "timed out reading /home/alice/data.csv after 3000 ms"
+
+
+def test_the_old_node_counts_a_home_path_failure_under_another_pattern() -> None:
+    ours = reduce(Failure("files", "read", "TimeoutError", HOME)).pattern.hex()
+    assert HOME_ANSWER["pattern"] == HOME_FIX["pattern"] != ours
+
+
+def test_a_fix_the_old_node_learned_is_found_once_it_answered_a_report(old_node: str) -> None:
+    reads: list[str] = []
+
+    def read(path: str) -> str:
+        reads.append(path)
+        if len(reads) % 2:  # every other attempt times out
+            raise TimeoutError(f"timed out reading {path} after 3000 ms")
+        return "data"
+
+    client = Client(url=old_node, token="t" * 32, stream=False, timeout=10.0)
+    try:
+
+        @client.resilient(service="files", operation="read")
+        def r(path: str) -> str:
+            return read(path)
+
+        with pytest.raises(TimeoutError):  # the first: the node has not answered yet
+            r("/home/alice/data.csv")
+        client.flush()  # (or the outbox thread did): the node took it, named its pattern
+        assert not client.outbox.pending()
+        assert r("/home/alice/data.csv") == "data"  # no failure: no fix needed
+        assert r("/home/alice/data.csv") == "data"  # failed, retried under the old fix
+        assert reads == ["/home/alice/data.csv"] * 4
+        assert client.stats.fixes_applied == 1 and client.stats.recoveries == 1
+    finally:
+        client.close()
+
+
+def test_the_streamed_cache_is_searched_under_the_nodes_pattern() -> None:
+    client = Client(url="http://127.0.0.1:9", token="t" * 32, stream=False)
+    try:
+        client._apply_event("fix", HOME_FIX)  # as the event stream delivers it
+        ours = reduce(Failure("files", "read", "TimeoutError", HOME)).pattern
+        assert client._cached(ours) is None
+        body = {"service": "files", "operation": "read", "exc_type": "TimeoutError"}
+        client.aliases.learn("/v1/failures", body | {"message": HOME}, HOME_ANSWER, ())
+        fix = client._cached(ours)
+        assert fix is not None and fix.id.hex() == HOME_FIX["fix"]
+        client.aliases.learn("/v1/outcomes", body, {"pattern": "00" * 32}, ())  # not a report
+        assert client.aliases.get(b"\0" * 32) == b"\0" * 32
     finally:
         client.close()

@@ -1,11 +1,8 @@
-"""The agent-side SDK: ``gossipmind.Client``.
-
-The SDK lives in the agent's process. It never imports the node or libp2p. It
-talks to the local node over HTTP on 127.0.0.1, keeps a local cache of accepted
-fixes fresh through the node's event stream (so ``get_fix`` costs microseconds),
-and fails open: when the node is down, the agent's own calls still work and
-reports wait in a bounded queue.
-"""
+"""The agent-side SDK: ``gossipmind.Client``, in the agent's process (never importing
+the node or libp2p). It talks to the local node over HTTP on 127.0.0.1, keeps a cache
+of accepted fixes fresh through the node's event stream (``get_fix`` costs
+microseconds), and fails open: with the node down, the agent's calls still work and
+reports wait in a bounded queue."""
 
 from __future__ import annotations
 
@@ -17,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gossipmind.api.aliases import Aliases
 from gossipmind.api.lifecycle import EXIT_FLUSH_S, dropped, track, untrack, weak_send
 from gossipmind.api.records import ClientStats, Fix, describe
 from gossipmind.api.transport import (
@@ -72,6 +70,7 @@ class Client:
         self.registry = registry or LocalRegistry()
         self.executor = Executor(self.registry, classifier=self.classify)
         self.outbox = Outbox(queue_max)
+        self.aliases = Aliases()  # the node's pattern where it differs from ours
         self._sender = Sender(self.outbox, weak_send(self))
         # a client dropped unclosed: its thread ends (at exit, _at_exit sends the queue instead)
         weakref.finalize(self, dropped, self.outbox, self._sender).atexit = False
@@ -110,9 +109,8 @@ class Client:
                 log.debug("gossipmind: no event thread: %r", exc)
 
     def _after_fork(self) -> None:
-        """In a forked child: no thread of the parent's follows the node here, so the
-        parent's cache would stay as it was at the fork. Empty it; the next lookup
-        starts a new event thread, and the cache serves again once it is ready."""
+        """In a forked child no thread follows the node, so the parent's cache would stay
+        as at the fork: empty it; the next lookup starts an event thread (ready: serves)."""
         self._starting = threading.Lock()
         self._swap = threading.Lock()
         self._ready, self._stop = threading.Event(), threading.Event()
@@ -319,7 +317,7 @@ class Client:
         return self.fix_for(pattern)
 
     def _cached(self, pattern: bytes) -> Fix | None:
-        fixes = self._cache.get(pattern)
+        fixes = self._cache.get(pattern) or self._cache.get(self.aliases.get(pattern))
         if fixes:
             self.stats.cache_hits += 1
             best = rank(
@@ -350,7 +348,8 @@ class Client:
                 return None  # the stream is live: no accepted fix exists
         try:
             flag = "&canary=1" if self.canary else ""
-            status, doc = self._call("GET", f"/v1/fix?pattern={pattern.hex()}{flag}")
+            asked = self.aliases.get(pattern)  # the node's id for it, if another
+            status, doc = self._call("GET", f"/v1/fix?pattern={asked.hex()}{flag}")
         except GossipmindError:
             return None if self._streams else self._cached(pattern)  # fail open
         if status == 404 and not self._streams:
@@ -519,6 +518,7 @@ class Client:
             log.warning("gossipmind: the node refused a report: %s %s", status, doc)
             self._note_error(f"{path}: {status} {doc}")
             return False
+        self.aliases.learn(path, body, doc, self.rules)
         return True
 
     def _send(self, path: str, body: dict[str, Any]) -> None:
