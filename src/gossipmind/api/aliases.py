@@ -2,7 +2,8 @@
 
 The SDK computes a failure's pattern itself, to find its fix in the cache; the
 node computes it again from the report, and counts, learns and names fixes under
-its own. Both run the same reduction when SDK and node are of one release; a
+its own. Both run the same reduction when SDK and node are of one release (and
+the client has no ``rules=`` of its own: the node classifies without them); a
 release that changes redaction (docs/operations.md §10) gives some failures
 another id on each side, and an agent whose SDK and node differ never found the
 fixes learned from its own reports. The node answers each report with its
@@ -54,8 +55,9 @@ class Aliases:
             self.warned = True
             log.warning(
                 "gossipmind: the node reduces a failure of %s/%s to another pattern than "
-                "this SDK (%s, not %s): SDK and node are of different releases; fixes "
-                "are looked up under the node's pattern too (docs/operations.md §10)",
+                "this SDK (%s, not %s): SDK and node of different releases (or the "
+                "client's own rules=); fixes are looked up under the node's pattern too "
+                "(docs/operations.md §10)",
                 body.get("service"),
                 body.get("operation"),
                 theirs.hex()[:12],
