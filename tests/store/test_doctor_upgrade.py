@@ -73,3 +73,20 @@ def test_a_row_differing_under_this_releases_stamp_is_still_damage(tmp_path: Pat
     diag = diagnose(path)
     assert diag.exit_code == EXIT_CORRUPT
     assert {f.check for f in diag.errors} == {"fold.fixes"}
+
+
+def test_a_stamp_of_this_version_with_another_count_does_not_excuse_a_row(
+    tmp_path: Path,
+) -> None:
+    """Only another fold *version* makes differing rows "older rules": a stamp of this
+    version whose op count differs (rows not rewritten after some ops) hides nothing."""
+    path = old_store(tmp_path)
+    with Store.open(path):
+        pass
+    with closing(sqlite3.connect(path)) as c, c:
+        c.execute("UPDATE fixes SET status = 'accepted'")
+        c.execute("UPDATE meta SET value = ? WHERE key = 'fold'", (f"{FOLD_VERSION}:9".encode(),))
+    diag = diagnose(path)
+    assert diag.exit_code == EXIT_CORRUPT
+    assert {f.check for f in diag.errors} == {"fold.fixes"}
+    assert not [f for f in diag.findings if f.check == "fold.rules"]

@@ -333,9 +333,12 @@ class StoreCheck:
         enc = encoding.encode
         t = r.policy.synthesis_threshold
         fixes = snapshot.fix_rows(r)
-        # rows another release wrote (its stamp, or none: an upgrade or a rollback) by
-        # rules these may compute otherwise: not damage, a writing open rewrites them all
-        older = not self.stamp_damaged and self.stamp != f"{FOLD_VERSION}:{len(r.meta)}".encode()
+        # rows another release's rules wrote (its stamp names another fold version, or
+        # there is none): not damage, a writing open rewrites them all. Rows that differ
+        # under this version's own stamp are damage, whatever the count in the stamp.
+        older = not self.stamp_damaged and (
+            self.stamp is None or not self.stamp.startswith(f"{FOLD_VERSION}:".encode())
+        )
         for name, key, more, rows, cols in (
             ("patterns", "pattern", ", service, count, reporters", snapshot.pattern_rows(r),
              lambda p: (p["service"], p["count"], p["reporters"])),
