@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from gossipmind._version import __version__
 from gossipmind.core.errors import GossipmindError
 
-__version__ = "0.1.0"
 __all__ = ["Client", "GossipmindError", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover

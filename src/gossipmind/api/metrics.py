@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from gossipmind import __version__
+from gossipmind.node import build
 from gossipmind.node.node import Node
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -89,7 +90,8 @@ BY_REASON: tuple[tuple[str, str], ...] = (
 )
 
 # Numeric fields of the status deliberately not exported (text and lists never are).
-SKIPPED: frozenset[str] = frozenset()
+# The build's versions are labels of gossipmind_info, not values.
+SKIPPED: frozenset[str] = frozenset({"build.fold_version", "build.schema_version"})
 
 
 def _get(status: Mapping[str, Any], path: str) -> Any:
@@ -144,6 +146,9 @@ def render(status: Mapping[str, Any], labels: Mapping[str, str] | None = None) -
     lines: list[str] = []
     info = {
         "version": __version__,
+        "commit": build.COMMIT or "",
+        "fold_version": build.FOLD_VERSION,
+        "schema_version": build.SCHEMA_VERSION,
         "network": status.get("network", ""),
         "peer_id": status.get("peer_id", ""),
         "key": status.get("key", ""),
@@ -195,6 +200,7 @@ def full_status(node: Node, *, root: bool = True) -> dict[str, Any]:
     (``root=False``: without the state root, which metrics do not export and which
     costs a pass over every op id after new ops)."""
     st = node.status(root=root)
+    st["build"] = build.describe()
     st["learner"] = vars(node.learner.stats) | {"idle": node.learner.idle()}
     st["verifier"] = vars(node.verifier.stats)
     return st

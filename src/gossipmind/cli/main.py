@@ -7,7 +7,6 @@ import sys
 
 import click
 
-from gossipmind import __version__
 from gossipmind.cli import (
     bench,
     demo,
@@ -22,6 +21,7 @@ from gossipmind.cli import (
 )
 from gossipmind.cli.common import Ctx, require_utf8
 from gossipmind.cli.output import visible
+from gossipmind.node.build import version_line
 
 
 def _non_empty(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -38,7 +38,7 @@ def _non_empty(_ctx: click.Context, _param: click.Parameter, value: str | None) 
     callback=_non_empty,
     help="Data directory (default: $GOSSIPMIND_HOME or ~/.gossipmind).",
 )
-@click.version_option(__version__, prog_name="gossipmind")
+@click.version_option(version_line(), prog_name="gossipmind")
 @click.pass_context
 def cli(ctx: click.Context, data_dir: str | None) -> None:
     """gossipmind: a peer-to-peer learning network for AI agents.

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from gossipmind.core.errors import GossipmindError
+from gossipmind.node import build
 from gossipmind.node.config import NodeConfig
 from gossipmind.node.heap import settle_heap
 from gossipmind.node.node import Node, open_node
@@ -213,6 +214,7 @@ async def _run_one(
             addrs=st["addrs"],
             network=st["network"],
             key=st["key"],
+            build=build.describe(),
             ops=st["ops"],
             root=st["root"],
             **started,
