@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tnkit import same_process_runs, stopped_testnet
@@ -17,6 +18,7 @@ from gossipmind.core.errors import ConfigError, NotFound
 from gossipmind.testnet import Testnet, peer_id_of, procs
 from gossipmind.testnet.procs import free_ports, is_ours, read_events, starttime
 from gossipmind.testnet.state import ProcEntry, save_state
+from gossipmind.testnet.statusrows import builds_note
 
 
 def test_peer_id_matches_libp2p() -> None:
@@ -228,3 +230,19 @@ def test_a_reused_pid_whose_main_thread_ended_is_not_ours(tmp_path: Path) -> Non
     finally:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
+
+
+def test_the_status_table_says_when_nodes_run_different_builds() -> None:
+    """A rolling upgrade: which nodes run which commit (node/build.py); nodes of a
+    build from before lines named it are "unknown"; stopped nodes do not count."""
+
+    def row(name: str, commit: str | None, state: str = "running") -> dict[str, Any]:
+        return {"name": name, "commit": commit, "state": state}
+
+    one = [row("node-0", "8779330466a1"), row("node-1", "8779330466a1")]
+    assert builds_note(one) is None
+    assert builds_note([*one, row("node-2", "7a06e9e00000", "killed")]) is None
+    mixed = [*one, row("node-2", None), row("node-3", "7a06e9e00000")]
+    assert builds_note(mixed) == (
+        "3 builds run: 7a06e9e00000 (node-3), 8779330466a1 (node-0, node-1), unknown (node-2)"
+    )

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from tnkit import same_process_runs
 
+from gossipmind.node import build
 from gossipmind.testnet import Testnet
 
 GOSSIPMIND = Path(sys.executable).with_name("gossipmind")
@@ -48,6 +49,8 @@ def test_up_status_partition_kill_restart_down_from_separate_invocations(run_dir
     assert all(r["converged"] and r["peers"] >= 1 for r in rows.values())
     assert [r["role"] for r in rows.values()] == ["admin", "verifier", "member", "member"]
     assert rows["node-0"]["pid"] == rows["node-1"]["pid"] != rows["node-2"]["pid"]
+    assert {r["commit"] for r in rows.values()} == {build.COMMIT}  # what each node runs
+    assert "builds run" not in up.stderr
     first_pids = {r["pid"] for r in rows.values()}
 
     one_line_error(gm(run_dir, "up"), 4, "already runs a testnet")

@@ -60,6 +60,10 @@ def _show(rows: list[dict[str, Any]], as_json: bool, title: str) -> None:
             for r in rows
         ],
     )
+    from gossipmind.testnet.statusrows import builds_note
+
+    if note := builds_note(rows):  # a rolling upgrade: which nodes run which code
+        err_console.print(esc(note), style="yellow")
 
 
 def _link(faults: dict[str, float] | None) -> Any:
@@ -198,6 +202,8 @@ def status(run_dir: Path, as_json: bool) -> None:
     not converged. One whose process has logged nothing yet since it started is
     "starting" (not converged), and "unresponsive" once that lasts a few status
     intervals. "link": a lossy/slow link (`chaos` sets it, `heal` clears it).
+    With --json each row also has the git commit its node runs; when the running
+    nodes run more than one (a rolling upgrade), a note says which run which.
     """
     tn = _testnet(run_dir)
     rows = tn.status()

@@ -164,6 +164,7 @@ async def _report(node: Node, name: str, every: float) -> None:
             gossip_accepted=st["gossip_accepted"],
             gossip_rejected=st["gossip_rejected"],
             gossip_messages=st["counters"]["gossip_messages"],
+            commit=build.COMMIT,
         )
 
 

@@ -81,6 +81,7 @@ def status_rows(tn: Testnet) -> list[dict[str, Any]]:
                 "responsive": None if not up or state == "starting" else state == "running",
                 "status_age_s": None if age is None else round(age, 1),
                 "link_faults": link_faults(Path(n.dir)),
+                "commit": _commit(line),
             }
         )
     voters = [r for r in rows if r["root"] and (not r["spare"] or r["process"])]
@@ -95,6 +96,28 @@ def status_rows(tn: Testnet) -> list[dict[str, Any]]:
             and r["state"] not in ("starting", "unresponsive")
         )
     return rows
+
+
+def _commit(line: dict[str, Any] | None) -> str | None:
+    """The git commit a node's line says it runs (status lines, or its ready line's
+    build); None for a node of a build from before lines said it."""
+    if line is None:
+        return None
+    found = line.get("commit") or (line.get("build") or {}).get("commit")
+    return found if isinstance(found, str) else None
+
+
+def builds_note(rows: list[dict[str, Any]]) -> str | None:
+    """``2 builds run: 8779330466a1 (node-0, node-1), unknown (node-2)`` when the
+    running nodes do not all run one commit (a rolling upgrade), else None."""
+    by: dict[str, list[str]] = {}
+    for r in rows:
+        if r["state"] == "running":
+            by.setdefault(r.get("commit") or "unknown", []).append(r["name"])
+    if len(by) < 2:
+        return None
+    parts = (f"{c} ({', '.join(names)})" for c, names in sorted(by.items()))
+    return f"{len(by)} builds run: " + ", ".join(parts)
 
 
 def link_faults(data_dir: Path) -> dict[str, float] | None:
