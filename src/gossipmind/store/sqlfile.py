@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from gossipmind.core.errors import StoreError
+from gossipmind.core.ops import Op
 from gossipmind.store import schema
 from gossipmind.store.datadir import fsync_path
 
@@ -357,3 +358,29 @@ def create_error(path: Path, exc: BaseException) -> StoreError:
     if isinstance(exc, OSError) or is_access_error(exc):
         return StoreError(f"cannot create {path}: {what} ({access_hint(path)})")
     return StoreError(f"cannot create {path}: {what}")
+
+
+def first_rows(conn: sqlite3.Connection, genesis: Op) -> None:
+    """The metadata and the genesis op of a new store (its other rows are written
+    at its first open, which finds no fold stamp)."""
+    conn.execute("INSERT INTO meta VALUES ('net', ?)", (genesis.id,))
+    conn.execute("INSERT INTO meta VALUES ('genesis', ?)", (genesis.raw,))
+    conn.execute("INSERT INTO meta VALUES ('app', 'gossipmind')")
+    g = genesis
+    conn.execute(
+        "INSERT INTO ops (id, raw, author, seq, lamport, kind, ts) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (g.id, g.raw, g.author, g.seq, g.lamport, g.kind, g.ts),
+    )
+    conn.execute("INSERT INTO heads VALUES (?)", (g.id,))
+
+
+def meta(conn: sqlite3.Connection, key: str, path: Path) -> bytes:
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    if row is None:
+        raise StoreError(f"{path}: store metadata {key!r} is missing; run `gossipmind doctor`")
+    if not isinstance(row[0], bytes):
+        raise StoreError(
+            f"{path}: store metadata {key!r} is damaged (a {type(row[0]).__name__}, "
+            "not bytes); run `gossipmind doctor`"
+        )
+    return row[0]

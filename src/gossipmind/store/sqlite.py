@@ -27,7 +27,7 @@ from gossipmind.core.identity import Identity
 from gossipmind.core.ops import Op
 from gossipmind.core.records import CHUNK
 from gossipmind.core.replica import FOLD_VERSION, IngestResult, Replica
-from gossipmind.store import readback, schema, sqlfile
+from gossipmind.store import readback, receipts, schema, sqlfile
 from gossipmind.store.checkpoint import WAL_SIZE_LIMIT, Checkpointer
 from gossipmind.store.sqlfile import StoreLocked, check_file
 from gossipmind.store.verifier import Verification
@@ -89,7 +89,7 @@ class Store:
             sqlfile.check_new(path)
             sqlfile.remove_leftovers(path)
             try:
-                tmp = sqlfile.new_file(path, lambda conn: _first_rows(conn, genesis))
+                tmp = sqlfile.new_file(path, lambda conn: sqlfile.first_rows(conn, genesis))
                 try:
                     cls._open(tmp, -1, synchronous).close()  # writes the materialised rows
                     sqlfile.publish(tmp, path)
@@ -127,10 +127,11 @@ class Store:
             conn.execute("PRAGMA journal_mode = WAL")
             Checkpointer.configure(conn)
             conn.execute(f"PRAGMA synchronous = {synchronous}")
-            if version < schema.SCHEMA_VERSION:
-                with transaction(conn):
+            with transaction(conn):
+                if version < schema.SCHEMA_VERSION:
                     schema.migrate(conn, version)
-            genesis = opsmod.decode(_meta(conn, "genesis", path))
+                receipts.ensure(conn)  # (additive: an older gossipmind ignores it)
+            genesis = opsmod.decode(sqlfile.meta(conn, "genesis", path))
             store = cls(path, conn, Replica(genesis), lock_fd)
             store._replay()
             store._restore_genesis()
@@ -339,7 +340,10 @@ class Store:
         return out
 
     def create_ops(
-        self, identity: Identity, requests: Sequence[tuple[str, dict[str, Any], int]]
+        self,
+        identity: Identity,
+        requests: Sequence[tuple[str, dict[str, Any], int]],
+        report_ids: Sequence[Iterable[bytes]] = (),
     ) -> list[Op | GossipmindError]:
         """Author and apply ops in order, then persist them in one transaction (a
         group commit: one commit, not one per op).
@@ -349,7 +353,9 @@ class Store:
         a refused request changes nothing and does not affect the others. When
         this returns, every Op in the result is durable. Anything else that
         escapes once the replica has changed marks the store broken (the replica
-        would hold ops the file does not) and raises StoreError.
+        would hold ops the file does not) and raises StoreError. ``report_ids``
+        (per request, if given) are the SDK's ids of the reports a request's op
+        carries: recorded in the same transaction as the op (store/receipts.py).
         """
         self._check_usable()
         out: list[Op | GossipmindError] = []
@@ -368,8 +374,9 @@ class Store:
                     raise
                 self._fail_group(exc)
         applied = [op for op in out if isinstance(op, Op)]
+        ids = [i for o, rs in zip(out, report_ids, strict=False) if isinstance(o, Op) for i in rs]
         if applied:
-            self._persist(IngestResult(applied=applied))
+            self._persist(IngestResult(applied=applied), ids)
         return out
 
     def _fail_group(self, exc: BaseException) -> NoReturn:
@@ -386,10 +393,13 @@ class Store:
         if self._broken:
             raise StoreError(f"store is unusable after a failed write ({self._broken}); reopen it")
 
-    def _persist(self, result: IngestResult, *, full: bool = False) -> None:
+    def _persist(
+        self, result: IngestResult, ids: Sequence[bytes] = (), *, full: bool = False
+    ) -> None:
         try:
             with self._tx():
                 self._write(result, full)
+                receipts.record(self.conn, ids)
         except sqlite3.Error as exc:
             self._broken = str(exc)
             raise StoreError(f"write to {self.path} failed: {exc}") from exc
@@ -518,6 +528,9 @@ class Store:
 
     # -- reading (for sync and the node) -----------------------------------------
 
+    def knows_report(self, rid: bytes) -> bool:
+        return receipts.known(self.conn, rid)
+
     def raw(self, op_id: bytes) -> bytes | None:
         row = self.conn.execute("SELECT raw FROM ops WHERE id = ?", (op_id,)).fetchone()
         return bytes(row[0]) if row else None
@@ -553,32 +566,6 @@ class Store:
         )
         for o, raw in cur:
             yield o, bytes(raw)
-
-
-def _first_rows(conn: sqlite3.Connection, genesis: Op) -> None:
-    """The metadata and the genesis op of a new store (its other rows are written
-    at its first open, which finds no fold stamp)."""
-    conn.execute("INSERT INTO meta VALUES ('net', ?)", (genesis.id,))
-    conn.execute("INSERT INTO meta VALUES ('genesis', ?)", (genesis.raw,))
-    conn.execute("INSERT INTO meta VALUES ('app', 'gossipmind')")
-    g = genesis
-    conn.execute(
-        "INSERT INTO ops (id, raw, author, seq, lamport, kind, ts) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (g.id, g.raw, g.author, g.seq, g.lamport, g.kind, g.ts),
-    )
-    conn.execute("INSERT INTO heads VALUES (?)", (g.id,))
-
-
-def _meta(conn: sqlite3.Connection, key: str, path: Path) -> bytes:
-    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-    if row is None:
-        raise StoreError(f"{path}: store metadata {key!r} is missing; run `gossipmind doctor`")
-    if not isinstance(row[0], bytes):
-        raise StoreError(
-            f"{path}: store metadata {key!r} is damaged (a {type(row[0]).__name__}, "
-            "not bytes); run `gossipmind doctor`"
-        )
-    return row[0]
 
 
 @contextmanager
