@@ -54,6 +54,15 @@ FIX = _obj(
         "retries a call whose failed attempt carried no idempotency key",
     },
 )
+REPORT_ID = {
+    "type": "string",
+    "pattern": "^[0-9a-f]{32}$",
+    "description": "optional: 16 random bytes (lowercase hex) the sender gives the report "
+    "when it creates it, and sends again with it if no answer came; the node counts a "
+    "report id once (for at least an hour), answering a duplicate as it answered the first. "
+    "Local to the node: never in an op. A bad id is refused with 400 (nothing counted)",
+}
+_BAD_ID = {"400": _ERR}
 FAILURE = {
     "type": "object",
     "required": ["service", "operation"],
@@ -67,6 +76,7 @@ FAILURE = {
         "context": {"description": "any JSON; only its shape (keys and types) leaves the node"},
         "latency_ms": {"type": "integer", "minimum": 0},
         "retry_after_ms": {"type": "integer", "minimum": 0},
+        "id": REPORT_ID,
     },
 }
 OUTCOME = {
@@ -77,6 +87,7 @@ OUTCOME = {
         "fix": _HEX,
         "attempts": {"type": "integer", "minimum": 1, "maximum": 1000000},
         "successes": {"type": "integer", "minimum": 0, "maximum": 1000000},
+        "id": REPORT_ID,
     },
 }
 
@@ -129,7 +140,8 @@ OPENAPI: dict[str, Any] = {
                         fix={"oneOf": [FIX, {"type": "null"}]},
                     ),
                     "202",
-                ),
+                )
+                | _BAD_ID,
             }
         },
         "/v1/failures/count": {
@@ -164,7 +176,7 @@ OPENAPI: dict[str, Any] = {
                     "required": True,
                     "content": {"application/json": {"schema": OUTCOME}},
                 },
-                "responses": _ok(_obj(queued={"type": "boolean"}), "202"),
+                "responses": _ok(_obj(queued={"type": "boolean"}), "202") | _BAD_ID,
             }
         },
         "/v1/patterns": {

@@ -39,6 +39,7 @@ from gossipmind.api.wire import (
     hex_id,
     jsonable,
     outcome_from_json,
+    report_id,
 )
 from gossipmind.core import encoding
 from gossipmind.core.errors import (
@@ -198,8 +199,8 @@ class Api:
         return Response(text, media_type=metrics.CONTENT_TYPE)
 
     async def report_failure(self, request: Request) -> Response:
-        failure = Failure(**failure_from_json(await self.json_body(request)))
-        reduced = self.node.report_failure(failure)
+        rid, doc = report_id(await self.json_body(request))  # (a re-send: counted once)
+        reduced = self.node.report_failure(Failure(**failure_from_json(doc)), rid)
         best = self.node.fixes.best(reduced.pattern)
         return JSONResponse(
             {
@@ -236,10 +237,11 @@ class Api:
         return JSONResponse(self.summary(best))
 
     async def outcome(self, request: Request) -> Response:
-        fix, attempts, successes = outcome_from_json(await self.json_body(request))
+        rid, doc = report_id(await self.json_body(request))  # (a re-send: counted once)
+        fix, attempts, successes = outcome_from_json(doc)
         if self.node.fixes.row(fix) is None:
             raise NotFound(f"no fix {fix.hex()[:12]} here")
-        self.node.report_outcome(fix, attempts, successes)
+        self.node.report_outcome(fix, attempts, successes, *([rid] if rid else []))
         return JSONResponse({"queued": True}, status_code=202)
 
     async def write_op(self, request: Request) -> Response:

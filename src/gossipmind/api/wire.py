@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from gossipmind.core.errors import SchemaError
+from gossipmind.core.errors import GossipmindError, SchemaError
 from gossipmind.learn.rank import drill_bp
 from gossipmind.learn.shape import MAX_DEPTH, MAX_ITEMS, MAX_KEYS, MAX_NODES
 
@@ -70,6 +70,28 @@ FAILURE_FIELDS = {
     "latency_ms",
     "retry_after_ms",
 }
+
+
+REPORT_ID_HEX = 32  # a report id: 16 random bytes, as lowercase hex
+
+
+class BadReportId(GossipmindError):
+    """A report's ``id`` that is not 32 lowercase hex digits (answered 400)."""
+
+
+def report_id(doc: Any) -> tuple[bytes | None, Any]:
+    """The SDK's id of a report (None if it has none: old SDKs, curl) and the body
+    without it. An id that is not 32 lowercase hex digits raises BadReportId."""
+    if not isinstance(doc, dict) or "id" not in doc:
+        return None, doc
+    rest = dict(doc)
+    rid = rest.pop("id")
+    if not isinstance(rid, str) or len(rid) != REPORT_ID_HEX or rid.strip("0123456789abcdef"):
+        raise BadReportId(
+            f"bad report id {str(rid)[:40]!r}: an id is {REPORT_ID_HEX} lowercase hex digits "
+            "(16 random bytes), or absent"
+        )
+    return bytes.fromhex(rid), rest
 
 
 def failure_from_json(doc: Any) -> dict[str, Any]:

@@ -114,6 +114,7 @@ class Node:
         self._rng = random.Random()
         self.peering = Peering(self)
         self.reporter = Reporter(self._write_report, now_ms, window_ms=config.report_window_ms)
+        self.reporter.known = store.knows_report  # committed report ids (store/receipts.py)
         self.learner = Learner(
             store.replica, self.write, idle_s=config.idle_s, cpu_budget=config.cpu_budget
         )
@@ -141,8 +142,7 @@ class Node:
         return await self.writes.submit((kind, body, now_ms() if ts is None else ts))
 
     async def _write_report(self, kind: str, body: dict[str, Any]) -> Op:
-        """The reporter's writes: it is told the moment its op is durable, before
-        gossip takes it (see ``Reporter.durable``)."""
+        """The reporter's writes, told when durable, before gossip (``Reporter.durable``)."""
         await self._write_gate()
         return await self.writes.submit((kind, body, now_ms()), self.reporter.durable)
 
@@ -164,7 +164,7 @@ class Node:
         """Author and persist a group of concurrent writes (see node/writes.py)."""
         self._check_own_seq()
         try:
-            return self.store.create_ops(self.identity, requests)
+            return self.store.create_ops(self.identity, requests, self.reporter.ids(requests))
         except StoreError as exc:
             self._stop_if_broken(exc)
             raise
@@ -282,14 +282,14 @@ class Node:
         """The agent is active: sleep-time learning yields."""
         self.learner.activity()
 
-    def report_failure(self, failure: Failure) -> Reduced:
+    def report_failure(self, failure: Failure, rid: bytes | None = None) -> Reduced:
         """Reduce a failure to its pattern now; it is written with the next batch."""
         self.touch()
-        return self.reporter.failure(failure)
+        return self.reporter.failure(failure, rid)  # (rid: the SDK's id of the report)
 
-    def report_outcome(self, fix: bytes, attempts: int, successes: int) -> None:
+    def report_outcome(self, fix: bytes, attempts: int, successes: int, *rid: bytes) -> None:
         self.touch()
-        self.reporter.outcome(fix, attempts, successes)
+        self.reporter.outcome(fix, attempts, successes, *rid)
 
     def fix_events(self, buffer: int = 1000) -> trio.MemoryReceiveChannel[Transition]:
         """A channel of fix status transitions (accepted, revoked, …) from now on;

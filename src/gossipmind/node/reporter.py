@@ -2,6 +2,12 @@
 
 The raw failure (message, context) is reduced to its pattern on arrival and
 never stored or sent; only the reduced pattern and bounded numbers are kept.
+
+A report may carry the SDK's random id (docs/sdk.md, "Delivery"): a report whose
+id the node holds already — waiting to be written here, or committed with its op
+(store/receipts.py) — is answered as taken and not counted again. The ids stay
+beside the bodies, never in them: they are recorded in the transaction that
+commits their body's op (``ids``), and are never part of an op.
 """
 
 from __future__ import annotations
@@ -9,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +34,9 @@ _clock = time.monotonic  # of the warnings' rate (tests move it): not the wall c
 
 Write = Callable[[str, dict[str, Any]], Awaitable[object]]
 Body = tuple[str, dict[str, Any]]  # kind, body
+Ids = tuple[bytes, ...]  # the report ids a body carries
 MAX_UNWRITTEN = 10_000
+MAX_PENDING_IDS = 100_000  # ids of reports taken, not written yet (beyond: not remembered)
 FULL = "MAX_UNWRITTEN reports wait to be written already (the oldest is dropped)"
 
 
@@ -67,6 +75,7 @@ class Reporter:
         rules: tuple[Rule, ...] = (),
     ) -> None:
         self._write = write
+        self.known: Callable[[bytes], bool] = lambda rid: False  # committed (the store's)
         self._now = now_ms
         self.window_ms = window_ms
         self.rules = rules
@@ -84,9 +93,40 @@ class Reporter:
         # one line per refused body: a key that is not (or no longer) a member
         # has every report of every window refused, one body per pattern
         self._refusals = Bounded(log, unsaid="{} more were dropped and not said")
+        self._pending_ids: set[bytes] = set()  # taken, not committed yet
+        self._window_ids: dict[bytes, list[bytes]] = {}  # pattern -> its window's ids
+        self._outcome_ids: dict[bytes, list[bytes]] = {}  # fix -> its window's ids
+        self._receipts: dict[int, tuple[dict[str, Any], tuple[bytes, ...]]] = {}  # id(body)
+        self.duplicates = 0  # reports whose id was taken already: not counted again
 
-    def failure(self, failure: Failure) -> Reduced:
+    def seen(self, rid: bytes) -> bool:
+        """Whether the report with id ``rid`` was taken already (written or not)."""
+        return rid in self._pending_ids or self.known(rid)
+
+    def _remember(self, rid: bytes | None, into: dict[bytes, list[bytes]], key: bytes) -> None:
+        if rid is not None and len(self._pending_ids) < MAX_PENDING_IDS:
+            self._pending_ids.add(rid)
+            into.setdefault(key, []).append(rid)
+
+    def ids(self, requests: Sequence[tuple[str, dict[str, Any], int]]) -> list[Ids]:
+        """The report ids each request's body carries (none for bodies not ours)."""
+        out: list[Ids] = []
+        for _, body, _ in requests:
+            entry = self._receipts.get(id(body))
+            out.append(entry[1] if entry is not None and entry[0] is body else ())
+        return out
+
+    def _queue(self, item: Body, ids: list[bytes] | None) -> None:
+        if ids:
+            self._receipts[id(item[1])] = (item[1], tuple(ids))
+        self._ready.append(item)
+
+    def failure(self, failure: Failure, rid: bytes | None = None) -> Reduced:
+        """Count a failure (the id ``rid`` of one taken already: not again)."""
         reduced = reduce(failure, self.rules)
+        if rid is not None and self.seen(rid):
+            self.duplicates += 1
+            return reduced
         if not self.failures.add(reduced, self._now()):
             # the window holds its cap of distinct patterns: close it now (its
             # bodies wait to be written) rather than drop an acknowledged report
@@ -94,19 +134,24 @@ class Reporter:
             self.failures.add(reduced, self._now())
             self._wake.set()
         self.local_counts[reduced.pattern] = self.local_counts.get(reduced.pattern, 0) + 1
+        self._remember(rid, self._window_ids, reduced.pattern)
         return reduced
 
-    def outcome(self, fix: bytes, attempts: int, successes: int) -> None:
+    def outcome(self, fix: bytes, attempts: int, successes: int, rid: bytes | None = None) -> None:
+        if rid is not None and self.seen(rid):
+            self.duplicates += 1
+            return
         now = self._now()
         o = self.outcomes.get(fix)
         if o is not None and o[0] + attempts > MAX_COUNTER:
             # one op's counters are bounded (schema): close this one, start another
-            self._ready.append(self._outcome_body(fix, o))
+            self._queue(self._outcome_body(fix, o), self._outcome_ids.pop(fix, None))
             o = None
         if o is None:
             o = self.outcomes[fix] = [0, 0]
         o[0] += attempts
         o[1] += successes
+        self._remember(rid, self._outcome_ids, fix)
         if not self._outcome_window:
             self._outcome_window = [now, now]
         self._outcome_window[1] = now
@@ -118,17 +163,24 @@ class Reporter:
 
     def _close_failures(self) -> None:
         for body in self.failures.flush(self._now()):
-            self._ready.append(("pattern.report", body))
+            self._queue(("pattern.report", body), self._window_ids.pop(body["pattern"], None))
+        for ids in self._window_ids.values():  # (none: every failure is in a body)
+            self._pending_ids.difference_update(ids)
+        self._window_ids.clear()
 
     def _close_window(self) -> None:
         """Move everything batched into the queue of bodies to write."""
         self._close_failures()
         for fix, counts in sorted(self.outcomes.items()):
-            self._ready.append(self._outcome_body(fix, counts))
-        self.outcomes, self._outcome_window = {}, []
+            self._queue(self._outcome_body(fix, counts), self._outcome_ids.pop(fix, None))
+        self.outcomes, self._outcome_window, self._outcome_ids = {}, [], {}
 
     def _done(self, kind: str, body: dict[str, Any]) -> None:
-        """A body left the queue (written or dropped): its failures are no longer unsent."""
+        """A body left the queue (written or dropped): its failures are no longer unsent,
+        and its report ids are the store's (committed with it) or forgotten."""
+        entry = self._receipts.pop(id(body), None)
+        if entry is not None and entry[0] is body:
+            self._pending_ids.difference_update(entry[1])
         if kind == "pattern.report":
             left = self.local_counts.get(body["pattern"], 0) - int(body["count"])
             if left > 0:
