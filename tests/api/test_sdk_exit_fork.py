@@ -164,6 +164,7 @@ def test_a_client_dropped_unclosed_says_what_it_lost() -> None:
         client.report_outcome(b"\x01" * 32, True)
         client.report_outcome(b"\x02" * 32, False)
     sender = client._sender
+    gc.collect()  # (an earlier test's client, collected now, would say what it lost here)
     kept = Kept()
     logger = logging.getLogger("gossipmind.sdk")
     logger.addHandler(kept)

@@ -102,10 +102,13 @@ class SlowProxy:
             thread.join(BOUND)
 
 
-def test_a_node_slower_than_the_sdk_gets_each_report_once(node: LiveNode) -> None:
-    """Answers 1 s late, the SDK's timeout 0.3 s: a report was sent again after the read
-    timeout, queued, and sent from the queue again: 5 failures reached it 23 times."""
-    proxy = SlowProxy(node.port, delay=1.0)
+def test_a_node_slower_than_the_sdk_counts_each_report_once(node: LiveNode) -> None:
+    """Answers late, the SDK's timeout 0.3 s: a report was sent again after the read
+    timeout, queued, and sent from the queue again: 5 failures were counted 23 times.
+    Now a report whose answer did not come is sent again with its id (the outbox
+    thread waiting twice as long each time, so the answer comes at last): the node
+    counts each once."""
+    proxy = SlowProxy(node.port, delay=0.5)
     url = f"http://127.0.0.1:{proxy.port}"
     client = Client(url=url, token=node.token, stream=False, timeout=0.3)
     exc = TimeoutError("search timed out after 3000 ms (slow node)")
@@ -118,8 +121,7 @@ def test_a_node_slower_than_the_sdk_gets_each_report_once(node: LiveNode) -> Non
     try:
         for _ in range(5):
             client.report_failure(exc, service="slow", operation="query")
-        direct = proxy.requests(b"POST /v1/failures ")
-        assert (direct, len(client.outbox.items)) == (5, 0)  # once each, none queued again
+        assert proxy.requests(b"POST /v1/failures ") >= 5  # each once at the call, then queued
         for _ in range(3):
             with pytest.raises(TimeoutError):
                 query()
@@ -127,11 +129,12 @@ def test_a_node_slower_than_the_sdk_gets_each_report_once(node: LiveNode) -> Non
     finally:
         client.close()
         proxy.close()
-    assert proxy.requests(b"POST /v1/failures ") == 8  # the queued ones once too
+    resent = client.stats.reports_resent
+    assert resent >= 8 and proxy.requests(b"POST /v1/failures ") == 8 + resent
     assert proxy.requests(b"GET /v1/fix?") == 3  # a lookup is not asked again after a timeout
-    assert client.stats.reports_sent == 0 and client.stats.reports_unconfirmed == 8
+    assert client.stats.reports_sent == 0 and client.stats.reports_unconfirmed == 0
     until(lambda: node.received(pattern) >= 8, "the node to take them")
-    assert node.received(pattern) == 8
+    assert node.received(pattern) == 8  # each once, however often it was sent
 
 
 def test_a_keep_alive_connection_the_node_closed_loses_no_report(node: LiveNode) -> None:
@@ -263,10 +266,11 @@ def test_outcomes_waiting_in_the_queue_go_as_one_request(node: LiveNode) -> None
         client._cache[fix.pattern] = {fix.id: fix}  # the cache a stream would keep
         for i in range(20):
             pay("jane", i)
-        items = [body for _, body in client.outbox.items]
+        items = [body.copy() for _, body in client.outbox.items]
     finally:
         client.outbox._draining.release()
     try:
+        assert len(items) == 1 and len(items[0].pop("id")) == 32  # (the report's id)
         assert items == [{"fix": node.fix.hex(), "attempts": 20, "successes": 20}]
         client.flush()
         until(lambda: not client.outbox.items, "the queue to be sent")

@@ -18,15 +18,16 @@ from gossipmind.api.aliases import Aliases
 from gossipmind.api.lifecycle import EXIT_FLUSH_S, dropped, track, untrack, weak_send
 from gossipmind.api.records import ClientStats, Fix, describe
 from gossipmind.api.transport import (
-    MAX_OUTCOME_ATTEMPTS,
     Http,
     MaybeSent,
     NodeNotFound,
     Outbox,
     Sender,
     backoff_delays,
+    check_outcome,
     discover,
     env_data_dir,
+    report_id,
 )
 from gossipmind.api.wire import sendable_failure
 from gossipmind.core.errors import GossipmindError, NetworkError
@@ -69,12 +70,12 @@ class Client:
         self.canary = canary  # also try provisional fixes (so senior verifiers get evidence)
         self.registry = registry or LocalRegistry()
         self.executor = Executor(self.registry, classifier=self.classify)
-        self.outbox = Outbox(queue_max)
+        self.stats = ClientStats()
+        self.outbox = Outbox(queue_max, self.stats)
         self.aliases = Aliases()  # the node's pattern where it differs from ours
         self._sender = Sender(self.outbox, weak_send(self))
         # a client dropped unclosed: its thread ends (at exit, _at_exit sends the queue instead)
         weakref.finalize(self, dropped, self.outbox, self._sender).atexit = False
-        self.stats = ClientStats()
         self._live: dict[str, Http] = {}  # "http": the node's, once known (set, taken atomically)
         self._closed = False
         self._config_checked = -1.0  # (monotonic) when _check_config last read the data dir
@@ -470,14 +471,7 @@ class Client:
         counts the node would refuse."""
         fid = fix.id if isinstance(fix, Fix) else fix
         ok = successes if successes is not None else int(bool(success)) * attempts
-        if not isinstance(fid, bytes | bytearray) or len(fid) != 32:
-            raise ValueError(f"a fix id is 32 bytes, not {fid!r}")
-        for name, n in (("attempts", attempts), ("successes", ok)):
-            if type(n) is not int or not 0 <= n <= MAX_OUTCOME_ATTEMPTS:
-                raise ValueError(f"{name} must be an integer 0-{MAX_OUTCOME_ATTEMPTS}, not {n!r}")
-        if attempts < 1 or ok > attempts:
-            raise ValueError(f"need 1 <= attempts and successes <= attempts, not {attempts}, {ok}")
-        self.outbox.put_outcome(fid.hex(), attempts, ok)
+        self.outbox.put_outcome(check_outcome(fid, attempts, ok), attempts, ok)
         self.stats.reports_queued += 1
         self._check_config()
         self._sender.wake()
@@ -501,15 +495,14 @@ class Client:
     def _post(self, path: str, body: dict[str, Any]) -> bool:
         """POST a report: True if the node took it, False if it refused it (4xx,
         noted: sending it again would not help). NetworkError: it did not get it;
-        :class:`MaybeSent` (counted, noted): it may have it."""
+        :class:`MaybeSent` (noted; a 5xx but 503, which processed nothing): it may have it."""
         try:
             status, doc = self._call("POST", path, body)
         except MaybeSent as exc:
-            self.stats.reports_unconfirmed += 1
             self._note_error(f"{path}: {exc}")
             raise
         if status >= 500:
-            raise NetworkError(f"node error {status}")
+            raise (NetworkError if status == 503 else MaybeSent)(f"node error {status}: {doc}")
         if status == 401:  # not processed: kept to send again (the token may be given anew)
             self._note_error(f"{path}: 401 {doc}")
             raise NetworkError(f"the node refused the token (401): {doc}")
@@ -528,13 +521,13 @@ class Client:
                 self.stats.reports_sent += 1
                 if self.outbox.pending():
                     self._sender.wake(now=True)  # the node is up: send the queue too
-        except MaybeSent:
-            pass  # the node may have it: sending it again could count it twice
+        except MaybeSent:  # the node may have it: the outbox sends it again, same id
+            self._enqueue(path, body, tried=True, unanswered=True)
         except GossipmindError:  # node down, not started, or misconfigured (noted): queue it
             self._enqueue(path, body, tried=True)
 
-    def _enqueue(self, path: str, body: dict[str, Any], *, tried: bool = False) -> None:
-        self.outbox.put(path, body)
+    def _enqueue(self, path: str, body: dict[str, Any], *, tried: bool = False, **kw: bool) -> None:
+        self.outbox.put(path, body, **kw)  # (unanswered=True: sent once, no answer came)
         self.stats.reports_queued += 1
         if not tried:  # (a send that failed told what was wrong)
             self._check_config()
@@ -594,7 +587,8 @@ class Client:
 
 
 def _body(failure: Failure) -> dict[str, Any]:
-    return {k: v for k, v in vars(failure).items() if v is not None}
+    """A failure report, with its id (the node counts it once, however often it is sent)."""
+    return {k: v for k, v in vars(failure).items() if v is not None} | {"id": report_id()}
 
 
 from gossipmind.api.resilient import Resilient  # noqa: E402 - re-export

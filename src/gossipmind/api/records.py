@@ -64,7 +64,8 @@ class ClientStats:
     reports_sent: int = 0  # taken by the node at the call
     reports_queued: int = 0  # put in the queue (the outbox thread sends them)
     reports_refused: int = 0  # refused by the node (4xx, kept in errors): never sent again
-    reports_unconfirmed: int = 0  # sent, but no answer came (the node may have them)
+    reports_unconfirmed: int = 0  # given up unanswered (sent: the node may have them)
+    reports_resent: int = 0  # sends again of reports whose answer did not come (same id)
     fixes_applied: int = 0
     recoveries: int = 0
     cache_hits: int = 0
