@@ -183,6 +183,27 @@ def test_a_client_dropped_unclosed_says_what_it_lost() -> None:
     assert sender._closed
 
 
+def test_a_closed_client_says_what_it_lost_at_close_and_not_as_dropped() -> None:
+    """A closed client whose queue the node did not take was said, when collected,
+    to have been "dropped without close()"; close() itself said nothing."""
+    client = Client(url="http://127.0.0.1:9", token="t" * 20, stream=False)
+    client.report_outcome(b"\x01" * 32, True)
+    gc.collect()
+    kept = Kept()
+    logger = logging.getLogger("gossipmind.sdk")
+    logger.addHandler(kept)
+    try:
+        client.close()
+        del client
+        gc.collect()
+    finally:
+        logger.removeHandler(kept)
+    assert kept.messages == [
+        "gossipmind: 1 queued report(s) lost at close(): the node did not take them "
+        "(down, or it did not answer)"
+    ]
+
+
 # ------------------------------------------ finding 2: a forked child's fix cache
 
 

@@ -75,7 +75,8 @@ class Client:
         self.aliases = Aliases()  # the node's pattern where it differs from ours
         self._sender = Sender(self.outbox, weak_send(self))
         # a client dropped unclosed: its thread ends (at exit, _at_exit sends the queue instead)
-        weakref.finalize(self, dropped, self.outbox, self._sender).atexit = False
+        self._dropped = weakref.finalize(self, dropped, self.outbox, self._sender)
+        self._dropped.atexit = False
         self._live: dict[str, Http] = {}  # "http": the node's, once known (set, taken atomically)
         self._closed = False
         self._config_checked = -1.0  # (monotonic) when _check_config last read the data dir
@@ -152,6 +153,9 @@ class Client:
         self._sender.close(timeout=self.timeout + 1)
         self._closed = True
         self._drop_http()
+        if self._dropped.detach() and (left := len(self.outbox.items)):  # (said once, here)
+            log.warning("gossipmind: %d queued report(s) lost at close(): the node did not "
+                        "take them (down, or it did not answer)", left)  # fmt: skip
 
     def __enter__(self) -> Client:
         return self
