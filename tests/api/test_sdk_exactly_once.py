@@ -183,6 +183,41 @@ def test_reports_to_a_hung_node_are_counted_once_when_it_resumes(node: LiveNode)
     assert node.received(pattern) == 5
 
 
+def test_flush_cuts_short_a_re_send_that_waits_longer_than_the_timeout(node: LiveNode) -> None:
+    """The outbox thread waits longer for the answer to a re-send (up to 10 s); an
+    agent's flush() (and close()) does not wait for it: it is cut short, and the
+    report is sent again later, counted once."""
+    client = Client(node.dir, stream=False, timeout=0.3)
+    pattern = _pattern(client, "patient")
+    release = threading.Event()
+    blocker = node.hang(release)
+    try:
+        client.outbox._draining.acquire()  # (the outbox thread waits meanwhile)
+        try:
+            client.report_failure(None, service="patient", operation="q", exc_type="TimeoutError")
+            rid = client.outbox.items[0][1]["id"]
+            client.outbox._unanswered[rid][1] = 6.0  # its next send waits 10 s
+        finally:
+            client.outbox._draining.release()
+        client._sender.wake(now=True)
+        until(
+            lambda: (http := client._http) is not None and len(http._patient) > 0,
+            "the outbox thread's patient re-send",
+        )
+        assert client.flush() == 0  # the node is still hung
+        cut = [e for e in client.stats.errors if "it may have it" in e and "timed out" not in e]
+        assert cut, client.stats.errors  # the re-send was cut short, not timed out
+    finally:
+        release.set()
+        blocker.join(BOUND)
+    try:
+        until(lambda: not client.outbox.items, "the report to be sent again")
+    finally:
+        client.close()
+    until(lambda: node.received(pattern) >= 1, "the node to count it")
+    assert node.received(pattern) == 1
+
+
 def test_a_duplicate_id_gets_the_same_answer_and_no_second_count(node: LiveNode) -> None:
     http = node.http()
     client = Client(url=node.url, token=node.token, stream=False)

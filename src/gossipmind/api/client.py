@@ -233,8 +233,7 @@ class Client:
             self._note_error(f"config: {exc}")
 
     def _drop_http(self, only: Http | None = None) -> None:
-        """Close the shared connection (``only`` that one: not one another thread
-        made since) so that the next request finds the node anew."""
+        """Close the shared connection (``only`` that one, not a newer one): find the node anew."""
         with self._swap:  # (a setdefault cannot replace it meanwhile: only a drop can)
             http = self._live.get("http")
             if http is None or (only is not None and http is not only):
@@ -540,7 +539,10 @@ class Client:
     def flush(self) -> int:
         """Send queued reports now (if the node is up); return how many went.
 
-        If another thread is sending them, waits for it, then sends what is left."""
+        If another thread is sending them, waits for it, then sends what is left
+        (a re-send under way that would wait longer than ``timeout`` is cut short)."""
+        if (http := self._http) is not None:
+            http.interrupt_patient()
         return self.outbox.drain(self._post, wait=True)
 
     # -- the fix cache, fed by the event stream -------------------------------------

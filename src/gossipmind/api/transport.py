@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import http.client
 import json
@@ -139,6 +140,7 @@ class Http:
         self.timeout = timeout
         self._idle: list[tuple[http.client.HTTPConnection, float]] = []  # keep-alive, since
         self._stream: http.client.HTTPConnection | None = None
+        self._patient: weakref.WeakSet[http.client.HTTPConnection] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._closed = False
         _FORK_SAFE.add(self)
@@ -148,6 +150,7 @@ class Http:
         lock a parent thread held would never be released."""
         self._lock = threading.Lock()
         self._idle, self._stream = [], None
+        self._patient = weakref.WeakSet()
 
     def close(self) -> None:
         """Close every connection, including a live event stream (which then ends)."""
@@ -175,8 +178,21 @@ class Http:
                 return conn, True
             conn.close()
 
+    def interrupt_patient(self) -> None:
+        """Cut short the requests under way that wait longer than the timeout (the
+        outbox thread's re-sends, which raise :class:`MaybeSent`: sent again, counted
+        once), so that an agent's ``flush()`` or ``close()`` does not wait for them."""
+        with self._lock:
+            conns = list(self._patient)
+        for conn in conns:
+            sock = conn.sock
+            if sock is not None:
+                with contextlib.suppress(OSError):  # (closed meanwhile)
+                    sock.shutdown(socket.SHUT_RDWR)
+
     def _give_back(self, conn: http.client.HTTPConnection) -> None:
         with self._lock:
+            self._patient.discard(conn)
             if not self._closed and len(self._idle) < 4 and conn.sock is not None:
                 self._idle.append((conn, time.monotonic()))
                 return
@@ -203,6 +219,9 @@ class Http:
         for attempt in range(2):
             conn, reused = self._borrow()
             retry = reused and attempt == 0
+            if timeout > self.timeout:  # (see interrupt_patient)
+                with self._lock:
+                    self._patient.add(conn)
             try:
                 if conn.sock is None:
                     conn.connect()
