@@ -43,7 +43,8 @@ class Aliases:
         node = answer.get("pattern") if isinstance(answer, dict) else None
         try:
             theirs = bytes.fromhex(node) if isinstance(node, str) else b""
-            ours = reduce(Failure(**body), rules).pattern
+            fields = {k: v for k, v in body.items() if k != "id"}  # (the report's own id)
+            ours = reduce(Failure(**fields), rules).pattern
         except (ValueError, TypeError, GossipmindError):  # not an answer to a report of ours
             return
         if len(theirs) != 32 or theirs == ours:
