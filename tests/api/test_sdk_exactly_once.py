@@ -20,7 +20,8 @@ import pytest
 from livenode import BOUND, SLOW, LiveNode, until
 
 from gossipmind.api.client import Client
-from gossipmind.api.transport import MaybeSent, Outbox, report_id
+from gossipmind.api.outbox import Outbox, report_id
+from gossipmind.api.transport import MaybeSent
 from gossipmind.core.errors import NetworkError
 
 LOSE_REQUEST, LOSE_ANSWER = "lose-request", "lose-answer"

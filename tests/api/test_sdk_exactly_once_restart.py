@@ -21,7 +21,8 @@ import pytest
 from livenode import until
 
 from gossipmind.api.client import Client
-from gossipmind.api.transport import Http, report_id
+from gossipmind.api.outbox import report_id
+from gossipmind.api.transport import Http
 from gossipmind.store.sqlite import Store
 from gossipmind.testnet.setup import prepare
 

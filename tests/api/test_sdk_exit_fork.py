@@ -29,7 +29,7 @@ from livenode import BOUND, SLOW, LiveNode, until
 from test_sdk_outbox import SlowProxy
 
 from gossipmind.api.client import Client
-from gossipmind.api.transport import Outbox
+from gossipmind.api.outbox import Outbox
 from gossipmind.core.encoding import encode
 from gossipmind.core.schema import fix_id
 

@@ -22,7 +22,8 @@ import trio.testing
 
 from gossipmind.api import offload
 from gossipmind.api.client import Client
-from gossipmind.api.transport import Http, Outbox
+from gossipmind.api.outbox import Outbox
+from gossipmind.api.transport import Http
 from gossipmind.core.errors import NetworkError
 
 DOWN = {"url": "http://127.0.0.1:9", "token": "x" * 20, "stream": False}

@@ -16,19 +16,9 @@ from typing import Any, TypeVar
 
 from gossipmind.api.aliases import Aliases
 from gossipmind.api.lifecycle import EXIT_FLUSH_S, dropped, track, untrack, weak_send
+from gossipmind.api.outbox import Outbox, Sender, backoff_delays, check_outcome, report_id
 from gossipmind.api.records import ClientStats, Fix, describe
-from gossipmind.api.transport import (
-    Http,
-    MaybeSent,
-    NodeNotFound,
-    Outbox,
-    Sender,
-    backoff_delays,
-    check_outcome,
-    discover,
-    env_data_dir,
-    report_id,
-)
+from gossipmind.api.transport import Http, MaybeSent, NodeNotFound, discover, env_data_dir
 from gossipmind.api.wire import sendable_failure
 from gossipmind.core.errors import GossipmindError, NetworkError
 from gossipmind.learn.executor import Execution, Executor, LocalRegistry

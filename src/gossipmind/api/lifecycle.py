@@ -16,7 +16,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from gossipmind.api.transport import Outbox, Sender
+from gossipmind.api.outbox import Outbox, Sender
 from gossipmind.core.errors import NetworkError
 
 log = logging.getLogger("gossipmind.sdk")
