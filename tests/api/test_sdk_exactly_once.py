@@ -225,6 +225,13 @@ def test_a_duplicate_id_gets_the_same_answer_and_no_second_count(node: LiveNode)
     pattern = _pattern(client, "dup")
     client.close()
     try:
+
+        def duplicates() -> int:
+            status, doc = http.request("GET", "/v1/status")
+            assert status == 200
+            return int(doc["reports"]["duplicates"])
+
+        dups = duplicates()
         body = _failure("dup") | {"id": report_id()}
         answers = [http.request("POST", "/v1/failures", body) for _ in range(3)]
         assert answers[0][0] == 202 and answers[1:] == [answers[0]] * 2
@@ -240,6 +247,7 @@ def test_a_duplicate_id_gets_the_same_answer_and_no_second_count(node: LiveNode)
         ] * 2
         until(lambda: node.outcomes() != before, "the outcome to be written")
         assert node.outcomes() == (before[0] + 3, before[1] + 2)
+        assert duplicates() == dups + 3  # 2 reports and 1 outcome sent again (/v1/status)
     finally:
         http.close()
 

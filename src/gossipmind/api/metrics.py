@@ -62,6 +62,7 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
     ("checkpoints.inline", COUNTER, "WAL checkpoints a commit ran (the log past its limit)."),
     ("checkpoints.incomplete", COUNTER, "Checkpoints that left frames in the log."),
     ("checkpoints.failed", COUNTER, "Checkpoints that failed."),
+    ("reports.duplicates", COUNTER, "Reports sent again whose id was counted already."),
     ("learner.rounds", COUNTER, "Learning rounds run in idle time."),
     ("learner.interrupted", COUNTER, "Learning rounds cut short by the agent's activity."),
     ("learner.synthesized", COUNTER, "Fixes synthesized."),

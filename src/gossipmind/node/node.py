@@ -12,7 +12,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -36,6 +36,7 @@ from gossipmind.node.opening import open_off_loop
 from gossipmind.node.pacer import Pacer
 from gossipmind.node.peering import Peering, peer_of
 from gossipmind.node.reporter import Reporter
+from gossipmind.node.status import status_of
 from gossipmind.node.syncer import PENALTY_CAP, SESSION_LIMIT, SyncCounters, SyncGuard, drive
 from gossipmind.node.verifier import Verifier
 from gossipmind.node.writes import GroupCommit, Request
@@ -320,34 +321,8 @@ class Node:
         await self._changed.wait()
 
     def status(self, *, root: bool = True) -> dict[str, Any]:
-        """Counters and state; ``root=False`` leaves out the state root (a pass over
-        every op id after new ops: metrics do not need it)."""
-        r = self.store.replica
-        return {
-            "network": self.net.hex(),
-            "key": self.identity.public.hex(),
-            "peer_id": self.transport.peer_id,
-            "addrs": self.transport.addrs(),
-            "peers": sorted(self.transport.peers()),
-            "known_peers": len(self.addrbook),
-            "foreign_peers": len(self.foreign.held(trio.current_time())),
-            "explored": self.peering.explored,
-            "ops": len(r.meta),
-            "heads": len(r.heads),
-            "pending": len(r.pending),
-            "pending_evicted": r.pending.evicted,
-            "rejected": len(r.rejected),
-            "equivocations": len(r.equivocations),
-            **({"root": r.root().hex()} if root else {}),
-            "roles": sorted(r.roles(self.identity.public).roles),
-            "key_equivocating": self.identity.public in r.membership.equivocators,
-            "counters": asdict(self.counters),
-            "sync": asdict(self.sync),
-            "writes": asdict(self.writes.stats),
-            "checkpoints": asdict(self.store.checkpoints.stats),
-            "gossip_rejected": dict(self.validator.stats.rejected),
-            "gossip_accepted": self.validator.stats.accepted,
-        }
+        """Counters and state (node/status.py)."""
+        return status_of(self, root=root)
 
     # -- background tasks ------------------------------------------------------
 
