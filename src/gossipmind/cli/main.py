@@ -82,6 +82,23 @@ for command in (
         require_utf8(command, except_params=frozenset({"recipe_src"}))  # JSON or a file name
 
 
+def described(exc: BaseException, most: int = 3) -> str:
+    """``Type: message``; for an exception group (what escapes a trio nursery), also
+    its first ``most`` leaf exceptions, which say what went wrong (the group does not)."""
+    text = f"{type(exc).__name__}: {exc}"
+    if not isinstance(exc, BaseExceptionGroup):
+        return text
+    leaves: list[BaseException] = []
+    todo: list[BaseException] = [exc]
+    while todo and len(leaves) < most:
+        e = todo.pop(0)
+        if isinstance(e, BaseExceptionGroup):
+            todo[:0] = list(e.exceptions)
+        else:
+            leaves.append(e)
+    return f"{text}: " + "; ".join(f"{type(e).__name__}: {e}" for e in leaves)
+
+
 def main() -> None:
     """Entry point. An unexpected exception is a bug: one line, exit 70, traceback on demand."""
     try:
@@ -90,8 +107,7 @@ def main() -> None:
         if os.environ.get("GOSSIPMIND_DEBUG"):
             raise
         click.echo(
-            f"internal error (a bug in gossipmind): {type(exc).__name__}: "
-            f"{visible(str(exc), lines=True)}\n"
+            f"internal error (a bug in gossipmind): {visible(described(exc), lines=True)}\n"
             "rerun with GOSSIPMIND_DEBUG=1 for the traceback",
             err=True,
         )
