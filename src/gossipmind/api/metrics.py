@@ -65,6 +65,7 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
     ("reports.duplicates", COUNTER, "Reports sent again whose id was counted already."),
     ("learner.rounds", COUNTER, "Learning rounds run in idle time."),
     ("learner.interrupted", COUNTER, "Learning rounds cut short by the agent's activity."),
+    ("learner.busy_rounds", COUNTER, "Learning rounds run while the agent was busy (starved)."),
     ("learner.synthesized", COUNTER, "Fixes synthesized."),
     ("learner.drilled", COUNTER, "Fixes drilled in the simulator."),
     ("learner.proposed", COUNTER, "Fixes proposed."),

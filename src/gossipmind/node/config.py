@@ -31,6 +31,7 @@ class NodeConfig:
     learn: bool = True  # run sleep-time synthesis
     idle_s: float = 5.0  # the agent must be idle this long before learning runs
     cpu_budget: float = 0.25  # share of one core learning may use
+    learn_max_wait_s: float = 60.0  # an agent never idle that long: learn anyway (budgeted)
     report_window_ms: int = 2000  # failures are batched per pattern over this window
     api_port: int | None = None  # None or 0: any free port (--no-api turns the API off)
     passphrase: str | None = field(default=None, repr=False)
@@ -52,6 +53,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "explore_interval": (1, 86_400),
     "idle_s": (0, 86_400),
     "cpu_budget": (0.01, 1),
+    "learn_max_wait_s": (1, 86_400),
     "report_window_ms": (1, 3_600_000),
     "api_port": (0, 65_535),
 }
@@ -110,6 +112,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "learn": bool,
     "idle_s": (int, float),
     "cpu_budget": (int, float),
+    "learn_max_wait_s": (int, float),
     "report_window_ms": int,
     "api_port": int,
     "debug_libp2p": bool,

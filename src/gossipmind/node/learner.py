@@ -3,7 +3,11 @@
 Work runs only after the agent has made no request for ``idle_s`` seconds,
 stops at once when a request arrives (checked between small steps), and keeps
 its CPU share under ``cpu_budget`` by sleeping in proportion to the time it
-worked.
+worked. An agent that is never idle that long would keep its node from ever
+learning (a soak: requests every ~0.7 s, no node learned in 17 minutes with
+patterns over the threshold): when no round has completed for ``max_wait_s``,
+one round runs while the agent is busy, within the same CPU budget, not
+stopped by requests (``busy_rounds``).
 
 Finding the due patterns costs what changed, not what the replica holds: the
 learner reads only the ops applied since its last look (``fold.records`` keeps
@@ -56,6 +60,7 @@ class LearnerStats:
     skipped_worse: int = 0
     refused: int = 0  # proposals refused (invalid, or this key may not propose)
     waiting_membership: bool = False  # refused not_member/revoked: waits for a membership change
+    busy_rounds: int = 0  # rounds run while the agent was busy (none completed for max_wait_s)
     busy_s: float = 0.0
     last_error: str = ""
     proposals: list[str] = field(default_factory=list)  # the latest MAX_LISTED fix ids
@@ -69,6 +74,7 @@ class Learner:
         *,
         idle_s: float = 5.0,
         cpu_budget: float = 0.25,
+        max_wait_s: float = 60.0,
         tick_s: float = 0.5,
         synthesizers: Sequence[Synthesizer] | None = None,
     ) -> None:
@@ -78,10 +84,13 @@ class Learner:
         self._write = write
         self.idle_s = idle_s
         self.cpu_budget = cpu_budget
+        self.max_wait_s = max_wait_s
         self.tick_s = tick_s
         self.synthesizers = synthesizers
         self.stats = LearnerStats()
         self._last_request = trio.current_time() if _in_trio() else 0.0
+        self._completed = self._last_request  # when a round last ran to its end
+        self._busy = False  # the current round runs while the agent is busy
         self._generation = 0
         self._done: set[bytes] = set()  # patterns whose candidates were all handled
         # what due() keeps between calls, updated from the ops applied since
@@ -176,6 +185,14 @@ class Learner:
             await trio.sleep(self.tick_s)
             if self.idle():
                 await self.round()
+            elif trio.current_time() - self._completed >= self.max_wait_s:
+                self.stats.busy_rounds += 1
+                self._busy = True  # the agent is never idle long enough: learn anyway
+                try:
+                    await self.round()
+                finally:
+                    self._busy = False
+                    self._completed = trio.current_time()  # at most one per max_wait_s
 
     async def round(self) -> int:
         """One pass over the due patterns; returns how many fixes were proposed."""
@@ -187,6 +204,7 @@ class Learner:
             self.stats.waiting_membership = False
         generation = self._generation
         proposed = 0
+        interrupted = self.stats.interrupted
         try:
             rows = await self._step(self.due)
         except StoreError as exc:  # the ops' bytes could not be read back: next round
@@ -203,7 +221,7 @@ class Learner:
                 return proposed
             self.stats.synthesized += len(candidates.candidates)
             for cand in candidates.candidates:
-                if generation != self._generation:
+                if generation != self._generation and not self._busy:
                     self.stats.interrupted += 1
                     return proposed
                 fid = fix_id(row["pattern"], cand.recipe)
@@ -264,11 +282,14 @@ class Learner:
                 )
             if not failed:
                 self._mark_done(row["pattern"])
+        if self.stats.interrupted == interrupted:
+            self._completed = trio.current_time()
         return proposed
 
     async def _step(self, work: Callable[[], Any]) -> Any:
-        """Run one small piece of work if still idle, then pay for it in sleep."""
-        if not self.idle():
+        """Run one small piece of work if still idle (or in a busy round), then pay
+        for it in sleep."""
+        if not self.idle() and not self._busy:
             self.stats.interrupted += 1
             return None
         t0 = time.perf_counter()

@@ -117,7 +117,11 @@ class Node:
         self.reporter = Reporter(self._write_report, now_ms, window_ms=config.report_window_ms)
         self.reporter.known = store.knows_report  # committed report ids (store/receipts.py)
         self.learner = Learner(
-            store.replica, self.write, idle_s=config.idle_s, cpu_budget=config.cpu_budget
+            store.replica,
+            self.write,
+            idle_s=config.idle_s,
+            cpu_budget=config.cpu_budget,
+            max_wait_s=config.learn_max_wait_s,
         )
         self.fixes = FixIndex(store.replica)
         self.verifier = Verifier(store.replica, identity.public, self.write)
