@@ -63,6 +63,8 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
     ("checkpoints.incomplete", COUNTER, "Checkpoints that left frames in the log."),
     ("checkpoints.failed", COUNTER, "Checkpoints that failed."),
     ("reports.duplicates", COUNTER, "Reports sent again whose id was counted already."),
+    ("reports.journaled", GAUGE, "Reports answered and journaled, not written in an op yet."),
+    ("reports.journal_commits", COUNTER, "Journal commits of reports (a burst shares one)."),
     ("learner.rounds", COUNTER, "Learning rounds run in idle time."),
     ("learner.interrupted", COUNTER, "Learning rounds cut short by the agent's activity."),
     ("learner.busy_rounds", COUNTER, "Learning rounds run while the agent was busy (starved)."),

@@ -50,6 +50,7 @@ from gossipmind.core.errors import (
     NotFound,
     SchemaError,
     StoreError,
+    Unavailable,
 )
 from gossipmind.core.ops import KINDS, MAX_OP_SIZE
 from gossipmind.core.schema import check_body
@@ -144,6 +145,8 @@ class Api:
                 return error(422, str(exc), field=exc.path)
             except NotFound as exc:
                 return error(404, str(exc))
+            except Unavailable as exc:  # nothing was taken: the SDK sends it again
+                return error(503, str(exc))
             except InvalidOp as exc:
                 return error(403 if exc.code in _FORBIDDEN else 409, str(exc), code=exc.code)
             except PayloadTooLarge as exc:
@@ -200,7 +203,7 @@ class Api:
 
     async def report_failure(self, request: Request) -> Response:
         rid, doc = report_id(await self.json_body(request))  # (a re-send: counted once)
-        reduced = self.node.report_failure(Failure(**failure_from_json(doc)), rid)
+        reduced = await self.node.reporter.take_failure(Failure(**failure_from_json(doc)), rid)
         best = self.node.fixes.best(reduced.pattern)
         return JSONResponse(
             {
@@ -241,7 +244,7 @@ class Api:
         fix, attempts, successes = outcome_from_json(doc)
         if self.node.fixes.row(fix) is None:
             raise NotFound(f"no fix {fix.hex()[:12]} here")
-        self.node.report_outcome(fix, attempts, successes, *([rid] if rid else []))
+        await self.node.reporter.take_outcome(fix, attempts, successes, rid)
         return JSONResponse({"queued": True}, status_code=202)
 
     async def write_op(self, request: Request) -> Response:

@@ -76,3 +76,7 @@ class ConfigError(GossipmindError):
 
 class NotFound(GossipmindError):
     """The requested object (op, pattern, fix, goal, member) does not exist."""
+
+
+class Unavailable(GossipmindError):
+    """The node cannot take this request now (nothing was taken): send it again later."""

@@ -40,6 +40,7 @@ from gossipmind.node.status import status_of
 from gossipmind.node.syncer import PENALTY_CAP, SESSION_LIMIT, SyncCounters, SyncGuard, drive
 from gossipmind.node.verifier import Verifier
 from gossipmind.node.writes import GroupCommit, Request
+from gossipmind.store import journal
 from gossipmind.store.source import StoreSource
 from gossipmind.store.sqlite import Store
 from gossipmind.sync import messages as sync_messages
@@ -114,8 +115,12 @@ class Node:
         self._listeners = Listeners[Op]("op listener")
         self._rng = random.Random()
         self.peering = Peering(self)
-        self.reporter = Reporter(self._write_report, now_ms, window_ms=config.report_window_ms)
+        window = config.report_window_ms
+        self.reporter = Reporter(
+            self._write_report, now_ms, window_ms=window, journal=store.journal
+        )
         self.reporter.known = store.knows_report  # committed report ids (store/receipts.py)
+        self.reporter.recover(journal.load(store.conn))  # reports a crash left unwritten
         self.learner = Learner(
             store.replica,
             self.write,
@@ -169,7 +174,7 @@ class Node:
         """Author and persist a group of concurrent writes (see node/writes.py)."""
         self._check_own_seq()
         try:
-            return self.store.create_ops(self.identity, requests, self.reporter.ids(requests))
+            return self.store.create_ops(self.identity, requests, *self.reporter.receipts(requests))
         except StoreError as exc:
             self._stop_if_broken(exc)
             raise

@@ -8,26 +8,38 @@ id the node holds already — waiting to be written here, or committed with its 
 (store/receipts.py) — is answered as taken and not counted again. The ids stay
 beside the bodies, never in them: they are recorded in the transaction that
 commits their body's op (``ids``), and are never part of an op.
+
+A report the API takes (:meth:`Reporter.take_failure`, :meth:`Reporter.take_outcome`)
+is journaled before it is counted and answered (store/journal.py): its row is
+committed, with those of the reports that came in the same burst (one commit for
+them all), then it is counted in the window. The op of a window deletes the rows
+it counts in its own transaction; a node that opens its store counts the rows
+left by a crash again (:meth:`Reporter.recover`). The journal holds at most
+``MAX_JOURNAL`` rows, and no report is taken while ``MAX_UNWRITTEN`` bodies wait:
+past either, a report is refused (:class:`Unavailable`, 503: the SDK sends it again).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
-from gossipmind.core.errors import GossipmindError, InvalidOp, SchemaError
+from gossipmind.core import encoding
+from gossipmind.core.errors import GossipmindError, InvalidOp, SchemaError, Unavailable
 from gossipmind.core.saying import Bounded
 from gossipmind.core.schema import MAX_COUNTER
 from gossipmind.learn.batcher import ReportBatcher
 from gossipmind.learn.patterns import Failure, Reduced, reduce
 from gossipmind.learn.taxonomy import Rule
-from gossipmind.node.writes import Commit
+from gossipmind.node.writes import BURST_S, MAX_GROUP, Commit
+from gossipmind.store.journal import Row
 
 log = logging.getLogger("gossipmind.node.reporter")
 _clock = time.monotonic  # of the warnings' rate (tests move it): not the wall clock
@@ -37,7 +49,11 @@ Body = tuple[str, dict[str, Any]]  # kind, body
 Ids = tuple[bytes, ...]  # the report ids a body carries
 MAX_UNWRITTEN = 10_000
 MAX_PENDING_IDS = 100_000  # ids of reports taken, not written yet (beyond: not remembered)
+MAX_JOURNAL = MAX_PENDING_IDS  # journal rows (reports taken, not written) at most
 FULL = "MAX_UNWRITTEN reports wait to be written already (the oldest is dropped)"
+GATHER_TURNS = 8  # turns of the scheduler a burst of reports may take to gather, at most
+BUSY = "the node holds as many reports not written yet as it may: send it again later"
+Journal = Callable[[Sequence[Row], Sequence[bytes]], None]  # add rows, drop ids: one commit
 
 
 class _Bounded(deque[Body]):
@@ -58,6 +74,16 @@ class _Bounded(deque[Body]):
 
 
 @dataclass(eq=False)
+class _Taking:
+    """A report waiting for its journal row's commit; ``count`` counts it then."""
+
+    row: Row
+    count: Callable[[bytes | None], object]
+    done: trio.Event = field(default_factory=trio.Event)
+    error: GossipmindError | None = None
+
+
+@dataclass(eq=False)
 class _InFlight:
     """The body ``flush`` is writing, out of the queue until the write ends."""
 
@@ -73,8 +99,10 @@ class Reporter:
         *,
         window_ms: int = 2000,
         rules: tuple[Rule, ...] = (),
+        journal: Journal | None = None,
     ) -> None:
         self._write = write
+        self.journal = journal  # (None: reports are taken in memory only)
         self.known: Callable[[bytes], bool] = lambda rid: False  # committed (the store's)
         self._now = now_ms
         self.window_ms = window_ms
@@ -96,30 +124,213 @@ class Reporter:
         self._pending_ids: set[bytes] = set()  # taken, not committed yet
         self._window_ids: dict[bytes, list[bytes]] = {}  # pattern -> its window's ids
         self._outcome_ids: dict[bytes, list[bytes]] = {}  # fix -> its window's ids
-        self._receipts: dict[int, tuple[dict[str, Any], tuple[bytes, ...]]] = {}  # id(body)
+        self._window_rows: dict[bytes, list[bytes]] = {}  # pattern -> its journal rows
+        self._outcome_rows: dict[bytes, list[bytes]] = {}  # fix -> its journal rows
+        self._receipts: dict[int, tuple[dict[str, Any], Ids, Ids]] = {}  # id(body)
+        self.journaled = 0  # journal rows not written yet (at most MAX_JOURNAL)
+        self._taking: list[_Taking] = []  # reports waiting for their row's commit
+        self._committing = False  # the journal's task gathers or commits ``_taking``
+        self._journal_running = False
+        self._journal_wake = trio.Event()
+        self._last_take = -float("inf")
         self.duplicates = 0  # reports whose id was taken already: not counted again
+        self.takes = 0  # journal commits of reports taken (a burst shares one)
 
     def seen(self, rid: bytes) -> bool:
         """Whether the report with id ``rid`` was taken already (written or not)."""
         return rid in self._pending_ids or self.known(rid)
 
-    def _remember(self, rid: bytes | None, into: dict[bytes, list[bytes]], key: bytes) -> None:
-        if rid is not None and len(self._pending_ids) < MAX_PENDING_IDS:
+    def _remember(
+        self, key: bytes, rid: bytes | None, row: bytes | None, failure: bool = True
+    ) -> None:
+        ids, rows = (
+            (self._window_ids, self._window_rows)
+            if failure
+            else (self._outcome_ids, self._outcome_rows)
+        )
+        if rid is not None and (
+            rid in self._pending_ids or len(self._pending_ids) < MAX_PENDING_IDS
+        ):
             self._pending_ids.add(rid)
-            into.setdefault(key, []).append(rid)
+            ids.setdefault(key, []).append(rid)
+        if row is not None:
+            rows.setdefault(key, []).append(row)
 
     def ids(self, requests: Sequence[tuple[str, dict[str, Any], int]]) -> list[Ids]:
         """The report ids each request's body carries (none for bodies not ours)."""
-        out: list[Ids] = []
+        return self.receipts(requests)[0]
+
+    def receipts(
+        self, requests: Sequence[tuple[str, dict[str, Any], int]]
+    ) -> tuple[list[Ids], list[Ids]]:
+        """The report ids and the journal rows of each request's body (none for bodies
+        not ours): the store records the ids and deletes the rows with the op."""
+        ids: list[Ids] = []
+        rows: list[Ids] = []
         for _, body, _ in requests:
             entry = self._receipts.get(id(body))
-            out.append(entry[1] if entry is not None and entry[0] is body else ())
-        return out
+            ours = entry is not None and entry[0] is body
+            ids.append(entry[1] if entry is not None and ours else ())
+            rows.append(entry[2] if entry is not None and ours else ())
+        return ids, rows
 
-    def _queue(self, item: Body, ids: list[bytes] | None) -> None:
-        if ids:
-            self._receipts[id(item[1])] = (item[1], tuple(ids))
+    def _queue(self, item: Body, ids: list[bytes] | None, rows: list[bytes] | None) -> None:
+        if ids or rows:
+            self._receipts[id(item[1])] = (item[1], tuple(ids or ()), tuple(rows or ()))
         self._ready.append(item)
+
+    # -- reports the API takes: journaled before they are answered ----------------
+
+    async def take_failure(self, failure: Failure, rid: bytes | None = None) -> Reduced:
+        """Count a failure once its journal row is committed (a duplicate: not again).
+        Raises :class:`Unavailable` (nothing taken) when the journal is full or fails."""
+        reduced = reduce(failure, self.rules)
+        if rid is not None and self.seen(rid):
+            self.duplicates += 1
+            return reduced
+        now = self._now()
+        r = reduced
+        data: list[Any] = [r.pattern, r.service, r.operation, r.error_class, r.template]
+        data += [r.shape, r.status, r.latency_ms, r.retry_after_ms]
+        await self._take(
+            "pattern.report", rid, now, data, lambda row: self._count_failure(r, rid, row, now)
+        )
+        return reduced
+
+    async def take_outcome(
+        self, fix: bytes, attempts: int, successes: int, rid: bytes | None = None
+    ) -> None:
+        """Count an outcome once its journal row is committed (see :meth:`take_failure`)."""
+        if rid is not None and self.seen(rid):
+            self.duplicates += 1
+            return
+        now = self._now()
+        await self._take(
+            "fix.outcome",
+            rid,
+            now,
+            [fix, attempts, successes],
+            lambda row: self._count_outcome(fix, attempts, successes, rid, row, now),
+        )
+
+    async def _take(
+        self,
+        kind: str,
+        rid: bytes | None,
+        now: int,
+        data: list[Any],
+        count: Callable[[bytes | None], object],
+    ) -> None:
+        """Journal a report, then ``count`` it, in the step that commits its row.
+
+        A report that comes alone is committed at once, in its caller's task. The
+        reports of a burst (one within ``BURST_S`` of the previous one, or while
+        others wait) share one commit, as op writes do (node/writes.py): the
+        journal's task (:meth:`_journal_task`) lets the burst join for as long as it
+        grows, a few turns of the scheduler at most, then commits it."""
+        if self.journal is None:
+            count(None)
+            return
+        if self.journaled + len(self._taking) >= MAX_JOURNAL or len(self._ready) >= MAX_UNWRITTEN:
+            raise Unavailable(BUSY)
+        row: Row = (rid or os.urandom(16), rid is not None, kind, now, encoding.encode(data))
+        slot = _Taking(row, count)
+        if rid is not None:
+            self._pending_ids.add(rid)  # a re-send meanwhile is a duplicate
+        t = trio.current_time()
+        burst, self._last_take = t - self._last_take < BURST_S, t
+        if not self._journal_running or not (burst or self._taking or self._committing):
+            self._commit_taken([slot])
+            self._last_take = trio.current_time()  # (a burst is measured from its end)
+        else:
+            self._taking.append(slot)
+            self._journal_wake.set()
+            try:
+                await slot.done.wait()
+            except trio.Cancelled:
+                if slot in self._taking:  # not committed: nothing was taken
+                    self._taking.remove(slot)
+                    self._pending_ids.discard(rid or b"")
+                raise
+        if slot.error is not None:
+            raise slot.error
+
+    async def _journal_task(self) -> None:
+        """Commit the journal rows of the reports that came in a burst, forever."""
+        self._journal_running = True
+        try:
+            while True:
+                await self._journal_wake.wait()
+                self._journal_wake = trio.Event()
+                self._committing = True
+                try:
+                    for _ in range(GATHER_TURNS):  # while the burst grows, let it join
+                        n = len(self._taking)
+                        await trio.lowlevel.checkpoint()
+                        if len(self._taking) in (n, 0) or len(self._taking) >= MAX_GROUP:
+                            break
+                    while self._taking:
+                        group, self._taking = self._taking[:MAX_GROUP], self._taking[MAX_GROUP:]
+                        self._commit_taken(group)
+                finally:
+                    self._committing = False
+        finally:
+            self._journal_running = False
+            for slot in self._taking:  # the node stops: these were not taken
+                slot.error = Unavailable("the node is stopping: the report was not taken")
+                if slot.row[1]:
+                    self._pending_ids.discard(slot.row[0])
+                slot.done.set()
+            self._taking.clear()
+
+    def _commit_taken(self, group: list[_Taking]) -> None:
+        assert self.journal is not None
+        self.takes += 1
+        try:
+            self.journal([s.row for s in group], ())
+        except GossipmindError as exc:
+            log.warning("could not journal %d reports (refused, 503): %s", len(group), exc)
+            for s in group:
+                s.error = Unavailable(f"the report could not be journaled: {exc}")
+                if s.row[1]:
+                    self._pending_ids.discard(s.row[0])
+                s.done.set()
+            return
+        self.journaled += len(group)
+        for s in group:
+            s.count(s.row[0])
+            s.done.set()
+
+    def _recount(self, kind: str, v: Any, rid: bytes | None, key: bytes, ts: int) -> None:
+        if kind == "pattern.report":
+            self._count_failure(Reduced(*v), rid, key, ts)
+        elif kind == "fix.outcome":
+            fix, attempts, successes = v
+            self._count_outcome(fix, attempts, successes, rid, key, ts)
+        else:
+            raise ValueError(f"kind {kind!r}")
+
+    def recover(self, rows: Sequence[Row]) -> int:
+        """Count again the journal rows a node left (killed before their op committed);
+        they are written with the next window. Returns the number of reports counted."""
+        bad: list[bytes] = []
+        for key, sdk, kind, ts, data in rows:
+            rid = key if sdk else None
+            if rid is not None and self.known(rid):  # (its op is committed: never, but)
+                bad.append(key)
+                continue
+            try:
+                self._recount(kind, encoding.decode(data), rid, key, ts)
+            except (GossipmindError, TypeError, ValueError) as exc:
+                log.warning("dropped a journal row that cannot be read: %s", exc)
+                bad.append(key)
+                continue
+            self.journaled += 1
+        if bad and self.journal is not None:
+            self.journal((), bad)
+        if len(rows) > len(bad):
+            log.info("counted %d reports left in the journal", len(rows) - len(bad))
+        return len(rows) - len(bad)
 
     def failure(self, failure: Failure, rid: bytes | None = None) -> Reduced:
         """Count a failure (the id ``rid`` of one taken already: not again)."""
@@ -127,31 +338,47 @@ class Reporter:
         if rid is not None and self.seen(rid):
             self.duplicates += 1
             return reduced
-        if not self.failures.add(reduced, self._now()):
+        self._count_failure(reduced, rid, None, self._now())
+        return reduced
+
+    def _count_failure(
+        self, reduced: Reduced, rid: bytes | None, row: bytes | None, now: int
+    ) -> None:
+        if not self.failures.add(reduced, now):
             # the window holds its cap of distinct patterns: close it now (its
             # bodies wait to be written) rather than drop an acknowledged report
             self._close_failures()
-            self.failures.add(reduced, self._now())
+            self.failures.add(reduced, now)
             self._wake.set()
         self.local_counts[reduced.pattern] = self.local_counts.get(reduced.pattern, 0) + 1
-        self._remember(rid, self._window_ids, reduced.pattern)
-        return reduced
+        self._remember(reduced.pattern, rid, row)
 
     def outcome(self, fix: bytes, attempts: int, successes: int, rid: bytes | None = None) -> None:
         if rid is not None and self.seen(rid):
             self.duplicates += 1
             return
-        now = self._now()
+        self._count_outcome(fix, attempts, successes, rid, None, self._now())
+
+    def _count_outcome(
+        self,
+        fix: bytes,
+        attempts: int,
+        successes: int,
+        rid: bytes | None,
+        row: bytes | None,
+        now: int,
+    ) -> None:
         o = self.outcomes.get(fix)
         if o is not None and o[0] + attempts > MAX_COUNTER:
             # one op's counters are bounded (schema): close this one, start another
-            self._queue(self._outcome_body(fix, o), self._outcome_ids.pop(fix, None))
+            body = self._outcome_body(fix, o)
+            self._queue(body, self._outcome_ids.pop(fix, None), self._outcome_rows.pop(fix, None))
             o = None
         if o is None:
             o = self.outcomes[fix] = [0, 0]
         o[0] += attempts
         o[1] += successes
-        self._remember(rid, self._outcome_ids, fix)
+        self._remember(fix, rid, row, failure=False)
         if not self._outcome_window:
             self._outcome_window = [now, now]
         self._outcome_window[1] = now
@@ -163,36 +390,54 @@ class Reporter:
 
     def _close_failures(self) -> None:
         for body in self.failures.flush(self._now()):
-            self._queue(("pattern.report", body), self._window_ids.pop(body["pattern"], None))
+            p = body["pattern"]
+            self._queue(
+                ("pattern.report", body),
+                self._window_ids.pop(p, None),
+                self._window_rows.pop(p, None),
+            )
         for ids in self._window_ids.values():  # (none: every failure is in a body)
             self._pending_ids.difference_update(ids)
         self._window_ids.clear()
+        self._window_rows.clear()
 
     def _close_window(self) -> None:
         """Move everything batched into the queue of bodies to write."""
         self._close_failures()
         for fix, counts in sorted(self.outcomes.items()):
-            self._queue(self._outcome_body(fix, counts), self._outcome_ids.pop(fix, None))
+            rows = self._outcome_rows.pop(fix, None)
+            self._queue(self._outcome_body(fix, counts), self._outcome_ids.pop(fix, None), rows)
         self.outcomes, self._outcome_window, self._outcome_ids = {}, [], {}
+        self._outcome_rows = {}
 
-    def _done(self, kind: str, body: dict[str, Any]) -> None:
+    def _done(self, kind: str, body: dict[str, Any]) -> Ids:
         """A body left the queue (written or dropped): its failures are no longer unsent,
-        and its report ids are the store's (committed with it) or forgotten."""
+        and its report ids are the store's (committed with it) or forgotten. Returns
+        its journal rows (deleted with its op, or to delete)."""
+        rows: Ids = ()
         entry = self._receipts.pop(id(body), None)
         if entry is not None and entry[0] is body:
             self._pending_ids.difference_update(entry[1])
+            rows = entry[2]
+            self.journaled -= len(rows)
         if kind == "pattern.report":
             left = self.local_counts.get(body["pattern"], 0) - int(body["count"])
             if left > 0:
                 self.local_counts[body["pattern"]] = left
             else:
                 self.local_counts.pop(body["pattern"], None)
+        return rows
 
     def _dropped(self, kind: str, body: dict[str, Any], why: str) -> None:
         """A body that will never be written: count it, and its failures are no
         longer unsent. Logged (once per overflow, not once per body)."""
         self.dropped += 1
-        self._done(kind, body)
+        rows = self._done(kind, body)
+        if rows and self.journal is not None:  # never written: not counted at a restart
+            try:
+                self.journal((), rows)
+            except GossipmindError as exc:
+                log.warning("could not forget %d journal rows: %s", len(rows), exc)
         if why != FULL:
             self._refusals.warning(_clock(), "dropped an unwritten %s: %s", kind, why)
         elif not self._warned_full:
@@ -270,7 +515,7 @@ class Reporter:
             results = [exc] * len(bodies)
         written = 0
         for (kind, body), result in zip(bodies, results, strict=True):
-            if isinstance(result, GossipmindError):
+            if isinstance(result, GossipmindError):  # (its rows stay: for the next start)
                 self.dropped += 1
             else:
                 written += 1
@@ -279,7 +524,12 @@ class Reporter:
 
     async def run(self) -> None:
         """Flush every window, or at once when a window fills up, forever (a failed
-        write is logged and retried next window)."""
+        write is logged and retried next window); and commit the journal's bursts."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._journal_task)
+            await self._flush_every_window()
+
+    async def _flush_every_window(self) -> None:
         while True:
             with trio.move_on_after(self.window_ms / 1000):
                 await self._wake.wait()

@@ -41,5 +41,10 @@ def status_of(node: Node, *, root: bool = True) -> dict[str, Any]:
         "gossip_rejected": dict(node.validator.stats.rejected),
         "gossip_accepted": node.validator.stats.accepted,
         # reports an SDK sent again whose id the node had counted already
-        "reports": {"duplicates": node.reporter.duplicates},
+        # and reports answered, not written yet (journaled), and the journal's commits
+        "reports": {
+            "duplicates": node.reporter.duplicates,
+            "journaled": node.reporter.journaled,
+            "journal_commits": node.reporter.takes,
+        },
     }

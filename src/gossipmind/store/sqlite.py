@@ -27,7 +27,7 @@ from gossipmind.core.identity import Identity
 from gossipmind.core.ops import Op
 from gossipmind.core.records import CHUNK
 from gossipmind.core.replica import FOLD_VERSION, IngestResult, Replica
-from gossipmind.store import readback, receipts, schema, sqlfile
+from gossipmind.store import journal, readback, receipts, schema, sqlfile
 from gossipmind.store.checkpoint import WAL_SIZE_LIMIT, Checkpointer
 from gossipmind.store.sqlfile import StoreLocked, check_file
 from gossipmind.store.verifier import Verification
@@ -131,6 +131,7 @@ class Store:
                 if version < schema.SCHEMA_VERSION:
                     schema.migrate(conn, version)
                 receipts.ensure(conn)  # (additive: an older gossipmind ignores it)
+                journal.ensure(conn)  # (additive too)
             genesis = opsmod.decode(sqlfile.meta(conn, "genesis", path))
             store = cls(path, conn, Replica(genesis), lock_fd)
             store._replay()
@@ -344,6 +345,7 @@ class Store:
         identity: Identity,
         requests: Sequence[tuple[str, dict[str, Any], int]],
         report_ids: Sequence[Iterable[bytes]] = (),
+        journaled: Sequence[Iterable[bytes]] = (),
     ) -> list[Op | GossipmindError]:
         """Author and apply ops in order, then persist them in one transaction (a
         group commit: one commit, not one per op).
@@ -355,7 +357,8 @@ class Store:
         escapes once the replica has changed marks the store broken (the replica
         would hold ops the file does not) and raises StoreError. ``report_ids``
         (per request, if given) are the SDK's ids of the reports a request's op
-        carries: recorded in the same transaction as the op (store/receipts.py).
+        carries: recorded in the same transaction as the op (store/receipts.py);
+        ``journaled`` the ids of their journal rows, deleted there (store/journal.py).
         """
         self._check_usable()
         out: list[Op | GossipmindError] = []
@@ -375,8 +378,9 @@ class Store:
                 self._fail_group(exc)
         applied = [op for op in out if isinstance(op, Op)]
         ids = [i for o, rs in zip(out, report_ids, strict=False) if isinstance(o, Op) for i in rs]
+        rows = [i for o, rs in zip(out, journaled, strict=False) if isinstance(o, Op) for i in rs]
         if applied:
-            self._persist(IngestResult(applied=applied), ids)
+            self._persist(IngestResult(applied=applied), (ids, rows))
         return out
 
     def _fail_group(self, exc: BaseException) -> NoReturn:
@@ -394,12 +398,13 @@ class Store:
             raise StoreError(f"store is unusable after a failed write ({self._broken}); reopen it")
 
     def _persist(
-        self, result: IngestResult, ids: Sequence[bytes] = (), *, full: bool = False
+        self, result: IngestResult, done: journal.Done = ((), ()), *, full: bool = False
     ) -> None:
         try:
             with self._tx():
                 self._write(result, full)
-                receipts.record(self.conn, ids)
+                receipts.record(self.conn, done[0])  # the report ids the ops carry,
+                journal.delete(self.conn, done[1])  # and their journal rows (not both)
         except sqlite3.Error as exc:
             self._broken = str(exc)
             raise StoreError(f"write to {self.path} failed: {exc}") from exc
@@ -530,6 +535,16 @@ class Store:
 
     def knows_report(self, rid: bytes) -> bool:
         return receipts.known(self.conn, rid)
+
+    def journal(self, add: Sequence[journal.Row] = (), drop: Sequence[bytes] = ()) -> None:
+        """Journal the rows ``add`` and forget ``drop`` in one transaction (store/journal.py)."""
+        self._check_usable()
+        try:
+            with self._tx():
+                journal.add(self.conn, add)
+                journal.delete(self.conn, drop)
+        except sqlite3.Error as exc:
+            raise sqlfile.store_error(self.path, exc, "write") from exc
 
     def raw(self, op_id: bytes) -> bytes | None:
         row = self.conn.execute("SELECT raw FROM ops WHERE id = ?", (op_id,)).fetchone()

@@ -1,0 +1,106 @@
+"""The reporter's journal on a real SQLite store, in one process: outcomes come
+back after a crash, the journal is bounded (past it a report is refused, not
+taken), and a body never written forgets its rows (store/journal.py)."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from gossipmind.core.errors import InvalidOp, Unavailable
+from gossipmind.learn.patterns import Failure
+from gossipmind.node import reporter as reporter_mod
+from gossipmind.node.reporter import Reporter
+from gossipmind.store import journal
+from gossipmind.store.datadir import DataDir
+from gossipmind.store.sqlite import Store
+from gossipmind.testnet.setup import prepare
+
+FIX = b"\x07" * 32
+
+
+def _failure(i: int) -> Failure:
+    return Failure("search", "query", "TimeoutError", f"timed out after {i} ms", context={"k": i})
+
+
+async def _refuse(kind: str, body: dict[str, Any]) -> None:
+    raise InvalidOp("unknown_fix", "refused")
+
+
+def _store(tmp_path: Path) -> Path:
+    return DataDir(prepare(tmp_path, 1, 0)[0].dir).store
+
+
+def test_outcomes_and_failures_taken_come_back_after_a_crash(tmp_path: Path) -> None:
+    path = _store(tmp_path)
+    a, b = secrets.token_bytes(16), secrets.token_bytes(16)
+    with Store.open(path) as store:
+        r = Reporter(_refuse, lambda: 5_000, window_ms=10, journal=store.journal)
+
+        async def take() -> None:
+            await r.take_outcome(FIX, 3, 1, a)
+            await r.take_outcome(FIX, 2, 2, b)
+            await r.take_outcome(FIX, 3, 1, a)  # sent again: not counted
+            await r.take_failure(_failure(1))
+            await r.take_failure(_failure(2), secrets.token_bytes(16))
+
+        trio.run(take)
+        assert r.duplicates == 1 and r.journaled == 4
+    # the process dies here: nothing was written in an op
+    with Store.open(path) as store:
+        assert len(journal.load(store.conn)) == 4
+        r = Reporter(_refuse, lambda: 6_000, window_ms=10, journal=store.journal)
+        assert r.recover(journal.load(store.conn)) == 4
+        assert r.outcomes[FIX] == [5, 3] and sum(r.local_counts.values()) == 2
+        assert r.seen(a) and r.seen(b)  # a re-send after the restart: counted once
+        r.outcome(FIX, 3, 1, a)
+        assert r.outcomes[FIX] == [5, 3] and r.duplicates == 1
+        # refused as invalid (an unknown fix here): dropped, and its rows forgotten
+        assert trio.run(r.flush) == 0 and r.dropped == 2 and r.journaled == 0
+        assert journal.load(store.conn) == []
+
+
+def test_past_its_bound_the_journal_refuses_a_report_and_takes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reporter_mod, "MAX_JOURNAL", 3)
+    with Store.open(_store(tmp_path)) as store:
+        r = Reporter(_refuse, lambda: 5_000, window_ms=10, journal=store.journal)
+        rid = secrets.token_bytes(16)
+
+        async def take() -> None:
+            for i in range(3):
+                await r.take_failure(_failure(i))
+            with pytest.raises(Unavailable):
+                await r.take_failure(_failure(3), rid)
+
+        trio.run(take)
+        assert r.journaled == 3 and sum(r.local_counts.values()) == 3
+        assert not r.seen(rid)  # not taken: the SDK's re-send is counted then
+        assert len(journal.load(store.conn)) == 3
+
+
+def test_concurrent_reports_share_one_journal_commit(tmp_path: Path) -> None:
+    with Store.open(_store(tmp_path)) as store:
+        r = Reporter(_refuse, lambda: 5_000, window_ms=600_000, journal=store.journal)
+
+        async def burst() -> None:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(r.run)
+                for _ in range(100):  # until the journal's task runs (a few turns)
+                    if r._journal_running:
+                        break
+                    await trio.sleep(0)
+                assert r._journal_running
+                async with trio.open_nursery() as senders:
+                    for i in range(200):
+                        senders.start_soon(r.take_failure, _failure(i), secrets.token_bytes(16))
+                nursery.cancel_scope.cancel()
+
+        trio.run(burst)
+        assert r.journaled == 200 and len(journal.load(store.conn)) == 200
+        assert r.takes <= 3, r.takes  # the first alone, the rest together (MAX_GROUP 256)
