@@ -104,3 +104,27 @@ def test_concurrent_reports_share_one_journal_commit(tmp_path: Path) -> None:
         trio.run(burst)
         assert r.journaled == 200 and len(journal.load(store.conn)) == 200
         assert r.takes <= 3, r.takes  # the first alone, the rest together (MAX_GROUP 256)
+
+
+def test_a_body_dropped_beyond_max_unwritten_keeps_its_rows_for_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Answered reports are not lost even past MAX_UNWRITTEN (the store failing for
+    long): the body leaves memory, its journal rows stay and count at the next start."""
+    monkeypatch.setattr(reporter_mod, "MAX_UNWRITTEN", 1)
+    path = _store(tmp_path)
+    other = Failure("billing", "refund", "KeyError", "no such key")
+    with Store.open(path) as store:
+        r = Reporter(_refuse, lambda: 5_000, window_ms=10, journal=store.journal)
+
+        async def take() -> None:
+            await r.take_failure(_failure(1))
+            await r.take_failure(other)
+
+        trio.run(take)
+        r._close_window()  # two bodies, room for one: the oldest is dropped
+        assert r.dropped == 1 and len(journal.load(store.conn)) == 2
+    with Store.open(path) as store:
+        r = Reporter(_refuse, lambda: 6_000, window_ms=10, journal=store.journal)
+        assert r.recover(journal.load(store.conn)) == 2
+        assert sum(r.local_counts.values()) == 2

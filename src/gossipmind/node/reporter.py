@@ -433,7 +433,9 @@ class Reporter:
         longer unsent. Logged (once per overflow, not once per body)."""
         self.dropped += 1
         rows = self._done(kind, body)
-        if rows and self.journal is not None:  # never written: not counted at a restart
+        # refused: never written, nor counted at a restart; beyond MAX_UNWRITTEN (the
+        # store failing for long): out of memory, its rows stay, counted at the next start
+        if rows and self.journal is not None and why != FULL:
             try:
                 self.journal((), rows)
             except GossipmindError as exc:
