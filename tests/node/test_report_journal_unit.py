@@ -128,3 +128,33 @@ def test_a_body_dropped_beyond_max_unwritten_keeps_its_rows_for_the_next_start(
         r = Reporter(_refuse, lambda: 6_000, window_ms=10, journal=store.journal)
         assert r.recover(journal.load(store.conn)) == 2
         assert sum(r.local_counts.values()) == 2
+
+
+def test_a_report_cancelled_before_its_row_commits_is_not_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An API request cancelled (its client gone) while its row waits for the
+    burst's commit takes nothing: not journaled, not counted, its id not taken."""
+    monkeypatch.setattr(reporter_mod, "BURST_S", 3600.0)  # every report after the first waits
+    with Store.open(_store(tmp_path)) as store:
+        r = Reporter(_refuse, lambda: 5_000, window_ms=600_000, journal=store.journal)
+        rid = secrets.token_bytes(16)
+
+        async def main() -> None:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(r.run)
+                for _ in range(100):
+                    if r._journal_running:
+                        break
+                    await trio.sleep(0)
+                await r.take_failure(_failure(1))  # alone: committed at once
+                assert r.takes == 1
+                with trio.move_on_after(0):  # cancelled while it waits for the commit
+                    await r.take_failure(_failure(2), rid)
+                assert not r.seen(rid) and r.journaled == 1 and not r._taking
+                await r.take_failure(_failure(2), rid)  # sent again: taken now
+                assert r.seen(rid) and r.journaled == 2 and r.takes == 2
+                nursery.cancel_scope.cancel()
+
+        trio.run(main)
+        assert len(journal.load(store.conn)) == 2 and sum(r.local_counts.values()) == 2
