@@ -79,7 +79,7 @@ def test_each_error_class_gets_the_right_kind_of_fix() -> None:
     assert kinds["timeout"] == [["respect_retry_after", "retry", "timeout"]]
     assert kinds["rate_limited"] == [["respect_retry_after", "retry"]]
     assert kinds["server_error"] == [["circuit_breaker", "retry"]]
-    assert kinds["connection"] == [["retry"]]
+    assert kinds["connection"] == [["respect_retry_after", "retry"]]
     assert kinds["auth"] == kinds["validation"] == [["escalate"]]
     assert kinds["not_found"] == kinds["conflict"] == kinds["unknown"] == []
 
@@ -293,3 +293,33 @@ def test_recipe_scope() -> None:
     assert recipe_scope({"service": "a" * 40, "operation": "b" * 40}) == "a" * 40
     with pytest.raises(SchemaError):
         validate({"recipe": GOOD, "rationale": "x"}, {"service": "other"}, POLICY, "x")
+
+
+def test_every_rule_recipe_that_retries_429s_waits_as_asked() -> None:
+    # The connection rule retried rate_limited errors without respect_retry_after.
+    for cls in ("timeout", "rate_limited", "server_error", "connection"):
+        for extra in ({}, {"retry_after_ms_max": 3000, "retry_after_n": 2}):
+            (c,) = synthesize(pattern(cls, **extra), POLICY).candidates
+            steps = steps_by_type(c.recipe)
+            if "rate_limited" in steps["retry"]["on"] or extra:
+                assert "respect_retry_after" in steps, (cls, extra)
+
+
+def test_a_plugin_retry_that_ignores_retry_after_is_dropped() -> None:
+    p = pattern("rate_limited", retry_after_ms_max=3000, retry_after_n=2)
+    recipe = {
+        "scope": "weather.get",
+        "budget_ms": 10000,
+        "steps": [
+            {
+                "type": "retry",
+                "max_attempts": 3,
+                "base_ms": 1,
+                "cap_ms": 1,
+                "jitter": "none",
+                "on": ["rate_limited"],
+            }
+        ],
+    }
+    with pytest.raises(SchemaError, match="respect_retry_after"):
+        validate({"recipe": recipe, "rationale": "hammer"}, p, POLICY, "x")

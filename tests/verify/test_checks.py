@@ -11,6 +11,7 @@ from gossipmind.core.policy import Policy
 from gossipmind.core.schema import fix_id, pattern_id
 from gossipmind.learn.drill import drill
 from gossipmind.learn.simulator import FaultModel
+from gossipmind.learn.synth import synthesize
 from gossipmind.verify.checks import check_fix, fleet_evidence, judge, wilson_upper_bp
 
 PATTERN = {
@@ -197,3 +198,65 @@ def test_idempotency_key_headers_are_allowed(header: str) -> None:
     recipe = {**RETRY, "steps": [{"type": "idempotency_key", "header": header}, *RETRY["steps"]]}
     v = check_fix(row(recipe), PATTERN, Policy())
     assert v.accept, v.reasons
+
+
+def rate_limited_pattern(retry_after_ms: int) -> dict[str, Any]:
+    return {
+        **PATTERN,
+        "pattern": pattern_id("search", "query", "rate_limited", "t"),
+        "error_class": "rate_limited",
+        "status": {"429": 10},
+        "latency_ms_avg": 200,
+        "retry_after_ms_max": retry_after_ms,
+        "retry_after_n": 10,
+    }
+
+
+@pytest.mark.parametrize("retry_after_ms", [2000, 5000, 10_000, 60_000])
+def test_the_rule_fix_for_a_429_with_retry_after_is_accepted(retry_after_ms: int) -> None:
+    # With 4 attempts the rule's own recipe amplified calls more than 3x in its
+    # drill once Retry-After reached a few seconds: a 429 never got a fix.
+    p = rate_limited_pattern(retry_after_ms)
+    (cand,) = synthesize(p, Policy()).candidates
+    fix = {"fix": fix_id(p["pattern"], cand.recipe), "recipe": cand.recipe, "violations": []}
+    v = check_fix(fix, p, Policy())
+    assert v.accept, v.reasons
+
+
+def test_a_retry_that_ignores_retry_after_is_rejected() -> None:
+    p = rate_limited_pattern(5000)
+    hammer = {
+        "scope": "search.query",
+        "budget_ms": 20000,
+        "steps": [
+            {
+                "type": "retry",
+                "max_attempts": 3,
+                "base_ms": 1,
+                "cap_ms": 1,
+                "jitter": "none",
+                "on": ["rate_limited"],
+            }
+        ],
+    }
+    fix = {"fix": fix_id(p["pattern"], hammer), "recipe": hammer, "violations": []}
+    v = check_fix(fix, p, Policy())
+    assert not v.accept and any("Retry-After" in r for r in v.reasons), v.reasons
+    # a 5xx pattern whose service sends Retry-After: the same
+    p5 = {**p, "error_class": "server_error", "status": {"503": 10}}
+    hammer["steps"][0]["on"] = ["server_error"]
+    v = check_fix({**fix, "recipe": hammer}, p5, Policy())
+    assert not v.accept and any("Retry-After" in r for r in v.reasons), v.reasons
+    # waiting as asked is fine
+    waits = {
+        **hammer,
+        "steps": [*hammer["steps"], {"type": "respect_retry_after", "max_wait_ms": 9000}],
+    }
+    waits["steps"][0] = {
+        **hammer["steps"][0],
+        "on": ["rate_limited"],
+        "base_ms": 1000,
+        "cap_ms": 8000,
+    }
+    v = check_fix({**fix, "fix": fix_id(p["pattern"], waits), "recipe": waits}, p, Policy())
+    assert not any("Retry-After" in r for r in v.reasons), v.reasons

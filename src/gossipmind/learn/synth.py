@@ -14,6 +14,8 @@ that passes :func:`validate` leaves :func:`synthesize`:
   a retry on ``validation`` errors: a schema drift is not fixed by retrying;
 - a non-idempotent scope (policy ``non_idempotent_scopes``) is retried only
   with an ``idempotency_key`` step;
+- a retry of ``rate_limited`` errors, or of a pattern whose failures came
+  with Retry-After, has a ``respect_retry_after`` step (:func:`ignores_retry_after`);
 - the risk is raised to the policy's floor for the recipe.
 
 Rejected output is reported with its reason and never executed.
@@ -46,6 +48,7 @@ __all__ = [  # ``rank`` is re-exported: the node re-ranks fixes with it
     "RuleSynthesizer",
     "Synthesis",
     "Synthesizer",
+    "ignores_retry_after",
     "is_non_idempotent",
     "load_plugins",
     "propose_body",
@@ -186,6 +189,7 @@ RESPECT_DEFAULT_MS = 10_000
 # random) practically never open it and refuse calls that would have succeeded:
 # with 5 they did, and about 1 pattern in 20 lost its drill and never got a fix.
 BREAKER_THRESHOLD = 10
+RATE_LIMIT_ATTEMPTS = 3
 
 
 def _timeout_rule(p: Mapping[str, Any], scope: str) -> tuple[list[dict[str, Any]], int, str]:
@@ -211,13 +215,19 @@ def _rate_limited_rule(p: Mapping[str, Any], scope: str) -> tuple[list[dict[str,
     hint = _stat(p, "retry_after_ms_max", "retry_after_n")
     max_wait = _clamp(hint * 3 // 2, 1000, 120_000) if hint else 30_000
     base = _clamp(hint, 500, 10_000) if hint else 1000
-    retry = _retry(4, base, max(base * 8, max_wait), "equal", TRANSIENT)
-    budget = 4 * _per_attempt(p) + 3 * max(max_wait, retry["cap_ms"])
+    # 3 attempts, not 4: under a Retry-After of a few seconds most calls of a busy
+    # service arrive inside a window, and a 4th attempt took the drill's call
+    # amplification over the verifiers' 3x cap, so no fix was ever accepted.
+    retry = _retry(RATE_LIMIT_ATTEMPTS, base, max(base * 8, max_wait), "equal", TRANSIENT)
+    budget = RATE_LIMIT_ATTEMPTS * _per_attempt(p) + (RATE_LIMIT_ATTEMPTS - 1) * max(
+        max_wait, retry["cap_ms"]
+    )
     seen = f"Retry-After up to {hint} ms was seen" if hint else "no Retry-After was seen"
     why = (
         f"Rate limited (429; {_who(p)}; {seen}): wait what the service asks (at most"
         f" {max_wait} ms, never sooner), otherwise back off from {base} ms with equal jitter;"
-        f" at most 4 attempts within {budget} ms. Hammering a rate limiter only extends it."
+        f" at most {RATE_LIMIT_ATTEMPTS} attempts within {budget} ms. Hammering a rate"
+        " limiter only extends it."
     )
     return [{"type": "respect_retry_after", "max_wait_ms": max_wait}, retry], budget, why
 
@@ -244,12 +254,13 @@ def _server_error_rule(p: Mapping[str, Any], scope: str) -> tuple[list[dict[str,
 
 def _connection_rule(p: Mapping[str, Any], scope: str) -> tuple[list[dict[str, Any]], int, str]:
     retry = _retry(4, 100, 2000, "full", TRANSIENT)
-    budget = 4 * _per_attempt(p) + 3 * retry["cap_ms"]
+    budget = 4 * _per_attempt(p) + 3 * max(retry["cap_ms"], RESPECT_DEFAULT_MS)
     why = (
         f"Connection failures ({_who(p)}): usually transient; retry up to 4 times with"
-        f" full-jitter backoff (100..2000 ms) within {budget} ms."
+        f" full-jitter backoff (100..2000 ms), waiting as asked when the service sends"
+        f" Retry-After, within {budget} ms."
     )
-    return [retry], budget, why
+    return [{"type": "respect_retry_after", "max_wait_ms": RESPECT_DEFAULT_MS}, retry], budget, why
 
 
 def _auth_rule(p: Mapping[str, Any], scope: str) -> tuple[list[dict[str, Any]], None, str]:
@@ -281,6 +292,21 @@ _RULES: dict[str, _Rule] = {
 
 
 # ------------------------------------------------------------------------ validation
+
+
+def ignores_retry_after(recipe: Mapping[str, Any], pattern: Mapping[str, Any]) -> str | None:
+    """Why ``recipe`` would retry ``pattern``'s calls without waiting as the service
+    asks, or None: a retry of ``rate_limited`` errors, or of a pattern whose
+    failures came with Retry-After, needs a ``respect_retry_after`` step."""
+    steps = {s["type"]: s for s in recipe["steps"]}
+    retry = steps.get("retry")
+    if retry is None or "respect_retry_after" in steps:
+        return None
+    if "rate_limited" in retry["on"]:
+        return "retries rate_limited errors without a respect_retry_after step"
+    if _stat(pattern, "retry_after_ms_max", "retry_after_n"):
+        return "retries without a respect_retry_after step, but the service sends Retry-After"
+    return None
 
 
 def validate(raw: Any, pattern: Mapping[str, Any], policy: Policy, synthesizer: str) -> Candidate:
@@ -317,6 +343,9 @@ def validate(raw: Any, pattern: Mapping[str, Any], policy: Policy, synthesizer: 
         raise SchemaError("recipe.steps", f"{pattern.get('error_class')} errors are never retried")
     if retry is not None and "validation" in retry["on"]:
         raise SchemaError("recipe.steps", "retrying validation errors is never a fix")
+    problem = ignores_retry_after(recipe, pattern)
+    if problem is not None:
+        raise SchemaError("recipe.steps", problem)
     keyless = retry is not None and "idempotency_key" not in steps
     if keyless and is_non_idempotent(recipe["scope"], policy):
         raise SchemaError(

@@ -4,7 +4,8 @@ A verdict is ``accept``, ``reject`` (with reasons) or ``None`` — wait: not
 enough evidence yet. Checks: the recipe's schema and bounds; its scope is the
 pattern's (``service.operation``: the calls the fix is applied to); step types
 that cannot fix the failure class (a retry never fixes a validation error);
-retries of non-idempotent operations without an idempotency key; a drill (seed
+retries of non-idempotent operations without an idempotency key; retries
+that do not wait as the service asks (Retry-After); a drill (seed
 = fix id, fault model = the pattern's, ``FaultModel.from_pattern``) that must
 beat the baseline and keep call amplification under a cap, and the same drill
 through an outage (``learn.drill.outage_model``) under the same cap. The
@@ -24,7 +25,7 @@ from gossipmind.core.recipe import ERROR_CLASSES, check_recipe, key_header_probl
 from gossipmind.learn.drill import DrillResult, drill, outage_model
 from gossipmind.learn.rank import wilson_lower_bound_bp
 from gossipmind.learn.simulator import FaultModel
-from gossipmind.learn.synth import is_non_idempotent, recipe_scope
+from gossipmind.learn.synth import ignores_retry_after, is_non_idempotent, recipe_scope
 
 NEVER_RETRY = frozenset({"validation", "auth", "not_found"})
 MAX_AMPLIFICATION_PM = 3000  # at most 3 calls per logical call on average
@@ -160,6 +161,9 @@ def check_fix(
             reasons.append(f"retrying cannot fix a {error_class} error")
         if retried & NEVER_RETRY:
             reasons.append(f"retries {sorted(retried & NEVER_RETRY)} errors, which never heal")
+        ignored = ignores_retry_after(recipe, pattern)
+        if ignored is not None:
+            reasons.append(f"ignores Retry-After: {ignored}")
         if is_non_idempotent(recipe["scope"], policy) and "idempotency_key" not in steps:
             reasons.append(
                 f"retries a non-idempotent {recipe['scope']} call without an idempotency key"
