@@ -59,6 +59,22 @@ class PatternAgg:
     def reporters(self) -> int:
         return sum(1 for v in self.per_author.values() if v[0] > 0)
 
+    def typical(self) -> tuple[int, int]:
+        """The lower median, over the authors with samples, of each author's mean
+        latency and of each author's largest Retry-After (0 without samples).
+
+        The fleet's average and maximum are one author's to set: a single report
+        with a huge ``latency_ms_sum`` or ``retry_after_ms_max`` outweighs every
+        other. Once three authors or more have samples, one author cannot move a
+        median out of the range of the others' values.
+        """
+        lats = sorted(v[1] // v[2] for v in self.per_author.values() if v[0] > 0 and v[2] > 0)
+        ras = sorted(v[3] for v in self.per_author.values() if v[0] > 0 and v[4] > 0)
+        return (
+            lats[(len(lats) - 1) // 2] if lats else 0,
+            ras[(len(ras) - 1) // 2] if ras else 0,
+        )
+
     def totals(self) -> tuple[int, int, int, int, int, int]:
         """count, latency sum, latency samples, max Retry-After, its samples, and
         reporters (authors with a count), in one pass over the authors."""

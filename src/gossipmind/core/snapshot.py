@@ -90,6 +90,7 @@ def member_rows(r: Replica) -> list[dict[str, Any]]:
 
 def pattern_row(p: PatternAgg, threshold: int) -> dict[str, Any]:
     count, lat_sum, lat_n, ra_max, ra_n, reporters = p.totals()
+    lat_typical, ra_typical = p.typical()
     return {
         "pattern": p.pattern,
         "service": p.service,
@@ -104,6 +105,9 @@ def pattern_row(p: PatternAgg, threshold: int) -> dict[str, Any]:
         "latency_n": sat(lat_n),
         "retry_after_ms_max": ra_max,
         "retry_after_n": sat(ra_n),
+        # what synthesis and drills use: medians over the authors (PatternAgg.typical)
+        "latency_ms_typical": sat(lat_typical),
+        "retry_after_ms_typical": ra_typical,
         "status": {code: sat(n) for code, n in sorted(p.status.items())},
         "first_ts": p.first_ts,
         "last_ts": p.last_ts,

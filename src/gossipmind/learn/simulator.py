@@ -221,10 +221,8 @@ class FaultModel:
         error_class = str(pattern.get("error_class", "unknown"))
         if error_class not in ERROR_CLASSES:
             error_class = "unknown"
-        observed = _int(pattern.get("latency_ms_avg")) if _int(pattern.get("latency_n")) else 0
-        retry_after = (
-            _int(pattern.get("retry_after_ms_max")) if _int(pattern.get("retry_after_n")) else 0
-        )
+        observed = observed_latency_ms(pattern)
+        retry_after = observed_retry_after_ms(pattern)
         if error_class == "timeout":
             hang = min(MAX_LATENCY_MS, observed or 10_000)
             median = max(1, min(200, hang // 10))
@@ -240,6 +238,24 @@ class FaultModel:
             hang_ms=hang,
             retry_after_ms=min(MAX_LATENCY_MS, retry_after),
         )
+
+
+def observed_latency_ms(pattern: Mapping[str, Any]) -> int:
+    """The failing calls' latency a pattern row shows, 0 if unknown: its typical
+    value (``latency_ms_typical``, the median over the reporters, which one
+    reporter cannot set alone) when the row has it, else its average."""
+    if not _int(pattern.get("latency_n")):
+        return 0
+    return _int(pattern.get("latency_ms_typical", pattern.get("latency_ms_avg")))
+
+
+def observed_retry_after_ms(pattern: Mapping[str, Any]) -> int:
+    """The Retry-After a pattern row shows, 0 if none: its typical value
+    (``retry_after_ms_typical``, the median over the reporters of each one's
+    largest) when the row has it, else the largest."""
+    if not _int(pattern.get("retry_after_n")):
+        return 0
+    return _int(pattern.get("retry_after_ms_typical", pattern.get("retry_after_ms_max")))
 
 
 def _is_int(x: object) -> bool:

@@ -40,6 +40,7 @@ from gossipmind.core.recipe import (
     steps_by_type,
 )
 from gossipmind.learn.rank import rank
+from gossipmind.learn.simulator import observed_latency_ms, observed_retry_after_ms
 
 __all__ = [  # ``rank`` is re-exported: the node re-ranks fixes with it
     "ENTRY_POINT_GROUP",
@@ -171,7 +172,7 @@ _Rule = Callable[[Mapping[str, Any], str], tuple[list[dict[str, Any]], int | Non
 
 
 def _per_attempt(pattern: Mapping[str, Any]) -> int:
-    lat = _stat(pattern, "latency_ms_avg", "latency_n")
+    lat = observed_latency_ms(pattern)
     return _clamp(2 * lat, 1000, 30_000) if lat else 5000
 
 
@@ -193,7 +194,7 @@ RATE_LIMIT_ATTEMPTS = 3
 
 
 def _timeout_rule(p: Mapping[str, Any], scope: str) -> tuple[list[dict[str, Any]], int, str]:
-    observed = _stat(p, "latency_ms_avg", "latency_n")
+    observed = observed_latency_ms(p)
     ms = _clamp(observed, 1000, 30_000) if observed else 10_000
     retry = _retry(3, 200, 2000, "full", TRANSIENT)
     budget = 3 * ms + 2 * max(retry["cap_ms"], RESPECT_DEFAULT_MS)
@@ -212,7 +213,7 @@ def _timeout_rule(p: Mapping[str, Any], scope: str) -> tuple[list[dict[str, Any]
 
 
 def _rate_limited_rule(p: Mapping[str, Any], scope: str) -> tuple[list[dict[str, Any]], int, str]:
-    hint = _stat(p, "retry_after_ms_max", "retry_after_n")
+    hint = observed_retry_after_ms(p)
     max_wait = _clamp(hint * 3 // 2, 1000, 120_000) if hint else 30_000
     base = _clamp(hint, 500, 10_000) if hint else 1000
     # 3 attempts, not 4: under a Retry-After of a few seconds most calls of a busy
@@ -233,7 +234,7 @@ def _rate_limited_rule(p: Mapping[str, Any], scope: str) -> tuple[list[dict[str,
 
 
 def _server_error_rule(p: Mapping[str, Any], scope: str) -> tuple[list[dict[str, Any]], int, str]:
-    hint = _stat(p, "retry_after_ms_max", "retry_after_n")
+    hint = observed_retry_after_ms(p)
     retry = _retry(3, 250, 4000, "full", ["server_error"])  # a wider list trips the breaker
     breaker = {"type": "circuit_breaker", "failure_threshold": BREAKER_THRESHOLD}
     steps = [retry, breaker | {"reset_ms": 30_000}]
