@@ -260,3 +260,44 @@ def test_a_retry_that_ignores_retry_after_is_rejected() -> None:
     }
     v = check_fix({**fix, "fix": fix_id(p["pattern"], waits), "recipe": waits}, p, Policy())
     assert not any("Retry-After" in r for r in v.reasons), v.reasons
+
+
+@pytest.mark.parametrize(
+    ("pattern", "steps", "on"),
+    [
+        (PATTERN, [], ["timeout"]),
+        (
+            rate_limited_pattern(1000),
+            [{"type": "respect_retry_after", "max_wait_ms": 300_000}],
+            ["rate_limited"],
+        ),
+    ],
+)
+def test_a_fix_that_makes_every_call_wait_minutes_is_rejected(
+    pattern: dict[str, Any], steps: list[dict[str, Any]], on: list[str]
+) -> None:
+    # It beats the baseline and amplifies nothing: it used to be accepted (low
+    # risk, one tier-1 verifier) and could rank above the network's own fix.
+    slow = {
+        "scope": "search.query",
+        "budget_ms": 600_000,
+        "steps": [
+            *steps,
+            {
+                "type": "retry",
+                "max_attempts": 3,
+                "base_ms": 60_000,
+                "cap_ms": 300_000,
+                "jitter": "none",
+                "on": on,
+            },
+        ],
+    }
+    fix = {"fix": fix_id(pattern["pattern"], slow), "recipe": slow, "violations": []}
+    v = check_fix(fix, pattern, Policy())
+    assert v.evidence["drill_success_bp"] > v.evidence["drill_baseline_success_bp"]
+    assert not v.accept and any("adds" in r for r in v.reasons), v.reasons
+    # the network's own recipe for the pattern passes the same bound
+    (cand,) = synthesize(pattern, Policy()).candidates
+    own = {"fix": fix_id(pattern["pattern"], cand.recipe), "recipe": cand.recipe, "violations": []}
+    assert check_fix(own, pattern, Policy()).accept

@@ -8,7 +8,8 @@ retries of non-idempotent operations without an idempotency key; retries
 that do not wait as the service asks (Retry-After); a drill (seed
 = fix id, fault model = the pattern's, ``FaultModel.from_pattern``) that must
 beat the baseline and keep call amplification under a cap, and the same drill
-through an outage (``learn.drill.outage_model``) under the same cap. The
+through an outage (``learn.drill.outage_model``) under the same cap, and a
+bound on the latency it adds (``added_latency_limit``). The
 proposer's published figures are compared and recorded, never trusted.
 """
 
@@ -22,13 +23,24 @@ from gossipmind.core.errors import GossipmindError
 from gossipmind.core.fold import weighted_outcomes
 from gossipmind.core.policy import Policy
 from gossipmind.core.recipe import ERROR_CLASSES, check_recipe, key_header_problem, steps_by_type
+from gossipmind.core.schema import fix_id
 from gossipmind.learn.drill import DrillResult, drill, outage_model
 from gossipmind.learn.rank import wilson_lower_bound_bp
 from gossipmind.learn.simulator import FaultModel
-from gossipmind.learn.synth import ignores_retry_after, is_non_idempotent, recipe_scope
+from gossipmind.learn.synth import (
+    RuleSynthesizer,
+    ignores_retry_after,
+    is_non_idempotent,
+    recipe_scope,
+)
 
 NEVER_RETRY = frozenset({"validation", "auth", "not_found"})
 MAX_AMPLIFICATION_PM = 3000  # at most 3 calls per logical call on average
+# A fix may add at most this much latency per call in its drill, beyond twice
+# what the network's own rule recipe for the pattern adds (added_latency_limit):
+# waits of minutes pass every other check (they beat the baseline and amplify
+# nothing), and a member could get them accepted, and ranked first.
+ADDED_LATENCY_SLACK_MS = 5000
 # Pattern classes drilled without the outage: a rate limit is already a run of
 # refusals in the pattern's own model (every call in a Retry-After window fails),
 # where retries that do not wait as asked amplify and lose to the baseline.
@@ -83,6 +95,24 @@ def reproduce_outage(
     )
     idempotent = not is_non_idempotent(fix["recipe"]["scope"], policy)
     return drill(fix["recipe"], model, bytes(fix["fix"]), idempotent=idempotent)
+
+
+def added_latency_limit(pattern: Mapping[str, Any], policy: Policy) -> int:
+    """The most latency per call a fix for ``pattern`` may add in its drill:
+    twice what the rule synthesizer's recipe for it adds (drilled on the same
+    model, seeded by that recipe's own fix id), plus ``ADDED_LATENCY_SLACK_MS``.
+    A class the rules have no retrying recipe for gets the slack alone."""
+    reference = 0
+    try:
+        candidates = RuleSynthesizer().propose(dict(pattern), policy)
+    except (GossipmindError, KeyError, TypeError, ValueError):
+        candidates = []
+    for cand in candidates:
+        fid = fix_id(bytes(pattern.get("pattern", b"")), cand.recipe)
+        idempotent = not is_non_idempotent(cand.recipe["scope"], policy)
+        result = drill(cand.recipe, FaultModel.from_pattern(pattern), fid, idempotent=idempotent)
+        reference = max(reference, result.added_latency_ms)
+    return 2 * reference + ADDED_LATENCY_SLACK_MS
 
 
 def scope_problem(recipe: Mapping[str, Any], pattern: Mapping[str, Any]) -> str | None:
@@ -187,6 +217,14 @@ def check_fix(
         reasons.append(
             f"call amplification {result.amplification_pm / 1000:.2f}x exceeds "
             f"{max_amplification_pm / 1000:.2f}x"
+        )
+    limit = added_latency_limit(pattern, policy)
+    evidence["added_latency_limit_ms"] = limit
+    if result.added_latency_ms > limit:
+        reasons.append(
+            f"adds {result.added_latency_ms} ms to every call on average in its drill, more"
+            f" than {limit} ms (twice what the network's own recipe for this pattern adds,"
+            f" plus {ADDED_LATENCY_SLACK_MS} ms)"
         )
     outage = None if error_class in NO_OUTAGE_DRILL else reproduce_outage(fix, pattern, policy)
     if outage is not None:
