@@ -145,3 +145,29 @@ def test_always_a_known_class() -> None:
     for exc in ["", "x" * 10_000, "a.b.c.", "Ошибка"]:
         for status in [None, 0, 200, 404, 599, 10_000]:
             assert classify(exc, status, "m" * 10_000) in ERROR_CLASSES
+
+
+@pytest.mark.parametrize(
+    ("exc_type", "message", "expected"),
+    [
+        # gRPC status codes name the class with "_" between words: all were "unknown"
+        ("grpc.RpcError", "StatusCode.DEADLINE_EXCEEDED", "timeout"),
+        ("grpc.RpcError", "StatusCode.RESOURCE_EXHAUSTED: quota", "rate_limited"),
+        ("grpc.RpcError", "StatusCode.PERMISSION_DENIED", "auth"),
+        ("grpc.RpcError", "StatusCode.NOT_FOUND", "not_found"),
+        (
+            "grpc.RpcError",
+            "StatusCode.UNAVAILABLE: failed to connect to all addresses",
+            "connection",
+        ),
+        ("grpc.RpcError", "StatusCode.UNAVAILABLE", "server_error"),
+        # an AWS error code in the message: an auth failure, never retried
+        (
+            "botocore.exceptions.ClientError",
+            "An error occurred (AccessDeniedException) when calling the InvokeModel operation",
+            "auth",
+        ),
+    ],
+)
+def test_error_codes_in_messages(exc_type: str, message: str, expected: str) -> None:
+    assert classify(exc_type, None, message) == expected

@@ -7,7 +7,8 @@
    401/403/407 auth, 400/413/414/415/422 validation, 404/410 not_found,
    409/412/423 conflict, other 5xx server_error);
 3. the exception type name (its dotted path, e.g. ``httpx.ReadTimeout``);
-4. keywords in the message;
+4. keywords in the message (``_`` reads as a space, so gRPC status codes such as
+   ``DEADLINE_EXCEEDED`` or ``PERMISSION_DENIED`` count);
 5. ``unknown``.
 
 Each step's table is an ordered list, so a name like ``ConnectTimeout`` is a
@@ -100,11 +101,11 @@ _MESSAGES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         (
             "rate_limited",
             r"rate[ _-]?limit|too many requests|throttl|quota exceeded|exceeded your .*quota"
-            r"|slow down|\b429\b",
+            r"|slow down|resource exhausted|\b429\b",
         ),
         (
             "auth",
-            r"unauthori[sz]ed|forbidden|permission denied|access denied|invalid (?:api[ _-]?)?key"
+            r"unauthori[sz]ed|forbidden|permission denied|access ?denied|invalid (?:api[ _-]?)?key"
             r"|authenticat|expired token|token (?:has )?expired|invalid credentials"
             r"|not authori[sz]ed|incorrect api key|\b40[13]\b",
         ),
@@ -121,12 +122,13 @@ _MESSAGES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             r"|network is unreachable|no route to host|host unreachable|name or service not known"
             r"|could not resolve|temporary failure in name resolution|getaddrinfo|econnreset"
             r"|econnrefused|ssl|eof occurred|remote end closed|server closed the connection"
-            r"|could not connect|failed to establish|disconnected",
+            r"|could not connect|failed to (?:establish|connect)|disconnected",
         ),
         (
             "server_error",
             r"internal server error|internal error|service unavailable|bad gateway|overloaded"
-            r"|upstream|server error|too many (?:clients|connections)|\b5\d\d\b",
+            r"|upstream|server error|too many (?:clients|connections)|statuscode\.unavailable"
+            r"|temporarily unavailable|\b5\d\d\b",
         ),
         (
             "validation",
@@ -251,7 +253,9 @@ def class_of_type(exc_type: str) -> str | None:
 
 
 def class_of_message(message: str) -> str | None:
-    low = message[:MAX_MESSAGE].lower()
+    # "_" reads as a space: gRPC codes (DEADLINE_EXCEEDED, PERMISSION_DENIED,
+    # RESOURCE_EXHAUSTED) were all "unknown", and no fix was ever made for them
+    low = message[:MAX_MESSAGE].lower().replace("_", " ")
     for cls, rx in _MESSAGES:
         if rx.search(low):
             return cls
