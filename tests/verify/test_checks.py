@@ -301,3 +301,19 @@ def test_a_fix_that_makes_every_call_wait_minutes_is_rejected(
     (cand,) = synthesize(pattern, Policy()).candidates
     own = {"fix": fix_id(pattern["pattern"], cand.recipe), "recipe": cand.recipe, "violations": []}
     assert check_fix(own, pattern, Policy()).accept
+
+
+@pytest.mark.parametrize(
+    ("error_class", "on"),
+    [("conflict", ["conflict"]), ("unknown", ["unknown"]), ("timeout", ["timeout", "unknown"])],
+)
+def test_a_retry_the_drill_cannot_judge_is_rejected(error_class: str, on: list[str]) -> None:
+    # The drill fails attempts at random whatever their class, so these beat
+    # the baseline and were accepted: a retry of "already exists" or of a
+    # KeyError from a changed schema fails the same way every time.
+    p = {**PATTERN, "error_class": error_class, "status": {}}
+    recipe = {**RETRY, "steps": [{**RETRY["steps"][0], "on": on}]}
+    v = check_fix(
+        {"fix": fix_id(p["pattern"], recipe), "recipe": recipe, "violations": []}, p, Policy()
+    )
+    assert not v.accept and any("transient" in r for r in v.reasons), v.reasons

@@ -14,6 +14,8 @@ that passes :func:`validate` leaves :func:`synthesize`:
   a retry on ``validation`` errors: a schema drift is not fixed by retrying;
 - a non-idempotent scope (policy ``non_idempotent_scopes``) is retried only
   with an ``idempotency_key`` step;
+- a retry only for a transient pattern, never of ``unknown`` errors
+  (:func:`retry_problem`);
 - a retry of ``rate_limited`` errors, or of a pattern whose failures came
   with Retry-After, has a ``respect_retry_after`` step (:func:`ignores_retry_after`);
 - the risk is raised to the policy's floor for the recipe.
@@ -50,6 +52,7 @@ __all__ = [  # ``rank`` is re-exported: the node re-ranks fixes with it
     "Synthesis",
     "Synthesizer",
     "ignores_retry_after",
+    "retry_problem",
     "is_non_idempotent",
     "load_plugins",
     "propose_body",
@@ -295,6 +298,26 @@ _RULES: dict[str, _Rule] = {
 # ------------------------------------------------------------------------ validation
 
 
+def retry_problem(recipe: Mapping[str, Any], pattern: Mapping[str, Any]) -> str | None:
+    """Why ``recipe``'s retry cannot be judged to help ``pattern``, or None.
+
+    A drill fails attempts at random whatever their class, so it shows any
+    retry helping. That holds for the transient classes (:data:`TRANSIENT`);
+    a conflict (a duplicate, a failed precondition) or an unknown failure (a
+    ``KeyError`` of a changed schema) usually fails the same way again, and a
+    retry of it multiplies calls that cannot succeed.
+    """
+    retry = next((s for s in recipe["steps"] if s["type"] == "retry"), None)
+    if retry is None:
+        return None
+    error_class = pattern.get("error_class")
+    if error_class not in TRANSIENT:
+        return f"{error_class} failures are not transient: a drill cannot show a retry helping"
+    if "unknown" in retry["on"]:
+        return "retries unknown errors, which a drill cannot show to be transient"
+    return None
+
+
 def ignores_retry_after(recipe: Mapping[str, Any], pattern: Mapping[str, Any]) -> str | None:
     """Why ``recipe`` would retry ``pattern``'s calls without waiting as the service
     asks, or None: a retry of ``rate_limited`` errors, or of a pattern whose
@@ -344,7 +367,7 @@ def validate(raw: Any, pattern: Mapping[str, Any], policy: Policy, synthesizer: 
         raise SchemaError("recipe.steps", f"{pattern.get('error_class')} errors are never retried")
     if retry is not None and "validation" in retry["on"]:
         raise SchemaError("recipe.steps", "retrying validation errors is never a fix")
-    problem = ignores_retry_after(recipe, pattern)
+    problem = retry_problem(recipe, pattern) or ignores_retry_after(recipe, pattern)
     if problem is not None:
         raise SchemaError("recipe.steps", problem)
     keyless = retry is not None and "idempotency_key" not in steps

@@ -32,6 +32,7 @@ from gossipmind.learn.synth import (
     ignores_retry_after,
     is_non_idempotent,
     recipe_scope,
+    retry_problem,
 )
 
 NEVER_RETRY = frozenset({"validation", "auth", "not_found"})
@@ -191,6 +192,9 @@ def check_fix(
             reasons.append(f"retrying cannot fix a {error_class} error")
         if retried & NEVER_RETRY:
             reasons.append(f"retries {sorted(retried & NEVER_RETRY)} errors, which never heal")
+        problem = retry_problem(recipe, pattern)
+        if problem is not None and error_class not in NEVER_RETRY:
+            reasons.append(problem)
         ignored = ignores_retry_after(recipe, pattern)
         if ignored is not None:
             reasons.append(f"ignores Retry-After: {ignored}")
