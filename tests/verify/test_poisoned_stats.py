@@ -16,7 +16,7 @@ from gossipmind.core.recipe import steps_by_type
 from gossipmind.core.schema import fix_id
 from gossipmind.core.snapshot import pattern_rows
 from gossipmind.learn.synth import synthesize
-from gossipmind.testing.kb import KB
+from gossipmind.testing.kb import KB, sample_report
 from gossipmind.verify.checks import check_fix
 
 HONEST = ("a", "b", "c")
@@ -64,3 +64,26 @@ def test_one_huge_latency_does_not_stretch_a_timeout_fix() -> None:
     accepted, recipe, reasons = verdict(row)
     assert accepted, reasons
     assert steps_by_type(recipe)["timeout"]["ms"] == 2000
+
+
+def test_one_report_cannot_make_the_network_reject_its_own_5xx_fix() -> None:
+    # One honest agent saw Retry-After; mallory reports samples of a 0 ms one.
+    # The rules (from the median, 0) made no respect_retry_after step, while the
+    # check (from the maximum) required one: the pattern got no fix at all.
+    kb = KB(seed=4)
+    for name in (*HONEST, "mallory"):
+        kb.grant("admin", name, "member")
+        kb.sync("admin", name)
+    kw = {"error_class": "server_error", "template": "upstream 503", "status": "503"}
+    kb.report("a", count=20, retry_after_ms=3000, **kw)
+    for name in ("b", "c"):
+        kb.report(name, count=20, **kw)
+    body = sample_report(count=1, **kw)
+    body["stats"]["retry_after_n"] = 1  # samples, each of 0 ms
+    kb.write("mallory", "pattern.report", body)
+    for name in (*HONEST, "mallory"):
+        kb.sync(name, "admin")
+    (row,) = pattern_rows(kb.replica("admin"))
+    assert (row["retry_after_ms_max"], row["retry_after_ms_typical"]) == (3000, 0)
+    accepted, _, reasons = verdict(row)
+    assert accepted, reasons

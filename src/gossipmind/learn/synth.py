@@ -118,13 +118,6 @@ def _clamp(x: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, x))
 
 
-def _stat(pattern: Mapping[str, Any], value: str, samples: str) -> int:
-    n, v = pattern.get(samples), pattern.get(value)
-    if not (isinstance(n, int) and n > 0 and isinstance(v, int) and not isinstance(v, bool)):
-        return 0
-    return max(0, v)
-
-
 def _retry(attempts: int, base: int, cap: int, jitter: str, on: Iterable[str]) -> dict[str, Any]:
     base = _clamp(base, 1, 60_000)
     return {
@@ -328,7 +321,7 @@ def ignores_retry_after(recipe: Mapping[str, Any], pattern: Mapping[str, Any]) -
         return None
     if "rate_limited" in retry["on"]:
         return "retries rate_limited errors without a respect_retry_after step"
-    if _stat(pattern, "retry_after_ms_max", "retry_after_n"):
+    if observed_retry_after_ms(pattern):  # what the rules see: one author cannot set it
         return "retries without a respect_retry_after step, but the service sends Retry-After"
     return None
 
