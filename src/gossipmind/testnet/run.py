@@ -152,6 +152,16 @@ class Runner:
                 "node-0 is not running (the run follows the network through its API): "
                 "`gossipmind testnet start node-0` first"
             )
+        if sc.poison is not None:  # it proposes through that node's API, before any agent runs
+            poisoner = str(sc.poison.get("node", "node-1"))
+            if poisoner not in up:
+                where = "is not running" if poisoner in {n.name for n in nodes} else "is not in"
+                raise ConfigError(
+                    f"{sc.name}'s poisoner proposes its fix from {poisoner} (its [poison] node),"
+                    f" which {where} this testnet: `gossipmind testnet up --nodes"
+                    f" {int(poisoner.rsplit('-', 1)[-1]) + 1 if poisoner[-1:].isdigit() else 'N'}`"
+                    " or more, or `gossipmind testnet start` it"
+                )
         hosts = [n for n in nodes if n.role != "verifier"]
         needed = sc.agents + sc.late_agents  # one node each
         wanted = min(len(hosts), needed)
