@@ -34,6 +34,9 @@ DIGESTS = {
     # service or operation (none here), and keeps a fix's proposals as running
     # values, which gives the same rows.
     6: "23fec9cf23a65e2db9eb710458b7a03f7961fe4d78f7d0412c4810a495433ffe",
+    # 7: every pattern row shows `latency_ms_typical` and `retry_after_ms_typical`
+    # (medians over the authors: protocol.md §6.4)
+    7: "819bc3688ef02859ab6806885e8a58ab114fd8183b09b5cfe9c756d5598c3842",
 }
 
 

@@ -50,8 +50,9 @@ def test_rows_of_older_fold_rules_are_a_warning_not_damage(tmp_path: Path) -> No
     assert result.exit_code == 0 and doc["healthy"], doc["findings"]
     assert path.read_bytes() == before  # read-only, as ever
     [older] = [f for f in doc["findings"] if f["check"] == "fold.rules"]
-    assert older["severity"] == "warning" and "2 materialised row(s)" in older["message"]
-    assert "fold stamp 5:10" in older["message"] and "pattern_scope" in older["message"]
+    # the 2 fix rows fold 6 changed, and (fold 7) the pattern row without its medians
+    assert older["severity"] == "warning" and "3 materialised row(s)" in older["message"]
+    assert "fold stamp 5:10" in older["message"] and "latency_ms_typical" in older["message"]
     assert not [f for f in doc["findings"] if f["severity"] == "error"]
 
 

@@ -42,11 +42,13 @@ ROOT_DOMAIN = b"gossipmind/root/1\x00"
 # pattern's scope to be accepted, fix rows show `pattern_scope`, each author's
 # outcomes weigh at most OUTCOME_CAP attempts; 6: the pattern scope of a
 # service.operation longer than 64 characters is its longest prefix that fits
-# and ends before a `.`, not the bare service). The state root does not depend
+# and ends before a `.`, not the bare service; 7: pattern rows show
+# `latency_ms_typical` and `retry_after_ms_typical`, medians over the authors,
+# which synthesis and drills use). The state root does not depend
 # on it: it covers the valid ops, not the fold.
 # tests/core/test_fold_version.py fails when the fold's output changes and this
 # does not.
-FOLD_VERSION = 6
+FOLD_VERSION = 7
 ROLES_CACHE = 65_536  # (membership past, key) -> roles entries kept per cache
 DEFAULT_MAX_REJECTED = 100_000  # as many as the store keeps (store.sqlite.MAX_REJECTED_ROWS)
 
