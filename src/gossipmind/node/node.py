@@ -297,9 +297,11 @@ class Node:
         self.touch()
         return self.reporter.failure(failure, rid)  # (rid: the SDK's id of the report)
 
-    def report_outcome(self, fix: bytes, attempts: int, successes: int, *rid: bytes) -> None:
+    def report_outcome(
+        self, fix: bytes, attempts: int, successes: int, rid: bytes | None = None
+    ) -> None:
         self.touch()
-        self.reporter.outcome(fix, attempts, successes, *rid)
+        self.reporter.outcome(fix, attempts, successes, rid)
 
     def fix_events(self, buffer: int = 1000) -> trio.MemoryReceiveChannel[Transition]:
         """A channel of fix status transitions (accepted, revoked, …) from now on;
