@@ -12,6 +12,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -167,3 +168,48 @@ def test_a_burst_of_concurrent_reports_shares_journal_commits(tmp_path: Path) ->
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     assert journal_rows(data) == n
+
+
+def report_ops(data: Path) -> int:
+    with Store.open(data / "kb.sqlite3") as store:
+        (n,) = store.conn.execute(
+            "SELECT COUNT(*) FROM ops WHERE kind = 'pattern.report'"
+        ).fetchone()
+        return int(n)
+
+
+def test_a_held_stream_is_few_ops_and_a_sigkill_while_held_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    """A steady stream of one pattern is held between writes (node/reporter.py): the
+    node writes far fewer ops than windows, and reports held when it is SIGKILLed
+    come back from the journal after a restart, counted once."""
+    data = prepare(tmp_path, 1, 0)[0].dir
+    (data / "node.toml").write_text("report_window_ms = 100\nreport_hold_max_ms = 60000\n")
+    sent, held = 0, 0
+    with node(data) as (proc, url, token):
+        stream_until = time.monotonic() + 1.5  # ~15 windows of reports
+        for _ in range(3_000):  # bounded in count too
+            doc = failure(sent, secrets.token_bytes(16))
+            status, answer = post(url, token, "/v1/failures", doc)
+            assert status == 202
+            sent += 1
+            unsent = get(url, token, f"/v1/failures/count?pattern={answer['pattern']}")
+            held = unsent["local_unsent"]
+            if time.monotonic() > stream_until and held >= 2:  # some of it held
+                break
+        reports = get(url, token, "/v1/status")["reports"]
+        assert held >= 2 and reports["held"] == 1 and reports["journaled"] == held
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    written, rows = report_ops(data), journal_rows(data)
+    assert sum(counted(data)) + rows == sent and rows == held
+    # the writes came after holds doubling from one window (0.1 s): ~log2 of the
+    # stream's length in windows, where an op per window would be one per 0.1 s
+    print(f"{sent} reports: {written} ops before the SIGKILL, {rows} held in the journal")
+    assert 1 <= written <= 12
+    with node(data) as (proc, url, token):
+        proc.send_signal(signal.SIGTERM)  # a stop writes what is held
+        assert proc.wait(timeout=30) == 0
+    assert counted(data) == [sent] and journal_rows(data) == 0
+    assert report_ops(data) == written + 1

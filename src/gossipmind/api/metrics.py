@@ -64,6 +64,7 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
     ("checkpoints.failed", COUNTER, "Checkpoints that failed."),
     ("reports.duplicates", COUNTER, "Reports sent again whose id was counted already."),
     ("reports.journaled", GAUGE, "Reports answered and journaled, not written in an op yet."),
+    ("reports.held", GAUGE, "Patterns and fixes whose steady stream of reports is held."),
     ("reports.journal_commits", COUNTER, "Journal commits of reports (a burst shares one)."),
     ("learner.rounds", COUNTER, "Learning rounds run in idle time."),
     ("learner.interrupted", COUNTER, "Learning rounds cut short by the agent's activity."),

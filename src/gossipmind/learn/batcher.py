@@ -10,6 +10,10 @@ A body's ``window`` is ``[first failure of the pattern, max(last failure,
 flush time)]``; its stats are sums, counts and a maximum, clamped to the
 schema's bounds; the status histogram keeps the 32 most frequent codes.
 Bodies come out sorted by pattern id, so a flush is deterministic.
+
+With a :class:`~gossipmind.learn.hold.Hold`, a flush writes only the patterns
+whose hold has passed; a held pattern's failures stay in the batcher (its body's
+window grows) until a later flush, or one with ``force``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 
 from gossipmind.core.errors import ConfigError
 from gossipmind.core.schema import MAX_COUNTER
+from gossipmind.learn.hold import Hold
 from gossipmind.learn.patterns import Reduced
 
 __all__ = ["MAX_STATUS_CODES", "ReportBatcher"]
@@ -88,11 +93,14 @@ def _clamp_ts(now_ms: int) -> int:
 class ReportBatcher:
     """Accumulate :class:`Reduced` failures per pattern; flush one report body per pattern."""
 
-    def __init__(self, *, window_ms: int = 60_000, max_patterns: int = 1024) -> None:
+    def __init__(
+        self, *, window_ms: int = 60_000, max_patterns: int = 1024, hold: Hold | None = None
+    ) -> None:
         if window_ms < 1 or max_patterns < 1:
             raise ConfigError("window_ms and max_patterns must be positive")
         self.window_ms = window_ms
         self.max_patterns = max_patterns
+        self.hold = hold
         self.overflow = 0
         self.total_overflow = 0
         self._opened_ms: int | None = None
@@ -127,12 +135,26 @@ class ReportBatcher:
         opened = self._opened_ms
         return opened is not None and _clamp_ts(now_ms) - opened >= self.window_ms
 
-    def flush(self, now_ms: int) -> list[dict[str, Any]]:
-        """One ``pattern.report`` body per pattern (sorted by pattern id); opens a new window."""
+    def held(self) -> int:
+        """Patterns whose failures are held (kept past a flush)."""
+        return len(self._acc) if self.hold is not None else 0
+
+    def flush(self, now_ms: int, *, force: bool = False) -> list[dict[str, Any]]:
+        """One ``pattern.report`` body per pattern that is due (sorted by pattern id),
+        every pattern with ``force`` or without a hold; opens a new window."""
         now = _clamp_ts(now_ms)
-        bodies = [self._acc[p].body(now) for p in sorted(self._acc)]
-        self._acc = {}
-        self._opened_ms = None
+        hold = self.hold
+        due = sorted(
+            p
+            for p, acc in self._acc.items()
+            if hold is None or force or hold.due(p, now) or acc.count >= MAX_COUNTER
+        )
+        bodies = [self._acc.pop(p).body(now) for p in due]
+        if hold is not None:
+            for p in due:
+                hold.written(p, now)
+            hold.forget_quiet(now)
+        self._opened_ms = now if self._acc else None
         self.overflow = 0
         return bodies
 

@@ -33,6 +33,7 @@ class NodeConfig:
     cpu_budget: float = 0.25  # share of one core learning may use
     learn_max_wait_s: float = 60.0  # an agent never idle that long: learn anyway (budgeted)
     report_window_ms: int = 2000  # failures are batched per pattern over this window
+    report_hold_max_ms: int = 60_000  # a steady stream of a pattern: one op per this, at most
     api_port: int | None = None  # None or 0: any free port (--no-api turns the API off)
     passphrase: str | None = field(default=None, repr=False)
     debug_libp2p: bool = False
@@ -55,6 +56,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "cpu_budget": (0.01, 1),
     "learn_max_wait_s": (1, 86_400),
     "report_window_ms": (1, 3_600_000),
+    "report_hold_max_ms": (0, 3_600_000),
     "api_port": (0, 65_535),
 }
 
@@ -114,6 +116,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "cpu_budget": (int, float),
     "learn_max_wait_s": (int, float),
     "report_window_ms": int,
+    "report_hold_max_ms": int,
     "api_port": int,
     "debug_libp2p": bool,
     "synchronous": str,

@@ -115,9 +115,12 @@ class Node:
         self._listeners = Listeners[Op]("op listener")
         self._rng = random.Random()
         self.peering = Peering(self)
-        window = config.report_window_ms
         self.reporter = Reporter(
-            self._write_report, now_ms, window_ms=window, journal=store.journal
+            self._write_report,
+            now_ms,
+            window_ms=config.report_window_ms,
+            journal=store.journal,
+            hold_max_ms=config.report_hold_max_ms,
         )
         self.reporter.known = store.knows_report  # committed report ids (store/receipts.py)
         self.reporter.recover(journal.load(store.conn))  # reports a crash left unwritten

@@ -17,6 +17,15 @@ it counts in its own transaction; a node that opens its store counts the rows
 left by a crash again (:meth:`Reporter.recover`). The journal holds at most
 ``MAX_JOURNAL`` rows, and no report is taken while ``MAX_UNWRITTEN`` bodies wait:
 past either, a report is refused (:class:`Unavailable`, 503: the SDK sends it again).
+
+A steady stream of one pattern's failures (or one fix's outcomes) is held
+(learn/hold.py, ``hold_max_ms``): its first reports are written at the end of
+their window, later ones after a hold that doubles up to ``hold_max_ms``, so the
+stream costs one op per ``hold_max_ms`` instead of one per window. Held reports
+stay journaled, counted in ``local_counts`` and their ids remembered until their
+op is committed. Everything held is written at once when a node stops, when the
+batcher's pattern cap is reached, or when the journal or the remembered ids
+pass half of their bound (``PRESSURE``).
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from gossipmind.core.errors import GossipmindError, InvalidOp, SchemaError, Unav
 from gossipmind.core.saying import Bounded
 from gossipmind.core.schema import MAX_COUNTER
 from gossipmind.learn.batcher import ReportBatcher
+from gossipmind.learn.hold import Hold
 from gossipmind.learn.patterns import Failure, Reduced, reduce
 from gossipmind.learn.taxonomy import Rule
 from gossipmind.node.writes import BURST_S, MAX_GROUP, Commit
@@ -52,6 +62,7 @@ MAX_PENDING_IDS = 100_000  # ids of reports taken, not written yet (beyond: not 
 MAX_JOURNAL = MAX_PENDING_IDS  # journal rows (reports taken, not written) at most
 FULL = "MAX_UNWRITTEN reports wait to be written already (the oldest is dropped)"
 GATHER_TURNS = 8  # turns of the scheduler a burst of reports may take to gather, at most
+PRESSURE = 2  # held reports are written when a bound is 1/PRESSURE full
 BUSY = "the node holds as many reports not written yet as it may: send it again later"
 Journal = Callable[[Sequence[Row], Sequence[bytes]], None]  # add rows, drop ids: one commit
 
@@ -100,6 +111,7 @@ class Reporter:
         window_ms: int = 2000,
         rules: tuple[Rule, ...] = (),
         journal: Journal | None = None,
+        hold_max_ms: int = 0,
     ) -> None:
         self._write = write
         self.journal = journal  # (None: reports are taken in memory only)
@@ -107,9 +119,10 @@ class Reporter:
         self._now = now_ms
         self.window_ms = window_ms
         self.rules = rules
-        self.failures = ReportBatcher(window_ms=window_ms)
-        self.outcomes: dict[bytes, list[int]] = {}
-        self._outcome_window: list[int] = []
+        self.failures = ReportBatcher(window_ms=window_ms, hold=Hold(window_ms, hold_max_ms))
+        self.outcome_hold = Hold(window_ms, hold_max_ms)
+        self.outcomes: dict[bytes, list[int]] = {}  # fix -> [attempts, successes]
+        self._outcome_spans: dict[bytes, list[int]] = {}  # fix -> [first, last] report
         self.local_counts: dict[bytes, int] = {}
         self._wake = trio.Event()
         # bodies batched but not written yet, oldest first (see flush)
@@ -347,7 +360,7 @@ class Reporter:
         if not self.failures.add(reduced, now):
             # the window holds its cap of distinct patterns: close it now (its
             # bodies wait to be written) rather than drop an acknowledged report
-            self._close_failures()
+            self._close_failures(force=True)
             self.failures.add(reduced, now)
             self._wake.set()
         self.local_counts[reduced.pattern] = self.local_counts.get(reduced.pattern, 0) + 1
@@ -371,44 +384,58 @@ class Reporter:
         o = self.outcomes.get(fix)
         if o is not None and o[0] + attempts > MAX_COUNTER:
             # one op's counters are bounded (schema): close this one, start another
-            body = self._outcome_body(fix, o)
-            self._queue(body, self._outcome_ids.pop(fix, None), self._outcome_rows.pop(fix, None))
+            self._queue_outcome(fix, now)
             o = None
         if o is None:
             o = self.outcomes[fix] = [0, 0]
+            self._outcome_spans[fix] = [now, now]
         o[0] += attempts
         o[1] += successes
         self._remember(fix, rid, row, failure=False)
-        if not self._outcome_window:
-            self._outcome_window = [now, now]
-        self._outcome_window[1] = now
+        span = self._outcome_spans[fix]
+        span[1] = max(span[1], now)
 
-    def _outcome_body(self, fix: bytes, counts: list[int]) -> Body:
-        window = list(self._outcome_window or [self._now()] * 2)
-        body = {"fix": fix, "attempts": counts[0], "successes": counts[1], "window": window}
-        return ("fix.outcome", body)
+    def _queue_outcome(self, fix: bytes, now: int) -> None:
+        attempts, successes = self.outcomes.pop(fix)
+        first, last = self._outcome_spans.pop(fix)
+        window = [first, last]
+        body = {"fix": fix, "attempts": attempts, "successes": successes, "window": window}
+        rows = self._outcome_rows.pop(fix, None)
+        self._queue(("fix.outcome", body), self._outcome_ids.pop(fix, None), rows)
+        self.outcome_hold.written(fix, now)
 
-    def _close_failures(self) -> None:
-        for body in self.failures.flush(self._now()):
+    def held(self) -> int:
+        """Patterns and fixes whose reports are held past a window (not written yet)."""
+        return self.failures.held() + (len(self.outcomes) if self.outcome_hold.enabled else 0)
+
+    def _pressed(self) -> bool:
+        """Whether held reports fill half of a bound: then they are written now."""
+        return (
+            self.journaled * PRESSURE >= MAX_JOURNAL
+            or len(self._pending_ids) * PRESSURE >= MAX_PENDING_IDS
+            or len(self._ready) * PRESSURE >= MAX_UNWRITTEN
+        )
+
+    def _close_failures(self, force: bool = False) -> None:
+        for body in self.failures.flush(self._now(), force=force or self._pressed()):
             p = body["pattern"]
             self._queue(
                 ("pattern.report", body),
                 self._window_ids.pop(p, None),
                 self._window_rows.pop(p, None),
             )
-        for ids in self._window_ids.values():  # (none: every failure is in a body)
-            self._pending_ids.difference_update(ids)
-        self._window_ids.clear()
-        self._window_rows.clear()
 
-    def _close_window(self) -> None:
-        """Move everything batched into the queue of bodies to write."""
-        self._close_failures()
-        for fix, counts in sorted(self.outcomes.items()):
-            rows = self._outcome_rows.pop(fix, None)
-            self._queue(self._outcome_body(fix, counts), self._outcome_ids.pop(fix, None), rows)
-        self.outcomes, self._outcome_window, self._outcome_ids = {}, [], {}
-        self._outcome_rows = {}
+    def _close_window(self, force: bool = False) -> None:
+        """Move what is due (everything, with ``force``) into the queue of bodies to
+        write; held reports stay batched (see the module's docstring)."""
+        now = self._now()
+        force = force or self._pressed()
+        self._close_failures(force)
+        hold = self.outcome_hold
+        for fix in sorted(self.outcomes):
+            if force or hold.due(fix, now):
+                self._queue_outcome(fix, now)
+        hold.forget_quiet(now)
 
     def _done(self, kind: str, body: dict[str, Any]) -> Ids:
         """A body left the queue (written or dropped): its failures are no longer unsent,
@@ -504,7 +531,7 @@ class Reporter:
         does not commit (it is cancelled), the flush puts the body back, for the
         next ``flush_into``. A node calls this once its tasks have stopped.
         """
-        self._close_window()
+        self._close_window(force=True)
         bodies = list(self._ready)
         self._ready.clear()
         if not bodies:

@@ -41,10 +41,12 @@ def status_of(node: Node, *, root: bool = True) -> dict[str, Any]:
         "gossip_rejected": dict(node.validator.stats.rejected),
         "gossip_accepted": node.validator.stats.accepted,
         # reports an SDK sent again whose id the node had counted already
-        # and reports answered, not written yet (journaled), and the journal's commits
+        # and reports answered, not written yet (journaled), and the journal's commits;
+        # held: patterns and fixes whose steady stream of reports waits out its hold
         "reports": {
             "duplicates": node.reporter.duplicates,
             "journaled": node.reporter.journaled,
+            "held": node.reporter.held(),
             "journal_commits": node.reporter.takes,
         },
     }

@@ -1,0 +1,85 @@
+"""How long a steady stream of reports of one key is held before it is written.
+
+A report op is kept forever on every node, so a pattern (or a fix's outcomes)
+that a node's agent reports without pause must not cost one op per window: a
+fleet reporting 6 failures a second grew every node by ~21 000 ops an hour
+(docs/reliability.md, "Soak"). Learning, though, needs a pattern's *first*
+reports fast: thresholds count distinct reporters, so each node's first op of a
+pattern is what lets it cross.
+
+The rule (per key: a pattern id, or a fix id for outcomes):
+
+- A key not written in the last ``max_ms`` is *quiet*: its reports are written
+  at the end of the window they fall in, as without a hold.
+- A key written less than ``max_ms`` ago is *held* until its hold has passed
+  since that write. The hold starts at the window and doubles at each write of
+  the stream, up to ``max_ms``: a steady stream is written after 1, 2, 4, 8, …
+  windows, then once every ``max_ms``; a key that falls quiet for ``max_ms``
+  starts over.
+
+So a report waits at most ``max_ms`` (plus one window) to be written, and a
+steady stream costs one op per key per node per ``max_ms``. Memory is bounded:
+at most ``max_keys`` keys are remembered; beyond that, the key written longest
+ago is forgotten (it is treated as quiet: an op sooner, nothing lost).
+
+Pure: no clock is read here; the caller passes ``now_ms``.
+"""
+
+from __future__ import annotations
+
+from gossipmind.core.errors import ConfigError
+
+__all__ = ["Hold"]
+
+
+class Hold:
+    """The per-key hold of a stream of reports (see the module's docstring)."""
+
+    def __init__(self, window_ms: int, max_ms: int, *, max_keys: int = 16_384) -> None:
+        if window_ms < 1 or max_ms < 0 or max_keys < 1:
+            raise ConfigError("a hold needs window_ms >= 1, max_ms >= 0 and max_keys >= 1")
+        self.window_ms = window_ms
+        self.max_ms = max_ms
+        self.max_keys = max_keys
+        self._last: dict[bytes, tuple[int, int]] = {}  # key -> (written at, its hold)
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether anything is ever held (a ``max_ms`` above the window)."""
+        return self.max_ms > self.window_ms
+
+    def due(self, key: bytes, now_ms: int) -> bool:
+        """Whether the reports of ``key`` are to be written now (not held)."""
+        last = self._last.get(key)
+        if last is None:
+            return True
+        at, hold = last
+        return now_ms - at >= hold or now_ms < at  # (a clock stepped back: write)
+
+    def held_until(self, key: bytes) -> int | None:
+        """When the hold of ``key`` ends (``None``: it is quiet)."""
+        last = self._last.get(key)
+        return None if last is None else last[0] + last[1]
+
+    def written(self, key: bytes, now_ms: int) -> None:
+        """The reports of ``key`` were written at ``now_ms``: start its next hold."""
+        if not self.enabled:
+            return
+        last = self._last.pop(key, None)
+        if last is None or now_ms - last[0] > self.max_ms or now_ms < last[0]:
+            hold = self.window_ms  # quiet until now: the stream starts
+        else:
+            hold = min(last[1] * 2, self.max_ms)
+        self._last[key] = (now_ms, hold)  # (re-inserted: the dict is oldest first)
+        if len(self._last) > self.max_keys:
+            del self._last[next(iter(self._last))]
+
+    def forget_quiet(self, now_ms: int) -> int:
+        """Forget the keys not written for longer than ``max_ms``; returns how many."""
+        quiet = [k for k, (at, _) in self._last.items() if now_ms - at > self.max_ms]
+        for k in quiet:
+            del self._last[k]
+        return len(quiet)

@@ -1,0 +1,125 @@
+"""The hold of a steady stream of reports (learn/hold.py) and the batcher that uses
+it: a pattern's first reports are written at the end of their window, a steady
+stream after holds that double up to ``max_ms``, and nothing is lost."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gossipmind.core.errors import ConfigError
+from gossipmind.core.schema import check_body
+from gossipmind.learn.batcher import ReportBatcher
+from gossipmind.learn.hold import Hold
+from gossipmind.learn.patterns import Failure, Reduced, reduce
+
+P, Q = b"\x01" * 32, b"\x02" * 32
+
+
+def _reduced(msg: str = "Read timed out") -> Reduced:
+    return reduce(Failure("payments", "charge", "httpx.ReadTimeout", msg))
+
+
+def _writes(hold: Hold, key: bytes, until_ms: int, every_ms: int) -> list[int]:
+    """When a stream reported every ``every_ms`` is written, flushed each window."""
+    out = []
+    for now in range(every_ms, until_ms + 1, every_ms):
+        if hold.due(key, now):
+            hold.written(key, now)
+            out.append(now)
+    return out
+
+
+def test_a_steady_stream_is_written_after_doubling_holds_then_once_per_max() -> None:
+    hold = Hold(2_000, 60_000)
+    assert _writes(hold, P, 600_000, 2_000)[:8] == [
+        2_000, 4_000, 8_000, 16_000, 32_000, 64_000, 124_000, 184_000,
+    ]  # fmt: skip
+    assert len(_writes(Hold(2_000, 60_000), P, 600_000, 2_000)) == 14  # 300 without a hold
+    assert hold.held_until(P) is not None
+
+
+def test_a_key_that_falls_quiet_starts_over_and_others_are_independent() -> None:
+    hold = Hold(1_000, 8_000)
+    for now in (1_000, 2_000, 4_000, 8_000):
+        assert hold.due(P, now)
+        hold.written(P, now)
+    assert not hold.due(P, 15_999) and hold.due(P, 16_000)
+    assert hold.due(Q, 9_000)  # another key is quiet: written at once
+    hold.written(P, 30_000)  # 22 s after its last write (> max): quiet again
+    assert hold.held_until(P) == 31_000  # its hold starts over at one window
+    assert hold.forget_quiet(40_000) == 1 and hold.due(P, 40_000) and len(hold) == 0
+
+
+def test_no_hold_when_max_is_not_above_the_window() -> None:
+    for max_ms in (0, 2_000):
+        hold = Hold(2_000, max_ms)
+        assert not hold.enabled
+        assert _writes(hold, P, 20_000, 2_000) == list(range(2_000, 20_001, 2_000))
+        assert len(hold) == 0
+
+
+def test_a_clock_stepping_back_writes_and_memory_is_bounded() -> None:
+    hold = Hold(1_000, 60_000, max_keys=3)
+    hold.written(P, 10_000)
+    hold.written(P, 11_000)
+    assert not hold.due(P, 11_500)
+    assert hold.due(P, 5_000)  # the clock stepped back: never held for good
+    for i in range(5):
+        hold.written(bytes([i]) * 32, 12_000 + i)
+    assert len(hold) == 3  # the oldest are forgotten: an op sooner, nothing lost
+    assert hold.due(P, 12_100)
+
+
+def test_bad_arguments_are_a_config_error() -> None:
+    for args in ((0, 10), (10, -1)):
+        with pytest.raises(ConfigError):
+            Hold(*args)
+    with pytest.raises(ConfigError):
+        Hold(10, 10, max_keys=0)
+
+
+def test_the_batcher_keeps_held_patterns_and_writes_them_with_force() -> None:
+    b = ReportBatcher(window_ms=1_000, hold=Hold(1_000, 10_000))
+    r = _reduced()
+    b.add(r, 500)
+    assert [x["count"] for x in b.flush(1_000)] == [1]  # first of a quiet period: now
+    b.add(r, 1_500)
+    assert [x["count"] for x in b.flush(2_000)] == [1]  # held 1 s: due
+    for t in (2_100, 2_600, 3_100):
+        b.add(r, t)
+    assert b.flush(3_200) == [] and b.held() == 1 and b.opened_ms == 3_200  # held 2 s
+    (body,) = b.flush(4_000)
+    assert body["count"] == 3 and body["window"] == [2_000, 4_000]
+    check_body("pattern.report", body)
+    b.add(r, 4_500)
+    assert b.flush(5_000) == []
+    other = _reduced("connection reset by peer")
+    b.add(other, 5_100)  # a new pattern is not held by another's stream
+    (new,) = b.flush(6_000)
+    assert new["pattern"] == other.pattern and b.held() == 1
+    (forced,) = b.flush(6_100, force=True)
+    assert forced["count"] == 1 and len(b) == 0 and b.opened_ms is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 3), st.integers(1, 5_000)), min_size=1, max_size=200),
+    st.integers(1, 5_000),
+    st.integers(0, 60_000),
+)
+def test_every_failure_is_in_exactly_one_body(
+    steps: list[tuple[int, int]], window: int, max_ms: int
+) -> None:
+    b = ReportBatcher(window_ms=window, hold=Hold(window, max_ms))
+    patterns = [_reduced(f"failure kind {k}") for k in "abcd"]
+    now, counted, added = 0, 0, 0
+    for which, dt in steps:
+        now += dt
+        b.add(patterns[which], now)
+        added += 1
+        if dt > window // 2:
+            counted += sum(x["count"] for x in b.flush(now))
+    counted += sum(x["count"] for x in b.flush(now + 1, force=True))
+    assert counted == added and len(b) == 0
