@@ -4,6 +4,8 @@ stream after holds that double up to ``max_ms``, and nothing is lost."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,34 +23,55 @@ def _reduced(msg: str = "Read timed out") -> Reduced:
     return reduce(Failure("payments", "charge", "httpx.ReadTimeout", msg))
 
 
-def _writes(hold: Hold, key: bytes, until_ms: int, every_ms: int) -> list[int]:
-    """When a stream reported every ``every_ms`` is written, flushed each window."""
-    out = []
-    for now in range(every_ms, until_ms + 1, every_ms):
-        if hold.due(key, now):
-            hold.written(key, now)
+def _writes(hold: Hold, key: bytes, until_ms: int, every_ms: int, flush_ms: int) -> list[int]:
+    """When a stream reported every ``every_ms`` is written, with a flush every
+    ``flush_ms`` (a window)."""
+    out, first = [], None
+    for now in range(1, until_ms + 1):
+        if now % every_ms == 0 and first is None:
+            first = now  # the earliest report not written yet
+        if now % flush_ms == 0 and first is not None and hold.due(key, now):
+            hold.written(key, now, first)
             out.append(now)
+            first = None
     return out
 
 
-def test_a_steady_stream_is_written_after_doubling_holds_then_once_per_max() -> None:
+def test_a_dense_stream_is_written_after_doubling_holds_then_once_per_max() -> None:
     hold = Hold(2_000, 60_000)
-    assert _writes(hold, P, 600_000, 2_000)[:8] == [
-        2_000, 4_000, 8_000, 16_000, 32_000, 64_000, 124_000, 184_000,
-    ]  # fmt: skip
-    assert len(_writes(Hold(2_000, 60_000), P, 600_000, 2_000)) == 14  # 300 without a hold
-    assert hold.held_until(P) is not None
+    writes = _writes(hold, P, 600_000, 500, 2_000)
+    assert writes[:8] == [2_000, 4_000, 8_000, 16_000, 32_000, 64_000, 124_000, 184_000]
+    assert len(writes) == 14  # 300 without a hold
+    assert hold.held_until(P) == writes[-1] + 60_000
+
+
+def test_a_sparse_stream_is_soon_written_once_per_max() -> None:
+    # a report every 200 s: each its own op without a hold, and with one until
+    # the stream is older than the gap; then one op per max (10 min)
+    writes = _writes(Hold(2_000, 600_000), P, 7_200_000, 200_000, 2_000)
+    gaps = [b - a for a, b in itertools.pairwise(writes)]
+    assert gaps[:3] == [200_000, 200_000, 400_000]
+    assert all(g == 600_000 for g in gaps[4:]) and len(writes) == 14  # 36 reports
+
+
+def test_at_least_half_of_a_stream_is_always_written() -> None:
+    for every in (300, 7_000, 45_000):
+        writes = _writes(Hold(1_000, 120_000), P, 1_000_000, every, 1_000)
+        for a, b in itertools.pairwise(writes):
+            assert b - a <= max(a - writes[0] + every + 1_000, 1_000), (every, a, b)
+            assert b - a <= 120_000 + every
 
 
 def test_a_key_that_falls_quiet_starts_over_and_others_are_independent() -> None:
     hold = Hold(1_000, 8_000)
     for now in (1_000, 2_000, 4_000, 8_000):
         assert hold.due(P, now)
-        hold.written(P, now)
-    assert not hold.due(P, 15_999) and hold.due(P, 16_000)
+        hold.written(P, now, now - 500 if now == 1_000 else now)
+    assert hold.held_until(P) == 15_500  # the stream is 7.5 s old: held 7.5 s
+    assert not hold.due(P, 15_499) and hold.due(P, 15_500)
     assert hold.due(Q, 9_000)  # another key is quiet: written at once
-    hold.written(P, 30_000)  # 22 s after its last write (> max): quiet again
-    assert hold.held_until(P) == 31_000  # its hold starts over at one window
+    hold.written(P, 30_000, 29_500)  # no report for 21.5 s after its write (> max)
+    assert hold.held_until(P) == 31_000  # a new stream: held one window
     assert hold.forget_quiet(40_000) == 1 and hold.due(P, 40_000) and len(hold) == 0
 
 
@@ -56,18 +79,18 @@ def test_no_hold_when_max_is_not_above_the_window() -> None:
     for max_ms in (0, 2_000):
         hold = Hold(2_000, max_ms)
         assert not hold.enabled
-        assert _writes(hold, P, 20_000, 2_000) == list(range(2_000, 20_001, 2_000))
+        assert _writes(hold, P, 20_000, 500, 2_000) == list(range(2_000, 20_001, 2_000))
         assert len(hold) == 0
 
 
 def test_a_clock_stepping_back_writes_and_memory_is_bounded() -> None:
     hold = Hold(1_000, 60_000, max_keys=3)
-    hold.written(P, 10_000)
-    hold.written(P, 11_000)
-    assert not hold.due(P, 11_500)
+    hold.written(P, 10_000, 9_000)
+    hold.written(P, 12_000, 11_000)
+    assert not hold.due(P, 13_000)
     assert hold.due(P, 5_000)  # the clock stepped back: never held for good
     for i in range(5):
-        hold.written(bytes([i]) * 32, 12_000 + i)
+        hold.written(bytes([i]) * 32, 12_000 + i, 12_000)
     assert len(hold) == 3  # the oldest are forgotten: an op sooner, nothing lost
     assert hold.due(P, 12_100)
 

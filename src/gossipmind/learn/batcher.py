@@ -149,11 +149,12 @@ class ReportBatcher:
             for p, acc in self._acc.items()
             if hold is None or force or hold.due(p, now) or acc.count >= MAX_COUNTER
         )
-        bodies = [self._acc.pop(p).body(now) for p in due]
+        accs = [(p, self._acc.pop(p)) for p in due]
         if hold is not None:
-            for p in due:
-                hold.written(p, now)
+            for p, acc in accs:
+                hold.written(p, now, acc.start_ms)
             hold.forget_quiet(now)
+        bodies = [acc.body(now) for _, acc in accs]
         self._opened_ms = now if self._acc else None
         self.overflow = 0
         return bodies

@@ -7,20 +7,23 @@ fleet reporting 6 failures a second grew every node by ~21 000 ops an hour
 reports fast: thresholds count distinct reporters, so each node's first op of a
 pattern is what lets it cross.
 
-The rule (per key: a pattern id, or a fix id for outcomes):
+The rule (per key: a pattern id, or a fix id for outcomes). A key's *stream*
+is its reports since it was last quiet, quiet meaning that no report of it came
+for ``max_ms`` after its last write:
 
-- A key not written in the last ``max_ms`` is *quiet*: its reports are written
-  at the end of the window they fall in, as without a hold.
-- A key written less than ``max_ms`` ago is *held* until its hold has passed
-  since that write. The hold starts at the window and doubles at each write of
-  the stream, up to ``max_ms``: a steady stream is written after 1, 2, 4, 8, …
-  windows, then once every ``max_ms``; a key that falls quiet for ``max_ms``
-  starts over.
+- The first reports of a stream are written at the end of their window, as
+  without a hold.
+- Then the stream is held, between two writes, for as long as it had lasted at
+  the last write (at least one window, at most ``max_ms``): a dense stream is
+  written after 1, 2, 4, 8, … windows, then once every ``max_ms``; a sparse one
+  (a report every few minutes) is soon written once every ``max_ms`` too.
 
-So a report waits at most ``max_ms`` (plus one window) to be written, and a
-steady stream costs one op per key per node per ``max_ms``. Memory is bounded:
-at most ``max_keys`` keys are remembered; beyond that, the key written longest
-ago is forgotten (it is treated as quiet: an op sooner, nothing lost).
+So at any time at least the first half of a stream is written (learning's
+evidence lags by a factor of two at most), a report waits at most ``max_ms``
+(plus one window), and a steady stream costs one op per key per node per
+``max_ms``. Memory is bounded: at most ``max_keys`` keys are remembered; beyond
+that, the key written longest ago is forgotten (its next reports start a new
+stream: an op sooner, nothing lost).
 
 Pure: no clock is read here; the caller passes ``now_ms``.
 """
@@ -41,7 +44,7 @@ class Hold:
         self.window_ms = window_ms
         self.max_ms = max_ms
         self.max_keys = max_keys
-        self._last: dict[bytes, tuple[int, int]] = {}  # key -> (written at, its hold)
+        self._last: dict[bytes, tuple[int, int]] = {}  # key -> (last written, stream start)
 
     def __len__(self) -> int:
         return len(self._last)
@@ -51,34 +54,38 @@ class Hold:
         """Whether anything is ever held (a ``max_ms`` above the window)."""
         return self.max_ms > self.window_ms
 
+    def _hold(self, last: tuple[int, int]) -> int:
+        return min(max(last[0] - last[1], self.window_ms), self.max_ms)
+
     def due(self, key: bytes, now_ms: int) -> bool:
         """Whether the reports of ``key`` are to be written now (not held)."""
         last = self._last.get(key)
         if last is None:
             return True
-        at, hold = last
-        return now_ms - at >= hold or now_ms < at  # (a clock stepped back: write)
+        return now_ms - last[0] >= self._hold(last) or now_ms < last[0]  # (clock stepped back)
 
     def held_until(self, key: bytes) -> int | None:
         """When the hold of ``key`` ends (``None``: it is quiet)."""
         last = self._last.get(key)
-        return None if last is None else last[0] + last[1]
+        return None if last is None else last[0] + self._hold(last)
 
-    def written(self, key: bytes, now_ms: int) -> None:
-        """The reports of ``key`` were written at ``now_ms``: start its next hold."""
+    def written(self, key: bytes, now_ms: int, first_ms: int) -> None:
+        """The reports of ``key`` since ``first_ms`` (its earliest) were written at
+        ``now_ms``: its stream goes on, or starts at ``first_ms`` after a quiet."""
         if not self.enabled:
             return
         last = self._last.pop(key, None)
-        if last is None or now_ms - last[0] > self.max_ms or now_ms < last[0]:
-            hold = self.window_ms  # quiet until now: the stream starts
+        if last is None or first_ms - last[0] > self.max_ms or now_ms < last[0]:
+            start = min(first_ms, now_ms)  # quiet until now: a stream starts
         else:
-            hold = min(last[1] * 2, self.max_ms)
-        self._last[key] = (now_ms, hold)  # (re-inserted: the dict is oldest first)
+            start = last[1]
+        self._last[key] = (now_ms, start)  # (re-inserted: the dict is oldest first)
         if len(self._last) > self.max_keys:
             del self._last[next(iter(self._last))]
 
     def forget_quiet(self, now_ms: int) -> int:
-        """Forget the keys not written for longer than ``max_ms``; returns how many."""
+        """Forget the keys not written for longer than ``max_ms``; returns how many
+        (their next reports come after a quiet: a new stream either way)."""
         quiet = [k for k, (at, _) in self._last.items() if now_ms - at > self.max_ms]
         for k in quiet:
             del self._last[k]

@@ -33,7 +33,7 @@ class NodeConfig:
     cpu_budget: float = 0.25  # share of one core learning may use
     learn_max_wait_s: float = 60.0  # an agent never idle that long: learn anyway (budgeted)
     report_window_ms: int = 2000  # failures are batched per pattern over this window
-    report_hold_max_ms: int = 60_000  # a steady stream of a pattern: one op per this, at most
+    report_hold_max_ms: int = 600_000  # a steady stream of a pattern: one op per this, at most
     api_port: int | None = None  # None or 0: any free port (--no-api turns the API off)
     passphrase: str | None = field(default=None, repr=False)
     debug_libp2p: bool = False

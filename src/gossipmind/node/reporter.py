@@ -402,7 +402,7 @@ class Reporter:
         body = {"fix": fix, "attempts": attempts, "successes": successes, "window": window}
         rows = self._outcome_rows.pop(fix, None)
         self._queue(("fix.outcome", body), self._outcome_ids.pop(fix, None), rows)
-        self.outcome_hold.written(fix, now)
+        self.outcome_hold.written(fix, now, first)
 
     def held(self) -> int:
         """Patterns and fixes whose reports are held past a window (not written yet)."""
