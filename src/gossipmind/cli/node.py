@@ -14,6 +14,13 @@ import click
 from gossipmind.cli.common import Ctx, FloatRange, errors, pass_ctx, passphrase_option
 from gossipmind.core.errors import ConfigError
 from gossipmind.node.config import load_config, tcp_address_problem
+from gossipmind.node.logfile import (
+    DEFAULT_BACKUPS,
+    DEFAULT_MAX_BYTES,
+    backups_problem,
+    path_problem,
+    size_problem,
+)
 from gossipmind.node.resolve import bootstrap_problem
 
 if TYPE_CHECKING:
@@ -34,6 +41,24 @@ def _check_bootstrap(
 
 def _check_listen(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     if value is not None and (why := tcp_address_problem(value)) is not None:
+        raise click.BadParameter(why)
+    return value
+
+
+def _check_file(_ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path | None:
+    if value is not None and (why := path_problem(value)) is not None:
+        raise click.BadParameter(why)
+    return value
+
+
+def _check_max_bytes(_ctx: click.Context, _param: click.Parameter, value: int | None) -> int | None:
+    if value is not None and (why := size_problem(value)) is not None:
+        raise click.BadParameter(why)
+    return value
+
+
+def _check_backups(_ctx: click.Context, _param: click.Parameter, value: int | None) -> int | None:
+    if value is not None and (why := backups_problem(value)) is not None:
         raise click.BadParameter(why)
     return value
 
@@ -189,11 +214,40 @@ def api_service(port: int, where: str) -> Service:
     help="Print a status JSON line every N seconds (0: never).",
 )
 @click.option(
+    "--status-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    callback=_check_file,
+    help="Write the status lines of --status-every to this file instead of stdout: it is "
+    "replaced each time and holds the latest line of each node (its size does not grow).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
     show_default=True,
-    help="Level of the JSON logs on stderr.",
+    help="Level of the JSON logs (on stderr, or in --log-file).",
+)
+@click.option(
+    "--log-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    callback=_check_file,
+    help="Write the JSON logs to this file instead of stderr, rotated by size (default: "
+    "log_file in node.toml, relative to the data dir; else stderr).",
+)
+@click.option(
+    "--log-max-bytes",
+    type=int,
+    callback=_check_max_bytes,
+    help=f"Rotate --log-file when it would reach this size (default {DEFAULT_MAX_BYTES}; "
+    "at least 1024): at most --log-backups + 1 files of this size. 0: never rotate, reopen "
+    "the file when it is moved (for logrotate).",
+)
+@click.option(
+    "--log-backups",
+    type=int,
+    callback=_check_backups,
+    help=f"Rotated log files kept besides --log-file: PATH.1 (newest) … PATH.N (default "
+    f"{DEFAULT_BACKUPS}; 1 to 1000).",
 )
 @click.option("--debug-libp2p", is_flag=True, default=None, help="Let libp2p log (noisy).")
 @click.option(
@@ -236,7 +290,11 @@ def node(
     verifier: bool | None,
     sync_interval: float | None,
     status_every: float,
+    status_file: Path | None,
     log_level: str,
+    log_file: Path | None,
+    log_max_bytes: int | None,
+    log_backups: int | None,
     debug_libp2p: bool | None,
     api_port: int | None,
     no_api: bool,
@@ -247,9 +305,14 @@ def node(
     """Run the node in the foreground until Ctrl-C, SIGTERM or SIGHUP (a clean stop).
 
     Prints one JSON line per node when it is ready (its multiaddrs), then JSON
-    logs on stderr. Joining a network = --genesis FILE + one --bootstrap address.
+    logs on stderr (or in --log-file, rotated). Joining a network = --genesis FILE +
+    one --bootstrap address.
     """
     from gossipmind.node.daemon import configure_logging, run
+    from gossipmind.node.logfile import file_handler
+
+    if status_file is not None and status_every <= 0:
+        raise click.UsageError("--status-file needs --status-every N (N > 0)")
 
     if extra and api_port is not None:
         raise click.UsageError(
@@ -285,6 +348,9 @@ def node(
             debug_libp2p=debug_libp2p,
             bootstrap=tuple(bootstrap) or None,
             passphrase=passphrase,
+            **_log_overrides(
+                cfg.log_file, data_dir, ctx.dir.root, log_file, log_max_bytes, log_backups
+            ),
         )
         configs.append((data_dir.name, cfg))  # (its bootstrap list was checked by load_config)
     taken: list[tuple[tuple[int, str], Path, str]] = []
@@ -315,4 +381,30 @@ def node(
 
         path = mf.check_path(metrics_file, data_dirs)
         services["metrics_file"] = mf.service(path, metrics_every)
-    run(configs, status_every=status_every, services=services)
+    main = configs[0][1]
+    if main.log_file is not None:
+        if log_file is None and (why := path_problem(main.log_file)) is not None:
+            raise ConfigError(f"log_file in {main.data_dir}'s config: {why}")
+        handler = file_handler(main.log_file, main.log_max_bytes, main.log_backups)
+        configure_logging(log_level, handler)  # from here on, nothing logs to stderr
+    run(configs, status_every=status_every, services=services, status_file=status_file)
+
+
+def _log_overrides(
+    configured: Path | None,
+    data_dir: Path,
+    main: Path,
+    log_file: Path | None,
+    max_bytes: int | None,
+    backups: int | None,
+) -> dict[str, object]:
+    """The log flags for the main data dir's config; for another one, nothing (a
+    process has one log: the main data dir's node.toml or the flags name it)."""
+    if data_dir != main:
+        if configured is not None:
+            raise ConfigError(
+                f"log_file in {data_dir}'s config: a process has one log; set log_file in "
+                "the main data dir's node.toml, or pass --log-file"
+            )
+        return {}
+    return {"log_file": log_file, "log_max_bytes": max_bytes, "log_backups": backups}

@@ -8,6 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from gossipmind.core.errors import ConfigError
+from gossipmind.node.logfile import (
+    DEFAULT_BACKUPS,
+    DEFAULT_MAX_BYTES,
+    backups_problem,
+    size_problem,
+)
 from gossipmind.node.resolve import bootstrap_problem
 
 DEFAULT_LISTEN = "/ip4/127.0.0.1/tcp/0"
@@ -38,6 +44,9 @@ class NodeConfig:
     passphrase: str | None = field(default=None, repr=False)
     debug_libp2p: bool = False
     synchronous: str = "FULL"  # SQLite durability (FULL survives power loss)
+    log_file: Path | None = None  # None: the logs go to stderr (node.logfile)
+    log_max_bytes: int = DEFAULT_MAX_BYTES  # rotate log_file at this size (0: never)
+    log_backups: int = DEFAULT_BACKUPS  # rotated files kept besides log_file
     extra: dict[str, Any] = field(default_factory=dict)
 
     def with_overrides(self, **kw: Any) -> NodeConfig:
@@ -71,6 +80,10 @@ def check(cfg: NodeConfig, where: str = "node setting") -> NodeConfig:
         raise ConfigError(
             f"{where}: min_peers ({cfg.min_peers}) exceeds max_peers ({cfg.max_peers})"
         )
+    if (why := size_problem(cfg.log_max_bytes)) is not None:
+        raise ConfigError(f"{where}: log_max_bytes = {why}")
+    if (why := backups_problem(cfg.log_backups)) is not None:
+        raise ConfigError(f"{where}: log_backups = {why}")
     for addr in cfg.announce:
         if (why := tcp_address_problem(addr)) is not None:
             raise ConfigError(f"{where}: announce: {why}")
@@ -120,6 +133,9 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "api_port": int,
     "debug_libp2p": bool,
     "synchronous": str,
+    "log_file": str,
+    "log_max_bytes": int,
+    "log_backups": int,
 }
 
 
@@ -166,6 +182,8 @@ def load_config(data_dir: Path, path: Path | None = None) -> NodeConfig:
             values[key] = tuple(str(b) for b in values[key])
     if "genesis_file" in values:
         values["genesis_file"] = (data_dir / values["genesis_file"]).resolve()
+    if "log_file" in values:  # relative to the data dir, like genesis_file
+        values["log_file"] = data_dir / Path(values["log_file"]).expanduser()
     if values.get("synchronous", "FULL") not in ("FULL", "NORMAL"):
         raise ConfigError(f"{file}: synchronous must be FULL or NORMAL")
     return check(replace(cfg, **values), str(file))

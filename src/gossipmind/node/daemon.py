@@ -5,7 +5,9 @@ On start each node prints one JSON line to stdout::
 
     {"event": "ready", "name": ..., "peer_id": ..., "addrs": [...], "network": ...}
 
-Logs are JSON lines on stderr. A node's data dir may hold ``control.json``
+Logs are JSON lines on stderr, or in a rotated file (see ``node.logfile``); the
+status lines of ``--status-every`` go to stdout, or to a status file. A node's data
+dir may hold ``control.json``
 (``{"block": [peer ids], "drop": p, "delay_s": s}``): the node refuses the
 listed peers, and drops incoming gossip with probability ``p`` / delays it up
 to ``s`` seconds — how the testnet makes application-level partitions and
@@ -32,6 +34,7 @@ from gossipmind.core.errors import GossipmindError
 from gossipmind.node import build
 from gossipmind.node.config import NodeConfig
 from gossipmind.node.heap import settle_heap
+from gossipmind.node.logfile import StatusFile
 from gossipmind.node.node import Node, open_node
 
 if TYPE_CHECKING:
@@ -53,11 +56,16 @@ class JsonLines(logging.Formatter):
         return json.dumps(doc)
 
 
-def configure_logging(level: str = "info") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def configure_logging(level: str = "info", handler: logging.Handler | None = None) -> None:
+    """JSON logs of the ``gossipmind`` loggers at ``level``: to ``handler`` (a log
+    file's), or to stderr. A handler replaced here is closed."""
+    handler = handler or logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLines())
     root = logging.getLogger("gossipmind")
-    root.handlers[:] = [handler]
+    old, root.handlers[:] = root.handlers[:], [handler]
+    for h in old:
+        if h is not handler:
+            h.close()
     root.setLevel(level.upper())
     root.propagate = False
 
@@ -149,12 +157,11 @@ async def _watch_control(node: Node, path: Path) -> None:
         await trio.sleep(0.2)
 
 
-async def _report(node: Node, name: str, every: float) -> None:
+async def _report(node: Node, name: str, every: float, to: StatusFile | None) -> None:
     while True:
         await trio.sleep(every)
         st = node.status()
-        emit(
-            "status",
+        fields: dict[str, Any] = dict(
             name=name,
             ops=st["ops"],
             root=st["root"],
@@ -166,6 +173,10 @@ async def _report(node: Node, name: str, every: float) -> None:
             gossip_messages=st["counters"]["gossip_messages"],
             commit=build.COMMIT,
         )
+        if to is None:
+            emit("status", **fields)
+        else:
+            to.write(name, {"event": "status", "ts": round(time.time(), 3), **fields})
 
 
 # A service runs beside a node (e.g. the HTTP API); ``task_status.started(info)``
@@ -199,13 +210,14 @@ async def _run_one(
     status_every: float,
     services: dict[str, Service],
     *,
+    status_file: StatusFile | None = None,
     task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     async with open_node(config) as node, trio.open_nursery() as nursery:
         _clear_stale(config.data_dir)
         nursery.start_soon(_watch_control, node, config.data_dir / "control.json")
         if status_every > 0:
-            nursery.start_soon(_report, node, name, status_every)
+            nursery.start_soon(_report, node, name, status_every, status_file)
         started = {key: await nursery.start(svc, node) for key, svc in services.items()}
         st = node.status()
         emit(
@@ -229,13 +241,16 @@ async def serve(
     *,
     status_every: float = 0.0,
     services: dict[str, Service] | None = None,
+    status_file: Path | None = None,
 ) -> None:
     """Run every node in one process until SIGINT, SIGTERM or SIGHUP; then stop cleanly.
 
     A second signal while stopping exits at once (status 130 + nothing else):
     what the nodes acknowledged is already durable, and the next start
-    recovers like after a crash.
+    recovers like after a crash. ``status_file``: the status lines go there, not
+    to stdout.
     """
+    to = StatusFile(status_file) if status_file is not None else None
     with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async with trio.open_nursery() as outer:
             nodes = trio.CancelScope()
@@ -254,8 +269,9 @@ async def serve(
             outer.start_soon(on_signals)
             with nodes:
                 async with trio.open_nursery() as nursery:
+                    run_one = functools.partial(_run_one, status_file=to)
                     for name, cfg in configs:
-                        await nursery.start(_run_one, cfg, name, status_every, services or {})
+                        await nursery.start(run_one, cfg, name, status_every, services or {})
                     settle_heap()  # long-lived from here on: keep full GC pauses short
             outer.cancel_scope.cancel()
     emit("stopped", names=[n for n, _ in configs])
@@ -266,9 +282,18 @@ def run(
     *,
     status_every: float = 0.0,
     services: dict[str, Service] | None = None,
+    status_file: Path | None = None,
 ) -> None:
     try:
-        trio.run(functools.partial(serve, configs, status_every=status_every, services=services))
+        trio.run(
+            functools.partial(
+                serve,
+                configs,
+                status_every=status_every,
+                services=services,
+                status_file=status_file,
+            )
+        )
     except* KeyboardInterrupt:
         emit("stopped", names=[n for n, _ in configs])
     except* GossipmindError as group:

@@ -1,0 +1,118 @@
+"""Where a node process's logs and status lines go: stderr and stdout, or files
+that stay bounded however long the node runs.
+
+``--log-file PATH``: the JSON logs go to PATH instead of stderr. With
+``--log-max-bytes N`` (N > 0) the file is rotated by size (stdlib
+``RotatingFileHandler``): PATH is renamed PATH.1 (PATH.1 → PATH.2 …) when the
+next line would take it to N bytes, and the oldest of ``--log-backups`` old
+files is deleted; so at most backups + 1 files of at most N bytes each (a
+single line longer than N, a long traceback, makes one file that long). With
+``--log-max-bytes 0`` the node does not rotate: the file is reopened whenever
+it is moved or deleted (``WatchedFileHandler``), for an external logrotate
+without ``copytruncate``.
+
+``--status-file PATH``: the periodic status lines (``--status-every``) replace
+PATH (a temp file renamed over it) instead of going to stdout; PATH holds the
+latest line of each node of the process, so its size does not grow.
+
+Everything is checked before the node starts: a bad value is a clear error
+that creates no file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("gossipmind.node")
+
+DEFAULT_MAX_BYTES = 10 * 1024 * 1024
+DEFAULT_BACKUPS = 5
+MIN_MAX_BYTES = 1024  # below that, a few lines per file: a typo, not a setting
+MAX_BACKUPS = 1000
+
+
+def size_problem(max_bytes: int) -> str | None:
+    """Why ``max_bytes`` is no rotation size; None if it is one (0: no rotation)."""
+    if max_bytes == 0 or max_bytes >= MIN_MAX_BYTES:
+        return None
+    return f"{max_bytes} bytes: must be 0 (no rotation) or at least {MIN_MAX_BYTES}"
+
+
+def backups_problem(backups: int) -> str | None:
+    """Why ``backups`` is no count of old log files to keep; None if it is one.
+
+    0 is refused: ``RotatingFileHandler`` with ``backupCount=0`` never rotates (the
+    file grows without bound), the very thing rotation is for."""
+    if 1 <= backups <= MAX_BACKUPS:
+        return None
+    return f"{backups} old files: must be 1 to {MAX_BACKUPS} (0 would never rotate)"
+
+
+def path_problem(path: Path, *, rotated: bool = True) -> str | None:
+    """Why the node could not write (and rotate) a file at ``path``; None if it can.
+
+    Nothing is created. The directory must exist and be writable (rotation and the
+    status file's temp file create files beside it); an existing file must be a
+    regular, writable file (not a directory, FIFO or device). ``rotated``: also the
+    rotated copies PATH.1, PATH.2 … must not be directories."""
+    parent = path.parent
+    if not parent.is_dir():
+        return f"no directory {parent}"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"directory {parent} is not writable"
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        return f"{path} is a directory: name a file"
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        return f"{path} exists and is not a regular file"
+    if st is not None and not os.access(path, os.W_OK):
+        return f"{path} is not writable"
+    if rotated and path.with_name(f"{path.name}.1").is_dir():
+        return f"{path}.1 is a directory: rotation could not rename {path} to it"
+    return None
+
+
+def file_handler(path: Path, max_bytes: int, backups: int) -> logging.Handler:
+    """A handler writing to ``path``: rotated by size, or (``max_bytes`` 0) reopened
+    when something else moves it away (logrotate)."""
+    if max_bytes == 0:
+        return logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+    return logging.handlers.RotatingFileHandler(
+        path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+    )
+
+
+class StatusFile:
+    """The latest status line of each node of this process, in one file replaced
+    whole at each write (no fsync: it is a heartbeat, rewritten every interval)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lines: dict[str, str] = {}
+        self.failing = False
+
+    def write(self, name: str, doc: dict[str, Any]) -> None:
+        self.lines[name] = json.dumps(doc)
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        try:
+            tmp.write_text("".join(f"{line}\n" for line in self.lines.values()))
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            if not self.failing:  # once per failing spell, not every interval
+                log.warning("cannot write the status file %s: %s", self.path, exc)
+            self.failing = True
+        else:
+            if self.failing:
+                log.info("the status file %s is written again", self.path)
+            self.failing = False

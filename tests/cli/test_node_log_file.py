@@ -1,0 +1,136 @@
+"""`gossipmind node --log-file/--log-max-bytes/--log-backups/--status-file`: a real
+node process keeps its logs in a few rotated files of bounded size and its status
+lines in a file that does not grow; bad values are refused before anything starts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from test_cli import Dirs, net  # noqa: F401  (a shared fixture)
+from test_node_ports import gossipmind, run
+
+BOUND = 30.0  # s: the most any wait below may take
+MAX_BYTES = 1024
+BACKUPS = 2
+
+
+def logs_of(path: Path) -> list[Path]:
+    return sorted(p for p in path.parent.iterdir() if p.name.startswith(path.name))
+
+
+def test_a_node_process_rotates_its_log_file_and_keeps_backups_plus_one_files(
+    net: Dirs,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    logdir = tmp_path / "logs"
+    logdir.mkdir()
+    log, status = logdir / "node.log", logdir / "node.status"
+    data = net.root / "admin"
+    args = ["--data-dir", str(data), "node", "--no-api", "--log-level", "debug"]
+    args += ["--log-file", str(log), "--log-max-bytes", str(MAX_BYTES)]
+    args += ["--log-backups", str(BACKUPS), "--status-every", "0.2", "--status-file", str(status)]
+    env = {k: v for k, v in os.environ.items() if k != "GOSSIPMIND_DEBUG"}
+    err = (tmp_path / "stderr").open("w+")
+    with (
+        err,
+        subprocess.Popen(
+            gossipmind(*args), stdout=subprocess.PIPE, stderr=err, text=True, env=env
+        ) as proc,
+    ):
+        try:
+            assert proc.stdout is not None
+            ready = json.loads(proc.stdout.readline())
+            assert ready["event"] == "ready"
+            # every change of control.json makes the node log a line (a warning about
+            # the unreadable file): enough of them to rotate the log a few times
+            control = data / "control.json"
+            deadline = time.monotonic() + BOUND
+            for i in range(200):
+                if (log.with_name(f"{log.name}.{BACKUPS}")).exists() and i > 30:
+                    break
+                if time.monotonic() >= deadline:
+                    break
+                control.write_text("x" * (i % 7 + 1))  # never valid JSON: always a warning
+                time.sleep(0.25)
+                files = logs_of(log)
+                assert len(files) <= BACKUPS + 1, files
+            names = [p.name for p in logs_of(log)]
+            assert names == ["node.log", "node.log.1", "node.log.2"], names
+            status_lines = status.read_text().splitlines()
+            assert len(status_lines) == 1  # the latest line of the one node, replaced
+            latest = json.loads(status_lines[0])
+            assert latest["event"] == "status" and latest["name"] == data.name
+            assert latest["ts"] >= ready["ts"]
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=BOUND) == 0
+            rest = proc.stdout.read().splitlines()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=BOUND)
+        err.seek(0)
+        assert err.read() == ""  # every log line went to the file
+    assert [json.loads(x)["event"] for x in rest] == ["stopped"]  # no status line on stdout
+    lines = []
+    for p in logs_of(log):
+        assert p.stat().st_size <= MAX_BYTES, (p, p.stat().st_size)
+        lines += [json.loads(x) for x in p.read_text().splitlines()]
+    assert any("ignoring unreadable" in x["msg"] for x in lines)
+    assert any("stopping" in x["msg"] for x in lines)  # the last words too
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--log-max-bytes", "-1"], "'--log-max-bytes': -1 bytes: must be 0 (no rotation) or"),
+        (["--log-max-bytes", "100"], "'--log-max-bytes': 100 bytes: must be 0"),
+        (["--log-backups", "0"], "'--log-backups': 0 old files: must be 1 to 1000"),
+        (["--log-backups", "-3"], "'--log-backups': -3 old files"),
+        (["--log-file", "{tmp}/none/node.log"], "'--log-file': no directory {tmp}/none"),
+        (["--log-file", "{tmp}"], "is a directory"),
+        (["--log-file", "{tmp}/file/node.log"], "'--log-file': no directory {tmp}/file"),
+        (["--status-file", "{tmp}/none/st"], "'--status-file': no directory {tmp}/none"),
+        (["--status-file", "{tmp}/st"], "--status-file needs --status-every N"),
+    ],
+)
+def test_bad_log_settings_are_refused_with_exit_2_and_create_nothing(
+    net: Dirs,  # noqa: F811
+    tmp_path: Path,
+    flags: list[str],
+    says: str,
+) -> None:
+    (tmp_path / "file").write_text("a file, not a directory")
+    before = sorted(tmp_path.rglob("*"))
+    flags = [f.replace("{tmp}", str(tmp_path)) for f in flags]
+    out = run("--data-dir", str(net.root / "admin"), "node", "--no-api", *flags)
+    assert out.returncode == 2, out.stderr
+    assert says.replace("{tmp}", str(tmp_path)) in out.stderr
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize(
+    ("setting", "says"),
+    [
+        ("log_max_bytes = -5", "log_max_bytes = -5 bytes: must be 0 (no rotation)"),
+        ("log_backups = 0", "log_backups = 0 old files: must be 1 to 1000"),
+        ('log_file = "no/such/dir/node.log"', "log_file in {data}'s config: no directory"),
+        ("log_file = 3", "log_file has the wrong type"),
+    ],
+)
+def test_bad_log_settings_in_node_toml_are_config_errors(
+    net: Dirs,  # noqa: F811
+    setting: str,
+    says: str,
+) -> None:
+    data = net.root / "admin"
+    (data / "node.toml").write_text(setting + "\n")
+    out = run("--data-dir", str(data), "node", "--no-api")
+    assert out.returncode == 4, out.stderr
+    assert says.replace("{data}", str(data)) in out.stderr
+    assert not (data / "no").exists()
