@@ -4,7 +4,10 @@ Everything lives under a run dir (default ``testnet/.run/``)::
 
     genesis.json  nodes.json     the network (from :func:`~gossipmind.testnet.setup.prepare`)
     node-0/ … node-N-1/          data dirs; each gets node.toml (fixed port, bootstrap)
-    logs/<proc>.out|.err         each process's JSON lines (stdout) and logs (stderr)
+    logs/<proc>.out|.err         each process's ready/stopped lines (stdout) and what it
+                                 writes to stderr before its logging starts (tracebacks)
+    logs/<proc>.log[.1 …]        each process's JSON logs, rotated (State.log_max_bytes)
+    logs/<proc>.status           its nodes' latest status lines (replaced: does not grow)
     state.json                   pids, ports, peer ids, partition (see :mod:`.state`)
 
 Each node listens on a fixed 127.0.0.1 port chosen at ``up`` (below the kernel's
@@ -33,12 +36,15 @@ from typing import Any
 from gossipmind.core.errors import ConfigError, GossipmindError, NetworkError
 from gossipmind.core.policy import Policy
 from gossipmind.node.config import NodeConfig, load_config
+from gossipmind.node.logfile import backups_problem, size_problem
 from gossipmind.store.datadir import DataDir
 from gossipmind.store.queries import Reader
 from gossipmind.testnet import nodefiles, procs
 from gossipmind.testnet.interrupt import settle, terminating
 from gossipmind.testnet.setup import prepare
 from gossipmind.testnet.state import (
+    LOG_BACKUPS,
+    LOG_MAX_BYTES,
     NodeEntry,
     ProcEntry,
     State,
@@ -114,7 +120,8 @@ class Testnet:
         for ev in procs.read_events(Path(proc.stdout), proc.offset, tail=tail):
             if ev.get("name") == n.name and ev["event"] in ("ready", "status"):
                 best = ev
-        return best
+        status = procs.latest_status(proc.status, n.name, proc.started_at)  # newer than best?
+        return status if status and (not best or status["ts"] >= best.get("ts", 0)) else best
 
     def store_info(self, ref: str) -> tuple[int, str] | None:
         """(ops, state root hex) from the node's SQLite file; None if it has none yet."""
@@ -157,6 +164,8 @@ class Testnet:
         spares: int = 0,
         status_every: float = 1.0,
         log_level: str = "info",
+        log_max_bytes: int = LOG_MAX_BYTES,
+        log_backups: int = LOG_BACKUPS,
         settings: dict[str, Any] | None = None,
         policy: Policy | None = None,
         timeout: float | None = None,
@@ -164,12 +173,15 @@ class Testnet:
         """Create a testnet and start its ``nodes`` (not the spares); wait until connected.
 
         ``settings`` go into every node's ``node.toml`` (e.g. ``sync_interval``,
-        ``learn``); verifier nodes also get ``verifier = true``.
+        ``learn``); verifier nodes also get ``verifier = true``. Each process's logs
+        go to ``logs/<proc>.log``, rotated at ``log_max_bytes`` (``log_backups`` kept).
         """
         if nodes < 1 or not 0 <= verifiers < nodes:
             raise ConfigError("need --nodes ≥ 1 and 0 ≤ --verifiers < --nodes")
         if per_process < 1 or spares < 0 or status_every <= 0:
             raise ConfigError("--per-process must be ≥ 1, --spares ≥ 0, status interval > 0")
+        if (why := size_problem(log_max_bytes) or backups_problem(log_backups)) is not None:
+            raise ConfigError(f"log rotation: {why}")
         nodefiles.check_settings(settings or {})
         self.check_free()
         # SIGTERM/SIGHUP clean up like Ctrl-C: they stop what `up` started (_launch settles)
@@ -181,6 +193,8 @@ class Testnet:
                 per_process=per_process,
                 status_every=status_every,
                 log_level=log_level,
+                log_max_bytes=log_max_bytes,
+                log_backups=log_backups,
             )
             # a testnet without nodes, recorded before anything else is created: however
             # `up` ends from here on (an error, a signal, even SIGKILL), the run dir holds
@@ -445,12 +459,15 @@ class Testnet:
                 proc = st.procs[pid_key]
                 dirs = [Path(st.node(x).dir) for x in proc.nodes]
                 out, err = logs / f"{proc.id}.out", logs / f"{proc.id}.err"
-                cmd = procs.node_command(dirs, st.status_every, st.log_level)
+                log, status = logs / f"{proc.id}.log", logs / f"{proc.id}.status"
+                rotated = (log, st.log_max_bytes, st.log_backups)
+                cmd = procs.node_command(dirs, st.status_every, st.log_level, rotated, status)
                 with procs.signals_held():  # spawned and recorded, or neither
                     pid, offset = procs.spawn(cmd, out, err)
                     proc.pid, proc.offset, proc.ended = pid, offset, None
                     proc.starttime = procs.starttime(pid)
                     proc.stdout, proc.stderr, proc.started_at = str(out), str(err), started_at
+                    proc.log, proc.status = str(log), str(status)
                     spawned.append(pid_key)
             save_state(self.run_dir, st)
             limit = timeout if timeout is not None else _startup_timeout(len(proc_ids))
@@ -487,10 +504,10 @@ class Testnet:
                     del waiting[key]
                 elif not self.alive(proc):
                     proc.ended = "exited"
-                    why = procs.last_error(Path(proc.stderr)) or "no error logged"
+                    why = procs.last_error(Path(proc.stderr)) or procs.last_error(Path(proc.log))
                     raise NetworkError(
                         f"process {key} ({', '.join(proc.nodes)}) exited before it was ready: "
-                        f"{why} (logs: {proc.stderr})"
+                        f"{why or 'no error logged'} (logs: {proc.stderr}, {proc.log})"
                     )
             if not waiting:
                 return

@@ -29,9 +29,16 @@ _PORT_FLOOR = 20000
 
 
 def node_command(
-    data_dirs: Sequence[Path], status_every: float, log_level: str = "info"
+    data_dirs: Sequence[Path],
+    status_every: float,
+    log_level: str = "info",
+    log: tuple[Path, int, int] | None = None,
+    status_file: Path | None = None,
 ) -> list[str]:
-    """The command that hosts these data dirs (the first one's flags apply to all)."""
+    """The command that hosts these data dirs (the first one's flags apply to all).
+
+    ``log``: (file, max bytes, backups) of its rotated JSON logs (else stderr);
+    ``status_file``: where its status lines go (else stdout)."""
     script = Path(sys.executable).with_name(ENTRY_POINT)
     base = (
         [str(script)]
@@ -40,6 +47,11 @@ def node_command(
     )
     cmd = [*base, "--data-dir", str(data_dirs[0]), "node", "--status-every", str(status_every)]
     cmd += ["--log-level", log_level]
+    if log is not None:
+        cmd += ["--log-file", str(log[0]), "--log-max-bytes", str(log[1])]
+        cmd += ["--log-backups", str(log[2])]
+    if status_file is not None:
+        cmd += ["--status-file", str(status_file)]
     for extra in data_dirs[1:]:
         cmd += ["--extra-data-dir", str(extra)]
     return cmd
@@ -293,6 +305,19 @@ def read_events(
             continue  # a line being written, or not ours
         if isinstance(doc, dict) and "event" in doc:
             yield doc
+
+
+def latest_status(path: str, name: str, since: float) -> dict[str, Any] | None:
+    """The status line of node ``name`` in a status file (``gossipmind node
+    --status-file``), if it was written at ``since`` or later (the file of an earlier
+    process stays until the new one writes its own). None too for no file (``""``: a
+    process started before there were status files)."""
+    if not path:
+        return None
+    for ev in read_events(Path(path), tail=1024 * 1024):
+        if ev.get("name") == name and ev["event"] == "status" and ev.get("ts", 0) >= since:
+            return ev
+    return None
 
 
 def last_error(path: Path, limit: int = 4096) -> str:

@@ -22,6 +22,8 @@ from gossipmind.core.errors import ConfigError, NotFound
 STATE_VERSION = 1
 STATE_FILE = "state.json"
 LOCK_FILE = ".lock"
+LOG_MAX_BYTES = 4 * 1024 * 1024  # a node process's log file (logs/<proc>.log) is rotated
+LOG_BACKUPS = 3  # at this size, with this many old files: at most 16 MiB per process
 
 _B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 # protobuf PublicKey{Type: Ed25519, Data: <32 bytes>} behind an identity multihash
@@ -72,6 +74,8 @@ class ProcEntry:
     stdout: str = ""
     stderr: str = ""
     offset: int = 0  # where this incarnation's lines start in stdout
+    log: str = ""  # its JSON logs, rotated (empty: a process started before there was one)
+    status: str = ""  # its nodes' latest status lines (empty: they are on stdout)
     ended: str | None = None  # stopped | killed | exited
 
 
@@ -85,6 +89,8 @@ class State:
     procs: dict[str, ProcEntry] = field(default_factory=dict)
     partition: list[list[str]] | None = None
     log_level: str = "info"
+    log_max_bytes: int = LOG_MAX_BYTES  # each process's log: rotated at this size…
+    log_backups: int = LOG_BACKUPS  # …keeping this many old files
     version: int = STATE_VERSION
 
     def node(self, ref: str) -> NodeEntry:
