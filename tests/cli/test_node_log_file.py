@@ -134,3 +134,24 @@ def test_bad_log_settings_in_node_toml_are_config_errors(
     assert out.returncode == 4, out.stderr
     assert says.replace("{data}", str(data)) in out.stderr
     assert not (data / "no").exists()
+
+
+def test_with_max_bytes_0_the_log_file_is_reopened_after_logrotate_moves_it(
+    tmp_path: Path,
+) -> None:
+    import logging
+
+    from gossipmind.node.logfile import file_handler
+
+    path = tmp_path / "node.log"
+    handler = file_handler(path, 0, 5)
+    logger = logging.Logger("logrotate-test")
+    logger.addHandler(handler)
+    try:
+        logger.warning("before")
+        path.rename(tmp_path / "node.log.1")  # what logrotate does (no copytruncate)
+        logger.warning("after")
+    finally:
+        handler.close()
+    assert (tmp_path / "node.log.1").read_text() == "before\n"
+    assert path.read_text() == "after\n"
