@@ -98,3 +98,20 @@ def test_node_command_names_the_log_and_status_files(tmp_path: Path) -> None:
         "3",
     ]
     assert cmd[cmd.index("--status-file") + 1] == str(tmp_path / "p.status")
+
+
+def test_why_a_process_exited_is_not_read_from_an_earlier_process_lines(tmp_path: Path) -> None:
+    err, log = tmp_path / "p0.err", tmp_path / "p0.log"
+    err.write_text("error: an earlier start's problem\n")
+    at = procs.size(err)
+    assert procs.last_error(err, offset=at) == ""  # this process wrote nothing there
+    now = time.time()
+    old = {"ts": now - 60, "level": "error", "msg": "an earlier process's error"}
+    log.write_text(json.dumps(old) + "\n")
+    assert procs.last_error(log, since=now - 1) == ""
+    new = {"ts": now, "level": "error", "msg": "cannot open the store"}
+    log.write_text(json.dumps(old) + "\n" + json.dumps(new) + "\n")
+    assert procs.last_error(log, since=now - 1) == "cannot open the store"
+    err.write_text("error: an earlier start's problem\nTraceback: this one's\n")
+    assert procs.last_error(err, offset=at) == "Traceback: this one's"
+    assert procs.size(tmp_path / "none") == 0

@@ -4,9 +4,7 @@ Everything lives under a run dir (default ``testnet/.run/``)::
 
     genesis.json  nodes.json     the network (from :func:`~gossipmind.testnet.setup.prepare`)
     node-0/ … node-N-1/          data dirs; each gets node.toml (fixed port, bootstrap)
-    logs/<proc>.out|.err         each process's ready/stopped lines (stdout) and what it
-                                 writes to stderr before its logging starts (tracebacks)
-    logs/<proc>.log[.1 …]        each process's JSON logs, rotated (State.log_max_bytes)
+    logs/<proc>.out|.err|.log    ready/stopped lines, stderr (tracebacks), JSON logs (rotated)
     logs/<proc>.status           its nodes' latest status lines (replaced: does not grow)
     state.json                   pids, ports, peer ids, partition (see :mod:`.state`)
 
@@ -463,11 +461,12 @@ class Testnet:
                 rotated = (log, st.log_max_bytes, st.log_backups)
                 cmd = procs.node_command(dirs, st.status_every, st.log_level, rotated, status)
                 with procs.signals_held():  # spawned and recorded, or neither
+                    err_at = procs.size(err)
                     pid, offset = procs.spawn(cmd, out, err)
                     proc.pid, proc.offset, proc.ended = pid, offset, None
                     proc.starttime = procs.starttime(pid)
                     proc.stdout, proc.stderr, proc.started_at = str(out), str(err), started_at
-                    proc.log, proc.status = str(log), str(status)
+                    proc.log, proc.status, proc.err_offset = str(log), str(status), err_at
                     spawned.append(pid_key)
             save_state(self.run_dir, st)
             limit = timeout if timeout is not None else _startup_timeout(len(proc_ids))
@@ -504,7 +503,8 @@ class Testnet:
                     del waiting[key]
                 elif not self.alive(proc):
                     proc.ended = "exited"
-                    why = procs.last_error(Path(proc.stderr)) or procs.last_error(Path(proc.log))
+                    why = procs.last_error(Path(proc.stderr), offset=proc.err_offset)
+                    why = why or procs.last_error(Path(proc.log), since=proc.started_at)
                     raise NetworkError(
                         f"process {key} ({', '.join(proc.nodes)}) exited before it was ready: "
                         f"{why or 'no error logged'} (logs: {proc.stderr}, {proc.log})"

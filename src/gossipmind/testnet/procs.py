@@ -320,14 +320,24 @@ def latest_status(path: str, name: str, since: float) -> dict[str, Any] | None:
     return None
 
 
-def last_error(path: Path, limit: int = 4096) -> str:
-    """The last meaningful line of a process's stderr (for error messages)."""
+def size(path: Path) -> int:
+    """The size of ``path`` (0 if there is none): where a process's lines will start."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def last_error(path: Path, limit: int = 4096, *, offset: int = 0, since: float = 0.0) -> str:
+    """The last meaningful line of a process's stderr or log file (for error messages),
+    from ``offset`` on; JSON log lines older than ``since`` are skipped (another
+    process's, in a file they share)."""
     try:
         with path.open("rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - limit))
+            end = f.seek(0, os.SEEK_END)
+            f.seek(max(offset, end - limit))
             text = f.read().decode(errors="replace")
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError):
         return ""
     for line in reversed(text.splitlines()):
         line = line.strip()
@@ -337,6 +347,8 @@ def last_error(path: Path, limit: int = 4096) -> str:
             doc = json.loads(line)
         except ValueError:
             return line
+        if isinstance(doc, dict) and doc.get("ts", since) < since:
+            continue
         if isinstance(doc, dict) and doc.get("level") in ("error", "critical", "warning"):
             return str(doc.get("msg", line))
         if not isinstance(doc, dict):

@@ -74,6 +74,7 @@ class ProcEntry:
     stdout: str = ""
     stderr: str = ""
     offset: int = 0  # where this incarnation's lines start in stdout
+    err_offset: int = 0  # and in stderr
     log: str = ""  # its JSON logs, rotated (empty: a process started before there was one)
     status: str = ""  # its nodes' latest status lines (empty: they are on stdout)
     ended: str | None = None  # stopped | killed | exited
