@@ -155,3 +155,37 @@ def test_with_max_bytes_0_the_log_file_is_reopened_after_logrotate_moves_it(
         handler.close()
     assert (tmp_path / "node.log.1").read_text() == "before\n"
     assert path.read_text() == "after\n"
+
+
+def test_libp2p_records_go_to_the_log_file_too(tmp_path: Path) -> None:
+    """--debug-libp2p lets py-libp2p log at every level, and its CRITICAL records
+    always pass: both reach the node's log (file or stderr) as JSON lines. They
+    went to Python's last-resort handler: plain text on stderr, WARNING and up."""
+    import logging
+
+    from gossipmind.net.host import configure_logging as libp2p_logging
+    from gossipmind.node import daemon
+    from gossipmind.node.logfile import file_handler
+
+    path = tmp_path / "node.log"
+    gm = logging.getLogger("gossipmind")
+    saved = (gm.handlers[:], gm.level, gm.propagate, logging.getLogger().handlers[:])
+    try:
+        daemon.configure_logging("info", file_handler(path, MAX_BYTES, BACKUPS))
+        libp2p_logging(True)
+        logging.getLogger("libp2p.test").debug("a libp2p debug record")
+        libp2p_logging(False)
+        logging.getLogger("libp2p.test").info("silenced")
+        logging.getLogger("libp2p.test").critical("a libp2p critical record")
+    finally:
+        for h in gm.handlers:
+            logging.getLogger().removeHandler(h)
+            h.close()
+        gm.handlers[:], gm.level, gm.propagate = saved[0], saved[1], saved[2]
+        logging.getLogger().handlers[:] = saved[3]
+        daemon._ON_ROOT.clear()
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert [(x["logger"], x["msg"]) for x in lines] == [
+        ("libp2p.test", "a libp2p debug record"),
+        ("libp2p.test", "a libp2p critical record"),
+    ]

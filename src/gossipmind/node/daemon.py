@@ -56,13 +56,27 @@ class JsonLines(logging.Formatter):
         return json.dumps(doc)
 
 
+_ON_ROOT: list[logging.Handler] = []  # the handler this module put on the root logger
+
+
 def configure_logging(level: str = "info", handler: logging.Handler | None = None) -> None:
     """JSON logs of the ``gossipmind`` loggers at ``level``: to ``handler`` (a log
-    file's), or to stderr. A handler replaced here is closed."""
+    file's), or to stderr. A handler replaced here is closed.
+
+    The handler goes on the root logger too (beside any others there), so that
+    what other libraries log takes the same way, as JSON: py-libp2p's records
+    (every level with ``debug_libp2p``, CRITICAL otherwise; see ``net.host``) and
+    other libraries' warnings. Without it they went to Python's last-resort
+    handler: plain text on stderr, WARNING and above only, past the log file."""
     handler = handler or logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLines())
     root = logging.getLogger("gossipmind")
     old, root.handlers[:] = root.handlers[:], [handler]
+    top = logging.getLogger()
+    for h in _ON_ROOT:
+        top.removeHandler(h)
+    _ON_ROOT[:] = [handler]
+    top.addHandler(handler)
     for h in old:
         if h is not handler:
             h.close()
