@@ -97,6 +97,10 @@ def test_a_node_process_rotates_its_log_file_and_keeps_backups_plus_one_files(
         (["--log-file", "{tmp}/file/node.log"], "'--log-file': no directory {tmp}/file"),
         (["--status-file", "{tmp}/none/st"], "'--status-file': no directory {tmp}/none"),
         (["--status-file", "{tmp}/st"], "--status-file needs --status-every N"),
+        (
+            ["--status-every", "1", "--status-file", "{tmp}/x", "--log-file", "{tmp}/./x"],
+            "--status-file and --log-file name the same file",
+        ),
     ],
 )
 def test_bad_log_settings_are_refused_with_exit_2_and_create_nothing(

@@ -19,6 +19,7 @@ from gossipmind.node.logfile import (
     DEFAULT_MAX_BYTES,
     backups_problem,
     path_problem,
+    same_file,
     size_problem,
 )
 from gossipmind.node.resolve import bootstrap_problem
@@ -313,6 +314,8 @@ def node(
 
     if status_file is not None and status_every <= 0:
         raise click.UsageError("--status-file needs --status-every N (N > 0)")
+    if status_file is not None and log_file is not None and same_file(status_file, log_file):
+        raise click.UsageError("--status-file and --log-file name the same file")
 
     if extra and api_port is not None:
         raise click.UsageError(

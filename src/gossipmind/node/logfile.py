@@ -83,6 +83,11 @@ def path_problem(path: Path, *, rotated: bool = True) -> str | None:
     return None
 
 
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two (checked) paths name one file, under any spelling."""
+    return a.parent.resolve() / a.name == b.parent.resolve() / b.name
+
+
 def file_handler(path: Path, max_bytes: int, backups: int) -> logging.Handler:
     """A handler writing to ``path``: rotated by size, or (``max_bytes`` 0) reopened
     when something else moves it away (logrotate)."""
