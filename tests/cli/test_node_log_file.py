@@ -193,3 +193,50 @@ def test_libp2p_records_go_to_the_log_file_too(tmp_path: Path) -> None:
         ("libp2p.test", "a libp2p debug record"),
         ("libp2p.test", "a libp2p critical record"),
     ]
+
+
+def test_two_processes_cannot_share_a_log_file_and_node_toml_names_it_in_the_data_dir(
+    net: Dirs,  # noqa: F811
+) -> None:
+    admin, agent = net.root / "admin", net.root / "agent"
+    shared = agent / "node.log"
+    (agent / "node.toml").write_text('log_file = "node.log"\n')  # relative to the data dir
+    args = ["--data-dir", str(admin), "node", "--no-api", "--log-file", str(shared)]
+    env = {k: v for k, v in os.environ.items() if k != "GOSSIPMIND_DEBUG"}
+    with subprocess.Popen(
+        gossipmind(*args), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            assert json.loads(proc.stdout.readline())["event"] == "ready"
+            second = run("--data-dir", str(agent), "node", "--no-api")
+            assert second.returncode == 4, second.stderr
+            assert f"log_file in {agent}'s config {shared} is written by another process" in (
+                second.stderr
+            )
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=BOUND) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=BOUND)
+    before = len(shared.read_text().splitlines())
+    with subprocess.Popen(
+        gossipmind("--data-dir", str(agent), "node", "--no-api"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            assert json.loads(proc.stdout.readline())["event"] == "ready"
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=BOUND) == 0
+            assert proc.stderr is not None and proc.stderr.read() == ""
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=BOUND)
+    lines = shared.read_text().splitlines()
+    assert len(lines) > before and "stopping" in json.loads(lines[-1])["msg"]

@@ -310,7 +310,7 @@ def node(
     one --bootstrap address.
     """
     from gossipmind.node.daemon import configure_logging, run
-    from gossipmind.node.logfile import file_handler
+    from gossipmind.node.logfile import file_handler, lock_log
 
     if status_file is not None and status_every <= 0:
         raise click.UsageError("--status-file needs --status-every N (N > 0)")
@@ -388,6 +388,8 @@ def node(
     if main.log_file is not None:
         if log_file is None and (why := path_problem(main.log_file)) is not None:
             raise ConfigError(f"log_file in {main.data_dir}'s config: {why}")
+        where = "--log-file" if log_file is not None else f"log_file in {main.data_dir}'s config"
+        lock_log(main.log_file, where)  # held until the process exits
         handler = file_handler(main.log_file, main.log_max_bytes, main.log_backups)
         configure_logging(log_level, handler)  # from here on, nothing logs to stderr
     run(configs, status_every=status_every, services=services, status_file=status_file)

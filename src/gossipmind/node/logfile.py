@@ -21,6 +21,7 @@ that creates no file.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import logging.handlers
@@ -28,6 +29,8 @@ import os
 import stat
 from pathlib import Path
 from typing import Any
+
+from gossipmind.core.errors import ConfigError
 
 log = logging.getLogger("gossipmind.node")
 
@@ -86,6 +89,27 @@ def path_problem(path: Path, *, rotated: bool = True) -> str | None:
 def same_file(a: Path, b: Path) -> bool:
     """Whether two (checked) paths name one file, under any spelling."""
     return a.parent.resolve() / a.name == b.parent.resolve() / b.name
+
+
+def lock_log(path: Path, where: str) -> int:
+    """Take the lock file beside the log (``.NAME.lock``) for as long as this process
+    runs (the descriptor is returned, never closed), or ConfigError if another
+    process holds it: two processes rotating one file would rename it under each
+    other and scatter their lines."""
+    lock = path.with_name(f".{path.name}.lock")
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise ConfigError(f"{where} {path}: cannot create {lock}: {exc.strerror}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise ConfigError(
+            f"{where} {path} is written by another process (it holds {lock}): "
+            "give each node process its own log file"
+        ) from None
+    return fd
 
 
 def file_handler(path: Path, max_bytes: int, backups: int) -> logging.Handler:
