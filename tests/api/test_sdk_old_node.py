@@ -42,7 +42,10 @@ CHARGE = Failure(
 
 
 class OldNode(BaseHTTPRequestHandler):
-    """Answers as the 7a06e9e node did: its recorded fix for the charge pattern."""
+    """Answers as the 7a06e9e node did: its recorded fix for the charge pattern.
+    A report is answered once ``reports`` is set (a test may hold the answers)."""
+
+    reports = threading.Event()
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -63,6 +66,8 @@ class OldNode(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        if self.path == "/v1/failures":
+            OldNode.reports.wait(5)
         if self.path != "/v1/failures":
             self._answer(200, {})
         elif "/home/" in body.get("message", ""):
@@ -73,6 +78,7 @@ class OldNode(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def old_node() -> Iterator[str]:
+    OldNode.reports.set()
     server = ThreadingHTTPServer(("127.0.0.1", 0), OldNode)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -147,8 +153,10 @@ def test_a_fix_the_old_node_learned_is_found_once_it_answered_a_report(old_node:
         def r(path: str) -> str:
             return read(path)
 
+        OldNode.reports.clear()  # (the outbox thread could get its answer in time)
         with pytest.raises(TimeoutError):  # the first: the node has not answered yet
             r("/home/alice/data.csv")
+        OldNode.reports.set()
         client.flush()  # (or the outbox thread did): the node took it, named its pattern
         assert not client.outbox.pending()
         assert r("/home/alice/data.csv") == "data"  # no failure: no fix needed
