@@ -230,7 +230,8 @@ class CountingDict(dict[bytes, Any]):
 
 
 def count_learner_reads(node: Node) -> Counter:
-    """Count what the learner's due() reads of the replica (only inside due())."""
+    """Count what the learner's rounds read of the replica to find the patterns
+    due (only inside in_turn())."""
     counter = Counter()
     fold = node.store.replica.fold
     for name in ("patterns", "fixes"):
@@ -246,16 +247,16 @@ def count_learner_reads(node: Node) -> Counter:
 
     fold.fix_view = counted_view  # type: ignore[method-assign]
     learner = node.learner
-    due = learner.due
+    in_turn = learner.in_turn  # what a round calls: due() and the proposing turns
 
-    def counted_due() -> list[dict[str, Any]]:
+    def counted_in_turn() -> list[dict[str, Any]]:
         counter.on = True
         try:
-            return due()
+            return in_turn()
         finally:
             counter.on = False
 
-    learner.due = counted_due  # type: ignore[method-assign]
+    learner.in_turn = counted_in_turn  # type: ignore[method-assign]
     return counter
 
 

@@ -17,11 +17,25 @@ recomputation, which can change any fix's status. An idle round with nothing
 new examines no pattern and no fix. A proposal refused because this key is not
 (or no longer) a member leaves its pattern due, and the learner waits, doing
 nothing, until the membership changes.
+
+Nodes that see a pattern cross the threshold together would all drill and
+propose its fix before gossip brings them each other's proposal (identical
+proposals merge by fix id, but each is an op every node keeps for good). So
+each node takes a turn per pattern (:func:`proposer_rank`): the pattern's
+reporters that are members, in an order every replica computes alike (a hash of
+pattern id and key), then every other node. The first proposes at once; the
+k-th puts the pattern aside for ``k x propose_wait_s`` (at most
+``PROPOSE_WAIT_RANKS`` turns), counted from the round that first reached it
+after this node's earlier turns, without synthesizing or drilling, then looks
+again: a candidate whose fix someone proposed meanwhile is neither drilled nor
+proposed (``skipped_proposed``). A first-ranked node that is dead, busy or
+refused only delays the proposal.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -48,6 +62,36 @@ MAX_LISTED = 64  # proposals listed in the learner's stats (the count is `propos
 MEMBERSHIP_CODES = frozenset({"not_member", "revoked", "equivocating"})
 GOAL_KINDS = frozenset({"goal.set", "goal.review"})  # can change any fix's status
 _TOUCHING = frozenset({"pattern.report", "fix.propose", "fix.attest", "fix.revoke"})
+PROPOSE_WAIT_S = 2.0  # a node waits this long per earlier turn before it proposes
+PROPOSE_WAIT_RANKS = 4  # ... for at most this many turns (then it proposes anyway)
+
+
+def _turn_key(pattern: bytes, key: bytes) -> bytes:
+    return hashlib.blake2b(pattern + key, digest_size=16).digest()
+
+
+def proposer_rank(replica: Replica, pattern: bytes, me: bytes) -> int:
+    """This node's turn to propose for ``pattern``: how many nodes come first.
+
+    The order is the pattern's reporters that are members now (not revoked, not
+    equivocating) by ``blake2b(pattern || key)``, then every other node (so a
+    node that did not report the pattern comes after all its reporters). Every
+    replica with the same reports and membership computes the same order.
+    """
+    p = replica.fold.patterns.get(pattern)
+    if p is None:
+        return 0
+    equivocators = replica.membership.equivocators
+    policy = replica.policy
+    keys = [
+        a
+        for a, v in p.per_author.items()
+        if v[0] > 0 and a not in equivocators and replica.roles(a).is_member(policy)
+    ]
+    if me not in keys:
+        return len(keys)
+    mine = _turn_key(pattern, me)
+    return sum(1 for a in keys if _turn_key(pattern, a) < mine)
 
 
 @dataclass
@@ -58,6 +102,8 @@ class LearnerStats:
     drilled: int = 0
     proposed: int = 0
     skipped_worse: int = 0
+    skipped_proposed: int = 0  # candidates someone proposed first: not drilled, not proposed
+    waiting_turn: int = 0  # due patterns set aside for an earlier-ranked node's proposal
     refused: int = 0  # proposals refused (invalid, or this key may not propose)
     waiting_membership: bool = False  # refused not_member/revoked: waits for a membership change
     busy_rounds: int = 0  # rounds run while the agent was busy (none completed for max_wait_s)
@@ -77,6 +123,8 @@ class Learner:
         max_wait_s: float = 60.0,
         tick_s: float = 0.5,
         synthesizers: Sequence[Synthesizer] | None = None,
+        me: bytes | None = None,
+        propose_wait_s: float = PROPOSE_WAIT_S,
     ) -> None:
         if not 0 < cpu_budget <= 1:
             raise ValueError("cpu_budget must be in (0, 1]")
@@ -87,6 +135,8 @@ class Learner:
         self.max_wait_s = max_wait_s
         self.tick_s = tick_s
         self.synthesizers = synthesizers
+        self.me = me  # this node's key (None: no turns, propose at once)
+        self.propose_wait_s = propose_wait_s
         self.stats = LearnerStats()
         self._last_request = trio.current_time() if _in_trio() else 0.0
         self._completed = self._last_request  # when a round last ran to its end
@@ -100,6 +150,8 @@ class Learner:
         self._recomputes = -1  # replica.recomputes as of the last look (-1: never looked)
         self._waiting: tuple[int, int, int] | None = None  # membership when refused
         self.examined = 0  # patterns and fixes looked at by due(), for tests and tuning
+        self._turn_from: dict[bytes, float] = {}  # pattern -> when its wait for a turn began
+        self._ranks: dict[bytes, tuple[tuple[int, int, int], int]] = {}  # (membership, rank)
 
     def activity(self) -> None:
         """The agent made a request: learning yields now and waits for idleness again."""
@@ -112,10 +164,45 @@ class Learner:
     def due(self) -> list[dict[str, Any]]:
         """Pattern rows over the threshold with no accepted fix, most reporters first."""
         self._refresh()
+        return self._rows({pid: 0 for pid in self._due})
+
+    def in_turn(self) -> list[dict[str, Any]]:
+        """The due patterns whose turn to be proposed by this node has come, this
+        node's earliest turns first (then most reporters first).
+
+        A pattern where ``k`` nodes come first waits ``k x propose_wait_s`` (at most
+        ``PROPOSE_WAIT_RANKS`` turns), from the first call that finds no pattern of an
+        earlier turn of this node ready: its wait begins once this node has taken
+        its earlier turns (a backlog of due patterns takes every node a while)."""
+        self._refresh()
+        for table in (self._turn_from, self._ranks):  # forget patterns no longer due
+            for pid in [pid for pid in table if pid not in self._due]:
+                del table[pid]
+        now = trio.current_time()
+        ready: dict[bytes, int] = {}
+        first = -1  # the earliest turn with a pattern ready
+        for rank, pid in sorted((self._rank(pid), pid) for pid in self._due):
+            if rank > 0:
+                began = self._turn_from.get(pid)
+                if began is None:
+                    if 0 <= first < rank:
+                        continue  # earlier turns of this node first: the wait has not begun
+                    began = self._turn_from[pid] = now
+                if now < began + min(rank, PROPOSE_WAIT_RANKS) * self.propose_wait_s:
+                    continue
+            if first < 0:
+                first = rank
+            ready[pid] = rank
+        self.stats.waiting_turn = len(self._due) - len(ready)
+        return self._rows(ready)
+
+    def _rows(self, ranks: dict[bytes, int]) -> list[dict[str, Any]]:
         threshold = self.replica.policy.synthesis_threshold
         patterns = self.replica.fold.patterns
-        rows = [pattern_row(patterns[pid], threshold) for pid in self._due]
-        return sorted(rows, key=lambda x: (-x["reporters"], -x["count"], x["pattern"]))
+        rows = [pattern_row(patterns[pid], threshold) for pid in ranks]
+        return sorted(
+            rows, key=lambda x: (ranks[x["pattern"]], -x["reporters"], -x["count"], x["pattern"])
+        )
 
     def _refresh(self) -> None:
         """Bring ``_due`` up to date with the ops applied since the last call."""
@@ -157,6 +244,7 @@ class Learner:
 
     def _recheck(self, pid: bytes) -> None:
         self._due.discard(pid)
+        self._ranks.pop(pid, None)  # a new reporter may change the turns
         fold = self.replica.fold
         p = fold.patterns.get(pid)
         self.examined += 1
@@ -179,6 +267,21 @@ class Learner:
     def _mark_done(self, pid: bytes) -> None:
         self._done.add(pid)
         self._due.discard(pid)
+        self._turn_from.pop(pid, None)
+        self._ranks.pop(pid, None)
+
+    def _rank(self, pid: bytes) -> int:
+        """:func:`proposer_rank`, computed again only when an op touched the pattern
+        (``_recheck`` forgets it) or the membership changed."""
+        if self.me is None or self.propose_wait_s <= 0:
+            return 0
+        stamp = self._membership()
+        cached = self._ranks.get(pid)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        rank = proposer_rank(self.replica, pid, self.me)
+        self._ranks[pid] = (stamp, rank)
+        return rank
 
     async def run(self) -> None:
         while True:
@@ -206,7 +309,7 @@ class Learner:
         proposed = 0
         interrupted = self.stats.interrupted
         try:
-            rows = await self._step(self.due)
+            rows = await self._step(self.in_turn)
         except StoreError as exc:  # the ops' bytes could not be read back: next round
             self.stats.last_error = f"reading the ops applied since: {exc}"
             log.warning("learner: %s", self.stats.last_error)
@@ -227,6 +330,7 @@ class Learner:
                 fid = fix_id(row["pattern"], cand.recipe)
                 existing = self.replica.fold.fixes.get(fid)
                 if existing is not None and self.replica.fold.fix_view(existing).proposals:
+                    self.stats.skipped_proposed += 1
                     continue  # someone proposed it: identical proposals merge by fix id
                 model = FaultModel.from_pattern(row)
                 idem = not is_non_idempotent(cand.recipe["scope"], self.replica.policy)

@@ -130,6 +130,8 @@ class Node:
             idle_s=config.idle_s,
             cpu_budget=config.cpu_budget,
             max_wait_s=config.learn_max_wait_s,
+            me=identity.public,
+            propose_wait_s=config.propose_wait_s,
         )
         self.fixes = FixIndex(store.replica)
         self.verifier = Verifier(store.replica, identity.public, self.write)
