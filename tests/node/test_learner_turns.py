@@ -90,6 +90,7 @@ async def test_idle_nodes_crossing_a_threshold_together_propose_each_fix_about_o
         # fixes here); now the first-ranked node proposes and the others find it
         assert ops < 2 * len(fixes), (ops, len(fixes), stats)
         assert sum(s.proposed for s in stats) == ops
+        assert sum(s.drilled for s in stats) == ops  # the nodes that waited drilled nothing
         assert sum(s.skipped_proposed for s in stats) >= N * len(fixes) - ops  # not drilled
         assert all(s.waiting_turn == 0 for s in stats)
 

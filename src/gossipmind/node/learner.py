@@ -21,9 +21,10 @@ nothing, until the membership changes.
 Nodes that see a pattern cross the threshold together would all drill and
 propose its fix before gossip brings them each other's proposal (identical
 proposals merge by fix id, but each is an op every node keeps for good). So
-each node takes a turn per pattern (:func:`proposer_rank`): the pattern's
-reporters that are members, in an order every replica computes alike (a hash of
-pattern id and key), then every other node. The first proposes at once; the
+each node takes a turn per pattern (:func:`proposer_rank`), in an order every
+replica computes alike: the members that did not report it (their agents were
+not seen busy), then its reporters, then members not seen for an hour, each
+group by a hash of pattern id and key. The first proposes at once; the
 k-th puts the pattern aside for ``k x propose_wait_s`` (at most
 ``PROPOSE_WAIT_RANKS`` turns), counted from the round that first reached it
 after this node's earlier turns, without synthesizing or drilling, then looks
@@ -64,34 +65,61 @@ GOAL_KINDS = frozenset({"goal.set", "goal.review"})  # can change any fix's stat
 _TOUCHING = frozenset({"pattern.report", "fix.propose", "fix.attest", "fix.revoke"})
 PROPOSE_WAIT_S = 2.0  # a node waits this long per earlier turn before it proposes
 PROPOSE_WAIT_RANKS = 4  # ... for at most this many turns (then it proposes anyway)
+STALE_MS = 3_600_000  # no sign of a member for this long before a report: it comes last
 
 
 def _turn_key(pattern: bytes, key: bytes) -> bytes:
     return hashlib.blake2b(pattern + key, digest_size=16).digest()
 
 
-def proposer_rank(replica: Replica, pattern: bytes, me: bytes) -> int:
+def may_propose(replica: Replica) -> list[bytes]:
+    """The keys that may propose now, as far as the replica knows: granted keys and
+    authors (every author, in an open network) that are members, not revoked and
+    not equivocating."""
+    m = replica.membership
+    policy = replica.policy
+    keys = m.grants_to.keys() | replica.last_seq.keys()
+    return sorted(k for k in keys if k not in m.equivocators and replica.roles(k).is_member(policy))
+
+
+def _last_sign_ms(replica: Replica, key: bytes) -> int:
+    """The latest ts of an op by ``key`` or of a grant naming it (-1: none)."""
+    ts = -1
+    seq = replica.last_seq.get(key)
+    if seq is not None:
+        ts = max((replica.meta[i].ts for i in replica.ops_at(key, seq)), default=-1)
+    for g in replica.membership.grants_to.get(key, ()):
+        ts = max(ts, replica.meta[g.op_id].ts)
+    return ts
+
+
+def proposer_rank(
+    replica: Replica, pattern: bytes, me: bytes, members: Sequence[bytes] | None = None
+) -> int:
     """This node's turn to propose for ``pattern``: how many nodes come first.
 
-    The order is the pattern's reporters that are members now (not revoked, not
-    equivocating) by ``blake2b(pattern || key)``, then every other node (so a
-    node that did not report the pattern comes after all its reporters). Every
-    replica with the same reports and membership computes the same order.
+    The order, the same on every replica with the same ops: first the members
+    that did not report the pattern (their agents were not seen busy: a learner
+    runs only while its agent is idle), then its reporters, then the members with
+    no sign of life (no op of theirs nor grant naming them) in the ``STALE_MS``
+    before the pattern's last report (an offline key); within each group by
+    ``blake2b(pattern || key)``. ``members``: :func:`may_propose`, if known.
     """
     p = replica.fold.patterns.get(pattern)
     if p is None:
         return 0
-    equivocators = replica.membership.equivocators
-    policy = replica.policy
-    keys = [
-        a
-        for a, v in p.per_author.items()
-        if v[0] > 0 and a not in equivocators and replica.roles(a).is_member(policy)
-    ]
-    if me not in keys:
-        return len(keys)
-    mine = _turn_key(pattern, me)
-    return sum(1 for a in keys if _turn_key(pattern, a) < mine)
+    keys = may_propose(replica) if members is None else members
+    reporters = {a for a, v in p.per_author.items() if v[0] > 0}
+
+    def place(key: bytes) -> tuple[int, bytes]:
+        if key in reporters:
+            group = 1
+        else:
+            group = 2 if _last_sign_ms(replica, key) < p.last_ts - STALE_MS else 0
+        return group, _turn_key(pattern, key)
+
+    mine = place(me)
+    return sum(1 for k in keys if k != me and place(k) < mine)
 
 
 @dataclass
@@ -152,6 +180,7 @@ class Learner:
         self.examined = 0  # patterns and fixes looked at by due(), for tests and tuning
         self._turn_from: dict[bytes, float] = {}  # pattern -> when its wait for a turn began
         self._ranks: dict[bytes, tuple[tuple[int, int, int], int]] = {}  # (membership, rank)
+        self._members: tuple[tuple[int, int, int], list[bytes]] | None = None  # may_propose
 
     def activity(self) -> None:
         """The agent made a request: learning yields now and waits for idleness again."""
@@ -279,7 +308,9 @@ class Learner:
         cached = self._ranks.get(pid)
         if cached is not None and cached[0] == stamp:
             return cached[1]
-        rank = proposer_rank(self.replica, pid, self.me)
+        if self._members is None or self._members[0] != stamp:
+            self._members = (stamp, may_propose(self.replica))
+        rank = proposer_rank(self.replica, pid, self.me, self._members[1])
         self._ranks[pid] = (stamp, rank)
         return rank
 
