@@ -180,7 +180,7 @@ class Learner:
         self.examined = 0  # patterns and fixes looked at by due(), for tests and tuning
         self._turn_from: dict[bytes, float] = {}  # pattern -> when its wait for a turn began
         self._ranks: dict[bytes, tuple[tuple[int, int, int], int]] = {}  # (membership, rank)
-        self._members: tuple[tuple[int, int, int], list[bytes]] | None = None  # may_propose
+        self._members: tuple[tuple[int, ...], list[bytes]] | None = None  # may_propose
 
     def activity(self) -> None:
         """The agent made a request: learning yields now and waits for idleness again."""
@@ -308,8 +308,9 @@ class Learner:
         cached = self._ranks.get(pid)
         if cached is not None and cached[0] == stamp:
             return cached[1]
-        if self._members is None or self._members[0] != stamp:
-            self._members = (stamp, may_propose(self.replica))
+        known = (*stamp, len(self.replica.last_seq))  # a new author (open network)
+        if self._members is None or self._members[0] != known:
+            self._members = (known, may_propose(self.replica))
         rank = proposer_rank(self.replica, pid, self.me, self._members[1])
         self._ranks[pid] = (stamp, rank)
         return rank
