@@ -45,7 +45,24 @@ async def _report_everywhere(nodes: list[Running]) -> set[bytes]:
     for i, r in enumerate(nodes):
         for t in OPERATIONS:
             patterns.add(r.node.report_failure(failure(t, i)).pattern)
+    await _busy_until_all_due(nodes, patterns)
     return patterns
+
+
+async def _busy_until_all_due(nodes: list[Running], patterns: set[bytes]) -> None:
+    """The agents stay busy (no learning) until every node has every pattern over
+    the threshold: then all go idle at once, as in the soak's load pauses."""
+    with trio.fail_after(30):
+        while not all(
+            (p := r.node.store.replica.fold.patterns.get(pid)) is not None and p.reporters == N
+            for r in nodes
+            for pid in patterns
+        ):
+            for r in nodes:
+                r.node.touch()
+            await trio.sleep(0.05)
+    for r in nodes:
+        r.node.touch()
 
 
 async def _settled(nodes: list[Running], patterns: set[bytes], learning: list[Running]) -> None:
@@ -113,13 +130,7 @@ async def test_the_fix_is_proposed_when_the_first_ranked_node_never_proposes(
         dead.node.learner.round = never  # type: ignore[method-assign]
         for i, r in enumerate(nodes):
             assert r.node.report_failure(failure("query", i)).pattern == pattern
-        with trio.fail_after(30):
-            while not all(
-                (p := r.node.store.replica.fold.patterns.get(pattern)) is not None
-                and p.reporters == N
-                for r in nodes
-            ):
-                await trio.sleep(0.05)
+        await _busy_until_all_due(nodes, {pattern})
         ranks = [
             proposer_rank(r.node.store.replica, pattern, k)
             for r, k in zip(nodes, keys, strict=True)
