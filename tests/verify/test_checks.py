@@ -9,6 +9,7 @@ import pytest
 from gossipmind.core.errors import SchemaError
 from gossipmind.core.policy import Policy
 from gossipmind.core.schema import fix_id, pattern_id
+from gossipmind.learn import synth as synth_mod
 from gossipmind.learn.drill import drill
 from gossipmind.learn.simulator import FaultModel
 from gossipmind.learn.synth import synthesize
@@ -221,6 +222,31 @@ def test_the_rule_fix_for_a_429_with_retry_after_is_accepted(retry_after_ms: int
     fix = {"fix": fix_id(p["pattern"], cand.recipe), "recipe": cand.recipe, "violations": []}
     v = check_fix(fix, p, Policy())
     assert v.accept, v.reasons
+
+
+@pytest.mark.parametrize("retry_after_ms", [0, 150, 500, 1000, 2000, 5000, 10_000, 60_000])
+def test_the_rate_limit_rule_retries_4_times_exactly_when_verifiers_accept_4(
+    retry_after_ms: int,
+) -> None:
+    # 3 attempts leave 0.3^3 = 2.7 % of calls failed where 30 % of attempts fail,
+    # 4 leave 0.8 %: the rule takes the 4th wherever its drill stays under the cap
+    p = rate_limited_pattern(retry_after_ms)
+    (cand,) = synthesize(p, Policy()).candidates
+    (retry,) = [s for s in cand.recipe["steps"] if s["type"] == "retry"]
+    made = synth_mod._rate_limited_rule(p, "search.query", synth_mod.RATE_LIMIT_MORE)
+    more = synth_mod.RuleSynthesizer()._candidate(made, "search.query", Policy()).recipe
+    verdict = check_fix(
+        {"fix": fix_id(p["pattern"], more), "recipe": more, "violations": []}, p, Policy()
+    )
+    assert retry["max_attempts"] == (4 if verdict.accept else 3), verdict.reasons
+    chosen = check_fix(
+        {"fix": fix_id(p["pattern"], cand.recipe), "recipe": cand.recipe, "violations": []},
+        p,
+        Policy(),
+    )
+    assert chosen.accept, chosen.reasons
+    if retry_after_ms <= 1000:  # a short wait: the 4th attempt is taken
+        assert retry["max_attempts"] == 4
 
 
 def test_a_retry_that_ignores_retry_after_is_rejected() -> None:

@@ -46,6 +46,7 @@ from gossipmind.learn.simulator import (
 )
 
 DEFAULT_RUNS = 200
+MAX_AMPLIFICATION_PM = 3000  # verifiers' cap: at most 3 calls per logical call on average
 DEFAULT_INTERVAL_MS = 1000
 
 

@@ -24,7 +24,7 @@ from gossipmind.core.fold import weighted_outcomes
 from gossipmind.core.policy import Policy
 from gossipmind.core.recipe import ERROR_CLASSES, check_recipe, key_header_problem, steps_by_type
 from gossipmind.core.schema import fix_id
-from gossipmind.learn.drill import DrillResult, drill, outage_model
+from gossipmind.learn.drill import MAX_AMPLIFICATION_PM, DrillResult, drill, outage_model
 from gossipmind.learn.rank import wilson_lower_bound_bp
 from gossipmind.learn.simulator import FaultModel
 from gossipmind.learn.synth import (
@@ -36,7 +36,6 @@ from gossipmind.learn.synth import (
 )
 
 NEVER_RETRY = frozenset({"validation", "auth", "not_found"})
-MAX_AMPLIFICATION_PM = 3000  # at most 3 calls per logical call on average
 # A fix may add at most this much latency per call in its drill, beyond twice
 # what the network's own rule recipe for the pattern adds (added_latency_limit):
 # waits of minutes pass every other check (they beat the baseline and amplify
