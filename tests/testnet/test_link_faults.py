@@ -25,11 +25,14 @@ GOSSIPMIND = Path(sys.executable).with_name("gossipmind")
 
 
 def logged(tn: Testnet, name: str, words: str, timeout: float = 30.0) -> None:
-    """Wait until the node's process has logged ``words`` (its JSON logs, stderr)."""
+    """Wait until the node's process has logged ``words`` (its JSON logs: the rotated
+    log file the launcher gives it)."""
     st = tn.state()
-    err = Path(st.proc_of(st.node(name)).stderr)  # type: ignore[union-attr]
+    proc = st.proc_of(st.node(name))
+    assert proc is not None and proc.log, "the launcher gives each process a log file"
+    log = Path(proc.log)
     deadline = time.monotonic() + timeout
-    while words not in err.read_text():
+    while not log.exists() or words not in log.read_text():
         assert time.monotonic() < deadline, f"{name} did not log {words!r} in {timeout} s"
         time.sleep(0.1)
 
