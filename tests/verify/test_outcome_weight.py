@@ -68,9 +68,9 @@ async def test_one_member_s_outcomes_neither_revoke_a_good_fix_nor_rank_a_bad_on
     assert g is not None and b is not None
     assert g["status"] == b["status"] == "accepted"
     assert rank([g, b])[0]["fix"] == good  # was the bad one
-    # fleet evidence must hold with any single agent left out: the good fix is not
-    # "bad" (without mal it is 285/300), the bad one is "bad" even without mal
-    assert fleet_evidence(g, r.policy)[0] == "wait"  # was "bad"
+    # one agent can neither decide fleet evidence nor hold it back: the good fix is
+    # judged on the others (without mal and the best agent, 190/200), the bad one too
+    assert fleet_evidence(g, r.policy)[0] == "good"  # was "bad", then "wait"
     state, _, evidence = fleet_evidence(b, r.policy)
     assert state == "bad" and evidence["fleet_upper_bp"] < r.policy.evidence_min_success_bp
     # each author weighs at most 100 attempts at its own rate; raw counters are kept
@@ -123,3 +123,32 @@ def test_an_honest_fleet_is_judged_as_before() -> None:
         row = base | {"outcomes": outcomes, "outcome_reporters": 3}
         row |= {"attempts": 300, "successes": 3 * rate}
         assert fleet_evidence(row, policy)[0] == want
+
+
+def _row(outcomes: list[tuple[int, int]]) -> dict[str, Any]:
+    rows = [[bytes([i]) * 32, a, x] for i, (a, x) in enumerate(outcomes)]
+    return {
+        "fix": b"f" * 32,
+        "recipe": sample_recipe("search.query"),
+        "outcomes": rows,
+        "outcome_reporters": len(rows),
+        "attempts": sum(a for a, _ in outcomes),
+        "successes": sum(x for _, x in outcomes),
+    }
+
+
+def test_one_member_s_failures_no_longer_hold_a_tier2_acceptance() -> None:
+    """The s10 learning review: 100 failed outcomes from one member kept every fix
+    that needs a tier-2 verifier waiting until about 8 canaries had reported. The
+    agents with the highest and the lowest rate are left out from three agents on."""
+    policy = Policy()
+    canaries = [(20, 20)] * 3
+    assert fleet_evidence(_row([*canaries, (100, 0)]), policy)[0] == "good"  # was "wait"
+    # nor can one member's successes carry a failing fix, or keep it from "bad"
+    failing = [(100, 5)] * 3
+    assert fleet_evidence(_row([*failing, (100, 100)]), policy)[0] == "bad"
+    assert fleet_evidence(_row([*failing[:2], (100, 100)]), policy)[0] == "bad"
+    # two agents: either verdict must hold with either left out (one may delay it)
+    two = Policy(evidence_min_reporters=2)
+    assert fleet_evidence(_row([(100, 95), (100, 95)]), two)[0] == "good"
+    assert fleet_evidence(_row([(100, 95), (100, 0)]), two)[0] == "wait"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 from gossipmind.core.errors import GossipmindError
@@ -274,16 +275,25 @@ def fleet_evidence(fix: Mapping[str, Any], policy: Policy) -> tuple[str, str, di
     distinct agents (the row's ``outcome_reporters``). The rate is the fold's:
     each agent weighs at most ``OUTCOME_CAP`` attempts. Good: the Wilson lower
     bound of the success rate reaches ``evidence_min_success_bp``. Bad: even its
-    upper bound stays below it. With outcomes from two agents or more, either
-    verdict must also hold with any single agent's outcomes left out, so one
-    agent's counters can delay a verdict but never decide it.
+    upper bound stays below it.
+
+    One agent's counters can neither decide a verdict nor hold it back: from
+    three agents on, the bounds are those of the others' outcomes once the
+    agent with the highest success rate and the one with the lowest are left
+    out (a member reporting every call a success, or every call a failure, is
+    one of them); with two, either verdict must hold with either agent's
+    outcomes left out (so one agent can delay it, never decide it).
     """
     counts = _outcome_counts(fix)
     n = sum(a for a, _ in counts)
     s = sum(x for _, x in counts)
     reporters = int(fix.get("outcome_reporters", len(counts)))
     lb, ub = wilson_lower_bound_bp(s, n), wilson_upper_bp(s, n)
-    if len(counts) >= 2:
+    if len(counts) >= 3:
+        kept = sorted(counts, key=lambda c: (Fraction(c[1], c[0]), c))[1:-1]
+        n_kept, s_kept = sum(a for a, _ in kept), sum(x for _, x in kept)
+        lb, ub = wilson_lower_bound_bp(s_kept, n_kept), wilson_upper_bp(s_kept, n_kept)
+    elif len(counts) == 2:
         for a, x in counts:
             lb = min(lb, wilson_lower_bound_bp(s - x, n - a))
             ub = max(ub, wilson_upper_bp(s - x, n - a))
