@@ -152,9 +152,9 @@ GOOD = {
         {
             "type": "retry",
             "max_attempts": 2,
-            "base_ms": 50,
-            "cap_ms": 50,
-            "jitter": "none",
+            "base_ms": 100,
+            "cap_ms": 100,
+            "jitter": "full",
             "on": ["server_error"],
         }
     ],
@@ -251,7 +251,7 @@ def test_plugins_are_discovered_through_entry_points(
         textwrap.dedent(
             """
             GOOD = {"scope": "weather.get", "budget_ms": 5000, "steps": [{"type": "retry",
-                    "max_attempts": 2, "base_ms": 50, "cap_ms": 50, "jitter": "none",
+                    "max_attempts": 2, "base_ms": 100, "cap_ms": 100, "jitter": "full",
                     "on": ["server_error"]}]}
 
             class Llm:

@@ -24,9 +24,9 @@ PATTERN = {
 RETRY = {
     "type": "retry",
     "max_attempts": 2,
-    "base_ms": 50,
-    "cap_ms": 50,
-    "jitter": "none",
+    "base_ms": 100,
+    "cap_ms": 100,
+    "jitter": "full",
     "on": ["server_error"],
 }
 

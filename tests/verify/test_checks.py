@@ -12,7 +12,7 @@ from gossipmind.core.schema import fix_id, pattern_id
 from gossipmind.learn import synth as synth_mod
 from gossipmind.learn.drill import drill
 from gossipmind.learn.simulator import FaultModel
-from gossipmind.learn.synth import synthesize
+from gossipmind.learn.synth import backoff_problem, synthesize, validate
 from gossipmind.verify.checks import check_fix, fleet_evidence, judge, wilson_upper_bp
 
 PATTERN = {
@@ -249,6 +249,42 @@ def test_the_rate_limit_rule_retries_4_times_exactly_when_verifiers_accept_4(
         assert retry["max_attempts"] == 4
 
 
+def test_a_retry_without_backoff_is_rejected_and_never_synthesized() -> None:
+    """The s10 learning review (S5): a member's timeout fix retrying 4 times 1 ms apart
+    without jitter, escalating every final failure, passed every check and outranked
+    the network's own fix (drill success) in 17 of 20 patterns."""
+    hammer = {
+        "scope": "search.query",
+        "budget_ms": 20000,
+        "steps": [
+            {
+                "type": "retry",
+                "max_attempts": 4,
+                "base_ms": 1,
+                "cap_ms": 1,
+                "jitter": "none",
+                "on": ["timeout"],
+            },
+            {"type": "escalate", "to": "pagerduty"},
+        ],
+    }
+    fix = {"fix": fix_id(PATTERN["pattern"], hammer), "recipe": hammer, "violations": []}
+    v = check_fix(fix, PATTERN, Policy())
+    assert not v.accept and v.reasons == [
+        "retries after 1 ms: a retry must back off from at least 100 ms"
+    ]
+    unjittered = {**RETRY, "steps": [RETRY["steps"][0] | {"base_ms": 200, "jitter": "none"}]}
+    fix = {"fix": fix_id(PATTERN["pattern"], unjittered), "recipe": unjittered, "violations": []}
+    assert any("without jitter" in r for r in check_fix(fix, PATTERN, Policy()).reasons)
+    with pytest.raises(SchemaError, match="back off"):  # a plug-in's output is dropped
+        validate({"recipe": hammer, "rationale": "hammer"}, PATTERN, Policy(), "x")
+    # the network's own recipes back off, whatever the class
+    for error_class in ("timeout", "server_error", "connection", "rate_limited"):
+        p = {**PATTERN, "error_class": error_class}
+        for cand in synthesize(p, Policy()).candidates:
+            assert backoff_problem(cand.recipe) is None, (error_class, cand.recipe)
+
+
 def test_a_retry_that_ignores_retry_after_is_rejected() -> None:
     p = rate_limited_pattern(5000)
     hammer = {
@@ -314,7 +350,7 @@ def test_a_fix_that_makes_every_call_wait_minutes_is_rejected(
                 "max_attempts": 3,
                 "base_ms": 60_000,
                 "cap_ms": 300_000,
-                "jitter": "none",
+                "jitter": "equal",
                 "on": on,
             },
         ],

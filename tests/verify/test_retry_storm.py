@@ -31,9 +31,9 @@ def retry(attempts: int, on: str, *, breaker: bool = False) -> dict[str, Any]:
         {
             "type": "retry",
             "max_attempts": attempts,
-            "base_ms": 1,
-            "cap_ms": 1,
-            "jitter": "none",
+            "base_ms": 100,  # the least backoff a retry may have (synth.MIN_BACKOFF_MS)
+            "cap_ms": 100,
+            "jitter": "full",
             "on": [on],
         }
     ]
@@ -47,8 +47,14 @@ def judge(recipe: dict[str, Any], row: dict[str, Any]) -> Any:
 
 
 def test_a_breakerless_retry_storm_is_rejected_reproducibly() -> None:
-    """The review's recipe: 10 attempts, 1 ms apart, no jitter, no breaker."""
+    """The review's recipe: 10 attempts, no breaker (1 ms apart without jitter in the
+    review, rejected now for that alone; here with the least backoff allowed)."""
     row = pattern("server_error", status="503")
+    tight = retry(10, "server_error")
+    tight["steps"][0] |= {"base_ms": 1, "cap_ms": 1, "jitter": "none"}
+    assert judge(tight, row).reasons == [
+        "retries after 1 ms: a retry must back off from at least 100 ms"
+    ]
     storm = retry(10, "server_error")
     v = judge(storm, row)
     assert not v.accept

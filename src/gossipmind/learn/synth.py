@@ -18,6 +18,8 @@ that passes :func:`validate` leaves :func:`synthesize`:
   (:func:`retry_problem`);
 - a retry of ``rate_limited`` errors, or of a pattern whose failures came
   with Retry-After, has a ``respect_retry_after`` step (:func:`ignores_retry_after`);
+- a retry backs off, from at least ``MIN_BACKOFF_MS``, with jitter
+  (:func:`backoff_problem`);
 - the risk is raised to the policy's floor for the recipe.
 
 Rejected output is reported with its reason and never executed.
@@ -53,6 +55,7 @@ __all__ = [  # ``rank`` is re-exported: the node re-ranks fixes with it
     "RuleSynthesizer",
     "Synthesis",
     "Synthesizer",
+    "backoff_problem",
     "ignores_retry_after",
     "retry_problem",
     "is_non_idempotent",
@@ -342,6 +345,29 @@ def retry_problem(recipe: Mapping[str, Any], pattern: Mapping[str, Any]) -> str 
     return None
 
 
+# A retry waits at least this long before its first retry, with jitter: retries 1 ms
+# apart beat a drill's baseline within the amplification cap and, ranked by drill
+# success, outranked the network's own recipes (the s10 learning review), while
+# in an outage every agent's retries hit the service at once.
+MIN_BACKOFF_MS = 100
+
+
+def backoff_problem(recipe: Mapping[str, Any]) -> str | None:
+    """Why ``recipe``'s retry does not back off, or None: its first wait must be at
+    least ``MIN_BACKOFF_MS`` and jittered (``full`` or ``equal``)."""
+    retry = next((s for s in recipe["steps"] if s["type"] == "retry"), None)
+    if retry is None:
+        return None
+    if retry["base_ms"] < MIN_BACKOFF_MS:
+        return (
+            f"retries after {retry['base_ms']} ms: a retry must back off from at least"
+            f" {MIN_BACKOFF_MS} ms"
+        )
+    if retry["jitter"] == "none":
+        return "retries without jitter: every agent's retries of an outage would come at once"
+    return None
+
+
 def ignores_retry_after(recipe: Mapping[str, Any], pattern: Mapping[str, Any]) -> str | None:
     """Why ``recipe`` would retry ``pattern``'s calls without waiting as the service
     asks, or None: a retry of ``rate_limited`` errors, or of a pattern whose
@@ -391,7 +417,11 @@ def validate(raw: Any, pattern: Mapping[str, Any], policy: Policy, synthesizer: 
         raise SchemaError("recipe.steps", f"{pattern.get('error_class')} errors are never retried")
     if retry is not None and "validation" in retry["on"]:
         raise SchemaError("recipe.steps", "retrying validation errors is never a fix")
-    problem = retry_problem(recipe, pattern) or ignores_retry_after(recipe, pattern)
+    problem = (
+        retry_problem(recipe, pattern)
+        or ignores_retry_after(recipe, pattern)
+        or backoff_problem(recipe)
+    )
     if problem is not None:
         raise SchemaError("recipe.steps", problem)
     keyless = retry is not None and "idempotency_key" not in steps

@@ -30,6 +30,7 @@ from gossipmind.learn.rank import wilson_lower_bound_bp
 from gossipmind.learn.simulator import FaultModel
 from gossipmind.learn.synth import (
     RuleSynthesizer,
+    backoff_problem,
     ignores_retry_after,
     is_non_idempotent,
     recipe_scope,
@@ -198,6 +199,9 @@ def check_fix(
         ignored = ignores_retry_after(recipe, pattern)
         if ignored is not None:
             reasons.append(f"ignores Retry-After: {ignored}")
+        problem = backoff_problem(recipe)
+        if problem is not None:
+            reasons.append(problem)
         if is_non_idempotent(recipe["scope"], policy) and "idempotency_key" not in steps:
             reasons.append(
                 f"retries a non-idempotent {recipe['scope']} call without an idempotency key"
