@@ -158,3 +158,40 @@ def test_a_report_cancelled_before_its_row_commits_is_not_taken(
 
         trio.run(main)
         assert len(journal.load(store.conn)) == 2 and sum(r.local_counts.values()) == 2
+
+
+def test_reports_taken_in_process_are_journaled_before_the_call_returns(tmp_path: Path) -> None:
+    """``Node.report_failure`` / ``report_outcome`` (the in-process API) call the
+    reporter's ``failure`` / ``outcome``: they too are journaled before they
+    return, so a crash before the window's op loses none of them (they were
+    counted in memory only)."""
+    path = _store(tmp_path)
+    rid = secrets.token_bytes(16)
+    with Store.open(path) as store:
+        r = Reporter(_refuse, lambda: 5_000, window_ms=600_000, journal=store.journal)
+        r.failure(_failure(1), rid)
+        r.failure(_failure(2))
+        r.outcome(FIX, 4, 3)
+        assert r.journaled == 3 and r.takes == 3  # one commit each, in the call
+        r.failure(_failure(1), rid)  # a duplicate: not journaled again
+        assert r.duplicates == 1 and len(journal.load(store.conn)) == 3
+    # the process dies here
+    with Store.open(path) as store:
+        r = Reporter(_refuse, lambda: 6_000, window_ms=10, journal=store.journal)
+        assert r.recover(journal.load(store.conn)) == 3
+        assert r.outcomes[FIX] == [4, 3] and sum(r.local_counts.values()) == 2
+        assert r.seen(rid)
+
+
+def test_an_in_process_report_is_refused_when_the_journal_is_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reporter_mod, "MAX_JOURNAL", 2)
+    with Store.open(_store(tmp_path)) as store:
+        r = Reporter(_refuse, lambda: 5_000, window_ms=600_000, journal=store.journal)
+        r.failure(_failure(1))
+        r.outcome(FIX, 1, 1)
+        with pytest.raises(Unavailable):
+            r.failure(_failure(2))
+        assert r.journaled == 2 and sum(r.local_counts.values()) == 1  # nothing taken
+        assert len(journal.load(store.conn)) == 2

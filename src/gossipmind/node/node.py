@@ -298,7 +298,10 @@ class Node:
         self.learner.activity()
 
     def report_failure(self, failure: Failure, rid: bytes | None = None) -> Reduced:
-        """Reduce a failure to its pattern now; it is written with the next batch."""
+        """Reduce a failure to its pattern now, and journal it before returning (a
+        crash before its op is written loses nothing: node/reporter.py); it is
+        written with its pattern's next batch. Raises Unavailable, nothing taken,
+        when the journal is full or fails."""
         self.touch()
         return self.reporter.failure(failure, rid)  # (rid: the SDK's id of the report)
 

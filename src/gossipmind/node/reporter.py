@@ -30,6 +30,7 @@ pass half of their bound (``PRESSURE``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -65,6 +66,12 @@ GATHER_TURNS = 8  # turns of the scheduler a burst of reports may take to gather
 PRESSURE = 2  # held reports are written when a bound is 1/PRESSURE full
 BUSY = "the node holds as many reports not written yet as it may: send it again later"
 Journal = Callable[[Sequence[Row], Sequence[bytes]], None]  # add rows, drop ids: one commit
+
+
+def _failure_data(r: Reduced) -> list[Any]:
+    """What a failure's journal row holds: the reduced report, never the raw one."""
+    head = [r.pattern, r.service, r.operation, r.error_class, r.template]
+    return [*head, r.shape, r.status, r.latency_ms, r.retry_after_ms]
 
 
 class _Bounded(deque[Body]):
@@ -202,11 +209,12 @@ class Reporter:
             self.duplicates += 1
             return reduced
         now = self._now()
-        r = reduced
-        data: list[Any] = [r.pattern, r.service, r.operation, r.error_class, r.template]
-        data += [r.shape, r.status, r.latency_ms, r.retry_after_ms]
         await self._take(
-            "pattern.report", rid, now, data, lambda row: self._count_failure(r, rid, row, now)
+            "pattern.report",
+            rid,
+            now,
+            _failure_data(reduced),
+            lambda row: self._count_failure(reduced, rid, row, now),
         )
         return reduced
 
@@ -346,13 +354,32 @@ class Reporter:
         return len(rows) - len(bad)
 
     def failure(self, failure: Failure, rid: bytes | None = None) -> Reduced:
-        """Count a failure (the id ``rid`` of one taken already: not again)."""
+        """Count a failure (the id ``rid`` of one taken already: not again), journaled
+        first, in this call, when there is a journal (the in-process API): raises
+        :class:`Unavailable`, nothing taken, when the journal is full or fails."""
         reduced = reduce(failure, self.rules)
         if rid is not None and self.seen(rid):
             self.duplicates += 1
             return reduced
-        self._count_failure(reduced, rid, None, self._now())
+        now = self._now()
+        count = functools.partial(self._count_failure, reduced, rid, now=now)
+        self._take_now("pattern.report", rid, now, _failure_data(reduced), count)
         return reduced
+
+    def _take_now(
+        self, kind: str, rid: bytes | None, now: int, data: list[Any], count: Callable[..., object]
+    ) -> None:
+        """:meth:`_take` in one commit of its own, synchronously."""
+        if self.journal is None:
+            count(row=None)
+            return
+        if self.journaled + len(self._taking) >= MAX_JOURNAL or len(self._ready) >= MAX_UNWRITTEN:
+            raise Unavailable(BUSY)
+        row: Row = (rid or os.urandom(16), rid is not None, kind, now, encoding.encode(data))
+        slot = _Taking(row, lambda key: count(row=key))
+        self._commit_taken([slot])
+        if slot.error is not None:
+            raise slot.error
 
     def _count_failure(
         self, reduced: Reduced, rid: bytes | None, row: bytes | None, now: int
@@ -367,10 +394,13 @@ class Reporter:
         self._remember(reduced.pattern, rid, row)
 
     def outcome(self, fix: bytes, attempts: int, successes: int, rid: bytes | None = None) -> None:
+        """Count an outcome (see :meth:`failure`: journaled first when there is a journal)."""
         if rid is not None and self.seen(rid):
             self.duplicates += 1
             return
-        self._count_outcome(fix, attempts, successes, rid, None, self._now())
+        now = self._now()
+        count = functools.partial(self._count_outcome, fix, attempts, successes, rid, now=now)
+        self._take_now("fix.outcome", rid, now, [fix, attempts, successes], count)
 
     def _count_outcome(
         self,
