@@ -112,7 +112,7 @@ def test_the_batcher_keeps_held_patterns_and_writes_them_with_force() -> None:
     assert [x["count"] for x in b.flush(2_000)] == [1]  # held 1 s: due
     for t in (2_100, 2_600, 3_100):
         b.add(r, t)
-    assert b.flush(3_200) == [] and b.held() == 1 and b.opened_ms == 3_200  # held 2 s
+    assert b.flush(3_200) == [] and b.held(3_200) == 1 and b.opened_ms == 3_200  # held 2 s
     (body,) = b.flush(4_000)
     assert body["count"] == 3 and body["window"] == [2_000, 4_000]
     check_body("pattern.report", body)
@@ -121,7 +121,7 @@ def test_the_batcher_keeps_held_patterns_and_writes_them_with_force() -> None:
     other = _reduced("connection reset by peer")
     b.add(other, 5_100)  # a new pattern is not held by another's stream
     (new,) = b.flush(6_000)
-    assert new["pattern"] == other.pattern and b.held() == 1
+    assert new["pattern"] == other.pattern and b.held(6_000) == 1
     (forced,) = b.flush(6_100, force=True)
     assert forced["count"] == 1 and len(b) == 0 and b.opened_ms is None
 

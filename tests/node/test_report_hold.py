@@ -134,7 +134,7 @@ def test_the_pattern_cap_writes_held_patterns_rather_than_drop_a_report() -> Non
         t[0] = 1_100
         assert await r.flush() == 0 and r.held() == 2
         r.failure(_failure(2, "c"))  # a third pattern: the held two are closed
-        assert r.held() == 1  # (only "c" is batched now)
+        assert r.held() == 0  # "c" is batched, and not held: its first report
         assert await r.flush() == 3
 
     trio.run(run)

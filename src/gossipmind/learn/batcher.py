@@ -135,9 +135,10 @@ class ReportBatcher:
         opened = self._opened_ms
         return opened is not None and _clamp_ts(now_ms) - opened >= self.window_ms
 
-    def held(self) -> int:
-        """Patterns whose failures are held (kept past a flush)."""
-        return len(self._acc) if self.hold is not None else 0
+    def held(self, now_ms: int) -> int:
+        """Patterns whose failures are held: a flush at ``now_ms`` would keep them."""
+        hold = self.hold
+        return 0 if hold is None else sum(1 for p in self._acc if not hold.due(p, now_ms))
 
     def flush(self, now_ms: int, *, force: bool = False) -> list[dict[str, Any]]:
         """One ``pattern.report`` body per pattern that is due (sorted by pattern id),

@@ -435,8 +435,9 @@ class Reporter:
         self.outcome_hold.written(fix, now, first)
 
     def held(self) -> int:
-        """Patterns and fixes whose reports are held past a window (not written yet)."""
-        return self.failures.held() + (len(self.outcomes) if self.outcome_hold.enabled else 0)
+        """Patterns and fixes whose reports a flush now would hold (not write yet)."""
+        now, hold = self._now(), self.outcome_hold
+        return self.failures.held(now) + sum(1 for f in self.outcomes if not hold.due(f, now))
 
     def _pressed(self) -> bool:
         """Whether held reports fill half of a bound: then they are written now."""
