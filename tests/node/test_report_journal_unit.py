@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import trio
 
-from gossipmind.core.errors import InvalidOp, Unavailable
+from gossipmind.core.errors import InvalidOp, StoreError, Unavailable
 from gossipmind.learn.patterns import Failure
 from gossipmind.node import reporter as reporter_mod
 from gossipmind.node.reporter import Reporter
@@ -195,3 +195,95 @@ def test_an_in_process_report_is_refused_when_the_journal_is_full(
             r.failure(_failure(2))
         assert r.journaled == 2 and sum(r.local_counts.values()) == 1  # nothing taken
         assert len(journal.load(store.conn)) == 2
+
+
+async def _started(r: Reporter, nursery: trio.Nursery) -> None:
+    nursery.start_soon(r.run)
+    for _ in range(100):  # until the journal's task runs (a few turns)
+        if r._journal_running:
+            break
+        await trio.sleep(0)
+    assert r._journal_running
+
+
+def test_a_resend_while_the_first_waits_for_its_commit_is_answered_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK sends a report again while the node still commits the first (its
+    answer is late): the re-send is answered only once the first's row is committed.
+    It was answered at once, as a duplicate; then the first request was cancelled
+    (its client gone) and nothing was journaled nor counted: an answered report lost
+    (likewise if the node was killed, or the journal failed, before that commit)."""
+    monkeypatch.setattr(reporter_mod, "BURST_S", 3600.0)  # every report after the first waits
+    with Store.open(_store(tmp_path)) as store:
+        r = Reporter(_refuse, lambda: 5_000, window_ms=600_000, journal=store.journal)
+        rid = secrets.token_bytes(16)
+
+        async def main() -> None:
+            async with trio.open_nursery() as nursery:
+                await _started(r, nursery)
+                await r.take_failure(_failure(1))  # alone: committed at once
+                first = trio.CancelScope()
+
+                async def send_first() -> None:
+                    with first:
+                        await r.take_failure(_failure(2), rid)
+
+                nursery.start_soon(send_first)
+                await trio.lowlevel.checkpoint()  # the first waits for its commit
+                assert r._taking and len(journal.load(store.conn)) == 1
+                first.cancel()  # its client gave up, and sends it again:
+                await r.take_failure(_failure(2), rid)  # answered: it must be taken
+                assert len(journal.load(store.conn)) == 2 and r.seen(rid)
+                assert sum(r.local_counts.values()) == 2 and r.duplicates == 0
+                await r.take_failure(_failure(2), rid)  # and once only
+                assert r.duplicates == 1 and len(journal.load(store.conn)) == 2
+                nursery.cancel_scope.cancel()
+
+        trio.run(main)
+
+
+def test_a_resend_while_the_first_waits_shares_its_commit_or_its_refusal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Answered only once the first's row commits: as taken (counted once), or
+    refused with it (503) when the journal fails."""
+    monkeypatch.setattr(reporter_mod, "BURST_S", 3600.0)
+    with Store.open(_store(tmp_path)) as store:
+        fail = [False]
+
+        def journal_(add: Any, drop: Any) -> None:
+            if fail[0]:
+                raise StoreError("disk full")
+            store.journal(add, drop)
+
+        r = Reporter(_refuse, lambda: 5_000, window_ms=600_000, journal=journal_)
+        a, b = secrets.token_bytes(16), secrets.token_bytes(16)
+
+        async def twice(rid: bytes) -> list[str]:
+            answers: list[str] = []
+
+            async def send() -> None:
+                try:
+                    await r.take_failure(_failure(3), rid)
+                    answers.append(f"taken with {len(journal.load(store.conn))} rows")
+                except Unavailable:
+                    answers.append("refused")
+
+            async with trio.open_nursery() as senders:
+                senders.start_soon(send)
+                senders.start_soon(send)
+            return answers
+
+        async def main() -> None:
+            async with trio.open_nursery() as nursery:
+                await _started(r, nursery)
+                await r.take_failure(_failure(1))
+                assert await twice(a) == ["taken with 2 rows"] * 2
+                assert r.duplicates == 1 and sum(r.local_counts.values()) == 2
+                fail[0] = True
+                assert await twice(b) == ["refused", "refused"]
+                assert not r.seen(b) and sum(r.local_counts.values()) == 2
+                nursery.cancel_scope.cancel()
+
+        trio.run(main)

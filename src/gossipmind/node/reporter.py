@@ -99,6 +99,7 @@ class _Taking:
     count: Callable[[bytes | None], object]
     done: trio.Event = field(default_factory=trio.Event)
     error: GossipmindError | None = None
+    taken: bool = False  # its row committed, and it was counted
 
 
 @dataclass(eq=False)
@@ -149,6 +150,7 @@ class Reporter:
         self._receipts: dict[int, tuple[dict[str, Any], Ids, Ids]] = {}  # id(body)
         self.journaled = 0  # journal rows not written yet (at most MAX_JOURNAL)
         self._taking: list[_Taking] = []  # reports waiting for their row's commit
+        self._waiting: dict[bytes, _Taking] = {}  # their ids (a re-send waits for it)
         self._committing = False  # the journal's task gathers or commits ``_taking``
         self._journal_running = False
         self._journal_wake = trio.Event()
@@ -205,7 +207,7 @@ class Reporter:
         """Count a failure once its journal row is committed (a duplicate: not again).
         Raises :class:`Unavailable` (nothing taken) when the journal is full or fails."""
         reduced = reduce(failure, self.rules)
-        if rid is not None and self.seen(rid):
+        if rid is not None and await self._taken(rid):
             self.duplicates += 1
             return reduced
         now = self._now()
@@ -222,7 +224,7 @@ class Reporter:
         self, fix: bytes, attempts: int, successes: int, rid: bytes | None = None
     ) -> None:
         """Count an outcome once its journal row is committed (see :meth:`take_failure`)."""
-        if rid is not None and self.seen(rid):
+        if rid is not None and await self._taken(rid):
             self.duplicates += 1
             return
         now = self._now()
@@ -233,6 +235,32 @@ class Reporter:
             [fix, attempts, successes],
             lambda row: self._count_outcome(fix, attempts, successes, rid, row, now),
         )
+
+    async def _taken(self, rid: bytes) -> bool:
+        """Whether the report with id ``rid`` was taken already. A re-send that comes
+        while the first waits for its row's commit is answered with it, once that
+        commit is over: as taken, or refused (:class:`Unavailable`) if it failed.
+        If the first was cancelled (its client gone), this one is taken instead."""
+        for _ in range(GATHER_TURNS):
+            slot = self._waiting.get(rid)
+            if slot is None:
+                return self.seen(rid)
+            await slot.done.wait()
+            if slot.error is not None:
+                raise Unavailable(str(slot.error))
+            if slot.taken:
+                return True
+        raise Unavailable(BUSY)  # (cancelled again and again: the SDK sends it again)
+
+    def _finish(self, slot: _Taking, error: GossipmindError | None = None) -> None:
+        """The row of ``slot`` was committed (``error`` None and taken), or not."""
+        slot.error = error
+        rid = slot.row[0] if slot.row[1] else None
+        if rid is not None and self._waiting.get(rid) is slot:
+            del self._waiting[rid]
+        if rid is not None and not slot.taken:
+            self._pending_ids.discard(rid)
+        slot.done.set()
 
     async def _take(
         self,
@@ -265,13 +293,15 @@ class Reporter:
             self._last_take = trio.current_time()  # (a burst is measured from its end)
         else:
             self._taking.append(slot)
+            if rid is not None:
+                self._waiting[rid] = slot
             self._journal_wake.set()
             try:
                 await slot.done.wait()
             except trio.Cancelled:
                 if slot in self._taking:  # not committed: nothing was taken
                     self._taking.remove(slot)
-                    self._pending_ids.discard(rid or b"")
+                    self._finish(slot)  # (a re-send waiting for it is taken instead)
                 raise
         if slot.error is not None:
             raise slot.error
@@ -298,10 +328,7 @@ class Reporter:
         finally:
             self._journal_running = False
             for slot in self._taking:  # the node stops: these were not taken
-                slot.error = Unavailable("the node is stopping: the report was not taken")
-                if slot.row[1]:
-                    self._pending_ids.discard(slot.row[0])
-                slot.done.set()
+                self._finish(slot, Unavailable("the node is stopping: the report was not taken"))
             self._taking.clear()
 
     def _commit_taken(self, group: list[_Taking]) -> None:
@@ -312,15 +339,13 @@ class Reporter:
         except GossipmindError as exc:
             log.warning("could not journal %d reports (refused, 503): %s", len(group), exc)
             for s in group:
-                s.error = Unavailable(f"the report could not be journaled: {exc}")
-                if s.row[1]:
-                    self._pending_ids.discard(s.row[0])
-                s.done.set()
+                self._finish(s, Unavailable(f"the report could not be journaled: {exc}"))
             return
         self.journaled += len(group)
         for s in group:
             s.count(s.row[0])
-            s.done.set()
+            s.taken = True
+            self._finish(s)
 
     def _recount(self, kind: str, v: Any, rid: bytes | None, key: bytes, ts: int) -> None:
         if kind == "pattern.report":
