@@ -75,7 +75,9 @@ async def main() -> None:
     async with open_node(cfg, fake=FakeNetwork(seed=1)) as node:
         say(f"READY {node.reporter.journaled}")
         if trace:
-            node.store.conn.set_trace_callback(lambda sql: say("T " + sql.split(None, 1)[0].upper()))
+            node.store.conn.set_trace_callback(
+                lambda sql: say("T " + sql.split(None, 1)[0].upper())
+            )
         for pause_ms, reports in plan:
             async with trio.open_nursery() as nursery:
                 for report in reports:

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from report_crash_worker import failure, fix_id  # (its directory is on sys.path: pytest)
 
 from gossipmind.core import encoding
 from gossipmind.learn.patterns import reduce
@@ -56,8 +57,6 @@ from gossipmind.store.sqlite import Store
 from gossipmind.testnet.setup import prepare
 
 WORKER = Path(__file__).with_name("report_crash_worker.py")
-sys.path.insert(0, str(WORKER.parent))
-from report_crash_worker import failure, fix_id  # noqa: E402
 
 TRIALS = int(os.environ.get("GOSSIPMIND_CRASH_TRIALS", "30"))
 SEED = int(os.environ.get("GOSSIPMIND_CRASH_SEED", "7"))
@@ -188,7 +187,7 @@ def run(data: Path, plan: list[list[Any]], ledger: Ledger, rng: random.Random, k
     nth = rng.randint(1, {"statement": 35, "commit": 35, "write": 6}.get(kind, 80))
     statement = rng.randint(1, 20)  # (past a transaction's last: its COMMIT)
     cmd = [sys.executable, str(WORKER), str(data), str(plan_file), str(WINDOW_MS), str(HOLD_MS)]
-    proc = subprocess.Popen(cmd + ["trace"], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([*cmd, "trace"], stdout=subprocess.PIPE, text=True)
     t = Trial("exited", 0, 0, -1, None)
     n = {"begin": 0, "commit": 0, "statement": 0, "writes": 0, "write": 0}
     answered: set[int] = set()
@@ -275,7 +274,8 @@ def run(data: Path, plan: list[list[Any]], ledger: Ledger, rng: random.Random, k
 def check(path: Path, ledger: Ledger, t: Trial) -> None:
     got, committed, journaled = counted(path)
     for k, (lo, hi) in ledger.bounds().items():
-        assert all(a <= g <= b for a, g, b in zip(lo, got[k], hi, strict=True)), (k, lo, got[k], hi, t)
+        within = all(a <= g <= b for a, g, b in zip(lo, got[k], hi, strict=True))
+        assert within, f"{k}: counted {got[k]}, acknowledged {lo}, at most {hi} ({t})"
     ids = {ledger.reports[i][1] for i in ledger.acked} - {None}
     assert ids <= committed | journaled, f"{len(ids - committed - journaled)} acked ids lost ({t})"
 
