@@ -16,6 +16,7 @@ worker with SIGKILL at one of:
   ops, their report ids, the deletion of their journal rows; or a stop's write);
 * ``commit``: right after it announced the j-th ``COMMIT``;
 * ``ack``: a random fraction of a millisecond after its j-th acknowledgement;
+* ``resend``: at once after the first answer to an id sent twice at once;
 * ``delay``: a random delay after start-up;
 
 or lets it run and stop cleanly (``none``). After each trial, on the files left:
@@ -64,6 +65,7 @@ WINDOW_MS = 15
 HOLD_MS = 90  # a steady stream is written after 1, 2, 4 windows, then every 6
 PATTERNS = 4  # 0: steady, every report with an id (held); 1: steady, a quarter without
 FIXES = 2  # 0: steady, with ids (held); 1: sparse, half without
+KINDS = ("statement", "write", "write", "commit", "ack", "resend", "delay", "none")
 ALL_IDS = {("p", 0), ("p", 2), ("p", 3), ("f", 0)}  # streams whose reports all have ids
 
 
@@ -191,6 +193,7 @@ def run(data: Path, plan: list[list[Any]], ledger: Ledger, rng: random.Random, k
     t = Trial("exited", 0, 0, -1, None)
     n = {"begin": 0, "commit": 0, "statement": 0, "writes": 0, "write": 0}
     answered: set[int] = set()
+    sends: Counter[int] = Counter()
 
     def said(line: str) -> str | None:
         """Account for one line; returns where to kill, if here."""
@@ -215,10 +218,12 @@ def run(data: Path, plan: list[list[Any]], ledger: Ledger, rng: random.Random, k
         elif word[0] == "SEND":
             t.sent += 1
             i = int(word[1])
+            sends[i] += 1
             if i not in ledger.acked:
                 ledger.doubt.add(i)
         elif word[0] == "ACK":
             i = int(word[1])
+            first = i not in answered
             answered.add(i)
             ledger.acked.add(i)
             ledger.doubt.discard(i)
@@ -227,6 +232,8 @@ def run(data: Path, plan: list[list[Any]], ledger: Ledger, rng: random.Random, k
             if kind == "ack" and t.acked == nth:
                 time.sleep(rng.random() * 0.001)  # where the kill lands
                 return "ack"
+            if kind == "resend" and first and sends[i] > 1:  # sent twice, answered once
+                return "resend"
         elif word[0] == "NACK":  # refused (503): nothing taken; the SDK sends it again
             i = int(word[1])
             if i not in ledger.acked and i not in answered:
@@ -291,7 +298,7 @@ def test_sigkill_while_taking_reports_loses_nothing_and_counts_nothing_twice(
     kills: Counter[str] = Counter()
     recovered = 0
     for _ in range(TRIALS):
-        kind = rng.choice(["statement", "write", "write", "commit", "ack", "delay", "none"])
+        kind = rng.choice(KINDS)
         t = run(data, ledger.plan(rng, 80), ledger, rng, kind)
         kills[t.where] += 1
         recovered += t.recovered
