@@ -36,7 +36,6 @@ import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -49,6 +48,7 @@ from gossipmind.learn.batcher import ReportBatcher
 from gossipmind.learn.hold import Hold
 from gossipmind.learn.patterns import Failure, Reduced, reduce
 from gossipmind.learn.taxonomy import Rule
+from gossipmind.node.reportparts import FULL, Body, BoundedQueue, InFlight, Taking, failure_data
 from gossipmind.node.writes import BURST_S, MAX_GROUP, Commit
 from gossipmind.store.journal import Row
 
@@ -56,58 +56,14 @@ log = logging.getLogger("gossipmind.node.reporter")
 _clock = time.monotonic  # of the warnings' rate (tests move it): not the wall clock
 
 Write = Callable[[str, dict[str, Any]], Awaitable[object]]
-Body = tuple[str, dict[str, Any]]  # kind, body
 Ids = tuple[bytes, ...]  # the report ids a body carries
 MAX_UNWRITTEN = 10_000
 MAX_PENDING_IDS = 100_000  # ids of reports taken, not written yet (beyond: not remembered)
 MAX_JOURNAL = MAX_PENDING_IDS  # journal rows (reports taken, not written) at most
-FULL = "MAX_UNWRITTEN reports wait to be written already (the oldest is dropped)"
 GATHER_TURNS = 8  # turns of the scheduler a burst of reports may take to gather, at most
 PRESSURE = 2  # held reports are written when a bound is 1/PRESSURE full
 BUSY = "the node holds as many reports not written yet as it may: send it again later"
 Journal = Callable[[Sequence[Row], Sequence[bytes]], None]  # add rows, drop ids: one commit
-
-
-def _failure_data(r: Reduced) -> list[Any]:
-    """What a failure's journal row holds: the reduced report, never the raw one."""
-    head = [r.pattern, r.service, r.operation, r.error_class, r.template]
-    return [*head, r.shape, r.status, r.latency_ms, r.retry_after_ms]
-
-
-class _Bounded(deque[Body]):
-    """A queue of unwritten bodies that drops its oldest when full.
-
-    The body being written is not in it (see ``Reporter.flush``), so it is never
-    the one dropped; a dropped body leaves through ``Reporter._dropped``.
-    """
-
-    def __init__(self, limit: int, owner: Reporter) -> None:
-        super().__init__()
-        self._limit, self._owner = limit, owner
-
-    def append(self, item: Body) -> None:
-        if self and len(self) >= self._limit:
-            self._owner._dropped(*self.popleft(), FULL)
-        super().append(item)
-
-
-@dataclass(eq=False)
-class _Taking:
-    """A report waiting for its journal row's commit; ``count`` counts it then."""
-
-    row: Row
-    count: Callable[[bytes | None], object]
-    done: trio.Event = field(default_factory=trio.Event)
-    error: GossipmindError | None = None
-    taken: bool = False  # its row committed, and it was counted
-
-
-@dataclass(eq=False)
-class _InFlight:
-    """The body ``flush`` is writing, out of the queue until the write ends."""
-
-    body: Body
-    durable: bool = False  # its op is committed (the write may not have returned yet)
 
 
 class Reporter:
@@ -134,8 +90,8 @@ class Reporter:
         self.local_counts: dict[bytes, int] = {}
         self._wake = trio.Event()
         # bodies batched but not written yet, oldest first (see flush)
-        self._ready: deque[Body] = _Bounded(MAX_UNWRITTEN, self)
-        self._inflight: _InFlight | None = None
+        self._ready: deque[Body] = BoundedQueue(MAX_UNWRITTEN, self)
+        self._inflight: InFlight | None = None
         self._flushing = trio.Lock()  # one flush at a time: one body in flight
         self.dropped = 0  # bodies not written: refused as invalid, or beyond MAX_UNWRITTEN
         self._warned_full = False  # since the last write that succeeded
@@ -149,8 +105,8 @@ class Reporter:
         self._outcome_rows: dict[bytes, list[bytes]] = {}  # fix -> its journal rows
         self._receipts: dict[int, tuple[dict[str, Any], Ids, Ids]] = {}  # id(body)
         self.journaled = 0  # journal rows not written yet (at most MAX_JOURNAL)
-        self._taking: list[_Taking] = []  # reports waiting for their row's commit
-        self._waiting: dict[bytes, _Taking] = {}  # their ids (a re-send waits for it)
+        self._taking: list[Taking] = []  # reports waiting for their row's commit
+        self._waiting: dict[bytes, Taking] = {}  # their ids (a re-send waits for it)
         self._committing = False  # the journal's task gathers or commits ``_taking``
         self._journal_running = False
         self._journal_wake = trio.Event()
@@ -215,7 +171,7 @@ class Reporter:
             "pattern.report",
             rid,
             now,
-            _failure_data(reduced),
+            failure_data(reduced),
             lambda row: self._count_failure(reduced, rid, row, now),
         )
         return reduced
@@ -252,7 +208,7 @@ class Reporter:
                 return True
         raise Unavailable(BUSY)  # (cancelled again and again: the SDK sends it again)
 
-    def _finish(self, slot: _Taking, error: GossipmindError | None = None) -> None:
+    def _finish(self, slot: Taking, error: GossipmindError | None = None) -> None:
         """The row of ``slot`` was committed (``error`` None and taken), or not."""
         slot.error = error
         rid = slot.row[0] if slot.row[1] else None
@@ -283,7 +239,7 @@ class Reporter:
         if self.journaled + len(self._taking) >= MAX_JOURNAL or len(self._ready) >= MAX_UNWRITTEN:
             raise Unavailable(BUSY)
         row: Row = (rid or os.urandom(16), rid is not None, kind, now, encoding.encode(data))
-        slot = _Taking(row, count)
+        slot = Taking(row, count)
         if rid is not None:
             self._pending_ids.add(rid)  # a re-send meanwhile is a duplicate
         t = trio.current_time()
@@ -331,7 +287,7 @@ class Reporter:
                 self._finish(slot, Unavailable("the node is stopping: the report was not taken"))
             self._taking.clear()
 
-    def _commit_taken(self, group: list[_Taking]) -> None:
+    def _commit_taken(self, group: list[Taking]) -> None:
         assert self.journal is not None
         self.takes += 1
         try:
@@ -388,7 +344,7 @@ class Reporter:
             return reduced
         now = self._now()
         count = functools.partial(self._count_failure, reduced, rid, now=now)
-        self._take_now("pattern.report", rid, now, _failure_data(reduced), count)
+        self._take_now("pattern.report", rid, now, failure_data(reduced), count)
         return reduced
 
     def _take_now(
@@ -401,7 +357,7 @@ class Reporter:
         if self.journaled + len(self._taking) >= MAX_JOURNAL or len(self._ready) >= MAX_UNWRITTEN:
             raise Unavailable(BUSY)
         row: Row = (rid or os.urandom(16), rid is not None, kind, now, encoding.encode(data))
-        slot = _Taking(row, lambda key: count(row=key))
+        slot = Taking(row, lambda key: count(row=key))
         self._commit_taken([slot])
         if slot.error is not None:
             raise slot.error
@@ -557,7 +513,7 @@ class Reporter:
         written = 0
         async with self._flushing:
             while self._ready:
-                flight = self._inflight = _InFlight(self._ready.popleft())
+                flight = self._inflight = InFlight(self._ready.popleft())
                 kind, body = flight.body
                 try:
                     await self._write(kind, body)
