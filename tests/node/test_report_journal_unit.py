@@ -197,6 +197,14 @@ def test_an_in_process_report_is_refused_when_the_journal_is_full(
         assert len(journal.load(store.conn)) == 2
 
 
+class _Asleep:
+    """Stands for the journal task's wake-up event: a burst that sets it wakes
+    nobody, so its reports wait for their commit until the test lets them go."""
+
+    def set(self) -> None:
+        pass
+
+
 async def _started(r: Reporter, nursery: trio.Nursery) -> None:
     nursery.start_soon(r.run)
     for _ in range(100):  # until the journal's task runs (a few turns)
@@ -229,10 +237,16 @@ def test_a_resend_while_the_first_waits_for_its_commit_is_answered_after_it(
                     with first:
                         await r.take_failure(_failure(2), rid)
 
+                wake = r._journal_wake  # what the journal's task waits on
+                r._journal_wake = _Asleep()  # type: ignore[assignment]
                 nursery.start_soon(send_first)
-                await trio.lowlevel.checkpoint()  # the first waits for its commit
+                for _ in range(50):  # (bounded) until the first waits for its commit
+                    if r._taking:
+                        break
+                    await trio.lowlevel.checkpoint()
                 assert r._taking and len(journal.load(store.conn)) == 1
                 first.cancel()  # its client gave up, and sends it again:
+                r._journal_wake = wake  # (the re-send wakes the journal's task)
                 await r.take_failure(_failure(2), rid)  # answered: it must be taken
                 assert len(journal.load(store.conn)) == 2 and r.seen(rid)
                 assert sum(r.local_counts.values()) == 2 and r.duplicates == 0
