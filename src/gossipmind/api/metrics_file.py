@@ -16,7 +16,6 @@ removes the file, if it is still the one this node wrote.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import stat
@@ -27,6 +26,7 @@ import trio
 
 from gossipmind.api.metrics import full_status, render
 from gossipmind.core.errors import ConfigError
+from gossipmind.node.logfile import lock_log
 from gossipmind.node.node import Node
 
 if TYPE_CHECKING:
@@ -61,20 +61,7 @@ def check_path(path: Path, data_dirs: list[Path]) -> Path:
 
 
 def _lock(path: Path) -> int:
-    lock = path.with_name(f".{path.name}.lock")
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
-    except OSError as exc:
-        raise ConfigError(f"--metrics-file {path}: cannot create {lock}: {exc.strerror}") from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise ConfigError(
-            f"--metrics-file {path} is written by another process (it holds {lock}): "
-            "give each node its own file"
-        ) from None
-    return fd
+    return lock_log(path, "--metrics-file", "give each node its own file")
 
 
 Written = tuple[int, int, int, int]  # device, inode, size, mtime: the file we wrote

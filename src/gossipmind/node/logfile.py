@@ -91,7 +91,9 @@ def same_file(a: Path, b: Path) -> bool:
     return a.parent.resolve() / a.name == b.parent.resolve() / b.name
 
 
-def lock_log(path: Path, where: str) -> int:
+def lock_log(
+    path: Path, where: str, advice: str = "give each node process its own log file"
+) -> int:
     """Take the lock file beside the log (``.NAME.lock``) for as long as this process
     runs (the descriptor is returned, never closed), or ConfigError if another
     process holds it: two processes rotating one file would rename it under each
@@ -106,8 +108,7 @@ def lock_log(path: Path, where: str) -> int:
     except OSError:
         os.close(fd)
         raise ConfigError(
-            f"{where} {path} is written by another process (it holds {lock}): "
-            "give each node process its own log file"
+            f"{where} {path} is written by another process (it holds {lock}): {advice}"
         ) from None
     return fd
 
