@@ -152,3 +152,16 @@ def test_one_member_s_failures_no_longer_hold_a_tier2_acceptance() -> None:
     two = Policy(evidence_min_reporters=2)
     assert fleet_evidence(_row([(100, 95), (100, 95)]), two)[0] == "good"
     assert fleet_evidence(_row([(100, 95), (100, 0)]), two)[0] == "wait"
+
+
+def test_one_member_does_not_decide_between_two_honest_agents_who_disagree() -> None:
+    """Review of a5309fa: with three authors the trimmed rate was the middle
+    author's alone, so a member siding with one of two honest agents who disagree
+    (20/20 and 0/20: 50 % together) decided the verdict: its 20/20 made the fix
+    "good" (a tier-2 accept), its 0/20 "bad" (a revoke). A verdict must also hold
+    with that member's outcomes left out; the honest pair alone is not good."""
+    policy = Policy()
+    honest = [(20, 20), (20, 0)]
+    assert fleet_evidence(_row([*honest, (20, 20)]), policy)[0] == "wait"  # was "good"
+    # the honest pair's pooled 20/40 is bad evidence already: agreeing with it is no decision
+    assert fleet_evidence(_row([*honest, (20, 0)]), policy)[0] == "bad"

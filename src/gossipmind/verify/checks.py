@@ -272,6 +272,37 @@ def _outcome_counts(fix: Mapping[str, Any]) -> list[tuple[int, int]]:
     return [weighted_outcomes([(int(o[1]), int(o[2]))]) for o in raw if int(o[1]) > 0]
 
 
+def _views(counts: list[tuple[int, int]]) -> set[tuple[int, int]]:
+    """The (attempts, successes) a verdict is judged on: the agents' outcomes, and
+    the outcomes with each single agent's left out; from three agents on in each,
+    without the highest rate's agent and the lowest's. O(agents) after one sort."""
+    ranked = sorted(counts, key=lambda c: (Fraction(c[1], c[0]), c))
+    k = len(ranked)
+    n, s = sum(a for a, _ in ranked), sum(x for _, x in ranked)
+
+    def without(*idx: int) -> tuple[int, int]:
+        return n - sum(ranked[i][0] for i in idx), s - sum(ranked[i][1] for i in idx)
+
+    views = {without(0, k - 1) if k >= 3 else (n, s)}
+    if k < 2:
+        return views
+    for i in range(k):  # left out: i, then the lowest and highest of the others
+        if k - 1 < 3:
+            views.add(without(i))
+        else:
+            views.add(without(i, 1 if i == 0 else 0, k - 2 if i == k - 1 else k - 1))
+    return views
+
+
+def _bounds(counts: list[tuple[int, int]]) -> tuple[int, int]:
+    """The Wilson bounds a verdict must clear on every one of :func:`_views`: the
+    lowest lower bound and the highest upper bound."""
+    views = _views(counts)
+    lb = min(wilson_lower_bound_bp(x, a) for a, x in views)
+    ub = max(wilson_upper_bp(x, a) for a, x in views)
+    return lb, ub
+
+
 def fleet_evidence(fix: Mapping[str, Any], policy: Policy) -> tuple[str, str, dict[str, Any]]:
     """("wait" | "good" | "bad", why, evidence) from a fix's outcome counters.
 
@@ -281,26 +312,18 @@ def fleet_evidence(fix: Mapping[str, Any], policy: Policy) -> tuple[str, str, di
     bound of the success rate reaches ``evidence_min_success_bp``. Bad: even its
     upper bound stays below it.
 
-    One agent's counters can neither decide a verdict nor hold it back: from
-    three agents on, the bounds are those of the others' outcomes once the
-    agent with the highest success rate and the one with the lowest are left
-    out (a member reporting every call a success, or every call a failure, is
-    one of them); with two, either verdict must hold with either agent's
-    outcomes left out (so one agent can delay it, never decide it).
+    One agent's counters never decide a verdict: it must hold on the fleet's
+    outcomes and again with any single agent's left out (:func:`_bounds`). From
+    three agents on, each of those is judged without the agent with the highest
+    success rate and the one with the lowest (a member reporting every call a
+    success, or every call a failure, is one of them), so one agent's outcomes
+    rarely hold a verdict back; with few agents one can delay it.
     """
     counts = _outcome_counts(fix)
     n = sum(a for a, _ in counts)
     s = sum(x for _, x in counts)
     reporters = int(fix.get("outcome_reporters", len(counts)))
-    lb, ub = wilson_lower_bound_bp(s, n), wilson_upper_bp(s, n)
-    if len(counts) >= 3:
-        kept = sorted(counts, key=lambda c: (Fraction(c[1], c[0]), c))[1:-1]
-        n_kept, s_kept = sum(a for a, _ in kept), sum(x for _, x in kept)
-        lb, ub = wilson_lower_bound_bp(s_kept, n_kept), wilson_upper_bp(s_kept, n_kept)
-    elif len(counts) == 2:
-        for a, x in counts:
-            lb = min(lb, wilson_lower_bound_bp(s - x, n - a))
-            ub = max(ub, wilson_upper_bp(s - x, n - a))
+    lb, ub = _bounds(counts)
     evidence = {
         "fleet_successes": s,
         "fleet_attempts": n,
