@@ -240,3 +240,21 @@ def test_two_processes_cannot_share_a_log_file_and_node_toml_names_it_in_the_dat
                 proc.wait(timeout=BOUND)
     lines = shared.read_text().splitlines()
     assert len(lines) > before and "stopping" in json.loads(lines[-1])["msg"]
+
+
+def test_a_status_file_that_is_node_toml_s_log_file_is_refused(
+    net: Dirs,  # noqa: F811
+) -> None:
+    """Review of dbf7568: only --log-file was compared with --status-file, so a
+    node whose node.toml names its log_file ran with the same --status-file and
+    the status lines replaced its log at every interval."""
+    data = net.root / "admin"
+    (data / "node.toml").write_text('log_file = "node.log"\n')
+    status = data / "node.log"
+    out = run(
+        "--data-dir", str(data), "node", "--no-api", "--status-every", "0.2",
+        "--status-file", str(status),
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert f"--status-file and log_file in {data}'s config name the same file" in out.stderr
+    assert not status.exists()

@@ -385,6 +385,11 @@ def node(
         path = mf.check_path(metrics_file, data_dirs)
         services["metrics_file"] = mf.service(path, metrics_every)
     main = configs[0][1]
+    conf_log = main.log_file if log_file is None else None  # (the flags: compared above)
+    if status_file is not None and conf_log is not None and same_file(status_file, conf_log):
+        raise click.UsageError(
+            f"--status-file and log_file in {main.data_dir}'s config name the same file"
+        )
     if main.log_file is not None:
         if log_file is None and (why := path_problem(main.log_file)) is not None:
             raise ConfigError(f"log_file in {main.data_dir}'s config: {why}")
