@@ -27,6 +27,8 @@ import logging
 import logging.handlers
 import os
 import stat
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -113,14 +115,56 @@ def lock_log(
     return fd
 
 
+class _SaysOnce(logging.Handler):
+    """A log file's failures (a full disk, its directory gone) said once per failing
+    spell, as one JSON line on stderr: the stdlib printed a traceback of ~500 bytes
+    to stderr for every record it could not write."""
+
+    _failing = False
+    _failed = False  # in this emit
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._failed = False
+        super().emit(record)
+        if self._failing and not self._failed:
+            self._failing = False
+            self._say("info", f"the log file {self._path()} is written again")
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self._failed = True
+        if not self._failing:
+            self._failing = True
+            exc = sys.exc_info()[1]
+            why = (exc.strerror if isinstance(exc, OSError) else None) or repr(exc)
+            self._say("error", f"cannot write the log file {self._path()}: {why} (lines lost)")
+
+    def _path(self) -> str:
+        return str(getattr(self, "baseFilename", "?"))
+
+    def _say(self, level: str, msg: str) -> None:
+        doc = {"ts": round(time.time(), 3), "level": level, "logger": log.name, "msg": msg}
+        try:
+            sys.stderr.write(json.dumps(doc) + "\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass  # stderr is gone too: nowhere left to say it
+
+
+class _Watched(_SaysOnce, logging.handlers.WatchedFileHandler):
+    pass
+
+
+class _Rotating(_SaysOnce, logging.handlers.RotatingFileHandler):
+    pass
+
+
 def file_handler(path: Path, max_bytes: int, backups: int) -> logging.Handler:
     """A handler writing to ``path``: rotated by size, or (``max_bytes`` 0) reopened
-    when something else moves it away (logrotate)."""
+    when something else moves it away (logrotate). A record it cannot write is
+    lost; stderr gets one line when that starts and one when it ends."""
     if max_bytes == 0:
-        return logging.handlers.WatchedFileHandler(path, encoding="utf-8")
-    return logging.handlers.RotatingFileHandler(
-        path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
-    )
+        return _Watched(path, encoding="utf-8")
+    return _Rotating(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
 
 
 class StatusFile:
