@@ -323,3 +323,41 @@ def test_a_plugin_retry_that_ignores_retry_after_is_dropped() -> None:
     }
     with pytest.raises(SchemaError, match="respect_retry_after"):
         validate({"recipe": recipe, "rationale": "hammer"}, p, POLICY, "x")
+
+
+def test_a_candidate_s_fallbacks_are_validated_like_it() -> None:
+    """A fallback is proposed once its candidate's fix ends rejected
+    (node/learner.py): it is checked now, whole, and a bad one rejects both."""
+    three = {**GOOD, "steps": [{**GOOD["steps"][0], "max_attempts": 3}]}
+    chain = {"recipe": three, "rationale": "3", "fallback": {"recipe": GOOD, "rationale": "2"}}
+    bad = {"recipe": three, "rationale": "3", "fallback": {"recipe": GOOD, "risk": "none"}}
+    deep: dict[str, Any] = {"recipe": GOOD, "rationale": "0"}
+    for i in range(4):  # four fallbacks deep: one more than MAX_FALLBACKS
+        deep = {"recipe": GOOD, "rationale": str(i + 1), "fallback": deep}
+    res = synthesize(pattern("server_error"), POLICY, [Plugin("llm", [chain, bad, deep])])
+    (cand,) = res.candidates
+    assert cand.recipe == three and cand.fallback is not None
+    assert cand.fallback.recipe == GOOD and cand.fallback.synthesizer == "llm"
+    assert cand.fallback.fallback is None
+    assert [r.reason for r in res.rejected] == [
+        "candidate 1: fallback: risk: must be one of low, medium, high",
+        "candidate 2: fallback: fallback: fallback: fallback: more than 3 fallbacks in a chain",
+    ]
+
+
+def test_the_rate_limit_rule_s_4th_attempt_falls_back_to_3() -> None:
+    """The 4-attempt recipe sits near the verifiers' cap; the 3-attempt one is its
+    fallback, proposed if a verifier on another view rejects it."""
+    p = pattern("rate_limited", retry_after_ms_max=1000, retry_after_n=10)
+    (cand,) = synthesize(p, POLICY).candidates
+    assert cand.fallback is not None and cand.fallback.fallback is None
+    attempts = [
+        s["max_attempts"]
+        for c in (cand, cand.fallback)
+        for s in c.recipe["steps"]
+        if "max_attempts" in s
+    ]
+    assert attempts == [4, 3]
+    long_wait = pattern("rate_limited", retry_after_ms_max=60_000, retry_after_n=10)
+    (only,) = synthesize(long_wait, POLICY).candidates  # 3 attempts: nothing to fall back to
+    assert only.fallback is None

@@ -28,7 +28,7 @@ Rejected output is reported with its reason and never executed.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Protocol, runtime_checkable
 
@@ -72,6 +72,7 @@ NO_RETRY_CLASSES = frozenset({"auth", "not_found", "validation"})
 ESCALATION_TARGET = "operator"  # the escalation handler name agents register by convention
 KEY_HEADER = "Idempotency-Key"
 MAX_CANDIDATES = 8
+MAX_FALLBACKS = 3  # a candidate's chain of fallbacks is at most this long
 MAX_RATIONALE = 2048
 
 
@@ -81,6 +82,10 @@ class Candidate:
     risk: str  # "low" | "medium" | "high"
     rationale: str
     synthesizer: str = ""
+    # Proposed instead once this candidate's fix was proposed and ended rejected or
+    # revoked (a verifier whose view of the pattern differs judged it over a cap):
+    # the learner looks at such a pattern again (node/learner.py).
+    fallback: Candidate | None = None
 
 
 @runtime_checkable
@@ -88,7 +93,8 @@ class Synthesizer(Protocol):
     name: str
 
     def propose(self, pattern: dict[str, Any], policy: Policy) -> Sequence[Any]:
-        """Candidates (or maps with ``recipe``, ``risk``, ``rationale``) for ``pattern``."""
+        """Candidates (or maps with ``recipe``, ``risk``, ``rationale`` and optionally
+        ``fallback``, proposed if this one's fix ends rejected) for ``pattern``."""
         ...
 
 
@@ -165,7 +171,9 @@ class RuleSynthesizer:
             made_more = _rate_limited_rule(pattern, scope, RATE_LIMIT_MORE)
             more = self._candidate(made_more, scope, policy)
             if _within_caps(more.recipe, pattern, policy):
-                return [more]
+                # within the cap on this view, but near it: a verifier whose view
+                # differs a little may find it over, and the 3 attempts are still a fix
+                return [replace(more, fallback=cand)]
         return [cand]
 
     def _candidate(
@@ -383,20 +391,34 @@ def ignores_retry_after(recipe: Mapping[str, Any], pattern: Mapping[str, Any]) -
     return None
 
 
-def validate(raw: Any, pattern: Mapping[str, Any], policy: Policy, synthesizer: str) -> Candidate:
-    """Check one synthesizer output; return it as a :class:`Candidate` or raise SchemaError."""
+def validate(
+    raw: Any, pattern: Mapping[str, Any], policy: Policy, synthesizer: str, *, _depth: int = 0
+) -> Candidate:
+    """Check one synthesizer output; return it as a :class:`Candidate` or raise SchemaError.
+    Its fallbacks (``fallback``: a candidate or map, at most :data:`MAX_FALLBACKS`
+    deep) are checked alike: a bad one rejects the candidate."""
     recipe: Any
     risk: Any
     rationale: Any
+    fallback: Any
     if isinstance(raw, Candidate):
-        recipe, risk, rationale = raw.recipe, raw.risk, raw.rationale
+        recipe, risk, rationale, fallback = raw.recipe, raw.risk, raw.rationale, raw.fallback
     elif isinstance(raw, Mapping):
-        unknown = sorted(set(raw) - {"recipe", "risk", "rationale"})
+        unknown = sorted(set(raw) - {"recipe", "risk", "rationale", "fallback"})
         if unknown:
             raise SchemaError(unknown[0], "unknown field in a candidate")
         recipe, risk, rationale = raw.get("recipe"), raw.get("risk", "low"), raw.get("rationale")
+        fallback = raw.get("fallback")
     else:
         raise SchemaError("", f"a candidate is a Candidate or a map, got {type(raw).__name__}")
+    checked = None
+    if fallback is not None:
+        if _depth >= MAX_FALLBACKS:
+            raise SchemaError("fallback", f"more than {MAX_FALLBACKS} fallbacks in a chain")
+        try:
+            checked = validate(fallback, pattern, policy, synthesizer, _depth=_depth + 1)
+        except SchemaError as exc:
+            raise SchemaError("fallback", str(exc)) from exc
     check_recipe(recipe)
     encoding.encode(recipe)  # canonical data only: no floats, no foreign types
     if risk not in RISKS:
@@ -429,7 +451,8 @@ def validate(raw: Any, pattern: Mapping[str, Any], policy: Policy, synthesizer: 
         raise SchemaError(
             "recipe.steps", f"retries non-idempotent {recipe['scope']!r} without a key"
         )
-    return Candidate(recipe, max_risk(risk, policy.risk_floor(recipe)), rationale, synthesizer)
+    risk = max_risk(risk, policy.risk_floor(recipe))
+    return Candidate(recipe, risk, rationale, synthesizer, checked)
 
 
 def synthesize(

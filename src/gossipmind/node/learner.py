@@ -31,6 +31,14 @@ after this node's earlier turns, without synthesizing or drilling, then looks
 again: a candidate whose fix someone proposed meanwhile is neither drilled nor
 proposed (``skipped_proposed``). A first-ranked node that is dead, busy or
 refused only delays the proposal.
+
+A pattern whose candidates were all handled is done, until every fix proposed
+for it ends ``rejected`` or ``revoked`` by a verdict that came after: then it is
+looked at again (``reconsidered``), and a candidate whose own fix ended so is
+replaced by its ``fallback`` (learn/synth.py): the rate-limit rule's 4th attempt
+sits near the verifiers' amplification cap, a verifier whose view of the pattern
+differs a little rejects it, and the 3-attempt recipe is still a fix. A
+candidate without a fallback whose fix ended so is not proposed again.
 """
 
 from __future__ import annotations
@@ -52,7 +60,13 @@ from gossipmind.core.schema import fix_id
 from gossipmind.core.snapshot import fix_row, pattern_row
 from gossipmind.learn.drill import drill
 from gossipmind.learn.simulator import FaultModel
-from gossipmind.learn.synth import Synthesizer, is_non_idempotent, propose_body, synthesize
+from gossipmind.learn.synth import (
+    Candidate,
+    Synthesizer,
+    is_non_idempotent,
+    propose_body,
+    synthesize,
+)
 
 log = logging.getLogger("gossipmind.node.learner")
 
@@ -63,6 +77,7 @@ MAX_LISTED = 64  # proposals listed in the learner's stats (the count is `propos
 MEMBERSHIP_CODES = frozenset({"not_member", "revoked", "equivocating"})
 GOAL_KINDS = frozenset({"goal.set", "goal.review"})  # can change any fix's status
 _TOUCHING = frozenset({"pattern.report", "fix.propose", "fix.attest", "fix.revoke"})
+ENDED = frozenset({"rejected", "revoked"})  # a fix verifiers judged: its fallback's turn
 PROPOSE_WAIT_S = 2.0  # a node waits this long per earlier turn before it proposes
 PROPOSE_WAIT_RANKS = 4  # ... for at most this many turns (then it proposes anyway)
 STALE_MS = 3_600_000  # no sign of a member for this long before a report: it comes last
@@ -132,6 +147,8 @@ class LearnerStats:
     skipped_worse: int = 0
     skipped_proposed: int = 0  # candidates someone proposed first: not drilled, not proposed
     waiting_turn: int = 0  # due patterns set aside for an earlier-ranked node's proposal
+    reconsidered: int = 0  # done patterns looked at again: every fix of theirs ended rejected
+    fallbacks: int = 0  # candidates replaced by their fallback (their fix ended rejected)
     refused: int = 0  # proposals refused (invalid, or this key may not propose)
     waiting_membership: bool = False  # refused not_member/revoked: waits for a membership change
     busy_rounds: int = 0  # rounds run while the agent was busy (none completed for max_wait_s)
@@ -170,7 +187,9 @@ class Learner:
         self._completed = self._last_request  # when a round last ran to its end
         self._busy = False  # the current round runs while the agent is busy
         self._generation = 0
-        self._done: set[bytes] = set()  # patterns whose candidates were all handled
+        # patterns whose candidates were all handled -> how many of their fixes had
+        # ended rejected or revoked then (more, and none live: look again)
+        self._done: dict[bytes, int] = {}
         # what due() keeps between calls, updated from the ops applied since
         self._due: set[bytes] = set()  # over the threshold, no accepted fix, not done
         self._by_pattern: dict[bytes, set[bytes]] = {}  # pattern -> its proposed fixes
@@ -240,6 +259,7 @@ class Learner:
         records = fold.records
         everything = r.recomputes != self._recomputes or len(records) < self._seen
         touched: set[bytes] = set()
+        judged: set[bytes] = set()  # touched by a verdict: a done pattern may be open again
         if not everything:
             for meta, raw, _ in records.since(self._seen):
                 kind = meta.kind
@@ -259,6 +279,7 @@ class Learner:
                     f = fold.fixes.get(body["fix"])
                     if f is not None and f.recipe is not None:
                         touched.add(f.pattern)
+                        judged.add(f.pattern)
         self._seen = len(records)
         if everything:  # at start, after a goal op or a whole-set recomputation
             self._recomputes = r.recomputes
@@ -267,18 +288,41 @@ class Learner:
                 if f.recipe is not None:
                     self._by_pattern.setdefault(f.pattern, set()).add(fid)
             self._due.clear()
-            touched = set(fold.patterns)
+            touched = judged = set(fold.patterns)
         for pid in touched:
-            self._recheck(pid)
+            self._recheck(pid, pid in judged)
 
-    def _recheck(self, pid: bytes) -> None:
+    def _ended(self, pid: bytes) -> tuple[int, bool]:
+        """How many of the pattern's fixes ended rejected or revoked, and whether
+        any other is live (proposed, accepted, blocked by a goal)."""
+        ended, live = 0, False
+        for fid in self._by_pattern.get(pid, ()):
+            self.examined += 1
+            row = fix_row(self.replica, self.replica.fold.fixes[fid])
+            if row is None:
+                continue
+            if row["status"] in ENDED:
+                ended += 1
+            else:
+                live = True
+        return ended, live
+
+    def _recheck(self, pid: bytes, judged: bool = False) -> None:
         self._due.discard(pid)
         self._ranks.pop(pid, None)  # a new reporter may change the turns
         fold = self.replica.fold
         p = fold.patterns.get(pid)
         self.examined += 1
-        if p is None or pid in self._done:
+        if p is None:
             return
+        if pid in self._done:
+            if not judged:
+                return
+            ended, live = self._ended(pid)
+            if live or ended <= self._done[pid]:
+                return
+            del self._done[pid]  # every fix of it ended rejected since: look again
+            self.stats.reconsidered += 1
         if p.reporters < self.replica.policy.synthesis_threshold:
             return
         for fid in self._by_pattern.get(pid, ()):
@@ -294,7 +338,7 @@ class Learner:
         return len(m.grants), len(m.revokes), self.replica.recomputes
 
     def _mark_done(self, pid: bytes) -> None:
-        self._done.add(pid)
+        self._done[pid] = self._ended(pid)[0]
         self._due.discard(pid)
         self._turn_from.pop(pid, None)
         self._ranks.pop(pid, None)
@@ -355,10 +399,11 @@ class Learner:
             if candidates is None:
                 return proposed
             self.stats.synthesized += len(candidates.candidates)
-            for cand in candidates.candidates:
+            for first in candidates.candidates:
                 if generation != self._generation and not self._busy:
                     self.stats.interrupted += 1
                     return proposed
+                cand = self._instead(row["pattern"], first)
                 fid = fix_id(row["pattern"], cand.recipe)
                 existing = self.replica.fold.fixes.get(fid)
                 if existing is not None and self.replica.fold.fix_view(existing).proposals:
@@ -421,6 +466,19 @@ class Learner:
         if self.stats.interrupted == interrupted:
             self._completed = trio.current_time()
         return proposed
+
+    def _instead(self, pid: bytes, cand: Candidate) -> Candidate:
+        """``cand``, or the first of its fallbacks whose predecessor's fix was
+        proposed and ended rejected or revoked."""
+        fold = self.replica.fold
+        while cand.fallback is not None:
+            f = fold.fixes.get(fix_id(pid, cand.recipe))
+            row = None if f is None else fix_row(self.replica, f)
+            if row is None or row["status"] not in ENDED:
+                break
+            cand = cand.fallback
+            self.stats.fallbacks += 1
+        return cand
 
     async def _step(self, work: Callable[[], Any]) -> Any:
         """Run one small piece of work if still idle (or in a busy round), then pay
