@@ -11,6 +11,7 @@ import trio.testing
 from gossipmind.core.schema import pattern_id
 from gossipmind.node.learner import PROPOSE_WAIT_S, STALE_MS, Learner, proposer_rank
 from gossipmind.testing import KB
+from gossipmind.testing.kb import sample_recipe
 
 MAIN = "request timed out after <*> ms"
 PATTERN = pattern_id("search", "query", "timeout", MAIN)
@@ -107,3 +108,30 @@ async def test_a_later_turn_proposes_when_the_earlier_nodes_did_not(
     # four nodes came first and none proposed: it waited its capped turn, then proposed
     assert written[0] == "fix.propose" and learner.stats.proposed >= 1
     assert rounds * learner.tick_s >= 4 * PROPOSE_WAIT_S
+
+
+def test_keys_that_never_proposed_come_after_those_that_did() -> None:
+    """The review of 28 November: admins' and people's keys run no learner, and
+    each took a turn ahead of the learners; four of them put every node at the
+    capped wait, so all proposed at once again. Keys seen proposing come first."""
+    kb = KB(seed=5)
+    quiet = ("r1", "r2", "r3", "r4", "r5")  # alive (granted now), never propose
+    learners = ("l1", "l2", "l3")
+    for name in (*quiet, *learners):
+        kb.grant("admin", name, "member")
+        kb.replica(name)
+    kb.sync_all()
+    other = pattern_id("search", "query", "timeout", "another")
+    for name in learners:  # each proposed a fix for another pattern once
+        kb.report(name, template="another")
+        kb.propose(name, other, sample_recipe("search.query", idempotent=True))
+    kb.report("l3", template=MAIN)  # l3 reported this one: its agent was busy
+    kb.sync_all()
+    everyone = ("admin", *quiet, *learners)
+    on = [kb.replica(n) for n in ("admin", "l1", "r2")]
+    got = [{n: proposer_rank(r, PATTERN, kb.key(n)) for n in everyone} for r in on]
+    assert got[0] == got[1] == got[2]
+    ranks = got[0]
+    assert sorted(ranks.values()) == list(range(len(everyone)))
+    assert {ranks["l1"], ranks["l2"]} == {0, 1} and ranks["l3"] == 2
+    assert all(ranks[n] > 2 for n in ("admin", *quiet))

@@ -22,9 +22,11 @@ Nodes that see a pattern cross the threshold together would all drill and
 propose its fix before gossip brings them each other's proposal (identical
 proposals merge by fix id, but each is an op every node keeps for good). So
 each node takes a turn per pattern (:func:`proposer_rank`), in an order every
-replica computes alike: the members that did not report it (their agents were
-not seen busy), then its reporters, then members not seen for an hour, each
-group by a hash of pattern id and key. The first proposes at once; the
+replica computes alike: members that proposed some fix before (they run a
+learner), then the others (an admin's or a person's key), then members not seen
+for an hour; in each, those that did not report it (their agents were not seen
+busy) before its reporters; each group by a hash of pattern id and key. The
+first proposes at once; the
 k-th puts the pattern aside for ``k x propose_wait_s`` (at most
 ``PROPOSE_WAIT_RANKS`` turns), counted from the round that first reached it
 after this node's earlier turns, without synthesizing or drilling, then looks
@@ -47,7 +49,7 @@ import functools
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,30 +110,41 @@ def _last_sign_ms(replica: Replica, key: bytes) -> int:
     return ts
 
 
+def proposers(replica: Replica) -> set[bytes]:
+    """The keys with a proposal of some fix in the replica: nodes that run a learner."""
+    return {k for f in replica.fold.fixes.values() for k in f.proposals}
+
+
 def proposer_rank(
-    replica: Replica, pattern: bytes, me: bytes, members: Sequence[bytes] | None = None
+    replica: Replica,
+    pattern: bytes,
+    me: bytes,
+    members: Sequence[bytes] | None = None,
+    proposed: Collection[bytes] | None = None,
 ) -> int:
     """This node's turn to propose for ``pattern``: how many nodes come first.
 
-    The order, the same on every replica with the same ops: first the members
-    that did not report the pattern (their agents were not seen busy: a learner
-    runs only while its agent is idle), then its reporters, then the members with
+    The order, the same on every replica with the same ops: last the members with
     no sign of life (no op of theirs nor grant naming them) in the ``STALE_MS``
-    before the pattern's last report (an offline key); within each group by
-    ``blake2b(pattern || key)``. ``members``: :func:`may_propose`, if known.
+    before the pattern's last report (an offline key); before them the members
+    that never proposed a fix (an admin's or a person's key, which runs no
+    learner: four of them ahead would put every node at the capped wait, and all
+    would propose at once); and in each of those groups first the members that
+    did not report the pattern (their agents were not seen busy: a learner runs
+    only while its agent is idle), then its reporters; within each by
+    ``blake2b(pattern || key)``. ``members``: :func:`may_propose`, ``proposed``:
+    :func:`proposers`, if known.
     """
     p = replica.fold.patterns.get(pattern)
     if p is None:
         return 0
     keys = may_propose(replica) if members is None else members
+    proposed = proposers(replica) if proposed is None else proposed
     reporters = {a for a, v in p.per_author.items() if v[0] > 0}
 
-    def place(key: bytes) -> tuple[int, bytes]:
-        if key in reporters:
-            group = 1
-        else:
-            group = 2 if _last_sign_ms(replica, key) < p.last_ts - STALE_MS else 0
-        return group, _turn_key(pattern, key)
+    def place(key: bytes) -> tuple[bool, bool, bool, bytes]:
+        stale = _last_sign_ms(replica, key) < p.last_ts - STALE_MS
+        return stale, key not in proposed, key in reporters, _turn_key(pattern, key)
 
     mine = place(me)
     return sum(1 for k in keys if k != me and place(k) < mine)
@@ -198,8 +211,9 @@ class Learner:
         self._waiting: tuple[int, int, int] | None = None  # membership when refused
         self.examined = 0  # patterns and fixes looked at by due(), for tests and tuning
         self._turn_from: dict[bytes, float] = {}  # pattern -> when its wait for a turn began
-        self._ranks: dict[bytes, tuple[tuple[int, int, int], int]] = {}  # (membership, rank)
+        self._ranks: dict[bytes, tuple[tuple[int, ...], int]] = {}  # (stamp, rank)
         self._members: tuple[tuple[int, ...], list[bytes]] | None = None  # may_propose
+        self._proposers: set[bytes] = set()  # proposers(), kept from the ops applied since
 
     def activity(self) -> None:
         """The agent made a request: learning yields now and waits for idleness again."""
@@ -272,6 +286,7 @@ class Learner:
                 if kind == "pattern.report":
                     touched.add(body["pattern"])
                 elif kind == "fix.propose":
+                    self._proposers.add(meta.author)
                     pid = body["pattern"]
                     self._by_pattern.setdefault(pid, set()).add(fix_id(pid, body["recipe"]))
                     touched.add(pid)
@@ -284,6 +299,7 @@ class Learner:
         if everything:  # at start, after a goal op or a whole-set recomputation
             self._recomputes = r.recomputes
             self._by_pattern = {}
+            self._proposers = proposers(r)
             for fid, f in fold.fixes.items():
                 if f.recipe is not None:
                     self._by_pattern.setdefault(f.pattern, set()).add(fid)
@@ -345,17 +361,17 @@ class Learner:
 
     def _rank(self, pid: bytes) -> int:
         """:func:`proposer_rank`, computed again only when an op touched the pattern
-        (``_recheck`` forgets it) or the membership changed."""
+        (``_recheck`` forgets it), the membership or the proposers changed."""
         if self.me is None or self.propose_wait_s <= 0:
             return 0
-        stamp = self._membership()
+        stamp = (*self._membership(), len(self._proposers))
         cached = self._ranks.get(pid)
         if cached is not None and cached[0] == stamp:
             return cached[1]
         known = (*stamp, len(self.replica.last_seq))  # a new author (open network)
         if self._members is None or self._members[0] != known:
             self._members = (known, may_propose(self.replica))
-        rank = proposer_rank(self.replica, pid, self.me, self._members[1])
+        rank = proposer_rank(self.replica, pid, self.me, self._members[1], self._proposers)
         self._ranks[pid] = (stamp, rank)
         return rank
 
