@@ -99,8 +99,10 @@ def lock_log(
     """Take the lock file beside the log (``.NAME.lock``) for as long as this process
     runs (the descriptor is returned, never closed), or ConfigError if another
     process holds it: two processes rotating one file would rename it under each
-    other and scatter their lines."""
-    lock = path.with_name(f".{path.name}.lock")
+    other and scatter their lines. The lock is beside the file the path names
+    once symlinks are followed, so two spellings of one file take one lock."""
+    real = path.resolve()
+    lock = real.with_name(f".{real.name}.lock")
     try:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
     except OSError as exc:
