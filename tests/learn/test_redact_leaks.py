@@ -18,6 +18,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gossipmind.learn import redact as redact_module
+from gossipmind.learn import redact_parts
 from gossipmind.learn.patterns import Failure, reduce
 from gossipmind.learn.redact import MAX_INPUT, redact
 
@@ -355,8 +356,8 @@ def test_email_rule_on_64_kib_hostile_runs(text: str, expected: str | None) -> N
     ],
 )
 def test_url_rule_on_64_kib_hostile_credentials(text: str, expected: str) -> None:
-    assert redact_module._URL.sub(redact_module._url, text) == expected
-    assert redact_module._EMAIL_AT.search(text) is None
+    assert redact_parts._URL.sub(redact_parts._url, text) == expected
+    assert redact_parts._EMAIL_AT.search(text) is None
 
 
 def test_every_changed_rule_starts_only_at_the_start_of_a_run() -> None:

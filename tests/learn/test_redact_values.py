@@ -15,7 +15,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from gossipmind.learn import redact as redact_module
+from gossipmind.learn import redact_parts
 from gossipmind.learn.patterns import Failure, reduce
 from gossipmind.learn.redact import MAX_INPUT, redact
 
@@ -115,7 +115,7 @@ _OLD_URL = re.compile(
 def test_url_rule_has_no_look_ahead() -> None:
     # Structural: only look-behinds (one character each) decide where a URL starts; the
     # "token holds an email" test runs once per token in the callback.
-    pattern = redact_module._URL.pattern
+    pattern = redact_parts._URL.pattern
     assert "(?!" not in pattern
     assert "(?=" not in pattern
 
@@ -135,8 +135,8 @@ def test_url_rule_has_no_look_ahead() -> None:
 @example("~a/users/")
 @example("~./users/")
 def test_url_rule_keeps_the_old_semantics(text: str) -> None:
-    new = redact_module._URL.sub(redact_module._url, text)
-    old = _OLD_URL.sub(lambda m: redact_module._url_text(m.group(0)), text)
+    new = redact_parts._URL.sub(redact_parts._url, text)
+    old = _OLD_URL.sub(lambda m: redact_parts._url_text(m.group(0)), text)
     assert new == old
 
 
