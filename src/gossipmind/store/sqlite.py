@@ -20,15 +20,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
-from gossipmind.core import encoding, snapshot
 from gossipmind.core import ops as opsmod
 from gossipmind.core.errors import GossipmindError, InvalidOp, StoreError
 from gossipmind.core.identity import Identity
 from gossipmind.core.ops import Op
 from gossipmind.core.records import CHUNK
-from gossipmind.core.replica import FOLD_VERSION, IngestResult, Replica
+from gossipmind.core.replica import IngestResult, Replica
 from gossipmind.store import journal, readback, receipts, schema, sqlfile
 from gossipmind.store.checkpoint import WAL_SIZE_LIMIT, Checkpointer
+from gossipmind.store.rows import OpReads, fold_stamp, write_state
 from gossipmind.store.sqlfile import StoreLocked, check_file
 from gossipmind.store.verifier import Verification
 
@@ -49,7 +49,7 @@ __all__ = ["MAX_REJECTED_ROWS", "WAL_SIZE_LIMIT", "Store", "StoreLocked", "check
 Staged = tuple[list[Op], Verification, IngestResult]  # Store.stage: ops, their check, result
 
 
-class Store:
+class Store(OpReads):
     """A replica persisted in SQLite. Not thread-safe: one writer task owns it."""
 
     def __init__(
@@ -203,18 +203,18 @@ class Store:
 
     def _refresh_rows(self) -> None:
         """Rewrite every materialised row unless this code's rules wrote them over
-        the ops the store holds (:meth:`_fold_stamp`).
+        the ops the store holds (:func:`~gossipmind.store.rows.fold_stamp`).
 
         A store written before :data:`FOLD_VERSION` (or by none: a new store), or
         to which an older release added ops after a rollback, holds rows these
         rules may compute differently; ops are untouched.
         """
         row = self.conn.execute("SELECT value FROM meta WHERE key = 'fold'").fetchone()
-        if row is not None and row[0] == self._fold_stamp():  # a damaged (non-bytes) stamp
+        if row is not None and row[0] == fold_stamp(self.replica):  # a damaged (non-bytes) stamp
             return  # is a mismatch: the rows are written again
         self.replica.fold.all_dirty = True
         with self._tx():
-            self._write_state(True)  # stamps the rows
+            write_state(self.conn, self.replica, True)  # stamps the rows
 
     def _blob(self, value: object, what: str) -> bytes:
         return readback.blob(self.path, value, what)
@@ -461,7 +461,7 @@ class Store:
                 "DELETE FROM rejected WHERE ord <= (SELECT MAX(ord) FROM rejected) - ?",
                 (MAX_REJECTED_ROWS,),
             )
-        self._write_state(full or bool(result.applied))
+        write_state(self.conn, self.replica, full or bool(result.applied))
 
     def _unpend(self, ids: Iterable[bytes]) -> None:
         gone = [(i,) for i in ids if i in self._pending_rows]
@@ -471,65 +471,6 @@ class Store:
 
     def _pending_raw(self, op_id: bytes) -> bytes | None:
         return self.replica.pending.raw(op_id)
-
-    def _write_state(self, changed: bool) -> None:
-        r = self.replica
-        # fixes: those whose row may have changed, a goal change's among them (only
-        # the fixes in the scopes it reaches whose violations or tier change)
-        pats, fixes, goals, everything = r.fold.drain_dirty()
-        if not changed and not (pats or fixes or goals or everything):
-            return
-        c = self.conn
-        enc = encoding.encode
-        threshold = r.policy.synthesis_threshold
-        if everything:
-            c.execute("DELETE FROM patterns")
-            c.execute("DELETE FROM fixes")
-            c.execute("DELETE FROM goals")
-            pats, fixes, goals = set(r.fold.patterns), set(r.fold.fixes), set(r.fold.goals)
-        rows = [snapshot.pattern_row(r.fold.patterns[p], threshold) for p in pats]
-        c.executemany(
-            "INSERT OR REPLACE INTO patterns VALUES (?, ?, ?, ?, ?)",
-            [(x["pattern"], x["service"], x["count"], x["reporters"], enc(x)) for x in rows],
-        )
-        for fid in fixes:
-            row = snapshot.fix_row(r, r.fold.fixes[fid])
-            if row is None:
-                c.execute("DELETE FROM fixes WHERE fix = ?", (fid,))
-            else:
-                c.execute(
-                    "INSERT OR REPLACE INTO fixes VALUES (?, ?, ?, ?)",
-                    (fid, row["pattern"], row["status"], enc(row)),
-                )
-        if goals:
-            c.execute("DELETE FROM goals")
-            c.executemany(
-                "INSERT INTO goals VALUES (?, ?, ?)",
-                [(g["goal"], int(g["active"]), enc(g)) for g in snapshot.goal_rows(r)],
-            )
-        if r.members_dirty or everything:
-            r.members_dirty = False
-            c.execute("DELETE FROM members")
-            c.executemany(
-                "INSERT INTO members VALUES (?, ?)",
-                [(m["key"], enc(m)) for m in snapshot.member_rows(r)],
-            )
-        if r.forks_dirty is None or everything:
-            c.execute("DELETE FROM equivocations")
-            keys = list(r.equivocations)
-        else:  # only the forks that changed: one row each, not every fork held
-            keys = sorted(r.forks_dirty)
-        r.forks_dirty = set()
-        c.executemany(
-            "INSERT OR REPLACE INTO equivocations VALUES (?, ?, ?)",
-            [(a, s, enc(r.equivocations[a, s])) for a, s in keys],
-        )
-        c.execute("INSERT OR REPLACE INTO meta VALUES ('fold', ?)", (self._fold_stamp(),))
-
-    def _fold_stamp(self) -> bytes:
-        """Which rules wrote the rows, and over how many valid ops: written with
-        the rows, so ops a release without the stamp adds (a rollback) show."""
-        return f"{FOLD_VERSION}:{len(self.replica.meta)}".encode()
 
     # -- reading (for sync and the node) -----------------------------------------
 
@@ -545,42 +486,6 @@ class Store:
                 journal.delete(self.conn, drop)
         except sqlite3.Error as exc:
             raise sqlfile.store_error(self.path, exc, "write") from exc
-
-    def raw(self, op_id: bytes) -> bytes | None:
-        row = self.conn.execute("SELECT raw FROM ops WHERE id = ?", (op_id,)).fetchone()
-        return bytes(row[0]) if row else None
-
-    def ops_since(self, author: bytes, after_seq: int, limit: int) -> list[tuple[int, int, bytes]]:
-        """(ord, seq, raw) of ``author``'s ops with seq > ``after_seq``, in seq order."""
-        cur = self.conn.execute(
-            "SELECT ord, seq, raw FROM ops WHERE author = ? AND seq > ? ORDER BY seq, ord LIMIT ?",
-            (author, after_seq, limit),
-        )
-        return [(o, s, bytes(raw)) for o, s, raw in cur]
-
-    def raws_in_order(self, ids: Iterable[bytes]) -> Iterator[bytes]:
-        """Raw bytes of the applied ops among ``ids``, in application (causal) order.
-
-        Lazy: the order is found first (ids only), then each op is read as it is
-        consumed, so a request for 1 024 ops of up to 64 KiB each is never held
-        in memory at once (the session sends it frame by frame).
-        """
-        found: list[tuple[int, bytes]] = []
-        for op_id in ids:
-            row = self.conn.execute("SELECT ord FROM ops WHERE id = ?", (op_id,)).fetchone()
-            if row is not None:
-                found.append((row[0], op_id))
-        for _, op_id in sorted(found):
-            row = self.conn.execute("SELECT raw FROM ops WHERE id = ?", (op_id,)).fetchone()
-            if row is not None:
-                yield bytes(row[0])
-
-    def iter_raw(self, after_ord: int = 0, limit: int = 1000) -> Iterator[tuple[int, bytes]]:
-        cur = self.conn.execute(
-            "SELECT ord, raw FROM ops WHERE ord > ? ORDER BY ord LIMIT ?", (after_ord, limit)
-        )
-        for o, raw in cur:
-            yield o, bytes(raw)
 
 
 @contextmanager
