@@ -131,7 +131,7 @@ def test_the_help_says_where_the_default_run_dir_is_and_what_timeout_up_waits(
     from click.testing import CliRunner
 
     from gossipmind.cli.main import cli
-    from gossipmind.testnet.launcher import _startup_timeout
+    from gossipmind.testnet.launching import _startup_timeout
 
     def help_of(*cmd: str) -> str:
         out = CliRunner().invoke(cli, ["testnet", *cmd, "--help"], env={"COLUMNS": "200"})
