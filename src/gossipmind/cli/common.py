@@ -24,6 +24,7 @@ from gossipmind.core.errors import (
     StoreError,
 )
 from gossipmind.core.identity import Identity
+from gossipmind.node.logfile import backups_problem, size_problem
 from gossipmind.store.datadir import DataDir
 from gossipmind.store.keyfile import key_is_encrypted, read_key
 from gossipmind.store.queries import Reader
@@ -187,6 +188,24 @@ def max_length(limit: int) -> Callable[[click.Context, click.Parameter, str], st
         return value
 
     return check
+
+
+def check_log_max_bytes(
+    _ctx: click.Context, _param: click.Parameter, value: int | None
+) -> int | None:
+    """Click callback of a ``--log-max-bytes`` (``node``, ``testnet up``): 0 or ≥ 1024."""
+    if value is not None and (why := size_problem(value)) is not None:
+        raise click.BadParameter(why)
+    return value
+
+
+def check_log_backups(
+    _ctx: click.Context, _param: click.Parameter, value: int | None
+) -> int | None:
+    """Click callback of a ``--log-backups`` (``node``, ``testnet up``): 1 to 1000."""
+    if value is not None and (why := backups_problem(value)) is not None:
+        raise click.BadParameter(why)
+    return value
 
 
 def check_output_path(path: Path, option: str) -> None:

@@ -11,16 +11,22 @@ from typing import TYPE_CHECKING
 
 import click
 
-from gossipmind.cli.common import Ctx, FloatRange, errors, pass_ctx, passphrase_option
+from gossipmind.cli.common import (
+    Ctx,
+    FloatRange,
+    check_log_backups,
+    check_log_max_bytes,
+    errors,
+    pass_ctx,
+    passphrase_option,
+)
 from gossipmind.core.errors import ConfigError
 from gossipmind.node.config import load_config, tcp_address_problem
 from gossipmind.node.logfile import (
     DEFAULT_BACKUPS,
     DEFAULT_MAX_BYTES,
-    backups_problem,
     path_problem,
     same_file,
-    size_problem,
 )
 from gossipmind.node.resolve import bootstrap_problem
 
@@ -48,18 +54,6 @@ def _check_listen(_ctx: click.Context, _param: click.Parameter, value: str | Non
 
 def _check_file(_ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path | None:
     if value is not None and (why := path_problem(value)) is not None:
-        raise click.BadParameter(why)
-    return value
-
-
-def _check_max_bytes(_ctx: click.Context, _param: click.Parameter, value: int | None) -> int | None:
-    if value is not None and (why := size_problem(value)) is not None:
-        raise click.BadParameter(why)
-    return value
-
-
-def _check_backups(_ctx: click.Context, _param: click.Parameter, value: int | None) -> int | None:
-    if value is not None and (why := backups_problem(value)) is not None:
         raise click.BadParameter(why)
     return value
 
@@ -238,7 +232,7 @@ def api_service(port: int, where: str) -> Service:
 @click.option(
     "--log-max-bytes",
     type=int,
-    callback=_check_max_bytes,
+    callback=check_log_max_bytes,
     help=f"Rotate --log-file when it would reach this size (default {DEFAULT_MAX_BYTES}; "
     "at least 1024): at most --log-backups + 1 files of this size. 0: never rotate, reopen "
     "the file when it is moved (for logrotate).",
@@ -246,7 +240,7 @@ def api_service(port: int, where: str) -> Service:
 @click.option(
     "--log-backups",
     type=int,
-    callback=_check_backups,
+    callback=check_log_backups,
     help=f"Rotated log files kept besides --log-file: PATH.1 (newest) … PATH.N (default "
     f"{DEFAULT_BACKUPS}; 1 to 1000).",
 )

@@ -7,7 +7,13 @@ from typing import Any
 
 import click
 
-from gossipmind.cli.common import FloatRange, errors, json_option
+from gossipmind.cli.common import (
+    FloatRange,
+    check_log_backups,
+    check_log_max_bytes,
+    errors,
+    json_option,
+)
 from gossipmind.cli.interrupted import until_started
 from gossipmind.cli.output import console, err_console, esc, print_json, short, styled, table
 from gossipmind.cli.testnet_runs import (
@@ -17,6 +23,7 @@ from gossipmind.cli.testnet_runs import (
     run_dir_option,
     scenario,
 )
+from gossipmind.testnet.state import LOG_BACKUPS, LOG_MAX_BYTES
 
 
 def _show(rows: list[dict[str, Any]], as_json: bool, title: str) -> None:
@@ -114,6 +121,25 @@ def testnet() -> None:
     help="Genesis policy: anyone holding the genesis may write (no grant needed to join).",
 )
 @click.option(
+    "--log-max-bytes",
+    type=int,
+    default=LOG_MAX_BYTES,
+    show_default=True,
+    callback=check_log_max_bytes,
+    help="Rotate each node process's logs/<proc>.log when it would reach this size (at "
+    "least 1024; 0: never rotate): at most --log-backups + 1 files of this size. Kept "
+    "for the testnet's life: `restart`, `start` and chaos restarts use it too.",
+)
+@click.option(
+    "--log-backups",
+    type=int,
+    default=LOG_BACKUPS,
+    show_default=True,
+    callback=check_log_backups,
+    help="Rotated files kept besides each logs/<proc>.log: <proc>.log.1 (newest) … "
+    "<proc>.log.N (1 to 1000).",
+)
+@click.option(
     "--timeout",
     type=FloatRange(1, 3600),
     help="Give up if the nodes are not ready and connected within this many seconds "
@@ -130,6 +156,8 @@ def up(
     status_every: float,
     sync_interval: float | None,
     open_membership: bool,
+    log_max_bytes: int,
+    log_backups: int,
     timeout: float | None,
     run_dir: Path,
     as_json: bool,
@@ -159,6 +187,8 @@ def up(
             per_process=per_process,
             spares=spares,
             status_every=status_every,
+            log_max_bytes=log_max_bytes,
+            log_backups=log_backups,
             settings=settings,
             policy=Policy(open_membership=open_membership),
             timeout=timeout,
