@@ -105,11 +105,13 @@ def configure_logging(debug: bool) -> None:
     ``LIBP2P_DEBUG`` is set (py-libp2p then installs its own handlers).
     Process-wide: the last transport opened decides.
     """
-    import sys
+    import importlib
 
     for name in _ROOT_LOGGING_MODULES:
-        module = sys.modules.get(name)
-        if module is not None and not isinstance(getattr(module, "logging", None), _ModuleLogging):
+        # imported here if need be: py-libp2p imports it at a process's first connection,
+        # after this ran, and it would then log through the root logger unredirected
+        module = importlib.import_module(name)
+        if not isinstance(getattr(module, "logging", None), _ModuleLogging):
             module.logging = _ModuleLogging(name)  # type: ignore[attr-defined]
     if os.environ.get("LIBP2P_DEBUG"):
         return
