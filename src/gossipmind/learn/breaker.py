@@ -7,6 +7,9 @@ convention ``(service, operation)``), with the usual three states:
 - ``closed``: attempts pass; ``failure_threshold`` consecutive *service*
   failures (classes in ``TRIPPING_CLASSES``) open the breaker.
 - ``open``: attempts are refused until ``reset_ms`` have passed since it opened.
+  A failure recorded meanwhile (an attempt the breaker did not guard: an
+  idempotent call's first try, made as written before its fix applies) does
+  not open it again: it would never close while the service fails now and then.
 - ``half_open``: exactly one trial attempt passes; its success closes the
   breaker, its failure opens it again (for another ``reset_ms``).
 
@@ -344,7 +347,10 @@ class BreakerBoard:
                 s.state, s.failures = CLOSED, 0
                 return
             s.failures += 1
-            if s.state == HALF_OPEN or s.failures >= failure_threshold:
+            # an open breaker stays open from when it opened: a failure it did not
+            # guard (a call's first attempt, made as written) must not re-arm it, or a
+            # service failing now and then after an outage keeps it open for good
+            if s.state == HALF_OPEN or (s.state == CLOSED and s.failures >= failure_threshold):
                 s.state = OPEN
                 s.opened_at = self._now()
 
