@@ -75,6 +75,8 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
     ("learner.skipped_worse", COUNTER, "Fixes not proposed: no better than one known."),
     ("learner.skipped_proposed", COUNTER, "Fixes not drilled nor proposed: proposed already."),
     ("learner.waiting_turn", GAUGE, "Due patterns waiting for an earlier node's proposal."),
+    ("learner.reconsidered", COUNTER, "Done patterns looked at again: all their fixes rejected."),
+    ("learner.fallbacks", COUNTER, "Candidates replaced by their fallback: their fix rejected."),
     ("learner.refused", COUNTER, "Proposals the replica refused."),
     ("learner.waiting_membership", GAUGE, "1 while proposals wait for a membership grant."),
     ("learner.busy_s", COUNTER, "Seconds spent learning."),  # learner_busy_seconds_total
