@@ -154,7 +154,7 @@ async def test_a_failed_write_is_tried_again_at_the_next_tick_with_nothing_new()
         written.append(kind)
         noted(r, v, [kb.write("v1", kind, body)])
 
-    v = Verifier(r, kb.key("v1"), write)
+    v = Verifier(r, kb.key("v1"), write, revoke_window_s=0)  # revokes on the totals
     for fix in fixes[:2]:  # two fixes stop working
         for name in ("a1", "a2", "a3"):
             body = {"fix": fix, "attempts": 100, "successes": 1, "window": [0, 1]}
@@ -220,7 +220,9 @@ async def stream_decisions(seed: int, monkeypatch: pytest.MonkeyPatch) -> tuple[
 
         return write
 
-    verifiers = {name: Verifier(reps[name], kb.key(name), writer(name)) for name in reps}
+    verifiers = {  # revoke on the totals: what a pass decides, not when a revoke confirms
+        name: Verifier(reps[name], kb.key(name), writer(name), revoke_window_s=0) for name in reps
+    }
     reads = Reads(monkeypatch)
     fed, mark = 0, None
     for step in range(120):

@@ -82,7 +82,7 @@ async def test_one_member_s_outcomes_neither_revoke_a_good_fix_nor_rank_a_bad_on
         written.append((kind, body))
         kb.write("v2", kind, body)
 
-    v = Verifier(r, kb.key("v2"), write)
+    v = Verifier(r, kb.key("v2"), write, revoke_window_s=0)  # judged on the totals
     assert await v.watch_outcomes() == 1
     assert [(k, body["fix"]) for k, body in written] == [("fix.revoke", bad)]
     statuses = {fid: (fix_row(r, r.fold.fixes[fid]) or {})["status"] for fid in (good, bad)}

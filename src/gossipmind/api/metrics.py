@@ -86,6 +86,7 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
     ("verifier.rejected", COUNTER, "Fixes this verifier attested as rejected."),
     ("verifier.waiting", COUNTER, "Times a fix had to wait for more evidence before a verdict."),
     ("verifier.revoked", COUNTER, "Fix revocations this verifier signed."),
+    ("verifier.suspected", GAUGE, "Accepted fixes with bad outcome totals, not revoked yet."),
     ("verifier.out_of_scope", COUNTER, "Fixes outside this verifier's scopes."),
     ("verifier.errors", COUNTER, "Verifier errors."),
 )

@@ -39,6 +39,8 @@ class NodeConfig:
     cpu_budget: float = 0.25  # share of one core learning may use
     learn_max_wait_s: float = 60.0  # an agent never idle that long: learn anyway (budgeted)
     propose_wait_s: float = 2.0  # per earlier-ranked node, before proposing (0: at once)
+    revoke_window_s: float = 600.0  # a tier-2 verifier judges a suspect fix on this window
+    revoke_confirm_s: float = 600.0  # ... bad for this long before it revokes (node/verifier.py)
     report_window_ms: int = 2000  # failures are batched per pattern over this window
     report_hold_max_ms: int = 600_000  # a steady stream of a pattern: one op per this, at most
     api_port: int | None = None  # None or 0: any free port (--no-api turns the API off)
@@ -66,6 +68,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "cpu_budget": (0.01, 1),
     "learn_max_wait_s": (1, 86_400),
     "propose_wait_s": (0, 600),
+    "revoke_window_s": (0, 86_400),
+    "revoke_confirm_s": (0, 86_400),
     "report_window_ms": (1, 3_600_000),
     "report_hold_max_ms": (0, 3_600_000),
     "api_port": (0, 65_535),
@@ -131,6 +135,8 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "cpu_budget": (int, float),
     "learn_max_wait_s": (int, float),
     "propose_wait_s": (int, float),
+    "revoke_window_s": (int, float),
+    "revoke_confirm_s": (int, float),
     "report_window_ms": int,
     "report_hold_max_ms": int,
     "api_port": int,

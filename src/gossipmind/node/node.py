@@ -134,7 +134,11 @@ class Node:
             propose_wait_s=config.propose_wait_s,
         )
         self.fixes = FixIndex(store.replica)
-        self.verifier = Verifier(store.replica, identity.public, self.write)
+        revoke = {
+            "revoke_window_s": config.revoke_window_s,
+            "revoke_confirm_s": config.revoke_confirm_s,
+        }
+        self.verifier = Verifier(store.replica, identity.public, self.write, **revoke)
         self._fix_listeners = Listeners[Transition]("fix-event listener")
         self._fixes_dirty = trio.Event()
         self._gate_done = False  # the first write's wait for a sync is over

@@ -3,17 +3,28 @@
 For every proposed fix in one of its scopes that it has not judged yet, it runs
 :func:`gossipmind.verify.checks.check_fix` and signs a ``fix.attest`` with the
 verdict, the reasons and the evidence; it revokes accepted fixes whose fleet
-outcomes turned bad. A pass reads only the fixes whose row the ops applied since
+outcomes turned bad and stay bad. A pass reads only the fixes whose row the ops applied since
 the last pass can have changed (:class:`~gossipmind.node.fixes.FixChanges`, fed
 by ``Node._applied``), every fix when its roles changed or when ops applied
 that it was not told of.
+
+Outcomes are each author's running totals, and during a provider's outage every
+call fails whatever the recipe: judged on the totals alone, a 4-minute outage
+got the network's own fix revoked within 30 s, for good (the s12 soak). So a
+fix whose totals are bad is only suspected; it is revoked once the outcomes of
+the last ``revoke_window_s`` (the totals less those of a snapshot at least that
+old) have been bad at every look for ``revoke_confirm_s``. A window judged good
+clears the suspicion; one with too few outcomes to judge changes nothing. An
+outage shorter than ``revoke_confirm_s`` revokes nothing; a fix that stopped
+working is revoked ``revoke_window_s + revoke_confirm_s`` after it did (the
+suspicion is in memory: a restart begins it again).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -27,6 +38,38 @@ from gossipmind.verify.checks import fleet_evidence, judge
 
 log = logging.getLogger("gossipmind.node.verifier")
 
+REVOKE_WINDOW_S = 600.0  # a suspect fix is judged on its outcomes of this long
+REVOKE_CONFIRM_S = 600.0  # ... bad at every look for this long before it is revoked
+
+Totals = dict[bytes, tuple[int, int]]  # author -> (attempts, successes) so far
+
+
+@dataclass
+class _Suspect:
+    """An accepted fix whose outcome totals are bad: snapshots of its totals, and
+    since when its windowed outcomes have been bad (None: not yet, or good since)."""
+
+    snaps: list[tuple[float, Totals]] = field(default_factory=list)
+    bad_since: float | None = None
+
+    def window(self, now: float, totals: Totals, window_s: float) -> Totals | None:
+        """The totals since the newest snapshot at least ``window_s`` old (None:
+        none is that old yet); keeps a snapshot every ``window_s / 20``."""
+        if not self.snaps or now - self.snaps[-1][0] >= window_s / 20:
+            self.snaps.append((now, totals))
+        old = [i for i, (t, _) in enumerate(self.snaps) if t <= now - window_s]
+        if not old:
+            return None
+        del self.snaps[: old[-1]]  # older ones are never the base again
+        base = self.snaps[0][1]
+        out: Totals = {}
+        for author, (a, x) in totals.items():
+            a0, x0 = base.get(author, (0, 0))
+            if a > a0:
+                out[author] = (a - a0, x - x0)
+        return out
+
+
 Write = Callable[[str, dict[str, Any]], Awaitable[object]]
 
 
@@ -38,12 +81,25 @@ class VerifierStats:
     waiting: int = 0
     revoked: int = 0
     out_of_scope: int = 0
+    suspected: int = 0  # accepted fixes whose outcome totals are bad, not revoked yet
     errors: int = 0  # fixes skipped because judging them raised (logged with a traceback)
 
 
 class Verifier:
-    def __init__(self, replica: Replica, key: bytes, write: Write, *, tick_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        replica: Replica,
+        key: bytes,
+        write: Write,
+        *,
+        tick_s: float = 0.5,
+        revoke_window_s: float = REVOKE_WINDOW_S,
+        revoke_confirm_s: float = REVOKE_CONFIRM_S,
+    ) -> None:
         self.replica = replica
+        self.revoke_window_s = revoke_window_s  # 0: revoke on bad totals at once
+        self.revoke_confirm_s = revoke_confirm_s
+        self._suspects: dict[bytes, _Suspect] = {}
         self.key = key
         self._write = write
         self.tick_s = tick_s
@@ -184,9 +240,16 @@ class Verifier:
             f = fixes.get(fid)
             row = fix_row(self.replica, f) if f is not None else None
             if row is None or row["status"] != "accepted" or not self._can_revoke(row["scope"]):
+                self._suspects.pop(fid, None)
                 continue
-            state, why, _ = fleet_evidence(row, self.replica.policy)
-            if state != "bad":
+            state, totals_why, _ = fleet_evidence(row, self.replica.policy)
+            why: str | None = totals_why
+            if state == "bad" and self.revoke_window_s > 0:
+                why = self._confirmed(fid, row)
+            else:
+                self._suspects.pop(fid, None)
+            self.stats.suspected = len(self._suspects)
+            if state != "bad" or why is None:
                 continue
             try:
                 await self._write(
@@ -200,10 +263,34 @@ class Verifier:
             except GossipmindError:
                 self._retry.update(todo[i:])
                 raise
+            self._suspects.pop(fid, None)
+            self.stats.suspected = len(self._suspects)
             self.stats.revoked += 1
             revoked += 1
             log.info("revoked fix %s: %s", row["fix"].hex()[:12], why)
         return revoked
+
+    def _confirmed(self, fid: bytes, row: dict[str, Any]) -> str | None:
+        """Why to revoke a fix whose totals are bad, once its windowed outcomes have
+        been bad for ``revoke_confirm_s`` (None: not yet)."""
+        now = trio.current_time()
+        suspect = self._suspects.setdefault(fid, _Suspect())
+        raw = row.get("outcomes") or []
+        totals = {bytes(o[0]): (int(o[1]), int(o[2])) for o in raw}
+        recent = suspect.window(now, totals, self.revoke_window_s)
+        if recent is None:
+            return None
+        windowed = {**row, "outcomes": [[k, a, x] for k, (a, x) in sorted(recent.items())]}
+        state, why, _ = fleet_evidence(windowed, self.replica.policy)
+        if state == "good":
+            suspect.bad_since = None
+        elif state == "bad" and suspect.bad_since is None:
+            suspect.bad_since = now
+        if suspect.bad_since is None or now - suspect.bad_since < self.revoke_confirm_s:
+            return None
+        return (
+            f"{why} over the last {self.revoke_window_s:.0f} s, for {now - suspect.bad_since:.0f} s"
+        )
 
     async def tick(self) -> bool:
         """One pass: judge what waits, then watch outcomes, over the fixes that can
