@@ -141,3 +141,21 @@ async def test_totals_that_recover_clear_the_suspicion(
     for _ in range(5):
         await run.minute(fix, 40, 40)  # heavy use that works: the totals recover
     assert run.verifier.stats.suspected == 0 and run.revokes == []
+
+
+async def test_a_window_too_thin_to_judge_does_not_revoke(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Bad windows for 10 minutes, then a look whose window holds one success per
+    agent (no verdict either way): the fix is revoked at the next bad window only."""
+    kb, fix = network()
+    run = Run(kb)
+    for _ in range(19):
+        await run.minute(fix, 5, 0)
+    assert run.revokes == []
+    await trio.sleep(REVOKE_WINDOW_S)  # quiet: the next window holds only what comes now
+    await run.minute(fix, 1, 1)
+    assert run.revokes == [] and run.verifier._suspects[fix].bad_since is not None
+    for _ in range(3):
+        await run.minute(fix, 5, 0)
+    assert len(run.revokes) == 1

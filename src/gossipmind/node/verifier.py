@@ -13,8 +13,9 @@ call fails whatever the recipe: judged on the totals alone, a 4-minute outage
 got the network's own fix revoked within 30 s, for good (the s12 soak). So a
 fix whose totals are bad is only suspected; it is revoked once the outcomes of
 the last ``revoke_window_s`` (the totals less those of a snapshot at least that
-old) have been bad at every look for ``revoke_confirm_s``. A window judged good
-clears the suspicion; one with too few outcomes to judge changes nothing. An
+old) have been bad at every look for ``revoke_confirm_s``, the last included. A
+window judged good clears the suspicion; one with too few outcomes to judge
+neither clears it nor revokes. An
 outage shorter than ``revoke_confirm_s`` revokes nothing; a fix that stopped
 working is revoked ``revoke_window_s + revoke_confirm_s`` after it did (the
 suspicion is in memory: a restart begins it again).
@@ -286,7 +287,9 @@ class Verifier:
             suspect.bad_since = None
         elif state == "bad" and suspect.bad_since is None:
             suspect.bad_since = now
-        if suspect.bad_since is None or now - suspect.bad_since < self.revoke_confirm_s:
+        if state != "bad" or suspect.bad_since is None:
+            return None  # revoked on a bad window only: one too thin to judge waits
+        if now - suspect.bad_since < self.revoke_confirm_s:
             return None
         return (
             f"{why} over the last {self.revoke_window_s:.0f} s, for {now - suspect.bad_since:.0f} s"
