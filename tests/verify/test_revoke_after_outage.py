@@ -159,3 +159,45 @@ async def test_a_window_too_thin_to_judge_does_not_revoke(
     for _ in range(3):
         await run.minute(fix, 5, 0)
     assert len(run.revokes) == 1
+
+
+async def test_a_second_short_outage_does_not_get_a_suspect_fix_revoked(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A fix still suspected after a first outage (its totals stay bad for hours)
+    has windows from the start of a second one: the window stays bad for the
+    outage plus up to ``revoke_window_s`` after it, so a 4-minute outage is
+    "bad at every look for revoke_confirm_s" (found by review2, s12)."""
+    kb, fix = network()
+    run = Run(kb)
+    for _ in range(4):  # the first outage
+        await run.minute(fix, 17, 0)
+    for _ in range(15):  # back: the windows turn good, the totals stay bad
+        await run.minute(fix, 2, 2)
+    assert run.verifier.stats.suspected == 1 and run.verifier._suspects[fix].bad_since is None
+    for _ in range(4):  # a second 4-minute outage, shorter than revoke_confirm_s
+        await run.minute(fix, 17, 0)
+    for _ in range(20):  # the service is back for good
+        await run.minute(fix, 2, 2)
+    assert run.revokes == [] and run.status(fix) == "accepted"
+
+
+async def test_a_suspect_fix_that_stops_working_is_still_revoked(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """... while one that stops working for good after the first outage is revoked
+    once its window held only failures for ``revoke_confirm_s``."""
+    kb, fix = network()
+    run = Run(kb)
+    for _ in range(4):
+        await run.minute(fix, 17, 0)
+    for _ in range(15):
+        await run.minute(fix, 2, 2)
+    start = trio.current_time()
+    revoked_at = None
+    for _ in range(40):  # it fails every time from now on
+        await run.minute(fix, 5, 0)
+        if run.revokes and revoked_at is None:
+            revoked_at = trio.current_time() - start
+    assert revoked_at is not None and run.status(fix) == "revoked"
+    assert revoked_at <= REVOKE_WINDOW_S + REVOKE_CONFIRM_S + 180

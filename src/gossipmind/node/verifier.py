@@ -15,7 +15,9 @@ fix whose totals are bad is only suspected; it is revoked once the outcomes of
 the last ``revoke_window_s`` (the totals less those of a snapshot at least that
 old) have been bad at every look for ``revoke_confirm_s``, the last included. A
 window judged good clears the suspicion; one with too few outcomes to judge
-neither clears it nor revokes. An
+neither clears it nor revokes. A window that turns bad after one was judged
+still holds the outcomes before it, so that streak is confirmed after
+``revoke_window_s + revoke_confirm_s``. An
 outage shorter than ``revoke_confirm_s`` revokes nothing; a fix that stopped
 working is revoked ``revoke_window_s + revoke_confirm_s`` after it did (the
 suspicion is in memory: a restart begins it again).
@@ -52,6 +54,11 @@ class _Suspect:
 
     snaps: list[tuple[float, Totals]] = field(default_factory=list)
     bad_since: float | None = None
+    # a window judged before the bad streak began: that window still holds the
+    # outcomes before it, so a streak of bad windows lasts up to window_s longer
+    # than what made it bad, and is confirmed after window_s + confirm_s
+    looked: bool = False
+    lag: float = 0.0
 
     def window(self, now: float, totals: Totals, window_s: float) -> Totals | None:
         """The totals since the newest snapshot at least ``window_s`` old (None:
@@ -287,9 +294,14 @@ class Verifier:
             suspect.bad_since = None
         elif state == "bad" and suspect.bad_since is None:
             suspect.bad_since = now
+            # a window seen before: this one turned bad, and stays so up to a whole
+            # window after a short outage (4 minutes of failures revoked a suspect
+            # fix 10 minutes in): confirmed once the window held only later outcomes
+            suspect.lag = self.revoke_window_s if suspect.looked else 0.0
+        suspect.looked = True
         if state != "bad" or suspect.bad_since is None:
             return None  # revoked on a bad window only: one too thin to judge waits
-        if now - suspect.bad_since < self.revoke_confirm_s:
+        if now - suspect.bad_since < suspect.lag + self.revoke_confirm_s:
             return None
         return (
             f"{why} over the last {self.revoke_window_s:.0f} s, for {now - suspect.bad_since:.0f} s"
