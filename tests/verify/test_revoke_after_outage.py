@@ -201,3 +201,21 @@ async def test_a_suspect_fix_that_stops_working_is_still_revoked(
             revoked_at = trio.current_time() - start
     assert revoked_at is not None and run.status(fix) == "revoked"
     assert revoked_at <= REVOKE_WINDOW_S + REVOKE_CONFIRM_S + 180
+
+
+async def test_one_agent_alone_in_the_windows_cannot_get_a_suspect_fix_revoked(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A window is judged on the agents that reported in it: after an outage made
+    the totals bad, one member reporting failures alone while the others are quiet
+    is too few agents (``evidence_min_reporters``) to revoke on."""
+    kb, fix = network()
+    run = Run(kb)
+    for _ in range(3):
+        await run.minute(fix, 17, 0)  # an outage: the totals are bad
+    assert run.verifier.stats.suspected == 1
+    for _ in range(60):
+        await trio.sleep(60)
+        outcomes(kb, "c1", fix, 10, 0)  # c1 alone, every minute, for an hour
+        await run.verifier.watch_outcomes([fix])
+    assert run.revokes == [] and run.status(fix) == "accepted"

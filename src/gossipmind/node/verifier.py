@@ -288,7 +288,8 @@ class Verifier:
         recent = suspect.window(now, totals, self.revoke_window_s)
         if recent is None:
             return None
-        windowed = {**row, "outcomes": [[k, a, x] for k, (a, x) in sorted(recent.items())]}
+        outcomes = [[k, a, x] for k, (a, x) in sorted(recent.items())]
+        windowed = {**row, "outcomes": outcomes, "outcome_reporters": len(outcomes)}
         state, why, _ = fleet_evidence(windowed, self.replica.policy)
         if state == "good":
             suspect.bad_since = None
