@@ -2,7 +2,8 @@
 the node or libp2p). It talks to the local node over HTTP on 127.0.0.1, keeps a cache
 of accepted fixes fresh through the node's event stream (``get_fix`` costs
 microseconds), and fails open: with the node down, the agent's calls still work and
-reports wait in a bounded queue."""
+reports wait in a bounded queue. The fix cache and its lookups are in its base class
+:class:`~gossipmind.api.fixcache.FixCache`."""
 
 from __future__ import annotations
 
@@ -15,15 +16,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gossipmind.api.aliases import Aliases
+from gossipmind.api.fixcache import FixCache
 from gossipmind.api.lifecycle import EXIT_FLUSH_S, dropped, track, untrack, weak_send
-from gossipmind.api.outbox import Outbox, Sender, backoff_delays, check_outcome, report_id
+from gossipmind.api.outbox import Outbox, Sender, check_outcome, report_id
 from gossipmind.api.records import ClientStats, Fix, describe
 from gossipmind.api.transport import Http, MaybeSent, NodeNotFound, discover, env_data_dir
 from gossipmind.api.wire import sendable_failure
 from gossipmind.core.errors import GossipmindError, NetworkError
 from gossipmind.learn.executor import Execution, Executor, LocalRegistry
 from gossipmind.learn.patterns import Failure, Reduced, reduce
-from gossipmind.learn.rank import rank
 from gossipmind.learn.taxonomy import Rule, classify
 
 log = logging.getLogger("gossipmind.sdk")
@@ -31,7 +32,7 @@ T = TypeVar("T")
 __all__ = ["Client", "ClientStats", "Fix", "Resilient", "describe"]
 
 
-class Client:
+class Client(FixCache):
     """Connects an agent to its local gossipmind node.
 
     ``Client()`` finds the node through ``$GOSSIPMIND_HOME`` (or ``data_dir``);
@@ -291,105 +292,12 @@ class Client:
         self._enqueue("/v1/failures", _body(failure))
         return reduced
 
-    def _lookup(self, pattern: bytes) -> Fix | None:
-        """The decorator's fix lookup: from the cache when the event stream keeps it
-        (never waiting for the node); else (``stream=False``, canary) :meth:`fix_for`."""
-        if self.lookup_waits():
-            return self.fix_for(pattern)
-        self._resume()
-        return self._cached(pattern)
-
-    def lookup_waits(self) -> bool:
-        """Whether the decorator's fix lookup asks the node (one request)."""
-        return not self._streams or self.canary
-
     def get_fix(
         self, exc: BaseException | None = None, *, service: str, operation: str, **kw: Any
     ) -> Fix | None:
         """The best accepted fix for this failure's pattern, from the local cache."""
         pattern = self.pattern_of(exc, service=service, operation=operation, **kw).pattern
         return self.fix_for(pattern)
-
-    def _cached(self, pattern: bytes) -> Fix | None:
-        fixes = self._cache.get(pattern) or self._cache.get(self.aliases.get(pattern))
-        if fixes:
-            self.stats.cache_hits += 1
-            best = rank(
-                [
-                    {
-                        "fix": f.id,
-                        "attempts": f.attempts,
-                        "successes": f.successes,
-                        "drill_bp": f.drill_bp,
-                    }
-                    for f in fixes.values()
-                ]
-            )
-            return fixes[bytes(best[0]["fix"])]
-        self.stats.cache_misses += 1
-        return None
-
-    def fix_for(self, pattern: bytes) -> Fix | None:
-        """The best fix for ``pattern``: from the stream's cache, else asked of the node
-        (``stream=False``: every time, so a revoked fix is dropped; if the node cannot
-        be asked, what it last said is used: fail open)."""
-        self._resume()
-        if self._streams:
-            fix = self._cached(pattern)
-            if fix is not None:
-                return fix
-            if self._ready.is_set() and not self.canary:
-                return None  # the stream is live: no accepted fix exists
-        try:
-            flag = "&canary=1" if self.canary else ""
-            asked = self.aliases.get(pattern)  # the node's id for it, if another
-            status, doc = self._call("GET", f"/v1/fix?pattern={asked.hex()}{flag}")
-        except GossipmindError:
-            return None if self._streams else self._cached(pattern)  # fail open
-        if status == 404 and not self._streams:
-            self._cache.pop(pattern, None)  # none accepted now (revoked, say)
-        if status != 200:
-            return None if self._streams or status == 404 else self._cached(pattern)
-        fix = Fix.from_json(doc)
-        if doc.get("status") == "accepted":
-            if self._streams:
-                # a live stream delivers accepted fixes itself; caching this answer could
-                # outlive a revoke the stream told meanwhile (a canary kept applying it)
-                if not self._ready.is_set():
-                    self._cache.setdefault(pattern, {})[fix.id] = fix
-            else:  # the node's answer now: the only fix this client knows for the pattern
-                self._cache[pattern] = {fix.id: fix}
-        elif not self._streams:  # a canary's provisional fix: none is accepted now
-            self._cache.pop(pattern, None)
-        return fix
-
-    def preventive_fix(self, service: str, operation: str) -> Fix | None:
-        """An accepted fix for this call that carries an idempotency key, if any.
-
-        A non-idempotent call that failed without a key can never be retried safely
-        (the first attempt may have been applied), so for such calls the SDK applies
-        a learned fix from the first attempt, key included.
-        """
-        from gossipmind.learn.patterns import normalise_name
-
-        self._resume()
-        svc, op = normalise_name(service), normalise_name(operation)
-        candidates = [
-            f
-            for fixes in list(self._cache.values())
-            for f in fixes.values()
-            if f.service == svc and f.operation == op and f.has_idempotency_key
-        ]
-        if not candidates:
-            return None
-        # the failure is not known yet: retrying the most error classes, then the best ranked
-        most = max(len(f.retried_classes) for f in candidates)
-        best = rank(
-            {"fix": f.id, "attempts": f.attempts, "successes": f.successes, "drill_bp": f.drill_bp}
-            for f in candidates
-            if len(f.retried_classes) == most
-        )
-        return next(f for f in candidates if f.id == best[0]["fix"])
 
     def apply_fix(
         self,
@@ -534,52 +442,6 @@ class Client:
         if (http := self._http) is not None:
             http.interrupt_patient()
         return self.outbox.drain(self._post, wait=True)
-
-    # -- the fix cache, fed by the event stream -------------------------------------
-
-    def _apply_event(self, event: str, doc: dict[str, Any]) -> None:
-        if event == "ready":
-            self._ready.set()
-            return
-        if event != "fix":
-            return
-        fix = Fix.from_json(doc)
-        per = dict(self._cache.get(fix.pattern, {}))
-        if doc.get("status") == "accepted":
-            per[fix.id] = fix
-        else:
-            per.pop(fix.id, None)
-        if per:
-            self._cache[fix.pattern] = per
-        else:
-            self._cache.pop(fix.pattern, None)
-
-    def _follow(self) -> None:
-        delays = backoff_delays()
-        while not self._stop.is_set():
-            try:
-                fresh: dict[bytes, dict[bytes, Fix]] = {}
-                for event, doc in self._api().events(self._stop):
-                    if event == "fix" and not self._ready.is_set():
-                        fix = Fix.from_json(doc)
-                        fresh.setdefault(fix.pattern, {})[fix.id] = fix
-                        continue
-                    if event == "ready":
-                        self._cache = fresh
-                        self.stats.stream_connected = True
-                        delays = backoff_delays()
-                        self._sender.wake(now=True)  # the node is (back) up
-                    self._apply_event(event, doc)
-            except GossipmindError as exc:
-                log.debug("event stream: %s", exc)
-                self._drop_http()
-            except Exception as exc:  # noqa: BLE001 - a bug: say so, but keep following
-                log.warning("gossipmind: event stream failed: %r", exc)
-                self._note_error(f"/v1/events: {exc!r}")
-                self._drop_http()
-            self._ready.clear()
-            self.stats.stream_connected = False
-            self._stop.wait(next(delays))
 
 
 def _body(failure: Failure) -> dict[str, Any]:
