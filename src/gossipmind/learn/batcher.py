@@ -13,7 +13,10 @@ Bodies come out sorted by pattern id, so a flush is deterministic.
 
 With a :class:`~gossipmind.learn.hold.Hold`, a flush writes only the patterns
 whose hold has passed; a held pattern's failures stay in the batcher (its body's
-window grows) until a later flush, or one with ``force``.
+window grows) until a later flush, or one with ``force``. The hold is told a
+written stream's first report as its body's window starts (in whole seconds), so
+that a restarted node can rebuild it from its ops (the hold's ``grain_ms`` is
+then a second).
 """
 
 from __future__ import annotations
@@ -150,12 +153,11 @@ class ReportBatcher:
             for p, acc in self._acc.items()
             if hold is None or force or hold.due(p, now) or acc.count >= MAX_COUNTER
         )
-        accs = [(p, self._acc.pop(p)) for p in due]
+        bodies = [self._acc.pop(p).body(now) for p in due]
         if hold is not None:
-            for p, acc in accs:
-                hold.written(p, now, acc.start_ms)
+            for body in bodies:  # (its start as the op shows it: node/reportstart.py)
+                hold.written(body["pattern"], now, body["window"][0])
             hold.forget_quiet(now)
-        bodies = [acc.body(now) for _, acc in accs]
         self._opened_ms = now if self._acc else None
         self.overflow = 0
         return bodies

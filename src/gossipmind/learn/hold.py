@@ -25,10 +25,18 @@ evidence lags by a factor of two at most), a report waits at most ``max_ms``
 that, the key written longest ago is forgotten (its next reports start a new
 stream: an op sooner, nothing lost).
 
+The state is kept in memory, and rebuilt when a node starts (:meth:`Hold.replay`)
+from what it already has: its own ops. A report op's ts is the time its key was
+written here, and its window starts at the stream's first report it carries (the
+``first_ms`` this was told), so replaying a node's recent ops gives the hold that
+wrote them (node/reportstart.py).
+
 Pure: no clock is read here; the caller passes ``now_ms``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from gossipmind.core.errors import ConfigError
 
@@ -38,12 +46,20 @@ __all__ = ["Hold"]
 class Hold:
     """The per-key hold of a stream of reports (see the module's docstring)."""
 
-    def __init__(self, window_ms: int, max_ms: int, *, max_keys: int = 16_384) -> None:
-        if window_ms < 1 or max_ms < 0 or max_keys < 1:
-            raise ConfigError("a hold needs window_ms >= 1, max_ms >= 0 and max_keys >= 1")
+    def __init__(
+        self, window_ms: int, max_ms: int, *, max_keys: int = 16_384, grain_ms: int = 0
+    ) -> None:
+        if window_ms < 1 or max_ms < 0 or max_keys < 1 or grain_ms < 0:
+            raise ConfigError(
+                "a hold needs window_ms >= 1, max_ms >= 0, max_keys >= 1 and grain_ms >= 0"
+            )
         self.window_ms = window_ms
         self.max_ms = max_ms
         self.max_keys = max_keys
+        # the first_ms told are rounded down to it at most (a pattern's op shows its
+        # window in whole seconds): a quiet key is forgotten that much later, so that
+        # a report after it was forgotten starts a new stream in a replay too
+        self.grain_ms = grain_ms
         self._last: dict[bytes, tuple[int, int]] = {}  # key -> (last written, stream start)
 
     def __len__(self) -> int:
@@ -84,9 +100,27 @@ class Hold:
             del self._last[next(iter(self._last))]
 
     def forget_quiet(self, now_ms: int) -> int:
-        """Forget the keys not written for longer than ``max_ms``; returns how many
-        (their next reports come after a quiet: a new stream either way)."""
-        quiet = [k for k, (at, _) in self._last.items() if now_ms - at > self.max_ms]
+        """Forget the keys not written for longer than ``max_ms`` (plus ``grain_ms``);
+        returns how many (their next reports come after a quiet: a new stream either
+        way)."""
+        limit = self.max_ms + self.grain_ms
+        quiet = [k for k, (at, _) in self._last.items() if now_ms - at > limit]
         for k in quiet:
             del self._last[k]
         return len(quiet)
+
+    def replay(self, writes: Iterable[tuple[bytes, int, int]], now_ms: int) -> int:
+        """Rebuild the hold from the writes it was told before a restart: ``(key,
+        now_ms, first_ms)`` of each :meth:`written`, oldest first; returns how many
+        keys are held at ``now_ms``.
+
+        The writes need go back only ``3 * max_ms``: a stream that began before
+        that and still goes on is older than ``max_ms`` at its last write either
+        way (held ``max_ms``), and an older write never matters otherwise. The
+        :meth:`forget_quiet` calls between the writes are left out: a key they
+        forgot starts a new stream at its next write all the same, and the keys
+        ``max_keys`` pushes out first are the quiet ones, written longest ago."""
+        for key, at, first in writes:
+            self.written(key, at, first)
+        self.forget_quiet(now_ms)
+        return len(self)

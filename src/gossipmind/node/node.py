@@ -45,11 +45,11 @@ from gossipmind.node.opening import open_off_loop
 from gossipmind.node.pacer import Pacer
 from gossipmind.node.peering import Peering
 from gossipmind.node.reporter import Reporter
+from gossipmind.node.reportstart import start_reports
 from gossipmind.node.status import status_of
 from gossipmind.node.syncer import PENALTY_CAP, SyncCounters, SyncGuard
 from gossipmind.node.verifier import Verifier
 from gossipmind.node.writes import GroupCommit, Request
-from gossipmind.store import journal
 from gossipmind.store.source import StoreSource
 from gossipmind.store.sqlite import Store
 
@@ -135,7 +135,7 @@ class Node(Networking):
             hold_max_ms=config.report_hold_max_ms,
         )
         self.reporter.known = store.knows_report  # committed report ids (store/receipts.py)
-        self.reporter.recover(journal.load(store.conn))  # reports a crash left unwritten
+        start_reports(self.reporter, store, identity.public, now_ms())  # journal, holds
         self.learner = Learner(
             store.replica,
             self.write,
@@ -175,7 +175,8 @@ class Node(Networking):
     async def _write_report(self, kind: str, body: dict[str, Any]) -> Op:
         """The reporter's writes, told when durable, before gossip (``Reporter.durable``)."""
         await self._write_gate()
-        return await self.writes.submit((kind, body, now_ms()), self.reporter.durable)
+        ts = self.reporter.stamp(body, now_ms())  # (when its window was closed: hold.py)
+        return await self.writes.submit((kind, body, ts), self.reporter.durable)
 
     async def _write_gate(self) -> None:
         if not self._gate_done and self._has_peers_to_ask():

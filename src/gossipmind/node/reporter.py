@@ -25,7 +25,9 @@ stream costs one op per ``hold_max_ms`` instead of one per window. Held reports
 stay journaled, counted in ``local_counts`` and their ids remembered until their
 op is committed. Everything held is written at once when a node stops, when the
 batcher's pattern cap is reached, or when the journal or the remembered ids
-pass half of their bound (``PRESSURE``).
+pass half of their bound (``PRESSURE``). A body's op has for its ts the time its
+window was closed (:meth:`Reporter.stamp`): the time its key's hold counts from,
+which a restarted node reads back from its own ops (node/reportstart.py).
 """
 
 from __future__ import annotations
@@ -83,7 +85,8 @@ class Reporter:
         self._now = now_ms
         self.window_ms = window_ms
         self.rules = rules
-        self.failures = ReportBatcher(window_ms=window_ms, hold=Hold(window_ms, hold_max_ms))
+        hold = Hold(window_ms, hold_max_ms, grain_ms=1000)  # (whole seconds: batcher.py)
+        self.failures = ReportBatcher(window_ms=window_ms, hold=hold)
         self.outcome_hold = Hold(window_ms, hold_max_ms)
         self.outcomes: dict[bytes, list[int]] = {}  # fix -> [attempts, successes]
         self._outcome_spans: dict[bytes, list[int]] = {}  # fix -> [first, last] report
@@ -104,6 +107,7 @@ class Reporter:
         self._window_rows: dict[bytes, list[bytes]] = {}  # pattern -> its journal rows
         self._outcome_rows: dict[bytes, list[bytes]] = {}  # fix -> its journal rows
         self._receipts: dict[int, tuple[dict[str, Any], Ids, Ids]] = {}  # id(body)
+        self._closed: dict[int, tuple[dict[str, Any], int]] = {}  # id(body): when (stamp)
         self.journaled = 0  # journal rows not written yet (at most MAX_JOURNAL)
         self._taking: list[Taking] = []  # reports waiting for their row's commit
         self._waiting: dict[bytes, Taking] = {}  # their ids (a re-send waits for it)
@@ -152,7 +156,17 @@ class Reporter:
             rows.append(entry[2] if entry is not None and ours else ())
         return ids, rows
 
-    def _queue(self, item: Body, ids: list[bytes] | None, rows: list[bytes] | None) -> None:
+    def stamp(self, body: dict[str, Any], now: int) -> int:
+        """The ts of ``body``'s op: when its window was closed, the time its hold
+        counts from (``Hold.written``), so that a restart reads it back exactly
+        (node/reportstart.py); ``now`` for a body not ours."""
+        entry = self._closed.get(id(body))
+        return entry[1] if entry is not None and entry[0] is body else now
+
+    def _queue(
+        self, item: Body, ids: list[bytes] | None, rows: list[bytes] | None, now: int
+    ) -> None:
+        self._closed[id(item[1])] = (item[1], now)
         if ids or rows:
             self._receipts[id(item[1])] = (item[1], tuple(ids or ()), tuple(rows or ()))
         self._ready.append(item)
@@ -412,7 +426,7 @@ class Reporter:
         window = [first, last]
         body = {"fix": fix, "attempts": attempts, "successes": successes, "window": window}
         rows = self._outcome_rows.pop(fix, None)
-        self._queue(("fix.outcome", body), self._outcome_ids.pop(fix, None), rows)
+        self._queue(("fix.outcome", body), self._outcome_ids.pop(fix, None), rows, now)
         self.outcome_hold.written(fix, now, first)
 
     def held(self) -> int:
@@ -429,13 +443,11 @@ class Reporter:
         )
 
     def _close_failures(self, force: bool = False) -> None:
-        for body in self.failures.flush(self._now(), force=force or self._pressed()):
+        now = self._now()
+        for body in self.failures.flush(now, force=force or self._pressed()):
             p = body["pattern"]
-            self._queue(
-                ("pattern.report", body),
-                self._window_ids.pop(p, None),
-                self._window_rows.pop(p, None),
-            )
+            ids, rows = self._window_ids.pop(p, None), self._window_rows.pop(p, None)
+            self._queue(("pattern.report", body), ids, rows, now)
 
     def _close_window(self, force: bool = False) -> None:
         """Move what is due (everything, with ``force``) into the queue of bodies to
@@ -454,6 +466,8 @@ class Reporter:
         and its report ids are the store's (committed with it) or forgotten. Returns
         its journal rows (deleted with its op, or to delete)."""
         rows: Ids = ()
+        if self._closed.get(id(body), (None,))[0] is body:
+            del self._closed[id(body)]
         entry = self._receipts.pop(id(body), None)
         if entry is not None and entry[0] is body:
             self._pending_ids.difference_update(entry[1])
@@ -550,7 +564,7 @@ class Reporter:
             return 0
         now = self._now()
         try:
-            results = commit([(kind, body, now) for kind, body in bodies])
+            results = commit([(kind, body, self.stamp(body, now)) for kind, body in bodies])
         except GossipmindError as exc:
             log.warning("could not write %d reports while stopping: %s", len(bodies), exc)
             results = [exc] * len(bodies)

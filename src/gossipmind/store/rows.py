@@ -15,7 +15,7 @@ that both stay under the module size limit:
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from gossipmind.core import encoding, snapshot
 from gossipmind.core.replica import FOLD_VERSION, Replica
@@ -101,6 +101,27 @@ class OpReads:
             (author, after_seq, limit),
         )
         return [(o, s, bytes(raw)) for o, s, raw in cur]
+
+    def newest_of(
+        self, author: bytes, kinds: Sequence[str], since_ts: int, limit: int
+    ) -> list[tuple[str, int, bytes]]:
+        """(kind, ts, raw) of ``author``'s latest ops of ``kinds``, newest (highest
+        seq) first, down to the first one older than ``since_ts`` (left out), at
+        most ``limit``: read back by seq (index ``ops_author_seq``; ``+kind`` keeps
+        SQLite off index ``ops_kind``), never the whole table."""
+        marks = ", ".join("?" * len(kinds))
+        cur = self.conn.execute(
+            f"SELECT kind, ts, raw FROM ops WHERE author = ? AND +kind IN ({marks})"
+            " ORDER BY seq DESC, ord DESC",
+            (author, *kinds),
+        )
+        out: list[tuple[str, int, bytes]] = []
+        for kind, ts, raw in cur:
+            if ts < since_ts or len(out) >= limit:
+                break
+            out.append((kind, ts, bytes(raw)))
+        cur.close()
+        return out
 
     def raws_in_order(self, ids: Iterable[bytes]) -> Iterator[bytes]:
         """Raw bytes of the applied ops among ``ids``, in application (causal) order.
