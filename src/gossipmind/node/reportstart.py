@@ -33,7 +33,7 @@ from gossipmind.store.sqlite import Store
 log = logging.getLogger("gossipmind.node.reporter")
 
 KEYS = {"pattern.report": "pattern", "fix.outcome": "fix"}  # kind -> its body's key
-MAX_OPS = 200_000  # own report ops read at a start, at most
+MAX_OPS = 50_000  # own report ops read at a start, at most (~15 µs each)
 Write = tuple[bytes, int, int]  # key, written (ms), first report (ms): Hold.written's
 
 
