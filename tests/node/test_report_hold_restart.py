@@ -12,22 +12,27 @@ from typing import Any
 import pytest
 import trio
 
-from gossipmind.learn.patterns import Failure
+from gossipmind.core import ops
+from gossipmind.learn.patterns import Failure, reduce
 from gossipmind.net.fake import FakeNetwork
 from gossipmind.node import node as node_mod
 from gossipmind.node.config import NodeConfig
 from gossipmind.node.node import Node, open_node
+from gossipmind.node.reporter import Reporter
+from gossipmind.node.reportstart import KEYS
+from gossipmind.store.keyfile import read_key
 from gossipmind.store.sqlite import Store
 from gossipmind.testnet.setup import prepare
 
 WINDOW_MS, HOLD_MS, EVERY_MS = 60_000, 600_000, 20_000  # a report of each key every 20 s
 FIX = b"\x05" * 32
 FAILURE = Failure("payments", "charge", "TimeoutError", "timed out after 30000 ms")
+FAILURE_ID = reduce(FAILURE).pattern
 
 
 class Clock:
     def __init__(self) -> None:
-        self.ms = 1_700_000_000_000  # (a window boundary: WINDOW_MS divides it)
+        self.ms = 1_700_000_040_000  # (a window boundary: WINDOW_MS divides it)
 
     def __call__(self) -> int:
         return self.ms
@@ -97,7 +102,7 @@ def _run(
                     _kill_at_exit(node, monkeypatch)
 
     trio.run(main)
-    return {**_ops(data), "held_after": held_after}
+    return {**_ops(data), "held_after": held_after, "data": data}
 
 
 def test_a_stream_killed_and_restarted_is_written_as_if_it_had_run_on(
@@ -109,6 +114,7 @@ def test_a_stream_killed_and_restarted_is_written_as_if_it_had_run_on(
     their hold comes from the ops) and writes exactly the same ops: it wrote 3 more
     of each kind before (a stream's doubling from one window again)."""
     plain = _run(tmp_path / "plain", monkeypatch, [])
+    del plain["data"]
     assert (plain["reports"], plain["outcomes"], plain["counted"]) == (8, 8, 121)
     kills = [(10, "kill"), (20, "kill"), (30, "kill")]
     killed = _run(tmp_path / "killed", monkeypatch, kills)
@@ -129,3 +135,55 @@ def test_a_stream_stopped_and_restarted_is_held_from_the_stop_s_write(
     assert stopped["held_after"] == [2, 2, 2]
     assert (stopped["reports"], stopped["outcomes"], stopped["counted"]) == (8, 8, 121)
     assert stopped["journal"] == 0
+
+
+def test_a_start_reads_its_own_latest_report_ops_and_no_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Store.newest_of``: the node's own report ops, newest first, down to the
+    first one older than asked, at most as many as asked."""
+    data = _run(tmp_path, monkeypatch, [(20, "kill")])["data"]
+    me = read_key(data / "identity.key").public
+    with Store.open(data / "kb.sqlite3") as store:
+        mine = store.conn.execute(
+            "SELECT kind, ts FROM ops WHERE author = ? AND kind IN (?, ?) ORDER BY seq DESC",
+            (me, *KEYS),
+        ).fetchall()
+        assert len(mine) == 16
+        since = mine[5][1]  # the sixth newest
+        got = store.newest_of(me, tuple(KEYS), since, 100)
+        assert [(k, ts) for k, ts, _ in got] == [(k, ts) for k, ts in mine if ts >= since]
+        assert 6 <= len(got) < len(mine)
+        for kind, ts, raw in got:  # a pattern's window ends when it was closed: its ts
+            body = ops.decode_checked_before(raw).body
+            assert kind != "pattern.report" or body["window"][1] == ts
+        assert [ts for _, ts, _ in store.newest_of(me, tuple(KEYS), 0, 3)] == [
+            ts for _, ts in mine[:3]
+        ]
+        assert store.newest_of(b"\x00" * 32, tuple(KEYS), 0, 100) == []  # not ours
+
+
+def test_a_report_op_s_ts_is_when_its_window_was_closed_not_when_it_was_written() -> None:
+    """``Reporter.stamp``: the ts the node gives a report's op is the time the hold
+    counts its key as written, also when the write comes later (a write that waits
+    for the store, or for the first sync); a body no longer queued has none."""
+    clock, seen = [0], []
+
+    async def write(kind: str, body: dict[str, Any]) -> None:
+        clock[0] += 700  # (the write takes its time)
+        seen.append((kind, r.stamp(body, clock[0])))
+        await trio.lowlevel.checkpoint()
+
+    r = Reporter(write, lambda: clock[0], window_ms=1_000, hold_max_ms=60_000)
+
+    async def main() -> None:
+        clock[0] = 400
+        r.failure(FAILURE)
+        r.outcome(FIX, 1, 1)
+        clock[0] = 1_000
+        assert await r.flush() == 2
+
+    trio.run(main)
+    assert seen == [("pattern.report", 1_000), ("fix.outcome", 1_000)]
+    assert r.failures.hold is not None and r.failures.hold.held_until(FAILURE_ID) == 2_000
+    assert r.stamp({}, 5) == 5
