@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from gossipmind.core import ops
+from gossipmind.core.errors import GossipmindError
 from gossipmind.learn.hold import Hold
 from gossipmind.node.reporter import Reporter
 from gossipmind.store import journal
@@ -44,7 +45,11 @@ def start_reports(reporter: Reporter, store: Store, me: bytes, now_ms: int) -> N
     if not hold.enabled:
         return
     newest = store.newest_of(me, tuple(KEYS), now_ms - 3 * hold.max_ms, MAX_OPS)
-    oldest = [(kind, ts, ops.decode_checked_before(raw).body) for kind, ts, raw in newest[::-1]]
+    try:  # (applied at the store's opening: read again, never refused)
+        oldest = [(k, ts, ops.decode_checked_before(raw).body) for k, ts, raw in newest[::-1]]
+    except (GossipmindError, ValueError, TypeError) as exc:  # a start goes on: as before
+        log.warning("could not read back own report ops (streams start again): %s", exc)
+        return
     writes = own_writes(oldest)
     held = resume(reporter, writes["pattern.report"], writes["fix.outcome"], now_ms)
     if held:
