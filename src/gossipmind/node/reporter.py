@@ -17,6 +17,7 @@ it counts in its own transaction; a node that opens its store counts the rows
 left by a crash again (:meth:`Reporter.recover`). The journal holds at most
 ``MAX_JOURNAL`` rows, and no report is taken while ``MAX_UNWRITTEN`` bodies wait:
 past either, a report is refused (:class:`Unavailable`, 503: the SDK sends it again).
+The journal's commits and the ids taken are node/reportjournal.py's.
 
 A steady stream of one pattern's failures (or one fix's outcomes) is held
 (learn/hold.py, ``hold_max_ms``): its first reports are written at the end of
@@ -50,8 +51,9 @@ from gossipmind.learn.batcher import ReportBatcher
 from gossipmind.learn.hold import Hold
 from gossipmind.learn.patterns import Failure, Reduced, reduce
 from gossipmind.learn.taxonomy import Rule
+from gossipmind.node.reportjournal import BUSY, Journal, ReportJournal
 from gossipmind.node.reportparts import FULL, Body, BoundedQueue, InFlight, Taking, failure_data
-from gossipmind.node.writes import BURST_S, MAX_GROUP, Commit
+from gossipmind.node.writes import BURST_S, Commit
 from gossipmind.store.journal import Row
 
 log = logging.getLogger("gossipmind.node.reporter")
@@ -62,13 +64,10 @@ Ids = tuple[bytes, ...]  # the report ids a body carries
 MAX_UNWRITTEN = 10_000
 MAX_PENDING_IDS = 100_000  # ids of reports taken, not written yet (beyond: not remembered)
 MAX_JOURNAL = MAX_PENDING_IDS  # journal rows (reports taken, not written) at most
-GATHER_TURNS = 8  # turns of the scheduler a burst of reports may take to gather, at most
 PRESSURE = 2  # held reports are written when a bound is 1/PRESSURE full
-BUSY = "the node holds as many reports not written yet as it may: send it again later"
-Journal = Callable[[Sequence[Row], Sequence[bytes]], None]  # add rows, drop ids: one commit
 
 
-class Reporter:
+class Reporter(ReportJournal):
     def __init__(
         self,
         write: Write,
@@ -79,9 +78,8 @@ class Reporter:
         journal: Journal | None = None,
         hold_max_ms: int = 0,
     ) -> None:
+        super().__init__(journal)
         self._write = write
-        self.journal = journal  # (None: reports are taken in memory only)
-        self.known: Callable[[bytes], bool] = lambda rid: False  # committed (the store's)
         self._now = now_ms
         self.window_ms = window_ms
         self.rules = rules
@@ -101,26 +99,12 @@ class Reporter:
         # one line per refused body: a key that is not (or no longer) a member
         # has every report of every window refused, one body per pattern
         self._refusals = Bounded(log, unsaid="{} more were dropped and not said")
-        self._pending_ids: set[bytes] = set()  # taken, not committed yet
         self._window_ids: dict[bytes, list[bytes]] = {}  # pattern -> its window's ids
         self._outcome_ids: dict[bytes, list[bytes]] = {}  # fix -> its window's ids
         self._window_rows: dict[bytes, list[bytes]] = {}  # pattern -> its journal rows
         self._outcome_rows: dict[bytes, list[bytes]] = {}  # fix -> its journal rows
         self._receipts: dict[int, tuple[dict[str, Any], Ids, Ids]] = {}  # id(body)
         self._closed: dict[int, tuple[dict[str, Any], int]] = {}  # id(body): when (stamp)
-        self.journaled = 0  # journal rows not written yet (at most MAX_JOURNAL)
-        self._taking: list[Taking] = []  # reports waiting for their row's commit
-        self._waiting: dict[bytes, Taking] = {}  # their ids (a re-send waits for it)
-        self._committing = False  # the journal's task gathers or commits ``_taking``
-        self._journal_running = False
-        self._journal_wake = trio.Event()
-        self._last_take = -float("inf")
-        self.duplicates = 0  # reports whose id was taken already: not counted again
-        self.takes = 0  # journal commits of reports taken (a burst shares one)
-
-    def seen(self, rid: bytes) -> bool:
-        """Whether the report with id ``rid`` was taken already (written or not)."""
-        return rid in self._pending_ids or self.known(rid)
 
     def _remember(
         self, key: bytes, rid: bytes | None, row: bytes | None, failure: bool = True
@@ -206,32 +190,6 @@ class Reporter:
             lambda row: self._count_outcome(fix, attempts, successes, rid, row, now),
         )
 
-    async def _taken(self, rid: bytes) -> bool:
-        """Whether the report with id ``rid`` was taken already. A re-send that comes
-        while the first waits for its row's commit is answered with it, once that
-        commit is over: as taken, or refused (:class:`Unavailable`) if it failed.
-        If the first was cancelled (its client gone), this one is taken instead."""
-        for _ in range(GATHER_TURNS):
-            slot = self._waiting.get(rid)
-            if slot is None:
-                return self.seen(rid)
-            await slot.done.wait()
-            if slot.error is not None:
-                raise Unavailable(str(slot.error))
-            if slot.taken:
-                return True
-        raise Unavailable(BUSY)  # (cancelled again and again: the SDK sends it again)
-
-    def _finish(self, slot: Taking, error: GossipmindError | None = None) -> None:
-        """The row of ``slot`` was committed (``error`` None and taken), or not."""
-        slot.error = error
-        rid = slot.row[0] if slot.row[1] else None
-        if rid is not None and self._waiting.get(rid) is slot:
-            del self._waiting[rid]
-        if rid is not None and not slot.taken:
-            self._pending_ids.discard(rid)
-        slot.done.set()
-
     async def _take(
         self,
         kind: str,
@@ -275,47 +233,6 @@ class Reporter:
                 raise
         if slot.error is not None:
             raise slot.error
-
-    async def _journal_task(self) -> None:
-        """Commit the journal rows of the reports that came in a burst, forever."""
-        self._journal_running = True
-        try:
-            while True:
-                await self._journal_wake.wait()
-                self._journal_wake = trio.Event()
-                self._committing = True
-                try:
-                    for _ in range(GATHER_TURNS):  # while the burst grows, let it join
-                        n = len(self._taking)
-                        await trio.lowlevel.checkpoint()
-                        if len(self._taking) in (n, 0) or len(self._taking) >= MAX_GROUP:
-                            break
-                    while self._taking:
-                        group, self._taking = self._taking[:MAX_GROUP], self._taking[MAX_GROUP:]
-                        self._commit_taken(group)
-                finally:
-                    self._committing = False
-        finally:
-            self._journal_running = False
-            for slot in self._taking:  # the node stops: these were not taken
-                self._finish(slot, Unavailable("the node is stopping: the report was not taken"))
-            self._taking.clear()
-
-    def _commit_taken(self, group: list[Taking]) -> None:
-        assert self.journal is not None
-        self.takes += 1
-        try:
-            self.journal([s.row for s in group], ())
-        except GossipmindError as exc:
-            log.warning("could not journal %d reports (refused, 503): %s", len(group), exc)
-            for s in group:
-                self._finish(s, Unavailable(f"the report could not be journaled: {exc}"))
-            return
-        self.journaled += len(group)
-        for s in group:
-            s.count(s.row[0])
-            s.taken = True
-            self._finish(s)
 
     def _recount(self, kind: str, v: Any, rid: bytes | None, key: bytes, ts: int) -> None:
         if kind == "pattern.report":
